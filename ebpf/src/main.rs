@@ -1,0 +1,29 @@
+//! fastpath's TC programs. Entry points only: each calls its handler, counts the reason, and
+//! returns the verdict the handler chose.
+#![no_std]
+#![no_main]
+
+mod arp;
+mod maps;
+mod parse;
+mod pod;
+mod stats;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+
+/// tcx ingress on every `cali*` interface: everything a pod sends.
+#[classifier]
+pub fn from_pod(ctx: TcContext) -> i32 {
+    let outcome = pod::handle(&ctx);
+    stats::finish(&ctx, outcome)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,118 @@
+//! The pin folder: find or mount the bpffs it lives on, create it, clean it.
+//!
+//! `ip netns exec` gives its command a fresh /sys with no bpffs on /sys/fs/bpf, and a DaemonSet
+//! may not mount one either, so the daemon mounts it itself when it is missing.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::Error;
+
+/// `f_type` of a bpffs in `statfs(2)` (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Where bpffs must be mounted for `dir` to be a pin folder: its parent, as `/sys/fs/bpf` is for
+/// `/sys/fs/bpf/fastpath`; `dir` itself when it is the conventional mount point.
+pub fn mount_point_for(dir: &Path) -> PathBuf {
+    if dir == Path::new("/sys/fs/bpf") {
+        return dir.to_path_buf();
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
+}
+
+/// Whether `path` lies on a bpffs; a path that does not exist does not.
+pub fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `statfs` writes into the zeroed struct we own; the path is a valid C string.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::NotFound { Ok(false) } else { Err(err) };
+    }
+    #[expect(clippy::unnecessary_cast, reason = "f_type's width differs between targets")]
+    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Make `dir` a usable pin folder: mount bpffs on its mount point when needed, then create it.
+/// Returns whether this call mounted bpffs.
+pub fn ensure_pin_dir(dir: &Path) -> Result<bool, Error> {
+    let mount_point = mount_point_for(dir);
+    let mounted = if is_bpffs(&mount_point).map_err(|source| mount_error(&mount_point, source))? {
+        false
+    } else {
+        mount(&mount_point)?;
+        true
+    };
+    fs::create_dir_all(dir).map_err(|source| Error::PinDir { path: dir.to_path_buf(), source })?;
+    Ok(mounted)
+}
+
+fn mount(mount_point: &Path) -> Result<(), Error> {
+    fs::create_dir_all(mount_point).map_err(|source| mount_error(mount_point, source))?;
+    let target = CString::new(mount_point.as_os_str().as_bytes())
+        .map_err(|_| mount_error(mount_point, io::ErrorKind::InvalidInput.into()))?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, c"mode=0700".as_ptr().cast())
+    };
+    if rc != 0 {
+        return Err(mount_error(mount_point, io::Error::last_os_error()));
+    }
+    log::info!("mounted bpffs at {}", mount_point.display());
+    Ok(())
+}
+
+fn mount_error(path: &Path, source: io::Error) -> Error {
+    Error::MountBpffs { path: path.to_path_buf(), source }
+}
+
+/// Remove the pins this daemon made, then the folder if nothing else is in it.
+pub fn remove_pins(dir: &Path, names: &[&str]) {
+    for name in names {
+        let path = dir.join(name);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("cannot remove pin {}: {e}", path.display());
+            }
+        }
+    }
+    // Only succeeds when empty, which is what we want: never remove somebody else's pins.
+    let _ = fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_of_the_pin_folder_is_the_mount_point() {
+        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf/fastpath")), Path::new("/sys/fs/bpf"));
+        assert_eq!(mount_point_for(Path::new("/run/fp/bpf/node1")), Path::new("/run/fp/bpf"));
+    }
+
+    #[test]
+    fn the_conventional_mount_point_is_its_own_mount_point() {
+        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf")), Path::new("/sys/fs/bpf"));
+    }
+
+    #[test]
+    fn a_relative_single_component_is_its_own_mount_point() {
+        assert_eq!(mount_point_for(Path::new("pins")), Path::new("pins"));
+    }
+
+    #[test]
+    fn proc_is_not_bpffs_and_a_missing_path_is_not_either() {
+        assert!(!is_bpffs(Path::new("/proc")).unwrap());
+        assert!(!is_bpffs(Path::new("/nonexistent/fastpath/test")).unwrap());
+    }
+}

@@ -1,0 +1,127 @@
+//! The library's errors. Usage errors (a bad flag value, an interface that does not exist) are
+//! told apart so the binary can exit with code 2 for them, as a command-line tool should.
+
+use std::{io, path::PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("interface '{name}' does not exist")]
+    NoSuchInterface { name: String },
+
+    #[error("cannot mount bpffs at {path}")]
+    MountBpffs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot create the pin folder {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot pin map {name} at {path}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+
+    #[error("cannot open pinned map {path} (is `fastpath run --bpffs` using this folder?)")]
+    OpenPinned {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("cannot read map {name}")]
+    ReadMap {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
+    #[error("loading the eBPF object failed")]
+    Load(#[source] aya::EbpfError),
+
+    #[error("program {name} is missing from the eBPF object")]
+    MissingProgram { name: &'static str },
+
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: &'static str },
+
+    #[error("loading program {name} into the kernel failed")]
+    LoadProgram {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("attaching to {iface} failed")]
+    Attach {
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+
+    #[error("netlink: {what}")]
+    Netlink {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("netlink request failed: {what}")]
+    NetlinkRequest {
+        what: &'static str,
+        #[source]
+        source: rtnetlink::Error,
+    },
+
+    #[error("cannot install the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The error and every `source` under it, on one line: "a: b: c".
+    pub fn chain(&self) -> String {
+        let mut line = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            line.push_str(": ");
+            line.push_str(&e.to_string());
+            source = e.source();
+        }
+        line
+    }
+
+    /// Whether the user asked for something impossible (exit code 2) rather than the system
+    /// failing (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::NoSuchInterface { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_joins_every_source() {
+        let e = Error::PinDir { path: "/x".into(), source: io::Error::other("disk on fire") };
+        assert_eq!(e.chain(), "cannot create the pin folder /x: disk on fire");
+    }
+
+    #[test]
+    fn only_a_missing_interface_is_a_usage_error() {
+        assert!(Error::NoSuchInterface { name: "eth9".into() }.is_usage());
+        assert!(!Error::MissingMap { name: "X" }.is_usage());
+    }
+}
