@@ -50,14 +50,17 @@ pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), Error> {
 
 /// The pod program and the interfaces it is attached to.
 pub struct PodAttachments {
+    program_id: u32,
     attached: HashMap<u32, (String, SchedClassifierLinkId)>,
 }
 
 impl PodAttachments {
     /// Load the pod program into the kernel.
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        loaded_program(ebpf, FROM_POD)?;
-        Ok(Self { attached: HashMap::new() })
+        let program = loaded_program(ebpf, FROM_POD)?;
+        let program_id =
+            program.info().map_err(|source| Error::LoadProgram { name: FROM_POD, source })?.id();
+        Ok(Self { program_id, attached: HashMap::new() })
     }
 
     /// ifindex → interface name, for the pure decisions in [`crate::attach`].
@@ -72,7 +75,12 @@ impl PodAttachments {
             .attach(&link.name, TcAttachType::Ingress)
             .map_err(|source| Error::Attach { iface: link.name.clone(), source })?;
         self.attached.insert(link.index, (link.name.clone(), id));
-        log::info!("attached {FROM_POD} to {} (ifindex {})", link.name, link.index);
+        log::info!(
+            "attached {FROM_POD} (prog id {}) to {} (ifindex {})",
+            self.program_id,
+            link.name,
+            link.index
+        );
         Ok(())
     }
 
@@ -101,7 +109,8 @@ impl PodAttachments {
     }
 }
 
-fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
+/// The classifier program `name` of `ebpf`, loaded or not.
+pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram { name })?
         .try_into()

@@ -1,0 +1,51 @@
+//! Running the system's tools (ip, arping, bpftool, ...) with errors that say what failed.
+
+use std::process::{Command, Output};
+
+use anyhow::{bail, Context as _, Result};
+
+/// Run `program args...`; fail unless it exits 0; return its stdout.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let output = output(program, args)?;
+    if !output.status.success() {
+        bail!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Run `program args...` and return whatever it did, success or not.
+pub fn output(program: &str, args: &[&str]) -> Result<Output> {
+    Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot start `{program}` (is it installed? `cargo xtask setup` installs it)"))
+}
+
+/// `ip -n NS args...`
+pub fn ip(ns: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["-n", ns];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// Run a command inside namespace `ns` (`ip netns exec`).
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<Output> {
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    output("ip", &full)
+}
+
+/// Set a sysctl inside namespace `ns`.
+pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let assignment = format!("{key}={value}");
+    let out = in_ns(ns, "sysctl", &["-qw", &assignment])?;
+    if !out.status.success() {
+        bail!("sysctl {assignment} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}

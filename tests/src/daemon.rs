@@ -1,0 +1,187 @@
+//! A `fastpath run` process in a node's namespace, stopped (SIGTERM, then SIGKILL) when dropped.
+//!
+//! It is started with `ip netns exec`, as a user on a node would, so it sees a fresh /sys with
+//! no bpffs and must mount its own: its pins live and die with its private mount namespace. The
+//! CLI reads them from inside that mount namespace (`nsenter -t PID -m -n`).
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{cmd, names, wait};
+
+/// Packets and bytes under one reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counters by reason name, as `fastpath stats --json` prints them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub HashMap<String, Count>);
+
+impl Counters {
+    pub fn packets(&self, reason: &str) -> u64 {
+        self.0.get(reason).map_or(0, |c| c.packets)
+    }
+
+    pub fn parse(json: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(json).context("stats --json is not JSON")?;
+        let object = value.as_object().context("stats --json is not an object")?;
+        let mut counters = HashMap::new();
+        for (reason, count) in object {
+            let field = |name: &str| count.get(name).and_then(serde_json::Value::as_u64);
+            let (Some(packets), Some(bytes)) = (field("packets"), field("bytes")) else {
+                bail!("stats --json: {reason} lacks packets or bytes");
+            };
+            counters.insert(reason.clone(), Count { packets, bytes });
+        }
+        Ok(Self(counters))
+    }
+}
+
+/// The fastpath binary under test: `$FASTPATH_BIN`, else the workspace's debug build.
+pub fn fastpath_bin() -> PathBuf {
+    let path = std::env::var_os("FASTPATH_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fastpath")
+    });
+    assert!(path.exists(), "{} does not exist: build it first (`cargo xtask test` does)", path.display());
+    path
+}
+
+pub struct Daemon {
+    child: Child,
+    pub node_ns: String,
+    log_path: PathBuf,
+}
+
+impl Daemon {
+    /// Start `fastpath run` in `node_ns` with `args` after `run`, and wait until it serves.
+    pub fn start(node_ns: &str, args: &[&str]) -> Result<Self> {
+        let log_dir = std::env::temp_dir().join("fastpath-tests");
+        fs::create_dir_all(&log_dir)?;
+        let log_path = log_dir.join(format!("{}.log", names::unique(node_ns)));
+        let log = fs::File::create(&log_path)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", node_ns])
+            .arg(fastpath_bin())
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "info,fastpath=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start fastpath")?;
+        let mut daemon = Self { child, node_ns: node_ns.to_string(), log_path };
+        daemon.wait_serving(Duration::from_secs(20))?;
+        Ok(daemon)
+    }
+
+    fn wait_serving(&mut self, timeout: Duration) -> Result<()> {
+        let serving = wait::until(timeout, || {
+            if self.log().contains("running:") {
+                return Some(true);
+            }
+            matches!(self.child.try_wait(), Ok(Some(_))).then_some(false)
+        });
+        match serving {
+            Some((true, _)) => Ok(()),
+            Some((false, _)) => bail!("fastpath exited before serving:\n{}", self.log()),
+            None => bail!("fastpath did not start serving within {timeout:?}:\n{}", self.log()),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Run a `fastpath` subcommand beside the daemon: same network and mount namespace.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let pid = self.pid().to_string();
+        let bin = fastpath_bin();
+        let mut full = vec!["-t", &pid, "-m", "-n", bin.to_str().context("binary path is not UTF-8")?];
+        full.extend_from_slice(args);
+        cmd::run("nsenter", &full)
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        Counters::parse(&self.cli(&["stats", "--json"])?)
+    }
+
+    /// Program ids the daemon reported attaching ("prog id N" in its log).
+    pub fn attached_prog_ids(&self) -> Vec<u32> {
+        let log = self.log();
+        let mut ids: Vec<u32> = log
+            .split("prog id ")
+            .skip(1)
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Send SIGTERM and wait (at most 10 s) for the exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        signal(self.pid(), libc::SIGTERM);
+        let status = wait::until(Duration::from_secs(10), || self.child.try_wait().ok().flatten());
+        match status {
+            Some((status, _)) => Ok(status),
+            None => bail!("fastpath did not exit within 10 s of SIGTERM:\n{}", self.log()),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.terminate();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("fastpath log kept at {}:\n{}", self.log_path.display(), self.log());
+        } else {
+            let _ = fs::remove_file(&self.log_path);
+        }
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_json_parses() {
+        let c = Counters::parse(r#"{"arp_replied":{"packets":3,"bytes":126},"passed_ipv4":{"packets":0,"bytes":0}}"#)
+            .unwrap();
+        assert_eq!(c.packets("arp_replied"), 3);
+        assert_eq!(c.0["arp_replied"].bytes, 126);
+        assert_eq!(c.packets("no_such_reason"), 0);
+    }
+
+    #[test]
+    fn stats_json_without_bytes_is_an_error() {
+        assert!(Counters::parse(r#"{"arp_replied":{"packets":3}}"#).is_err());
+    }
+}
