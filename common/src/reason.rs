@@ -98,6 +98,9 @@ mod tests {
                 assert_ne!(reason.as_str(), other.as_str());
             }
         }
-        assert_eq!(Reason::try_from(Reason::COUNT as u32), Err(Reason::COUNT as u32));
+        assert_eq!(
+            Reason::try_from(Reason::COUNT as u32),
+            Err(Reason::COUNT as u32)
+        );
     }
 }

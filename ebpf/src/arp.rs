@@ -49,9 +49,7 @@ fn rewrite_into_reply(eth: &mut EthHdr, arp: &mut ArpHdr) {
     arp.oper = OP_REPLY.to_be_bytes();
     arp.tha = arp.sha;
     arp.sha = GATEWAY_MAC;
-    let asked = arp.tpa;
-    arp.tpa = arp.spa;
-    arp.spa = asked;
+    core::mem::swap(&mut arp.spa, &mut arp.tpa);
 }
 
 /// Send the reply back out of the interface it came in on: the `cali*` device's egress is the

@@ -14,8 +14,8 @@ pub fn handle(ctx: &TcContext) -> Outcome {
     if ether_type == EtherType::Arp as u16 {
         arp::respond(ctx, eth)
     } else if ether_type == EtherType::Ipv4 as u16 {
-        Ok((TC_ACT_OK as i32, Reason::PassIpv4))
+        Ok((TC_ACT_OK, Reason::PassIpv4))
     } else {
-        Ok((TC_ACT_OK as i32, Reason::PassOtherEthertype))
+        Ok((TC_ACT_OK, Reason::PassOtherEthertype))
     }
 }

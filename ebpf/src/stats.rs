@@ -13,7 +13,7 @@ pub type Outcome = Result<(i32, Reason), Reason>;
 /// packet, so the kernel gets it as it came: fail open.
 #[inline(always)]
 pub fn finish(ctx: &TcContext, outcome: Outcome) -> i32 {
-    let (verdict, reason) = outcome.unwrap_or_else(|reason| (TC_ACT_OK as i32, reason));
+    let (verdict, reason) = outcome.unwrap_or_else(|reason| (TC_ACT_OK, reason));
     count(reason, ctx.len());
     verdict
 }

@@ -90,9 +90,16 @@ impl Cluster {
         let switch = Netns::new(format!("{tag}-sw"))?;
         cmd::ip(&switch.name, &["link", "add", "br0", "type", "bridge"])?;
         cmd::ip(&switch.name, &["link", "set", "br0", "up"])?;
-        let mut cluster = Self { tag, nodes: Vec::new(), switch, pod_mtu: spec.pod_mtu };
+        let mut cluster = Self {
+            tag,
+            nodes: Vec::new(),
+            switch,
+            pod_mtu: spec.pod_mtu,
+        };
         for (i, node) in spec.nodes.iter().enumerate() {
-            cluster.add_node(i, node).with_context(|| format!("building node {}", node.underlay_ip))?;
+            cluster
+                .add_node(i, node)
+                .with_context(|| format!("building node {}", node.underlay_ip))?;
         }
         for i in 0..spec.nodes.len() {
             cluster.route_remote_blocks(i)?;
@@ -106,16 +113,40 @@ impl Cluster {
     fn add_node(&mut self, index: usize, spec: &NodeSpec) -> Result<()> {
         let ns = Netns::new(format!("{}-n{}", self.tag, index + 1))?;
         let port = format!("n{}", index + 1);
-        cmd::ip(&self.switch.name, &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
-        cmd::ip(&self.switch.name, &["link", "set", &port, "master", "br0", "up"])?;
+        cmd::ip(
+            &self.switch.name,
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+            ],
+        )?;
+        cmd::ip(
+            &self.switch.name,
+            &["link", "set", &port, "master", "br0", "up"],
+        )?;
         let address = format!("{}/{UNDERLAY_PREFIX_LEN}", spec.underlay_ip);
         cmd::ip(&ns.name, &["addr", "add", &address, "dev", "eth0"])?;
         cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
-        cmd::ip(&ns.name, &["route", "add", "default", "via", UNDERLAY_GATEWAY, "dev", "eth0"])?;
+        cmd::ip(
+            &ns.name,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                UNDERLAY_GATEWAY,
+                "dev",
+                "eth0",
+            ],
+        )?;
         let block = format!("{}/{}", spec.block.0, spec.block.1);
         cmd::ip(&ns.name, &["route", "add", "blackhole", &block])?;
         cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1")?;
-        self.nodes.push(Node { pods: Vec::new(), ns, underlay_ip: spec.underlay_ip, block: spec.block });
+        self.nodes.push(Node {
+            pods: Vec::new(),
+            ns,
+            underlay_ip: spec.underlay_ip,
+            block: spec.block,
+        });
         Ok(())
     }
 
@@ -127,7 +158,10 @@ impl Cluster {
             if j != index {
                 let block = format!("{}/{}", peer.block.0, peer.block.1);
                 let via = peer.underlay_ip.to_string();
-                cmd::ip(&node.ns.name, &["route", "add", &block, "via", &via, "dev", "eth0"])?;
+                cmd::ip(
+                    &node.ns.name,
+                    &["route", "add", &block, "via", &via, "dev", "eth0"],
+                )?;
             }
         }
         Ok(())
@@ -137,20 +171,63 @@ impl Cluster {
     pub fn add_pod(&mut self, node_index: usize, ip: Ipv4Addr) -> Result<&Pod> {
         let mtu = self.pod_mtu.to_string();
         let node = &mut self.nodes[node_index];
-        let ns = Netns::new(format!("{}-n{}p{}", self.tag, node_index + 1, node.pods.len()))?;
+        let ns = Netns::new(format!(
+            "{}-n{}p{}",
+            self.tag,
+            node_index + 1,
+            node.pods.len()
+        ))?;
         let host_iface = names::cali_name(&ns.name);
         let (n, p) = (node.ns.name.as_str(), ns.name.as_str());
         // The pod side first (named eth0 in the pod); the host side comes up last, already
         // configured, as Calico's CNI plugin does.
-        cmd::ip(n, &["link", "add", &host_iface, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "mtu", &mtu, "netns", p])?;
+        cmd::ip(
+            n,
+            &[
+                "link",
+                "add",
+                &host_iface,
+                "mtu",
+                &mtu,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "mtu",
+                &mtu,
+                "netns",
+                p,
+            ],
+        )?;
         cmd::ip(p, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         cmd::ip(p, &["link", "set", "eth0", "up"])?;
-        cmd::ip(p, &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
-        cmd::ip(p, &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
-        cmd::ip(n, &["link", "set", &host_iface, "address", "ee:ee:ee:ee:ee:ee"])?;
+        cmd::ip(
+            p,
+            &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"],
+        )?;
+        cmd::ip(
+            p,
+            &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"],
+        )?;
+        cmd::ip(
+            n,
+            &["link", "set", &host_iface, "address", "ee:ee:ee:ee:ee:ee"],
+        )?;
         cmd::sysctl(n, &format!("net.ipv4.conf.{host_iface}.proxy_arp"), "0")?;
         cmd::ip(n, &["link", "set", &host_iface, "up"])?;
-        cmd::ip(n, &["route", "add", &ip.to_string(), "dev", &host_iface, "scope", "link"])?;
+        cmd::ip(
+            n,
+            &[
+                "route",
+                "add",
+                &ip.to_string(),
+                "dev",
+                &host_iface,
+                "scope",
+                "link",
+            ],
+        )?;
         node.pods.push(Pod { ns, ip, host_iface });
         Ok(node.pods.last().expect("just pushed"))
     }

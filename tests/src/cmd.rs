@@ -20,10 +20,9 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
 
 /// Run `program args...` and return whatever it did, success or not.
 pub fn output(program: &str, args: &[&str]) -> Result<Output> {
-    Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot start `{program}` (is it installed? `cargo xtask setup` installs it)"))
+    Command::new(program).args(args).output().with_context(|| {
+        format!("cannot start `{program}` (is it installed? `cargo xtask setup` installs it)")
+    })
 }
 
 /// `ip -n NS args...`
@@ -45,7 +44,10 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
     let assignment = format!("{key}={value}");
     let out = in_ns(ns, "sysctl", &["-qw", &assignment])?;
     if !out.status.success() {
-        bail!("sysctl {assignment} in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "sysctl {assignment} in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

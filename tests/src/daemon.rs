@@ -33,7 +33,8 @@ impl Counters {
     }
 
     pub fn parse(json: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(json).context("stats --json is not JSON")?;
+        let value: serde_json::Value =
+            serde_json::from_str(json).context("stats --json is not JSON")?;
         let object = value.as_object().context("stats --json is not an object")?;
         let mut counters = HashMap::new();
         for (reason, count) in object {
@@ -49,10 +50,16 @@ impl Counters {
 
 /// The fastpath binary under test: `$FASTPATH_BIN`, else the workspace's debug build.
 pub fn fastpath_bin() -> PathBuf {
-    let path = std::env::var_os("FASTPATH_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fastpath")
-    });
-    assert!(path.exists(), "{} does not exist: build it first (`cargo xtask test` does)", path.display());
+    let path = std::env::var_os("FASTPATH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fastpath")
+        });
+    assert!(
+        path.exists(),
+        "{} does not exist: build it first (`cargo xtask test` does)",
+        path.display()
+    );
     path
 }
 
@@ -80,7 +87,11 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .context("cannot start fastpath")?;
-        let mut daemon = Self { child, node_ns: node_ns.to_string(), log_path };
+        let mut daemon = Self {
+            child,
+            node_ns: node_ns.to_string(),
+            log_path,
+        };
         daemon.wait_serving(Duration::from_secs(20))?;
         Ok(daemon)
     }
@@ -95,7 +106,10 @@ impl Daemon {
         match serving {
             Some((true, _)) => Ok(()),
             Some((false, _)) => bail!("fastpath exited before serving:\n{}", self.log()),
-            None => bail!("fastpath did not start serving within {timeout:?}:\n{}", self.log()),
+            None => bail!(
+                "fastpath did not start serving within {timeout:?}:\n{}",
+                self.log()
+            ),
         }
     }
 
@@ -112,7 +126,13 @@ impl Daemon {
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         let pid = self.pid().to_string();
         let bin = fastpath_bin();
-        let mut full = vec!["-t", &pid, "-m", "-n", bin.to_str().context("binary path is not UTF-8")?];
+        let mut full = vec![
+            "-t",
+            &pid,
+            "-m",
+            "-n",
+            bin.to_str().context("binary path is not UTF-8")?,
+        ];
         full.extend_from_slice(args);
         cmd::run("nsenter", &full)
     }
@@ -127,7 +147,12 @@ impl Daemon {
         let mut ids: Vec<u32> = log
             .split("prog id ")
             .skip(1)
-            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .filter_map(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -137,10 +162,15 @@ impl Daemon {
     /// Send SIGTERM and wait (at most 10 s) for the exit status.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
         signal(self.pid(), libc::SIGTERM);
-        let status = wait::until(Duration::from_secs(10), || self.child.try_wait().ok().flatten());
+        let status = wait::until(Duration::from_secs(10), || {
+            self.child.try_wait().ok().flatten()
+        });
         match status {
             Some((status, _)) => Ok(status),
-            None => bail!("fastpath did not exit within 10 s of SIGTERM:\n{}", self.log()),
+            None => bail!(
+                "fastpath did not exit within 10 s of SIGTERM:\n{}",
+                self.log()
+            ),
         }
     }
 }
@@ -153,7 +183,11 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("fastpath log kept at {}:\n{}", self.log_path.display(), self.log());
+            eprintln!(
+                "fastpath log kept at {}:\n{}",
+                self.log_path.display(),
+                self.log()
+            );
         } else {
             let _ = fs::remove_file(&self.log_path);
         }
@@ -173,8 +207,10 @@ mod tests {
 
     #[test]
     fn stats_json_parses() {
-        let c = Counters::parse(r#"{"arp_replied":{"packets":3,"bytes":126},"passed_ipv4":{"packets":0,"bytes":0}}"#)
-            .unwrap();
+        let c = Counters::parse(
+            r#"{"arp_replied":{"packets":3,"bytes":126},"passed_ipv4":{"packets":0,"bytes":0}}"#,
+        )
+        .unwrap();
         assert_eq!(c.packets("arp_replied"), 3);
         assert_eq!(c.0["arp_replied"].bytes, 126);
         assert_eq!(c.packets("no_such_reason"), 0);

@@ -18,5 +18,8 @@ pub use netns::Netns;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests need root (network namespaces and BPF); run `sudo cargo xtask test`");
+    assert_eq!(
+        euid, 0,
+        "these tests need root (network namespaces and BPF); run `sudo cargo xtask test`"
+    );
 }

@@ -8,12 +8,21 @@ use fastpath_tests::{cluster::POD_GATEWAY, cmd, require_root, Cluster, ClusterSp
 /// `deadline_s` seconds.
 fn arping(pod: &Pod, target: &str, count: u32, deadline_s: u32) -> Output {
     let (count, deadline) = (count.to_string(), deadline_s.to_string());
-    cmd::in_ns(&pod.ns.name, "arping", &["-i", "eth0", "-c", &count, "-C", "1", "-W", "0.1", "-w", &deadline, target])
-        .expect("run arping")
+    cmd::in_ns(
+        &pod.ns.name,
+        "arping",
+        &[
+            "-i", "eth0", "-c", &count, "-C", "1", "-W", "0.1", "-w", &deadline, target,
+        ],
+    )
+    .expect("run arping")
 }
 
 fn replied_from_ee(out: &Output) -> bool {
-    out.status.success() && String::from_utf8_lossy(&out.stdout).to_lowercase().contains("from ee:ee:ee:ee:ee:ee")
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout)
+            .to_lowercase()
+            .contains("from ee:ee:ee:ee:ee:ee")
 }
 
 /// Links (any namespace) whose program is `prog_id`, from `bpftool link show`.
@@ -21,12 +30,17 @@ fn links_of_program(prog_id: u32) -> usize {
     let json = cmd::run("bpftool", &["link", "show", "--json"]).expect("bpftool link show");
     let links: serde_json::Value = serde_json::from_str(&json).expect("bpftool JSON");
     links.as_array().map_or(0, |all| {
-        all.iter().filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id))).count()
+        all.iter()
+            .filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id)))
+            .count()
     })
 }
 
 fn program_exists(prog_id: u32) -> bool {
-    cmd::output("bpftool", &["prog", "show", "id", &prog_id.to_string()]).expect("bpftool").status.success()
+    cmd::output("bpftool", &["prog", "show", "id", &prog_id.to_string()])
+        .expect("bpftool")
+        .status
+        .success()
 }
 
 #[test]
@@ -37,19 +51,31 @@ fn pod_resolves_its_gateway_only_through_fastpath() {
     let pod = &node.pods[0];
 
     // proxy_arp is off: without fastpath nobody answers.
-    assert!(!replied_from_ee(&arping(pod, POD_GATEWAY, 2, 1)), "the kernel answered ARP with proxy_arp off");
+    assert!(
+        !replied_from_ee(&arping(pod, POD_GATEWAY, 2, 1)),
+        "the kernel answered ARP with proxy_arp off"
+    );
 
     let daemon = Daemon::start(&node.ns.name, &[]).unwrap();
     let before = daemon.counters().unwrap().packets("arp_replied");
     let out = arping(pod, POD_GATEWAY, 10, 5);
-    assert!(replied_from_ee(&out), "no reply from ee:ee:ee:ee:ee:ee: {out:?}");
+    assert!(
+        replied_from_ee(&out),
+        "no reply from ee:ee:ee:ee:ee:ee: {out:?}"
+    );
     let after = daemon.counters().unwrap().packets("arp_replied");
-    assert!(after > before, "arp_replied did not move ({before} -> {after})");
+    assert!(
+        after > before,
+        "arp_replied did not move ({before} -> {after})"
+    );
 
     // The pod's own kernel resolves the gateway too (a ping makes it ask), and caches our MAC.
     let _ = cmd::in_ns(&pod.ns.name, "ping", &["-c", "1", "-W", "1", POD_GATEWAY]);
     let neigh = cmd::ip(&pod.ns.name, &["neigh", "show", POD_GATEWAY]).unwrap();
-    assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee"), "pod neighbour table: {neigh}");
+    assert!(
+        neigh.contains("lladdr ee:ee:ee:ee:ee:ee"),
+        "pod neighbour table: {neigh}"
+    );
 }
 
 #[test]
@@ -66,7 +92,10 @@ fn pod_created_after_the_daemon_started_is_answered_within_two_seconds() {
     let pod = cluster.add_pod(0, "10.244.40.37".parse().unwrap()).unwrap();
     let out = arping(pod, POD_GATEWAY, 40, 2);
     let elapsed = created.elapsed();
-    assert!(replied_from_ee(&out), "a pod created after start got no reply within 2 s: {out:?}");
+    assert!(
+        replied_from_ee(&out),
+        "a pod created after start got no reply within 2 s: {out:?}"
+    );
     eprintln!("new pod answered {elapsed:?} after its veth was created");
 }
 
@@ -75,14 +104,26 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
     require_root();
     let mut spec = ClusterSpec::seed();
     spec.nodes.truncate(1);
-    spec.nodes[0].pods = vec!["10.244.40.36".parse().unwrap(), "10.244.40.37".parse().unwrap()];
+    spec.nodes[0].pods = vec![
+        "10.244.40.36".parse().unwrap(),
+        "10.244.40.37".parse().unwrap(),
+    ];
     let mut cluster = Cluster::build("term", &spec).unwrap();
     let mut daemon = Daemon::start(&cluster.nodes[0].ns.name, &[]).unwrap();
 
     let ids = daemon.attached_prog_ids();
-    assert_eq!(ids.len(), 1, "one pod program expected, log:\n{}", daemon.log());
+    assert_eq!(
+        ids.len(),
+        1,
+        "one pod program expected, log:\n{}",
+        daemon.log()
+    );
     let prog_id = ids[0];
-    assert_eq!(links_of_program(prog_id), 2, "one tcx link per cali interface");
+    assert_eq!(
+        links_of_program(prog_id),
+        2,
+        "one tcx link per cali interface"
+    );
 
     // A pod deleted while the daemon runs: its link goes, the other stays.
     drop(cluster.nodes[0].pods.pop());
@@ -92,7 +133,18 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
     assert!(gone.is_some(), "the deleted pod's link is still there");
 
     let status = daemon.terminate().unwrap();
-    assert!(status.success(), "exit status after SIGTERM: {status}\n{}", daemon.log());
-    assert_eq!(links_of_program(prog_id), 0, "a tcx link outlived the daemon");
-    assert!(!program_exists(prog_id), "program {prog_id} outlived the daemon");
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status}\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        links_of_program(prog_id),
+        0,
+        "a tcx link outlived the daemon"
+    );
+    assert!(
+        !program_exists(prog_id),
+        "program {prog_id} outlived the daemon"
+    );
 }

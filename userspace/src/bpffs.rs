@@ -13,7 +13,7 @@ use std::{
 use crate::Error;
 
 /// `f_type` of a bpffs in `statfs(2)` (include/uapi/linux/magic.h).
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 
 /// Where bpffs must be mounted for `dir` to be a pin folder: its parent, as `/sys/fs/bpf` is for
 /// `/sys/fs/bpf/fastpath`; `dir` itself when it is the conventional mount point.
@@ -36,10 +36,13 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::NotFound { Ok(false) } else { Err(err) };
+        return if err.kind() == io::ErrorKind::NotFound {
+            Ok(false)
+        } else {
+            Err(err)
+        };
     }
-    #[expect(clippy::unnecessary_cast, reason = "f_type's width differs between targets")]
-    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
+    Ok(buf.f_type == BPF_FS_MAGIC)
 }
 
 /// Make `dir` a usable pin folder: mount bpffs on its mount point when needed, then create it.
@@ -52,7 +55,10 @@ pub fn ensure_pin_dir(dir: &Path) -> Result<bool, Error> {
         mount(&mount_point)?;
         true
     };
-    fs::create_dir_all(dir).map_err(|source| Error::PinDir { path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     Ok(mounted)
 }
 
@@ -63,7 +69,13 @@ fn mount(mount_point: &Path) -> Result<(), Error> {
     let fstype = c"bpf";
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, c"mode=0700".as_ptr().cast())
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
     };
     if rc != 0 {
         return Err(mount_error(mount_point, io::Error::last_os_error()));
@@ -73,7 +85,10 @@ fn mount(mount_point: &Path) -> Result<(), Error> {
 }
 
 fn mount_error(path: &Path, source: io::Error) -> Error {
-    Error::MountBpffs { path: path.to_path_buf(), source }
+    Error::MountBpffs {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Remove the pins this daemon made, then the folder if nothing else is in it.
@@ -96,13 +111,22 @@ mod tests {
 
     #[test]
     fn the_parent_of_the_pin_folder_is_the_mount_point() {
-        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf/fastpath")), Path::new("/sys/fs/bpf"));
-        assert_eq!(mount_point_for(Path::new("/run/fp/bpf/node1")), Path::new("/run/fp/bpf"));
+        assert_eq!(
+            mount_point_for(Path::new("/sys/fs/bpf/fastpath")),
+            Path::new("/sys/fs/bpf")
+        );
+        assert_eq!(
+            mount_point_for(Path::new("/run/fp/bpf/node1")),
+            Path::new("/run/fp/bpf")
+        );
     }
 
     #[test]
     fn the_conventional_mount_point_is_its_own_mount_point() {
-        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf")), Path::new("/sys/fs/bpf"));
+        assert_eq!(
+            mount_point_for(Path::new("/sys/fs/bpf")),
+            Path::new("/sys/fs/bpf")
+        );
     }
 
     #[test]

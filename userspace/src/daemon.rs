@@ -21,7 +21,10 @@ type Logger = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
 
 /// Run the daemon until SIGINT or SIGTERM, then detach everything and remove the pins.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
+    let selector = Selector {
+        prefix: args.iface_prefix,
+        explicit: args.ifaces,
+    };
     // Subscribe before the dump so an interface created in between is not missed.
     let mut watcher = LinkWatcher::new()?;
     let links = watcher.dump().await?;
@@ -39,7 +42,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         "fastpath {} running: attaching to interfaces named {}*{}, maps pinned in {}",
         env!("CARGO_PKG_VERSION"),
         selector.prefix,
-        selector.explicit.iter().map(|e| format!(" and {e}")).collect::<String>(),
+        selector
+            .explicit
+            .iter()
+            .map(|e| format!(" and {e}"))
+            .collect::<String>(),
         args.bpffs.dir.display()
     );
 
@@ -47,7 +54,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let action = attach::on_link_present(&selector, &pods.names(), link);
         apply(&mut ebpf, &mut pods, action);
     }
-    let result = serve(&selector, &mut ebpf, &mut pods, &mut watcher, &mut logger, &mut signals).await;
+    let result = serve(
+        &selector,
+        &mut ebpf,
+        &mut pods,
+        &mut watcher,
+        &mut logger,
+        &mut signals,
+    )
+    .await;
 
     pods.detach_all(&mut ebpf);
     bpffs::remove_pins(&args.bpffs.dir, &PINNED_MAPS);
@@ -102,7 +117,11 @@ fn apply(ebpf: &mut Ebpf, pods: &mut PodAttachments, action: Action) {
 }
 
 fn require_explicit_interfaces(selector: &Selector, links: &[Link]) -> Result<(), Error> {
-    match selector.explicit.iter().find(|name| !links.iter().any(|l| &l.name == *name)) {
+    match selector
+        .explicit
+        .iter()
+        .find(|name| !links.iter().any(|l| &l.name == *name))
+    {
         Some(name) => Err(Error::NoSuchInterface { name: name.clone() }),
         None => Ok(()),
     }
@@ -115,12 +134,16 @@ fn ebpf_logger(ebpf: &mut Ebpf) -> Option<Logger> {
         .ok()?;
     // SAFETY: the logger owns the ring buffer's fd and keeps it open, unchanged, for as long as
     // the AsyncFd that owns the logger lives.
-    unsafe { AsyncFd::register(logger) }.map_err(|e| log::warn!("eBPF logs will not be shown: {e}")).ok()
+    unsafe { AsyncFd::register(logger) }
+        .map_err(|e| log::warn!("eBPF logs will not be shown: {e}"))
+        .ok()
 }
 
 /// Wait for eBPF log records and print them; never resolves when there is no logger.
 async fn drain(logger: &mut Option<Logger>) {
-    let Some(logger) = logger else { return std::future::pending().await };
+    let Some(logger) = logger else {
+        return std::future::pending().await;
+    };
     match logger.readable_mut().await {
         Ok(mut guard) => {
             guard.get_inner_mut().flush();
@@ -137,8 +160,13 @@ struct Signals {
 
 impl Signals {
     fn new() -> Result<Self, Error> {
-        let install = |kind, signal| tokio::signal::unix::signal(kind).map_err(|source| Error::Signal { signal, source });
-        Ok(Self { term: install(SignalKind::terminate(), "SIGTERM")?, int: install(SignalKind::interrupt(), "SIGINT")? })
+        let install = |kind, signal| {
+            tokio::signal::unix::signal(kind).map_err(|source| Error::Signal { signal, source })
+        };
+        Ok(Self {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
     }
 
     async fn next(&mut self) -> &'static str {

@@ -27,9 +27,14 @@ pub fn load_object(log_level: log::LevelFilter) -> Result<Ebpf, Error> {
 }
 
 /// Load `name` into the kernel and return it, ready to attach or to run with `TestRun`.
-pub fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
+pub fn loaded_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, Error> {
     let program = classifier(ebpf, name)?;
-    program.load().map_err(|source| Error::LoadProgram { name, source })?;
+    program
+        .load()
+        .map_err(|source| Error::LoadProgram { name, source })?;
     Ok(program)
 }
 
@@ -43,7 +48,8 @@ pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), Error> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("cannot remove stale pin {}: {e}", path.display()),
         }
-        map.pin(&path).map_err(|source| Error::Pin { name, path, source })?;
+        map.pin(&path)
+            .map_err(|source| Error::Pin { name, path, source })?;
     }
     Ok(())
 }
@@ -58,14 +64,25 @@ impl PodAttachments {
     /// Load the pod program into the kernel.
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, Error> {
         let program = loaded_program(ebpf, FROM_POD)?;
-        let program_id =
-            program.info().map_err(|source| Error::LoadProgram { name: FROM_POD, source })?.id();
-        Ok(Self { program_id, attached: HashMap::new() })
+        let program_id = program
+            .info()
+            .map_err(|source| Error::LoadProgram {
+                name: FROM_POD,
+                source,
+            })?
+            .id();
+        Ok(Self {
+            program_id,
+            attached: HashMap::new(),
+        })
     }
 
     /// ifindex → interface name, for the pure decisions in [`crate::attach`].
     pub fn names(&self) -> HashMap<u32, String> {
-        self.attached.iter().map(|(index, (name, _))| (*index, name.clone())).collect()
+        self.attached
+            .iter()
+            .map(|(index, (name, _))| (*index, name.clone()))
+            .collect()
     }
 
     /// Attach to ingress of `link` (tcx on kernels ≥ 6.6, which aya picks by itself).
@@ -73,7 +90,10 @@ impl PodAttachments {
         let program = classifier(ebpf, FROM_POD)?;
         let id = program
             .attach(&link.name, TcAttachType::Ingress)
-            .map_err(|source| Error::Attach { iface: link.name.clone(), source })?;
+            .map_err(|source| Error::Attach {
+                iface: link.name.clone(),
+                source,
+            })?;
         self.attached.insert(link.index, (link.name.clone(), id));
         log::info!(
             "attached {FROM_POD} (prog id {}) to {} (ifindex {})",
@@ -87,9 +107,14 @@ impl PodAttachments {
     /// Take the program off `link`. For an interface that is already gone this only releases our
     /// link handle: the kernel dropped the attachment with the device.
     pub fn detach(&mut self, ebpf: &mut Ebpf, link: &Link) {
-        let Some((name, id)) = self.attached.remove(&link.index) else { return };
+        let Some((name, id)) = self.attached.remove(&link.index) else {
+            return;
+        };
         match classifier(ebpf, FROM_POD).and_then(|p| {
-            p.detach(id).map_err(|source| Error::Attach { iface: name.clone(), source })
+            p.detach(id).map_err(|source| Error::Attach {
+                iface: name.clone(),
+                source,
+            })
         }) {
             Ok(()) => log::info!("detached {FROM_POD} from {name} (ifindex {})", link.index),
             Err(e) => log::debug!("detaching from {name}: {e:#}"),
@@ -101,7 +126,10 @@ impl PodAttachments {
         let links: Vec<Link> = self
             .attached
             .iter()
-            .map(|(index, (name, _))| Link { index: *index, name: name.clone() })
+            .map(|(index, (name, _))| Link {
+                index: *index,
+                name: name.clone(),
+            })
             .collect();
         for link in links {
             self.detach(ebpf, &link);
@@ -110,7 +138,10 @@ impl PodAttachments {
 }
 
 /// The classifier program `name` of `ebpf`, loaded or not.
-pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
+pub fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, Error> {
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram { name })?
         .try_into()

@@ -34,8 +34,13 @@ impl LinkWatcher {
     /// Subscribe before dumping, so that no interface created in between is missed.
     /// Must be called inside a tokio runtime (the connection runs as a task).
     pub fn new() -> Result<Self, Error> {
-        let (connection, handle, messages) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
-            .map_err(|source| Error::Netlink { what: "cannot open a link-event socket", source })?;
+        let (connection, handle, messages) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(|source| {
+                Error::Netlink {
+                    what: "cannot open a link-event socket",
+                    source,
+                }
+            })?;
         tokio::spawn(connection);
         Ok(Self { handle, messages })
     }
@@ -44,8 +49,13 @@ impl LinkWatcher {
     pub async fn dump(&self) -> Result<Vec<Link>, Error> {
         let mut stream = self.handle.link().get().execute();
         let mut links = Vec::new();
-        while let Some(msg) =
-            stream.try_next().await.map_err(|source| Error::NetlinkRequest { what: "link dump", source })?
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(|source| Error::NetlinkRequest {
+                what: "link dump",
+                source,
+            })?
         {
             links.extend(link_of(&msg));
         }
@@ -66,8 +76,12 @@ impl LinkWatcher {
 /// The link event a netlink message carries, if any.
 pub fn link_event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
     match &message.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => link_of(msg).map(LinkEvent::Present),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => link_of(msg).map(LinkEvent::Gone),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => {
+            link_of(msg).map(LinkEvent::Present)
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {
+            link_of(msg).map(LinkEvent::Gone)
+        }
         _ => None,
     }
 }
@@ -78,7 +92,10 @@ pub fn link_of(msg: &LinkMessage) -> Option<Link> {
         LinkAttribute::IfName(name) => Some(name.clone()),
         _ => None,
     })?;
-    Some(Link { index: msg.header.index, name })
+    Some(Link {
+        index: msg.header.index,
+        name,
+    })
 }
 
 #[cfg(test)]
@@ -100,9 +117,18 @@ mod tests {
 
     #[test]
     fn new_link_is_present_and_del_link_is_gone() {
-        let link = Link { index: 507, name: "cali0f293e89ca7".into() };
-        let new = netlink(RouteNetlinkMessage::NewLink(link_message(507, Some("cali0f293e89ca7"))));
-        let del = netlink(RouteNetlinkMessage::DelLink(link_message(507, Some("cali0f293e89ca7"))));
+        let link = Link {
+            index: 507,
+            name: "cali0f293e89ca7".into(),
+        };
+        let new = netlink(RouteNetlinkMessage::NewLink(link_message(
+            507,
+            Some("cali0f293e89ca7"),
+        )));
+        let del = netlink(RouteNetlinkMessage::DelLink(link_message(
+            507,
+            Some("cali0f293e89ca7"),
+        )));
         assert_eq!(link_event(&new), Some(LinkEvent::Present(link.clone())));
         assert_eq!(link_event(&del), Some(LinkEvent::Gone(link)));
     }

@@ -1,1 +1,67 @@
-fn main(){}
+//! `cargo xtask setup | build | run | test | demo`: everything a fresh machine needs, by name.
+
+mod build;
+mod demo;
+mod setup;
+mod shell;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// fastpath's build tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need (nightly rust-src, bpf-linker, Debian packages);
+    /// quick when nothing is missing. Every other task runs it first.
+    Setup,
+    /// Build the daemon (with its eBPF programs embedded) into target/{debug,release}/fastpath.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `fastpath run` on this machine with FLAGS (after `--`).
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(last = true, value_name = "FLAGS")]
+        flags: Vec<String>,
+    },
+    /// Build, then run every test: unit, BPF_PROG_TEST_RUN and end to end (needs root).
+    Test,
+    /// Check formatting (nightly rustfmt) and run clippy with -D warnings: the workspace on
+    /// stable, then the eBPF crate alone on nightly for its target.
+    Lint,
+    /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
+    Demo {
+        /// Keep the cluster up until Ctrl-C, to explore it by hand.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build { release } => setup::run().and_then(|()| build::daemon(release).map(drop)),
+        Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
+        Task::Test => setup::run().and_then(|()| build::test()),
+        Task::Lint => setup::run().and_then(|()| build::lint()),
+        Task::Demo { keep } => setup::run().and_then(|()| demo::run(keep)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Building, running and testing the workspace.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Result};
+
+use crate::shell::{self, is_root, target_dir, workspace_root};
+
+/// `cargo build` the daemon; returns the binary's path.
+pub fn daemon(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "fastpath", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    shell::run(&mut cmd)?;
+    let path = target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("fastpath");
+    println!("xtask: built {}", path.display());
+    Ok(path)
+}
+
+pub fn run(release: bool, flags: &[String]) -> Result<()> {
+    require_root("fastpath run")?;
+    let bin = daemon(release)?;
+    shell::run(Command::new(bin).arg("run").args(flags))
+}
+
+/// Every suite: unit tests on the host, BPF_PROG_TEST_RUN and end-to-end suites as root.
+pub fn test() -> Result<()> {
+    require_root("the BPF_PROG_TEST_RUN and end-to-end suites")?;
+    let bin = daemon(false)?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--no-fail-fast"])
+        .env("FASTPATH_BIN", bin);
+    shell::run(&mut cmd)
+}
+
+/// Formatting and clippy, in two passes because features unify across a workspace and the eBPF
+/// crate builds only for its own target.
+pub fn lint() -> Result<()> {
+    crate::setup::nightly_components(&["rustfmt", "clippy"])?;
+    shell::run(nightly_cargo().args(["fmt", "--all", "--check"]))?;
+    shell::run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    shell::run(
+        nightly_cargo()
+            .current_dir(workspace_root().join("ebpf"))
+            .args([
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .args(["--", "-D", "warnings"]),
+    )
+}
+
+/// The nightly cargo, whatever toolchain runs xtask (the eBPF crate and rustfmt's import
+/// grouping need nightly).
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo"])
+        .current_dir(workspace_root())
+        .env_remove("RUSTC");
+    cmd
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} need root (network namespaces, BPF): run as root or with sudo");
+    }
+    Ok(())
+}
