@@ -25,15 +25,20 @@ fn replied_from_ee(out: &Output) -> bool {
             .contains("from ee:ee:ee:ee:ee:ee")
 }
 
-/// Links (any namespace) whose program is `prog_id`, from `bpftool link show`.
+/// Links (any namespace) whose program is `prog_id`, from `bpftool link show`. Links of tests
+/// running in parallel may vanish while bpftool walks them, which spoils its JSON: try again.
 fn links_of_program(prog_id: u32) -> usize {
-    let json = cmd::run("bpftool", &["link", "show", "--json"]).expect("bpftool link show");
-    let links: serde_json::Value = serde_json::from_str(&json).expect("bpftool JSON");
-    links.as_array().map_or(0, |all| {
-        all.iter()
-            .filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id)))
-            .count()
-    })
+    for _ in 0..20 {
+        let json = cmd::run("bpftool", &["link", "show", "--json"]).unwrap_or_default();
+        if let Ok(serde_json::Value::Array(links)) = serde_json::from_str(&json) {
+            return links
+                .iter()
+                .filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id)))
+                .count();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("bpftool link show --json gave no usable answer in 20 tries");
 }
 
 fn program_exists(prog_id: u32) -> bool {

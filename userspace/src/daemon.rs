@@ -38,6 +38,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let mut logger = ebpf_logger(&mut ebpf);
     let mut pods = PodAttachments::new(&mut ebpf)?;
     loader::pin_maps(&ebpf, &args.bpffs.dir)?;
+    for link in links {
+        let action = attach::on_link_present(&selector, &pods.names(), link);
+        apply(&mut ebpf, &mut pods, action);
+    }
+    // Tests and operators wait for this line: everything present at start is attached now.
     log::info!(
         "fastpath {} running: attaching to interfaces named {}*{}, maps pinned in {}",
         env!("CARGO_PKG_VERSION"),
@@ -50,10 +55,6 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         args.bpffs.dir.display()
     );
 
-    for link in links {
-        let action = attach::on_link_present(&selector, &pods.names(), link);
-        apply(&mut ebpf, &mut pods, action);
-    }
     let result = serve(
         &selector,
         &mut ebpf,
