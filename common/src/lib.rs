@@ -7,8 +7,11 @@
 #![no_std]
 
 pub mod arp;
+pub mod icmp;
+pub mod ipv4;
 pub mod maps;
 pub mod reason;
+pub mod route;
 
 pub use reason::Reason;
 

@@ -19,16 +19,60 @@ pub enum Reason {
     PassArpMalformed = 4,
     /// A frame too short to hold an Ethernet header.
     PassTruncatedEthernet = 5,
-    /// IPv4: the kernel routes it (fastpath forwarding arrives with the routing issue).
+    /// Retired in 0.2 (IPv4 is now forwarded or passed with a precise reason); never counted.
     PassIpv4 = 6,
     /// Neither ARP nor IPv4 (IPv6, LLDP, ...).
     PassOtherEthertype = 7,
+    /// Delivered straight into a pod on this node (`bpf_redirect_peer`).
+    RedirectedLocal = 8,
+    /// Encapsulated in IPIP and sent to the owning node over the underlay.
+    Encapsulated = 9,
+    /// Sent to the owning node over the underlay without encapsulation.
+    RoutedUnderlay = 10,
+    /// IPIP from a known node, decapsulated and delivered into a pod on this node.
+    Decapsulated = 11,
+    /// TTL ≤ 1: the kernel sends ICMP time exceeded, as a router must.
+    PassTtlExceeded = 12,
+    /// IPv4 with options: the kernel's business.
+    PassIpOptions = 13,
+    /// An IPv4 fragment: the kernel's business.
+    PassFragment = 14,
+    /// Not a well-formed IPv4 header (version, IHL, total length).
+    PassIpv4Malformed = 15,
+    /// No fastpath route for the destination: the kernel routes it.
+    PassNoRoute = 16,
+    /// The route says "kernel" (for instance a pod whose MAC is not known yet).
+    PassKernelRoute = 17,
+    /// Node address, loopback, zero, link-local, multicast or broadcast: never fast-pathed.
+    PassSpecialDestination = 18,
+    /// Underlay traffic that is not IPIP to this node.
+    PassUnderlayOther = 19,
+    /// IPIP to this node whose inner destination is not a pod here.
+    PassDecapNotLocal = 20,
+    /// Too big for the tunnel but fragmentable (no DF): the kernel fragments it.
+    PassTooBig = 21,
+    /// The daemon has not configured this node yet.
+    PassNotReady = 22,
+    /// The kernel's FIB has no usable route to the next hop.
+    PassFibFailed = 23,
+    /// DF packet too big for the tunnel: answered with ICMP fragmentation needed.
+    IcmpFragNeeded = 24,
+    /// A pod sent with another pod's source address.
+    DropSpoofedSource = 25,
+    /// An address in this node's pod block with no pod behind it.
+    DropNoEndpoint = 26,
+    /// IPIP to this node from an address that is not a known node.
+    DropUnknownPeer = 27,
+    /// A helper failed after the packet was already changed.
+    DropRewriteFailed = 28,
+    /// The kernel refused to make room for the tunnel header; the packet is unchanged.
+    PassEncapFailed = 29,
 }
 
 impl Reason {
     /// Number of reasons in use. The counters map is sized by [`COUNTER_SLOTS`], not this,
     /// so that appending a reason never changes the map's layout.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 30;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT] = [
@@ -40,6 +84,28 @@ impl Reason {
         Reason::PassTruncatedEthernet,
         Reason::PassIpv4,
         Reason::PassOtherEthertype,
+        Reason::RedirectedLocal,
+        Reason::Encapsulated,
+        Reason::RoutedUnderlay,
+        Reason::Decapsulated,
+        Reason::PassTtlExceeded,
+        Reason::PassIpOptions,
+        Reason::PassFragment,
+        Reason::PassIpv4Malformed,
+        Reason::PassNoRoute,
+        Reason::PassKernelRoute,
+        Reason::PassSpecialDestination,
+        Reason::PassUnderlayOther,
+        Reason::PassDecapNotLocal,
+        Reason::PassTooBig,
+        Reason::PassNotReady,
+        Reason::PassFibFailed,
+        Reason::IcmpFragNeeded,
+        Reason::DropSpoofedSource,
+        Reason::DropNoEndpoint,
+        Reason::DropUnknownPeer,
+        Reason::DropRewriteFailed,
+        Reason::PassEncapFailed,
     ];
 
     /// The stable name used in `fastpath stats` and metrics labels.
@@ -53,7 +119,40 @@ impl Reason {
             Reason::PassTruncatedEthernet => "passed_truncated_ethernet",
             Reason::PassIpv4 => "passed_ipv4",
             Reason::PassOtherEthertype => "passed_other_ethertype",
+            Reason::RedirectedLocal => "redirected_local",
+            Reason::Encapsulated => "encapsulated",
+            Reason::RoutedUnderlay => "routed_underlay",
+            Reason::Decapsulated => "decapsulated",
+            Reason::PassTtlExceeded => "passed_ttl_expiring",
+            Reason::PassIpOptions => "passed_ip_options",
+            Reason::PassFragment => "passed_fragment",
+            Reason::PassIpv4Malformed => "passed_ipv4_malformed",
+            Reason::PassNoRoute => "passed_no_route",
+            Reason::PassKernelRoute => "passed_kernel_route",
+            Reason::PassSpecialDestination => "passed_special_destination",
+            Reason::PassUnderlayOther => "passed_underlay_other",
+            Reason::PassDecapNotLocal => "passed_decap_not_local",
+            Reason::PassTooBig => "passed_too_big",
+            Reason::PassNotReady => "passed_not_ready",
+            Reason::PassFibFailed => "passed_fib_failed",
+            Reason::IcmpFragNeeded => "icmp_frag_needed_sent",
+            Reason::DropSpoofedSource => "dropped_spoofed_source",
+            Reason::DropNoEndpoint => "dropped_no_endpoint",
+            Reason::DropUnknownPeer => "dropped_unknown_tunnel_peer",
+            Reason::DropRewriteFailed => "dropped_rewrite_failed",
+            Reason::PassEncapFailed => "passed_encap_failed",
         }
+    }
+
+    /// Whether a packet counted under this reason was dropped.
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Reason::DropSpoofedSource
+                | Reason::DropNoEndpoint
+                | Reason::DropUnknownPeer
+                | Reason::DropRewriteFailed
+        )
     }
 
     /// The counters slot of this reason.

@@ -4,18 +4,31 @@
 #![no_main]
 
 mod arp;
+mod deliver;
+mod fib;
+mod icmp;
+mod ip;
+mod ipip;
 mod maps;
 mod parse;
 mod pod;
 mod stats;
+mod underlay;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
 /// tcx ingress on every `cali*` interface: everything a pod sends.
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
-    let outcome = pod::handle(&ctx);
-    stats::finish(&ctx, outcome)
+    let bytes = ctx.len();
+    stats::finish(bytes, pod::handle(&ctx))
+}
+
+/// tcx ingress on the underlay interface: IPIP from other nodes.
+#[classifier]
+pub fn from_underlay(ctx: TcContext) -> i32 {
+    let bytes = ctx.len();
+    stats::finish(bytes, underlay::handle(&ctx))
 }
 
 #[cfg(not(test))]

@@ -1,8 +1,48 @@
 //! Every map the programs use. BTF-defined, so `bpftool map dump` shows field names.
 
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use fastpath_common::{maps::Counter, reason::COUNTER_SLOTS};
+use aya_ebpf::{
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    macros::btf_map,
+};
+use fastpath_common::{
+    maps::{Counter, NodeConfig, ROUTES_MAX, TUNNEL_PEERS_MAX},
+    reason::COUNTER_SLOTS,
+    route::RouteValue,
+    Reason,
+};
 
 /// Packets and bytes per reason, per CPU (name: `fastpath_common::maps::COUNTERS`).
 #[btf_map]
 pub static FP_COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
+
+/// IPv4 prefix → what to do (name: `fastpath_common::maps::ROUTES`).
+#[btf_map]
+pub static FP_ROUTES: LpmTrie<[u8; 4], RouteValue, { ROUTES_MAX as usize }> = LpmTrie::new();
+
+/// This node's settings, one slot (name: `fastpath_common::maps::NODE`).
+#[btf_map]
+pub static FP_NODE: Array<NodeConfig, 1> = Array::new();
+
+/// Nodes whose IPIP we accept (name: `fastpath_common::maps::TUNNEL_PEERS`).
+#[btf_map]
+pub static FP_PEERS: HashMap<[u8; 4], u32, { TUNNEL_PEERS_MAX as usize }> = HashMap::new();
+
+/// The most specific route for `addr`.
+#[inline(always)]
+pub fn route(addr: [u8; 4]) -> Option<&'static RouteValue> {
+    FP_ROUTES.get(&Key::new(32, addr))
+}
+
+/// This node's settings, once the daemon has written them.
+#[inline(always)]
+pub fn node() -> Result<NodeConfig, Reason> {
+    match FP_NODE.get(0) {
+        Some(node) if node.ready() => Ok(*node),
+        _ => Err(Reason::PassNotReady),
+    }
+}
+
+#[inline(always)]
+pub fn is_tunnel_peer(addr: [u8; 4]) -> bool {
+    FP_PEERS.get_ptr(addr).is_some()
+}

@@ -1,10 +1,10 @@
-//! What to do with a frame a pod sent, by its ethertype.
+//! What to do with a frame a pod sent: ARP is answered, IPv4 forwarded, the rest passed.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use fastpath_common::Reason;
+use fastpath_common::{route, Reason};
 use network_types::eth::{EthHdr, EtherType};
 
-use crate::{arp, parse, stats::Outcome};
+use crate::{arp, deliver, ip, ipip, maps, parse, stats::Outcome};
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Outcome {
@@ -14,8 +14,26 @@ pub fn handle(ctx: &TcContext) -> Outcome {
     if ether_type == EtherType::Arp as u16 {
         arp::respond(ctx, eth)
     } else if ether_type == EtherType::Ipv4 as u16 {
-        Ok((TC_ACT_OK, Reason::PassIpv4))
+        forward(ctx)
     } else {
         Ok((TC_ACT_OK, Reason::PassOtherEthertype))
+    }
+}
+
+/// Route an IPv4 packet from a pod: into another pod here, or toward the node that owns the
+/// destination.
+#[inline(always)]
+fn forward(ctx: &TcContext) -> Outcome {
+    let node = maps::node()?;
+    let header = ip::forwardable(ctx, EthHdr::LEN)?;
+    route::check_source(maps::route(header.src), parse::ingress_ifindex(ctx))?;
+    match route::forward_to(header.dst, node.node_ip, maps::route(header.dst))? {
+        route::Forward::Local { ifindex, mac } => {
+            deliver::to_pod(ctx, ifindex, mac, Reason::RedirectedLocal)
+        }
+        route::Forward::Encapsulate { next_hop } => {
+            ipip::encapsulate(ctx, &node, &header, next_hop)
+        }
+        route::Forward::Underlay { next_hop } => deliver::to_node(ctx, &node, next_hop),
     }
 }

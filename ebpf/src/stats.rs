@@ -1,21 +1,29 @@
 //! Counting every outcome under its reason, and turning an outcome into a verdict.
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use fastpath_common::Reason;
 
 use crate::maps::FP_COUNTERS;
 
-/// What a handler decided: `Ok((verdict, reason))` when it acted, `Err(reason)` when it handed
-/// the packet to the kernel unchanged.
+/// What a handler decided: `Ok((verdict, reason))` when it acted, `Err(reason)` when it did
+/// not: a drop reason drops the packet, any other hands it to the kernel unchanged (fail open).
 pub type Outcome = Result<(i32, Reason), Reason>;
 
-/// Count the outcome and return its verdict. A handler that gave up (`Err`) never touched the
-/// packet, so the kernel gets it as it came: fail open.
+/// Count the outcome under `bytes` (the packet's length as it arrived) and return its verdict.
 #[inline(always)]
-pub fn finish(ctx: &TcContext, outcome: Outcome) -> i32 {
-    let (verdict, reason) = outcome.unwrap_or_else(|reason| (TC_ACT_OK, reason));
-    count(reason, ctx.len());
+pub fn finish(bytes: u32, outcome: Outcome) -> i32 {
+    let (verdict, reason) = outcome.unwrap_or_else(|reason| (verdict_of_refusal(reason), reason));
+    count(reason, bytes);
     verdict
+}
+
+#[inline(always)]
+fn verdict_of_refusal(reason: Reason) -> i32 {
+    if reason.is_drop() {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    }
 }
 
 #[inline(always)]

@@ -141,11 +141,12 @@ impl Daemon {
         Counters::parse(&self.cli(&["stats", "--json"])?)
     }
 
-    /// Program ids the daemon reported attaching ("prog id N" in its log).
-    pub fn attached_prog_ids(&self) -> Vec<u32> {
-        let log = self.log();
-        let mut ids: Vec<u32> = log
-            .split("prog id ")
+    /// Ids of `program` the daemon reported attaching ("attached PROGRAM (prog id N)").
+    pub fn attached_prog_ids(&self, program: &str) -> Vec<u32> {
+        let marker = format!("attached {program} (prog id ");
+        let mut ids: Vec<u32> = self
+            .log()
+            .split(&marker)
             .skip(1)
             .filter_map(|rest| {
                 rest.split(|c: char| !c.is_ascii_digit())

@@ -116,7 +116,7 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
     let mut cluster = Cluster::build("term", &spec).unwrap();
     let mut daemon = Daemon::start(&cluster.nodes[0].ns.name, &[]).unwrap();
 
-    let ids = daemon.attached_prog_ids();
+    let ids = daemon.attached_prog_ids("from_pod");
     assert_eq!(
         ids.len(),
         1,
@@ -128,6 +128,18 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
         links_of_program(prog_id),
         2,
         "one tcx link per cali interface"
+    );
+    let underlay_ids = daemon.attached_prog_ids("from_underlay");
+    assert_eq!(
+        underlay_ids.len(),
+        1,
+        "one underlay program expected, log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        links_of_program(underlay_ids[0]),
+        1,
+        "one tcx link on the underlay"
     );
 
     // A pod deleted while the daemon runs: its link goes, the other stays.
@@ -143,13 +155,12 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
         "exit status after SIGTERM: {status}\n{}",
         daemon.log()
     );
-    assert_eq!(
-        links_of_program(prog_id),
-        0,
-        "a tcx link outlived the daemon"
-    );
-    assert!(
-        !program_exists(prog_id),
-        "program {prog_id} outlived the daemon"
-    );
+    for id in [prog_id, underlay_ids[0]] {
+        assert_eq!(
+            links_of_program(id),
+            0,
+            "a tcx link of program {id} outlived the daemon"
+        );
+        assert!(!program_exists(id), "program {id} outlived the daemon");
+    }
 }

@@ -154,8 +154,11 @@ fn arp_with_wrong_address_lengths_passes() {
 }
 
 #[test]
-fn ipv4_passes_to_the_kernel() {
-    assert_passes_unchanged(&packets::ipv4_frame(POD, REMOTE_POD, 64), Reason::PassIpv4);
+fn ipv4_passes_to_the_kernel_until_the_node_is_configured() {
+    assert_passes_unchanged(
+        &packets::ipv4_frame(POD, REMOTE_POD, 64),
+        Reason::PassNotReady,
+    );
 }
 
 #[test]

@@ -91,6 +91,16 @@ fn mount_error(path: &Path, source: io::Error) -> Error {
     }
 }
 
+/// Open the map a running daemon pinned in `dir` under `name`.
+pub fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map, Error> {
+    let path = dir.join(name);
+    let data = aya::maps::MapData::from_pin(&path).map_err(|source| Error::OpenPinned {
+        path: path.clone(),
+        source,
+    })?;
+    aya::maps::Map::from_map_data(data).map_err(|source| Error::OpenPinned { path, source })
+}
+
 /// Remove the pins this daemon made, then the folder if nothing else is in it.
 pub fn remove_pins(dir: &Path, names: &[&str]) {
     for name in names {

@@ -20,6 +20,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print the per-reason packet and byte counters of a running daemon.
     Stats(StatsArgs),
+    /// Print the route table the programs follow.
+    Routes(RoutesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +33,15 @@ pub struct RunArgs {
     /// Also attach to this interface, whatever its name; it must exist at start (repeatable).
     #[arg(long = "iface", value_name = "IFACE", value_parser = parse_iface_name)]
     pub ifaces: Vec<String>,
+
+    /// The interface toward the other nodes (default: the default route's interface).
+    #[arg(long, env = "FASTPATH_UNDERLAY", value_name = "IFACE", value_parser = parse_iface_name)]
+    pub underlay: Option<String>,
+
+    /// When to encapsulate toward another node in IPIP: follow (as the routes say: via tunl0
+    /// means IPIP), always, cross-subnet (only to nodes outside the underlay subnet), never.
+    #[arg(long, env = "FASTPATH_IPIP", value_enum, default_value_t = Ipip::Follow)]
+    pub ipip: Ipip,
 
     #[command(flatten)]
     pub bpffs: BpffsArg,
@@ -48,6 +59,36 @@ pub struct StatsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    #[command(flatten)]
+    pub bpffs: BpffsArg,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--ipip`, as clap parses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ipip {
+    Follow,
+    Always,
+    CrossSubnet,
+    Never,
+}
+
+impl From<Ipip> for crate::routes::IpipMode {
+    fn from(ipip: Ipip) -> Self {
+        match ipip {
+            Ipip::Follow => Self::Follow,
+            Ipip::Always => Self::Always,
+            Ipip::CrossSubnet => Self::CrossSubnet,
+            Ipip::Never => Self::Never,
+        }
+    }
 }
 
 /// The pin folder, shared by every subcommand.
@@ -116,6 +157,27 @@ mod tests {
         assert_eq!(args.bpffs.dir, PathBuf::from("/sys/fs/bpf/fastpath"));
         assert_eq!(args.log_level, log::LevelFilter::Info);
         assert!(args.ifaces.is_empty());
+        assert_eq!(args.underlay, None);
+        assert_eq!(args.ipip, Ipip::Follow);
+    }
+
+    #[test]
+    fn ipip_modes_parse() {
+        let cli = Cli::try_parse_from([
+            "fastpath",
+            "run",
+            "--ipip",
+            "cross-subnet",
+            "--underlay",
+            "eth1",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.ipip, Ipip::CrossSubnet);
+        assert_eq!(args.underlay.as_deref(), Some("eth1"));
+        assert!(Cli::try_parse_from(["fastpath", "run", "--ipip", "sometimes"]).is_err());
     }
 
     #[test]

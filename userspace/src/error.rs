@@ -8,6 +8,19 @@ pub enum Error {
     #[error("interface '{name}' does not exist")]
     NoSuchInterface { name: String },
 
+    #[error("there is no default route to tell the underlay interface: pass --underlay IFACE")]
+    NoDefaultRoute,
+
+    #[error("the underlay interface {iface} has no IPv4 address")]
+    NoUnderlayAddress { iface: String },
+
+    #[error("cannot write map {name}")]
+    WriteMap {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
     #[error("cannot mount bpffs at {path}")]
     MountBpffs {
         path: PathBuf,

@@ -8,8 +8,14 @@ pub mod bpffs;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod kernel;
 pub mod loader;
 pub mod netlink;
+pub mod node;
+pub mod reconcile;
+pub mod routes;
+pub mod show;
 pub mod stats;
+pub mod tables;
 
 pub use error::Error;

@@ -15,6 +15,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// The program for `cali*` ingress: everything a pod sends.
 pub const FROM_POD: &str = "from_pod";
+/// The program for the underlay's ingress: IPIP from other nodes.
+pub const FROM_UNDERLAY: &str = "from_underlay";
 
 /// Parse the embedded object and create its maps, with the eBPF-side log level set so programs
 /// skip building records nobody will print.
@@ -54,24 +56,26 @@ pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The pod program and the interfaces it is attached to.
-pub struct PodAttachments {
+/// One program and the interfaces it is attached to (tcx ingress).
+pub struct Attachments {
+    program: &'static str,
     program_id: u32,
     attached: HashMap<u32, (String, SchedClassifierLinkId)>,
 }
 
-impl PodAttachments {
-    /// Load the pod program into the kernel.
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let program = loaded_program(ebpf, FROM_POD)?;
-        let program_id = program
+impl Attachments {
+    /// Load `program` into the kernel.
+    pub fn new(ebpf: &mut Ebpf, program: &'static str) -> Result<Self, Error> {
+        let loaded = loaded_program(ebpf, program)?;
+        let program_id = loaded
             .info()
             .map_err(|source| Error::LoadProgram {
-                name: FROM_POD,
+                name: program,
                 source,
             })?
             .id();
         Ok(Self {
+            program,
             program_id,
             attached: HashMap::new(),
         })
@@ -87,8 +91,7 @@ impl PodAttachments {
 
     /// Attach to ingress of `link` (tcx on kernels ≥ 6.6, which aya picks by itself).
     pub fn attach(&mut self, ebpf: &mut Ebpf, link: &Link) -> Result<(), Error> {
-        let program = classifier(ebpf, FROM_POD)?;
-        let id = program
+        let id = classifier(ebpf, self.program)?
             .attach(&link.name, TcAttachType::Ingress)
             .map_err(|source| Error::Attach {
                 iface: link.name.clone(),
@@ -96,7 +99,8 @@ impl PodAttachments {
             })?;
         self.attached.insert(link.index, (link.name.clone(), id));
         log::info!(
-            "attached {FROM_POD} (prog id {}) to {} (ifindex {})",
+            "attached {} (prog id {}) to {} (ifindex {})",
+            self.program,
             self.program_id,
             link.name,
             link.index
@@ -110,14 +114,15 @@ impl PodAttachments {
         let Some((name, id)) = self.attached.remove(&link.index) else {
             return;
         };
-        match classifier(ebpf, FROM_POD).and_then(|p| {
+        let program = self.program;
+        match classifier(ebpf, program).and_then(|p| {
             p.detach(id).map_err(|source| Error::Attach {
                 iface: name.clone(),
                 source,
             })
         }) {
-            Ok(()) => log::info!("detached {FROM_POD} from {name} (ifindex {})", link.index),
-            Err(e) => log::debug!("detaching from {name}: {e:#}"),
+            Ok(()) => log::info!("detached {program} from {name} (ifindex {})", link.index),
+            Err(e) => log::debug!("detaching {program} from {name}: {}", e.chain()),
         }
     }
 

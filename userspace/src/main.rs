@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{error::ErrorKind, Parser as _};
 use fastpath::{
-    cli::{usage_error_line, Cli, Command, StatsArgs},
-    daemon, stats, Error,
+    cli::{usage_error_line, Cli, Command, RoutesArgs, StatsArgs},
+    daemon, show, stats, tables, Error,
 };
 
 fn main() -> ExitCode {
@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         Command::Stats(args) => {
             init_logging(log::LevelFilter::Warn);
             print_stats(&args)
+        }
+        Command::Routes(args) => {
+            init_logging(log::LevelFilter::Warn);
+            print_routes(&args)
         }
     };
     match result {
@@ -59,6 +63,32 @@ fn print_stats(args: &StatsArgs) -> Result<(), Error> {
         print!("{}", stats::format_table(&totals));
     }
     Ok(())
+}
+
+fn print_routes(args: &RoutesArgs) -> Result<(), Error> {
+    let trie = tables::pinned_routes(&args.bpffs.dir)?;
+    let rows: Vec<show::RouteRow> = tables::route_entries(&trie)?
+        .iter()
+        .map(|(prefix, value)| show::row(*prefix, value, interface_name))
+        .collect();
+    if args.json {
+        println!("{}", show::json(&rows));
+    } else {
+        print!("{}", show::table(&rows));
+    }
+    Ok(())
+}
+
+/// The name of an interface in this process's network namespace.
+fn interface_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: the buffer is IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if name.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 /// `--log-level` sets the default; RUST_LOG, when set, refines or overrides it. aya's own debug

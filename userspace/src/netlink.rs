@@ -1,146 +1,327 @@
-//! Following the kernel's interfaces through rtnetlink: one dump at start, then events.
+//! Following the kernel through rtnetlink: one dump of links, addresses and IPv4 routes at
+//! start, then events. Messages become plain structs here; what they mean is decided elsewhere.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
-    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST},
     packet_route::{
-        link::{LinkAttribute, LinkMessage},
-        RouteNetlinkMessage,
+        address::{AddressAttribute, AddressMessage},
+        link::{LinkAttribute, LinkFlags, LinkMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
+        AddressFamily, RouteNetlinkMessage,
     },
     sys::SocketAddr,
     Handle, MulticastGroup,
 };
 
-use crate::{attach::Link, Error};
+use crate::{
+    routes::{KernelRoute, RouteKindOf},
+    Error,
+};
 
-/// A change to the set of interfaces.
+/// IFLA_TARGET_NETNSID (include/uapi/linux/if_link.h): ask about a link in another namespace.
+const IFLA_TARGET_NETNSID: u16 = 46;
+
+/// An interface as netlink reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    pub up: bool,
+    /// For a veth whose other end is in another namespace: (that namespace's id as seen from
+    /// here, the other end's ifindex there).
+    pub peer: Option<(i32, u32)>,
+}
+
+/// An IPv4 address on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub index: u32,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// A change in the kernel's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkEvent {
+pub enum Event {
     /// RTM_NEWLINK: created, renamed, or its state changed.
-    Present(Link),
+    LinkPresent(LinkState),
     /// RTM_DELLINK: deleted or moved to another namespace.
-    Gone(Link),
+    LinkGone(LinkState),
+    RouteAdded(KernelRoute),
+    RouteRemoved(KernelRoute),
 }
 
 type Messages = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
-/// A netlink socket subscribed to link events, with a handle for requests.
-pub struct LinkWatcher {
+/// A netlink socket subscribed to link and IPv4 route events, with a handle for requests.
+pub struct Netlink {
     handle: Handle,
     messages: Messages,
 }
 
-impl LinkWatcher {
-    /// Subscribe before dumping, so that no interface created in between is missed.
+impl Netlink {
+    /// Subscribe before dumping, so that nothing created in between is missed.
     /// Must be called inside a tokio runtime (the connection runs as a task).
     pub fn new() -> Result<Self, Error> {
         let (connection, handle, messages) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(|source| {
-                Error::Netlink {
-                    what: "cannot open a link-event socket",
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Route])
+                .map_err(|source| Error::Netlink {
+                    what: "cannot open an event socket",
                     source,
-                }
-            })?;
+                })?;
         tokio::spawn(connection);
         Ok(Self { handle, messages })
     }
 
-    /// Every interface that exists now.
-    pub async fn dump(&self) -> Result<Vec<Link>, Error> {
-        let mut stream = self.handle.link().get().execute();
-        let mut links = Vec::new();
-        while let Some(msg) = stream
-            .try_next()
-            .await
-            .map_err(|source| Error::NetlinkRequest {
-                what: "link dump",
-                source,
-            })?
-        {
-            links.extend(link_of(&msg));
-        }
-        Ok(links)
+    pub async fn links(&self) -> Result<Vec<LinkState>, Error> {
+        let stream = self.handle.link().get().execute();
+        collect(stream, "link dump", |msg| Some(link_state(&msg))).await
     }
 
-    /// The next link event; `None` when the socket closed.
-    pub async fn next(&mut self) -> Option<LinkEvent> {
+    pub async fn ipv4_addresses(&self) -> Result<Vec<Address>, Error> {
+        let stream = self.handle.address().get().execute();
+        collect(stream, "address dump", |msg| address(&msg)).await
+    }
+
+    pub async fn ipv4_routes(&self) -> Result<Vec<KernelRoute>, Error> {
+        let mut request = RouteMessage::default();
+        request.header.address_family = AddressFamily::Inet;
+        let stream = self.handle.route().get(request).execute();
+        collect(stream, "route dump", |msg| kernel_route(&msg)).await
+    }
+
+    /// The MAC of the other end of a veth: the link `peer_index` in the namespace this one
+    /// knows as `netnsid` (RTM_GETLINK with IFLA_TARGET_NETNSID, Linux ≥ 4.20).
+    pub async fn peer_mac(&self, netnsid: i32, peer_index: u32) -> Result<Option<[u8; 6]>, Error> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = peer_index;
+        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
+            IFLA_TARGET_NETNSID,
+            netnsid.to_ne_bytes().to_vec(),
+        )));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(msg));
+        request.header.flags = NLM_F_REQUEST;
+        let mut responses =
+            self.handle
+                .clone()
+                .request(request)
+                .map_err(|source| Error::NetlinkRequest {
+                    what: "peer link query",
+                    source,
+                })?;
+        while let Some(response) = responses.next().await {
+            match response.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    return Ok(link_state(&link).mac)
+                }
+                NetlinkPayload::Error(e) => {
+                    return Err(Error::Netlink {
+                        what: "peer link query",
+                        source: e.to_io(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next event; `None` when the socket closed.
+    pub async fn next(&mut self) -> Option<Event> {
         loop {
             let (message, _) = self.messages.next().await?;
-            if let Some(event) = link_event(&message) {
+            if let Some(event) = event(&message) {
                 return Some(event);
             }
         }
     }
 }
 
-/// The link event a netlink message carries, if any.
-pub fn link_event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<LinkEvent> {
+async fn collect<M, T>(
+    stream: impl futures::Stream<Item = Result<M, rtnetlink::Error>>,
+    what: &'static str,
+    convert: impl Fn(M) -> Option<T>,
+) -> Result<Vec<T>, Error> {
+    stream
+        .map_err(|source| Error::NetlinkRequest { what, source })
+        .try_filter_map(|msg| futures::future::ready(Ok(convert(msg))))
+        .try_collect()
+        .await
+}
+
+/// The event a netlink message carries, if any.
+pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
     match &message.payload {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(msg)) => {
-            link_of(msg).map(LinkEvent::Present)
+            Some(Event::LinkPresent(link_state(msg)))
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(msg)) => {
-            link_of(msg).map(LinkEvent::Gone)
+            Some(Event::LinkGone(link_state(msg)))
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(msg)) => {
+            kernel_route(msg).map(Event::RouteAdded)
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) => {
+            kernel_route(msg).map(Event::RouteRemoved)
         }
         _ => None,
     }
 }
 
-/// Index and name of a link message; messages without a name are not interfaces we can use.
-pub fn link_of(msg: &LinkMessage) -> Option<Link> {
-    let name = msg.attributes.iter().find_map(|attr| match attr {
-        LinkAttribute::IfName(name) => Some(name.clone()),
-        _ => None,
-    })?;
-    Some(Link {
+pub fn link_state(msg: &LinkMessage) -> LinkState {
+    let mut link = LinkState {
         index: msg.header.index,
-        name,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        ..LinkState::default()
+    };
+    let (mut netnsid, mut peer_index) = (None, None);
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => link.name.clone_from(name),
+            LinkAttribute::Address(bytes) => link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Link(index) => peer_index = Some(*index),
+            LinkAttribute::LinkNetNsId(id) => netnsid = Some(*id),
+            _ => {}
+        }
+    }
+    link.peer = netnsid.zip(peer_index);
+    link
+}
+
+fn address(msg: &AddressMessage) -> Option<Address> {
+    if msg.header.family != AddressFamily::Inet {
+        return None;
+    }
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point links.
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(addr)) => Some(*addr),
+        _ => None,
+    });
+    let addr = local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(addr)) => Some(*addr),
+            _ => None,
+        })
+    })?;
+    Some(Address {
+        index: msg.header.index,
+        addr,
+        prefix_len: msg.header.prefix_len,
     })
+}
+
+/// An IPv4 route as the mapping sees it; `None` for other families.
+pub fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
+    if msg.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let mut route = KernelRoute {
+        dst: Ipv4Addr::UNSPECIFIED,
+        prefix_len: msg.header.destination_prefix_length,
+        kind: match msg.header.kind {
+            RouteType::Unicast => RouteKindOf::Unicast,
+            RouteType::BlackHole => RouteKindOf::Blackhole,
+            _ => RouteKindOf::Other,
+        },
+        table: u32::from(msg.header.table),
+        priority: 0,
+        tos: msg.header.tos,
+        oif: None,
+        gateway: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(addr)) => route.dst = *addr,
+            RouteAttribute::Gateway(RouteAddress::Inet(addr)) => route.gateway = Some(*addr),
+            RouteAttribute::Oif(index) => route.oif = Some(*index),
+            RouteAttribute::Priority(priority) => route.priority = *priority,
+            // The header's table field is 8 bits; RTA_TABLE carries the full id.
+            RouteAttribute::Table(table) => route.table = *table,
+            _ => {}
+        }
+    }
+    Some(route)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn link_message(index: u32, name: Option<&str>) -> LinkMessage {
+    fn link_message(index: u32, attrs: Vec<LinkAttribute>) -> LinkMessage {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        if let Some(name) = name {
-            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        }
+        msg.header.flags = LinkFlags::Up;
+        msg.attributes = attrs;
         msg
     }
 
-    fn netlink(inner: RouteNetlinkMessage) -> NetlinkMessage<RouteNetlinkMessage> {
-        NetlinkMessage::from(inner)
-    }
-
     #[test]
-    fn new_link_is_present_and_del_link_is_gone() {
-        let link = Link {
-            index: 507,
-            name: "cali0f293e89ca7".into(),
-        };
-        let new = netlink(RouteNetlinkMessage::NewLink(link_message(
+    fn a_pod_veth_reports_its_name_mac_and_peer() {
+        let msg = link_message(
             507,
-            Some("cali0f293e89ca7"),
-        )));
-        let del = netlink(RouteNetlinkMessage::DelLink(link_message(
-            507,
-            Some("cali0f293e89ca7"),
-        )));
-        assert_eq!(link_event(&new), Some(LinkEvent::Present(link.clone())));
-        assert_eq!(link_event(&del), Some(LinkEvent::Gone(link)));
+            vec![
+                LinkAttribute::IfName("cali0f293e89ca7".into()),
+                LinkAttribute::Address(vec![0xee; 6]),
+                LinkAttribute::Mtu(1480),
+                LinkAttribute::Link(4),
+                LinkAttribute::LinkNetNsId(17),
+            ],
+        );
+        let link = link_state(&msg);
+        assert_eq!(
+            link,
+            LinkState {
+                index: 507,
+                name: "cali0f293e89ca7".into(),
+                mac: Some([0xee; 6]),
+                mtu: 1480,
+                up: true,
+                peer: Some((17, 4))
+            }
+        );
     }
 
     #[test]
-    fn a_link_message_without_a_name_is_ignored() {
-        assert_eq!(link_of(&link_message(3, None)), None);
+    fn new_and_del_link_are_events() {
+        let msg = link_message(3, vec![LinkAttribute::IfName("cali1".into())]);
+        let new = NetlinkMessage::from(RouteNetlinkMessage::NewLink(msg.clone()));
+        let del = NetlinkMessage::from(RouteNetlinkMessage::DelLink(msg));
+        assert!(matches!(event(&new), Some(Event::LinkPresent(l)) if l.name == "cali1"));
+        assert!(matches!(event(&del), Some(Event::LinkGone(l)) if l.index == 3));
     }
 
     #[test]
-    fn other_messages_are_not_link_events() {
-        let msg = netlink(RouteNetlinkMessage::NewRoute(Default::default()));
-        assert_eq!(link_event(&msg), None);
+    fn a_bird_block_route_is_read_with_its_gateway_and_table() {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 26;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.table = 254;
+        msg.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::new(10, 244, 166, 128))),
+            RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(10, 101, 14, 51))),
+            RouteAttribute::Oif(9),
+            RouteAttribute::Table(254),
+        ];
+        let route = kernel_route(&msg).unwrap();
+        assert_eq!(route.dst, Ipv4Addr::new(10, 244, 166, 128));
+        assert_eq!(route.prefix_len, 26);
+        assert_eq!(route.gateway, Some(Ipv4Addr::new(10, 101, 14, 51)));
+        assert_eq!(route.oif, Some(9));
+        assert_eq!(route.kind, RouteKindOf::Unicast);
+        assert_eq!(route.table, 254);
+    }
+
+    #[test]
+    fn ipv6_routes_are_ignored() {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        assert_eq!(kernel_route(&msg), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{borrow::Borrow, fmt::Write as _, path::Path};
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use fastpath_common::{
     maps::{Counter, COUNTERS},
     Reason,
@@ -40,14 +40,12 @@ pub fn totals<T: Borrow<MapData>>(
 
 /// Open the counters pinned in `dir` by a running daemon and sum them.
 pub fn read_pinned(dir: &Path) -> Result<Vec<ReasonTotal>, Error> {
-    let path = dir.join(COUNTERS);
-    let data = MapData::from_pin(&path).map_err(|source| Error::OpenPinned {
-        path: path.clone(),
+    let map: PerCpuArray<MapData, Counter> = crate::bpffs::open_pinned(dir, COUNTERS)?
+        .try_into()
+        .map_err(|source| Error::ReadMap {
+        name: COUNTERS,
         source,
     })?;
-    let map: PerCpuArray<MapData, Counter> = Map::PerCpuArray(data)
-        .try_into()
-        .map_err(|source| Error::OpenPinned { path, source })?;
     totals(&map)
 }
 

@@ -1,0 +1,293 @@
+//! The route table the programs follow, and the decisions they take from it.
+//!
+//! The daemon writes [`RouteValue`]s into an LPM trie keyed by IPv4 prefix; the programs look up
+//! a packet's addresses and call the pure functions here, which `fastpath explain` and the host
+//! tests call too.
+
+use crate::{ipv4::is_special_destination, Reason};
+
+/// What the fast path does with packets to a prefix (stored as `RouteValue::kind`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Let the kernel route it (also a local pod whose MAC is not known yet).
+    Kernel = 0,
+    /// A pod on this node: `ifindex` is the host side of its veth, `mac` the pod's own.
+    LocalEndpoint = 1,
+    /// A block of pods on another node: `next_hop` is that node; `flags` says whether to
+    /// encapsulate.
+    RemoteBlock = 2,
+    /// This node's own pod block: an address in it with no pod is dropped.
+    Blackhole = 3,
+}
+
+impl TryFrom<u32> for RouteKind {
+    type Error = u32;
+
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            0 => Ok(Self::Kernel),
+            1 => Ok(Self::LocalEndpoint),
+            2 => Ok(Self::RemoteBlock),
+            3 => Ok(Self::Blackhole),
+            other => Err(other),
+        }
+    }
+}
+
+/// `RouteValue::flags`: encapsulate in IPIP toward `next_hop`.
+pub const ROUTE_F_ENCAP: u32 = 1;
+
+/// The value of a `ROUTES` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteValue {
+    /// A [`RouteKind`].
+    pub kind: u32,
+    /// Host-side ifindex of a local endpoint (also kept for a `Kernel` local pod, for the
+    /// source check).
+    pub ifindex: u32,
+    /// The node that owns a remote block.
+    pub next_hop: [u8; 4],
+    /// `ROUTE_F_*`.
+    pub flags: u32,
+    /// A local endpoint's MAC.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<RouteValue>() == 24);
+
+impl RouteValue {
+    pub const fn local(ifindex: u32, mac: [u8; 6]) -> Self {
+        Self {
+            kind: RouteKind::LocalEndpoint as u32,
+            ifindex,
+            next_hop: [0; 4],
+            flags: 0,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+
+    /// A local pod the kernel must route for now (its MAC is not known yet).
+    pub const fn local_pending(ifindex: u32) -> Self {
+        Self {
+            kind: RouteKind::Kernel as u32,
+            ifindex,
+            next_hop: [0; 4],
+            flags: 0,
+            mac: [0; 6],
+            _pad: [0; 2],
+        }
+    }
+
+    pub const fn remote(next_hop: [u8; 4], encap: bool) -> Self {
+        let flags = if encap { ROUTE_F_ENCAP } else { 0 };
+        Self {
+            kind: RouteKind::RemoteBlock as u32,
+            ifindex: 0,
+            next_hop,
+            flags,
+            mac: [0; 6],
+            _pad: [0; 2],
+        }
+    }
+
+    pub const fn blackhole() -> Self {
+        Self {
+            kind: RouteKind::Blackhole as u32,
+            ifindex: 0,
+            next_hop: [0; 4],
+            flags: 0,
+            mac: [0; 6],
+            _pad: [0; 2],
+        }
+    }
+
+    pub const fn encap(&self) -> bool {
+        self.flags & ROUTE_F_ENCAP != 0
+    }
+}
+
+/// Where a packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Into the pod behind host-side `ifindex`, with Ethernet destination `mac`.
+    Local { ifindex: u32, mac: [u8; 6] },
+    /// To another node, in IPIP.
+    Encapsulate { next_hop: [u8; 4] },
+    /// To another node, as is (routed over the underlay).
+    Underlay { next_hop: [u8; 4] },
+}
+
+/// The destination decision: `Ok` to forward, `Err` to drop or hand to the kernel (the reason
+/// says which).
+pub fn forward_to(
+    dst: [u8; 4],
+    node_ip: [u8; 4],
+    route: Option<&RouteValue>,
+) -> Result<Forward, Reason> {
+    if is_special_destination(dst, node_ip) {
+        return Err(Reason::PassSpecialDestination);
+    }
+    let Some(route) = route else {
+        return Err(Reason::PassNoRoute);
+    };
+    match RouteKind::try_from(route.kind) {
+        Ok(RouteKind::LocalEndpoint) => Ok(Forward::Local {
+            ifindex: route.ifindex,
+            mac: route.mac,
+        }),
+        Ok(RouteKind::RemoteBlock) if route.encap() => Ok(Forward::Encapsulate {
+            next_hop: route.next_hop,
+        }),
+        Ok(RouteKind::RemoteBlock) => Ok(Forward::Underlay {
+            next_hop: route.next_hop,
+        }),
+        Ok(RouteKind::Blackhole) => Err(Reason::DropNoEndpoint),
+        Ok(RouteKind::Kernel) | Err(_) => Err(Reason::PassKernelRoute),
+    }
+}
+
+/// The source check on a pod's interface (what Calico's RPF check does): a packet whose source
+/// belongs to another pod, here or on another node, is spoofed. A source the table does not
+/// place at all is left to the kernel's own reverse-path filter.
+pub fn check_source(route: Option<&RouteValue>, ingress_ifindex: u32) -> Result<(), Reason> {
+    let Some(route) = route else { return Ok(()) };
+    match RouteKind::try_from(route.kind) {
+        Ok(RouteKind::LocalEndpoint | RouteKind::Kernel)
+            if route.ifindex != 0 && route.ifindex != ingress_ifindex =>
+        {
+            Err(Reason::DropSpoofedSource)
+        }
+        Ok(RouteKind::RemoteBlock) => Err(Reason::DropSpoofedSource),
+        _ => Ok(()),
+    }
+}
+
+/// Whether delivery after decapsulation may use this route: only to a pod on this node.
+pub fn deliver_after_decap(
+    dst: [u8; 4],
+    node_ip: [u8; 4],
+    route: Option<&RouteValue>,
+) -> Result<Forward, Reason> {
+    match forward_to(dst, node_ip, route)? {
+        local @ Forward::Local { .. } => Ok(local),
+        Forward::Encapsulate { .. } | Forward::Underlay { .. } => Err(Reason::PassDecapNotLocal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: [u8; 4] = [10, 101, 14, 50];
+    const POD_MAC: [u8; 6] = [0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d];
+
+    #[test]
+    fn each_kind_has_its_forwarding() {
+        let local = RouteValue::local(7, POD_MAC);
+        assert_eq!(
+            forward_to([10, 244, 40, 36], NODE, Some(&local)),
+            Ok(Forward::Local {
+                ifindex: 7,
+                mac: POD_MAC
+            })
+        );
+        let ipip = RouteValue::remote([10, 101, 14, 51], true);
+        assert_eq!(
+            forward_to([10, 244, 166, 150], NODE, Some(&ipip)),
+            Ok(Forward::Encapsulate {
+                next_hop: [10, 101, 14, 51]
+            })
+        );
+        let plain = RouteValue::remote([10, 101, 14, 51], false);
+        assert_eq!(
+            forward_to([10, 244, 166, 150], NODE, Some(&plain)),
+            Ok(Forward::Underlay {
+                next_hop: [10, 101, 14, 51]
+            })
+        );
+        assert_eq!(
+            forward_to([10, 244, 40, 99], NODE, Some(&RouteValue::blackhole())),
+            Err(Reason::DropNoEndpoint)
+        );
+        assert_eq!(
+            forward_to([10, 244, 40, 37], NODE, Some(&RouteValue::local_pending(8))),
+            Err(Reason::PassKernelRoute)
+        );
+        assert_eq!(
+            forward_to([8, 8, 8, 8], NODE, None),
+            Err(Reason::PassNoRoute)
+        );
+        let bogus = RouteValue {
+            kind: 99,
+            ..RouteValue::default()
+        };
+        assert_eq!(
+            forward_to([10, 244, 40, 36], NODE, Some(&bogus)),
+            Err(Reason::PassKernelRoute)
+        );
+    }
+
+    #[test]
+    fn special_destinations_win_over_routes() {
+        let local = RouteValue::local(7, POD_MAC);
+        assert_eq!(
+            forward_to(NODE, NODE, Some(&local)),
+            Err(Reason::PassSpecialDestination)
+        );
+        assert_eq!(
+            forward_to([169, 254, 1, 1], NODE, Some(&local)),
+            Err(Reason::PassSpecialDestination)
+        );
+    }
+
+    #[test]
+    fn source_check() {
+        let mine = RouteValue::local(7, POD_MAC);
+        assert_eq!(check_source(Some(&mine), 7), Ok(()));
+        assert_eq!(check_source(Some(&mine), 8), Err(Reason::DropSpoofedSource));
+        assert_eq!(
+            check_source(Some(&RouteValue::local_pending(7)), 8),
+            Err(Reason::DropSpoofedSource)
+        );
+        assert_eq!(
+            check_source(Some(&RouteValue::remote([10, 101, 14, 51], true)), 7),
+            Err(Reason::DropSpoofedSource)
+        );
+        assert_eq!(check_source(Some(&RouteValue::blackhole()), 7), Ok(()));
+        assert_eq!(check_source(None, 7), Ok(()));
+    }
+
+    #[test]
+    fn decap_delivers_only_to_local_pods() {
+        let local = RouteValue::local(7, POD_MAC);
+        assert_eq!(
+            deliver_after_decap([10, 244, 166, 150], NODE, Some(&local)),
+            Ok(Forward::Local {
+                ifindex: 7,
+                mac: POD_MAC
+            })
+        );
+        let remote = RouteValue::remote([10, 101, 14, 52], true);
+        assert_eq!(
+            deliver_after_decap([10, 244, 1, 1], NODE, Some(&remote)),
+            Err(Reason::PassDecapNotLocal)
+        );
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [
+            RouteKind::Kernel,
+            RouteKind::LocalEndpoint,
+            RouteKind::RemoteBlock,
+            RouteKind::Blackhole,
+        ] {
+            assert_eq!(RouteKind::try_from(kind as u32), Ok(kind));
+        }
+        assert_eq!(RouteKind::try_from(4), Err(4));
+    }
+}

@@ -1,0 +1,45 @@
+//! The last step of forwarding: rewrite the Ethernet header, decrement the TTL, redirect.
+
+use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
+use fastpath_common::{maps::NodeConfig, Reason, GATEWAY_MAC};
+use network_types::eth::EthHdr;
+
+use crate::{
+    fib::{self, NextHop},
+    ip, parse,
+    stats::Outcome,
+};
+
+/// Into the pod behind host-side `ifindex`: from ee:ee:ee:ee:ee:ee to the pod's MAC, TTL − 1,
+/// then `bpf_redirect_peer`, which puts the packet straight on the pod's side of the veth
+/// without a second pass through the host's stack (`skb_do_redirect` → peer ingress).
+#[inline(always)]
+pub fn to_pod(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Outcome {
+    rewrite(ctx, GATEWAY_MAC, mac)?;
+    // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
+    let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
+    Ok((verdict, reason))
+}
+
+/// To another node over the underlay, unencapsulated, as the kernel's route would send it.
+#[inline(always)]
+pub fn to_node(ctx: &TcContext, node: &NodeConfig, next_hop: [u8; 4]) -> Outcome {
+    let hop = fib::lookup(ctx, node, next_hop)?;
+    match &hop {
+        NextHop::Resolved { smac, dmac, .. } => rewrite(ctx, *smac, *dmac)?,
+        NextHop::Unresolved { .. } => ip::decrement_ttl_at(ctx, EthHdr::LEN)?,
+    }
+    Ok((fib::redirect(&hop), Reason::RoutedUnderlay))
+}
+
+/// New MACs and TTL − 1 on the IPv4 packet after the Ethernet header.
+#[inline(always)]
+pub fn rewrite(ctx: &TcContext, src: [u8; 6], dst: [u8; 6]) -> Result<(), Reason> {
+    let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    unsafe {
+        (*eth).src_addr = src;
+        (*eth).dst_addr = dst;
+    }
+    ip::decrement_ttl_at(ctx, EthHdr::LEN)
+}

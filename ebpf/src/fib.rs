@@ -1,0 +1,82 @@
+//! The underlay next hop's MACs, from the kernel's own FIB and neighbour table.
+//!
+//! `bpf_fib_lookup` is asked as if this node sent the packet (BPF_FIB_LOOKUP_OUTPUT), so it
+//! needs no forwarding sysctl, and with `tot_len` 0 so that GSO packets are not refused as too
+//! big (the MTU is checked by us, per segment).
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup, bpf_redir_neigh, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_OUTPUT,
+    },
+    helpers::{bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+};
+use fastpath_common::{maps::NodeConfig, Reason};
+
+const AF_INET: u8 = 2;
+
+/// How to reach a next hop on the underlay.
+pub enum NextHop {
+    /// The kernel knows its MAC: write these and redirect.
+    Resolved {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// The kernel has no neighbour entry yet: let `bpf_redirect_neigh` resolve it.
+    Unresolved { ifindex: u32, addr: [u8; 4] },
+}
+
+#[inline(always)]
+pub fn lookup(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextHop, Reason> {
+    // SAFETY: `bpf_fib_lookup` is plain old data; all-zero is a valid starting value.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.ifindex = node.underlay_ifindex;
+    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(node.node_ip);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(addr);
+    // SAFETY: the params struct is ours and of the size we pass.
+    let rc = unsafe {
+        aya_ebpf::helpers::bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_OUTPUT,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop::Resolved {
+            ifindex: params.ifindex,
+            smac: params.smac,
+            dmac: params.dmac,
+        }),
+        // SAFETY: on NO_NEIGH the kernel filled the next hop's address in `ipv4_dst`.
+        BPF_FIB_LKUP_RET_NO_NEIGH => Ok(NextHop::Unresolved {
+            ifindex: params.ifindex,
+            addr: unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes(),
+        }),
+        _ => Err(Reason::PassFibFailed),
+    }
+}
+
+/// Send the packet out toward `next_hop`. For a resolved hop the caller has written the MACs.
+#[inline(always)]
+pub fn redirect(next_hop: &NextHop) -> i32 {
+    match next_hop {
+        // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
+        NextHop::Resolved { ifindex, .. } => unsafe { bpf_redirect(*ifindex, 0) as i32 },
+        NextHop::Unresolved { ifindex, addr } => {
+            // SAFETY: as above; the neighbour params are ours and of the size we pass. The kernel
+            // resolves (and learns) the neighbour, as its own output path would.
+            let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+            nh.nh_family = u32::from(AF_INET);
+            nh.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(*addr);
+            unsafe {
+                bpf_redirect_neigh(*ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) as i32
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Reading an IPv4 header and deciding whether the fast path may carry it.
+
+use aya_ebpf::programs::TcContext;
+use fastpath_common::{
+    ipv4::{self, Ipv4Fields, HEADER_LEN},
+    Reason,
+};
+
+use crate::parse;
+
+/// The IPv4 header at `offset`, if a router may forward it without the kernel
+/// ([`ipv4::check_forwardable`]).
+#[inline(always)]
+pub fn forwardable(ctx: &TcContext, offset: usize) -> Result<Ipv4Fields, Reason> {
+    let header: *mut [u8; HEADER_LEN] =
+        parse::header_mut(ctx, offset).ok_or(Reason::PassIpv4Malformed)?;
+    // SAFETY: `header_mut` checked that the 20 bytes are inside the packet.
+    let fields = Ipv4Fields::parse(unsafe { &*header });
+    let after_l2 = ctx.len().saturating_sub(offset as u32);
+    ipv4::check_forwardable(&fields, after_l2)?;
+    Ok(fields)
+}
+
+/// Decrement the TTL of the IPv4 header at `offset` and patch its checksum incrementally, as the
+/// kernel's `ip_decrease_ttl` does. Callers have checked TTL > 1.
+#[inline(always)]
+pub fn decrement_ttl_at(ctx: &TcContext, offset: usize) -> Result<(), Reason> {
+    let header: *mut [u8; HEADER_LEN] =
+        parse::header_mut(ctx, offset).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    let header = unsafe { &mut *header };
+    let check = ipv4::checksum_after_ttl_decrement([header[10], header[11]]);
+    header[8] -= 1;
+    header[10] = check[0];
+    header[11] = check[1];
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! What arrives on the underlay: IPIP from a known node to this node is decapsulated and
+//! delivered into the pod; IPIP to us from anyone else is dropped; the rest is the kernel's.
+
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use fastpath_common::{
+    ipv4::{Ipv4Fields, FRAGMENT_MASK, HEADER_LEN, PROTO_IPIP},
+    route::{self, Forward},
+    Reason,
+};
+use network_types::eth::{EthHdr, EtherType};
+
+use crate::{deliver, ip, ipip, maps, parse, stats::Outcome};
+
+#[inline(always)]
+pub fn handle(ctx: &TcContext) -> Outcome {
+    let node = maps::node()?;
+    let Some(outer) = tunnel_header(ctx) else {
+        return Ok((TC_ACT_OK, Reason::PassUnderlayOther));
+    };
+    if outer.dst != node.node_ip {
+        return Ok((TC_ACT_OK, Reason::PassUnderlayOther));
+    }
+    if !maps::is_tunnel_peer(outer.src) {
+        return Err(Reason::DropUnknownPeer);
+    }
+    let inner = ip::forwardable(ctx, EthHdr::LEN + HEADER_LEN)?;
+    let Forward::Local { ifindex, mac } =
+        route::deliver_after_decap(inner.dst, node.node_ip, maps::route(inner.dst))?
+    else {
+        return Err(Reason::PassDecapNotLocal);
+    };
+    ipip::decapsulate(ctx)?;
+    deliver::to_pod(ctx, ifindex, mac, Reason::Decapsulated)
+}
+
+/// The outer header, if this is an unfragmented, option-less IPv4 packet carrying IPIP.
+#[inline(always)]
+fn tunnel_header(ctx: &TcContext) -> Option<Ipv4Fields> {
+    let eth: *const EthHdr = parse::header_mut(ctx, 0)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return None;
+    }
+    let header: *const [u8; HEADER_LEN] = parse::header_mut(ctx, EthHdr::LEN)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    let outer = Ipv4Fields::parse(unsafe { &*header });
+    let plain = outer.version_ihl == 0x45 && outer.frag & FRAGMENT_MASK == 0;
+    (plain && outer.protocol == PROTO_IPIP).then_some(outer)
+}

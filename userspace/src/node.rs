@@ -1,0 +1,178 @@
+//! Which interface is the underlay, and this node's settings for the programs (pure).
+
+use fastpath_common::maps::{NodeConfig, NODE_F_READY};
+
+use crate::{
+    netlink::{Address, LinkState},
+    routes::{KernelRoute, Underlay, MAIN_TABLE},
+    Error,
+};
+
+/// The underlay and what the programs need to know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub underlay: Underlay,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+}
+
+impl Node {
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig {
+            underlay_ifindex: self.underlay.ifindex,
+            node_ip: self.underlay.addr.octets(),
+            node_mac: self.mac,
+            _pad: [0; 2],
+            underlay_mtu: self.mtu,
+            flags: NODE_F_READY,
+        }
+    }
+}
+
+/// The underlay: the interface named by `--underlay`, else the default route's; its first IPv4
+/// address is the node's.
+pub fn choose(
+    flag: Option<&str>,
+    links: &[LinkState],
+    addresses: &[Address],
+    routes: &[KernelRoute],
+) -> Result<Node, Error> {
+    let default_route = routes
+        .iter()
+        .filter(|r| r.table == MAIN_TABLE && r.prefix_len == 0 && r.oif.is_some())
+        .min_by_key(|r| r.priority);
+    let link = match flag {
+        Some(name) => links
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or_else(|| Error::NoSuchInterface { name: name.into() })?,
+        None => {
+            let oif = default_route
+                .and_then(|r| r.oif)
+                .ok_or(Error::NoDefaultRoute)?;
+            links
+                .iter()
+                .find(|l| l.index == oif)
+                .ok_or(Error::NoDefaultRoute)?
+        }
+    };
+    let address = addresses
+        .iter()
+        .find(|a| a.index == link.index)
+        .ok_or_else(|| Error::NoUnderlayAddress {
+            iface: link.name.clone(),
+        })?;
+    let gateway = default_route
+        .filter(|r| r.oif == Some(link.index))
+        .and_then(|r| r.gateway);
+    Ok(Node {
+        underlay: Underlay {
+            ifindex: link.index,
+            addr: address.addr,
+            prefix_len: address.prefix_len,
+            gateway,
+        },
+        mac: link.mac.unwrap_or_default(),
+        mtu: link.mtu,
+    })
+}
+
+/// The same node with what a link event changed (MTU, MAC), if this link is its underlay.
+pub fn updated(node: &Node, link: &LinkState) -> Option<Node> {
+    if link.index != node.underlay.ifindex {
+        return None;
+    }
+    let next = Node {
+        mac: link.mac.unwrap_or(node.mac),
+        mtu: link.mtu,
+        ..*node
+    };
+    (next != *node).then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::routes::RouteKindOf;
+
+    fn eth0() -> LinkState {
+        LinkState {
+            index: 2,
+            name: "eth0".into(),
+            mac: Some([2; 6]),
+            mtu: 1500,
+            up: true,
+            peer: None,
+        }
+    }
+
+    fn addresses() -> Vec<Address> {
+        vec![Address {
+            index: 2,
+            addr: Ipv4Addr::new(10, 101, 14, 50),
+            prefix_len: 28,
+        }]
+    }
+
+    fn default_route() -> KernelRoute {
+        KernelRoute {
+            dst: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            kind: RouteKindOf::Unicast,
+            table: MAIN_TABLE,
+            priority: 0,
+            tos: 0,
+            oif: Some(2),
+            gateway: Some(Ipv4Addr::new(10, 101, 14, 62)),
+        }
+    }
+
+    #[test]
+    fn the_default_route_names_the_underlay() {
+        let node = choose(None, &[eth0()], &addresses(), &[default_route()]).unwrap();
+        assert_eq!(node.underlay.ifindex, 2);
+        assert_eq!(node.underlay.addr, Ipv4Addr::new(10, 101, 14, 50));
+        assert_eq!(node.underlay.gateway, Some(Ipv4Addr::new(10, 101, 14, 62)));
+        let config = node.config();
+        assert_eq!(config.node_ip, [10, 101, 14, 50]);
+        assert_eq!(config.underlay_mtu, 1500);
+        assert!(config.ready());
+        assert_eq!(config.tunnel_mtu(), 1480);
+    }
+
+    #[test]
+    fn a_named_underlay_must_exist_and_have_an_address() {
+        assert!(matches!(
+            choose(Some("eth9"), &[eth0()], &addresses(), &[]),
+            Err(Error::NoSuchInterface { .. })
+        ));
+        assert!(matches!(
+            choose(Some("eth0"), &[eth0()], &[], &[]),
+            Err(Error::NoUnderlayAddress { .. })
+        ));
+        assert!(choose(Some("eth0"), &[eth0()], &addresses(), &[]).is_ok());
+    }
+
+    #[test]
+    fn without_a_default_route_the_underlay_must_be_named() {
+        assert!(matches!(
+            choose(None, &[eth0()], &addresses(), &[]),
+            Err(Error::NoDefaultRoute)
+        ));
+    }
+
+    #[test]
+    fn an_mtu_change_on_the_underlay_updates_the_node() {
+        let node = choose(None, &[eth0()], &addresses(), &[default_route()]).unwrap();
+        assert_eq!(updated(&node, &eth0()), None);
+        let bigger = LinkState {
+            mtu: 9000,
+            ..eth0()
+        };
+        assert_eq!(updated(&node, &bigger).map(|n| n.mtu), Some(9000));
+        let other = LinkState { index: 3, ..bigger };
+        assert_eq!(updated(&node, &other), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Route table entries in words, for `fastpath routes` (pure).
+
+use std::{fmt::Write as _, net::Ipv4Addr};
+
+use fastpath_common::route::{RouteKind, RouteValue};
+
+use crate::routes::Prefix;
+
+/// One entry, in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRow {
+    pub prefix: String,
+    pub kind: &'static str,
+    pub iface: Option<String>,
+    pub ifindex: Option<u32>,
+    pub mac: Option<String>,
+    pub next_hop: Option<Ipv4Addr>,
+    pub encap: Option<&'static str>,
+}
+
+pub fn kind_name(kind: u32) -> &'static str {
+    match RouteKind::try_from(kind) {
+        Ok(RouteKind::Kernel) => "kernel",
+        Ok(RouteKind::LocalEndpoint) => "local",
+        Ok(RouteKind::RemoteBlock) => "remote",
+        Ok(RouteKind::Blackhole) => "blackhole",
+        Err(_) => "unknown",
+    }
+}
+
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Describe an entry; `ifname` names an ifindex (in the caller's namespace).
+pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<String>) -> RouteRow {
+    let kind = RouteKind::try_from(value.kind);
+    let has_iface = matches!(kind, Ok(RouteKind::LocalEndpoint))
+        || (kind == Ok(RouteKind::Kernel) && value.ifindex != 0);
+    RouteRow {
+        prefix: format!("{}/{}", prefix.1, prefix.0),
+        kind: kind_name(value.kind),
+        iface: has_iface.then(|| ifname(value.ifindex)).flatten(),
+        ifindex: has_iface.then_some(value.ifindex),
+        mac: (kind == Ok(RouteKind::LocalEndpoint)).then(|| mac_string(value.mac)),
+        next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
+        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| {
+            if value.encap() {
+                "ipip"
+            } else {
+                "none"
+            }
+        }),
+    }
+}
+
+pub fn table(rows: &[RouteRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:<10} {:<18} {:<18} {:<16} {}\n",
+        "PREFIX", "KIND", "INTERFACE", "MAC", "NEXT HOP", "ENCAP"
+    );
+    for r in rows {
+        let iface = match (&r.iface, r.ifindex) {
+            (Some(name), Some(index)) => format!("{name} ({index})"),
+            (None, Some(index)) => format!("ifindex {index}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:<18} {:<18} {:<16} {}",
+            r.prefix,
+            r.kind,
+            iface,
+            r.mac.as_deref().unwrap_or("-"),
+            r.next_hop.map_or("-".to_string(), |h| h.to_string()),
+            r.encap.unwrap_or("-")
+        );
+    }
+    out
+}
+
+/// A JSON array of objects, one per entry.
+pub fn json(rows: &[RouteRow]) -> String {
+    let opt = |s: Option<String>| s.map_or("null".to_string(), |s| json_string(&s));
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"prefix":{},"kind":{},"iface":{},"ifindex":{},"mac":{},"next_hop":{},"encap":{}}}"#,
+                json_string(&r.prefix),
+                json_string(r.kind),
+                opt(r.iface.clone()),
+                r.ifindex.map_or("null".to_string(), |i| i.to_string()),
+                opt(r.mac.clone()),
+                opt(r.next_hop.map(|h| h.to_string())),
+                opt(r.encap.map(str::to_string)),
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// A JSON string literal (interface names may hold any byte but '/', ':' and whitespace).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(index: u32) -> Option<String> {
+        (index == 7).then(|| "cali0f293e89ca7".to_string())
+    }
+
+    #[test]
+    fn a_local_endpoint_in_words() {
+        let value = RouteValue::local(7, [0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d]);
+        let r = row((32, Ipv4Addr::new(10, 244, 40, 36)), &value, name);
+        assert_eq!(r.prefix, "10.244.40.36/32");
+        assert_eq!(r.kind, "local");
+        assert_eq!(r.iface.as_deref(), Some("cali0f293e89ca7"));
+        assert_eq!(r.mac.as_deref(), Some("86:79:13:2b:26:1d"));
+        assert_eq!(r.next_hop, None);
+    }
+
+    #[test]
+    fn a_remote_block_in_words_and_json() {
+        let value = RouteValue::remote([10, 101, 14, 51], true);
+        let r = row((26, Ipv4Addr::new(10, 244, 166, 128)), &value, name);
+        assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
+        assert_eq!(r.encap, Some("ipip"));
+        assert_eq!(
+            json(&[r.clone()]),
+            r#"[{"prefix":"10.244.166.128/26","kind":"remote","iface":null,"ifindex":null,"mac":null,"next_hop":"10.101.14.51","encap":"ipip"}]"#
+        );
+        let t = table(&[r]);
+        assert!(t.lines().nth(1).unwrap().contains("10.101.14.51"), "{t}");
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(json_string("\u{1}"), r#""\u0001""#);
+    }
+
+    #[test]
+    fn a_pending_local_pod_names_its_interface() {
+        let r = row(
+            (32, Ipv4Addr::new(10, 244, 40, 37)),
+            &RouteValue::local_pending(7),
+            name,
+        );
+        assert_eq!(r.kind, "kernel");
+        assert_eq!(r.iface.as_deref(), Some("cali0f293e89ca7"));
+        assert_eq!(r.mac, None);
+    }
+}
