@@ -8,11 +8,7 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("the eBPF crate's path is not UTF-8: {}", ebpf_dir.display()))?;
-    let package = Package {
-        name: "fastpath-ebpf",
-        root_dir,
-        ..Default::default()
-    };
+    let package = Package { name: "fastpath-ebpf", root_dir, ..Default::default() };
     aya_build::build_ebpf([package], Toolchain::default())
         .context("building the eBPF programs failed; `cargo xtask setup` installs what they need")
 }

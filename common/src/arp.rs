@@ -73,62 +73,37 @@ mod tests {
 
     #[test]
     fn request_for_a_remote_pod_is_answered_as_a_proxy_would() {
-        let arp = ArpFields {
-            tpa: [10, 244, 166, 150],
-            ..REQUEST
-        };
+        let arp = ArpFields { tpa: [10, 244, 166, 150], ..REQUEST };
         assert_eq!(classify_request(&arp), Ok(()));
     }
 
     #[test]
     fn gratuitous_arp_goes_to_the_kernel() {
-        let arp = ArpFields {
-            tpa: REQUEST.spa,
-            ..REQUEST
-        };
+        let arp = ArpFields { tpa: REQUEST.spa, ..REQUEST };
         assert_eq!(classify_request(&arp), Err(Reason::PassArpGratuitous));
     }
 
     #[test]
     fn dad_probe_goes_to_the_kernel() {
-        let arp = ArpFields {
-            spa: [0; 4],
-            ..REQUEST
-        };
+        let arp = ArpFields { spa: [0; 4], ..REQUEST };
         assert_eq!(classify_request(&arp), Err(Reason::PassArpProbe));
     }
 
     #[test]
     fn reply_goes_to_the_kernel() {
-        let arp = ArpFields {
-            op: OP_REPLY,
-            ..REQUEST
-        };
+        let arp = ArpFields { op: OP_REPLY, ..REQUEST };
         assert_eq!(classify_request(&arp), Err(Reason::PassArpNotRequest));
     }
 
     #[test]
     fn non_ipv4_or_non_ethernet_arp_is_malformed() {
         for arp in [
-            ArpFields {
-                htype: 6,
-                ..REQUEST
-            },
-            ArpFields {
-                ptype: 0x86dd,
-                ..REQUEST
-            },
+            ArpFields { htype: 6, ..REQUEST },
+            ArpFields { ptype: 0x86dd, ..REQUEST },
             ArpFields { hlen: 8, ..REQUEST },
-            ArpFields {
-                plen: 16,
-                ..REQUEST
-            },
+            ArpFields { plen: 16, ..REQUEST },
         ] {
-            assert_eq!(
-                classify_request(&arp),
-                Err(Reason::PassArpMalformed),
-                "{arp:?}"
-            );
+            assert_eq!(classify_request(&arp), Err(Reason::PassArpMalformed), "{arp:?}");
         }
     }
 }

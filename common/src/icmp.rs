@@ -42,8 +42,8 @@ pub const fn frag_needed_message(quote: &[u8; QUOTE_LEN], mtu: u16) -> [u8; MESS
 pub const fn reply_header(src: [u8; 4], dst: [u8; 4]) -> [u8; HEADER_LEN] {
     let total = (REPLY_LEN as u16).to_be_bytes();
     let mut h = [
-        0x45, 0xc0, total[0], total[1], 0, 0, 0, 0, REPLY_TTL, PROTO_ICMP, 0, 0, src[0], src[1],
-        src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+        0x45, 0xc0, total[0], total[1], 0, 0, 0, 0, REPLY_TTL, PROTO_ICMP, 0, 0, src[0], src[1], src[2],
+        src[3], dst[0], dst[1], dst[2], dst[3],
     ];
     let check = header_checksum(&h).to_be_bytes();
     h[10] = check[0];

@@ -108,18 +108,12 @@ pub const fn checksum_after_ttl_decrement(check: [u8; 2]) -> [u8; 2] {
 
 /// The outer header of an IPIP packet from `src` to `dst` around an inner packet of
 /// `inner_len` bytes: TOS and DF copied from the inner header, TTL 64, protocol 4.
-pub const fn outer_header(
-    src: [u8; 4],
-    dst: [u8; 4],
-    inner_len: u16,
-    tos: u8,
-    df: bool,
-) -> [u8; HEADER_LEN] {
+pub const fn outer_header(src: [u8; 4], dst: [u8; 4], inner_len: u16, tos: u8, df: bool) -> [u8; HEADER_LEN] {
     let total = inner_len.wrapping_add(HEADER_LEN as u16).to_be_bytes();
     let frag = if df { FLAG_DF.to_be_bytes() } else { [0, 0] };
     let mut h = [
-        0x45, tos, total[0], total[1], 0, 0, frag[0], frag[1], OUTER_TTL, PROTO_IPIP, 0, 0, src[0],
-        src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+        0x45, tos, total[0], total[1], 0, 0, frag[0], frag[1], OUTER_TTL, PROTO_IPIP, 0, 0, src[0], src[1],
+        src[2], src[3], dst[0], dst[1], dst[2], dst[3],
     ];
     let check = header_checksum(&h).to_be_bytes();
     h[10] = check[0];
@@ -133,8 +127,8 @@ mod tests {
 
     /// A real header: 10.244.40.36 → 10.244.166.150, ICMP, TTL 64, DF, 84 bytes.
     const PING: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x54, 0x5c, 0x1b, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 244, 40, 36,
-        10, 244, 166, 150,
+        0x45, 0x00, 0x00, 0x54, 0x5c, 0x1b, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 244, 40, 36, 10, 244,
+        166, 150,
     ];
 
     fn with_checksum(mut h: [u8; 20]) -> [u8; 20] {
@@ -189,50 +183,20 @@ mod tests {
     fn forwardable_rules() {
         let ok = Ipv4Fields::parse(&with_checksum(PING));
         assert_eq!(check_forwardable(&ok, 84), Ok(()));
+        assert_eq!(check_forwardable(&Ipv4Fields { ttl: 1, ..ok }, 84), Err(Reason::PassTtlExceeded));
+        assert_eq!(check_forwardable(&Ipv4Fields { ttl: 0, ..ok }, 84), Err(Reason::PassTtlExceeded));
         assert_eq!(
-            check_forwardable(&Ipv4Fields { ttl: 1, ..ok }, 84),
-            Err(Reason::PassTtlExceeded)
-        );
-        assert_eq!(
-            check_forwardable(&Ipv4Fields { ttl: 0, ..ok }, 84),
-            Err(Reason::PassTtlExceeded)
-        );
-        assert_eq!(
-            check_forwardable(
-                &Ipv4Fields {
-                    version_ihl: 0x46,
-                    ..ok
-                },
-                84
-            ),
+            check_forwardable(&Ipv4Fields { version_ihl: 0x46, ..ok }, 84),
             Err(Reason::PassIpOptions)
         );
+        assert_eq!(check_forwardable(&Ipv4Fields { frag: 0x2000, ..ok }, 84), Err(Reason::PassFragment));
+        assert_eq!(check_forwardable(&Ipv4Fields { frag: 0x0001, ..ok }, 84), Err(Reason::PassFragment));
         assert_eq!(
-            check_forwardable(&Ipv4Fields { frag: 0x2000, ..ok }, 84),
-            Err(Reason::PassFragment)
-        );
-        assert_eq!(
-            check_forwardable(&Ipv4Fields { frag: 0x0001, ..ok }, 84),
-            Err(Reason::PassFragment)
-        );
-        assert_eq!(
-            check_forwardable(
-                &Ipv4Fields {
-                    version_ihl: 0x44,
-                    ..ok
-                },
-                84
-            ),
+            check_forwardable(&Ipv4Fields { version_ihl: 0x44, ..ok }, 84),
             Err(Reason::PassIpv4Malformed)
         );
         assert_eq!(
-            check_forwardable(
-                &Ipv4Fields {
-                    version_ihl: 0x65,
-                    ..ok
-                },
-                84
-            ),
+            check_forwardable(&Ipv4Fields { version_ihl: 0x65, ..ok }, 84),
             Err(Reason::PassIpv4Malformed)
         );
         assert_eq!(
@@ -241,13 +205,7 @@ mod tests {
             "total length beyond the packet"
         );
         assert_eq!(
-            check_forwardable(
-                &Ipv4Fields {
-                    total_len: 10,
-                    ..ok
-                },
-                84
-            ),
+            check_forwardable(&Ipv4Fields { total_len: 10, ..ok }, 84),
             Err(Reason::PassIpv4Malformed)
         );
         assert!(ok.dont_fragment());

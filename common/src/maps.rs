@@ -53,8 +53,7 @@ impl NodeConfig {
 
     /// The largest inner packet the tunnel carries.
     pub const fn tunnel_mtu(&self) -> u32 {
-        self.underlay_mtu
-            .saturating_sub(crate::ipv4::HEADER_LEN as u32)
+        self.underlay_mtu.saturating_sub(crate::ipv4::HEADER_LEN as u32)
     }
 }
 

@@ -197,9 +197,13 @@ mod tests {
                 assert_ne!(reason.as_str(), other.as_str());
             }
         }
-        assert_eq!(
-            Reason::try_from(Reason::COUNT as u32),
-            Err(Reason::COUNT as u32)
-        );
+        assert_eq!(Reason::try_from(Reason::COUNT as u32), Err(Reason::COUNT as u32));
+    }
+
+    #[test]
+    fn drop_reasons_are_named_dropped() {
+        for reason in Reason::ALL {
+            assert_eq!(reason.is_drop(), reason.as_str().starts_with("dropped_"), "{reason:?}");
+        }
     }
 }

@@ -60,14 +60,7 @@ const _: () = assert!(core::mem::size_of::<RouteValue>() == 24);
 
 impl RouteValue {
     pub const fn local(ifindex: u32, mac: [u8; 6]) -> Self {
-        Self {
-            kind: RouteKind::LocalEndpoint as u32,
-            ifindex,
-            next_hop: [0; 4],
-            flags: 0,
-            mac,
-            _pad: [0; 2],
-        }
+        Self { kind: RouteKind::LocalEndpoint as u32, ifindex, next_hop: [0; 4], flags: 0, mac, _pad: [0; 2] }
     }
 
     /// A local pod the kernel must route for now (its MAC is not known yet).
@@ -84,14 +77,7 @@ impl RouteValue {
 
     pub const fn remote(next_hop: [u8; 4], encap: bool) -> Self {
         let flags = if encap { ROUTE_F_ENCAP } else { 0 };
-        Self {
-            kind: RouteKind::RemoteBlock as u32,
-            ifindex: 0,
-            next_hop,
-            flags,
-            mac: [0; 6],
-            _pad: [0; 2],
-        }
+        Self { kind: RouteKind::RemoteBlock as u32, ifindex: 0, next_hop, flags, mac: [0; 6], _pad: [0; 2] }
     }
 
     pub const fn blackhole() -> Self {
@@ -123,11 +109,7 @@ pub enum Forward {
 
 /// The destination decision: `Ok` to forward, `Err` to drop or hand to the kernel (the reason
 /// says which).
-pub fn forward_to(
-    dst: [u8; 4],
-    node_ip: [u8; 4],
-    route: Option<&RouteValue>,
-) -> Result<Forward, Reason> {
+pub fn forward_to(dst: [u8; 4], node_ip: [u8; 4], route: Option<&RouteValue>) -> Result<Forward, Reason> {
     if is_special_destination(dst, node_ip) {
         return Err(Reason::PassSpecialDestination);
     }
@@ -135,16 +117,9 @@ pub fn forward_to(
         return Err(Reason::PassNoRoute);
     };
     match RouteKind::try_from(route.kind) {
-        Ok(RouteKind::LocalEndpoint) => Ok(Forward::Local {
-            ifindex: route.ifindex,
-            mac: route.mac,
-        }),
-        Ok(RouteKind::RemoteBlock) if route.encap() => Ok(Forward::Encapsulate {
-            next_hop: route.next_hop,
-        }),
-        Ok(RouteKind::RemoteBlock) => Ok(Forward::Underlay {
-            next_hop: route.next_hop,
-        }),
+        Ok(RouteKind::LocalEndpoint) => Ok(Forward::Local { ifindex: route.ifindex, mac: route.mac }),
+        Ok(RouteKind::RemoteBlock) if route.encap() => Ok(Forward::Encapsulate { next_hop: route.next_hop }),
+        Ok(RouteKind::RemoteBlock) => Ok(Forward::Underlay { next_hop: route.next_hop }),
         Ok(RouteKind::Blackhole) => Err(Reason::DropNoEndpoint),
         Ok(RouteKind::Kernel) | Err(_) => Err(Reason::PassKernelRoute),
     }
@@ -190,24 +165,17 @@ mod tests {
         let local = RouteValue::local(7, POD_MAC);
         assert_eq!(
             forward_to([10, 244, 40, 36], NODE, Some(&local)),
-            Ok(Forward::Local {
-                ifindex: 7,
-                mac: POD_MAC
-            })
+            Ok(Forward::Local { ifindex: 7, mac: POD_MAC })
         );
         let ipip = RouteValue::remote([10, 101, 14, 51], true);
         assert_eq!(
             forward_to([10, 244, 166, 150], NODE, Some(&ipip)),
-            Ok(Forward::Encapsulate {
-                next_hop: [10, 101, 14, 51]
-            })
+            Ok(Forward::Encapsulate { next_hop: [10, 101, 14, 51] })
         );
         let plain = RouteValue::remote([10, 101, 14, 51], false);
         assert_eq!(
             forward_to([10, 244, 166, 150], NODE, Some(&plain)),
-            Ok(Forward::Underlay {
-                next_hop: [10, 101, 14, 51]
-            })
+            Ok(Forward::Underlay { next_hop: [10, 101, 14, 51] })
         );
         assert_eq!(
             forward_to([10, 244, 40, 99], NODE, Some(&RouteValue::blackhole())),
@@ -217,31 +185,16 @@ mod tests {
             forward_to([10, 244, 40, 37], NODE, Some(&RouteValue::local_pending(8))),
             Err(Reason::PassKernelRoute)
         );
-        assert_eq!(
-            forward_to([8, 8, 8, 8], NODE, None),
-            Err(Reason::PassNoRoute)
-        );
-        let bogus = RouteValue {
-            kind: 99,
-            ..RouteValue::default()
-        };
-        assert_eq!(
-            forward_to([10, 244, 40, 36], NODE, Some(&bogus)),
-            Err(Reason::PassKernelRoute)
-        );
+        assert_eq!(forward_to([8, 8, 8, 8], NODE, None), Err(Reason::PassNoRoute));
+        let bogus = RouteValue { kind: 99, ..RouteValue::default() };
+        assert_eq!(forward_to([10, 244, 40, 36], NODE, Some(&bogus)), Err(Reason::PassKernelRoute));
     }
 
     #[test]
     fn special_destinations_win_over_routes() {
         let local = RouteValue::local(7, POD_MAC);
-        assert_eq!(
-            forward_to(NODE, NODE, Some(&local)),
-            Err(Reason::PassSpecialDestination)
-        );
-        assert_eq!(
-            forward_to([169, 254, 1, 1], NODE, Some(&local)),
-            Err(Reason::PassSpecialDestination)
-        );
+        assert_eq!(forward_to(NODE, NODE, Some(&local)), Err(Reason::PassSpecialDestination));
+        assert_eq!(forward_to([169, 254, 1, 1], NODE, Some(&local)), Err(Reason::PassSpecialDestination));
     }
 
     #[test]
@@ -249,10 +202,7 @@ mod tests {
         let mine = RouteValue::local(7, POD_MAC);
         assert_eq!(check_source(Some(&mine), 7), Ok(()));
         assert_eq!(check_source(Some(&mine), 8), Err(Reason::DropSpoofedSource));
-        assert_eq!(
-            check_source(Some(&RouteValue::local_pending(7)), 8),
-            Err(Reason::DropSpoofedSource)
-        );
+        assert_eq!(check_source(Some(&RouteValue::local_pending(7)), 8), Err(Reason::DropSpoofedSource));
         assert_eq!(
             check_source(Some(&RouteValue::remote([10, 101, 14, 51], true)), 7),
             Err(Reason::DropSpoofedSource)
@@ -266,26 +216,17 @@ mod tests {
         let local = RouteValue::local(7, POD_MAC);
         assert_eq!(
             deliver_after_decap([10, 244, 166, 150], NODE, Some(&local)),
-            Ok(Forward::Local {
-                ifindex: 7,
-                mac: POD_MAC
-            })
+            Ok(Forward::Local { ifindex: 7, mac: POD_MAC })
         );
         let remote = RouteValue::remote([10, 101, 14, 52], true);
-        assert_eq!(
-            deliver_after_decap([10, 244, 1, 1], NODE, Some(&remote)),
-            Err(Reason::PassDecapNotLocal)
-        );
+        assert_eq!(deliver_after_decap([10, 244, 1, 1], NODE, Some(&remote)), Err(Reason::PassDecapNotLocal));
     }
 
     #[test]
     fn kinds_round_trip() {
-        for kind in [
-            RouteKind::Kernel,
-            RouteKind::LocalEndpoint,
-            RouteKind::RemoteBlock,
-            RouteKind::Blackhole,
-        ] {
+        for kind in
+            [RouteKind::Kernel, RouteKind::LocalEndpoint, RouteKind::RemoteBlock, RouteKind::Blackhole]
+        {
             assert_eq!(RouteKind::try_from(kind as u32), Ok(kind));
         }
         assert_eq!(RouteKind::try_from(4), Err(4));

@@ -21,11 +21,7 @@ const AF_INET: u8 = 2;
 /// How to reach a next hop on the underlay.
 pub enum NextHop {
     /// The kernel knows its MAC: write these and redirect.
-    Resolved {
-        ifindex: u32,
-        smac: [u8; 6],
-        dmac: [u8; 6],
-    },
+    Resolved { ifindex: u32, smac: [u8; 6], dmac: [u8; 6] },
     /// The kernel has no neighbour entry yet: let `bpf_redirect_neigh` resolve it.
     Unresolved { ifindex: u32, addr: [u8; 4] },
 }
@@ -48,11 +44,9 @@ pub fn lookup(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextH
         )
     };
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop::Resolved {
-            ifindex: params.ifindex,
-            smac: params.smac,
-            dmac: params.dmac,
-        }),
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            Ok(NextHop::Resolved { ifindex: params.ifindex, smac: params.smac, dmac: params.dmac })
+        }
         // SAFETY: on NO_NEIGH the kernel filled the next hop's address in `ipv4_dst`.
         BPF_FIB_LKUP_RET_NO_NEIGH => Ok(NextHop::Unresolved {
             ifindex: params.ifindex,
@@ -74,9 +68,7 @@ pub fn redirect(next_hop: &NextHop) -> i32 {
             let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
             nh.nh_family = u32::from(AF_INET);
             nh.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(*addr);
-            unsafe {
-                bpf_redirect_neigh(*ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) as i32
-            }
+            unsafe { bpf_redirect_neigh(*ifindex, &mut nh, size_of::<bpf_redir_neigh>() as i32, 0) as i32 }
         }
     }
 }

@@ -19,8 +19,7 @@ use crate::{parse, stats::Outcome};
 /// back to the pod it came from.
 #[inline(always)]
 pub fn frag_needed(ctx: &TcContext, node: &NodeConfig, mtu: u16) -> Outcome {
-    let quote_ptr: *const [u8; QUOTE_LEN] =
-        parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::PassTooBig)?;
+    let quote_ptr: *const [u8; QUOTE_LEN] = parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::PassTooBig)?;
     let eth_ptr: *const EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::PassTooBig)?;
     // SAFETY: both bounds-checked by `header_mut`; copied before the packet changes.
     let (quote, pod_mac) = unsafe { (*quote_ptr, (*eth_ptr).src_addr) };
@@ -31,8 +30,7 @@ pub fn frag_needed(ctx: &TcContext, node: &NodeConfig, mtu: u16) -> Outcome {
         return Err(Reason::PassTooBig);
     }
     let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
-    let ip: *mut [u8; HEADER_LEN] =
-        parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::DropRewriteFailed)?;
+    let ip: *mut [u8; HEADER_LEN] = parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::DropRewriteFailed)?;
     let message: *mut [u8; icmp::MESSAGE_LEN] =
         parse::header_mut(ctx, EthHdr::LEN + HEADER_LEN).ok_or(Reason::DropRewriteFailed)?;
     // SAFETY: all three bounds-checked by `header_mut` after the resize.

@@ -12,8 +12,7 @@ use crate::parse;
 /// ([`ipv4::check_forwardable`]).
 #[inline(always)]
 pub fn forwardable(ctx: &TcContext, offset: usize) -> Result<Ipv4Fields, Reason> {
-    let header: *mut [u8; HEADER_LEN] =
-        parse::header_mut(ctx, offset).ok_or(Reason::PassIpv4Malformed)?;
+    let header: *mut [u8; HEADER_LEN] = parse::header_mut(ctx, offset).ok_or(Reason::PassIpv4Malformed)?;
     // SAFETY: `header_mut` checked that the 20 bytes are inside the packet.
     let fields = Ipv4Fields::parse(unsafe { &*header });
     let after_l2 = ctx.len().saturating_sub(offset as u32);
@@ -25,8 +24,7 @@ pub fn forwardable(ctx: &TcContext, offset: usize) -> Result<Ipv4Fields, Reason>
 /// kernel's `ip_decrease_ttl` does. Callers have checked TTL > 1.
 #[inline(always)]
 pub fn decrement_ttl_at(ctx: &TcContext, offset: usize) -> Result<(), Reason> {
-    let header: *mut [u8; HEADER_LEN] =
-        parse::header_mut(ctx, offset).ok_or(Reason::DropRewriteFailed)?;
+    let header: *mut [u8; HEADER_LEN] = parse::header_mut(ctx, offset).ok_or(Reason::DropRewriteFailed)?;
     // SAFETY: bounds-checked by `header_mut`.
     let header = unsafe { &mut *header };
     let check = ipv4::checksum_after_ttl_decrement([header[10], header[11]]);

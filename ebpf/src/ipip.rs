@@ -6,8 +6,7 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
     },
     programs::TcContext,
 };
@@ -28,24 +27,15 @@ const TUNNEL_OVERHEAD: u32 = HEADER_LEN as u32;
 
 /// Encapsulate toward `next_hop` and send it out of the underlay.
 #[inline(always)]
-pub fn encapsulate(
-    ctx: &TcContext,
-    node: &NodeConfig,
-    inner: &Ipv4Fields,
-    next_hop: [u8; 4],
-) -> Outcome {
+pub fn encapsulate(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, next_hop: [u8; 4]) -> Outcome {
     let tunnel_mtu = node.tunnel_mtu();
     if largest_segment(ctx, inner) > tunnel_mtu {
         return too_big(ctx, node, inner, tunnel_mtu);
     }
     // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
     let hop = fib::lookup(ctx, node, next_hop)?;
-    ctx.adjust_room(
-        TUNNEL_OVERHEAD as i32,
-        BPF_ADJ_ROOM_MAC,
-        u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4),
-    )
-    .map_err(|_| Reason::PassEncapFailed)?;
+    ctx.adjust_room(TUNNEL_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+        .map_err(|_| Reason::PassEncapFailed)?;
     write_outer_header(ctx, node, inner, next_hop)?;
     ip::decrement_ttl_at(ctx, EthHdr::LEN + HEADER_LEN)?;
     if let NextHop::Resolved { smac, dmac, .. } = &hop {
@@ -62,12 +52,8 @@ pub fn encapsulate(
 /// Remove the outer header (the packet must start Ethernet, outer IPv4, inner IPv4).
 #[inline(always)]
 pub fn decapsulate(ctx: &TcContext) -> Result<(), Reason> {
-    ctx.adjust_room(
-        -(TUNNEL_OVERHEAD as i32),
-        BPF_ADJ_ROOM_MAC,
-        u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
-    )
-    .map_err(|_| Reason::PassEncapFailed)
+    ctx.adjust_room(-(TUNNEL_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+        .map_err(|_| Reason::PassEncapFailed)
 }
 
 /// A packet that will not fit once encapsulated: DF gets the ICMP a router sends, the rest the
@@ -120,13 +106,8 @@ fn write_outer_header(
         parse::header_mut(ctx, EthHdr::LEN + HEADER_LEN).ok_or(Reason::DropRewriteFailed)?;
     // SAFETY: both bounds-checked by `header_mut`; byte 1 of the inner header is its TOS.
     unsafe {
-        *outer = ipv4::outer_header(
-            node.node_ip,
-            next_hop,
-            inner.total_len,
-            (*tos)[1],
-            inner.dont_fragment(),
-        );
+        *outer =
+            ipv4::outer_header(node.node_ip, next_hop, inner.total_len, (*tos)[1], inner.dont_fragment());
     }
     Ok(())
 }

@@ -28,12 +28,8 @@ fn forward(ctx: &TcContext) -> Outcome {
     let header = ip::forwardable(ctx, EthHdr::LEN)?;
     route::check_source(maps::route(header.src), parse::ingress_ifindex(ctx))?;
     match route::forward_to(header.dst, node.node_ip, maps::route(header.dst))? {
-        route::Forward::Local { ifindex, mac } => {
-            deliver::to_pod(ctx, ifindex, mac, Reason::RedirectedLocal)
-        }
-        route::Forward::Encapsulate { next_hop } => {
-            ipip::encapsulate(ctx, &node, &header, next_hop)
-        }
+        route::Forward::Local { ifindex, mac } => deliver::to_pod(ctx, ifindex, mac, Reason::RedirectedLocal),
+        route::Forward::Encapsulate { next_hop } => ipip::encapsulate(ctx, &node, &header, next_hop),
         route::Forward::Underlay { next_hop } => deliver::to_node(ctx, &node, next_hop),
     }
 }

@@ -28,11 +28,27 @@ pub struct NodeSpec {
     pub pods: Vec<Ipv4Addr>,
 }
 
+/// How a node routes to another node's pod block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteVia {
+    /// `via NODE dev eth0`: plain routing over the underlay (what the kernel alone can carry here).
+    Underlay,
+    /// `via NODE dev tunl0 onlink`, as Calico's BIRD installs it in IPIP mode. This kernel has no
+    /// ipip module, so `tunl0` is a veth to nowhere: only fastpath can carry these packets.
+    Tunl0,
+}
+
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
     pub nodes: Vec<NodeSpec>,
     /// MTU of pod interfaces (1480 with IPIP, as Calico sets it).
     pub pod_mtu: u32,
+    pub remote_via: RemoteVia,
+    /// proxy_arp on the `cali…` interfaces: on for the kernel's own path, off for fastpath.
+    pub proxy_arp: bool,
+    /// Whether the kernel may forward at all. Off means `iptables -P FORWARD DROP` (forwarding
+    /// itself stays enabled), so pod traffic that arrives proves fastpath carried it.
+    pub kernel_forwarding: bool,
 }
 
 impl ClusterSpec {
@@ -53,7 +69,28 @@ impl ClusterSpec {
                 },
             ],
             pod_mtu: 1480,
+            remote_via: RemoteVia::Underlay,
+            proxy_arp: false,
+            kernel_forwarding: true,
         }
+    }
+
+    /// The seed cluster as fastpath must carry it alone: IPIP routes via tunl0, proxy_arp off,
+    /// the kernel's FORWARD chain closed.
+    pub fn seed_fastpath_only() -> Self {
+        Self { remote_via: RemoteVia::Tunl0, kernel_forwarding: false, ..Self::seed() }
+    }
+
+    /// `nodes` nodes (10.101.14.50, .51, …) with `pods` pods each, in blocks 10.244.N.0/26.
+    pub fn grid(nodes: u8, pods: u8) -> Self {
+        let nodes = (0..nodes)
+            .map(|n| NodeSpec {
+                underlay_ip: Ipv4Addr::new(10, 101, 14, 50 + n),
+                block: (Ipv4Addr::new(10, 244, 10 + n, 0), 26),
+                pods: (0..pods).map(|p| Ipv4Addr::new(10, 244, 10 + n, 2 + p)).collect(),
+            })
+            .collect();
+        Self { nodes, ..Self::seed_fastpath_only() }
     }
 }
 
@@ -79,7 +116,7 @@ pub struct Cluster {
     pub tag: String,
     pub nodes: Vec<Node>,
     pub switch: Netns,
-    pod_mtu: u32,
+    spec: ClusterSpec,
 }
 
 impl Cluster {
@@ -90,16 +127,9 @@ impl Cluster {
         let switch = Netns::new(format!("{tag}-sw"))?;
         cmd::ip(&switch.name, &["link", "add", "br0", "type", "bridge"])?;
         cmd::ip(&switch.name, &["link", "set", "br0", "up"])?;
-        let mut cluster = Self {
-            tag,
-            nodes: Vec::new(),
-            switch,
-            pod_mtu: spec.pod_mtu,
-        };
+        let mut cluster = Self { tag, nodes: Vec::new(), switch, spec: spec.clone() };
         for (i, node) in spec.nodes.iter().enumerate() {
-            cluster
-                .add_node(i, node)
-                .with_context(|| format!("building node {}", node.underlay_ip))?;
+            cluster.add_node(i, node).with_context(|| format!("building node {}", node.underlay_ip))?;
         }
         for i in 0..spec.nodes.len() {
             cluster.route_remote_blocks(i)?;
@@ -115,68 +145,72 @@ impl Cluster {
         let port = format!("n{}", index + 1);
         cmd::ip(
             &self.switch.name,
-            &[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-            ],
+            &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name],
         )?;
-        cmd::ip(
-            &self.switch.name,
-            &["link", "set", &port, "master", "br0", "up"],
-        )?;
+        cmd::ip(&self.switch.name, &["link", "set", &port, "master", "br0", "up"])?;
         let address = format!("{}/{UNDERLAY_PREFIX_LEN}", spec.underlay_ip);
         cmd::ip(&ns.name, &["addr", "add", &address, "dev", "eth0"])?;
         cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
-        cmd::ip(
-            &ns.name,
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                UNDERLAY_GATEWAY,
-                "dev",
-                "eth0",
-            ],
-        )?;
+        cmd::ip(&ns.name, &["route", "add", "default", "via", UNDERLAY_GATEWAY, "dev", "eth0"])?;
         let block = format!("{}/{}", spec.block.0, spec.block.1);
         cmd::ip(&ns.name, &["route", "add", "blackhole", &block])?;
         cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1")?;
-        self.nodes.push(Node {
-            pods: Vec::new(),
-            ns,
-            underlay_ip: spec.underlay_ip,
-            block: spec.block,
-        });
+        if !self.spec.kernel_forwarding {
+            cmd::in_ns_ok(&ns.name, "iptables", &["-P", "FORWARD", "DROP"])?;
+        }
+        if self.spec.remote_via == RemoteVia::Tunl0 {
+            cmd::ip(
+                &ns.name,
+                &["link", "add", "tunl0", "mtu", "1480", "type", "veth", "peer", "name", "tunl0-void"],
+            )?;
+            cmd::ip(&ns.name, &["link", "set", "tunl0-void", "up"])?;
+            cmd::ip(&ns.name, &["link", "set", "tunl0", "up"])?;
+        }
+        self.nodes.push(Node { pods: Vec::new(), ns, underlay_ip: spec.underlay_ip, block: spec.block });
         Ok(())
     }
 
-    /// Routes to every other node's block via that node, as BIRD installs them (without IPIP:
-    /// this kernel has no tunl0).
+    /// Routes to every other node's block via that node, as BIRD installs them.
     fn route_remote_blocks(&self, index: usize) -> Result<()> {
-        let node = &self.nodes[index];
         for (j, peer) in self.nodes.iter().enumerate() {
             if j != index {
-                let block = format!("{}/{}", peer.block.0, peer.block.1);
-                let via = peer.underlay_ip.to_string();
-                cmd::ip(
-                    &node.ns.name,
-                    &["route", "add", &block, "via", &via, "dev", "eth0"],
-                )?;
+                self.route_block(index, peer.block, peer.underlay_ip)?;
             }
         }
         Ok(())
     }
 
+    /// `ip route add BLOCK via NODE dev …` on node `index`, the way this cluster routes blocks.
+    pub fn route_block(&self, index: usize, block: (Ipv4Addr, u8), via: Ipv4Addr) -> Result<()> {
+        self.ip_route(index, "add", block, via)
+    }
+
+    /// `ip route del BLOCK via NODE dev …` on node `index`.
+    pub fn unroute_block(&self, index: usize, block: (Ipv4Addr, u8), via: Ipv4Addr) -> Result<()> {
+        self.ip_route(index, "del", block, via)
+    }
+
+    fn ip_route(&self, index: usize, verb: &str, block: (Ipv4Addr, u8), via: Ipv4Addr) -> Result<()> {
+        let (block, via) = (format!("{}/{}", block.0, block.1), via.to_string());
+        let mut args = vec!["route", verb, &block, "via", &via, "dev"];
+        match self.spec.remote_via {
+            RemoteVia::Underlay => args.push("eth0"),
+            RemoteVia::Tunl0 => args.extend(["tunl0", "onlink"]),
+        }
+        cmd::ip(&self.nodes[index].ns.name, &args).map(drop)
+    }
+
     /// Create a pod on node `node_index` as the CNI plugin would, while anything may be running.
     pub fn add_pod(&mut self, node_index: usize, ip: Ipv4Addr) -> Result<&Pod> {
-        let mtu = self.pod_mtu.to_string();
+        self.add_pod_with_mtu(node_index, ip, self.spec.pod_mtu)
+    }
+
+    /// As [`Self::add_pod`], with an MTU of its own (both ends of its veth).
+    pub fn add_pod_with_mtu(&mut self, node_index: usize, ip: Ipv4Addr, mtu: u32) -> Result<&Pod> {
+        let proxy_arp = if self.spec.proxy_arp { "1" } else { "0" };
+        let mtu = mtu.to_string();
         let node = &mut self.nodes[node_index];
-        let ns = Netns::new(format!(
-            "{}-n{}p{}",
-            self.tag,
-            node_index + 1,
-            node.pods.len()
-        ))?;
+        let ns = Netns::new(format!("{}-n{}p{}", self.tag, node_index + 1, node.pods.len()))?;
         let host_iface = names::cali_name(&ns.name);
         let (n, p) = (node.ns.name.as_str(), ns.name.as_str());
         // The pod side first (named eth0 in the pod); the host side comes up last, already
@@ -202,37 +236,22 @@ impl Cluster {
         )?;
         cmd::ip(p, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         cmd::ip(p, &["link", "set", "eth0", "up"])?;
-        cmd::ip(
-            p,
-            &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"],
-        )?;
-        cmd::ip(
-            p,
-            &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"],
-        )?;
-        cmd::ip(
-            n,
-            &["link", "set", &host_iface, "address", "ee:ee:ee:ee:ee:ee"],
-        )?;
-        cmd::sysctl(n, &format!("net.ipv4.conf.{host_iface}.proxy_arp"), "0")?;
+        cmd::ip(p, &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
+        cmd::ip(p, &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
+        cmd::ip(n, &["link", "set", &host_iface, "address", "ee:ee:ee:ee:ee:ee"])?;
+        cmd::sysctl(n, &format!("net.ipv4.conf.{host_iface}.proxy_arp"), proxy_arp)?;
         cmd::ip(n, &["link", "set", &host_iface, "up"])?;
-        cmd::ip(
-            n,
-            &[
-                "route",
-                "add",
-                &ip.to_string(),
-                "dev",
-                &host_iface,
-                "scope",
-                "link",
-            ],
-        )?;
+        cmd::ip(n, &["route", "add", &ip.to_string(), "dev", &host_iface, "scope", "link"])?;
         node.pods.push(Pod { ns, ip, host_iface });
         Ok(node.pods.last().expect("just pushed"))
     }
 
     pub fn pod(&self, ip: Ipv4Addr) -> Option<&Pod> {
         self.nodes.iter().flat_map(|n| &n.pods).find(|p| p.ip == ip)
+    }
+
+    /// Every pod with the index of its node.
+    pub fn pods(&self) -> impl Iterator<Item = (usize, &Pod)> {
+        self.nodes.iter().enumerate().flat_map(|(i, n)| n.pods.iter().map(move |p| (i, p)))
     }
 }

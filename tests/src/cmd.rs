@@ -41,13 +41,19 @@ pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<Output> {
 
 /// Set a sysctl inside namespace `ns`.
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
-    let assignment = format!("{key}={value}");
-    let out = in_ns(ns, "sysctl", &["-qw", &assignment])?;
+    in_ns_ok(ns, "sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
+}
+
+/// Run a command inside namespace `ns`; fail unless it exits 0; return its stdout.
+pub fn in_ns_ok(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+    let out = in_ns(ns, program, args)?;
     if !out.status.success() {
         bail!(
-            "sysctl {assignment} in {ns}: {}",
+            "`{program} {}` in {ns} failed ({}): {}",
+            args.join(" "),
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -33,8 +33,7 @@ impl Counters {
     }
 
     pub fn parse(json: &str) -> Result<Self> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).context("stats --json is not JSON")?;
+        let value: serde_json::Value = serde_json::from_str(json).context("stats --json is not JSON")?;
         let object = value.as_object().context("stats --json is not an object")?;
         let mut counters = HashMap::new();
         for (reason, count) in object {
@@ -52,14 +51,8 @@ impl Counters {
 pub fn fastpath_bin() -> PathBuf {
     let path = std::env::var_os("FASTPATH_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fastpath")
-        });
-    assert!(
-        path.exists(),
-        "{} does not exist: build it first (`cargo xtask test` does)",
-        path.display()
-    );
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/fastpath"));
+    assert!(path.exists(), "{} does not exist: build it first (`cargo xtask test` does)", path.display());
     path
 }
 
@@ -87,11 +80,7 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .context("cannot start fastpath")?;
-        let mut daemon = Self {
-            child,
-            node_ns: node_ns.to_string(),
-            log_path,
-        };
+        let mut daemon = Self { child, node_ns: node_ns.to_string(), log_path };
         daemon.wait_serving(Duration::from_secs(20))?;
         Ok(daemon)
     }
@@ -106,10 +95,7 @@ impl Daemon {
         match serving {
             Some((true, _)) => Ok(()),
             Some((false, _)) => bail!("fastpath exited before serving:\n{}", self.log()),
-            None => bail!(
-                "fastpath did not start serving within {timeout:?}:\n{}",
-                self.log()
-            ),
+            None => bail!("fastpath did not start serving within {timeout:?}:\n{}", self.log()),
         }
     }
 
@@ -126,13 +112,7 @@ impl Daemon {
     pub fn cli(&self, args: &[&str]) -> Result<String> {
         let pid = self.pid().to_string();
         let bin = fastpath_bin();
-        let mut full = vec![
-            "-t",
-            &pid,
-            "-m",
-            "-n",
-            bin.to_str().context("binary path is not UTF-8")?,
-        ];
+        let mut full = vec!["-t", &pid, "-m", "-n", bin.to_str().context("binary path is not UTF-8")?];
         full.extend_from_slice(args);
         cmd::run("nsenter", &full)
     }
@@ -148,12 +128,7 @@ impl Daemon {
             .log()
             .split(&marker)
             .skip(1)
-            .filter_map(|rest| {
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -163,15 +138,10 @@ impl Daemon {
     /// Send SIGTERM and wait (at most 10 s) for the exit status.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
         signal(self.pid(), libc::SIGTERM);
-        let status = wait::until(Duration::from_secs(10), || {
-            self.child.try_wait().ok().flatten()
-        });
+        let status = wait::until(Duration::from_secs(10), || self.child.try_wait().ok().flatten());
         match status {
             Some((status, _)) => Ok(status),
-            None => bail!(
-                "fastpath did not exit within 10 s of SIGTERM:\n{}",
-                self.log()
-            ),
+            None => bail!("fastpath did not exit within 10 s of SIGTERM:\n{}", self.log()),
         }
     }
 }
@@ -184,11 +154,7 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!(
-                "fastpath log kept at {}:\n{}",
-                self.log_path.display(),
-                self.log()
-            );
+            eprintln!("fastpath log kept at {}:\n{}", self.log_path.display(), self.log());
         } else {
             let _ = fs::remove_file(&self.log_path);
         }

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod names;
 pub mod netns;
 pub mod packets;
+pub mod traffic;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterSpec, Node, NodeSpec, Pod};
@@ -18,8 +19,5 @@ pub use netns::Netns;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "these tests need root (network namespaces and BPF); run `sudo cargo xtask test`"
-    );
+    assert_eq!(euid, 0, "these tests need root (network namespaces and BPF); run `sudo cargo xtask test`");
 }

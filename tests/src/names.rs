@@ -14,9 +14,9 @@ pub fn unique(tag: &str) -> String {
 /// hash of the workload (here, the pod's namespace name).
 pub fn cali_name(workload: &str) -> String {
     // FNV-1a: stable across runs and platforms, unlike std's hasher.
-    let hash = workload.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let hash = workload
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("cali{:011x}", hash & 0xfff_ffff_ffff)
 }
 

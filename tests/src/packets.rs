@@ -33,13 +33,7 @@ pub struct Arp {
 impl Arp {
     /// "who has `target`? tell `sender`", as a pod's kernel sends it.
     pub fn request(sender: Ipv4Addr, target: Ipv4Addr) -> Self {
-        Self {
-            op: 1,
-            sha: POD_MAC,
-            spa: sender,
-            tha: [0; 6],
-            tpa: target,
-        }
+        Self { op: 1, sha: POD_MAC, spa: sender, tha: [0; 6], tpa: target }
     }
 
     /// The 28-byte ARP body.
@@ -64,28 +58,35 @@ impl Arp {
     }
 }
 
-/// A minimal IPv4/ICMP echo frame with a correct header checksum.
-pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
-    let mut frame = ethernet(GATEWAY_MAC, POD_MAC, ETH_P_IP);
-    let icmp = [8u8, 0, 0xf7, 0xff, 0, 0, 0, 0];
-    let total = (20 + icmp.len()) as u16;
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, ttl, 1, 0, 0];
+/// An IPv4 packet with a correct header checksum around `payload`.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, ttl, protocol, 0, 0];
     ip[2..4].copy_from_slice(&total.to_be_bytes());
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     let sum = checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    frame.extend_from_slice(&ip);
-    frame.extend_from_slice(&icmp);
+    ip.extend_from_slice(payload);
+    ip
+}
+
+/// An ICMP echo request (id 0, seq 0, no data) in IPv4.
+pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
+    ipv4_packet(src, dst, ttl, 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0])
+}
+
+/// An ICMP echo request in an Ethernet frame from a pod to its gateway MAC.
+pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
+    let mut frame = ethernet(GATEWAY_MAC, POD_MAC, ETH_P_IP);
+    frame.extend_from_slice(&icmp_echo(src, dst, ttl));
     frame
 }
 
 /// The Internet checksum (RFC 1071) of `bytes`.
 pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 =
+        bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -100,35 +101,24 @@ mod tests {
     fn arp_request_matches_a_captured_one() {
         // `tcpdump -xx` of the seed pod asking for its gateway.
         let expected: [u8; 42] = [
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d, 0x08,
-            0x06, //
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d, 0x08, 0x06, //
             0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, //
             0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d, 10, 244, 40, 36, //
             0, 0, 0, 0, 0, 0, 169, 254, 1, 1,
         ];
-        let request = Arp::request(
-            Ipv4Addr::new(10, 244, 40, 36),
-            Ipv4Addr::new(169, 254, 1, 1),
-        );
+        let request = Arp::request(Ipv4Addr::new(10, 244, 40, 36), Ipv4Addr::new(169, 254, 1, 1));
         assert_eq!(request.frame(BROADCAST, POD_MAC), expected);
     }
 
     #[test]
     fn ipv4_header_checksum_verifies() {
-        let frame = ipv4_frame(
-            Ipv4Addr::new(10, 244, 40, 36),
-            Ipv4Addr::new(10, 244, 166, 150),
-            64,
-        );
+        let frame = ipv4_frame(Ipv4Addr::new(10, 244, 40, 36), Ipv4Addr::new(10, 244, 166, 150), 64);
         assert_eq!(checksum(&frame[14..34]), 0);
     }
 
     #[test]
     fn checksum_of_rfc1071_example() {
         // RFC 1071 section 3's example words sum to 0xddf2; the checksum is its complement.
-        assert_eq!(
-            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            !0xddf2
-        );
+        assert_eq!(checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
     }
 }

@@ -11,18 +11,14 @@ fn arping(pod: &Pod, target: &str, count: u32, deadline_s: u32) -> Output {
     cmd::in_ns(
         &pod.ns.name,
         "arping",
-        &[
-            "-i", "eth0", "-c", &count, "-C", "1", "-W", "0.1", "-w", &deadline, target,
-        ],
+        &["-i", "eth0", "-c", &count, "-C", "1", "-W", "0.1", "-w", &deadline, target],
     )
     .expect("run arping")
 }
 
 fn replied_from_ee(out: &Output) -> bool {
     out.status.success()
-        && String::from_utf8_lossy(&out.stdout)
-            .to_lowercase()
-            .contains("from ee:ee:ee:ee:ee:ee")
+        && String::from_utf8_lossy(&out.stdout).to_lowercase().contains("from ee:ee:ee:ee:ee:ee")
 }
 
 /// Links (any namespace) whose program is `prog_id`, from `bpftool link show`. Links of tests
@@ -31,10 +27,7 @@ fn links_of_program(prog_id: u32) -> usize {
     for _ in 0..20 {
         let json = cmd::run("bpftool", &["link", "show", "--json"]).unwrap_or_default();
         if let Ok(serde_json::Value::Array(links)) = serde_json::from_str(&json) {
-            return links
-                .iter()
-                .filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id)))
-                .count();
+            return links.iter().filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id))).count();
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -42,10 +35,7 @@ fn links_of_program(prog_id: u32) -> usize {
 }
 
 fn program_exists(prog_id: u32) -> bool {
-    cmd::output("bpftool", &["prog", "show", "id", &prog_id.to_string()])
-        .expect("bpftool")
-        .status
-        .success()
+    cmd::output("bpftool", &["prog", "show", "id", &prog_id.to_string()]).expect("bpftool").status.success()
 }
 
 #[test]
@@ -56,31 +46,19 @@ fn pod_resolves_its_gateway_only_through_fastpath() {
     let pod = &node.pods[0];
 
     // proxy_arp is off: without fastpath nobody answers.
-    assert!(
-        !replied_from_ee(&arping(pod, POD_GATEWAY, 2, 1)),
-        "the kernel answered ARP with proxy_arp off"
-    );
+    assert!(!replied_from_ee(&arping(pod, POD_GATEWAY, 2, 1)), "the kernel answered ARP with proxy_arp off");
 
     let daemon = Daemon::start(&node.ns.name, &[]).unwrap();
     let before = daemon.counters().unwrap().packets("arp_replied");
     let out = arping(pod, POD_GATEWAY, 10, 5);
-    assert!(
-        replied_from_ee(&out),
-        "no reply from ee:ee:ee:ee:ee:ee: {out:?}"
-    );
+    assert!(replied_from_ee(&out), "no reply from ee:ee:ee:ee:ee:ee: {out:?}");
     let after = daemon.counters().unwrap().packets("arp_replied");
-    assert!(
-        after > before,
-        "arp_replied did not move ({before} -> {after})"
-    );
+    assert!(after > before, "arp_replied did not move ({before} -> {after})");
 
     // The pod's own kernel resolves the gateway too (a ping makes it ask), and caches our MAC.
     let _ = cmd::in_ns(&pod.ns.name, "ping", &["-c", "1", "-W", "1", POD_GATEWAY]);
     let neigh = cmd::ip(&pod.ns.name, &["neigh", "show", POD_GATEWAY]).unwrap();
-    assert!(
-        neigh.contains("lladdr ee:ee:ee:ee:ee:ee"),
-        "pod neighbour table: {neigh}"
-    );
+    assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee"), "pod neighbour table: {neigh}");
 }
 
 #[test]
@@ -97,10 +75,7 @@ fn pod_created_after_the_daemon_started_is_answered_within_two_seconds() {
     let pod = cluster.add_pod(0, "10.244.40.37".parse().unwrap()).unwrap();
     let out = arping(pod, POD_GATEWAY, 40, 2);
     let elapsed = created.elapsed();
-    assert!(
-        replied_from_ee(&out),
-        "a pod created after start got no reply within 2 s: {out:?}"
-    );
+    assert!(replied_from_ee(&out), "a pod created after start got no reply within 2 s: {out:?}");
     eprintln!("new pod answered {elapsed:?} after its veth was created");
 }
 
@@ -109,38 +84,17 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
     require_root();
     let mut spec = ClusterSpec::seed();
     spec.nodes.truncate(1);
-    spec.nodes[0].pods = vec![
-        "10.244.40.36".parse().unwrap(),
-        "10.244.40.37".parse().unwrap(),
-    ];
+    spec.nodes[0].pods = vec!["10.244.40.36".parse().unwrap(), "10.244.40.37".parse().unwrap()];
     let mut cluster = Cluster::build("term", &spec).unwrap();
     let mut daemon = Daemon::start(&cluster.nodes[0].ns.name, &[]).unwrap();
 
     let ids = daemon.attached_prog_ids("from_pod");
-    assert_eq!(
-        ids.len(),
-        1,
-        "one pod program expected, log:\n{}",
-        daemon.log()
-    );
+    assert_eq!(ids.len(), 1, "one pod program expected, log:\n{}", daemon.log());
     let prog_id = ids[0];
-    assert_eq!(
-        links_of_program(prog_id),
-        2,
-        "one tcx link per cali interface"
-    );
+    assert_eq!(links_of_program(prog_id), 2, "one tcx link per cali interface");
     let underlay_ids = daemon.attached_prog_ids("from_underlay");
-    assert_eq!(
-        underlay_ids.len(),
-        1,
-        "one underlay program expected, log:\n{}",
-        daemon.log()
-    );
-    assert_eq!(
-        links_of_program(underlay_ids[0]),
-        1,
-        "one tcx link on the underlay"
-    );
+    assert_eq!(underlay_ids.len(), 1, "one underlay program expected, log:\n{}", daemon.log());
+    assert_eq!(links_of_program(underlay_ids[0]), 1, "one tcx link on the underlay");
 
     // A pod deleted while the daemon runs: its link goes, the other stays.
     drop(cluster.nodes[0].pods.pop());
@@ -150,17 +104,9 @@ fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
     assert!(gone.is_some(), "the deleted pod's link is still there");
 
     let status = daemon.terminate().unwrap();
-    assert!(
-        status.success(),
-        "exit status after SIGTERM: {status}\n{}",
-        daemon.log()
-    );
+    assert!(status.success(), "exit status after SIGTERM: {status}\n{}", daemon.log());
     for id in [prog_id, underlay_ids[0]] {
-        assert_eq!(
-            links_of_program(id),
-            0,
-            "a tcx link of program {id} outlived the daemon"
-        );
+        assert_eq!(links_of_program(id), 0, "a tcx link of program {id} outlived the daemon");
         assert!(!program_exists(id), "program {id} outlived the daemon");
     }
 }

@@ -46,13 +46,7 @@ fn run(ebpf: &mut Ebpf, frame: &[u8]) -> (u32, Vec<u8>) {
 fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
     let map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(ebpf.map(COUNTERS).expect("counters map")).unwrap();
-    fastpath::stats::totals(&map)
-        .unwrap()
-        .iter()
-        .find(|t| t.reason == reason)
-        .unwrap()
-        .total
-        .packets
+    fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
 }
 
 /// Expect `frame` to be counted under `reason` and handed to the kernel untouched.
@@ -60,30 +54,17 @@ fn assert_passes_unchanged(frame: &[u8], reason: Reason) {
     let mut ebpf = load();
     let (verdict, out) = run(&mut ebpf, frame);
     assert_eq!(verdict, TC_ACT_OK, "{reason:?}: verdict");
-    assert_eq!(
-        out, frame,
-        "{reason:?}: the frame must reach the kernel unchanged"
-    );
+    assert_eq!(out, frame, "{reason:?}: the frame must reach the kernel unchanged");
     assert_eq!(count(&ebpf, reason), 1, "{reason:?}: counter");
-    assert_eq!(
-        count(&ebpf, Reason::ArpReplied),
-        0,
-        "{reason:?}: must not be answered"
-    );
+    assert_eq!(count(&ebpf, Reason::ArpReplied), 0, "{reason:?}: must not be answered");
 }
 
 /// Expect a byte-exact reply to `request`: "`request.tpa` is at ee:ee:ee:ee:ee:ee".
 fn assert_answered(request: Arp) {
     let mut ebpf = load();
     let (verdict, out) = run(&mut ebpf, &request.frame(BROADCAST, POD_MAC));
-    let expected = Arp {
-        op: 2,
-        sha: GATEWAY_MAC,
-        spa: request.tpa,
-        tha: request.sha,
-        tpa: request.spa,
-    }
-    .frame(POD_MAC, GATEWAY_MAC);
+    let expected = Arp { op: 2, sha: GATEWAY_MAC, spa: request.tpa, tha: request.sha, tpa: request.spa }
+        .frame(POD_MAC, GATEWAY_MAC);
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(out, expected);
     assert_eq!(count(&ebpf, Reason::ArpReplied), 1);
@@ -112,10 +93,7 @@ fn unicast_revalidation_is_answered_too() {
 
 #[test]
 fn gratuitous_arp_passes() {
-    assert_passes_unchanged(
-        &Arp::request(POD, POD).frame(BROADCAST, POD_MAC),
-        Reason::PassArpGratuitous,
-    );
+    assert_passes_unchanged(&Arp::request(POD, POD).frame(BROADCAST, POD_MAC), Reason::PassArpGratuitous);
 }
 
 #[test]
@@ -126,10 +104,7 @@ fn dad_probe_passes() {
 
 #[test]
 fn arp_reply_passes() {
-    let reply = Arp {
-        op: 2,
-        ..Arp::request(POD, GATEWAY)
-    };
+    let reply = Arp { op: 2, ..Arp::request(POD, GATEWAY) };
     assert_passes_unchanged(&reply.frame(BROADCAST, POD_MAC), Reason::PassArpNotRequest);
 }
 
@@ -155,10 +130,7 @@ fn arp_with_wrong_address_lengths_passes() {
 
 #[test]
 fn ipv4_passes_to_the_kernel_until_the_node_is_configured() {
-    assert_passes_unchanged(
-        &packets::ipv4_frame(POD, REMOTE_POD, 64),
-        Reason::PassNotReady,
-    );
+    assert_passes_unchanged(&packets::ipv4_frame(POD, REMOTE_POD, 64), Reason::PassNotReady);
 }
 
 #[test]

@@ -5,19 +5,12 @@ use std::process::{Command, Output};
 use fastpath_tests::{daemon::fastpath_bin, names, require_root, Netns};
 
 fn fastpath(args: &[&str]) -> Output {
-    Command::new(fastpath_bin())
-        .args(args)
-        .output()
-        .expect("run fastpath")
+    Command::new(fastpath_bin()).args(args).output().expect("run fastpath")
 }
 
 fn one_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes).into_owned();
-    assert_eq!(
-        text.trim_end().lines().count(),
-        1,
-        "expected one line, got: {text:?}"
-    );
+    assert_eq!(text.trim_end().lines().count(), 1, "expected one line, got: {text:?}");
     text
 }
 
@@ -65,8 +58,5 @@ fn stats_without_a_daemon_says_so() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let line = one_line(&out.stderr);
-    assert!(
-        line.contains("cannot open pinned map /sys/fs/bpf/fastpath/FP_COUNTERS"),
-        "{line}"
-    );
+    assert!(line.contains("cannot open pinned map /sys/fs/bpf/fastpath/FP_COUNTERS"), "{line}");
 }

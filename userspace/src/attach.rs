@@ -36,10 +36,7 @@ pub enum Action {
 /// Decide what a link that appeared or changed means, given what is attached now
 /// (ifindex → interface name when attached).
 pub fn on_link_present(selector: &Selector, attached: &HashMap<u32, String>, link: Link) -> Action {
-    match (
-        attached.contains_key(&link.index),
-        selector.wants(&link.name),
-    ) {
+    match (attached.contains_key(&link.index), selector.wants(&link.name)) {
         (false, true) => Action::Attach(link),
         (true, false) => Action::Detach(link),
         _ => Action::Nothing,
@@ -60,17 +57,11 @@ mod tests {
     use super::*;
 
     fn selector() -> Selector {
-        Selector {
-            prefix: "cali".into(),
-            explicit: vec!["eth9".into()],
-        }
+        Selector { prefix: "cali".into(), explicit: vec!["eth9".into()] }
     }
 
     fn link(index: u32, name: &str) -> Link {
-        Link {
-            index,
-            name: name.into(),
-        }
+        Link { index, name: name.into() }
     }
 
     #[test]
@@ -87,10 +78,7 @@ mod tests {
     fn a_new_matching_link_is_attached_once() {
         let mut attached = HashMap::new();
         let l = link(7, "cali1");
-        assert_eq!(
-            on_link_present(&selector(), &attached, l.clone()),
-            Action::Attach(l.clone())
-        );
+        assert_eq!(on_link_present(&selector(), &attached, l.clone()), Action::Attach(l.clone()));
         attached.insert(7, "cali1".to_string());
         assert_eq!(on_link_present(&selector(), &attached, l), Action::Nothing);
     }
@@ -98,10 +86,7 @@ mod tests {
     #[test]
     fn other_links_are_left_alone() {
         let attached = HashMap::new();
-        assert_eq!(
-            on_link_present(&selector(), &attached, link(2, "eth0")),
-            Action::Nothing
-        );
+        assert_eq!(on_link_present(&selector(), &attached, link(2, "eth0")), Action::Nothing);
         assert_eq!(on_link_gone(&attached, link(2, "eth0")), Action::Nothing);
     }
 
@@ -109,10 +94,7 @@ mod tests {
     fn a_renamed_link_that_stops_matching_is_detached() {
         let attached = HashMap::from([(7, "cali1".to_string())]);
         let l = link(7, "pod1");
-        assert_eq!(
-            on_link_present(&selector(), &attached, l.clone()),
-            Action::Detach(l)
-        );
+        assert_eq!(on_link_present(&selector(), &attached, l.clone()), Action::Detach(l));
     }
 
     #[test]

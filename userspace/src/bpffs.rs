@@ -36,11 +36,7 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) };
     if rc != 0 {
         let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::NotFound {
-            Ok(false)
-        } else {
-            Err(err)
-        };
+        return if err.kind() == io::ErrorKind::NotFound { Ok(false) } else { Err(err) };
     }
     Ok(buf.f_type == BPF_FS_MAGIC)
 }
@@ -55,10 +51,7 @@ pub fn ensure_pin_dir(dir: &Path) -> Result<bool, Error> {
         mount(&mount_point)?;
         true
     };
-    fs::create_dir_all(dir).map_err(|source| Error::PinDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    fs::create_dir_all(dir).map_err(|source| Error::PinDir { path: dir.to_path_buf(), source })?;
     Ok(mounted)
 }
 
@@ -69,13 +62,7 @@ fn mount(mount_point: &Path) -> Result<(), Error> {
     let fstype = c"bpf";
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            c"mode=0700".as_ptr().cast(),
-        )
+        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, c"mode=0700".as_ptr().cast())
     };
     if rc != 0 {
         return Err(mount_error(mount_point, io::Error::last_os_error()));
@@ -85,19 +72,14 @@ fn mount(mount_point: &Path) -> Result<(), Error> {
 }
 
 fn mount_error(path: &Path, source: io::Error) -> Error {
-    Error::MountBpffs {
-        path: path.to_path_buf(),
-        source,
-    }
+    Error::MountBpffs { path: path.to_path_buf(), source }
 }
 
 /// Open the map a running daemon pinned in `dir` under `name`.
 pub fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map, Error> {
     let path = dir.join(name);
-    let data = aya::maps::MapData::from_pin(&path).map_err(|source| Error::OpenPinned {
-        path: path.clone(),
-        source,
-    })?;
+    let data = aya::maps::MapData::from_pin(&path)
+        .map_err(|source| Error::OpenPinned { path: path.clone(), source })?;
     aya::maps::Map::from_map_data(data).map_err(|source| Error::OpenPinned { path, source })
 }
 
@@ -121,22 +103,13 @@ mod tests {
 
     #[test]
     fn the_parent_of_the_pin_folder_is_the_mount_point() {
-        assert_eq!(
-            mount_point_for(Path::new("/sys/fs/bpf/fastpath")),
-            Path::new("/sys/fs/bpf")
-        );
-        assert_eq!(
-            mount_point_for(Path::new("/run/fp/bpf/node1")),
-            Path::new("/run/fp/bpf")
-        );
+        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf/fastpath")), Path::new("/sys/fs/bpf"));
+        assert_eq!(mount_point_for(Path::new("/run/fp/bpf/node1")), Path::new("/run/fp/bpf"));
     }
 
     #[test]
     fn the_conventional_mount_point_is_its_own_mount_point() {
-        assert_eq!(
-            mount_point_for(Path::new("/sys/fs/bpf")),
-            Path::new("/sys/fs/bpf")
-        );
+        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf")), Path::new("/sys/fs/bpf"));
     }
 
     #[test]

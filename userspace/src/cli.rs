@@ -121,18 +121,13 @@ pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
         "info" => Ok(log::LevelFilter::Info),
         "debug" => Ok(log::LevelFilter::Debug),
         "trace" => Ok(log::LevelFilter::Trace),
-        _ => Err(format!(
-            "'{s}' is not one of off, error, warn, info, debug, trace"
-        )),
+        _ => Err(format!("'{s}' is not one of off, error, warn, info, debug, trace")),
     }
 }
 
 /// The one line a usage error prints: clap's first line, without its usage block.
 pub fn usage_error_line(rendered: &str) -> String {
-    let first = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error: invalid usage");
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid usage");
     format!("{first} (see 'fastpath --help')")
 }
 
@@ -150,9 +145,7 @@ mod tests {
     #[test]
     fn run_defaults_match_calico() {
         let cli = Cli::try_parse_from(["fastpath", "run"]).unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("not run")
-        };
+        let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.iface_prefix, "cali");
         assert_eq!(args.bpffs.dir, PathBuf::from("/sys/fs/bpf/fastpath"));
         assert_eq!(args.log_level, log::LevelFilter::Info);
@@ -163,18 +156,9 @@ mod tests {
 
     #[test]
     fn ipip_modes_parse() {
-        let cli = Cli::try_parse_from([
-            "fastpath",
-            "run",
-            "--ipip",
-            "cross-subnet",
-            "--underlay",
-            "eth1",
-        ])
-        .unwrap();
-        let Command::Run(args) = cli.command else {
-            panic!("not run")
-        };
+        let cli =
+            Cli::try_parse_from(["fastpath", "run", "--ipip", "cross-subnet", "--underlay", "eth1"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.ipip, Ipip::CrossSubnet);
         assert_eq!(args.underlay.as_deref(), Some("eth1"));
         assert!(Cli::try_parse_from(["fastpath", "run", "--ipip", "sometimes"]).is_err());
@@ -182,10 +166,7 @@ mod tests {
 
     #[test]
     fn interface_names_are_checked() {
-        assert_eq!(
-            parse_iface_name("cali0f293e89ca7"),
-            Ok("cali0f293e89ca7".into())
-        );
+        assert_eq!(parse_iface_name("cali0f293e89ca7"), Ok("cali0f293e89ca7".into()));
         assert!(parse_iface_name("").is_err());
         assert!(parse_iface_name("cali0f293e89ca7x").is_err());
         assert!(parse_iface_name("a/b").is_err());
@@ -204,10 +185,7 @@ mod tests {
         let err = Cli::try_parse_from(["fastpath", "run", "--no-such-flag"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let line = usage_error_line(&err.render().to_string());
-        assert!(
-            line.starts_with("error: unexpected argument '--no-such-flag'"),
-            "{line}"
-        );
+        assert!(line.starts_with("error: unexpected argument '--no-such-flag'"), "{line}");
         assert!(!line.contains('\n'));
     }
 

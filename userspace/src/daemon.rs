@@ -40,10 +40,7 @@ struct Daemon {
 
 /// Run the daemon until SIGINT or SIGTERM, then detach everything and remove the pins.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    let selector = Selector {
-        prefix: args.iface_prefix,
-        explicit: args.ifaces,
-    };
+    let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
     // Subscribe before the dumps so nothing created in between is missed.
     let netlink = Netlink::new()?;
     let links = netlink.links().await?;
@@ -63,17 +60,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     loader::pin_maps(&ebpf, &args.bpffs.dir)?;
     let tables = Tables::take(&mut ebpf)?;
     let kernel = KernelState::new(&links, routes);
-    let mut daemon = Daemon {
-        selector,
-        ipip: args.ipip.into(),
-        node,
-        kernel,
-        netlink,
-        ebpf,
-        tables,
-        pods,
-        underlay,
-    };
+    let mut daemon =
+        Daemon { selector, ipip: args.ipip.into(), node, kernel, netlink, ebpf, tables, pods, underlay };
     for query in KernelState::peer_queries(&links, &daemon.selector.prefix) {
         learn_peer_mac(&daemon.netlink, &mut daemon.kernel, query).await;
     }
@@ -94,10 +82,7 @@ impl Daemon {
     async fn start(&mut self, links: &[LinkState]) -> Result<(), Error> {
         self.sync()?;
         self.tables.set_node(&self.node.config())?;
-        let underlay = links
-            .iter()
-            .find(|l| l.index == self.node.underlay.ifindex)
-            .map(link_of);
+        let underlay = links.iter().find(|l| l.index == self.node.underlay.ifindex).map(link_of);
         if let Some(underlay) = underlay {
             self.underlay.attach(&mut self.ebpf, &underlay)?;
         }
@@ -119,11 +104,7 @@ impl Daemon {
         Ok(())
     }
 
-    async fn serve(
-        &mut self,
-        logger: &mut Option<Logger>,
-        signals: &mut Signals,
-    ) -> Result<(), Error> {
+    async fn serve(&mut self, logger: &mut Option<Logger>, signals: &mut Signals) -> Result<(), Error> {
         loop {
             tokio::select! {
                 name = signals.next() => {
@@ -152,8 +133,7 @@ impl Daemon {
         }
         match &event {
             Event::LinkPresent(link) => {
-                let action =
-                    attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
+                let action = attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
                 self.apply(action);
                 if let Some(node) = node::updated(&self.node, link) {
                     log::info!("underlay changed: MTU {}", node.mtu);
@@ -219,18 +199,11 @@ async fn learn_peer_mac(netlink: &Netlink, kernel: &mut KernelState, query: Peer
 }
 
 fn link_of(link: &LinkState) -> Link {
-    Link {
-        index: link.index,
-        name: link.name.clone(),
-    }
+    Link { index: link.index, name: link.name.clone() }
 }
 
 fn require_explicit_interfaces(selector: &Selector, links: &[LinkState]) -> Result<(), Error> {
-    match selector
-        .explicit
-        .iter()
-        .find(|name| !links.iter().any(|l| &l.name == *name))
-    {
+    match selector.explicit.iter().find(|name| !links.iter().any(|l| &l.name == *name)) {
         Some(name) => Err(Error::NoSuchInterface { name: name.clone() }),
         None => Ok(()),
     }
@@ -238,14 +211,10 @@ fn require_explicit_interfaces(selector: &Selector, links: &[LinkState]) -> Resu
 
 /// Start forwarding eBPF log records to `log`. Without it the programs still run; say so.
 fn ebpf_logger(ebpf: &mut Ebpf) -> Option<Logger> {
-    let logger = EbpfLogger::init(ebpf)
-        .map_err(|e| log::warn!("eBPF logs will not be shown: {e}"))
-        .ok()?;
+    let logger = EbpfLogger::init(ebpf).map_err(|e| log::warn!("eBPF logs will not be shown: {e}")).ok()?;
     // SAFETY: the logger owns the ring buffer's fd and keeps it open, unchanged, for as long as
     // the AsyncFd that owns the logger lives.
-    unsafe { AsyncFd::register(logger) }
-        .map_err(|e| log::warn!("eBPF logs will not be shown: {e}"))
-        .ok()
+    unsafe { AsyncFd::register(logger) }.map_err(|e| log::warn!("eBPF logs will not be shown: {e}")).ok()
 }
 
 /// Wait for eBPF log records and print them; never resolves when there is no logger.

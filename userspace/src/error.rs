@@ -128,19 +128,13 @@ mod tests {
 
     #[test]
     fn chain_joins_every_source() {
-        let e = Error::PinDir {
-            path: "/x".into(),
-            source: io::Error::other("disk on fire"),
-        };
+        let e = Error::PinDir { path: "/x".into(), source: io::Error::other("disk on fire") };
         assert_eq!(e.chain(), "cannot create the pin folder /x: disk on fire");
     }
 
     #[test]
     fn only_a_missing_interface_is_a_usage_error() {
-        assert!(Error::NoSuchInterface {
-            name: "eth9".into()
-        }
-        .is_usage());
+        assert!(Error::NoSuchInterface { name: "eth9".into() }.is_usage());
         assert!(!Error::MissingMap { name: "X" }.is_usage());
     }
 }

@@ -38,9 +38,7 @@ impl KernelState {
         match event {
             Event::LinkPresent(link) => {
                 let moved = self.link_present(link);
-                (moved && link.name.starts_with(pod_prefix))
-                    .then(|| peer_query(link))
-                    .flatten()
+                (moved && link.name.starts_with(pod_prefix)).then(|| peer_query(link)).flatten()
             }
             Event::LinkGone(link) => {
                 self.interfaces.remove(&link.index);
@@ -63,10 +61,7 @@ impl KernelState {
         links: &'a [LinkState],
         pod_prefix: &'a str,
     ) -> impl Iterator<Item = PeerQuery> + 'a {
-        links
-            .iter()
-            .filter(move |l| l.name.starts_with(pod_prefix))
-            .filter_map(peer_query)
+        links.iter().filter(move |l| l.name.starts_with(pod_prefix)).filter_map(peer_query)
     }
 
     pub fn set_peer_mac(&mut self, ifindex: u32, mac: Option<[u8; 6]>) {
@@ -85,11 +80,7 @@ impl KernelState {
         let entry = self.interfaces.entry(link.index).or_default();
         let changed = entry.name != link.name || entry.peer != link.peer;
         if changed {
-            *entry = Interface {
-                name: link.name.clone(),
-                peer_mac: None,
-                peer: link.peer,
-            };
+            *entry = Interface { name: link.name.clone(), peer_mac: None, peer: link.peer };
         }
         changed
     }
@@ -101,11 +92,7 @@ impl KernelState {
 
 fn peer_query(link: &LinkState) -> Option<PeerQuery> {
     let (netnsid, peer_index) = link.peer?;
-    Some(PeerQuery {
-        ifindex: link.index,
-        netnsid,
-        peer_index,
-    })
+    Some(PeerQuery { ifindex: link.index, netnsid, peer_index })
 }
 
 #[cfg(test)]
@@ -116,14 +103,7 @@ mod tests {
     use crate::routes::{RouteKindOf, MAIN_TABLE};
 
     fn cali(index: u32, up: bool, peer: Option<(i32, u32)>) -> LinkState {
-        LinkState {
-            index,
-            name: format!("cali{index}"),
-            mac: Some([0xee; 6]),
-            mtu: 1480,
-            up,
-            peer,
-        }
+        LinkState { index, name: format!("cali{index}"), mac: Some([0xee; 6]), mtu: 1480, up, peer }
     }
 
     fn pod_route(oif: u32) -> KernelRoute {
@@ -144,20 +124,9 @@ mod tests {
         let mut state = KernelState::default();
         let link = cali(7, true, Some((3, 2)));
         let query = state.apply(&Event::LinkPresent(link.clone()), "cali");
-        assert_eq!(
-            query,
-            Some(PeerQuery {
-                ifindex: 7,
-                netnsid: 3,
-                peer_index: 2
-            })
-        );
+        assert_eq!(query, Some(PeerQuery { ifindex: 7, netnsid: 3, peer_index: 2 }));
         state.set_peer_mac(7, Some([1; 6]));
-        assert_eq!(
-            state.apply(&Event::LinkPresent(link), "cali"),
-            None,
-            "unchanged link, no new query"
-        );
+        assert_eq!(state.apply(&Event::LinkPresent(link), "cali"), None, "unchanged link, no new query");
         assert_eq!(state.interfaces[&7].peer_mac, Some([1; 6]));
     }
 
@@ -166,14 +135,7 @@ mod tests {
         let mut state = KernelState::new(&[cali(7, true, Some((3, 2)))], vec![]);
         state.set_peer_mac(7, Some([1; 6]));
         let query = state.apply(&Event::LinkPresent(cali(7, true, Some((4, 2)))), "cali");
-        assert_eq!(
-            query,
-            Some(PeerQuery {
-                ifindex: 7,
-                netnsid: 4,
-                peer_index: 2
-            })
-        );
+        assert_eq!(query, Some(PeerQuery { ifindex: 7, netnsid: 4, peer_index: 2 }));
         assert_eq!(state.interfaces[&7].peer_mac, None);
     }
 
@@ -188,10 +150,8 @@ mod tests {
 
     #[test]
     fn a_deleted_or_downed_link_takes_its_routes_along() {
-        let mut state = KernelState::new(
-            &[cali(7, true, None), cali(8, true, None)],
-            vec![pod_route(7), pod_route(8)],
-        );
+        let mut state =
+            KernelState::new(&[cali(7, true, None), cali(8, true, None)], vec![pod_route(7), pod_route(8)]);
         state.apply(&Event::LinkGone(cali(7, true, None)), "cali");
         assert_eq!(state.routes.len(), 1);
         assert!(!state.interfaces.contains_key(&7));
@@ -202,13 +162,8 @@ mod tests {
     #[test]
     fn other_links_are_not_queried() {
         let mut state = KernelState::default();
-        let eth = LinkState {
-            index: 2,
-            name: "eth0".into(),
-            peer: Some((0, 9)),
-            up: true,
-            ..LinkState::default()
-        };
+        let eth =
+            LinkState { index: 2, name: "eth0".into(), peer: Some((0, 9)), up: true, ..LinkState::default() };
         assert_eq!(state.apply(&Event::LinkPresent(eth), "cali"), None);
     }
 }

@@ -22,21 +22,13 @@ pub const FROM_UNDERLAY: &str = "from_underlay";
 /// skip building records nobody will print.
 pub fn load_object(log_level: log::LevelFilter) -> Result<Ebpf, Error> {
     let level = log_level as u8;
-    EbpfLoader::new()
-        .override_global(aya_log::LEVEL, &level, false)
-        .load(EBPF_OBJECT)
-        .map_err(Error::Load)
+    EbpfLoader::new().override_global(aya_log::LEVEL, &level, false).load(EBPF_OBJECT).map_err(Error::Load)
 }
 
 /// Load `name` into the kernel and return it, ready to attach or to run with `TestRun`.
-pub fn loaded_program<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, Error> {
+pub fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
     let program = classifier(ebpf, name)?;
-    program
-        .load()
-        .map_err(|source| Error::LoadProgram { name, source })?;
+    program.load().map_err(|source| Error::LoadProgram { name, source })?;
     Ok(program)
 }
 
@@ -50,8 +42,7 @@ pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), Error> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("cannot remove stale pin {}: {e}", path.display()),
         }
-        map.pin(&path)
-            .map_err(|source| Error::Pin { name, path, source })?;
+        map.pin(&path).map_err(|source| Error::Pin { name, path, source })?;
     }
     Ok(())
 }
@@ -67,36 +58,20 @@ impl Attachments {
     /// Load `program` into the kernel.
     pub fn new(ebpf: &mut Ebpf, program: &'static str) -> Result<Self, Error> {
         let loaded = loaded_program(ebpf, program)?;
-        let program_id = loaded
-            .info()
-            .map_err(|source| Error::LoadProgram {
-                name: program,
-                source,
-            })?
-            .id();
-        Ok(Self {
-            program,
-            program_id,
-            attached: HashMap::new(),
-        })
+        let program_id = loaded.info().map_err(|source| Error::LoadProgram { name: program, source })?.id();
+        Ok(Self { program, program_id, attached: HashMap::new() })
     }
 
     /// ifindex → interface name, for the pure decisions in [`crate::attach`].
     pub fn names(&self) -> HashMap<u32, String> {
-        self.attached
-            .iter()
-            .map(|(index, (name, _))| (*index, name.clone()))
-            .collect()
+        self.attached.iter().map(|(index, (name, _))| (*index, name.clone())).collect()
     }
 
     /// Attach to ingress of `link` (tcx on kernels ≥ 6.6, which aya picks by itself).
     pub fn attach(&mut self, ebpf: &mut Ebpf, link: &Link) -> Result<(), Error> {
         let id = classifier(ebpf, self.program)?
             .attach(&link.name, TcAttachType::Ingress)
-            .map_err(|source| Error::Attach {
-                iface: link.name.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Attach { iface: link.name.clone(), source })?;
         self.attached.insert(link.index, (link.name.clone(), id));
         log::info!(
             "attached {} (prog id {}) to {} (ifindex {})",
@@ -115,12 +90,9 @@ impl Attachments {
             return;
         };
         let program = self.program;
-        match classifier(ebpf, program).and_then(|p| {
-            p.detach(id).map_err(|source| Error::Attach {
-                iface: name.clone(),
-                source,
-            })
-        }) {
+        match classifier(ebpf, program)
+            .and_then(|p| p.detach(id).map_err(|source| Error::Attach { iface: name.clone(), source }))
+        {
             Ok(()) => log::info!("detached {program} from {name} (ifindex {})", link.index),
             Err(e) => log::debug!("detaching {program} from {name}: {}", e.chain()),
         }
@@ -131,10 +103,7 @@ impl Attachments {
         let links: Vec<Link> = self
             .attached
             .iter()
-            .map(|(index, (name, _))| Link {
-                index: *index,
-                name: name.clone(),
-            })
+            .map(|(index, (name, _))| Link { index: *index, name: name.clone() })
             .collect();
         for link in links {
             self.detach(ebpf, &link);
@@ -143,10 +112,7 @@ impl Attachments {
 }
 
 /// The classifier program `name` of `ebpf`, loaded or not.
-pub fn classifier<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, Error> {
+pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram { name })?
         .try_into()

@@ -48,10 +48,7 @@ fn run_daemon(args: fastpath::cli::RunArgs) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| Error::Netlink {
-            what: "cannot start the async runtime",
-            source,
-        })?;
+        .map_err(|source| Error::Netlink { what: "cannot start the async runtime", source })?;
     runtime.block_on(daemon::run(args))
 }
 

@@ -70,10 +70,7 @@ impl Netlink {
     pub fn new() -> Result<Self, Error> {
         let (connection, handle, messages) =
             rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Route])
-                .map_err(|source| Error::Netlink {
-                    what: "cannot open an event socket",
-                    source,
-                })?;
+                .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
         tokio::spawn(connection);
         Ok(Self { handle, messages })
     }
@@ -100,30 +97,22 @@ impl Netlink {
     pub async fn peer_mac(&self, netnsid: i32, peer_index: u32) -> Result<Option<[u8; 6]>, Error> {
         let mut msg = LinkMessage::default();
         msg.header.index = peer_index;
-        msg.attributes.push(LinkAttribute::Other(DefaultNla::new(
-            IFLA_TARGET_NETNSID,
-            netnsid.to_ne_bytes().to_vec(),
-        )));
+        msg.attributes
+            .push(LinkAttribute::Other(DefaultNla::new(IFLA_TARGET_NETNSID, netnsid.to_ne_bytes().to_vec())));
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(msg));
         request.header.flags = NLM_F_REQUEST;
-        let mut responses =
-            self.handle
-                .clone()
-                .request(request)
-                .map_err(|source| Error::NetlinkRequest {
-                    what: "peer link query",
-                    source,
-                })?;
+        let mut responses = self
+            .handle
+            .clone()
+            .request(request)
+            .map_err(|source| Error::NetlinkRequest { what: "peer link query", source })?;
         while let Some(response) = responses.next().await {
             match response.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                     return Ok(link_state(&link).mac)
                 }
                 NetlinkPayload::Error(e) => {
-                    return Err(Error::Netlink {
-                        what: "peer link query",
-                        source: e.to_io(),
-                    });
+                    return Err(Error::Netlink { what: "peer link query", source: e.to_io() });
                 }
                 _ => {}
             }
@@ -209,11 +198,7 @@ fn address(msg: &AddressMessage) -> Option<Address> {
             _ => None,
         })
     })?;
-    Some(Address {
-        index: msg.header.index,
-        addr,
-        prefix_len: msg.header.prefix_len,
-    })
+    Some(Address { index: msg.header.index, addr, prefix_len: msg.header.prefix_len })
 }
 
 /// An IPv4 route as the mapping sees it; `None` for other families.

@@ -47,24 +47,15 @@ pub fn choose(
             .find(|l| l.name == name)
             .ok_or_else(|| Error::NoSuchInterface { name: name.into() })?,
         None => {
-            let oif = default_route
-                .and_then(|r| r.oif)
-                .ok_or(Error::NoDefaultRoute)?;
-            links
-                .iter()
-                .find(|l| l.index == oif)
-                .ok_or(Error::NoDefaultRoute)?
+            let oif = default_route.and_then(|r| r.oif).ok_or(Error::NoDefaultRoute)?;
+            links.iter().find(|l| l.index == oif).ok_or(Error::NoDefaultRoute)?
         }
     };
     let address = addresses
         .iter()
         .find(|a| a.index == link.index)
-        .ok_or_else(|| Error::NoUnderlayAddress {
-            iface: link.name.clone(),
-        })?;
-    let gateway = default_route
-        .filter(|r| r.oif == Some(link.index))
-        .and_then(|r| r.gateway);
+        .ok_or_else(|| Error::NoUnderlayAddress { iface: link.name.clone() })?;
+    let gateway = default_route.filter(|r| r.oif == Some(link.index)).and_then(|r| r.gateway);
     Ok(Node {
         underlay: Underlay {
             ifindex: link.index,
@@ -82,11 +73,7 @@ pub fn updated(node: &Node, link: &LinkState) -> Option<Node> {
     if link.index != node.underlay.ifindex {
         return None;
     }
-    let next = Node {
-        mac: link.mac.unwrap_or(node.mac),
-        mtu: link.mtu,
-        ..*node
-    };
+    let next = Node { mac: link.mac.unwrap_or(node.mac), mtu: link.mtu, ..*node };
     (next != *node).then_some(next)
 }
 
@@ -98,22 +85,11 @@ mod tests {
     use crate::routes::RouteKindOf;
 
     fn eth0() -> LinkState {
-        LinkState {
-            index: 2,
-            name: "eth0".into(),
-            mac: Some([2; 6]),
-            mtu: 1500,
-            up: true,
-            peer: None,
-        }
+        LinkState { index: 2, name: "eth0".into(), mac: Some([2; 6]), mtu: 1500, up: true, peer: None }
     }
 
     fn addresses() -> Vec<Address> {
-        vec![Address {
-            index: 2,
-            addr: Ipv4Addr::new(10, 101, 14, 50),
-            prefix_len: 28,
-        }]
+        vec![Address { index: 2, addr: Ipv4Addr::new(10, 101, 14, 50), prefix_len: 28 }]
     }
 
     fn default_route() -> KernelRoute {
@@ -148,29 +124,20 @@ mod tests {
             choose(Some("eth9"), &[eth0()], &addresses(), &[]),
             Err(Error::NoSuchInterface { .. })
         ));
-        assert!(matches!(
-            choose(Some("eth0"), &[eth0()], &[], &[]),
-            Err(Error::NoUnderlayAddress { .. })
-        ));
+        assert!(matches!(choose(Some("eth0"), &[eth0()], &[], &[]), Err(Error::NoUnderlayAddress { .. })));
         assert!(choose(Some("eth0"), &[eth0()], &addresses(), &[]).is_ok());
     }
 
     #[test]
     fn without_a_default_route_the_underlay_must_be_named() {
-        assert!(matches!(
-            choose(None, &[eth0()], &addresses(), &[]),
-            Err(Error::NoDefaultRoute)
-        ));
+        assert!(matches!(choose(None, &[eth0()], &addresses(), &[]), Err(Error::NoDefaultRoute)));
     }
 
     #[test]
     fn an_mtu_change_on_the_underlay_updates_the_node() {
         let node = choose(None, &[eth0()], &addresses(), &[default_route()]).unwrap();
         assert_eq!(updated(&node, &eth0()), None);
-        let bigger = LinkState {
-            mtu: 9000,
-            ..eth0()
-        };
+        let bigger = LinkState { mtu: 9000, ..eth0() };
         assert_eq!(updated(&node, &bigger).map(|n| n.mtu), Some(9000));
         let other = LinkState { index: 3, ..bigger };
         assert_eq!(updated(&node, &other), None);

@@ -25,11 +25,7 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
         .filter(|(k, v)| current.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let remove = current
-        .keys()
-        .filter(|k| !desired.contains_key(*k))
-        .cloned()
-        .collect();
+    let remove = current.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
     Diff { upsert, remove }
 }
 

@@ -101,9 +101,7 @@ pub struct Underlay {
 
 impl Underlay {
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix_len))
-            .unwrap_or(0);
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
         u32::from(addr) & mask == u32::from(self.addr) & mask
     }
 }
@@ -138,10 +136,9 @@ fn map_unicast(route: &KernelRoute, m: &Mapping) -> Option<RouteValue> {
                 None => RouteValue::local_pending(oif),
             })
         }
-        Some(gateway) if interface.name == TUNNEL_DEVICE => Some(RouteValue::remote(
-            gateway.octets(),
-            m.ipip != IpipMode::Never,
-        )),
+        Some(gateway) if interface.name == TUNNEL_DEVICE => {
+            Some(RouteValue::remote(gateway.octets(), m.ipip != IpipMode::Never))
+        }
         Some(gateway) if oif == m.underlay.ifindex && Some(gateway) != m.underlay.gateway => {
             let encap = match m.ipip {
                 IpipMode::Always => true,
@@ -173,10 +170,8 @@ pub fn desired<'r>(
             }
         }
     }
-    let table: BTreeMap<Prefix, RouteValue> = preferred
-        .into_iter()
-        .filter_map(|(prefix, route)| Some((prefix, map_route(route, m)?)))
-        .collect();
+    let table: BTreeMap<Prefix, RouteValue> =
+        preferred.into_iter().filter_map(|(prefix, route)| Some((prefix, map_route(route, m)?))).collect();
     let peers = table
         .values()
         .filter(|v| v.kind == RouteKind::RemoteBlock as u32)
@@ -196,28 +191,9 @@ mod tests {
 
     fn interfaces(pod_mac: Option<[u8; 6]>) -> HashMap<u32, Interface> {
         HashMap::from([
-            (
-                CALI,
-                Interface {
-                    name: "cali0f293e89ca7".into(),
-                    peer_mac: pod_mac,
-                    peer: Some((17, 4)),
-                },
-            ),
-            (
-                ETH0,
-                Interface {
-                    name: "eth0".into(),
-                    ..Interface::default()
-                },
-            ),
-            (
-                TUNL0,
-                Interface {
-                    name: "tunl0".into(),
-                    ..Interface::default()
-                },
-            ),
+            (CALI, Interface { name: "cali0f293e89ca7".into(), peer_mac: pod_mac, peer: Some((17, 4)) }),
+            (ETH0, Interface { name: "eth0".into(), ..Interface::default() }),
+            (TUNL0, Interface { name: "tunl0".into(), ..Interface::default() }),
         ])
     }
 
@@ -243,46 +219,21 @@ mod tests {
 
     fn map(route: &KernelRoute, ipip: IpipMode, pod_mac: Option<[u8; 6]>) -> Option<RouteValue> {
         let interfaces = interfaces(pod_mac);
-        map_route(
-            route,
-            &Mapping {
-                interfaces: &interfaces,
-                underlay: &UNDERLAY,
-                ipip,
-                pod_prefix: "cali",
-            },
-        )
+        map_route(route, &Mapping { interfaces: &interfaces, underlay: &UNDERLAY, ipip, pod_prefix: "cali" })
     }
 
     #[test]
     fn a_pod_route_is_a_local_endpoint_once_its_mac_is_known() {
         let r = route([10, 244, 40, 36], 32, Some(CALI), None);
-        assert_eq!(
-            map(&r, IpipMode::Follow, Some(POD_MAC)),
-            Some(RouteValue::local(CALI, POD_MAC))
-        );
-        assert_eq!(
-            map(&r, IpipMode::Follow, None),
-            Some(RouteValue::local_pending(CALI))
-        );
+        assert_eq!(map(&r, IpipMode::Follow, Some(POD_MAC)), Some(RouteValue::local(CALI, POD_MAC)));
+        assert_eq!(map(&r, IpipMode::Follow, None), Some(RouteValue::local_pending(CALI)));
     }
 
     #[test]
     fn a_tunl0_block_route_is_ipip_unless_never() {
-        let r = route(
-            [10, 244, 166, 128],
-            26,
-            Some(TUNL0),
-            Some([10, 101, 14, 51]),
-        );
-        assert_eq!(
-            map(&r, IpipMode::Follow, None),
-            Some(RouteValue::remote([10, 101, 14, 51], true))
-        );
-        assert_eq!(
-            map(&r, IpipMode::Never, None),
-            Some(RouteValue::remote([10, 101, 14, 51], false))
-        );
+        let r = route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 51]));
+        assert_eq!(map(&r, IpipMode::Follow, None), Some(RouteValue::remote([10, 101, 14, 51], true)));
+        assert_eq!(map(&r, IpipMode::Never, None), Some(RouteValue::remote([10, 101, 14, 51], false)));
     }
 
     #[test]
@@ -313,14 +264,8 @@ mod tests {
 
     #[test]
     fn the_local_block_blackhole_is_a_blackhole() {
-        let r = KernelRoute {
-            kind: RouteKindOf::Blackhole,
-            ..route([10, 244, 40, 0], 26, None, None)
-        };
-        assert_eq!(
-            map(&r, IpipMode::Follow, None),
-            Some(RouteValue::blackhole())
-        );
+        let r = KernelRoute { kind: RouteKindOf::Blackhole, ..route([10, 244, 40, 0], 26, None, None) };
+        assert_eq!(map(&r, IpipMode::Follow, None), Some(RouteValue::blackhole()));
     }
 
     #[test]
@@ -332,14 +277,8 @@ mod tests {
             route([10, 244, 40, 36], 32, Some(CALI), Some([10, 0, 0, 1])),
             route([10, 244, 40, 0], 24, Some(CALI), None),
             route([172, 17, 0, 0], 16, Some(99), None),
-            KernelRoute {
-                table: 255,
-                ..route([10, 244, 40, 36], 32, Some(CALI), None)
-            },
-            KernelRoute {
-                kind: RouteKindOf::Other,
-                ..route([10, 101, 14, 50], 32, Some(ETH0), None)
-            },
+            KernelRoute { table: 255, ..route([10, 244, 40, 36], 32, Some(CALI), None) },
+            KernelRoute { kind: RouteKindOf::Other, ..route([10, 101, 14, 50], 32, Some(ETH0), None) },
         ] {
             assert_eq!(map(&r, IpipMode::Always, Some(POD_MAC)), None, "{r:?}");
         }
@@ -356,19 +295,9 @@ mod tests {
         };
         let worse = KernelRoute {
             priority: 100,
-            ..route(
-                [10, 244, 166, 128],
-                26,
-                Some(TUNL0),
-                Some([10, 101, 14, 99]),
-            )
+            ..route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 99]))
         };
-        let better = route(
-            [10, 244, 166, 128],
-            26,
-            Some(TUNL0),
-            Some([10, 101, 14, 51]),
-        );
+        let better = route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 51]));
         let pod = route([10, 244, 40, 36], 32, Some(CALI), None);
         let (table, peers) = desired([&worse, &better, &pod], &m);
         assert_eq!(table.len(), 2);
@@ -383,10 +312,7 @@ mod tests {
     fn underlay_subnet_membership() {
         assert!(UNDERLAY.contains(Ipv4Addr::new(10, 101, 14, 61)));
         assert!(!UNDERLAY.contains(Ipv4Addr::new(10, 101, 14, 64)));
-        let everything = Underlay {
-            prefix_len: 0,
-            ..UNDERLAY
-        };
+        let everything = Underlay { prefix_len: 0, ..UNDERLAY };
         assert!(everything.contains(Ipv4Addr::new(8, 8, 8, 8)));
     }
 }

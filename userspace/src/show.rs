@@ -29,17 +29,14 @@ pub fn kind_name(kind: u32) -> &'static str {
 }
 
 pub fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Describe an entry; `ifname` names an ifindex (in the caller's namespace).
 pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<String>) -> RouteRow {
     let kind = RouteKind::try_from(value.kind);
-    let has_iface = matches!(kind, Ok(RouteKind::LocalEndpoint))
-        || (kind == Ok(RouteKind::Kernel) && value.ifindex != 0);
+    let has_iface =
+        matches!(kind, Ok(RouteKind::LocalEndpoint)) || (kind == Ok(RouteKind::Kernel) && value.ifindex != 0);
     RouteRow {
         prefix: format!("{}/{}", prefix.1, prefix.0),
         kind: kind_name(value.kind),
@@ -47,13 +44,7 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
         ifindex: has_iface.then_some(value.ifindex),
         mac: (kind == Ok(RouteKind::LocalEndpoint)).then(|| mac_string(value.mac)),
         next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
-        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| {
-            if value.encap() {
-                "ipip"
-            } else {
-                "none"
-            }
-        }),
+        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| if value.encap() { "ipip" } else { "none" }),
     }
 }
 
@@ -162,11 +153,7 @@ mod tests {
 
     #[test]
     fn a_pending_local_pod_names_its_interface() {
-        let r = row(
-            (32, Ipv4Addr::new(10, 244, 40, 37)),
-            &RouteValue::local_pending(7),
-            name,
-        );
+        let r = row((32, Ipv4Addr::new(10, 244, 40, 37)), &RouteValue::local_pending(7), name);
         assert_eq!(r.kind, "kernel");
         assert_eq!(r.iface.as_deref(), Some("cali0f293e89ca7"));
         assert_eq!(r.mac, None);

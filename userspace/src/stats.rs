@@ -18,22 +18,13 @@ pub struct ReasonTotal {
 }
 
 /// Sum each reason's per-CPU counters in `map`.
-pub fn totals<T: Borrow<MapData>>(
-    map: &PerCpuArray<T, Counter>,
-) -> Result<Vec<ReasonTotal>, Error> {
+pub fn totals<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Vec<ReasonTotal>, Error> {
     Reason::ALL
         .iter()
         .map(|&reason| {
-            let per_cpu = map
-                .get(&reason.index(), 0)
-                .map_err(|source| Error::ReadMap {
-                    name: COUNTERS,
-                    source,
-                })?;
-            Ok(ReasonTotal {
-                reason,
-                total: sum(per_cpu.iter().copied()),
-            })
+            let per_cpu =
+                map.get(&reason.index(), 0).map_err(|source| Error::ReadMap { name: COUNTERS, source })?;
+            Ok(ReasonTotal { reason, total: sum(per_cpu.iter().copied()) })
         })
         .collect()
 }
@@ -42,10 +33,7 @@ pub fn totals<T: Borrow<MapData>>(
 pub fn read_pinned(dir: &Path) -> Result<Vec<ReasonTotal>, Error> {
     let map: PerCpuArray<MapData, Counter> = crate::bpffs::open_pinned(dir, COUNTERS)?
         .try_into()
-        .map_err(|source| Error::ReadMap {
-        name: COUNTERS,
-        source,
-    })?;
+        .map_err(|source| Error::ReadMap { name: COUNTERS, source })?;
     totals(&map)
 }
 
@@ -55,21 +43,11 @@ pub fn sum(values: impl IntoIterator<Item = Counter>) -> Counter {
 
 /// A table of every reason, aligned, with a header.
 pub fn format_table(totals: &[ReasonTotal]) -> String {
-    let width = totals
-        .iter()
-        .map(|t| t.reason.as_str().len())
-        .max()
-        .unwrap_or(0)
-        .max("REASON".len());
+    let width = totals.iter().map(|t| t.reason.as_str().len()).max().unwrap_or(0).max("REASON".len());
     let mut out = format!("{:<width$}  {:>12}  {:>14}\n", "REASON", "PACKETS", "BYTES");
     for t in totals {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:>12}  {:>14}",
-            t.reason.as_str(),
-            t.total.packets,
-            t.total.bytes
-        );
+        let _ =
+            writeln!(out, "{:<width$}  {:>12}  {:>14}", t.reason.as_str(), t.total.packets, t.total.bytes);
     }
     out
 }
@@ -97,42 +75,15 @@ mod tests {
 
     fn sample() -> Vec<ReasonTotal> {
         vec![
-            ReasonTotal {
-                reason: Reason::ArpReplied,
-                total: Counter {
-                    packets: 3,
-                    bytes: 126,
-                },
-            },
-            ReasonTotal {
-                reason: Reason::PassIpv4,
-                total: Counter {
-                    packets: 0,
-                    bytes: 0,
-                },
-            },
+            ReasonTotal { reason: Reason::ArpReplied, total: Counter { packets: 3, bytes: 126 } },
+            ReasonTotal { reason: Reason::PassIpv4, total: Counter { packets: 0, bytes: 0 } },
         ]
     }
 
     #[test]
     fn per_cpu_values_are_summed() {
-        let total = sum([
-            Counter {
-                packets: 1,
-                bytes: 42,
-            },
-            Counter {
-                packets: 2,
-                bytes: 84,
-            },
-        ]);
-        assert_eq!(
-            total,
-            Counter {
-                packets: 3,
-                bytes: 126
-            }
-        );
+        let total = sum([Counter { packets: 1, bytes: 42 }, Counter { packets: 2, bytes: 84 }]);
+        assert_eq!(total, Counter { packets: 3, bytes: 126 });
         assert_eq!(sum([]), Counter::default());
     }
 
@@ -142,11 +93,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("REASON"));
-        assert!(
-            lines[1].starts_with("arp_replied") && lines[1].ends_with("126"),
-            "{}",
-            lines[1]
-        );
+        assert!(lines[1].starts_with("arp_replied") && lines[1].ends_with("126"), "{}", lines[1]);
     }
 
     #[test]

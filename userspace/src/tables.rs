@@ -40,34 +40,17 @@ pub struct Written {
 impl Tables {
     /// Take the maps out of the loaded object (after they were pinned).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let routes = take(ebpf, ROUTES)?
-            .try_into()
-            .map_err(|source| Error::ReadMap {
-                name: ROUTES,
-                source,
-            })?;
-        let node = take(ebpf, NODE)?
-            .try_into()
-            .map_err(|source| Error::ReadMap { name: NODE, source })?;
+        let routes =
+            take(ebpf, ROUTES)?.try_into().map_err(|source| Error::ReadMap { name: ROUTES, source })?;
+        let node = take(ebpf, NODE)?.try_into().map_err(|source| Error::ReadMap { name: NODE, source })?;
         let peers = take(ebpf, TUNNEL_PEERS)?
             .try_into()
-            .map_err(|source| Error::ReadMap {
-                name: TUNNEL_PEERS,
-                source,
-            })?;
-        Ok(Self {
-            routes,
-            node,
-            peers,
-            written_routes: BTreeMap::new(),
-            written_peers: BTreeMap::new(),
-        })
+            .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS, source })?;
+        Ok(Self { routes, node, peers, written_routes: BTreeMap::new(), written_peers: BTreeMap::new() })
     }
 
     pub fn set_node(&mut self, config: &NodeConfig) -> Result<(), Error> {
-        self.node
-            .set(0, config, 0)
-            .map_err(|source| Error::WriteMap { name: NODE, source })
+        self.node.set(0, config, 0).map_err(|source| Error::WriteMap { name: NODE, source })
     }
 
     /// Make the maps hold `routes` and `peers`. New peers go in before the routes that need
@@ -83,27 +66,17 @@ impl Tables {
         for (peer, ()) in &peer_diff.upsert {
             self.peers
                 .insert(peer.octets(), 1, 0)
-                .map_err(|source| Error::WriteMap {
-                    name: TUNNEL_PEERS,
-                    source,
-                })?;
+                .map_err(|source| Error::WriteMap { name: TUNNEL_PEERS, source })?;
             self.written_peers.insert(*peer, ());
         }
         for ((len, addr), value) in &route_diff.upsert {
             self.routes
                 .insert(&Key::new(u32::from(*len), addr.octets()), value, 0)
-                .map_err(|source| Error::WriteMap {
-                    name: ROUTES,
-                    source,
-                })?;
+                .map_err(|source| Error::WriteMap { name: ROUTES, source })?;
             self.written_routes.insert((*len, *addr), *value);
         }
         for (len, addr) in &route_diff.remove {
-            remove_ok_if_gone(
-                self.routes
-                    .remove(&Key::new(u32::from(*len), addr.octets())),
-                ROUTES,
-            )?;
+            remove_ok_if_gone(self.routes.remove(&Key::new(u32::from(*len), addr.octets())), ROUTES)?;
             self.written_routes.remove(&(*len, *addr));
         }
         for peer in &peer_diff.remove {
@@ -121,10 +94,7 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, Error> {
     ebpf.take_map(name).ok_or(Error::MissingMap { name })
 }
 
-fn remove_ok_if_gone(
-    result: Result<(), aya::maps::MapError>,
-    name: &'static str,
-) -> Result<(), Error> {
+fn remove_ok_if_gone(result: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), Error> {
     match result {
         Err(aya::maps::MapError::KeyNotFound) | Ok(()) => Ok(()),
         Err(source) => Err(Error::WriteMap { name, source }),
@@ -135,10 +105,7 @@ fn remove_ok_if_gone(
 pub fn pinned_routes(dir: &Path) -> Result<RouteTrie<MapData>, Error> {
     crate::bpffs::open_pinned(dir, ROUTES)?
         .try_into()
-        .map_err(|source| Error::ReadMap {
-            name: ROUTES,
-            source,
-        })
+        .map_err(|source| Error::ReadMap { name: ROUTES, source })
 }
 
 /// Every entry of a route trie, in prefix order.
@@ -148,10 +115,7 @@ pub fn route_entries<T: std::borrow::Borrow<MapData>>(
     let mut entries = trie
         .iter()
         .map(|entry| {
-            let (key, value) = entry.map_err(|source| Error::ReadMap {
-                name: ROUTES,
-                source,
-            })?;
+            let (key, value) = entry.map_err(|source| Error::ReadMap { name: ROUTES, source })?;
             Ok(((key.prefix_len() as u8, Ipv4Addr::from(key.data())), value))
         })
         .collect::<Result<Vec<_>, Error>>()?;

@@ -14,9 +14,7 @@ pub fn daemon(release: bool) -> Result<PathBuf> {
         cmd.arg("--release");
     }
     shell::run(&mut cmd)?;
-    let path = target_dir()
-        .join(if release { "release" } else { "debug" })
-        .join("fastpath");
+    let path = target_dir().join(if release { "release" } else { "debug" }).join("fastpath");
     println!("xtask: built {}", path.display());
     Ok(path)
 }
@@ -32,8 +30,7 @@ pub fn test() -> Result<()> {
     require_root("the BPF_PROG_TEST_RUN and end-to-end suites")?;
     let bin = daemon(false)?;
     let mut cmd = cargo();
-    cmd.args(["test", "--no-fail-fast"])
-        .env("FASTPATH_BIN", bin);
+    cmd.args(["test", "--no-fail-fast"]).env("FASTPATH_BIN", bin);
     shell::run(&mut cmd)
 }
 
@@ -46,14 +43,7 @@ pub fn lint() -> Result<()> {
     shell::run(
         nightly_cargo()
             .current_dir(workspace_root().join("ebpf"))
-            .args([
-                "clippy",
-                "--release",
-                "--target",
-                "bpfel-unknown-none",
-                "-Z",
-                "build-std=core",
-            ])
+            .args(["clippy", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
             .args(["--", "-D", "warnings"]),
     )
 }
@@ -62,9 +52,7 @@ pub fn lint() -> Result<()> {
 /// grouping need nightly).
 fn nightly_cargo() -> Command {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo"])
-        .current_dir(workspace_root())
-        .env_remove("RUSTC");
+    cmd.args(["run", "nightly", "cargo"]).current_dir(workspace_root()).env_remove("RUSTC");
     cmd
 }
 

@@ -23,8 +23,7 @@ pub fn run(keep: bool) -> Result<()> {
     std::env::set_var("FASTPATH_BIN", &bin);
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&interrupted);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot handle Ctrl-C")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("cannot handle Ctrl-C")?;
     let step = |title: &str| -> Result<()> {
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted: tearing the cluster down");
@@ -54,36 +53,19 @@ pub fn run(keep: bool) -> Result<()> {
     )?;
 
     step("without fastpath: nobody answers the pod's ARP for 169.254.1.1")?;
-    show(
-        "arping from the pod",
-        &pod.ns.name,
-        "arping",
-        &["-i", "eth0", "-c", "2", "-w", "2", POD_GATEWAY],
-    )?;
+    show("arping from the pod", &pod.ns.name, "arping", &["-i", "eth0", "-c", "2", "-w", "2", POD_GATEWAY])?;
 
     step("starting `fastpath run` in each node")?;
-    let daemons: Vec<Daemon> = cluster
-        .nodes
-        .iter()
-        .map(|n| Daemon::start(&n.ns.name, &[]))
-        .collect::<Result<_>>()?;
+    let daemons: Vec<Daemon> =
+        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[])).collect::<Result<_>>()?;
     for daemon in &daemons {
-        let attached: Vec<String> = daemon
-            .log()
-            .lines()
-            .filter(|l| l.contains("attached"))
-            .map(str::to_string)
-            .collect();
+        let attached: Vec<String> =
+            daemon.log().lines().filter(|l| l.contains("attached")).map(str::to_string).collect();
         println!("{}: {}", daemon.node_ns, attached.join("; "));
     }
 
     step("with fastpath: the pod resolves its gateway")?;
-    show(
-        "arping from the pod",
-        &pod.ns.name,
-        "arping",
-        &["-i", "eth0", "-c", "3", "-w", "3", POD_GATEWAY],
-    )?;
+    show("arping from the pod", &pod.ns.name, "arping", &["-i", "eth0", "-c", "3", "-w", "3", POD_GATEWAY])?;
     let _ = cmd::in_ns(&pod.ns.name, "ping", &["-c", "1", "-W", "1", POD_GATEWAY]);
     show("the pod's neighbour table", &pod.ns.name, "ip", &["neigh"])?;
 
@@ -92,15 +74,8 @@ pub fn run(keep: bool) -> Result<()> {
 
     if keep {
         println!("\nThe cluster stays up until Ctrl-C. Try, for example:");
-        println!(
-            "  ip netns exec {} arping -i eth0 -c 3 169.254.1.1",
-            pod.ns.name
-        );
-        println!(
-            "  nsenter -t {} -m -n {} stats",
-            daemons[0].pid(),
-            bin.display()
-        );
+        println!("  ip netns exec {} arping -i eth0 -c 3 169.254.1.1", pod.ns.name);
+        println!("  nsenter -t {} -m -n {} stats", daemons[0].pid(), bin.display());
         while !interrupted.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -111,18 +86,8 @@ pub fn run(keep: bool) -> Result<()> {
 
 /// Run a command in a namespace and print what it printed, whether it succeeded or not.
 fn show(title: &str, ns: &str, program: &str, args: &[&str]) -> Result<()> {
-    println!(
-        "--- {title}: ip netns exec {ns} {program} {}",
-        args.join(" ")
-    );
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
-        .output()?;
-    print!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    println!("--- {title}: ip netns exec {ns} {program} {}", args.join(" "));
+    let out = Command::new("ip").args(["netns", "exec", ns, program]).args(args).output()?;
+    print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

@@ -16,13 +16,8 @@ use crate::shell::{self, is_root, probe, target_dir};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests and the demo use.
-pub const PACKAGES: &[&str] = &[
-    "iproute2",
-    "iputils-ping",
-    "arping",
-    "bpftool",
-    "util-linux",
-];
+pub const PACKAGES: &[&str] =
+    &["iproute2", "iputils-ping", "arping", "bpftool", "util-linux", "iptables", "tcpdump", "iperf3"];
 
 pub fn run() -> Result<()> {
     nightly_with_rust_src()?;
@@ -35,61 +30,33 @@ fn nightly_with_rust_src() -> Result<()> {
     let toolchains = probe("rustup", &["toolchain", "list"]).context("rustup is required")?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         println!("xtask: setup: installing the nightly toolchain (the eBPF programs need it)");
-        shell::run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
+        shell::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
     let sysroot = nightly_sysroot()?;
-    if sysroot
-        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-        .exists()
-    {
+    if sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").exists() {
         println!("xtask: setup: nightly rust-src ok");
     } else {
         println!("xtask: setup: adding rust-src to nightly (-Z build-std=core needs it)");
-        shell::run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        shell::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     Ok(())
 }
 
 /// Add the nightly components in `names` that are missing.
 pub fn nightly_components(names: &[&str]) -> Result<()> {
-    let installed = probe(
-        "rustup",
-        &["component", "list", "--installed", "--toolchain", "nightly"],
-    )
-    .unwrap_or_default();
+    let installed =
+        probe("rustup", &["component", "list", "--installed", "--toolchain", "nightly"]).unwrap_or_default();
     for name in names {
-        if !installed
-            .lines()
-            .any(|l| l.starts_with(&format!("{name}-")) || l == *name)
-        {
+        if !installed.lines().any(|l| l.starts_with(&format!("{name}-")) || l == *name) {
             println!("xtask: setup: adding {name} to nightly");
-            shell::run(Command::new("rustup").args([
-                "component",
-                "add",
-                name,
-                "--toolchain",
-                "nightly",
-            ]))?;
+            shell::run(Command::new("rustup").args(["component", "add", name, "--toolchain", "nightly"]))?;
         }
     }
     Ok(())
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    let out = probe("rustc", &["+nightly", "--print", "sysroot"])
-        .context("`rustc +nightly` does not run")?;
+    let out = probe("rustc", &["+nightly", "--print", "sysroot"]).context("`rustc +nightly` does not run")?;
     Ok(PathBuf::from(out.trim()))
 }
 
@@ -102,18 +69,13 @@ fn bpf_linker() -> Result<()> {
         println!("xtask: setup: bpf-linker {BPF_LINKER_VERSION} ok");
         return Ok(());
     }
-    let verbose =
-        probe("rustc", &["+nightly", "-vV"]).context("`rustc +nightly -vV` does not run")?;
+    let verbose = probe("rustc", &["+nightly", "-vV"]).context("`rustc +nightly -vV` does not run")?;
     let major = llvm_major(&verbose).context("cannot tell nightly's LLVM version")?;
     let prefix = llvm_prefix(&nightly_sysroot()?, major)?;
     println!("xtask: setup: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} (about a minute)");
     shell::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--no-default-features",
-            ])
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--no-default-features"])
             .args(["--features", &format!("llvm-{major}")])
             .env("LLVM_PREFIX", &prefix),
     )
@@ -134,31 +96,20 @@ fn llvm_prefix(sysroot: &Path, major: u32) -> Result<PathBuf> {
     let link = prefix.join("lib/libLLVM.so");
     fs::create_dir_all(prefix.join("lib"))?;
     let _ = fs::remove_file(&link);
-    symlink(lib_dir.join(lib), &link)
-        .with_context(|| format!("cannot create {}", link.display()))?;
+    symlink(lib_dir.join(lib), &link).with_context(|| format!("cannot create {}", link.display()))?;
     Ok(fs::canonicalize(&prefix)?)
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !is_installed(p))
-        .collect();
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
     if missing.is_empty() {
         println!("xtask: setup: Debian packages ok ({})", PACKAGES.join(", "));
         return Ok(());
     }
     if !is_root() {
-        bail!(
-            "missing Debian packages {}: run `cargo xtask setup` as root",
-            missing.join(" ")
-        );
+        bail!("missing Debian packages {}: run `cargo xtask setup` as root", missing.join(" "));
     }
-    println!(
-        "xtask: setup: installing Debian packages {}",
-        missing.join(" ")
-    );
+    println!("xtask: setup: installing Debian packages {}", missing.join(" "));
     shell::run(Command::new("apt-get").args(["update", "-qq"]))?;
     shell::run(
         Command::new("apt-get")
@@ -169,8 +120,7 @@ fn debian_packages() -> Result<()> {
 }
 
 fn is_installed(package: &str) -> bool {
-    probe("dpkg-query", &["-W", "-f=${db:Status-Status}", package])
-        .is_some_and(|s| s.trim() == "installed")
+    probe("dpkg-query", &["-W", "-f=${db:Status-Status}", package]).is_some_and(|s| s.trim() == "installed")
 }
 
 /// `bpf-linker --version` prints "bpf-linker 0.13.0".
@@ -180,9 +130,7 @@ fn is_bpf_linker_version(output: &str, version: &str) -> bool {
 
 /// The LLVM major version in `rustc -vV` output ("LLVM version: 22.1.2").
 fn llvm_major(rustc_verbose: &str) -> Option<u32> {
-    let version = rustc_verbose
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: "))?;
+    let version = rustc_verbose.lines().find_map(|l| l.strip_prefix("LLVM version: "))?;
     version.split('.').next()?.trim().parse().ok()
 }
 
@@ -190,10 +138,7 @@ fn llvm_major(rustc_verbose: &str) -> Option<u32> {
 /// `libLLVM-22-rust-…` alias.
 fn libllvm_name(names: &[String], major: u32) -> Option<&str> {
     let prefix = format!("libLLVM.so.{major}.");
-    names
-        .iter()
-        .map(String::as_str)
-        .find(|n| n.starts_with(&prefix) && n.contains("-rust-"))
+    names.iter().map(String::as_str).find(|n| n.starts_with(&prefix) && n.contains("-rust-"))
 }
 
 #[cfg(test)]
@@ -223,10 +168,7 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        assert_eq!(
-            libllvm_name(&names, 22),
-            Some("libLLVM.so.22.1-rust-1.97.0-nightly")
-        );
+        assert_eq!(libllvm_name(&names, 22), Some("libLLVM.so.22.1-rust-1.97.0-nightly"));
         assert_eq!(libllvm_name(&names, 21), None);
     }
 }

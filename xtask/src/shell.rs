@@ -14,16 +14,13 @@ pub fn workspace_root() -> PathBuf {
 
 /// The cargo target folder.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Print and run a command with inherited stdio; fail unless it exits 0.
 pub fn run(cmd: &mut Command) -> Result<()> {
     println!("xtask: $ {}", describe(cmd));
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{}`", describe(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", describe(cmd));
     }
@@ -32,14 +29,8 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Run a command quietly and return its stdout, or `None` if it cannot run or fails.
 pub fn probe(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn describe(cmd: &Command) -> String {

@@ -1,0 +1,161 @@
+//! Traffic between the test bed's namespaces: pings, checksummed TCP transfers, and crafted
+//! packets sent from raw sockets. Every loop here is bounded in count and time.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{cmd, Pod};
+
+/// Run `f` on a thread that has entered network namespace `ns`: sockets it opens live there.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let path = format!("/run/netns/{ns}");
+    let handle = std::thread::spawn(move || {
+        let file = File::open(&path).with_context(|| format!("open {path}"))?;
+        // SAFETY: setns on a namespace fd we hold; it changes only this thread's namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {path}: {}", std::io::Error::last_os_error());
+        }
+        f()
+    });
+    handle.join().map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+}
+
+/// What `ping` saw.
+#[derive(Debug)]
+pub struct Ping {
+    pub received: bool,
+    /// TTL of the first reply.
+    pub ttl: Option<u8>,
+    pub output: String,
+}
+
+/// `ping -c COUNT -W 2 [extra...] DST` from a pod.
+pub fn ping(pod: &Pod, dst: Ipv4Addr, count: u32, extra: &[&str]) -> Result<Ping> {
+    let count = count.to_string();
+    let dst = dst.to_string();
+    let mut args = vec!["-n", "-c", &count, "-W", "2", "-i", "0.2"];
+    args.extend_from_slice(extra);
+    args.push(&dst);
+    let out = cmd::in_ns(&pod.ns.name, "ping", &args)?;
+    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let ttl = output.split("ttl=").nth(1).and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+    Ok(Ping { received: out.status.success(), ttl, output })
+}
+
+/// Send `bytes` of pseudo-random data over TCP from `from` to `to` and check that what arrived
+/// is what was sent (length and FNV-1a 64 hash). Bounded by a 60 s deadline.
+pub fn transfer(from: &Pod, to: &Pod, bytes: usize) -> Result<()> {
+    let deadline = Duration::from_secs(60);
+    let (to_ns, to_ip, from_ns) = (to.ns.name.clone(), to.ip, from.ns.name.clone());
+    let listener = in_netns(&to_ns, move || Ok(TcpListener::bind((to_ip, 0))?))?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || receive(&listener, deadline));
+    let sent = in_netns(&from_ns, move || send(addr, bytes, deadline))?;
+    let received = server.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    if sent != received {
+        bail!("sent {sent:?} (bytes, hash) but {received:?} arrived");
+    }
+    Ok(())
+}
+
+fn send(addr: SocketAddr, bytes: usize, deadline: Duration) -> Result<(usize, u64)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).context("connect")?;
+    stream.set_write_timeout(Some(deadline))?;
+    let (mut state, mut hash, mut sent) = (0x9e37_79b9_7f4a_7c15_u64, FNV_OFFSET, 0);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while sent < bytes {
+        let n = chunk.len().min(bytes - sent);
+        for byte in &mut chunk[..n] {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        stream.write_all(&chunk[..n]).context("send")?;
+        hash = fnv(hash, &chunk[..n]);
+        sent += n;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    Ok((sent, hash))
+}
+
+fn receive(listener: &TcpListener, deadline: Duration) -> Result<(usize, u64)> {
+    listener.set_nonblocking(true)?;
+    let start = Instant::now();
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && start.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).context("accept"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(deadline))?;
+    let (mut hash, mut received) = (FNV_OFFSET, 0);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).context("receive")?;
+        if n == 0 {
+            return Ok((received, hash));
+        }
+        hash = fnv(hash, &chunk[..n]);
+        received += n;
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+/// Send one raw IPv4 packet (`packet` starts with its IP header) from namespace `ns`.
+pub fn send_raw_ipv4(ns: &str, packet: Vec<u8>) -> Result<()> {
+    in_netns(ns, move || {
+        // SAFETY: plain socket calls on a descriptor we own and close.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            bail!("raw socket: {}", std::io::Error::last_os_error());
+        }
+        let dst = [packet[16], packet[17], packet[18], packet[19]];
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst) },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: the buffer and address are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+        if sent < 0 {
+            bail!("sendto: {err}");
+        }
+        Ok(())
+    })
+}

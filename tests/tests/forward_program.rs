@@ -1,0 +1,373 @@
+//! The forwarding programs on crafted frames through BPF_PROG_TEST_RUN: verdicts, the bytes
+//! that leave, and the counters.
+//!
+//! Each test runs in a namespace of its own with an `eth0` and a permanent neighbour for the
+//! next node, because `bpf_fib_lookup` consults the namespace of the process running the test.
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    programs::{TestRun as _, TestRunOptions},
+    Ebpf,
+};
+use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY};
+use fastpath_common::{
+    icmp, ipv4,
+    maps::{Counter, NodeConfig, COUNTERS, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
+    route::RouteValue,
+    Reason, GATEWAY_MAC,
+};
+use fastpath_tests::{
+    cmd, names,
+    packets::{self, checksum, ETH_P_IP, POD_MAC},
+    require_root, traffic, Netns,
+};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const NODE_IP: [u8; 4] = [10, 101, 14, 50];
+const PEER_IP: [u8; 4] = [10, 101, 14, 51];
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x51];
+/// A node on the underlay subnet that the neighbour table does not know yet.
+const UNRESOLVED_PEER_IP: [u8; 4] = [10, 101, 14, 53];
+const POD: [u8; 4] = [10, 244, 40, 36];
+const OTHER_LOCAL_POD: [u8; 4] = [10, 244, 40, 37];
+const OTHER_POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x37];
+const REMOTE_POD: [u8; 4] = [10, 244, 166, 150];
+/// BPF_PROG_TEST_RUN runs the program on the loopback device: ifindex 1.
+const TEST_IFINDEX: u32 = 1;
+const OTHER_IFINDEX: u32 = 42;
+
+/// The node as the test namespace has it.
+struct Underlay {
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
+/// Run `test` in a fresh, forwarding namespace with an underlay `eth0` (10.101.14.50/28, MTU
+/// 1500) and the next node 10.101.14.51 in its neighbour table, with the object loaded and its maps filled.
+fn in_node(test: impl FnOnce(&mut Ebpf, &Underlay) + Send + 'static) {
+    require_root();
+    let ns = Netns::new(names::unique("prog")).unwrap();
+    cmd::ip(&ns.name, &["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]).unwrap();
+    cmd::ip(&ns.name, &["addr", "add", "10.101.14.50/28", "dev", "eth0"]).unwrap();
+    // bpf_fib_lookup refuses on an interface that does not forward (BPF_FIB_LKUP_RET_FWD_DISABLED),
+    // as a router's FIB would; every Kubernetes node forwards.
+    cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1").unwrap();
+    cmd::ip(&ns.name, &["link", "set", "eth0", "up"]).unwrap();
+    cmd::ip(&ns.name, &["link", "set", "peer0", "up"]).unwrap();
+    cmd::ip(
+        &ns.name,
+        &["neigh", "add", "10.101.14.51", "lladdr", "02:00:00:00:00:51", "dev", "eth0", "nud", "permanent"],
+    )
+    .unwrap();
+    let link: serde_json::Value =
+        serde_json::from_str(&cmd::ip(&ns.name, &["-j", "link", "show", "eth0"]).unwrap()).unwrap();
+    let ifindex = link[0]["ifindex"].as_u64().unwrap() as u32;
+    let mac_text = link[0]["address"].as_str().unwrap().to_string();
+    let mut mac = [0u8; 6];
+    for (byte, text) in mac.iter_mut().zip(mac_text.split(':')) {
+        *byte = u8::from_str_radix(text, 16).unwrap();
+    }
+    let underlay = Underlay { ifindex, mac };
+    traffic::in_netns(&ns.name, move || {
+        let mut ebpf = loader::load_object(log::LevelFilter::Off).expect("load the embedded object");
+        loader::loaded_program(&mut ebpf, FROM_POD).expect("load from_pod");
+        loader::loaded_program(&mut ebpf, FROM_UNDERLAY).expect("load from_underlay");
+        fill_maps(&mut ebpf, &underlay);
+        test(&mut ebpf, &underlay);
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
+    let node = NodeConfig {
+        underlay_ifindex: underlay.ifindex,
+        node_ip: NODE_IP,
+        node_mac: underlay.mac,
+        _pad: [0; 2],
+        underlay_mtu: 1500,
+        flags: NODE_F_READY,
+    };
+    let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
+    array.set(0, node, 0).unwrap();
+    let mut routes: LpmTrie<_, [u8; 4], RouteValue> =
+        LpmTrie::try_from(ebpf.map_mut(ROUTES).unwrap()).unwrap();
+    for (len, addr, value) in [
+        (32, POD, RouteValue::local(TEST_IFINDEX, POD_MAC)),
+        (32, OTHER_LOCAL_POD, RouteValue::local(OTHER_IFINDEX, OTHER_POD_MAC)),
+        (26, [10, 244, 40, 0], RouteValue::blackhole()),
+        (26, [10, 244, 166, 128], RouteValue::remote(PEER_IP, true)),
+        (26, [10, 244, 7, 0], RouteValue::remote(PEER_IP, false)),
+        (26, [10, 244, 9, 0], RouteValue::remote(UNRESOLVED_PEER_IP, true)),
+    ] {
+        routes.insert(&Key::new(len, addr), value, 0).unwrap();
+    }
+    let mut peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS).unwrap()).unwrap();
+    peers.insert(PEER_IP, 1, 0).unwrap();
+}
+
+fn run(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let program = loader::classifier(ebpf, program).unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
+    let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(ebpf.map(COUNTERS).unwrap()).unwrap();
+    fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
+}
+
+fn addr(a: [u8; 4]) -> Ipv4Addr {
+    Ipv4Addr::from(a)
+}
+
+/// A frame from a pod: Ethernet to ee:ee:…, then an ICMP echo with `ttl`, `size` bytes of IP.
+fn from_pod(src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
+    packets::ipv4_frame(addr(src), addr(dst), ttl)
+}
+
+fn sized_from_pod(src: [u8; 4], dst: [u8; 4], ip_len: usize, df: bool) -> Vec<u8> {
+    let mut frame = packets::ethernet(GATEWAY_MAC, POD_MAC, ETH_P_IP);
+    let mut payload = vec![8u8, 0, 0, 0, 0, 0, 0, 0];
+    payload.resize(ip_len - 20, 0xab);
+    let mut ip = packets::ipv4_packet(addr(src), addr(dst), 64, 1, &payload);
+    if !df {
+        ip[6] = 0;
+        ip[10] = 0;
+        ip[11] = 0;
+        let sum = checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+    frame.extend_from_slice(&ip);
+    frame
+}
+
+fn assert_header_checksum_ok(ip: &[u8]) {
+    assert_eq!(checksum(&ip[..20]), 0, "bad IPv4 header checksum: {:02x?}", &ip[..20]);
+}
+
+fn assert_passes_unchanged(program: &'static str, frame: Vec<u8>, reason: Reason) {
+    in_node(move |ebpf, _| {
+        let (verdict, out) = run(ebpf, program, &frame);
+        assert_eq!(verdict, TC_ACT_OK, "{reason:?}");
+        assert_eq!(out, frame, "{reason:?}: the frame must reach the kernel unchanged");
+        assert_eq!(count(ebpf, reason), 1, "{reason:?}");
+    });
+}
+
+fn assert_dropped(program: &'static str, frame: Vec<u8>, reason: Reason) {
+    in_node(move |ebpf, _| {
+        let (verdict, _) = run(ebpf, program, &frame);
+        assert_eq!(verdict, TC_ACT_SHOT, "{reason:?}");
+        assert_eq!(count(ebpf, reason), 1, "{reason:?}");
+    });
+}
+
+#[test]
+fn a_packet_for_a_pod_on_this_node_is_redirected_into_it() {
+    in_node(|ebpf, _| {
+        let frame = from_pod(POD, OTHER_LOCAL_POD, 64);
+        let (verdict, out) = run(ebpf, FROM_POD, &frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[0..6], &OTHER_POD_MAC, "Ethernet destination is the pod");
+        assert_eq!(&out[6..12], &GATEWAY_MAC, "Ethernet source is ee:ee:ee:ee:ee:ee");
+        assert_eq!(out[14 + 8], 63, "TTL decremented");
+        assert_header_checksum_ok(&out[14..]);
+        assert_eq!(&out[14 + 12..], &frame[14 + 12..], "addresses and payload untouched");
+        assert_eq!(count(ebpf, Reason::RedirectedLocal), 1);
+    });
+}
+
+#[test]
+fn a_packet_for_a_remote_block_is_encapsulated_toward_its_node() {
+    in_node(|ebpf, underlay| {
+        let frame = from_pod(POD, REMOTE_POD, 64);
+        let inner_len = (frame.len() - 14) as u16;
+        let (verdict, out) = run(ebpf, FROM_POD, &frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), frame.len() + 20);
+        assert_eq!(&out[0..6], &PEER_MAC, "to the next node's MAC");
+        assert_eq!(&out[6..12], &underlay.mac, "from the underlay's MAC");
+        assert_eq!(&out[12..14], &ETH_P_IP.to_be_bytes());
+        let outer = ipv4::outer_header(NODE_IP, PEER_IP, inner_len, 0, true);
+        assert_eq!(&out[14..34], &outer, "outer header: this node → next hop, proto 4, TTL 64, DF copied");
+        assert_header_checksum_ok(&out[14..34]);
+        let inner = &out[34..];
+        assert_eq!(inner[8], 63, "inner TTL decremented once on this node");
+        assert_header_checksum_ok(inner);
+        assert_eq!(&inner[12..20], &frame[14 + 12..14 + 20], "inner addresses untouched");
+        assert_eq!(&inner[20..], &frame[14 + 20..], "payload untouched");
+        assert_eq!(count(ebpf, Reason::Encapsulated), 1);
+    });
+}
+
+#[test]
+fn a_next_hop_without_a_neighbour_entry_is_left_to_redirect_neigh() {
+    in_node(|ebpf, _| {
+        let frame = from_pod(POD, [10, 244, 9, 9], 64);
+        let (verdict, out) = run(ebpf, FROM_POD, &frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "bpf_redirect_neigh resolves it on the way out");
+        assert_eq!(out.len(), frame.len() + 20);
+        assert_eq!(&out[14 + 16..14 + 20], &UNRESOLVED_PEER_IP);
+        assert_eq!(count(ebpf, Reason::Encapsulated), 1);
+    });
+}
+
+#[test]
+fn a_packet_for_a_plain_remote_block_is_routed_over_the_underlay() {
+    in_node(|ebpf, underlay| {
+        let frame = from_pod(POD, [10, 244, 7, 9], 64);
+        let (verdict, out) = run(ebpf, FROM_POD, &frame);
+
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), frame.len());
+        assert_eq!(&out[0..6], &PEER_MAC);
+        assert_eq!(&out[6..12], &underlay.mac);
+        assert_eq!(out[14 + 8], 63);
+        assert_header_checksum_ok(&out[14..]);
+        assert_eq!(count(ebpf, Reason::RoutedUnderlay), 1);
+    });
+}
+
+#[test]
+fn a_df_packet_too_big_for_the_tunnel_is_answered_with_frag_needed() {
+    in_node(|ebpf, _| {
+        let frame = sized_from_pod(POD, REMOTE_POD, 1500, true);
+        let (verdict, out) = run(ebpf, FROM_POD, &frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent back to the pod");
+        assert_eq!(out.len(), 14 + icmp::REPLY_LEN);
+        assert_eq!(&out[0..6], &POD_MAC);
+        assert_eq!(&out[6..12], &GATEWAY_MAC);
+        let ip = &out[14..34];
+        assert_header_checksum_ok(ip);
+        assert_eq!(&ip[12..16], &NODE_IP, "from this node");
+        assert_eq!(&ip[16..20], &POD, "to the sender");
+        let message = &out[34..];
+        assert_eq!(&message[..2], &[3, 4], "destination unreachable, fragmentation needed");
+        assert_eq!(u16::from_be_bytes([message[6], message[7]]), 1480, "the tunnel MTU");
+        assert_eq!(checksum(message), 0, "ICMP checksum");
+        assert_eq!(&message[8..], &frame[14..14 + 28], "quotes the IP header and 8 bytes");
+        assert_eq!(count(ebpf, Reason::IcmpFragNeeded), 1);
+    });
+}
+
+#[test]
+fn a_fragmentable_packet_too_big_for_the_tunnel_goes_to_the_kernel() {
+    assert_passes_unchanged(FROM_POD, sized_from_pod(POD, REMOTE_POD, 1500, false), Reason::PassTooBig);
+}
+
+#[test]
+fn a_packet_that_fits_the_tunnel_exactly_is_encapsulated() {
+    in_node(|ebpf, _| {
+        let (verdict, out) = run(ebpf, FROM_POD, &sized_from_pod(POD, REMOTE_POD, 1480, true));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), 14 + 1500);
+        assert_eq!(count(ebpf, Reason::Encapsulated), 1);
+    });
+}
+
+#[test]
+fn ttl_1_goes_to_the_kernel() {
+    assert_passes_unchanged(FROM_POD, from_pod(POD, REMOTE_POD, 1), Reason::PassTtlExceeded);
+}
+
+#[test]
+fn ip_options_go_to_the_kernel() {
+    let mut frame = from_pod(POD, REMOTE_POD, 64);
+    frame[14] = 0x46;
+    frame.splice(34..34, [1, 1, 1, 0]);
+    let total = (frame.len() - 14) as u16;
+    frame[16..18].copy_from_slice(&total.to_be_bytes());
+    assert_passes_unchanged(FROM_POD, frame, Reason::PassIpOptions);
+}
+
+#[test]
+fn fragments_go_to_the_kernel() {
+    let mut frame = from_pod(POD, REMOTE_POD, 64);
+    frame[14 + 6] = 0x20; // more fragments
+    assert_passes_unchanged(FROM_POD, frame, Reason::PassFragment);
+}
+
+#[test]
+fn destinations_without_a_route_go_to_the_kernel() {
+    assert_passes_unchanged(FROM_POD, from_pod(POD, [8, 8, 8, 8], 64), Reason::PassNoRoute);
+}
+
+#[test]
+fn special_destinations_go_to_the_kernel() {
+    for dst in [NODE_IP, [169, 254, 1, 1], [255, 255, 255, 255], [224, 0, 0, 5], [127, 0, 0, 1]] {
+        assert_passes_unchanged(FROM_POD, from_pod(POD, dst, 64), Reason::PassSpecialDestination);
+    }
+}
+
+#[test]
+fn an_empty_address_in_the_local_block_is_dropped() {
+    assert_dropped(FROM_POD, from_pod(POD, [10, 244, 40, 50], 64), Reason::DropNoEndpoint);
+}
+
+#[test]
+fn a_pod_using_another_pods_address_is_dropped() {
+    assert_dropped(FROM_POD, from_pod(OTHER_LOCAL_POD, REMOTE_POD, 64), Reason::DropSpoofedSource);
+    assert_dropped(FROM_POD, from_pod(REMOTE_POD, POD, 64), Reason::DropSpoofedSource);
+}
+
+/// IPIP from `outer_src` to `outer_dst` around `inner` (an IP packet), in Ethernet.
+fn ipip_frame(outer_src: [u8; 4], outer_dst: [u8; 4], inner: &[u8]) -> Vec<u8> {
+    let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, ETH_P_IP);
+    frame.extend_from_slice(&packets::ipv4_packet(addr(outer_src), addr(outer_dst), 64, 4, inner));
+    frame
+}
+
+#[test]
+fn ipip_from_a_peer_is_decapsulated_and_delivered_to_the_pod() {
+    in_node(|ebpf, _| {
+        let inner = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
+        let (verdict, out) = run(ebpf, FROM_UNDERLAY, &ipip_frame(PEER_IP, NODE_IP, &inner));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), 14 + inner.len(), "outer header removed");
+        assert_eq!(&out[0..6], &POD_MAC);
+        assert_eq!(&out[6..12], &GATEWAY_MAC);
+        assert_eq!(out[14 + 8], 62, "TTL decremented on delivery");
+        assert_header_checksum_ok(&out[14..]);
+        assert_eq!(&out[14 + 12..], &inner[12..], "addresses and payload untouched");
+        assert_eq!(count(ebpf, Reason::Decapsulated), 1);
+    });
+}
+
+#[test]
+fn ipip_from_an_unknown_source_is_dropped() {
+    let inner = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
+    assert_dropped(FROM_UNDERLAY, ipip_frame([10, 101, 14, 60], NODE_IP, &inner), Reason::DropUnknownPeer);
+}
+
+#[test]
+fn ipip_for_another_address_or_not_for_a_local_pod_goes_to_the_kernel() {
+    let inner = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
+    assert_passes_unchanged(
+        FROM_UNDERLAY,
+        ipip_frame(PEER_IP, [10, 101, 14, 52], &inner),
+        Reason::PassUnderlayOther,
+    );
+    let elsewhere = packets::icmp_echo(addr(REMOTE_POD), addr([10, 244, 166, 151]), 63);
+    assert_passes_unchanged(
+        FROM_UNDERLAY,
+        ipip_frame(PEER_IP, NODE_IP, &elsewhere),
+        Reason::PassDecapNotLocal,
+    );
+}
+
+#[test]
+fn plain_underlay_traffic_goes_to_the_kernel() {
+    let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, ETH_P_IP);
+    frame.extend_from_slice(&packets::icmp_echo(addr(PEER_IP), addr(NODE_IP), 64));
+    assert_passes_unchanged(FROM_UNDERLAY, frame, Reason::PassUnderlayOther);
+}
