@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
         assert_eq!(r.encap, Some("ipip"));
         assert_eq!(
-            json(&[r.clone()]),
+            json(std::slice::from_ref(&r)),
             r#"[{"prefix":"10.244.166.128/26","kind":"remote","iface":null,"ifindex":null,"mac":null,"next_hop":"10.101.14.51","encap":"ipip"}]"#
         );
         let t = table(&[r]);

@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the seed write-ups' cluster, with fastpath answering the pods' ARP.
+//! `cargo xtask demo`: the seed write-ups' cluster, carried by fastpath alone.
 
 use std::{
     process::Command,
@@ -6,11 +6,11 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::{cluster::POD_GATEWAY, cmd, Cluster, ClusterSpec, Daemon};
+use fastpath_tests::{cluster::POD_GATEWAY, traffic, Cluster, ClusterSpec, Daemon};
 
 use crate::build;
 
@@ -33,7 +33,7 @@ pub fn run(keep: bool) -> Result<()> {
     };
 
     step("building the seed's cluster: nodes 10.101.14.50 and 10.101.14.51, pods 10.244.40.36 and 10.244.166.150")?;
-    let cluster = Cluster::build("demo", &ClusterSpec::seed())?;
+    let cluster = Cluster::build("demo", &ClusterSpec::seed_fastpath_only())?;
     for node in &cluster.nodes {
         for pod in &node.pods {
             println!(
@@ -42,18 +42,16 @@ pub fn run(keep: bool) -> Result<()> {
             );
         }
     }
-    let pod = &cluster.nodes[0].pods[0];
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (pod, remote) = (&node1.pods[0], &node2.pods[0]);
     show("pod routes (Calico's)", &pod.ns.name, "ip", &["route"])?;
-    let proxy_arp = format!("net.ipv4.conf.{}.proxy_arp", pod.host_iface);
-    show(
-        "proxy_arp on the pod's cali interface (0: the kernel will not answer)",
-        &cluster.nodes[0].ns.name,
-        "sysctl",
-        &[&proxy_arp],
-    )?;
+    show("node 10.101.14.50 routes (Calico's, with IPIP via tunl0)", &node1.ns.name, "ip", &["route"])?;
+    println!("proxy_arp is 0 on every cali interface, and every node has `iptables -P FORWARD DROP`.");
+    println!("This kernel has no ipip module: its tunl0 here is a veth to nowhere. The kernel cannot carry pod traffic.");
 
-    step("without fastpath: nobody answers the pod's ARP for 169.254.1.1")?;
+    step("without fastpath: nothing gets through")?;
     show("arping from the pod", &pod.ns.name, "arping", &["-i", "eth0", "-c", "2", "-w", "2", POD_GATEWAY])?;
+    show("ping across nodes", &pod.ns.name, "ping", &["-c", "2", "-W", "1", &remote.ip.to_string()])?;
 
     step("starting `fastpath run` in each node")?;
     let daemons: Vec<Daemon> =
@@ -61,16 +59,28 @@ pub fn run(keep: bool) -> Result<()> {
     for daemon in &daemons {
         let attached: Vec<String> =
             daemon.log().lines().filter(|l| l.contains("attached")).map(str::to_string).collect();
-        println!("{}: {}", daemon.node_ns, attached.join("; "));
+        println!("{}:\n  {}", daemon.node_ns, attached.join("\n  "));
     }
 
     step("with fastpath: the pod resolves its gateway")?;
     show("arping from the pod", &pod.ns.name, "arping", &["-i", "eth0", "-c", "3", "-w", "3", POD_GATEWAY])?;
-    let _ = cmd::in_ns(&pod.ns.name, "ping", &["-c", "1", "-W", "1", POD_GATEWAY]);
+
+    step("with fastpath: 10.244.40.36 pings 10.244.166.150 on the other node (TTL 62, as the kernel path)")?;
+    show("ping across nodes", &pod.ns.name, "ping", &["-c", "3", "-i", "0.2", &remote.ip.to_string()])?;
     show("the pod's neighbour table", &pod.ns.name, "ip", &["neigh"])?;
 
-    step("the counters on node 10.101.14.50 (`fastpath stats`)")?;
-    print!("{}", daemons[0].cli(&["stats"])?);
+    step("with fastpath: 100 MB over TCP across nodes, checked end to end")?;
+    let started = Instant::now();
+    traffic::transfer(pod, remote, 100 << 20)?;
+    let elapsed = started.elapsed();
+    println!("100 MB from 10.244.40.36 to 10.244.166.150 in {elapsed:.2?}, contents verified");
+
+    step("the route table fastpath follows on node 10.101.14.50 (`fastpath routes`)")?;
+    print!("{}", daemons[0].cli(&["routes"])?);
+    for (daemon, node) in daemons.iter().zip(&cluster.nodes) {
+        step(&format!("the counters on node {} (`fastpath stats`)", node.underlay_ip))?;
+        print!("{}", nonzero(&daemon.cli(&["stats"])?));
+    }
 
     if keep {
         println!("\nThe cluster stays up until Ctrl-C. Try, for example:");
@@ -82,6 +92,16 @@ pub fn run(keep: bool) -> Result<()> {
     }
     println!("\n=== tearing down: daemons stopped, namespaces deleted");
     Ok(())
+}
+
+/// The header and the rows of `fastpath stats` whose counters moved.
+fn nonzero(table: &str) -> String {
+    table
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| *i == 0 || line.split_whitespace().nth(1) != Some("0"))
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
 }
 
 /// Run a command in a namespace and print what it printed, whether it succeeded or not.
