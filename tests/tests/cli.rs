@@ -60,3 +60,29 @@ fn stats_without_a_daemon_says_so() {
     let line = one_line(&out.stderr);
     assert!(line.contains("cannot open pinned map /sys/fs/bpf/fastpath/FP_COUNTERS"), "{line}");
 }
+
+#[test]
+fn a_missing_underlay_is_one_line_and_exit_code_2() {
+    require_root();
+    let ns = Netns::new(names::unique("nound")).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(fastpath_bin())
+        .args(["run", "--underlay", "eth7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let line = one_line(&out.stderr);
+    assert!(line.contains("interface 'eth7' does not exist"), "{line}");
+}
+
+#[test]
+fn no_default_route_and_no_underlay_flag_is_one_readable_line() {
+    require_root();
+    let ns = Netns::new(names::unique("nodef")).unwrap();
+    let out =
+        Command::new("ip").args(["netns", "exec", &ns.name]).arg(fastpath_bin()).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line(&out.stderr);
+    assert!(line.contains("pass --underlay IFACE"), "{line}");
+}
