@@ -138,7 +138,9 @@ impl Daemon {
                 if let Some(node) = node::updated(&self.node, link) {
                     log::info!("underlay changed: MTU {}", node.mtu);
                     self.node = node;
-                    self.tables.set_node(&node.config())?;
+                    if let Err(e) = self.tables.set_node(&node.config()) {
+                        log::warn!("{}", e.chain());
+                    }
                 }
             }
             Event::LinkGone(link) => {
@@ -147,14 +149,17 @@ impl Daemon {
             }
             Event::RouteAdded(_) | Event::RouteRemoved(_) => {}
         }
-        let written = self.sync()?;
-        if written.upserted + written.removed > 0 {
-            log::debug!(
+        // A failed write is not fatal: the mirror of what was written only records successes,
+        // so the next event's sync writes it again.
+        match self.sync() {
+            Ok(written) if written.upserted + written.removed > 0 => log::debug!(
                 "synced {} writes, {} removals in {} µs after {event:?}",
                 written.upserted,
                 written.removed,
                 received.elapsed().as_micros()
-            );
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("map sync after {event:?}: {}", e.chain()),
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask setup | build | run | test | demo`: everything a fresh machine needs, by name.
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -39,6 +40,13 @@ enum Task {
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings: the workspace on
     /// stable, then the eBPF crate alone on nightly for its target.
     Lint,
+    /// Measure fastpath beside the kernel's own path and the veth limit (TCP throughput,
+    /// medians of alternating rounds).
+    Bench {
+        /// One short round: a smoke test, not a measurement.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
     Demo {
         /// Keep the cluster up until Ctrl-C, to explore it by hand.
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),
+        Task::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
         Task::Demo { keep } => setup::run().and_then(|()| demo::run(keep)),
     };
     match result {
