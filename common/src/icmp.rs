@@ -1,6 +1,6 @@
 //! The ICMP "fragmentation needed" a router sends when a DF packet does not fit the next hop.
 
-use crate::ipv4::{fold_complement, header_checksum, HEADER_LEN, PROTO_ICMP};
+use crate::ipv4::{header_checksum, internet_checksum, HEADER_LEN, PROTO_ICMP};
 
 pub const TYPE_DEST_UNREACHABLE: u8 = 3;
 pub const CODE_FRAG_NEEDED: u8 = 4;
@@ -26,13 +26,7 @@ pub const fn frag_needed_message(quote: &[u8; QUOTE_LEN], mtu: u16) -> [u8; MESS
         m[8 + i] = quote[i];
         i += 1;
     }
-    let mut sum: u32 = 0;
-    let mut j = 0;
-    while j < MESSAGE_LEN {
-        sum += u16::from_be_bytes([m[j], m[j + 1]]) as u32;
-        j += 2;
-    }
-    let check = fold_complement(sum).to_be_bytes();
+    let check = internet_checksum(&m).to_be_bytes();
     m[2] = check[0];
     m[3] = check[1];
     m
@@ -56,11 +50,7 @@ mod tests {
     use super::*;
 
     fn sum_is_zero(bytes: &[u8]) -> bool {
-        let mut sum: u32 = 0;
-        for pair in bytes.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-        }
-        fold_complement(sum) == 0
+        internet_checksum(bytes) == 0
     }
 
     #[test]

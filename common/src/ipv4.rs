@@ -79,19 +79,25 @@ pub const fn is_special_destination(dst: [u8; 4], node_ip: [u8; 4]) -> bool {
         || (dst[0] == 169 && dst[1] == 254)
 }
 
-/// The header checksum (RFC 791) of a 20-byte header whose checksum field is zero.
-pub const fn header_checksum(h: &[u8; HEADER_LEN]) -> u16 {
+/// The Internet checksum (RFC 1071) of `bytes`: zero when a packet carrying its checksum verifies.
+pub const fn internet_checksum(bytes: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut i = 0;
-    while i < HEADER_LEN {
-        sum += u16::from_be_bytes([h[i], h[i + 1]]) as u32;
+    while i < bytes.len() {
+        let low = if i + 1 < bytes.len() { bytes[i + 1] } else { 0 };
+        sum += u16::from_be_bytes([bytes[i], low]) as u32;
         i += 2;
     }
     fold_complement(sum)
 }
 
+/// The header checksum (RFC 791) of a 20-byte header whose checksum field is zero.
+pub const fn header_checksum(h: &[u8; HEADER_LEN]) -> u16 {
+    internet_checksum(h)
+}
+
 /// Fold a 32-bit one's-complement sum into 16 bits and complement it.
-pub const fn fold_complement(mut sum: u32) -> u16 {
+const fn fold_complement(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
@@ -139,11 +145,14 @@ mod tests {
     }
 
     fn verifies(h: &[u8; 20]) -> bool {
-        let mut sum: u32 = 0;
-        for pair in h.chunks(2) {
-            sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-        }
-        fold_complement(sum) == 0
+        internet_checksum(h) == 0
+    }
+
+    #[test]
+    fn checksum_of_the_rfc1071_example() {
+        // RFC 1071 section 3's example words sum to 0xddf2; the checksum is its complement.
+        assert_eq!(internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]), !0xddf2);
+        assert_eq!(internet_checksum(&[0x00, 0x01, 0xf2]), !0xf201, "an odd byte is padded with zero");
     }
 
     #[test]

@@ -6,16 +6,14 @@ use anyhow::{bail, Context as _, Result};
 
 /// Run `program args...`; fail unless it exits 0; return its stdout.
 pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = output(program, args)?;
-    if !output.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+    stdout_if_ok(output(program, args)?, || format!("`{program} {}`", args.join(" ")))
+}
+
+fn stdout_if_ok(out: Output, what: impl FnOnce() -> String) -> Result<String> {
+    if !out.status.success() {
+        bail!("{} failed ({}): {}", what(), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Run `program args...` and return whatever it did, success or not.
@@ -46,14 +44,5 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
 
 /// Run a command inside namespace `ns`; fail unless it exits 0; return its stdout.
 pub fn in_ns_ok(ns: &str, program: &str, args: &[&str]) -> Result<String> {
-    let out = in_ns(ns, program, args)?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` in {ns} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    stdout_if_ok(in_ns(ns, program, args)?, || format!("`{program} {}` in {ns}", args.join(" ")))
 }

@@ -1,24 +1,18 @@
 //! The ARP responder on crafted frames through BPF_PROG_TEST_RUN: verdicts, bytes out, counters.
 
+mod support;
+
 use std::net::Ipv4Addr;
 
-use aya::{
-    maps::PerCpuArray,
-    programs::{TestRun as _, TestRunOptions},
-    Ebpf,
-};
+use aya::Ebpf;
 use fastpath::loader::{self, FROM_POD};
-use fastpath_common::{
-    maps::{Counter, COUNTERS},
-    Reason, GATEWAY_MAC,
-};
+use fastpath_common::{Reason, GATEWAY_MAC};
 use fastpath_tests::{
     packets::{self, Arp, BROADCAST, ETH_P_IPV6, POD_MAC},
     require_root,
 };
+use support::{count, run, TC_ACT_OK, TC_ACT_REDIRECT};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 40, 36);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 166, 150);
@@ -31,28 +25,10 @@ fn load() -> Ebpf {
     ebpf
 }
 
-/// Run `from_pod` once on `frame`; return the verdict and the frame as it left the program.
-fn run(ebpf: &mut Ebpf, frame: &[u8]) -> (u32, Vec<u8>) {
-    let program = loader::classifier(ebpf, FROM_POD).expect("program");
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
-}
-
-fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
-    let map: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(ebpf.map(COUNTERS).expect("counters map")).unwrap();
-    fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
-}
-
 /// Expect `frame` to be counted under `reason` and handed to the kernel untouched.
 fn assert_passes_unchanged(frame: &[u8], reason: Reason) {
     let mut ebpf = load();
-    let (verdict, out) = run(&mut ebpf, frame);
+    let (verdict, out) = run(&mut ebpf, FROM_POD, frame);
     assert_eq!(verdict, TC_ACT_OK, "{reason:?}: verdict");
     assert_eq!(out, frame, "{reason:?}: the frame must reach the kernel unchanged");
     assert_eq!(count(&ebpf, reason), 1, "{reason:?}: counter");
@@ -62,7 +38,7 @@ fn assert_passes_unchanged(frame: &[u8], reason: Reason) {
 /// Expect a byte-exact reply to `request`: "`request.tpa` is at ee:ee:ee:ee:ee:ee".
 fn assert_answered(request: Arp) {
     let mut ebpf = load();
-    let (verdict, out) = run(&mut ebpf, &request.frame(BROADCAST, POD_MAC));
+    let (verdict, out) = run(&mut ebpf, FROM_POD, &request.frame(BROADCAST, POD_MAC));
     let expected = Arp { op: 2, sha: GATEWAY_MAC, spa: request.tpa, tha: request.sha, tpa: request.spa }
         .frame(POD_MAC, GATEWAY_MAC);
     assert_eq!(verdict, TC_ACT_REDIRECT);
@@ -85,7 +61,7 @@ fn unicast_revalidation_is_answered_too() {
     // The kernel re-checks a STALE neighbour with a request sent to the cached MAC.
     let request = Arp::request(POD, GATEWAY);
     let mut ebpf = load();
-    let (verdict, out) = run(&mut ebpf, &request.frame(GATEWAY_MAC, POD_MAC));
+    let (verdict, out) = run(&mut ebpf, FROM_POD, &request.frame(GATEWAY_MAC, POD_MAC));
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(&out[0..6], &POD_MAC);
     assert_eq!(&out[6..12], &GATEWAY_MAC);

@@ -4,17 +4,18 @@
 //! Each test runs in a namespace of its own with an `eth0` and a permanent neighbour for the
 //! next node, because `bpf_fib_lookup` consults the namespace of the process running the test.
 
+mod support;
+
 use std::net::Ipv4Addr;
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
-    programs::{TestRun as _, TestRunOptions},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
     Ebpf,
 };
 use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     icmp, ipv4,
-    maps::{Counter, NodeConfig, COUNTERS, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
+    maps::{NodeConfig, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
     route::RouteValue,
     Reason, GATEWAY_MAC,
 };
@@ -23,10 +24,8 @@ use fastpath_tests::{
     packets::{self, checksum, ETH_P_IP, POD_MAC},
     require_root, traffic, Netns,
 };
+use support::{count, run, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
 const NODE_IP: [u8; 4] = [10, 101, 14, 50];
 const PEER_IP: [u8; 4] = [10, 101, 14, 51];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x51];
@@ -108,22 +107,6 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
     }
     let mut peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS).unwrap()).unwrap();
     peers.insert(PEER_IP, 1, 0).unwrap();
-}
-
-fn run(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
-    let program = loader::classifier(ebpf, program).unwrap();
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
-}
-
-fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
-    let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(ebpf.map(COUNTERS).unwrap()).unwrap();
-    fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
 }
 
 fn addr(a: [u8; 4]) -> Ipv4Addr {
