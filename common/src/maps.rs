@@ -13,6 +13,23 @@ pub const NODE: &str = "FP_NODE";
 /// Hash: node IPv4 (`[u8; 4]`) → 1, the nodes whose IPIP this node accepts.
 pub const TUNNEL_PEERS: &str = "FP_PEERS";
 
+/// One-slot array: the running daemon's [`AgentInfo`], for `fastpath status` and for telling a
+/// pin folder of another layout.
+pub const AGENT: &str = "FP_AGENT";
+
+/// One-slot array: [`MonitorControl`], written by `fastpath monitor` while it runs.
+pub const MONITOR: &str = "FP_MONITOR";
+
+/// Ring buffer of [`MonitorEvent`]s, filled only while a monitor is attached.
+pub const EVENTS: &str = "FP_EVENTS";
+
+/// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
+/// never misreads the maps an older one pinned.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Bytes of the monitor's ring buffer.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
 /// Room in the route trie (Calico: one /32 per local pod plus one block per node).
 pub const ROUTES_MAX: u32 = 262_144;
 /// Room in the peer table (nodes in the cluster).
@@ -22,7 +39,43 @@ pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 4] = [COUNTERS, ROUTES, NODE, TUNNEL_PEERS];
+pub const PINNED_MAPS: [&str; 7] = [COUNTERS, ROUTES, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS];
+
+/// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+const fn size<T>() -> u32 {
+    core::mem::size_of::<T>() as u32
+}
+
+/// The layout of every pinned map, from the same types and constants the programs use.
+pub const LAYOUTS: [MapLayout; 7] = [
+    MapLayout {
+        name: COUNTERS,
+        key_size: 4,
+        value_size: size::<Counter>(),
+        max_entries: crate::reason::COUNTER_SLOTS,
+    },
+    // The trie's key is the prefix length (u32) and the IPv4 address.
+    MapLayout {
+        name: ROUTES,
+        key_size: 8,
+        value_size: size::<crate::route::RouteValue>(),
+        max_entries: ROUTES_MAX,
+    },
+    MapLayout { name: NODE, key_size: 4, value_size: size::<NodeConfig>(), max_entries: 1 },
+    MapLayout { name: TUNNEL_PEERS, key_size: 4, value_size: 4, max_entries: TUNNEL_PEERS_MAX },
+    MapLayout { name: AGENT, key_size: 4, value_size: size::<AgentInfo>(), max_entries: 1 },
+    MapLayout { name: MONITOR, key_size: 4, value_size: size::<MonitorControl>(), max_entries: 1 },
+    // A ring buffer has neither key nor value; its size is its max_entries.
+    MapLayout { name: EVENTS, key_size: 0, value_size: 0, max_entries: EVENTS_BYTES },
+];
 
 /// `NodeConfig::flags`: the daemon has filled this node's settings; until then every IPv4
 /// packet goes to the kernel.
@@ -77,11 +130,111 @@ impl Counter {
     }
 }
 
+/// The running daemon, as it describes itself (the value of [`AGENT`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// [`LAYOUT_VERSION`] of the daemon that created the maps.
+    pub layout_version: u32,
+    pub pid: u32,
+    pub started_unix_ms: u64,
+    /// Refreshed every second while the daemon runs: a stale heartbeat means no daemon.
+    pub heartbeat_unix_ms: u64,
+    /// `--ipip` as a number (0 follow, 1 always, 2 cross-subnet, 3 never).
+    pub ipip_mode: u32,
+    /// `AGENT_F_*`.
+    pub flags: u32,
+    /// The daemon's version, NUL-padded.
+    pub version: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<AgentInfo>() == 48);
+
+/// `AgentInfo::flags`: the maps are synced and every matching interface is attached.
+pub const AGENT_F_READY: u32 = 1;
+
+/// What `fastpath monitor` asks for (the value of [`MONITOR`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorControl {
+    /// Report packets until this `bpf_ktime_get_ns()` time; 0 or past means off. A monitor that
+    /// dies stops the reports by itself.
+    pub until_ns: u64,
+    /// Report only packets with this address as source or destination, under `mask`
+    /// (all-zero mask: every packet).
+    pub addr: [u8; 4],
+    pub mask: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<MonitorControl>() == 16);
+
+impl MonitorControl {
+    pub const fn matches(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
+        let addr = u32::from_be_bytes(self.addr);
+        let mask = u32::from_be_bytes(self.mask);
+        (u32::from_be_bytes(src) & mask) == (addr & mask) || (u32::from_be_bytes(dst) & mask) == (addr & mask)
+    }
+}
+
+/// `MonitorEvent::program`.
+pub const PROGRAM_FROM_POD: u32 = 0;
+pub const PROGRAM_FROM_UNDERLAY: u32 = 1;
+
+/// One packet's decision, as the monitor shows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorEvent {
+    pub time_ns: u64,
+    pub ifindex: u32,
+    /// `PROGRAM_*`.
+    pub program: u32,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+    pub verdict: i32,
+    /// A [`crate::Reason`] code.
+    pub reason: u32,
+    /// The packet's length as it arrived.
+    pub len: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<MonitorEvent>() == 48);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: each type is `#[repr(C)]`, `Copy`, and has no implicit padding (its layout is
     // asserted above), so every byte pattern of its size is a valid value.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::AgentInfo {}
+    unsafe impl aya::Pod for super::MonitorControl {}
+    unsafe impl aya::Pod for super::MonitorEvent {}
     unsafe impl aya::Pod for crate::route::RouteValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_monitor_filter_matches_either_address() {
+        let all = MonitorControl { until_ns: 1, addr: [0; 4], mask: [0; 4] };
+        assert!(all.matches([10, 244, 40, 36], [10, 244, 166, 150]));
+        let one = MonitorControl { until_ns: 1, addr: [10, 244, 40, 36], mask: [255; 4] };
+        assert!(one.matches([10, 244, 40, 36], [8, 8, 8, 8]));
+        assert!(one.matches([8, 8, 8, 8], [10, 244, 40, 36]));
+        assert!(!one.matches([10, 244, 40, 37], [8, 8, 8, 8]));
+        let block = MonitorControl { until_ns: 1, addr: [10, 244, 166, 128], mask: [255, 255, 255, 192] };
+        assert!(block.matches([1, 1, 1, 1], [10, 244, 166, 150]));
+    }
+
+    #[test]
+    fn every_pinned_map_has_a_layout() {
+        for name in PINNED_MAPS {
+            assert!(LAYOUTS.iter().any(|l| l.name == name), "{name}");
+        }
+    }
 }

@@ -10,25 +10,29 @@ mod icmp;
 mod ip;
 mod ipip;
 mod maps;
+mod monitor;
 mod parse;
 mod pod;
 mod stats;
 mod underlay;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
+use fastpath_common::maps::{PROGRAM_FROM_POD, PROGRAM_FROM_UNDERLAY};
 
 /// tcx ingress on every `cali*` interface: everything a pod sends.
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
+    let watched = monitor::watch(&ctx, PROGRAM_FROM_POD);
     let bytes = ctx.len();
-    stats::finish(bytes, pod::handle(&ctx))
+    stats::finish(bytes, pod::handle(&ctx), watched)
 }
 
 /// tcx ingress on the underlay interface: IPIP from other nodes.
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
+    let watched = monitor::watch(&ctx, PROGRAM_FROM_UNDERLAY);
     let bytes = ctx.len();
-    stats::finish(bytes, underlay::handle(&ctx))
+    stats::finish(bytes, underlay::handle(&ctx), watched)
 }
 
 #[cfg(not(test))]

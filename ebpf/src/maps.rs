@@ -1,11 +1,14 @@
 //! Every map the programs use. BTF-defined, so `bpftool map dump` shows field names.
 
 use aya_ebpf::{
-    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use fastpath_common::{
-    maps::{Counter, NodeConfig, ROUTES_MAX, TUNNEL_PEERS_MAX},
+    maps::{
+        AgentInfo, Counter, MonitorControl, MonitorEvent, NodeConfig, EVENTS_BYTES, ROUTES_MAX,
+        TUNNEL_PEERS_MAX,
+    },
     reason::COUNTER_SLOTS,
     route::RouteValue,
     Reason,
@@ -26,6 +29,19 @@ pub static FP_NODE: Array<NodeConfig, 1> = Array::new();
 /// Nodes whose IPIP we accept (name: `fastpath_common::maps::TUNNEL_PEERS`).
 #[btf_map]
 pub static FP_PEERS: HashMap<[u8; 4], u32, { TUNNEL_PEERS_MAX as usize }> = HashMap::new();
+
+/// The daemon's description of itself; the programs never read it (name:
+/// `fastpath_common::maps::AGENT`).
+#[btf_map]
+pub static FP_AGENT: Array<AgentInfo, 1> = Array::new();
+
+/// Whether a monitor is attached, and its filter (name: `fastpath_common::maps::MONITOR`).
+#[btf_map]
+pub static FP_MONITOR: Array<MonitorControl, 1> = Array::new();
+
+/// Per-packet decisions for the monitor (name: `fastpath_common::maps::EVENTS`).
+#[btf_map]
+pub static FP_EVENTS: RingBuf<MonitorEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
 
 /// The most specific route for `addr`.
 #[inline(always)]

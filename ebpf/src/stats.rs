@@ -3,17 +3,22 @@
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 use fastpath_common::Reason;
 
-use crate::maps::FP_COUNTERS;
+use crate::{
+    maps::FP_COUNTERS,
+    monitor::{self, Watched},
+};
 
 /// What a handler decided: `Ok((verdict, reason))` when it acted, `Err(reason)` when it did
 /// not: a drop reason drops the packet, any other hands it to the kernel unchanged (fail open).
 pub type Outcome = Result<(i32, Reason), Reason>;
 
-/// Count the outcome under `bytes` (the packet's length as it arrived) and return its verdict.
+/// Count the outcome under `bytes` (the packet's length as it arrived), tell a watching
+/// monitor, and return the verdict.
 #[inline(always)]
-pub fn finish(bytes: u32, outcome: Outcome) -> i32 {
+pub fn finish(bytes: u32, outcome: Outcome, watched: Option<Watched>) -> i32 {
     let (verdict, reason) = outcome.unwrap_or_else(|reason| (verdict_of_refusal(reason), reason));
     count(reason, bytes);
+    monitor::report(watched, verdict, reason);
     verdict
 }
 

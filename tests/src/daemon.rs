@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::Duration,
 };
@@ -60,11 +60,24 @@ pub struct Daemon {
     child: Child,
     pub node_ns: String,
     log_path: PathBuf,
+    /// `--bpffs` when the test chose one that outlives the daemon.
+    pin_dir: Option<PathBuf>,
 }
 
 impl Daemon {
-    /// Start `fastpath run` in `node_ns` with `args` after `run`, and wait until it serves.
+    /// Start `fastpath run` in `node_ns` with `args` after `run`, and wait until it serves. Its
+    /// pins live in the private mount namespace `ip netns exec` gives it, and go with it.
     pub fn start(node_ns: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(node_ns, None, args)
+    }
+
+    /// As [`Self::start`], with its pins in `pin_dir` (on a bpffs that outlives the daemon,
+    /// see [`crate::Bpffs`]), as a node agent runs.
+    pub fn start_pinned(node_ns: &str, pin_dir: &Path, args: &[&str]) -> Result<Self> {
+        Self::spawn(node_ns, Some(pin_dir), args)
+    }
+
+    fn spawn(node_ns: &str, pin_dir: Option<&Path>, args: &[&str]) -> Result<Self> {
         let log_dir = std::env::temp_dir().join("fastpath-tests");
         fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("{}.log", names::unique(node_ns)));
@@ -73,6 +86,7 @@ impl Daemon {
             .args(["netns", "exec", node_ns])
             .arg(fastpath_bin())
             .arg("run")
+            .args(pin_dir.map(|d| vec!["--bpffs".to_string(), d.display().to_string()]).unwrap_or_default())
             .args(args)
             .env("RUST_LOG", "info,fastpath=debug")
             .stdin(Stdio::null())
@@ -80,7 +94,8 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .context("cannot start fastpath")?;
-        let mut daemon = Self { child, node_ns: node_ns.to_string(), log_path };
+        let mut daemon =
+            Self { child, node_ns: node_ns.to_string(), log_path, pin_dir: pin_dir.map(Path::to_path_buf) };
         daemon.wait_serving(Duration::from_secs(20))?;
         Ok(daemon)
     }
@@ -108,8 +123,12 @@ impl Daemon {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Run a `fastpath` subcommand beside the daemon: same network and mount namespace.
+    /// Run a `fastpath` subcommand beside the daemon: same network and mount namespace, same
+    /// `--bpffs`.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
+        if let Some(dir) = &self.pin_dir {
+            return node_cli(&self.node_ns, dir, args);
+        }
         let pid = self.pid().to_string();
         let bin = fastpath_bin();
         let mut full = vec!["-t", &pid, "-m", "-n", bin.to_str().context("binary path is not UTF-8")?];
@@ -159,6 +178,16 @@ impl Drop for Daemon {
             let _ = fs::remove_file(&self.log_path);
         }
     }
+}
+
+/// Run `fastpath ARGS --bpffs DIR` in node namespace `node_ns`, daemon or not.
+pub fn node_cli(node_ns: &str, dir: &Path, args: &[&str]) -> Result<String> {
+    let bin = fastpath_bin();
+    let dir = dir.display().to_string();
+    let mut full = vec![bin.to_str().context("binary path is not UTF-8")?];
+    full.extend_from_slice(args);
+    full.extend(["--bpffs", &dir]);
+    cmd::in_ns_ok(node_ns, full[0], &full[1..])
 }
 
 fn signal(pid: u32, signal: libc::c_int) {

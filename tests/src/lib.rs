@@ -1,6 +1,8 @@
 //! fastpath's test bed: Calico-shaped clusters built from network namespaces, and guards that
 //! remove every namespace, process and pin they made, on success and on failure alike.
 
+pub mod bpf;
+pub mod bpffs;
 pub mod cluster;
 pub mod cmd;
 pub mod daemon;
@@ -10,6 +12,7 @@ pub mod packets;
 pub mod traffic;
 pub mod wait;
 
+pub use bpffs::Bpffs;
 pub use cluster::{Cluster, ClusterSpec, Node, NodeSpec, Pod};
 pub use daemon::{Counters, Daemon};
 pub use netns::Netns;

@@ -2,7 +2,11 @@
 
 use std::{process::Output, time::Instant};
 
-use fastpath_tests::{cluster::POD_GATEWAY, cmd, require_root, Cluster, ClusterSpec, Daemon, Pod};
+use fastpath_tests::{
+    bpf::{links_of_program, program_exists},
+    cluster::POD_GATEWAY,
+    cmd, require_root, Cluster, ClusterSpec, Daemon, Pod,
+};
 
 /// `arping` from a pod: at most `count` requests, stop at the first reply, give up after
 /// `deadline_s` seconds.
@@ -19,23 +23,6 @@ fn arping(pod: &Pod, target: &str, count: u32, deadline_s: u32) -> Output {
 fn replied_from_ee(out: &Output) -> bool {
     out.status.success()
         && String::from_utf8_lossy(&out.stdout).to_lowercase().contains("from ee:ee:ee:ee:ee:ee")
-}
-
-/// Links (any namespace) whose program is `prog_id`, from `bpftool link show`. Links of tests
-/// running in parallel may vanish while bpftool walks them, which spoils its JSON: try again.
-fn links_of_program(prog_id: u32) -> usize {
-    for _ in 0..20 {
-        let json = cmd::run("bpftool", &["link", "show", "--json"]).unwrap_or_default();
-        if let Ok(serde_json::Value::Array(links)) = serde_json::from_str(&json) {
-            return links.iter().filter(|l| l["prog_id"].as_u64() == Some(u64::from(prog_id))).count();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("bpftool link show --json gave no usable answer in 20 tries");
-}
-
-fn program_exists(prog_id: u32) -> bool {
-    cmd::output("bpftool", &["prog", "show", "id", &prog_id.to_string()]).expect("bpftool").status.success()
 }
 
 #[test]
@@ -80,13 +67,13 @@ fn pod_created_after_the_daemon_started_is_answered_within_two_seconds() {
 }
 
 #[test]
-fn sigterm_detaches_every_program_and_deleted_pods_are_forgotten() {
+fn sigterm_with_cleanup_on_exit_detaches_everything_and_deleted_pods_are_forgotten() {
     require_root();
     let mut spec = ClusterSpec::seed();
     spec.nodes.truncate(1);
     spec.nodes[0].pods = vec!["10.244.40.36".parse().unwrap(), "10.244.40.37".parse().unwrap()];
     let mut cluster = Cluster::build("term", &spec).unwrap();
-    let mut daemon = Daemon::start(&cluster.nodes[0].ns.name, &[]).unwrap();
+    let mut daemon = Daemon::start(&cluster.nodes[0].ns.name, &["--cleanup-on-exit"]).unwrap();
 
     let ids = daemon.attached_prog_ids("from_pod");
     assert_eq!(ids.len(), 1, "one pod program expected, log:\n{}", daemon.log());

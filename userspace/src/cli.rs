@@ -18,10 +18,23 @@ pub struct Cli {
 pub enum Command {
     /// Load the programs, attach them to every pod interface as pods come and go, and serve.
     Run(RunArgs),
-    /// Print the per-reason packet and byte counters of a running daemon.
+    /// Show the daemon: mode, underlay, node address, attached interfaces, map fill, uptime
+    /// (exit code 1 when no daemon is running).
+    Status(ListArgs),
+    /// Print the per-reason packet and byte counters.
     Stats(StatsArgs),
     /// Print the route table the programs follow.
-    Routes(RoutesArgs),
+    Routes(ListArgs),
+    /// Print the pods on this node the programs deliver to.
+    Endpoints(ListArgs),
+    /// Print the nodes whose IPIP the programs accept.
+    Peers(ListArgs),
+    /// Tell what the programs would do with a packet from SRC to DST, and why.
+    Explain(ExplainArgs),
+    /// Stream the programs' per-packet decisions while it runs.
+    Monitor(MonitorArgs),
+    /// Remove every program, link and pin fastpath made (stops the fast path).
+    Cleanup(BpffsOnly),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +59,15 @@ pub struct RunArgs {
     #[command(flatten)]
     pub bpffs: BpffsArg,
 
+    /// Serve /metrics, /healthz and /readyz on this address (off when not given).
+    #[arg(long, env = "FASTPATH_METRICS_ADDR", value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// On exit, detach and unpin everything (development). Without it the programs keep
+    /// forwarding after the daemon exits, and the next daemon adopts them.
+    #[arg(long, env = "FASTPATH_CLEANUP_ON_EXIT")]
+    pub cleanup_on_exit: bool,
+
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FASTPATH_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: log::LevelFilter,
@@ -59,10 +81,75 @@ pub struct StatsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Refresh every second, in place, with rates per second (Ctrl-C to stop).
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct RoutesArgs {
+pub struct BpffsOnly {
+    #[command(flatten)]
+    pub bpffs: BpffsArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Source address (a pod's, or a node's with --from-underlay).
+    pub src: std::net::Ipv4Addr,
+    /// Destination address.
+    pub dst: std::net::Ipv4Addr,
+
+    /// Explain an ARP request from SRC for DST instead of an IPv4 packet.
+    #[arg(long)]
+    pub arp: bool,
+
+    /// The packet arrives as IPIP from node ADDR on the underlay (SRC and DST are the inner
+    /// addresses).
+    #[arg(long, value_name = "NODE")]
+    pub from_underlay: Option<std::net::Ipv4Addr>,
+
+    /// The packet's TTL.
+    #[arg(long, default_value_t = 64)]
+    pub ttl: u8,
+
+    /// The packet's IP length in bytes.
+    #[arg(long, default_value_t = 84)]
+    pub size: u16,
+
+    /// The packet may be fragmented (no DF bit).
+    #[arg(long)]
+    pub no_df: bool,
+
+    #[command(flatten)]
+    pub bpffs: BpffsArg,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Show only packets from or to this address or prefix (for example 10.244.40.36 or
+    /// 10.244.166.128/26).
+    #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_prefix)]
+    pub filter: Option<(std::net::Ipv4Addr, u8)>,
+
+    /// Stop after this many packets.
+    #[arg(long)]
+    pub count: Option<u64>,
+
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<u64>,
+
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub bpffs: BpffsArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
     #[command(flatten)]
     pub bpffs: BpffsArg,
 
@@ -111,6 +198,16 @@ pub fn parse_iface_name(s: &str) -> Result<String, String> {
         return Err(format!("'{s}' contains '/', ':' or whitespace"));
     }
     Ok(s.to_string())
+}
+
+/// `A.B.C.D` or `A.B.C.D/LEN`.
+pub fn parse_prefix(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
+    let addr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 address"))?;
+    match len.parse::<u8>() {
+        Ok(len) if len <= 32 => Ok((addr, len)),
+        _ => Err(format!("'{len}' is not a prefix length (0 to 32)")),
+    }
 }
 
 pub fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
@@ -171,6 +268,14 @@ mod tests {
         assert!(parse_iface_name("cali0f293e89ca7x").is_err());
         assert!(parse_iface_name("a/b").is_err());
         assert!(parse_iface_name("a b").is_err());
+    }
+
+    #[test]
+    fn prefixes_parse() {
+        assert_eq!(parse_prefix("10.244.40.36"), Ok(("10.244.40.36".parse().unwrap(), 32)));
+        assert_eq!(parse_prefix("10.244.166.128/26"), Ok(("10.244.166.128".parse().unwrap(), 26)));
+        assert!(parse_prefix("10.244.166.128/33").is_err());
+        assert!(parse_prefix("pod").is_err());
     }
 
     #[test]

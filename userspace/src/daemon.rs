@@ -1,10 +1,18 @@
 //! `fastpath run`: wire netlink, the loader, the maps and the pin folder together with tokio.
+//!
+//! The dataplane outlives the daemon: links and maps stay pinned when it exits (unless
+//! `--cleanup-on-exit`), so traffic keeps flowing; the next daemon adopts the links, swapping
+//! its programs in atomically, and reconciles the maps against the kernel.
 
-use std::time::Instant;
+use std::{
+    collections::BTreeSet,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use aya::Ebpf;
 use aya_log::EbpfLogger;
-use fastpath_common::maps::PINNED_MAPS;
+use fastpath_common::maps::{AgentInfo, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind},
@@ -16,8 +24,10 @@ use crate::{
     cli::RunArgs,
     kernel::{KernelState, PeerQuery},
     loader::{self, Attachments, FROM_POD, FROM_UNDERLAY},
+    metrics::{self, Metrics},
     netlink::{Event, LinkState, Netlink},
     node::{self, Node},
+    pins,
     routes::{self, IpipMode, Mapping},
     tables::Tables,
     Error,
@@ -36,9 +46,13 @@ struct Daemon {
     tables: Tables,
     pods: Attachments,
     underlay: Attachments,
+    metrics: Arc<Metrics>,
+    agent: AgentInfo,
+    /// Interfaces that should carry the pod program but do not (their attach failed).
+    unattached: BTreeSet<u32>,
 }
 
-/// Run the daemon until SIGINT or SIGTERM, then detach everything and remove the pins.
+/// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
     // Subscribe before the dumps so nothing created in between is missed.
@@ -49,19 +63,45 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     require_explicit_interfaces(&selector, &links)?;
     let node = node::choose(args.underlay.as_deref(), &links, &addresses, &routes)?;
     let mut signals = Signals::new()?;
+    let dir = args.bpffs.dir;
 
-    bpffs::ensure_pin_dir(&args.bpffs.dir)?;
-    let mut ebpf = loader::load_object(args.log_level)?;
+    bpffs::ensure_pin_dir(&dir)?;
+    let mut ebpf = loader::load_pinned(args.log_level, &dir)?;
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").
     let mut logger = ebpf_logger(&mut ebpf);
-    let pods = Attachments::new(&mut ebpf, FROM_POD)?;
-    let underlay = Attachments::new(&mut ebpf, FROM_UNDERLAY)?;
-    loader::pin_maps(&ebpf, &args.bpffs.dir)?;
+    let pods = Attachments::new(&mut ebpf, FROM_POD, &dir)?;
+    let underlay = Attachments::new(&mut ebpf, FROM_UNDERLAY, &dir)?;
     let tables = Tables::take(&mut ebpf)?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = args.metrics_addr {
+        metrics::serve(addr, dir.clone(), Arc::clone(&metrics)).await?;
+    }
+    let ipip: IpipMode = args.ipip.into();
+    let agent = AgentInfo {
+        layout_version: LAYOUT_VERSION,
+        pid: std::process::id(),
+        started_unix_ms: unix_ms(),
+        heartbeat_unix_ms: unix_ms(),
+        ipip_mode: ipip as u32,
+        flags: 0,
+        version: version_bytes(),
+    };
     let kernel = KernelState::new(&links, routes);
-    let mut daemon =
-        Daemon { selector, ipip: args.ipip.into(), node, kernel, netlink, ebpf, tables, pods, underlay };
+    let mut daemon = Daemon {
+        selector,
+        ipip,
+        node,
+        kernel,
+        netlink,
+        ebpf,
+        tables,
+        pods,
+        underlay,
+        metrics,
+        agent,
+        unattached: BTreeSet::new(),
+    };
     for query in KernelState::peer_queries(&links, &daemon.selector.prefix) {
         learn_peer_mac(&daemon.netlink, &mut daemon.kernel, query).await;
     }
@@ -70,29 +110,40 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         Ok(()) => daemon.serve(&mut logger, &mut signals).await,
         Err(e) => Err(e),
     };
-    daemon.pods.detach_all(&mut daemon.ebpf);
-    daemon.underlay.detach_all(&mut daemon.ebpf);
-    bpffs::remove_pins(&args.bpffs.dir, &PINNED_MAPS);
-    log::info!("stopped: every program detached, pins removed");
+    if args.cleanup_on_exit {
+        daemon.pods.detach_all();
+        daemon.underlay.detach_all();
+        drop(daemon);
+        pins::remove_all(&dir, &PINNED_MAPS)?;
+        log::info!("stopped: every program detached, every pin removed (--cleanup-on-exit)");
+    } else {
+        daemon.agent.heartbeat_unix_ms = 0;
+        daemon.agent.flags = 0;
+        let _ = daemon.tables.set_agent(&daemon.agent);
+        log::info!("stopped: the programs keep forwarding; the next daemon adopts them (`fastpath cleanup` removes them)");
+    }
     result
 }
 
 impl Daemon {
     /// Fill the maps, then attach: the programs never run on empty maps.
     async fn start(&mut self, links: &[LinkState]) -> Result<(), Error> {
+        let started = Instant::now();
         self.sync()?;
         self.tables.set_node(&self.node.config())?;
-        let underlay = links.iter().find(|l| l.index == self.node.underlay.ifindex).map(link_of);
-        if let Some(underlay) = underlay {
-            self.underlay.attach(&mut self.ebpf, &underlay)?;
+        if let Some(underlay) = links.iter().find(|l| l.index == self.node.underlay.ifindex) {
+            self.underlay.attach(&mut self.ebpf, &link_of(underlay))?;
         }
         for link in links {
             let action = attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
             self.apply(action);
         }
+        self.pods.drop_stale_pins();
+        self.underlay.drop_stale_pins();
+        self.heartbeat();
         // Tests and operators wait for this line: everything present at start is served now.
         log::info!(
-            "fastpath {} running: underlay {} ({}), ipip {:?}, {} routes, attaching to interfaces named {}*{}",
+            "fastpath {} running: underlay {} ({}), ipip {:?}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
             env!("CARGO_PKG_VERSION"),
             self.node.underlay.addr,
             self.node.underlay.ifindex,
@@ -100,11 +151,13 @@ impl Daemon {
             self.kernel.routes.len(),
             self.selector.prefix,
             self.selector.explicit.iter().map(|e| format!(" and {e}")).collect::<String>(),
+            started.elapsed(),
         );
         Ok(())
     }
 
     async fn serve(&mut self, logger: &mut Option<Logger>, signals: &mut Signals) -> Result<(), Error> {
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 name = signals.next() => {
@@ -118,16 +171,18 @@ impl Daemon {
                             source: std::io::ErrorKind::UnexpectedEof.into(),
                         });
                     };
-                    self.handle(event).await?;
+                    self.handle(event).await;
                 }
+                _ = heartbeat.tick() => self.heartbeat(),
                 () = drain(logger) => {}
             }
         }
     }
 
     /// One kernel event: update the picture, the attachments, then the maps (only what changed).
-    async fn handle(&mut self, event: Event) -> Result<(), Error> {
+    async fn handle(&mut self, event: Event) {
         let received = Instant::now();
+        self.metrics.netlink_events.fetch_add(1, Ordering::Relaxed);
         if let Some(query) = self.kernel.apply(&event, &self.selector.prefix) {
             learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
         }
@@ -144,6 +199,7 @@ impl Daemon {
                 }
             }
             Event::LinkGone(link) => {
+                self.unattached.remove(&link.index);
                 let action = attach::on_link_gone(&self.pods.names(), link_of(link));
                 self.apply(action);
             }
@@ -152,16 +208,19 @@ impl Daemon {
         // A failed write is not fatal: the mirror of what was written only records successes,
         // so the next event's sync writes it again.
         match self.sync() {
-            Ok(written) if written.upserted + written.removed > 0 => log::debug!(
-                "synced {} writes, {} removals in {} µs after {event:?}",
-                written.upserted,
-                written.removed,
-                received.elapsed().as_micros()
-            ),
+            Ok(written) if written.upserted + written.removed > 0 => {
+                self.metrics.observe_sync(received.elapsed());
+                log::debug!(
+                    "synced {} writes, {} removals in {} µs after {event:?}",
+                    written.upserted,
+                    written.removed,
+                    received.elapsed().as_micros()
+                );
+            }
             Ok(_) => {}
             Err(e) => log::warn!("map sync after {event:?}: {}", e.chain()),
         }
-        Ok(())
+        self.update_readiness();
     }
 
     fn sync(&mut self) -> Result<crate::tables::Written, Error> {
@@ -172,22 +231,59 @@ impl Daemon {
             pod_prefix: &self.selector.prefix,
         };
         let (table, peers) = routes::desired(self.kernel.routes.values(), &mapping);
-        self.tables.sync(&table, &peers)
+        let written = self.tables.sync(&table, &peers);
+        let (routes, peers) = self.tables.fill();
+        self.metrics.route_entries.store(routes as u64, Ordering::Relaxed);
+        self.metrics.peer_entries.store(peers as u64, Ordering::Relaxed);
+        written
     }
 
-    /// Carry out one attach decision. A failed attach is logged, not fatal: the interface may
-    /// have vanished between the event and the attach, and the other pods keep their fast path.
+    /// Carry out one attach decision. A failed attach is logged and counted, not fatal: the
+    /// interface may have vanished between the event and the attach, and the other pods keep
+    /// their fast path; the node is not ready until it is attached.
     fn apply(&mut self, action: Action) {
         match action {
-            Action::Attach(link) => {
-                if let Err(e) = self.pods.attach(&mut self.ebpf, &link) {
-                    log::warn!("{}", e.chain());
+            Action::Attach(link) => match self.pods.attach(&mut self.ebpf, &link) {
+                Ok(()) => {
+                    self.unattached.remove(&link.index);
                 }
-            }
-            Action::Detach(link) | Action::Forget(link) => self.pods.detach(&mut self.ebpf, &link),
+                Err(e) => {
+                    log::warn!("{}", e.chain());
+                    self.metrics.attach_failures.fetch_add(1, Ordering::Relaxed);
+                    self.unattached.insert(link.index);
+                }
+            },
+            Action::Detach(link) | Action::Forget(link) => self.pods.detach(&link),
             Action::Nothing => {}
         }
     }
+
+    fn update_readiness(&mut self) {
+        let ready = self.unattached.is_empty();
+        self.metrics.ready.store(ready, Ordering::Relaxed);
+        self.agent.flags = if ready { AGENT_F_READY } else { 0 };
+    }
+
+    /// Tell `fastpath status` the daemon is alive (and ready or not).
+    fn heartbeat(&mut self) {
+        self.update_readiness();
+        self.agent.heartbeat_unix_ms = unix_ms();
+        if let Err(e) = self.tables.set_agent(&self.agent) {
+            log::warn!("{}", e.chain());
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn version_bytes() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    let version = env!("CARGO_PKG_VERSION").as_bytes();
+    let len = version.len().min(bytes.len());
+    bytes[..len].copy_from_slice(&version[..len]);
+    bytes
 }
 
 /// Ask for a pod's MAC (the other end of its veth). Until it is known, its route stays with the
@@ -224,9 +320,7 @@ fn ebpf_logger(ebpf: &mut Ebpf) -> Option<Logger> {
 
 /// Wait for eBPF log records and print them; never resolves when there is no logger.
 async fn drain(logger: &mut Option<Logger>) {
-    let Some(logger) = logger else {
-        return std::future::pending().await;
-    };
+    let Some(logger) = logger else { return std::future::pending().await };
     match logger.readable_mut().await {
         Ok(mut guard) => {
             guard.get_inner_mut().flush();

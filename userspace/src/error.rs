@@ -80,6 +80,13 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
+    #[error("the pinned link on {iface} is unusable")]
+    Link {
+        iface: String,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+
     #[error("netlink: {what}")]
     Netlink {
         what: &'static str,
@@ -93,6 +100,22 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+
+    #[error("no fastpath daemon is running on {dir} (no fresh heartbeat in its agent map)")]
+    NotRunning { dir: PathBuf },
+
+    #[error("cannot read the monitor's ring buffer")]
+    Monitor(#[source] io::Error),
 
     #[error("cannot install the {signal} handler")]
     Signal {

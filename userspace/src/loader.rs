@@ -1,14 +1,22 @@
 //! Loading the embedded eBPF object, pinning its maps, attaching and detaching the programs.
 
-use std::{collections::HashMap, fs, io, path::Path};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    programs::{tc::SchedClassifierLinkId, SchedClassifier, TcAttachType},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        SchedClassifier, TcAttachType,
+    },
     Ebpf, EbpfLoader,
 };
 use fastpath_common::maps::PINNED_MAPS;
 
-use crate::{attach::Link, Error};
+use crate::{attach::Link, pins, Error};
 
 /// The eBPF object built from `ebpf/` by build.rs, embedded so the binary is self-contained.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath"));
@@ -32,34 +40,41 @@ pub fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a 
     Ok(program)
 }
 
-/// Pin every shared map into `dir`, replacing pins a crashed daemon left behind.
-pub fn pin_maps(ebpf: &Ebpf, dir: &Path) -> Result<(), Error> {
-    for name in PINNED_MAPS {
-        let map = ebpf.map(name).ok_or(Error::MissingMap { name })?;
-        let path = dir.join(name);
-        match fs::remove_file(&path) {
-            Ok(()) => log::warn!("replaced a stale pin at {}", path.display()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("cannot remove stale pin {}: {e}", path.display()),
-        }
-        map.pin(&path).map_err(|source| Error::Pin { name, path, source })?;
+/// Parse the embedded object and create its maps, reusing the maps pinned in `dir` (pinning
+/// new ones there), after removing pins whose layout this version would misread.
+pub fn load_pinned(log_level: log::LevelFilter, dir: &Path) -> Result<Ebpf, Error> {
+    pins::drop_incompatible_maps(dir);
+    let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect();
+    let level = log_level as u8;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, false);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
     }
-    Ok(())
+    loader.load(EBPF_OBJECT).map_err(Error::Load)
 }
 
-/// One program and the interfaces it is attached to (tcx ingress).
+/// One program and the interfaces it is attached to (tcx ingress), each link pinned so that it
+/// outlives the daemon.
 pub struct Attachments {
     program: &'static str,
     program_id: u32,
-    attached: HashMap<u32, (String, SchedClassifierLinkId)>,
+    dir: PathBuf,
+    attached: HashMap<u32, (String, FdLink)>,
 }
 
 impl Attachments {
-    /// Load `program` into the kernel.
-    pub fn new(ebpf: &mut Ebpf, program: &'static str) -> Result<Self, Error> {
+    /// Load `program` into the kernel; its links are pinned under `dir`.
+    pub fn new(ebpf: &mut Ebpf, program: &'static str, dir: &Path) -> Result<Self, Error> {
         let loaded = loaded_program(ebpf, program)?;
         let program_id = loaded.info().map_err(|source| Error::LoadProgram { name: program, source })?.id();
-        Ok(Self { program, program_id, attached: HashMap::new() })
+        fs::create_dir_all(dir.join(pins::LINKS_DIR))
+            .map_err(|source| Error::PinDir { path: dir.join(pins::LINKS_DIR), source })?;
+        Ok(Self { program, program_id, dir: dir.to_path_buf(), attached: HashMap::new() })
+    }
+
+    pub fn program_id(&self) -> u32 {
+        self.program_id
     }
 
     /// ifindex → interface name, for the pure decisions in [`crate::attach`].
@@ -67,14 +82,35 @@ impl Attachments {
         self.attached.iter().map(|(index, (name, _))| (*index, name.clone())).collect()
     }
 
-    /// Attach to ingress of `link` (tcx on kernels ≥ 6.6, which aya picks by itself).
+    /// Serve `link`: adopt the link an earlier daemon pinned for it, swapping in this program
+    /// atomically (`bpf_link_update`: no packet sees no program), or attach a new tcx link and
+    /// pin it.
     pub fn attach(&mut self, ebpf: &mut Ebpf, link: &Link) -> Result<(), Error> {
-        let id = classifier(ebpf, self.program)?
-            .attach(&link.name, TcAttachType::Ingress)
-            .map_err(|source| Error::Attach { iface: link.name.clone(), source })?;
-        self.attached.insert(link.index, (link.name.clone(), id));
+        let path = pins::link_path(&self.dir, self.program, link.index);
+        let attach_error = |source| Error::Attach { iface: link.name.clone(), source };
+        let link_error = |source| Error::Link { iface: link.name.clone(), source };
+        let program = classifier(ebpf, self.program)?;
+        let (id, adopted) = match PinnedLink::from_pin(&path) {
+            Ok(pinned) => {
+                let old = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(link_error)?;
+                (program.attach_to_link(old).map_err(attach_error)?, true)
+            }
+            Err(_) => (program.attach(&link.name, TcAttachType::Ingress).map_err(attach_error)?, false),
+        };
+        let fd_link = FdLink::try_from(program.take_link(id).map_err(attach_error)?).map_err(link_error)?;
+        let fd_link = if adopted {
+            fd_link
+        } else {
+            FdLink::from(fd_link.pin(&path).map_err(|source| Error::Pin {
+                name: "link",
+                path: path.clone(),
+                source,
+            })?)
+        };
+        self.attached.insert(link.index, (link.name.clone(), fd_link));
         log::info!(
-            "attached {} (prog id {}) to {} (ifindex {})",
+            "{} {} (prog id {}) to {} (ifindex {})",
+            if adopted { "adopted the link and swapped in" } else { "attached" },
             self.program,
             self.program_id,
             link.name,
@@ -83,30 +119,41 @@ impl Attachments {
         Ok(())
     }
 
-    /// Take the program off `link`. For an interface that is already gone this only releases our
-    /// link handle: the kernel dropped the attachment with the device.
-    pub fn detach(&mut self, ebpf: &mut Ebpf, link: &Link) {
-        let Some((name, id)) = self.attached.remove(&link.index) else {
-            return;
-        };
-        let program = self.program;
-        match classifier(ebpf, program)
-            .and_then(|p| p.detach(id).map_err(|source| Error::Attach { iface: name.clone(), source }))
-        {
-            Ok(()) => log::info!("detached {program} from {name} (ifindex {})", link.index),
-            Err(e) => log::debug!("detaching {program} from {name}: {}", e.chain()),
+    /// Take the program off `link` for good: unpin and close its link. For an interface that is
+    /// already gone this only releases the link: the kernel dropped the attachment with it.
+    pub fn detach(&mut self, link: &Link) {
+        let Some((name, fd_link)) = self.attached.remove(&link.index) else { return };
+        let path = pins::link_path(&self.dir, self.program, link.index);
+        if let Err(e) = fs::remove_file(&path) {
+            log::debug!("removing {}: {e}", path.display());
         }
+        drop(fd_link);
+        log::info!("detached {} from {name} (ifindex {})", self.program, link.index);
     }
 
-    /// Detach from every interface (at shutdown).
-    pub fn detach_all(&mut self, ebpf: &mut Ebpf) {
+    /// Detach from every interface (`--cleanup-on-exit`).
+    pub fn detach_all(&mut self) {
         let links: Vec<Link> = self
             .attached
             .iter()
             .map(|(index, (name, _))| Link { index: *index, name: name.clone() })
             .collect();
         for link in links {
-            self.detach(ebpf, &link);
+            self.detach(&link);
+        }
+    }
+
+    /// Remove pinned links of this program that serve no interface any more (gone or no longer
+    /// wanted while no daemon ran).
+    pub fn drop_stale_pins(&self) {
+        for (program, ifindex, path) in pins::pinned_links(&self.dir) {
+            if program == self.program && !self.attached.contains_key(&ifindex) {
+                log::info!(
+                    "removing the stale link {} (ifindex {ifindex} is gone or not served)",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+            }
         }
     }
 }

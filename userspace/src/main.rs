@@ -1,12 +1,18 @@
 //! The `fastpath` binary: parse the command line, run it, turn errors into exit codes
-//! (2 for usage errors, 1 for everything else).
+//! (2 for usage errors, 1 for everything else, including "no daemon is running").
 
-use std::process::ExitCode;
+use std::{
+    io::Write as _,
+    process::ExitCode,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use clap::{error::ErrorKind, Parser as _};
 use fastpath::{
-    cli::{usage_error_line, Cli, Command, RoutesArgs, StatsArgs},
-    daemon, show, stats, tables, Error,
+    cli::{usage_error_line, Cli, Command, ExplainArgs, ListArgs, MonitorArgs, StatsArgs},
+    daemon,
+    inspect::{self, Question},
+    show, stats, tables, Error,
 };
 
 fn main() -> ExitCode {
@@ -24,15 +30,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => {
             init_logging(args.log_level);
-            run_daemon(args)
+            runtime().and_then(|rt| rt.block_on(daemon::run(args)))
         }
-        Command::Stats(args) => {
+        command => {
             init_logging(log::LevelFilter::Warn);
-            print_stats(&args)
-        }
-        Command::Routes(args) => {
-            init_logging(log::LevelFilter::Warn);
-            print_routes(&args)
+            inspect_command(command)
         }
     };
     match result {
@@ -44,36 +46,131 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_daemon(args: fastpath::cli::RunArgs) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Netlink { what: "cannot start the async runtime", source })?;
-    runtime.block_on(daemon::run(args))
+fn inspect_command(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Run(_) => unreachable!("handled by main"),
+        Command::Status(args) => print(inspect::status(&args.bpffs.dir, args.json, interface_name)),
+        Command::Stats(args) if args.watch => watch_stats(&args),
+        Command::Stats(args) => print_stats(&args),
+        Command::Routes(args) => print_routes(&args),
+        Command::Endpoints(args) => print(inspect::endpoints(&args.bpffs.dir, args.json, interface_name)),
+        Command::Peers(args) => print(inspect::peers(&args.bpffs.dir, args.json)),
+        Command::Explain(args) => explain(&args),
+        Command::Monitor(args) => runtime().and_then(|rt| rt.block_on(monitor(&args))),
+        Command::Cleanup(args) => print(inspect::cleanup(&args.bpffs.dir)),
+    }
 }
 
-fn print_stats(args: &StatsArgs) -> Result<(), Error> {
-    let totals = stats::read_pinned(&args.bpffs.dir)?;
-    if args.json {
-        println!("{}", stats::format_json(&totals));
-    } else {
-        print!("{}", stats::format_table(&totals));
+fn print(text: Result<String, Error>) -> Result<(), Error> {
+    let text = text?;
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
     }
     Ok(())
 }
 
-fn print_routes(args: &RoutesArgs) -> Result<(), Error> {
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)
+}
+
+fn print_stats(args: &StatsArgs) -> Result<(), Error> {
+    let totals = stats::read_pinned(&args.bpffs.dir)?;
+    print(Ok(if args.json { stats::format_json(&totals) } else { stats::format_table(&totals) }))
+}
+
+/// Refresh in place every second with rates, until Ctrl-C.
+fn watch_stats(args: &StatsArgs) -> Result<(), Error> {
+    let mut previous = stats::read_pinned(&args.bpffs.dir)?;
+    let mut at = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = stats::read_pinned(&args.bpffs.dir)?;
+        let elapsed = at.elapsed().as_secs_f64();
+        at = Instant::now();
+        print!("\x1b[H\x1b[2J{}", stats::format_rates(&previous, &now, elapsed));
+        let _ = std::io::stdout().flush();
+        previous = now;
+    }
+}
+
+fn print_routes(args: &ListArgs) -> Result<(), Error> {
     let trie = tables::pinned_routes(&args.bpffs.dir)?;
     let rows: Vec<show::RouteRow> = tables::route_entries(&trie)?
         .iter()
         .map(|(prefix, value)| show::row(*prefix, value, interface_name))
         .collect();
-    if args.json {
-        println!("{}", show::json(&rows));
-    } else {
-        print!("{}", show::table(&rows));
-    }
-    Ok(())
+    print(Ok(if args.json { show::json(&rows) } else { show::table(&rows) }))
+}
+
+fn explain(args: &ExplainArgs) -> Result<(), Error> {
+    let question = Question {
+        src: args.src,
+        dst: args.dst,
+        arp: args.arp,
+        from_underlay: args.from_underlay,
+        ttl: args.ttl,
+        size: args.size,
+        df: !args.no_df,
+    };
+    print(inspect::explain_pinned(&args.bpffs.dir, &question, &interface_name))
+}
+
+/// Stream decisions until Ctrl-C, SIGTERM, `--count` or `--duration`; the programs stop
+/// reporting on their own two seconds after the last renewal.
+async fn monitor(args: &MonitorArgs) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut monitor = inspect::Monitor::open(&args.bpffs.dir, args.filter)?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|source| Error::Signal { signal: "SIGTERM", source })?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|source| Error::Signal { signal: "SIGINT", source })?;
+    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
+    let (mut seen, mut last_renewal) = (0u64, None::<Instant>);
+    let result = loop {
+        if last_renewal.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+            if let Err(e) = monitor.renew(monotonic_ns(), Duration::from_secs(2)) {
+                break Err(e);
+            }
+            last_renewal = Some(Instant::now());
+        }
+        tokio::select! {
+            _ = term.recv() => break Ok(()),
+            _ = int.recv() => break Ok(()),
+            _ = poll.tick() => {}
+        }
+        let offset = wall_ns().saturating_sub(u128::from(monotonic_ns()));
+        for event in monitor.drain() {
+            let line = if args.json {
+                stats::event_json(&event, offset + u128::from(event.time_ns))
+            } else {
+                inspect::monitor_line(&event, offset + u128::from(event.time_ns), &interface_name)
+            };
+            println!("{line}");
+            seen += 1;
+            if args.count.is_some_and(|c| seen >= c) {
+                break;
+            }
+        }
+        let _ = std::io::stdout().flush();
+        if args.count.is_some_and(|c| seen >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break Ok(());
+        }
+    };
+    monitor.stop();
+    result
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn wall_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 /// The name of an interface in this process's network namespace.

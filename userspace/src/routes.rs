@@ -65,7 +65,8 @@ impl KernelRoute {
 /// A prefix of the route table: (length, address).
 pub type Prefix = (u8, Ipv4Addr);
 
-/// When to encapsulate toward another node (`--ipip`).
+/// When to encapsulate toward another node (`--ipip`); the numbers are what the agent map stores.
+#[repr(u32)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IpipMode {
     /// As the routes say: via tunl0 is IPIP, via the underlay is plain.

@@ -95,7 +95,7 @@ pub fn json(rows: &[RouteRow]) -> String {
 }
 
 /// A JSON string literal (interface names may hold any byte but '/', ':' and whitespace).
-fn json_string(s: &str) -> String {
+pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

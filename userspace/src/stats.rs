@@ -69,6 +69,41 @@ pub fn format_json(totals: &[ReasonTotal]) -> String {
     format!("{{{}}}", fields.join(","))
 }
 
+/// The `--watch` screen: each reason that moved, with packets and bytes per second.
+pub fn format_rates(before: &[ReasonTotal], after: &[ReasonTotal], seconds: f64) -> String {
+    let mut out = format!("{:<30} {:>12} {:>14} {:>14}\n", "REASON", "PACKETS/S", "BYTES/S", "PACKETS");
+    for (b, a) in before.iter().zip(after) {
+        let packets = a.total.packets.saturating_sub(b.total.packets) as f64 / seconds.max(1e-9);
+        let bytes = a.total.bytes.saturating_sub(b.total.bytes) as f64 / seconds.max(1e-9);
+        if a.total.packets > 0 {
+            let _ = writeln!(
+                out,
+                "{:<30} {packets:>12.0} {bytes:>14.0} {:>14}",
+                a.reason.as_str(),
+                a.total.packets
+            );
+        }
+    }
+    out
+}
+
+/// One monitor event as a JSON object.
+pub fn event_json(e: &fastpath_common::maps::MonitorEvent, wall_ns: u128) -> String {
+    let reason = Reason::try_from(e.reason).map_or("unknown", Reason::as_str);
+    format!(
+        r#"{{"time_ns":{wall_ns},"ifindex":{},"program":"{}","protocol":{},"src":"{}","sport":{},"dst":"{}","dport":{},"verdict":{},"reason":"{reason}","len":{}}}"#,
+        e.ifindex,
+        if e.program == fastpath_common::maps::PROGRAM_FROM_POD { "from_pod" } else { "from_underlay" },
+        e.protocol,
+        std::net::Ipv4Addr::from(e.src),
+        e.sport,
+        std::net::Ipv4Addr::from(e.dst),
+        e.dport,
+        e.verdict,
+        e.len
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +129,18 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("REASON"));
         assert!(lines[1].starts_with("arp_replied") && lines[1].ends_with("126"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn rates_are_per_second_and_only_for_reasons_that_moved() {
+        let after = vec![
+            ReasonTotal { reason: Reason::ArpReplied, total: Counter { packets: 23, bytes: 1126 } },
+            ReasonTotal { reason: Reason::PassIpv4, total: Counter { packets: 0, bytes: 0 } },
+        ];
+        let screen = format_rates(&sample(), &after, 2.0);
+        let lines: Vec<&str> = screen.lines().collect();
+        assert_eq!(lines.len(), 2, "{screen}");
+        assert!(lines[1].contains(" 10 ") && lines[1].contains(" 500 "), "{screen}");
     }
 
     #[test]

@@ -10,11 +10,11 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
     Ebpf,
 };
 use fastpath_common::{
-    maps::{NodeConfig, NODE, ROUTES, TUNNEL_PEERS},
+    maps::{AgentInfo, Counter, NodeConfig, AGENT, COUNTERS, NODE, ROUTES, TUNNEL_PEERS},
     route::RouteValue,
 };
 
@@ -26,6 +26,8 @@ pub struct Tables {
     routes: RouteTrie<MapData>,
     node: Array<MapData, NodeConfig>,
     peers: HashMap<MapData, [u8; 4], u32>,
+    agent: Array<MapData, AgentInfo>,
+    pub counters: PerCpuArray<MapData, Counter>,
     written_routes: BTreeMap<Prefix, RouteValue>,
     written_peers: BTreeMap<Ipv4Addr, ()>,
 }
@@ -38,15 +40,35 @@ pub struct Written {
 }
 
 impl Tables {
-    /// Take the maps out of the loaded object (after they were pinned).
+    /// Take the maps out of the loaded object. Maps an earlier daemon left pinned keep their
+    /// entries; what they hold is read back, so the first sync changes only what differs.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let routes =
-            take(ebpf, ROUTES)?.try_into().map_err(|source| Error::ReadMap { name: ROUTES, source })?;
-        let node = take(ebpf, NODE)?.try_into().map_err(|source| Error::ReadMap { name: NODE, source })?;
-        let peers = take(ebpf, TUNNEL_PEERS)?
-            .try_into()
+        let routes: RouteTrie<MapData> = take(ebpf, ROUTES)?;
+        let peers: HashMap<MapData, [u8; 4], u32> = take(ebpf, TUNNEL_PEERS)?;
+        let written_routes = route_entries(&routes)?.into_iter().collect();
+        let written_peers = peers
+            .keys()
+            .map(|k| k.map(|k| (Ipv4Addr::from(k), ())))
+            .collect::<Result<_, _>>()
             .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS, source })?;
-        Ok(Self { routes, node, peers, written_routes: BTreeMap::new(), written_peers: BTreeMap::new() })
+        Ok(Self {
+            routes,
+            node: take(ebpf, NODE)?,
+            peers,
+            agent: take(ebpf, AGENT)?,
+            counters: take(ebpf, COUNTERS)?,
+            written_routes,
+            written_peers,
+        })
+    }
+
+    /// Entries in the route and peer maps.
+    pub fn fill(&self) -> (usize, usize) {
+        (self.written_routes.len(), self.written_peers.len())
+    }
+
+    pub fn set_agent(&mut self, agent: &AgentInfo) -> Result<(), Error> {
+        self.agent.set(0, agent, 0).map_err(|source| Error::WriteMap { name: AGENT, source })
     }
 
     pub fn set_node(&mut self, config: &NodeConfig) -> Result<(), Error> {
@@ -90,8 +112,13 @@ impl Tables {
     }
 }
 
-fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, Error> {
-    ebpf.take_map(name).ok_or(Error::MissingMap { name })
+/// Take map `name` out of the object as the typed map `M`.
+fn take<M: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<M, Error> {
+    let map = ebpf.take_map(name).ok_or(Error::MissingMap { name })?;
+    M::try_from(map).map_err(|source| Error::ReadMap { name, source })
 }
 
 fn remove_ok_if_gone(result: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), Error> {

@@ -1,0 +1,102 @@
+//! Per-packet reports for `fastpath monitor`, made only while a monitor asks for them.
+//!
+//! Off, this costs one array lookup per packet. On, the 5-tuple is read before the handler
+//! changes the packet, and one event per matching packet goes to the ring buffer; a full ring
+//! drops the event, never the packet.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use fastpath_common::{
+    ipv4::{Ipv4Fields, HEADER_LEN, PROTO_IPIP, PROTO_TCP, PROTO_UDP},
+    maps::MonitorEvent,
+    Reason,
+};
+use network_types::eth::{EthHdr, EtherType};
+
+use crate::{
+    maps::{FP_EVENTS, FP_MONITOR},
+    parse,
+};
+
+/// The packet's addresses and ports, captured before anything changes it.
+pub struct Watched {
+    event: MonitorEvent,
+}
+
+/// Capture the packet if a monitor wants it.
+#[inline(always)]
+pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
+    let control = FP_MONITOR.get(0)?;
+    // SAFETY: a plain helper call.
+    if control.until_ns == 0 || control.until_ns < unsafe { bpf_ktime_get_ns() } {
+        return None;
+    }
+    let (ip, offset) = innermost_ipv4(ctx)?;
+    if !control.matches(ip.src, ip.dst) {
+        return None;
+    }
+    let (sport, dport) = ports(ctx, offset + HEADER_LEN, ip.protocol);
+    let event = MonitorEvent {
+        time_ns: 0,
+        ifindex: parse::ingress_ifindex(ctx),
+        program,
+        src: ip.src,
+        dst: ip.dst,
+        sport,
+        dport,
+        protocol: ip.protocol,
+        _pad: [0; 3],
+        verdict: 0,
+        reason: 0,
+        len: ctx.len(),
+    };
+    Some(Watched { event })
+}
+
+/// Send the captured packet's decision to the monitor.
+#[inline(always)]
+pub fn report(watched: Option<Watched>, verdict: i32, reason: Reason) {
+    let Some(mut watched) = watched else { return };
+    // SAFETY: a plain helper call.
+    watched.event.time_ns = unsafe { bpf_ktime_get_ns() };
+    watched.event.verdict = verdict;
+    watched.event.reason = reason.index();
+    let _ = FP_EVENTS.output(&watched.event, 0);
+}
+
+/// The IPv4 header to report: for IPIP, the inner one (the pods' conversation).
+#[inline(always)]
+fn innermost_ipv4(ctx: &TcContext) -> Option<(Ipv4Fields, usize)> {
+    let eth: *const EthHdr = parse::header_mut(ctx, 0)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return None;
+    }
+    let outer = read_ipv4(ctx, EthHdr::LEN)?;
+    if outer.protocol == PROTO_IPIP {
+        if let Some(inner) = read_ipv4(ctx, EthHdr::LEN + HEADER_LEN) {
+            return Some((inner, EthHdr::LEN + HEADER_LEN));
+        }
+    }
+    Some((outer, EthHdr::LEN))
+}
+
+#[inline(always)]
+fn read_ipv4(ctx: &TcContext, offset: usize) -> Option<Ipv4Fields> {
+    let header: *const [u8; HEADER_LEN] = parse::header_mut(ctx, offset)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    Some(Ipv4Fields::parse(unsafe { &*header }))
+}
+
+#[inline(always)]
+fn ports(ctx: &TcContext, offset: usize, protocol: u8) -> (u16, u16) {
+    if protocol != PROTO_TCP && protocol != PROTO_UDP {
+        return (0, 0);
+    }
+    match parse::header_mut::<[u8; 4]>(ctx, offset) {
+        // SAFETY: bounds-checked by `header_mut`.
+        Some(p) => unsafe {
+            (u16::from_be_bytes([(*p)[0], (*p)[1]]), u16::from_be_bytes([(*p)[2], (*p)[3]]))
+        },
+        None => (0, 0),
+    }
+}

@@ -1,0 +1,354 @@
+//! Operating fastpath like a node agent: every inspection command on a running cluster, metrics
+//! and health, restarts that lose nothing, cleanup, and maps of another layout.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fastpath_tests::{
+    bpf::{links_of_program, program_exists},
+    cluster::{Cluster, ClusterSpec},
+    cmd,
+    daemon::{fastpath_bin, node_cli},
+    require_root,
+    traffic::{self, ping},
+    Bpffs, Daemon,
+};
+
+/// The seed cluster, fastpath alone, each node's pins on a bpffs that outlives its daemon.
+struct Bed {
+    daemons: Vec<Daemon>,
+    cluster: Cluster,
+    bpffs: Vec<Bpffs>,
+}
+
+impl Bed {
+    fn new(tag: &str, args: &[&str]) -> Self {
+        require_root();
+        let cluster = Cluster::build(tag, &ClusterSpec::seed_fastpath_only()).unwrap();
+        let bpffs: Vec<Bpffs> = cluster.nodes.iter().map(|_| Bpffs::new(tag).unwrap()).collect();
+        let mut bed = Self { daemons: Vec::new(), cluster, bpffs };
+        for i in 0..bed.cluster.nodes.len() {
+            bed.daemons.push(bed.start(i, args));
+        }
+        bed
+    }
+
+    fn start(&self, node: usize, args: &[&str]) -> Daemon {
+        Daemon::start_pinned(&self.cluster.nodes[node].ns.name, &self.bpffs[node].pin_dir(), args).unwrap()
+    }
+
+    /// `fastpath ARGS` on node `node`, with its pin folder; the output whatever the exit code.
+    fn cli(&self, node: usize, args: &[&str]) -> std::process::Output {
+        let dir = self.bpffs[node].pin_dir().display().to_string();
+        let mut full = vec![fastpath_bin().display().to_string()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        full.extend(["--bpffs".to_string(), dir]);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        cmd::in_ns(&self.cluster.nodes[node].ns.name, refs[0], &refs[1..]).unwrap()
+    }
+
+    fn cli_ok(&self, node: usize, args: &[&str]) -> String {
+        node_cli(&self.cluster.nodes[node].ns.name, &self.bpffs[node].pin_dir(), args).unwrap()
+    }
+
+    fn pods(&self) -> (&fastpath_tests::Pod, &fastpath_tests::Pod) {
+        (&self.cluster.nodes[0].pods[0], &self.cluster.nodes[1].pods[0])
+    }
+}
+
+#[test]
+fn status_endpoints_peers_routes_and_explain_as_a_user_sees_them() {
+    let bed = Bed::new("show", &[]);
+    let (pod1, pod2) = bed.pods();
+    assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
+
+    let status = bed.cli_ok(0, &["status"]);
+    for expected in
+        ["ready", "IPIP follow", "node 10.101.14.50", "MTU 1500 (tunnel 1480)", "FP_ROUTES 3/", "FP_PEERS 1/"]
+    {
+        assert!(status.contains(expected), "status lacks {expected:?}:\n{status}");
+    }
+    let pod_prog = bed.daemons[0].attached_prog_ids("from_pod")[0];
+    let line = status.lines().find(|l| l.contains(&pod1.host_iface)).unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        line.contains("from_pod") && line.contains(&pod_prog.to_string()) && line.contains("tcx ingress"),
+        "{line}"
+    );
+    assert!(status.lines().any(|l| l.contains("eth0") && l.contains("from_underlay")), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&bed.cli_ok(0, &["status", "--json"])).unwrap();
+    assert_eq!(json["node_ip"], "10.101.14.50");
+    assert_eq!(json["attached"].as_array().unwrap().len(), 2);
+
+    let endpoints = bed.cli_ok(0, &["endpoints"]);
+    assert!(
+        endpoints.lines().any(|l| l.starts_with("10.244.40.36")
+            && l.contains(&pod1.host_iface)
+            && l.contains("fast path")),
+        "{endpoints}"
+    );
+    let peers = bed.cli_ok(0, &["peers", "--json"]);
+    assert_eq!(
+        peers,
+        "[{\"node\":\"10.101.14.51\",\"blocks\":[{\"block\":\"10.244.166.128/26\",\"encap\":\"ipip\"}]}]\n"
+    );
+    let routes = bed.cli_ok(0, &["routes"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("10.244.166.128/26") && l.contains("10.101.14.51") && l.contains("ipip")),
+        "{routes}"
+    );
+
+    let explain = bed.cli_ok(0, &["explain", "10.244.40.36", "10.244.166.150"]);
+    assert!(explain.starts_with("IPIP to 10.101.14.51 via eth0"), "{explain}");
+    let explain =
+        bed.cli_ok(1, &["explain", "--from-underlay", "10.101.14.50", "10.244.40.36", "10.244.166.150"]);
+    assert!(
+        explain.starts_with(&format!("decapsulate, then redirect to pod on {}", pod2.host_iface)),
+        "{explain}"
+    );
+    let explain = bed.cli_ok(0, &["explain", "10.244.40.36", "8.8.8.8"]);
+    assert!(explain.starts_with("kernel: no fastpath route"), "{explain}");
+    let explain = bed.cli_ok(0, &["explain", "10.244.166.150", "10.244.40.36"]);
+    assert!(explain.starts_with("drop: spoofed source"), "{explain}");
+    let explain = bed.cli_ok(0, &["explain", "--arp", "10.244.40.36", "169.254.1.1"]);
+    assert!(explain.starts_with("ARP reply"), "{explain}");
+
+    let stats = bed.cli_ok(0, &["stats", "--json"]);
+    let counters = fastpath_tests::Counters::parse(&stats).unwrap();
+    assert!(counters.packets("encapsulated") > 0);
+    let watch = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name, "timeout", "2.5"])
+        .arg(fastpath_bin())
+        .args(["stats", "--watch", "--bpffs", &bed.bpffs[0].pin_dir().display().to_string()])
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&watch.stdout);
+    assert!(screen.contains("PACKETS/S") && screen.contains("encapsulated"), "{screen}");
+}
+
+#[test]
+fn monitor_streams_decisions_only_while_it_runs() {
+    let bed = Bed::new("mon", &[]);
+    let (pod1, pod2) = bed.pods();
+    assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
+    let dir = bed.bpffs[0].pin_dir().display().to_string();
+    let monitor = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name])
+        .arg(fastpath_bin())
+        .args(["monitor", "--filter", "10.244.166.150", "--count", "4", "--duration", "10", "--bpffs", &dir])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ping(pod1, pod2.ip, 3, &[]).unwrap().received);
+    let out = monitor.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines.iter().any(|l| l.contains("ICMP  10.244.40.36 > 10.244.166.150 REDIRECT encapsulated")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("10.244.166.150 > 10.244.40.36 REDIRECT decapsulated")),
+        "{text}"
+    );
+    // Off again once the monitor is gone.
+    let control = cmd::in_ns_ok(
+        &bed.cluster.nodes[0].ns.name,
+        "bpftool",
+        &["map", "dump", "pinned", &format!("{dir}/FP_MONITOR"), "--json"],
+    )
+    .unwrap();
+    let control: serde_json::Value = serde_json::from_str(&control).unwrap();
+    assert_eq!(control[0]["formatted"]["value"]["until_ns"], 0, "{control}");
+}
+
+#[test]
+fn metrics_and_health_endpoints() {
+    let bed = Bed::new("met", &["--metrics-addr", "127.0.0.1:9469"]);
+    let (pod1, pod2) = bed.pods();
+    assert!(ping(pod1, pod2.ip, 2, &[]).unwrap().received);
+    let get = |path: &'static str| {
+        traffic::in_netns(&bed.cluster.nodes[0].ns.name, move || {
+            let mut stream = TcpStream::connect("127.0.0.1:9469")?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .unwrap()
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"), "healthz");
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"), "readyz");
+    let page = get("/metrics");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for needle in [
+        "fastpath_packets_total{reason=\"encapsulated\"} ",
+        "fastpath_bytes_total{reason=\"decapsulated\"} ",
+        "fastpath_map_entries{map=\"FP_ROUTES\"} 3",
+        "fastpath_route_sync_seconds_count ",
+        "fastpath_netlink_events_total ",
+        "fastpath_attach_failures_total 0",
+        "fastpath_ready 1",
+    ] {
+        assert!(page.contains(needle), "missing {needle:?}:\n{page}");
+    }
+    let encapsulated: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("fastpath_packets_total{reason=\"encapsulated\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(encapsulated >= 2, "{page}");
+}
+
+#[test]
+fn the_dataplane_outlives_the_daemon_and_cleanup_removes_it() {
+    let mut bed = Bed::new("keep", &[]);
+    let (pod1, pod2) = (bed.cluster.nodes[0].pods[0].ip, bed.cluster.nodes[1].pods[0].ip);
+    let prog = bed.daemons[0].attached_prog_ids("from_pod")[0];
+    for daemon in &mut bed.daemons {
+        assert!(daemon.terminate().unwrap().success());
+    }
+    // No daemon: status says so with exit code 1, the programs still forward.
+    let status = bed.cli(0, &["status"]);
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    assert!(String::from_utf8_lossy(&status.stderr).contains("no fastpath daemon is running"), "{status:?}");
+    let p1 = bed.cluster.pod(pod1).unwrap();
+    assert!(ping(p1, pod2, 2, &[]).unwrap().received, "traffic stopped with the daemon");
+    assert_eq!(links_of_program(prog), 1);
+
+    for node in 0..2 {
+        let out = bed.cli_ok(node, &["cleanup"]);
+        assert!(out.contains("removed"), "{out}");
+    }
+    assert_eq!(links_of_program(prog), 0, "a link outlived cleanup");
+    assert!(!program_exists(prog), "the program outlived cleanup");
+    assert!(!bed.bpffs[0].pin_dir().exists(), "the pin folder outlived cleanup");
+    assert!(!ping(p1, pod2, 1, &["-W", "1"]).unwrap().received, "traffic flows without any fastpath");
+}
+
+#[test]
+fn cleanup_on_exit_leaves_nothing() {
+    let mut bed = Bed::new("coe", &["--cleanup-on-exit"]);
+    let progs = [
+        bed.daemons[0].attached_prog_ids("from_pod")[0],
+        bed.daemons[0].attached_prog_ids("from_underlay")[0],
+    ];
+    assert!(bed.daemons[0].terminate().unwrap().success());
+    for prog in progs {
+        assert_eq!(links_of_program(prog), 0);
+        assert!(!program_exists(prog));
+    }
+    assert!(!bed.bpffs[0].pin_dir().exists());
+}
+
+/// 100 pings a second for 10 s and an iperf3 stream between pods on different nodes while both
+/// daemons are stopped and started three times: no ping lost, no 100 ms interval without data.
+#[test]
+fn restarts_lose_no_packets() {
+    let mut bed = Bed::new("rst", &[]);
+    let (pod1, pod2) = bed.pods();
+    assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
+    let pinger = Command::new("ip")
+        .args(["netns", "exec", &pod1.ns.name, "ping", "-n", "-q", "-i", "0.01", "-c", "1000", "-W", "1"])
+        .arg(pod2.ip.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Command::new("ip")
+        .args(["netns", "exec", &pod2.ns.name, "iperf3", "-s", "-1", "-B"])
+        .arg(pod2.ip.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = Command::new("ip")
+        .args(["netns", "exec", &pod1.ns.name, "iperf3", "-c"])
+        .arg(pod2.ip.to_string())
+        .args(["-t", "10", "-i", "0.1", "-J", "-b", "200M"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500));
+        for node in 0..2 {
+            let status = bed.daemons[node].terminate().unwrap();
+            assert!(status.success(), "round {round}: {status}");
+            bed.daemons[node] = bed.start(node, &[]);
+            assert!(
+                bed.daemons[node].log().contains("adopted the link"),
+                "round {round}: {}",
+                bed.daemons[node].log()
+            );
+        }
+    }
+    eprintln!("3 restarts of both daemons in {:?}", started.elapsed());
+
+    let pings = String::from_utf8_lossy(&pinger.wait_with_output().unwrap().stdout).into_owned();
+    let iperf = client.wait_with_output().unwrap();
+    let mut server = server;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(pings.contains("1000 packets transmitted, 1000 received"), "pings lost:\n{pings}");
+    let report: serde_json::Value = serde_json::from_slice(&iperf.stdout).expect("iperf3 -J");
+    let intervals = report["intervals"].as_array().expect("intervals");
+    assert!(intervals.len() >= 95, "{} intervals", intervals.len());
+    let stalls: Vec<f64> = intervals
+        .iter()
+        .filter(|i| i["sum"]["bytes"].as_u64() == Some(0))
+        .map(|i| i["sum"]["start"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert!(stalls.is_empty(), "the stream stalled (a 100 ms interval carried nothing) at {stalls:?} s");
+}
+
+#[test]
+fn a_map_of_another_layout_is_recreated_not_misread() {
+    require_root();
+    let cluster = Cluster::build("lay", &ClusterSpec::seed_fastpath_only()).unwrap();
+    let bpffs = Bpffs::new("lay").unwrap();
+    let dir = bpffs.pin_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    // What an older version might have left: FP_ROUTES with 16-byte values.
+    let old = dir.join("FP_ROUTES").display().to_string();
+    cmd::run(
+        "bpftool",
+        &[
+            "map",
+            "create",
+            &old,
+            "type",
+            "lpm_trie",
+            "key",
+            "8",
+            "value",
+            "16",
+            "entries",
+            "64",
+            "name",
+            "FP_ROUTES",
+            "flags",
+            "1",
+        ],
+    )
+    .unwrap();
+    let daemon = Daemon::start_pinned(&cluster.nodes[0].ns.name, &dir, &[]).unwrap();
+    assert!(
+        daemon.log().contains("pinned map FP_ROUTES has another layout (key 8→8 bytes, value 16→24 bytes"),
+        "{}",
+        daemon.log()
+    );
+    let routes = daemon.cli(&["routes"]).unwrap();
+    assert!(routes.contains("10.244.166.128/26"), "{routes}");
+}
