@@ -60,7 +60,7 @@ pub fn report(watched: Option<Watched>, verdict: i32, reason: Reason) {
     watched.event.time_ns = unsafe { bpf_ktime_get_ns() };
     watched.event.verdict = verdict;
     watched.event.reason = reason.index();
-    let _ = FP_EVENTS.output(&watched.event, 0);
+    let _ = FP_EVENTS.output(watched.event, 0);
 }
 
 /// The IPv4 header to report: for IPIP, the inner one (the pods' conversation).

@@ -86,3 +86,18 @@ fn no_default_route_and_no_underlay_flag_is_one_readable_line() {
     let line = one_line(&out.stderr);
     assert!(line.contains("pass --underlay IFACE"), "{line}");
 }
+
+#[test]
+fn flags_come_from_fastpath_environment_variables_too() {
+    require_root();
+    let ns = Netns::new(names::unique("env")).unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(fastpath_bin())
+        .arg("run")
+        .env("FASTPATH_UNDERLAY", "eth8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(one_line(&out.stderr).contains("interface 'eth8' does not exist"));
+}

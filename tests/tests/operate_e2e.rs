@@ -118,6 +118,19 @@ fn status_endpoints_peers_routes_and_explain_as_a_user_sees_them() {
     let explain = bed.cli_ok(0, &["explain", "--arp", "10.244.40.36", "169.254.1.1"]);
     assert!(explain.starts_with("ARP reply"), "{explain}");
 
+    // The maps carry BTF: bpftool prints their field names.
+    for (map, field) in [
+        ("FP_ROUTES", "next_hop"),
+        ("FP_NODE", "underlay_mtu"),
+        ("FP_COUNTERS", "packets"),
+        ("FP_AGENT", "heartbeat_unix_ms"),
+        ("FP_MONITOR", "until_ns"),
+    ] {
+        let path = bed.bpffs[0].pin_dir().join(map).display().to_string();
+        let dump = cmd::run("bpftool", &["map", "dump", "pinned", &path]).unwrap();
+        assert!(dump.contains(&format!("\"{field}\"")), "{map}: no {field} in\n{dump}");
+    }
+
     let stats = bed.cli_ok(0, &["stats", "--json"]);
     let counters = fastpath_tests::Counters::parse(&stats).unwrap();
     assert!(counters.packets("encapsulated") > 0);

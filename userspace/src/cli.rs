@@ -44,7 +44,7 @@ pub struct RunArgs {
     pub iface_prefix: String,
 
     /// Also attach to this interface, whatever its name; it must exist at start (repeatable).
-    #[arg(long = "iface", value_name = "IFACE", value_parser = parse_iface_name)]
+    #[arg(long = "iface", env = "FASTPATH_IFACES", value_delimiter = ',', value_name = "IFACE", value_parser = parse_iface_name)]
     pub ifaces: Vec<String>,
 
     /// The interface toward the other nodes (default: the default route's interface).

@@ -50,7 +50,7 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
 
 pub fn table(rows: &[RouteRow]) -> String {
     let mut out = format!(
-        "{:<20} {:<10} {:<18} {:<18} {:<16} {}\n",
+        "{:<20} {:<10} {:<22} {:<18} {:<16} {}\n",
         "PREFIX", "KIND", "INTERFACE", "MAC", "NEXT HOP", "ENCAP"
     );
     for r in rows {
@@ -61,7 +61,7 @@ pub fn table(rows: &[RouteRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:<10} {:<18} {:<18} {:<16} {}",
+            "{:<20} {:<10} {:<22} {:<18} {:<16} {}",
             r.prefix,
             r.kind,
             iface,

@@ -75,8 +75,21 @@ pub fn run(keep: bool) -> Result<()> {
     let elapsed = started.elapsed();
     println!("100 MB from 10.244.40.36 to 10.244.166.150 in {elapsed:.2?}, contents verified");
 
-    step("the route table fastpath follows on node 10.101.14.50 (`fastpath routes`)")?;
-    print!("{}", daemons[0].cli(&["routes"])?);
+    step("node 10.101.14.50 as an operator sees it (`fastpath status`, `routes`, `endpoints`, `peers`)")?;
+    for args in [&["status"][..], &["routes"], &["endpoints"], &["peers"]] {
+        println!("$ fastpath {}", args.join(" "));
+        print!("{}", daemons[0].cli(args)?);
+    }
+    step("why a packet goes where it goes (`fastpath explain`)")?;
+    for args in [
+        &["explain", "10.244.40.36", "10.244.166.150"][..],
+        &["explain", "--size", "1500", "10.244.40.36", "10.244.166.150"],
+        &["explain", "10.244.40.36", "10.96.0.10"],
+        &["explain", "--arp", "10.244.40.36", "169.254.1.1"],
+    ] {
+        println!("$ fastpath {}", args.join(" "));
+        print!("{}", daemons[0].cli(args)?);
+    }
     for (daemon, node) in daemons.iter().zip(&cluster.nodes) {
         step(&format!("the counters on node {} (`fastpath stats`)", node.underlay_ip))?;
         print!("{}", nonzero(&daemon.cli(&["stats"])?));

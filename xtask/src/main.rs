@@ -23,7 +23,8 @@ enum Task {
     /// Install what building and testing need (nightly rust-src, bpf-linker, Debian packages);
     /// quick when nothing is missing. Every other task runs it first.
     Setup,
-    /// Build the daemon (with its eBPF programs embedded) into target/{debug,release}/fastpath.
+    /// Build the daemon (with its eBPF programs embedded) into target/{debug,release}/fastpath;
+    /// installs only the toolchain parts, no Debian packages.
     Build {
         #[arg(long)]
         release: bool,
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
-        Task::Build { release } => setup::run().and_then(|()| build::daemon(release).map(drop)),
+        Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),

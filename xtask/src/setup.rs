@@ -19,11 +19,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const PACKAGES: &[&str] =
     &["iproute2", "iputils-ping", "arping", "bpftool", "util-linux", "iptables", "tcpdump", "iperf3"];
 
+/// Everything: the toolchain and the packages the tests, demo and benchmark use.
 pub fn run() -> Result<()> {
+    toolchain()?;
+    debian_packages()
+}
+
+/// Only what compiling needs (for `build` and container images).
+pub fn toolchain() -> Result<()> {
     nightly_with_rust_src()?;
-    bpf_linker()?;
-    debian_packages()?;
-    Ok(())
+    bpf_linker()
 }
 
 fn nightly_with_rust_src() -> Result<()> {
