@@ -5,14 +5,17 @@
 //! its programs in atomically, and reconciles the maps against the kernel.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashSet},
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use aya::Ebpf;
 use aya_log::EbpfLogger;
-use fastpath_common::maps::{AgentInfo, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS};
+use fastpath_common::{
+    maps::{AgentInfo, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS},
+    route::RouteValue,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{Signal, SignalKind},
@@ -22,14 +25,14 @@ use crate::{
     attach::{self, Action, Link, Selector},
     bpffs,
     cli::RunArgs,
-    kernel::{KernelState, PeerQuery},
+    kernel::{KernelState, PeerQuery, Touched},
     loader::{self, Attachments, FROM_POD, FROM_UNDERLAY},
     metrics::{self, Metrics},
     netlink::{Event, LinkState, Netlink},
     node::{self, Node},
     pins,
-    routes::{self, IpipMode, Mapping},
-    tables::Tables,
+    routes::{self, IpipMode, Mapping, Prefix},
+    tables::{Tables, Written},
     Error,
 };
 
@@ -148,7 +151,7 @@ impl Daemon {
             self.node.underlay.addr,
             self.node.underlay.ifindex,
             self.ipip,
-            self.kernel.routes.len(),
+            self.kernel.route_count(),
             self.selector.prefix,
             self.selector.explicit.iter().map(|e| format!(" and {e}")).collect::<String>(),
             started.elapsed(),
@@ -183,7 +186,8 @@ impl Daemon {
     async fn handle(&mut self, event: Event) {
         let received = Instant::now();
         self.metrics.netlink_events.fetch_add(1, Ordering::Relaxed);
-        if let Some(query) = self.kernel.apply(&event, &self.selector.prefix) {
+        let (touched, query) = self.kernel.apply(&event, &self.selector.prefix);
+        if let Some(query) = query {
             learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
         }
         match &event {
@@ -207,8 +211,12 @@ impl Daemon {
         }
         // A failed write is not fatal: the mirror of what was written only records successes,
         // so the next event's sync writes it again.
-        match self.sync() {
-            Ok(written) if written.upserted + written.removed > 0 => {
+        let synced = match touched {
+            Touched::Prefix(prefix) => self.sync_prefix(prefix),
+            Touched::Everything => self.sync(),
+        };
+        match synced {
+            Ok(written) if written.any() => {
                 self.metrics.observe_sync(received.elapsed());
                 log::debug!(
                     "synced {} writes, {} removals in {} µs after {event:?}",
@@ -223,15 +231,38 @@ impl Daemon {
         self.update_readiness();
     }
 
-    fn sync(&mut self) -> Result<crate::tables::Written, Error> {
-        let mapping = Mapping {
+    fn mapping(&self) -> Mapping<'_> {
+        Mapping {
             interfaces: &self.kernel.interfaces,
             underlay: &self.node.underlay,
             ipip: self.ipip,
             pod_prefix: &self.selector.prefix,
-        };
-        let (table, peers) = routes::desired(self.kernel.routes.values(), &mapping);
-        let written = self.tables.sync(&table, &peers);
+        }
+    }
+
+    /// Every entry against the kernel: at start and after link events.
+    fn sync(&mut self) -> Result<Written, Error> {
+        let mapping = self.mapping();
+        let mut prefixes: HashSet<Prefix> = self.kernel.prefixes().copied().collect();
+        prefixes.extend(self.tables.written_prefixes());
+        let changes: Vec<(Prefix, Option<RouteValue>)> = prefixes
+            .into_iter()
+            .map(|p| (p, routes::entry_for(self.kernel.routes_of(&p), &mapping)))
+            .collect();
+        self.write(changes)
+    }
+
+    /// One prefix's entry: after a route event, whatever the size of the table.
+    fn sync_prefix(&mut self, prefix: Prefix) -> Result<Written, Error> {
+        let value = routes::entry_for(self.kernel.routes_of(&prefix), &self.mapping());
+        self.write([(prefix, value)])
+    }
+
+    fn write(
+        &mut self,
+        changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>,
+    ) -> Result<Written, Error> {
+        let written = self.tables.apply(changes);
         let (routes, peers) = self.tables.fill();
         self.metrics.route_entries.store(routes as u64, Ordering::Relaxed);
         self.metrics.peer_entries.store(peers as u64, Ordering::Relaxed);

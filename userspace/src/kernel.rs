@@ -5,13 +5,23 @@ use std::collections::HashMap;
 
 use crate::{
     netlink::{Event, LinkState},
-    routes::{Interface, KernelRoute, RouteId},
+    routes::{Interface, KernelRoute, Prefix},
 };
 
 #[derive(Debug, Default)]
 pub struct KernelState {
     pub interfaces: HashMap<u32, Interface>,
-    pub routes: HashMap<RouteId, KernelRoute>,
+    /// Every IPv4 route, by destination prefix (several tables and metrics may share one).
+    routes: HashMap<Prefix, Vec<KernelRoute>>,
+}
+
+/// Which fastpath entries an event may have changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Touched {
+    /// Only this prefix's entry (a route event).
+    Prefix(Prefix),
+    /// Possibly any entry (a link event: names, pod MACs and routes via it).
+    Everything,
 }
 
 /// A pod interface whose other end must be asked for its MAC.
@@ -28,30 +38,64 @@ impl KernelState {
         for link in links {
             state.link_present(link);
         }
-        state.routes = routes.into_iter().map(|r| (r.id(), r)).collect();
+        for route in routes {
+            state.add_route(route);
+        }
         state
     }
 
-    /// Apply one event. Returns the peer to ask for a MAC when a pod interface (name starting
-    /// with `pod_prefix`) appeared or its peer moved.
-    pub fn apply(&mut self, event: &Event, pod_prefix: &str) -> Option<PeerQuery> {
+    pub fn routes_of(&self, prefix: &Prefix) -> &[KernelRoute] {
+        self.routes.get(prefix).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn prefixes(&self) -> impl Iterator<Item = &Prefix> {
+        self.routes.keys()
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.routes.values().map(Vec::len).sum()
+    }
+
+    fn add_route(&mut self, route: KernelRoute) {
+        let routes = self.routes.entry((route.prefix_len, route.dst)).or_default();
+        let id = route.id();
+        match routes.iter_mut().find(|r| r.id() == id) {
+            Some(existing) => *existing = route,
+            None => routes.push(route),
+        }
+    }
+
+    fn remove_route(&mut self, route: &KernelRoute) {
+        let prefix = (route.prefix_len, route.dst);
+        if let Some(routes) = self.routes.get_mut(&prefix) {
+            routes.retain(|r| r.id() != route.id());
+            if routes.is_empty() {
+                self.routes.remove(&prefix);
+            }
+        }
+    }
+
+    /// Apply one event. Returns which entries it may have changed, and the peer to ask for a MAC
+    /// when a pod interface (name starting with `pod_prefix`) appeared or its peer moved.
+    pub fn apply(&mut self, event: &Event, pod_prefix: &str) -> (Touched, Option<PeerQuery>) {
         match event {
             Event::LinkPresent(link) => {
                 let moved = self.link_present(link);
-                (moved && link.name.starts_with(pod_prefix)).then(|| peer_query(link)).flatten()
+                let query = (moved && link.name.starts_with(pod_prefix)).then(|| peer_query(link)).flatten();
+                (Touched::Everything, query)
             }
             Event::LinkGone(link) => {
                 self.interfaces.remove(&link.index);
                 self.drop_routes_via(link.index);
-                None
+                (Touched::Everything, None)
             }
             Event::RouteAdded(route) => {
-                self.routes.insert(route.id(), route.clone());
-                None
+                self.add_route(route.clone());
+                (Touched::Prefix((route.prefix_len, route.dst)), None)
             }
             Event::RouteRemoved(route) => {
-                self.routes.remove(&route.id());
-                None
+                self.remove_route(route);
+                (Touched::Prefix((route.prefix_len, route.dst)), None)
             }
         }
     }
@@ -86,7 +130,10 @@ impl KernelState {
     }
 
     fn drop_routes_via(&mut self, ifindex: u32) {
-        self.routes.retain(|_, r| r.oif != Some(ifindex));
+        for routes in self.routes.values_mut() {
+            routes.retain(|r| r.oif != Some(ifindex));
+        }
+        self.routes.retain(|_, routes| !routes.is_empty());
     }
 }
 
@@ -123,10 +170,10 @@ mod tests {
     fn a_new_pod_link_asks_for_its_peer_mac_once() {
         let mut state = KernelState::default();
         let link = cali(7, true, Some((3, 2)));
-        let query = state.apply(&Event::LinkPresent(link.clone()), "cali");
+        let (_, query) = state.apply(&Event::LinkPresent(link.clone()), "cali");
         assert_eq!(query, Some(PeerQuery { ifindex: 7, netnsid: 3, peer_index: 2 }));
         state.set_peer_mac(7, Some([1; 6]));
-        assert_eq!(state.apply(&Event::LinkPresent(link), "cali"), None, "unchanged link, no new query");
+        assert_eq!(state.apply(&Event::LinkPresent(link), "cali").1, None, "unchanged link, no new query");
         assert_eq!(state.interfaces[&7].peer_mac, Some([1; 6]));
     }
 
@@ -134,7 +181,7 @@ mod tests {
     fn a_peer_that_moved_is_asked_again_and_its_old_mac_forgotten() {
         let mut state = KernelState::new(&[cali(7, true, Some((3, 2)))], vec![]);
         state.set_peer_mac(7, Some([1; 6]));
-        let query = state.apply(&Event::LinkPresent(cali(7, true, Some((4, 2)))), "cali");
+        let (_, query) = state.apply(&Event::LinkPresent(cali(7, true, Some((4, 2)))), "cali");
         assert_eq!(query, Some(PeerQuery { ifindex: 7, netnsid: 4, peer_index: 2 }));
         assert_eq!(state.interfaces[&7].peer_mac, None);
     }
@@ -142,10 +189,13 @@ mod tests {
     #[test]
     fn routes_come_and_go_with_events() {
         let mut state = KernelState::new(&[cali(7, true, None)], vec![]);
-        state.apply(&Event::RouteAdded(pod_route(7)), "cali");
-        assert_eq!(state.routes.len(), 1);
-        state.apply(&Event::RouteRemoved(pod_route(7)), "cali");
-        assert!(state.routes.is_empty());
+        let prefix = (32, Ipv4Addr::new(10, 244, 40, 7));
+        assert_eq!(state.apply(&Event::RouteAdded(pod_route(7)), "cali").0, Touched::Prefix(prefix));
+        let replaced = KernelRoute { gateway: Some(Ipv4Addr::new(10, 0, 0, 1)), ..pod_route(7) };
+        state.apply(&Event::RouteAdded(replaced.clone()), "cali");
+        assert_eq!(state.routes_of(&prefix), &[replaced], "same id: replaced, not added");
+        assert_eq!(state.apply(&Event::RouteRemoved(pod_route(7)), "cali").0, Touched::Prefix(prefix));
+        assert_eq!(state.route_count(), 0);
     }
 
     #[test]
@@ -153,10 +203,10 @@ mod tests {
         let mut state =
             KernelState::new(&[cali(7, true, None), cali(8, true, None)], vec![pod_route(7), pod_route(8)]);
         state.apply(&Event::LinkGone(cali(7, true, None)), "cali");
-        assert_eq!(state.routes.len(), 1);
+        assert_eq!(state.route_count(), 1);
         assert!(!state.interfaces.contains_key(&7));
         state.apply(&Event::LinkPresent(cali(8, false, None)), "cali");
-        assert!(state.routes.is_empty());
+        assert_eq!(state.route_count(), 0);
     }
 
     #[test]
@@ -164,6 +214,6 @@ mod tests {
         let mut state = KernelState::default();
         let eth =
             LinkState { index: 2, name: "eth0".into(), peer: Some((0, 9)), up: true, ..LinkState::default() };
-        assert_eq!(state.apply(&Event::LinkPresent(eth), "cali"), None);
+        assert_eq!(state.apply(&Event::LinkPresent(eth), "cali").1, None);
     }
 }

@@ -1,50 +1,181 @@
-//! What to write and what to delete so a map holds what it should (pure).
+//! What to write and what to delete so the maps hold what they should, one prefix at a time
+//! (pure). The mirror remembers what the maps hold; a peer is kept exactly as long as some route
+//! needs it, written before the first route that needs it and removed after the last.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
-/// The changes that turn `current` into `desired`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Diff<K, V> {
-    pub upsert: Vec<(K, V)>,
-    pub remove: Vec<K>,
+use fastpath_common::route::{RouteKind, RouteValue};
+
+use crate::routes::Prefix;
+
+/// One map write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    PutPeer(Ipv4Addr),
+    PutRoute(Prefix, RouteValue),
+    DelRoute(Prefix),
+    DelPeer(Ipv4Addr),
 }
 
-impl<K, V> Diff<K, V> {
-    pub fn is_empty(&self) -> bool {
-        self.upsert.is_empty() && self.remove.is_empty()
+/// What the route and peer maps hold.
+#[derive(Clone, Debug, Default)]
+pub struct Mirror {
+    routes: HashMap<Prefix, RouteValue>,
+    peers: HashSet<Ipv4Addr>,
+    /// Routes per peer, over the routes the map holds.
+    peer_refs: HashMap<Ipv4Addr, u32>,
+}
+
+fn peer_of(value: &RouteValue) -> Option<Ipv4Addr> {
+    (value.kind == RouteKind::RemoteBlock as u32).then(|| Ipv4Addr::from(value.next_hop))
+}
+
+impl Mirror {
+    /// The mirror of maps that already hold `routes` and `peers` (left by an earlier daemon).
+    pub fn new(
+        routes: impl IntoIterator<Item = (Prefix, RouteValue)>,
+        peers: impl IntoIterator<Item = Ipv4Addr>,
+    ) -> Self {
+        let mut mirror = Self { peers: peers.into_iter().collect(), ..Self::default() };
+        for (prefix, value) in routes {
+            mirror.record_route(prefix, Some(value));
+        }
+        mirror
     }
-}
 
-/// Only what differs: entries already right are left alone.
-pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(
-    desired: &BTreeMap<K, V>,
-    current: &BTreeMap<K, V>,
-) -> Diff<K, V> {
-    let upsert = desired
-        .iter()
-        .filter(|(k, v)| current.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let remove = current.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
-    Diff { upsert, remove }
+    pub fn routes(&self) -> impl Iterator<Item = (&Prefix, &RouteValue)> {
+        self.routes.iter()
+    }
+
+    pub fn len(&self) -> (usize, usize) {
+        (self.routes.len(), self.peers.len())
+    }
+
+    /// The writes that make `prefix` map to `value` (`None`: no entry), peers included.
+    pub fn ops(&self, prefix: Prefix, value: Option<RouteValue>) -> Vec<Op> {
+        let old = self.routes.get(&prefix).copied();
+        if old == value {
+            return Vec::new();
+        }
+        let mut ops = Vec::with_capacity(3);
+        let new_peer = value.as_ref().and_then(peer_of);
+        let old_peer = old.as_ref().and_then(peer_of);
+        if let Some(peer) = new_peer.filter(|p| !self.peers.contains(p)) {
+            ops.push(Op::PutPeer(peer));
+        }
+        ops.push(match value {
+            Some(value) => Op::PutRoute(prefix, value),
+            None => Op::DelRoute(prefix),
+        });
+        if let Some(peer) = old_peer.filter(|p| Some(*p) != new_peer && self.peer_refs.get(p) == Some(&1)) {
+            ops.push(Op::DelPeer(peer));
+        }
+        ops
+    }
+
+    /// Peers in the map that no route needs (left by an earlier daemon).
+    pub fn stale_peers(&self) -> Vec<Op> {
+        let mut stale: Vec<Ipv4Addr> =
+            self.peers.iter().filter(|p| !self.peer_refs.contains_key(p)).copied().collect();
+        stale.sort();
+        stale.into_iter().map(Op::DelPeer).collect()
+    }
+
+    /// Remember that `op` reached the map.
+    pub fn record(&mut self, op: &Op) {
+        match *op {
+            Op::PutPeer(peer) => {
+                self.peers.insert(peer);
+            }
+            Op::DelPeer(peer) => {
+                self.peers.remove(&peer);
+            }
+            Op::PutRoute(prefix, value) => self.record_route(prefix, Some(value)),
+            Op::DelRoute(prefix) => self.record_route(prefix, None),
+        }
+    }
+
+    fn record_route(&mut self, prefix: Prefix, value: Option<RouteValue>) {
+        let old = match value {
+            Some(value) => self.routes.insert(prefix, value),
+            None => self.routes.remove(&prefix),
+        };
+        if let Some(peer) = old.as_ref().and_then(peer_of) {
+            if let Some(refs) = self.peer_refs.get_mut(&peer) {
+                *refs -= 1;
+                if *refs == 0 {
+                    self.peer_refs.remove(&peer);
+                }
+            }
+        }
+        if let Some(peer) = value.as_ref().and_then(peer_of) {
+            *self.peer_refs.entry(peer).or_default() += 1;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_changes_are_listed() {
-        let current = BTreeMap::from([(1, 'a'), (2, 'b'), (3, 'c')]);
-        let desired = BTreeMap::from([(1, 'a'), (2, 'x'), (4, 'd')]);
-        let d = diff(&desired, &current);
-        assert_eq!(d.upsert, vec![(2, 'x'), (4, 'd')]);
-        assert_eq!(d.remove, vec![3]);
+    const A: Prefix = (26, Ipv4Addr::new(10, 244, 166, 128));
+    const B: Prefix = (26, Ipv4Addr::new(10, 244, 167, 0));
+    const POD: Prefix = (32, Ipv4Addr::new(10, 244, 40, 36));
+    const NODE2: Ipv4Addr = Ipv4Addr::new(10, 101, 14, 51);
+    const NODE3: Ipv4Addr = Ipv4Addr::new(10, 101, 14, 52);
+
+    fn remote(node: Ipv4Addr) -> RouteValue {
+        RouteValue::remote(node.octets(), true)
+    }
+
+    fn apply(mirror: &mut Mirror, prefix: Prefix, value: Option<RouteValue>) -> Vec<Op> {
+        let ops = mirror.ops(prefix, value);
+        for op in &ops {
+            mirror.record(op);
+        }
+        ops
     }
 
     #[test]
-    fn equal_maps_need_nothing() {
-        let m = BTreeMap::from([(1, 'a')]);
-        assert!(diff(&m, &m).is_empty());
+    fn a_peer_comes_before_its_first_route_and_goes_after_its_last() {
+        let mut m = Mirror::default();
+        assert_eq!(
+            apply(&mut m, A, Some(remote(NODE2))),
+            vec![Op::PutPeer(NODE2), Op::PutRoute(A, remote(NODE2))]
+        );
+        assert_eq!(apply(&mut m, B, Some(remote(NODE2))), vec![Op::PutRoute(B, remote(NODE2))]);
+        assert_eq!(apply(&mut m, A, None), vec![Op::DelRoute(A)]);
+        assert_eq!(apply(&mut m, B, None), vec![Op::DelRoute(B), Op::DelPeer(NODE2)]);
+        assert_eq!(m.len(), (0, 0));
+    }
+
+    #[test]
+    fn a_block_moving_to_another_node_swaps_the_peers_around_the_route() {
+        let mut m = Mirror::default();
+        apply(&mut m, A, Some(remote(NODE2)));
+        assert_eq!(
+            apply(&mut m, A, Some(remote(NODE3))),
+            vec![Op::PutPeer(NODE3), Op::PutRoute(A, remote(NODE3)), Op::DelPeer(NODE2)]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_entry_needs_nothing() {
+        let mut m = Mirror::default();
+        let local = RouteValue::local(7, [1; 6]);
+        apply(&mut m, POD, Some(local));
+        assert!(m.ops(POD, Some(local)).is_empty());
+        assert!(m.ops((32, Ipv4Addr::new(1, 1, 1, 1)), None).is_empty());
+    }
+
+    #[test]
+    fn maps_left_by_an_earlier_daemon_are_read_back() {
+        let m = Mirror::new([(A, remote(NODE2))], [NODE2, NODE3]);
+        assert_eq!(m.stale_peers(), vec![Op::DelPeer(NODE3)]);
+        assert!(m.ops(A, Some(remote(NODE2))).is_empty());
+        assert_eq!(m.ops(A, None), vec![Op::DelRoute(A), Op::DelPeer(NODE2)]);
     }
 }

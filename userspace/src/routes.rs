@@ -8,12 +8,9 @@
 //! | `blackhole 10.244.40.0/26` | blackhole: an address in it with no pod is dropped |
 //! | anything else (default route, routes via the underlay's gateway, host and service routes, other tables) | none: the kernel routes it |
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::Ipv4Addr,
-};
+use std::{collections::HashMap, net::Ipv4Addr};
 
-use fastpath_common::route::{RouteKind, RouteValue};
+use fastpath_common::route::RouteValue;
 
 /// The main routing table's id.
 pub const MAIN_TABLE: u32 = 254;
@@ -152,33 +149,11 @@ fn map_unicast(route: &KernelRoute, m: &Mapping) -> Option<RouteValue> {
     }
 }
 
-/// The whole table fastpath should hold: for each prefix, the kernel's preferred route (lowest
-/// metric, then TOS 0) mapped; and the nodes whose IPIP to accept (every remote next hop).
-pub fn desired<'r>(
-    routes: impl IntoIterator<Item = &'r KernelRoute>,
-    m: &Mapping,
-) -> (BTreeMap<Prefix, RouteValue>, BTreeSet<Ipv4Addr>) {
-    let mut preferred: BTreeMap<Prefix, &KernelRoute> = BTreeMap::new();
-    for route in routes {
-        if route.table != MAIN_TABLE {
-            continue;
-        }
-        let prefix = (route.prefix_len, route.dst);
-        match preferred.get(&prefix) {
-            Some(best) if (best.priority, best.tos) <= (route.priority, route.tos) => {}
-            _ => {
-                preferred.insert(prefix, route);
-            }
-        }
-    }
-    let table: BTreeMap<Prefix, RouteValue> =
-        preferred.into_iter().filter_map(|(prefix, route)| Some((prefix, map_route(route, m)?))).collect();
-    let peers = table
-        .values()
-        .filter(|v| v.kind == RouteKind::RemoteBlock as u32)
-        .map(|v| Ipv4Addr::from(v.next_hop))
-        .collect();
-    (table, peers)
+/// The entry for a prefix: the kernel's preferred route among `routes` (main table, lowest
+/// metric, then TOS 0), mapped; `None` when the kernel keeps it.
+pub fn entry_for(routes: &[KernelRoute], m: &Mapping) -> Option<RouteValue> {
+    let preferred = routes.iter().filter(|r| r.table == MAIN_TABLE).min_by_key(|r| (r.priority, r.tos))?;
+    map_route(preferred, m)
 }
 
 #[cfg(test)]
@@ -286,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn the_preferred_route_of_a_prefix_wins_and_peers_are_the_remote_next_hops() {
+    fn the_preferred_route_of_a_prefix_wins() {
         let interfaces = interfaces(Some(POD_MAC));
         let m = Mapping {
             interfaces: &interfaces,
@@ -299,14 +274,16 @@ mod tests {
             ..route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 99]))
         };
         let better = route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 51]));
-        let pod = route([10, 244, 40, 36], 32, Some(CALI), None);
-        let (table, peers) = desired([&worse, &better, &pod], &m);
-        assert_eq!(table.len(), 2);
+        let other_table = KernelRoute {
+            table: 100,
+            ..route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 98]))
+        };
         assert_eq!(
-            table[&(26, Ipv4Addr::new(10, 244, 166, 128))],
-            RouteValue::remote([10, 101, 14, 51], true)
+            entry_for(&[worse.clone(), better, other_table], &m),
+            Some(RouteValue::remote([10, 101, 14, 51], true))
         );
-        assert_eq!(peers, BTreeSet::from([Ipv4Addr::new(10, 101, 14, 51)]));
+        assert_eq!(entry_for(&[worse], &m), Some(RouteValue::remote([10, 101, 14, 99], true)));
+        assert_eq!(entry_for(&[], &m), None);
     }
 
     #[test]

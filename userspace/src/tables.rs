@@ -3,11 +3,7 @@
 //! A mirror of what was written is kept so each sync writes only what changed
 //! ([`crate::reconcile::diff`]).
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
-    path::Path,
-};
+use std::{net::Ipv4Addr, path::Path};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
@@ -18,7 +14,11 @@ use fastpath_common::{
     route::RouteValue,
 };
 
-use crate::{reconcile, routes::Prefix, Error};
+use crate::{
+    reconcile::{Mirror, Op},
+    routes::Prefix,
+    Error,
+};
 
 pub type RouteTrie<T> = LpmTrie<T, [u8; 4], RouteValue>;
 
@@ -28,15 +28,20 @@ pub struct Tables {
     peers: HashMap<MapData, [u8; 4], u32>,
     agent: Array<MapData, AgentInfo>,
     pub counters: PerCpuArray<MapData, Counter>,
-    written_routes: BTreeMap<Prefix, RouteValue>,
-    written_peers: BTreeMap<Ipv4Addr, ()>,
+    mirror: Mirror,
 }
 
-/// How many entries one sync wrote and removed.
+/// How many entries a sync wrote and removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
     pub upserted: usize,
     pub removed: usize,
+}
+
+impl Written {
+    pub fn any(&self) -> bool {
+        self.upserted + self.removed > 0
+    }
 }
 
 impl Tables {
@@ -45,26 +50,30 @@ impl Tables {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
         let routes: RouteTrie<MapData> = take(ebpf, ROUTES)?;
         let peers: HashMap<MapData, [u8; 4], u32> = take(ebpf, TUNNEL_PEERS)?;
-        let written_routes = route_entries(&routes)?.into_iter().collect();
-        let written_peers = peers
+        let pinned_peers = peers
             .keys()
-            .map(|k| k.map(|k| (Ipv4Addr::from(k), ())))
-            .collect::<Result<_, _>>()
+            .map(|k| k.map(Ipv4Addr::from))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS, source })?;
+        let mirror = Mirror::new(route_entries(&routes)?, pinned_peers);
         Ok(Self {
             routes,
             node: take(ebpf, NODE)?,
             peers,
             agent: take(ebpf, AGENT)?,
             counters: take(ebpf, COUNTERS)?,
-            written_routes,
-            written_peers,
+            mirror,
         })
     }
 
     /// Entries in the route and peer maps.
     pub fn fill(&self) -> (usize, usize) {
-        (self.written_routes.len(), self.written_peers.len())
+        self.mirror.len()
+    }
+
+    /// Prefixes the route map holds now.
+    pub fn written_prefixes(&self) -> Vec<Prefix> {
+        self.mirror.routes().map(|(p, _)| *p).collect()
     }
 
     pub fn set_agent(&mut self, agent: &AgentInfo) -> Result<(), Error> {
@@ -75,40 +84,51 @@ impl Tables {
         self.node.set(0, config, 0).map_err(|source| Error::WriteMap { name: NODE, source })
     }
 
-    /// Make the maps hold `routes` and `peers`. New peers go in before the routes that need
-    /// them, and leave after the routes that used them.
-    pub fn sync(
+    /// Make each prefix map to its value (`None`: no entry), writing only what differs; then
+    /// drop peers no route needs. Stops at the first failed write; what was written stays
+    /// recorded, so a later sync finishes the job.
+    pub fn apply(
         &mut self,
-        routes: &BTreeMap<Prefix, RouteValue>,
-        peers: &BTreeSet<Ipv4Addr>,
+        changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>,
     ) -> Result<Written, Error> {
-        let peers: BTreeMap<Ipv4Addr, ()> = peers.iter().map(|p| (*p, ())).collect();
-        let peer_diff = reconcile::diff(&peers, &self.written_peers);
-        let route_diff = reconcile::diff(routes, &self.written_routes);
-        for (peer, ()) in &peer_diff.upsert {
-            self.peers
-                .insert(peer.octets(), 1, 0)
-                .map_err(|source| Error::WriteMap { name: TUNNEL_PEERS, source })?;
-            self.written_peers.insert(*peer, ());
+        let mut written = Written::default();
+        for (prefix, value) in changes {
+            for op in self.mirror.ops(prefix, value) {
+                self.write(&op, &mut written)?;
+            }
         }
-        for ((len, addr), value) in &route_diff.upsert {
-            self.routes
-                .insert(&Key::new(u32::from(*len), addr.octets()), value, 0)
-                .map_err(|source| Error::WriteMap { name: ROUTES, source })?;
-            self.written_routes.insert((*len, *addr), *value);
+        for op in self.mirror.stale_peers() {
+            self.write(&op, &mut written)?;
         }
-        for (len, addr) in &route_diff.remove {
-            remove_ok_if_gone(self.routes.remove(&Key::new(u32::from(*len), addr.octets())), ROUTES)?;
-            self.written_routes.remove(&(*len, *addr));
+        Ok(written)
+    }
+
+    fn write(&mut self, op: &Op, written: &mut Written) -> Result<(), Error> {
+        let key = |(len, addr): Prefix| Key::new(u32::from(len), addr.octets());
+        match *op {
+            Op::PutPeer(peer) => {
+                self.peers
+                    .insert(peer.octets(), 1, 0)
+                    .map_err(|source| Error::WriteMap { name: TUNNEL_PEERS, source })?;
+                written.upserted += 1;
+            }
+            Op::PutRoute(prefix, value) => {
+                self.routes
+                    .insert(&key(prefix), value, 0)
+                    .map_err(|source| Error::WriteMap { name: ROUTES, source })?;
+                written.upserted += 1;
+            }
+            Op::DelRoute(prefix) => {
+                remove_ok_if_gone(self.routes.remove(&key(prefix)), ROUTES)?;
+                written.removed += 1;
+            }
+            Op::DelPeer(peer) => {
+                remove_ok_if_gone(self.peers.remove(&peer.octets()), TUNNEL_PEERS)?;
+                written.removed += 1;
+            }
         }
-        for peer in &peer_diff.remove {
-            remove_ok_if_gone(self.peers.remove(&peer.octets()), TUNNEL_PEERS)?;
-            self.written_peers.remove(peer);
-        }
-        Ok(Written {
-            upserted: route_diff.upsert.len() + peer_diff.upsert.len(),
-            removed: route_diff.remove.len() + peer_diff.remove.len(),
-        })
+        self.mirror.record(op);
+        Ok(())
     }
 }
 

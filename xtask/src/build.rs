@@ -19,6 +19,12 @@ pub fn daemon(release: bool) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Build an example of the test bed (a load generator), optimised; returns its path.
+pub fn example(name: &str) -> Result<PathBuf> {
+    shell::run(cargo().args(["build", "--release", "--package", "fastpath-tests", "--example", name]))?;
+    Ok(target_dir().join("release/examples").join(name))
+}
+
 pub fn run(release: bool, flags: &[String]) -> Result<()> {
     require_root("fastpath run")?;
     let bin = daemon(release)?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod control_plane;
 mod demo;
 mod setup;
 mod shell;
@@ -47,6 +48,10 @@ enum Task {
         /// One short round: a smoke test, not a measurement.
         #[arg(long)]
         quick: bool,
+        /// Measure the control plane instead: start-up over 100 000 routes, route churn
+        /// latency, memory.
+        #[arg(long)]
+        control_plane: bool,
     },
     /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
     Demo {
@@ -64,7 +69,12 @@ fn main() -> ExitCode {
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),
-        Task::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
+        Task::Bench { quick, control_plane: false } => setup::run().and_then(|()| bench::run(quick)),
+        Task::Bench { quick, control_plane: true } => setup::run().and_then(|()| {
+            let bin = build::daemon(true)?;
+            std::env::set_var("FASTPATH_BIN", bin);
+            control_plane::run(quick)
+        }),
         Task::Demo { keep } => setup::run().and_then(|()| demo::run(keep)),
     };
     match result {

@@ -27,6 +27,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Run a command, capturing its output; fail unless it exits 0; return its stdout.
+pub fn output_ok(cmd: &mut Command) -> Result<String> {
+    let out =
+        cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        bail!("`{}` failed ({})", describe(cmd), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Run a command quietly and return its stdout, or `None` if it cannot run or fails.
 pub fn probe(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).stderr(Stdio::null()).output().ok()?;
