@@ -144,6 +144,7 @@ impl Daemon {
         self.pods.drop_stale_pins();
         self.underlay.drop_stale_pins();
         self.heartbeat();
+        release_startup_memory();
         // Tests and operators wait for this line: everything present at start is served now.
         log::info!(
             "fastpath {} running: underlay {} ({}), ipip {:?}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
@@ -302,6 +303,16 @@ impl Daemon {
         if let Err(e) = self.tables.set_agent(&self.agent) {
             log::warn!("{}", e.chain());
         }
+    }
+}
+
+/// The start-up dumps (every route and link, as netlink messages) are freed by now; give their
+/// memory back to the system rather than keep it as the process's high-water mark.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it has no other effect.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
