@@ -159,3 +159,66 @@ pub fn send_raw_ipv4(ns: &str, packet: Vec<u8>) -> Result<()> {
         Ok(())
     })
 }
+
+/// What a request/response run measured.
+#[derive(Clone, Debug)]
+pub struct RequestResponse {
+    pub transactions: u64,
+    pub seconds: f64,
+    /// Round-trip times, sorted, in nanoseconds.
+    pub rtt_ns: Vec<u64>,
+}
+
+impl RequestResponse {
+    pub fn per_second(&self) -> f64 {
+        self.transactions as f64 / self.seconds
+    }
+
+    /// The `p`-quantile of the round-trip time, in microseconds.
+    pub fn percentile_us(&self, p: f64) -> f64 {
+        let i = ((self.rtt_ns.len() as f64 * p) as usize).min(self.rtt_ns.len().saturating_sub(1));
+        self.rtt_ns.get(i).map_or(0.0, |ns| *ns as f64 / 1000.0)
+    }
+}
+
+/// TCP request/response with 1-byte messages over one connection for `duration`: the client
+/// sends a byte, the server echoes it, and every round trip is timed.
+pub fn tcp_request_response(
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: Ipv4Addr,
+    duration: Duration,
+) -> Result<RequestResponse> {
+    let listener = in_netns(server_ns, move || Ok(TcpListener::bind((server_ip, 0))?))?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(duration + Duration::from_secs(10)))?;
+        let mut byte = [0u8; 1];
+        while stream.read(&mut byte)? == 1 {
+            stream.write_all(&byte)?;
+        }
+        Ok(())
+    });
+    let result = in_netns(client_ns, move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut rtt_ns = Vec::with_capacity(1 << 20);
+        let mut byte = [1u8; 1];
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            let sent = Instant::now();
+            stream.write_all(&byte)?;
+            stream.read_exact(&mut byte)?;
+            rtt_ns.push(sent.elapsed().as_nanos() as u64);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        drop(stream);
+        rtt_ns.sort_unstable();
+        Ok(RequestResponse { transactions: rtt_ns.len() as u64, seconds, rtt_ns })
+    })?;
+    server.join().map_err(|_| anyhow::anyhow!("echo server panicked"))??;
+    Ok(result)
+}

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::{cluster::RemoteVia, cmd, names, Cluster, ClusterSpec, Daemon, Netns};
+use fastpath_tests::{cluster::RemoteVia, cmd, names, traffic, Cluster, ClusterSpec, Daemon, Netns};
 
 use crate::build;
 
@@ -47,18 +47,63 @@ struct Options {
     seconds: u32,
 }
 
-pub fn run(quick: bool) -> Result<()> {
+/// One number of one run.
+#[derive(Clone, Debug)]
+struct Sample {
+    path: Path,
+    placement: &'static str,
+    measure: Measure,
+    value: f64,
+}
+
+/// What is measured, and which way is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Measure {
+    Tcp1,
+    Tcp4,
+    Udp64,
+    RequestResponse,
+    LatencyP50,
+    LatencyP99,
+    CpuPerGb,
+}
+
+impl Measure {
+    const ALL: [Measure; 7] = [
+        Measure::Tcp1,
+        Measure::Tcp4,
+        Measure::Udp64,
+        Measure::RequestResponse,
+        Measure::LatencyP50,
+        Measure::LatencyP99,
+        Measure::CpuPerGb,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Measure::Tcp1 => "TCP 1 stream Gbit/s",
+            Measure::Tcp4 => "TCP 4 streams Gbit/s",
+            Measure::Udp64 => "UDP 64 B kpkt/s rcvd",
+            Measure::RequestResponse => "TCP 1 B req/resp k/s",
+            Measure::LatencyP50 => "TCP RR latency p50 us",
+            Measure::LatencyP99 => "TCP RR latency p99 us",
+            Measure::CpuPerGb => "CPU s per GB (TCP 1)",
+        }
+    }
+}
+
+pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     if !crate::shell::is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
     }
     let bin = build::daemon(true)?;
     std::env::set_var("FASTPATH_BIN", &bin);
-    let options = if quick { Options { rounds: 1, seconds: 2 } } else { Options { rounds: 3, seconds: 5 } };
+    let options = if quick { Options { rounds: 1, seconds: 1 } } else { Options { rounds: 3, seconds: 3 } };
     println!(
-        "bench: {} rounds of {} s per measurement; the kernel path crosses nodes without encapsulation",
+        "bench: {} rounds of {} s per measurement, paths alternating; the kernel path crosses nodes without encapsulation (this kernel has no ipip module), fastpath with IPIP",
         options.rounds, options.seconds
     );
-    let mut results: Vec<(Path, &'static str, &'static str, f64)> = Vec::new();
+    let mut samples = Vec::new();
     for round in 1..=options.rounds {
         for path in PATHS {
             let setup = setup(path)?;
@@ -66,19 +111,38 @@ pub fn run(quick: bool) -> Result<()> {
                 [("same node", Some(&setup.same_node)), ("cross node", setup.cross_node.as_ref())]
             {
                 let Some(pair) = pair else { continue };
-                for (name, streams) in [("TCP 1 stream Gbit/s", 1), ("TCP 4 streams Gbit/s", 4)] {
-                    eprint!(
-                        "\rbench: round {round}/{}: {path:?} {placement}: {name}          ",
-                        options.rounds
-                    );
-                    let gbits = iperf_tcp(pair, streams, options.seconds)?;
-                    results.push((path, placement, name, gbits));
-                }
+                let progress = |what: &str| {
+                    eprint!("\r\x1b[2Kbench: round {round}/{}: {path:?}, {placement}: {what}", options.rounds)
+                };
+                let mut push = |measure, value| samples.push(Sample { path, placement, measure, value });
+                progress("TCP, 1 stream");
+                let (gbits, cpu_per_gb) = iperf_tcp(pair, 1, options.seconds)?;
+                push(Measure::Tcp1, gbits);
+                push(Measure::CpuPerGb, cpu_per_gb);
+                progress("TCP, 4 streams");
+                push(Measure::Tcp4, iperf_tcp(pair, 4, options.seconds)?.0);
+                progress("UDP, 64-byte payloads");
+                push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
+                progress("TCP request/response, 1 byte");
+                let rr = traffic::tcp_request_response(
+                    &pair.client.0,
+                    &pair.server.0,
+                    pair.server.1,
+                    Duration::from_secs(u64::from(options.seconds)),
+                )?;
+                push(Measure::RequestResponse, rr.per_second() / 1e3);
+                push(Measure::LatencyP50, rr.percentile_us(0.50));
+                push(Measure::LatencyP99, rr.percentile_us(0.99));
             }
         }
     }
-    eprintln!();
-    print!("{}", table(&results));
+    eprintln!("\r\x1b[2Kbench: done");
+    let rows = summarize(&samples);
+    print!("{}", table(&rows));
+    if let Some(path) = json {
+        std::fs::write(path, to_json(&rows, &options))?;
+        println!("bench: wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -130,17 +194,50 @@ fn setup(path: Path) -> Result<Setup> {
     }
 }
 
-/// TCP throughput with iperf3, in Gbit/s as the receiver counted it.
-fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<f64> {
+/// TCP throughput with iperf3, in Gbit/s as the receiver counted it, and the machine's
+/// system + softirq CPU time per GB received during the run.
+fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
+    let (streams, secs) = (streams.to_string(), seconds.to_string());
+    let cpu_before = kernel_cpu_seconds()?;
+    let json = iperf(pair, &["-t", &secs, "-P", &streams])?;
+    let cpu = kernel_cpu_seconds()? - cpu_before;
+    let sum = &json["end"]["sum_received"];
+    let bps = sum["bits_per_second"].as_f64().context("iperf3 reported no throughput")?;
+    let bytes = sum["bytes"].as_f64().context("iperf3 reported no bytes")?;
+    Ok((bps / 1e9, cpu / (bytes / 1e9)))
+}
+
+/// Packets per second received, UDP with 64-byte payloads, the sender unthrottled.
+fn iperf_udp_small(pair: &Pair, seconds: u32) -> Result<f64> {
+    let json = iperf(pair, &["-u", "-l", "64", "-b", "0", "-t", &seconds.to_string()])?;
+    let sum = &json["end"]["sum"];
+    let packets = sum["packets"].as_f64().context("iperf3 reported no packets")?;
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let secs = sum["seconds"].as_f64().context("iperf3 reported no duration")?;
+    Ok((packets - lost) / secs)
+}
+
+fn iperf(pair: &Pair, args: &[&str]) -> Result<serde_json::Value> {
     let server = IperfServer::start(&pair.server.0, pair.server.1)?;
     std::thread::sleep(Duration::from_millis(200));
-    let (streams, seconds, addr) = (streams.to_string(), seconds.to_string(), pair.server.1.to_string());
-    let out = cmd::in_ns_ok(&pair.client.0, "iperf3", &["-c", &addr, "-t", &seconds, "-P", &streams, "-J"])?;
+    let addr = pair.server.1.to_string();
+    let mut full = vec!["-c", addr.as_str(), "-J"];
+    full.extend_from_slice(args);
+    let out = cmd::in_ns_ok(&pair.client.0, "iperf3", &full)?;
     drop(server);
-    let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 -J output")?;
-    let bps =
-        json["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3 reported no throughput")?;
-    Ok(bps / 1e9)
+    serde_json::from_str(&out).context("iperf3 -J output")
+}
+
+/// System plus softirq time of every CPU so far, in seconds (/proc/stat, USER_HZ ticks).
+fn kernel_cpu_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().context("/proc/stat is empty")?;
+    let fields: Vec<f64> = cpu.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq ...
+    anyhow::ensure!(fields.len() >= 7, "unexpected /proc/stat: {cpu}");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((fields[2] + fields[6]) / hz)
 }
 
 struct IperfServer(Child);
@@ -172,51 +269,106 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(values[values.len() / 2])
 }
 
-/// Medians per (measure, placement) and path, with fastpath's ratios to the others.
-fn table(results: &[(Path, &str, &str, f64)]) -> String {
-    let mut rows: Vec<(&str, &str)> = Vec::new();
-    for (_, placement, name, _) in results {
-        if !rows.contains(&(*name, *placement)) {
-            rows.push((name, placement));
-        }
+/// Medians of one measure and placement on each path.
+#[derive(Clone, Debug)]
+struct Row {
+    measure: Measure,
+    placement: &'static str,
+    limit: Option<f64>,
+    kernel: Option<f64>,
+    fastpath: Option<f64>,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
     }
-    let med = |path: Path, name: &str, placement: &str| {
+}
+
+fn summarize(samples: &[Sample]) -> Vec<Row> {
+    let med = |path: Path, measure: Measure, placement: &str| {
         median(
-            results.iter().filter(|r| r.0 == path && r.2 == name && r.1 == placement).map(|r| r.3).collect(),
+            samples
+                .iter()
+                .filter(|s| s.path == path && s.measure == measure && s.placement == placement)
+                .map(|s| s.value)
+                .collect(),
         )
     };
-    let limit_of = |name: &str| med(Path::Limit, name, "same node");
-    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-        _ => "-".into(),
-    };
-    let mut out = format!(
-        "{:<22} {:<11} {:>8} {:>8} {:>9} {:>10} {:>10}\n",
-        "measure", "pods", "limit", "kernel", "fastpath", "fp/kernel", "fp/limit"
-    );
-    for (name, placement) in rows {
-        if placement == "same node" || med(Path::Kernel, name, placement).is_some() {
-            let (limit, kernel, fast) =
-                (limit_of(name), med(Path::Kernel, name, placement), med(Path::Fastpath, name, placement));
-            out.push_str(&format!(
-                "{:<22} {:<11} {:>8} {:>8} {:>9} {:>10} {:>10}\n",
-                name,
+    let mut rows = Vec::new();
+    for placement in ["same node", "cross node"] {
+        for measure in Measure::ALL {
+            let row = Row {
+                measure,
                 placement,
-                cell(limit),
-                cell(kernel),
-                cell(fast),
-                ratio(fast, kernel),
-                ratio(fast, limit)
-            ));
+                // One veth is the limit for both placements.
+                limit: med(Path::Limit, measure, "same node"),
+                kernel: med(Path::Kernel, measure, placement),
+                fastpath: med(Path::Fastpath, measure, placement),
+            };
+            if row.kernel.is_some() || row.fastpath.is_some() {
+                rows.push(row);
+            }
         }
     }
+    rows
+}
+
+fn table(rows: &[Row]) -> String {
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let times = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
+    let mut out = format!(
+        "{:<24} {:<11} {:>9} {:>9} {:>9} {:>10} {:>9}\n",
+        "measure", "pods", "limit", "kernel", "fastpath", "fp/kernel", "fp/limit"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<24} {:<11} {:>9} {:>9} {:>9} {:>10} {:>9}\n",
+            r.measure.name(),
+            r.placement,
+            cell(r.limit),
+            cell(r.kernel),
+            cell(r.fastpath),
+            times(ratio(r.fastpath, r.kernel)),
+            times(ratio(r.fastpath, r.limit))
+        ));
+    }
     out
+}
+
+fn to_json(rows: &[Row], options: &Options) -> String {
+    let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.4}"));
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                r#"{{"measure":"{}","pods":"{}","limit":{},"kernel":{},"fastpath":{},"fastpath_per_kernel":{},"fastpath_per_limit":{}}}"#,
+                r.measure.name(),
+                r.placement,
+                num(r.limit),
+                num(r.kernel),
+                num(r.fastpath),
+                num(ratio(r.fastpath, r.kernel)),
+                num(ratio(r.fastpath, r.limit))
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"rounds":{},"seconds_per_measurement":{},"results":[{}]}}"#,
+        options.rounds,
+        options.seconds,
+        items.join(",")
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(path: Path, placement: &'static str, measure: Measure, value: f64) -> Sample {
+        Sample { path, placement, measure, value }
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
@@ -226,18 +378,31 @@ mod tests {
     }
 
     #[test]
-    fn the_table_has_ratios_against_kernel_and_limit() {
-        let results = vec![
-            (Path::Limit, "same node", "TCP", 20.0),
-            (Path::Kernel, "same node", "TCP", 10.0),
-            (Path::Fastpath, "same node", "TCP", 15.0),
-            (Path::Kernel, "cross node", "TCP", 8.0),
-            (Path::Fastpath, "cross node", "TCP", 12.0),
+    fn rows_have_medians_and_ratios_against_kernel_and_limit() {
+        let samples = vec![
+            sample(Path::Limit, "same node", Measure::Tcp1, 20.0),
+            sample(Path::Kernel, "same node", Measure::Tcp1, 10.0),
+            sample(Path::Fastpath, "same node", Measure::Tcp1, 15.0),
+            sample(Path::Fastpath, "same node", Measure::Tcp1, 14.0),
+            sample(Path::Fastpath, "same node", Measure::Tcp1, 99.0),
+            sample(Path::Kernel, "cross node", Measure::Tcp1, 8.0),
+            sample(Path::Fastpath, "cross node", Measure::Tcp1, 12.0),
         ];
-        let t = table(&results);
+        let rows = summarize(&samples);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].fastpath, Some(15.0), "median of 14, 15, 99");
+        let t = table(&rows);
         let same = t.lines().nth(1).unwrap();
         assert!(same.contains("20.00") && same.contains("1.50x") && same.contains("0.75x"), "{t}");
         let cross = t.lines().nth(2).unwrap();
         assert!(cross.contains("cross node") && cross.contains("1.50x"), "{t}");
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(&rows, &Options { rounds: 3, seconds: 3 })).unwrap();
+        assert_eq!(json["results"][0]["fastpath_per_kernel"], 1.5);
+    }
+
+    #[test]
+    fn kernel_cpu_time_is_read() {
+        assert!(kernel_cpu_seconds().unwrap() > 0.0);
     }
 }

@@ -52,6 +52,9 @@ enum Task {
         /// latency, memory.
         #[arg(long)]
         control_plane: bool,
+        /// Also write the results as JSON here.
+        #[arg(long, value_name = "PATH")]
+        json: Option<std::path::PathBuf>,
     },
     /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
     Demo {
@@ -69,8 +72,10 @@ fn main() -> ExitCode {
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),
-        Task::Bench { quick, control_plane: false } => setup::run().and_then(|()| bench::run(quick)),
-        Task::Bench { quick, control_plane: true } => setup::run().and_then(|()| {
+        Task::Bench { quick, control_plane: false, json } => {
+            setup::run().and_then(|()| bench::run(quick, json.as_deref()))
+        }
+        Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
             let bin = build::daemon(true)?;
             std::env::set_var("FASTPATH_BIN", bin);
             control_plane::run(quick)
