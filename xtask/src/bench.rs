@@ -104,6 +104,8 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
         options.rounds, options.seconds
     );
     let mut samples = Vec::new();
+    let mut program_costs: Vec<(String, u64, u64)> = Vec::new();
+    let _stats = BpfStats::enable()?;
     for round in 1..=options.rounds {
         for path in PATHS {
             let setup = setup(path)?;
@@ -134,11 +136,32 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
                 push(Measure::LatencyP50, rr.percentile_us(0.50));
                 push(Measure::LatencyP99, rr.percentile_us(0.99));
             }
+            for daemon in &setup._daemons {
+                for program in ["from_pod", "from_underlay"] {
+                    for id in daemon.attached_prog_ids(program) {
+                        if let Some((time_ns, runs)) = program_run_time(id) {
+                            program_costs.push((program.to_string(), time_ns, runs));
+                        }
+                    }
+                }
+            }
         }
     }
     eprintln!("\r\x1b[2Kbench: done");
     let rows = summarize(&samples);
     print!("{}", table(&rows));
+    for program in ["from_pod", "from_underlay"] {
+        let (time_ns, runs) = program_costs
+            .iter()
+            .filter(|(p, _, _)| p == program)
+            .fold((0u64, 0u64), |(t, r), (_, time_ns, runs)| (t + time_ns, r + runs));
+        if runs > 0 {
+            println!(
+                "{program}: {:.0} ns per packet over {runs} packets (kernel.bpf_stats_enabled run time)",
+                time_ns as f64 / runs as f64
+            );
+        }
+    }
     if let Some(path) = json {
         std::fs::write(path, to_json(&rows, &options))?;
         println!("bench: wrote {}", path.display());
@@ -238,6 +261,31 @@ fn kernel_cpu_seconds() -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((fields[2] + fields[6]) / hz)
+}
+
+/// `kernel.bpf_stats_enabled` on for the run (the kernel then times every program run), back to
+/// what it was afterwards.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")?.trim().to_string();
+        std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")?;
+        Ok(Self(before))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+/// (run_time_ns, run_cnt) of a program, from bpftool.
+fn program_run_time(id: u32) -> Option<(u64, u64)> {
+    let out = cmd::run("bpftool", &["prog", "show", "id", &id.to_string(), "--json"]).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&out).ok()?;
+    Some((json["run_time_ns"].as_u64()?, json["run_cnt"].as_u64()?))
 }
 
 struct IperfServer(Child);
