@@ -7,6 +7,10 @@ pub const COUNTERS: &str = "FP_COUNTERS";
 /// `prefix_len: u32` then the address in network order, as the kernel wants it.
 pub const ROUTES: &str = "FP_ROUTES";
 
+/// Hash: pod IPv4 (`[u8; 4]`) → [`Endpoint`], every pod on this node whose MAC is known. The
+/// programs look here before the route trie: an exact match costs less than a prefix match.
+pub const ENDPOINTS: &str = "FP_ENDPOINTS";
+
 /// One-slot array: this node's [`NodeConfig`].
 pub const NODE: &str = "FP_NODE";
 
@@ -32,6 +36,8 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Room in the route trie (Calico: one /32 per local pod plus one block per node).
 pub const ROUTES_MAX: u32 = 262_144;
+/// Room in the endpoint table (pods on one node).
+pub const ENDPOINTS_MAX: u32 = 16_384;
 /// Room in the peer table (nodes in the cluster).
 pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 
@@ -39,7 +45,7 @@ pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 7] = [COUNTERS, ROUTES, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS];
+pub const PINNED_MAPS: [&str; 8] = [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +61,7 @@ const fn size<T>() -> u32 {
 }
 
 /// The layout of every pinned map, from the same types and constants the programs use.
-pub const LAYOUTS: [MapLayout; 7] = [
+pub const LAYOUTS: [MapLayout; 8] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -69,6 +75,7 @@ pub const LAYOUTS: [MapLayout; 7] = [
         value_size: size::<crate::route::RouteValue>(),
         max_entries: ROUTES_MAX,
     },
+    MapLayout { name: ENDPOINTS, key_size: 4, value_size: size::<Endpoint>(), max_entries: ENDPOINTS_MAX },
     MapLayout { name: NODE, key_size: 4, value_size: size::<NodeConfig>(), max_entries: 1 },
     MapLayout { name: TUNNEL_PEERS, key_size: 4, value_size: 4, max_entries: TUNNEL_PEERS_MAX },
     MapLayout { name: AGENT, key_size: 4, value_size: size::<AgentInfo>(), max_entries: 1 },
@@ -76,6 +83,18 @@ pub const LAYOUTS: [MapLayout; 7] = [
     // A ring buffer has neither key nor value; its size is its max_entries.
     MapLayout { name: EVENTS, key_size: 0, value_size: 0, max_entries: EVENTS_BYTES },
 ];
+
+/// A pod on this node (the value of [`ENDPOINTS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The host side of the pod's veth.
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 12);
 
 /// `NodeConfig::flags`: the daemon has filled this node's settings; until then every IPv4
 /// packet goes to the kernel.
@@ -209,6 +228,7 @@ mod user {
     // asserted above), so every byte pattern of its size is a valid value.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::AgentInfo {}
     unsafe impl aya::Pod for super::MonitorControl {}
     unsafe impl aya::Pod for super::MonitorEvent {}

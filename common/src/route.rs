@@ -107,6 +107,15 @@ pub enum Forward {
     Underlay { next_hop: [u8; 4] },
 }
 
+/// The local endpoint a route describes, as the endpoint table holds it.
+pub const fn endpoint_of(route: &RouteValue) -> Option<crate::maps::Endpoint> {
+    if route.kind == RouteKind::LocalEndpoint as u32 {
+        Some(crate::maps::Endpoint { ifindex: route.ifindex, mac: route.mac, _pad: [0; 2] })
+    } else {
+        None
+    }
+}
+
 /// The destination decision: `Ok` to forward, `Err` to drop or hand to the kernel (the reason
 /// says which).
 pub fn forward_to(dst: [u8; 4], node_ip: [u8; 4], route: Option<&RouteValue>) -> Result<Forward, Reason> {

@@ -9,6 +9,7 @@ mod fib;
 mod icmp;
 mod ip;
 mod ipip;
+mod lookup;
 mod maps;
 mod monitor;
 mod parse;

@@ -6,8 +6,8 @@ use aya_ebpf::{
 };
 use fastpath_common::{
     maps::{
-        AgentInfo, Counter, MonitorControl, MonitorEvent, NodeConfig, EVENTS_BYTES, ROUTES_MAX,
-        TUNNEL_PEERS_MAX,
+        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NodeConfig, ENDPOINTS_MAX, EVENTS_BYTES,
+        ROUTES_MAX, TUNNEL_PEERS_MAX,
     },
     reason::COUNTER_SLOTS,
     route::RouteValue,
@@ -21,6 +21,10 @@ pub static FP_COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCp
 /// IPv4 prefix → what to do (name: `fastpath_common::maps::ROUTES`).
 #[btf_map]
 pub static FP_ROUTES: LpmTrie<[u8; 4], RouteValue, { ROUTES_MAX as usize }> = LpmTrie::new();
+
+/// This node's pods by address (name: `fastpath_common::maps::ENDPOINTS`).
+#[btf_map]
+pub static FP_ENDPOINTS: HashMap<[u8; 4], Endpoint, { ENDPOINTS_MAX as usize }> = HashMap::new();
 
 /// This node's settings, one slot (name: `fastpath_common::maps::NODE`).
 #[btf_map]
@@ -47,6 +51,13 @@ pub static FP_EVENTS: RingBuf<MonitorEvent, { EVENTS_BYTES as usize }> = RingBuf
 #[inline(always)]
 pub fn route(addr: [u8; 4]) -> Option<&'static RouteValue> {
     FP_ROUTES.get(&Key::new(32, addr))
+}
+
+/// The pod on this node with address `addr`, if any.
+#[inline(always)]
+pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
+    // SAFETY: the pointer is to a live map value; it is copied out at once.
+    FP_ENDPOINTS.get_ptr(addr).map(|e| unsafe { *e })
 }
 
 /// This node's settings, once the daemon has written them.

@@ -4,12 +4,12 @@
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{
     ipv4::{Ipv4Fields, FRAGMENT_MASK, HEADER_LEN, PROTO_IPIP},
-    route::{self, Forward},
+    route::Forward,
     Reason,
 };
 use network_types::eth::{EthHdr, EtherType};
 
-use crate::{deliver, ip, ipip, maps, parse, stats::Outcome};
+use crate::{deliver, ip, ipip, lookup, maps, parse, stats::Outcome};
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Outcome {
@@ -24,9 +24,7 @@ pub fn handle(ctx: &TcContext) -> Outcome {
         return Err(Reason::DropUnknownPeer);
     }
     let inner = ip::forwardable(ctx, EthHdr::LEN + HEADER_LEN)?;
-    let Forward::Local { ifindex, mac } =
-        route::deliver_after_decap(inner.dst, node.node_ip, maps::route(inner.dst))?
-    else {
+    let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
         return Err(Reason::PassDecapNotLocal);
     };
     ipip::decapsulate(ctx)?;

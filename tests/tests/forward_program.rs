@@ -15,7 +15,7 @@ use aya::{
 use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     icmp, ipv4,
-    maps::{NodeConfig, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
+    maps::{Endpoint, NodeConfig, ENDPOINTS, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
     route::RouteValue,
     Reason, GATEWAY_MAC,
 };
@@ -107,6 +107,13 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
     }
     let mut peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS).unwrap()).unwrap();
     peers.insert(PEER_IP, 1, 0).unwrap();
+    // The daemon writes every local endpoint in the exact-match table too.
+    let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+        HashMap::try_from(ebpf.map_mut(ENDPOINTS).unwrap()).unwrap();
+    for (pod, ifindex, mac) in [(POD, TEST_IFINDEX, POD_MAC), (OTHER_LOCAL_POD, OTHER_IFINDEX, OTHER_POD_MAC)]
+    {
+        endpoints.insert(pod, Endpoint { ifindex, mac, _pad: [0; 2] }, 0).unwrap();
+    }
 }
 
 fn addr(a: [u8; 4]) -> Ipv4Addr {
@@ -166,6 +173,23 @@ fn a_packet_for_a_pod_on_this_node_is_redirected_into_it() {
         assert_eq!(out[14 + 8], 63, "TTL decremented");
         assert_header_checksum_ok(&out[14..]);
         assert_eq!(&out[14 + 12..], &frame[14 + 12..], "addresses and payload untouched");
+        assert_eq!(count(ebpf, Reason::RedirectedLocal), 1);
+    });
+}
+
+#[test]
+fn the_exact_match_endpoint_table_is_consulted_before_the_route_trie() {
+    in_node(|ebpf, _| {
+        // An endpoint the trie does not know (its /26 is a blackhole): only the table can
+        // deliver it.
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(ebpf.map_mut(ENDPOINTS).unwrap()).unwrap();
+        endpoints
+            .insert([10, 244, 40, 38], Endpoint { ifindex: 43, mac: [2, 0, 0, 0, 0, 0x38], _pad: [0; 2] }, 0)
+            .unwrap();
+        let (verdict, out) = run(ebpf, FROM_POD, &from_pod(POD, [10, 244, 40, 38], 64));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(&out[0..6], &[2, 0, 0, 0, 0, 0x38]);
         assert_eq!(count(ebpf, Reason::RedirectedLocal), 1);
     });
 }

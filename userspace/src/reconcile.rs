@@ -1,13 +1,17 @@
 //! What to write and what to delete so the maps hold what they should, one prefix at a time
 //! (pure). The mirror remembers what the maps hold; a peer is kept exactly as long as some route
-//! needs it, written before the first route that needs it and removed after the last.
+//! needs it, written before the first route that needs it and removed after the last; a local
+//! pod's endpoint entry follows its /32, leaving before the route changes and arriving after.
 
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
 };
 
-use fastpath_common::route::{RouteKind, RouteValue};
+use fastpath_common::{
+    maps::Endpoint,
+    route::{endpoint_of, RouteKind, RouteValue},
+};
 
 use crate::routes::Prefix;
 
@@ -15,8 +19,10 @@ use crate::routes::Prefix;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     PutPeer(Ipv4Addr),
+    DelEndpoint(Ipv4Addr),
     PutRoute(Prefix, RouteValue),
     DelRoute(Prefix),
+    PutEndpoint(Ipv4Addr, Endpoint),
     DelPeer(Ipv4Addr),
 }
 
@@ -25,6 +31,7 @@ pub enum Op {
 pub struct Mirror {
     routes: HashMap<Prefix, RouteValue>,
     peers: HashSet<Ipv4Addr>,
+    endpoints: HashSet<Ipv4Addr>,
     /// Routes per peer, over the routes the map holds.
     peer_refs: HashMap<Ipv4Addr, u32>,
 }
@@ -34,12 +41,18 @@ fn peer_of(value: &RouteValue) -> Option<Ipv4Addr> {
 }
 
 impl Mirror {
-    /// The mirror of maps that already hold `routes` and `peers` (left by an earlier daemon).
+    /// The mirror of maps that already hold `routes`, `peers` and `endpoints` (left by an
+    /// earlier daemon).
     pub fn new(
         routes: impl IntoIterator<Item = (Prefix, RouteValue)>,
         peers: impl IntoIterator<Item = Ipv4Addr>,
+        endpoints: impl IntoIterator<Item = Ipv4Addr>,
     ) -> Self {
-        let mut mirror = Self { peers: peers.into_iter().collect(), ..Self::default() };
+        let mut mirror = Self {
+            peers: peers.into_iter().collect(),
+            endpoints: endpoints.into_iter().collect(),
+            ..Self::default()
+        };
         for (prefix, value) in routes {
             mirror.record_route(prefix, Some(value));
         }
@@ -60,16 +73,24 @@ impl Mirror {
         if old == value {
             return Vec::new();
         }
-        let mut ops = Vec::with_capacity(3);
+        let mut ops = Vec::with_capacity(4);
         let new_peer = value.as_ref().and_then(peer_of);
         let old_peer = old.as_ref().and_then(peer_of);
+        let pod = (prefix.0 == 32).then_some(prefix.1);
+        let new_endpoint = pod.zip(value.as_ref().and_then(endpoint_of));
         if let Some(peer) = new_peer.filter(|p| !self.peers.contains(p)) {
             ops.push(Op::PutPeer(peer));
+        }
+        if let Some(pod) = pod.filter(|p| new_endpoint.is_none() && self.endpoints.contains(p)) {
+            ops.push(Op::DelEndpoint(pod));
         }
         ops.push(match value {
             Some(value) => Op::PutRoute(prefix, value),
             None => Op::DelRoute(prefix),
         });
+        if let Some((pod, endpoint)) = new_endpoint {
+            ops.push(Op::PutEndpoint(pod, endpoint));
+        }
         if let Some(peer) = old_peer.filter(|p| Some(*p) != new_peer && self.peer_refs.get(p) == Some(&1)) {
             ops.push(Op::DelPeer(peer));
         }
@@ -84,6 +105,18 @@ impl Mirror {
         stale.into_iter().map(Op::DelPeer).collect()
     }
 
+    /// Endpoint entries with no local route behind them (left by an earlier daemon).
+    pub fn stale_endpoints(&self) -> Vec<Op> {
+        let mut stale: Vec<Ipv4Addr> = self
+            .endpoints
+            .iter()
+            .filter(|p| !self.routes.get(&(32, **p)).is_some_and(|v| endpoint_of(v).is_some()))
+            .copied()
+            .collect();
+        stale.sort();
+        stale.into_iter().map(Op::DelEndpoint).collect()
+    }
+
     /// Remember that `op` reached the map.
     pub fn record(&mut self, op: &Op) {
         match *op {
@@ -92,6 +125,12 @@ impl Mirror {
             }
             Op::DelPeer(peer) => {
                 self.peers.remove(&peer);
+            }
+            Op::PutEndpoint(pod, _) => {
+                self.endpoints.insert(pod);
+            }
+            Op::DelEndpoint(pod) => {
+                self.endpoints.remove(&pod);
             }
             Op::PutRoute(prefix, value) => self.record_route(prefix, Some(value)),
             Op::DelRoute(prefix) => self.record_route(prefix, None),
@@ -172,8 +211,27 @@ mod tests {
     }
 
     #[test]
+    fn a_local_pods_endpoint_follows_its_route() {
+        let mut m = Mirror::default();
+        let pod = POD.1;
+        let local = RouteValue::local(7, [1; 6]);
+        let endpoint = Endpoint { ifindex: 7, mac: [1; 6], _pad: [0; 2] };
+        assert_eq!(
+            apply(&mut m, POD, Some(RouteValue::local_pending(7))),
+            vec![Op::PutRoute(POD, RouteValue::local_pending(7))]
+        );
+        assert_eq!(
+            apply(&mut m, POD, Some(local)),
+            vec![Op::PutRoute(POD, local), Op::PutEndpoint(pod, endpoint)]
+        );
+        assert_eq!(apply(&mut m, POD, None), vec![Op::DelEndpoint(pod), Op::DelRoute(POD)]);
+        let stale = Mirror::new([], [], [pod]);
+        assert_eq!(stale.stale_endpoints(), vec![Op::DelEndpoint(pod)]);
+    }
+
+    #[test]
     fn maps_left_by_an_earlier_daemon_are_read_back() {
-        let m = Mirror::new([(A, remote(NODE2))], [NODE2, NODE3]);
+        let m = Mirror::new([(A, remote(NODE2))], [NODE2, NODE3], []);
         assert_eq!(m.stale_peers(), vec![Op::DelPeer(NODE3)]);
         assert!(m.ops(A, Some(remote(NODE2))).is_empty());
         assert_eq!(m.ops(A, None), vec![Op::DelRoute(A), Op::DelPeer(NODE2)]);

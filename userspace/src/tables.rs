@@ -10,7 +10,9 @@ use aya::{
     Ebpf,
 };
 use fastpath_common::{
-    maps::{AgentInfo, Counter, NodeConfig, AGENT, COUNTERS, NODE, ROUTES, TUNNEL_PEERS},
+    maps::{
+        AgentInfo, Counter, Endpoint, NodeConfig, AGENT, COUNTERS, ENDPOINTS, NODE, ROUTES, TUNNEL_PEERS,
+    },
     route::RouteValue,
 };
 
@@ -26,6 +28,7 @@ pub struct Tables {
     routes: RouteTrie<MapData>,
     node: Array<MapData, NodeConfig>,
     peers: HashMap<MapData, [u8; 4], u32>,
+    endpoints: HashMap<MapData, [u8; 4], Endpoint>,
     agent: Array<MapData, AgentInfo>,
     pub counters: PerCpuArray<MapData, Counter>,
     mirror: Mirror,
@@ -55,11 +58,18 @@ impl Tables {
             .map(|k| k.map(Ipv4Addr::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS, source })?;
-        let mirror = Mirror::new(route_entries(&routes)?, pinned_peers);
+        let endpoints: HashMap<MapData, [u8; 4], Endpoint> = take(ebpf, ENDPOINTS)?;
+        let pinned_endpoints = endpoints
+            .keys()
+            .map(|k| k.map(Ipv4Addr::from))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::ReadMap { name: ENDPOINTS, source })?;
+        let mirror = Mirror::new(route_entries(&routes)?, pinned_peers, pinned_endpoints);
         Ok(Self {
             routes,
             node: take(ebpf, NODE)?,
             peers,
+            endpoints,
             agent: take(ebpf, AGENT)?,
             counters: take(ebpf, COUNTERS)?,
             mirror,
@@ -97,7 +107,7 @@ impl Tables {
                 self.write(&op, &mut written)?;
             }
         }
-        for op in self.mirror.stale_peers() {
+        for op in self.mirror.stale_peers().into_iter().chain(self.mirror.stale_endpoints()) {
             self.write(&op, &mut written)?;
         }
         Ok(written)
@@ -124,6 +134,16 @@ impl Tables {
             }
             Op::DelPeer(peer) => {
                 remove_ok_if_gone(self.peers.remove(&peer.octets()), TUNNEL_PEERS)?;
+                written.removed += 1;
+            }
+            Op::PutEndpoint(pod, endpoint) => {
+                self.endpoints
+                    .insert(pod.octets(), endpoint, 0)
+                    .map_err(|source| Error::WriteMap { name: ENDPOINTS, source })?;
+                written.upserted += 1;
+            }
+            Op::DelEndpoint(pod) => {
+                remove_ok_if_gone(self.endpoints.remove(&pod.octets()), ENDPOINTS)?;
                 written.removed += 1;
             }
         }
