@@ -110,7 +110,7 @@ impl Mirror {
         let mut stale: Vec<Ipv4Addr> = self
             .endpoints
             .iter()
-            .filter(|p| !self.routes.get(&(32, **p)).is_some_and(|v| endpoint_of(v).is_some()))
+            .filter(|p| self.routes.get(&(32, **p)).is_none_or(|v| endpoint_of(v).is_none()))
             .copied()
             .collect();
         stale.sort();
