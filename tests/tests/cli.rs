@@ -14,6 +14,19 @@ fn one_line(bytes: &[u8]) -> String {
     text
 }
 
+/// Run `fastpath ARGS` (with `env`) in a fresh, empty network namespace, as `ip netns exec` does.
+fn fastpath_in_empty_namespace(tag: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    require_root();
+    let ns = Netns::new(names::unique(tag)).unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(fastpath_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_bad_flag_is_one_line_and_exit_code_2() {
     let out = fastpath(&["run", "--no-such-flag"]);
@@ -32,14 +45,7 @@ fn a_bad_flag_value_is_one_line_and_exit_code_2() {
 
 #[test]
 fn a_missing_interface_is_one_line_and_exit_code_2() {
-    require_root();
-    let ns = Netns::new(names::unique("noif")).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(fastpath_bin())
-        .args(["run", "--iface", "nope0"])
-        .output()
-        .unwrap();
+    let out = fastpath_in_empty_namespace("noif", &["run", "--iface", "nope0"], &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let line = one_line(&out.stderr);
     assert!(line.contains("interface 'nope0' does not exist"), "{line}");
@@ -47,15 +53,8 @@ fn a_missing_interface_is_one_line_and_exit_code_2() {
 
 #[test]
 fn stats_without_a_daemon_says_so() {
-    require_root();
-    let ns = Netns::new(names::unique("nostats")).unwrap();
     // A fresh mount namespace: no daemon has pinned anything there.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(fastpath_bin())
-        .args(["stats", "--bpffs", "/sys/fs/bpf/fastpath"])
-        .output()
-        .unwrap();
+    let out = fastpath_in_empty_namespace("nostats", &["stats", "--bpffs", "/sys/fs/bpf/fastpath"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let line = one_line(&out.stderr);
     assert!(line.contains("cannot open pinned map /sys/fs/bpf/fastpath/FP_COUNTERS"), "{line}");
@@ -63,14 +62,7 @@ fn stats_without_a_daemon_says_so() {
 
 #[test]
 fn a_missing_underlay_is_one_line_and_exit_code_2() {
-    require_root();
-    let ns = Netns::new(names::unique("nound")).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(fastpath_bin())
-        .args(["run", "--underlay", "eth7"])
-        .output()
-        .unwrap();
+    let out = fastpath_in_empty_namespace("nound", &["run", "--underlay", "eth7"], &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let line = one_line(&out.stderr);
     assert!(line.contains("interface 'eth7' does not exist"), "{line}");
@@ -78,10 +70,7 @@ fn a_missing_underlay_is_one_line_and_exit_code_2() {
 
 #[test]
 fn no_default_route_and_no_underlay_flag_is_one_readable_line() {
-    require_root();
-    let ns = Netns::new(names::unique("nodef")).unwrap();
-    let out =
-        Command::new("ip").args(["netns", "exec", &ns.name]).arg(fastpath_bin()).arg("run").output().unwrap();
+    let out = fastpath_in_empty_namespace("nodef", &["run"], &[]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let line = one_line(&out.stderr);
     assert!(line.contains("pass --underlay IFACE"), "{line}");
@@ -89,15 +78,7 @@ fn no_default_route_and_no_underlay_flag_is_one_readable_line() {
 
 #[test]
 fn flags_come_from_fastpath_environment_variables_too() {
-    require_root();
-    let ns = Netns::new(names::unique("env")).unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .arg(fastpath_bin())
-        .arg("run")
-        .env("FASTPATH_UNDERLAY", "eth8")
-        .output()
-        .unwrap();
+    let out = fastpath_in_empty_namespace("env", &["run"], &[("FASTPATH_UNDERLAY", "eth8")]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(one_line(&out.stderr).contains("interface 'eth8' does not exist"));
 }
