@@ -1,120 +1,22 @@
 //! The forwarding programs on crafted frames through BPF_PROG_TEST_RUN: verdicts, the bytes
 //! that leave, and the counters.
 //!
-//! Each test runs in a namespace of its own with an `eth0` and a permanent neighbour for the
-//! next node, because `bpf_fib_lookup` consults the namespace of the process running the test.
+//! Each test runs in a node namespace of its own (`support::in_node`), because `bpf_fib_lookup`
+//! consults the namespace of the process running the test.
 
 mod support;
 
 use std::net::Ipv4Addr;
 
-use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie},
-    Ebpf,
-};
-use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY};
+use aya::maps::HashMap;
+use fastpath::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     icmp, ipv4,
-    maps::{Endpoint, NodeConfig, ENDPOINTS, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
-    route::RouteValue,
+    maps::{Endpoint, ENDPOINTS},
     Reason, GATEWAY_MAC,
 };
-use fastpath_tests::{
-    cmd, names,
-    packets::{self, checksum, ETH_P_IP, POD_MAC},
-    require_root, traffic, Netns,
-};
-use support::{count, run, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT};
-
-const NODE_IP: [u8; 4] = [10, 101, 14, 50];
-const PEER_IP: [u8; 4] = [10, 101, 14, 51];
-const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x51];
-/// A node on the underlay subnet that the neighbour table does not know yet.
-const UNRESOLVED_PEER_IP: [u8; 4] = [10, 101, 14, 53];
-const POD: [u8; 4] = [10, 244, 40, 36];
-const OTHER_LOCAL_POD: [u8; 4] = [10, 244, 40, 37];
-const OTHER_POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x37];
-const REMOTE_POD: [u8; 4] = [10, 244, 166, 150];
-/// BPF_PROG_TEST_RUN runs the program on the loopback device: ifindex 1.
-const TEST_IFINDEX: u32 = 1;
-const OTHER_IFINDEX: u32 = 42;
-
-/// The node as the test namespace has it.
-struct Underlay {
-    ifindex: u32,
-    mac: [u8; 6],
-}
-
-/// Run `test` in a fresh, forwarding namespace with an underlay `eth0` (10.101.14.50/28, MTU
-/// 1500) and the next node 10.101.14.51 in its neighbour table, with the object loaded and its maps filled.
-fn in_node(test: impl FnOnce(&mut Ebpf, &Underlay) + Send + 'static) {
-    require_root();
-    let ns = Netns::new(names::unique("prog")).unwrap();
-    cmd::ip(&ns.name, &["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]).unwrap();
-    cmd::ip(&ns.name, &["addr", "add", "10.101.14.50/28", "dev", "eth0"]).unwrap();
-    // bpf_fib_lookup refuses on an interface that does not forward (BPF_FIB_LKUP_RET_FWD_DISABLED),
-    // as a router's FIB would; every Kubernetes node forwards.
-    cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1").unwrap();
-    cmd::ip(&ns.name, &["link", "set", "eth0", "up"]).unwrap();
-    cmd::ip(&ns.name, &["link", "set", "peer0", "up"]).unwrap();
-    cmd::ip(
-        &ns.name,
-        &["neigh", "add", "10.101.14.51", "lladdr", "02:00:00:00:00:51", "dev", "eth0", "nud", "permanent"],
-    )
-    .unwrap();
-    let link: serde_json::Value =
-        serde_json::from_str(&cmd::ip(&ns.name, &["-j", "link", "show", "eth0"]).unwrap()).unwrap();
-    let ifindex = link[0]["ifindex"].as_u64().unwrap() as u32;
-    let mac_text = link[0]["address"].as_str().unwrap().to_string();
-    let mut mac = [0u8; 6];
-    for (byte, text) in mac.iter_mut().zip(mac_text.split(':')) {
-        *byte = u8::from_str_radix(text, 16).unwrap();
-    }
-    let underlay = Underlay { ifindex, mac };
-    traffic::in_netns(&ns.name, move || {
-        let mut ebpf = loader::load_object(log::LevelFilter::Off).expect("load the embedded object");
-        loader::loaded_program(&mut ebpf, FROM_POD).expect("load from_pod");
-        loader::loaded_program(&mut ebpf, FROM_UNDERLAY).expect("load from_underlay");
-        fill_maps(&mut ebpf, &underlay);
-        test(&mut ebpf, &underlay);
-        Ok(())
-    })
-    .unwrap();
-}
-
-fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
-    let node = NodeConfig {
-        underlay_ifindex: underlay.ifindex,
-        node_ip: NODE_IP,
-        node_mac: underlay.mac,
-        _pad: [0; 2],
-        underlay_mtu: 1500,
-        flags: NODE_F_READY,
-    };
-    let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
-    array.set(0, node, 0).unwrap();
-    let mut routes: LpmTrie<_, [u8; 4], RouteValue> =
-        LpmTrie::try_from(ebpf.map_mut(ROUTES).unwrap()).unwrap();
-    for (len, addr, value) in [
-        (32, POD, RouteValue::local(TEST_IFINDEX, POD_MAC)),
-        (32, OTHER_LOCAL_POD, RouteValue::local(OTHER_IFINDEX, OTHER_POD_MAC)),
-        (26, [10, 244, 40, 0], RouteValue::blackhole()),
-        (26, [10, 244, 166, 128], RouteValue::remote(PEER_IP, true)),
-        (26, [10, 244, 7, 0], RouteValue::remote(PEER_IP, false)),
-        (26, [10, 244, 9, 0], RouteValue::remote(UNRESOLVED_PEER_IP, true)),
-    ] {
-        routes.insert(&Key::new(len, addr), value, 0).unwrap();
-    }
-    let mut peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS).unwrap()).unwrap();
-    peers.insert(PEER_IP, 1, 0).unwrap();
-    // The daemon writes every local endpoint in the exact-match table too.
-    let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
-        HashMap::try_from(ebpf.map_mut(ENDPOINTS).unwrap()).unwrap();
-    for (pod, ifindex, mac) in [(POD, TEST_IFINDEX, POD_MAC), (OTHER_LOCAL_POD, OTHER_IFINDEX, OTHER_POD_MAC)]
-    {
-        endpoints.insert(pod, Endpoint { ifindex, mac, _pad: [0; 2] }, 0).unwrap();
-    }
-}
+use fastpath_tests::packets::{self, checksum, ETH_P_IP, POD_MAC};
+use support::*;
 
 fn addr(a: [u8; 4]) -> Ipv4Addr {
     Ipv4Addr::from(a)

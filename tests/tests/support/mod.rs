@@ -1,18 +1,21 @@
-//! What the BPF_PROG_TEST_RUN suites share: running a program once and reading a counter.
+//! What the BPF_PROG_TEST_RUN suites share: a node to run the programs in, running a program
+//! once, and reading a counter.
+#![allow(dead_code, reason = "each suite uses its own part of this module")]
 
 use aya::{
-    maps::PerCpuArray,
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     programs::{TestRun as _, TestRunOptions},
     Ebpf,
 };
-use fastpath::loader;
+use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
-    maps::{Counter, COUNTERS},
+    maps::{Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
+    route::RouteValue,
     Reason,
 };
+use fastpath_tests::{cmd, names, packets::POD_MAC, require_root, traffic, Netns};
 
 pub const TC_ACT_OK: u32 = 0;
-#[allow(dead_code, reason = "not every suite drops packets")]
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
 
@@ -34,4 +37,94 @@ pub fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
     let map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(ebpf.map(COUNTERS).expect("counters map")).unwrap();
     fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
+}
+
+pub const NODE_IP: [u8; 4] = [10, 101, 14, 50];
+pub const PEER_IP: [u8; 4] = [10, 101, 14, 51];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x51];
+/// A node on the underlay subnet that the neighbour table does not know yet.
+pub const UNRESOLVED_PEER_IP: [u8; 4] = [10, 101, 14, 53];
+pub const POD: [u8; 4] = [10, 244, 40, 36];
+pub const OTHER_LOCAL_POD: [u8; 4] = [10, 244, 40, 37];
+pub const OTHER_POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x37];
+pub const REMOTE_POD: [u8; 4] = [10, 244, 166, 150];
+/// BPF_PROG_TEST_RUN runs the program on the loopback device: ifindex 1.
+pub const TEST_IFINDEX: u32 = 1;
+pub const OTHER_IFINDEX: u32 = 42;
+
+/// The node as the test namespace has it.
+pub struct Underlay {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// Run `test` in a fresh, forwarding namespace with an underlay `eth0` (10.101.14.50/28, MTU
+/// 1500) and the next node 10.101.14.51 in its neighbour table, with the object loaded and its maps filled.
+pub fn in_node(test: impl FnOnce(&mut Ebpf, &Underlay) + Send + 'static) {
+    require_root();
+    let ns = Netns::new(names::unique("prog")).unwrap();
+    cmd::ip(&ns.name, &["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"]).unwrap();
+    cmd::ip(&ns.name, &["addr", "add", "10.101.14.50/28", "dev", "eth0"]).unwrap();
+    // bpf_fib_lookup refuses on an interface that does not forward (BPF_FIB_LKUP_RET_FWD_DISABLED),
+    // as a router's FIB would; every Kubernetes node forwards.
+    cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1").unwrap();
+    cmd::ip(&ns.name, &["link", "set", "eth0", "up"]).unwrap();
+    cmd::ip(&ns.name, &["link", "set", "peer0", "up"]).unwrap();
+    cmd::ip(
+        &ns.name,
+        &["neigh", "add", "10.101.14.51", "lladdr", "02:00:00:00:00:51", "dev", "eth0", "nud", "permanent"],
+    )
+    .unwrap();
+    let link: serde_json::Value =
+        serde_json::from_str(&cmd::ip(&ns.name, &["-j", "link", "show", "eth0"]).unwrap()).unwrap();
+    let ifindex = link[0]["ifindex"].as_u64().unwrap() as u32;
+    let mac_text = link[0]["address"].as_str().unwrap().to_string();
+    let mut mac = [0u8; 6];
+    for (byte, text) in mac.iter_mut().zip(mac_text.split(':')) {
+        *byte = u8::from_str_radix(text, 16).unwrap();
+    }
+    let underlay = Underlay { ifindex, mac };
+    traffic::in_netns(&ns.name, move || {
+        let mut ebpf = loader::load_object(log::LevelFilter::Off).expect("load the embedded object");
+        loader::loaded_program(&mut ebpf, FROM_POD).expect("load from_pod");
+        loader::loaded_program(&mut ebpf, FROM_UNDERLAY).expect("load from_underlay");
+        fill_maps(&mut ebpf, &underlay);
+        test(&mut ebpf, &underlay);
+        Ok(())
+    })
+    .unwrap();
+}
+
+fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
+    let node = NodeConfig {
+        underlay_ifindex: underlay.ifindex,
+        node_ip: NODE_IP,
+        node_mac: underlay.mac,
+        _pad: [0; 2],
+        underlay_mtu: 1500,
+        flags: NODE_F_READY,
+    };
+    let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
+    array.set(0, node, 0).unwrap();
+    let mut routes: LpmTrie<_, [u8; 4], RouteValue> =
+        LpmTrie::try_from(ebpf.map_mut(ROUTES).unwrap()).unwrap();
+    for (len, addr, value) in [
+        (32, POD, RouteValue::local(TEST_IFINDEX, POD_MAC)),
+        (32, OTHER_LOCAL_POD, RouteValue::local(OTHER_IFINDEX, OTHER_POD_MAC)),
+        (26, [10, 244, 40, 0], RouteValue::blackhole()),
+        (26, [10, 244, 166, 128], RouteValue::remote(PEER_IP, true)),
+        (26, [10, 244, 7, 0], RouteValue::remote(PEER_IP, false)),
+        (26, [10, 244, 9, 0], RouteValue::remote(UNRESOLVED_PEER_IP, true)),
+    ] {
+        routes.insert(&Key::new(len, addr), value, 0).unwrap();
+    }
+    let mut peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS).unwrap()).unwrap();
+    peers.insert(PEER_IP, 1, 0).unwrap();
+    // The daemon writes every local endpoint in the exact-match table too.
+    let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+        HashMap::try_from(ebpf.map_mut(ENDPOINTS).unwrap()).unwrap();
+    for (pod, ifindex, mac) in [(POD, TEST_IFINDEX, POD_MAC), (OTHER_LOCAL_POD, OTHER_IFINDEX, OTHER_POD_MAC)]
+    {
+        endpoints.insert(pod, Endpoint { ifindex, mac, _pad: [0; 2] }, 0).unwrap();
+    }
 }
