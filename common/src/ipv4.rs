@@ -50,10 +50,7 @@ impl Ipv4Fields {
 /// needs a router's judgement: TTL expiry (it sends ICMP time exceeded), IP options (it may
 /// have to act on them) and fragments (reassembly or per-fragment rules).
 pub const fn check_forwardable(ip: &Ipv4Fields, packet_len_after_l2: u32) -> Result<(), Reason> {
-    if ip.version_ihl >> 4 != 4 || (ip.version_ihl & 0x0f) < 5 {
-        return Err(Reason::PassIpv4Malformed);
-    }
-    if (ip.total_len as u32) < HEADER_LEN as u32 || ip.total_len as u32 > packet_len_after_l2 {
+    if !is_well_formed(ip, packet_len_after_l2) {
         return Err(Reason::PassIpv4Malformed);
     }
     if ip.version_ihl & 0x0f != 5 {
@@ -66,6 +63,17 @@ pub const fn check_forwardable(ip: &Ipv4Fields, packet_len_after_l2: u32) -> Res
         return Err(Reason::PassTtlExceeded);
     }
     Ok(())
+}
+
+/// Whether the header is one the kernel's `ip_rcv` would accept (checksum aside): version 4, a
+/// header length of at least 20 bytes, a total length that covers the header and fits the
+/// packet.
+pub const fn is_well_formed(ip: &Ipv4Fields, packet_len_after_l2: u32) -> bool {
+    let ihl_bytes = (ip.version_ihl & 0x0f) as u32 * 4;
+    ip.version_ihl >> 4 == 4
+        && ihl_bytes >= HEADER_LEN as u32
+        && ip.total_len as u32 >= ihl_bytes
+        && ip.total_len as u32 <= packet_len_after_l2
 }
 
 /// Destinations a fast path must never carry, whatever the routes say: loopback, "this network",

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{
-    ipv4::{Ipv4Fields, FRAGMENT_MASK, HEADER_LEN, PROTO_IPIP},
+    ipv4::{is_well_formed, Ipv4Fields, FRAGMENT_MASK, HEADER_LEN, PROTO_IPIP},
     route::Forward,
     Reason,
 };
@@ -31,7 +31,8 @@ pub fn handle(ctx: &TcContext) -> Outcome {
     deliver::to_pod(ctx, ifindex, mac, Reason::Decapsulated)
 }
 
-/// The outer header, if this is an unfragmented, option-less IPv4 packet carrying IPIP.
+/// The outer header, if this is a well-formed, unfragmented, option-less IPv4 packet carrying
+/// IPIP (room for an inner header included). Anything else is the kernel's to judge.
 #[inline(always)]
 fn tunnel_header(ctx: &TcContext) -> Option<Ipv4Fields> {
     let eth: *const EthHdr = parse::header_mut(ctx, 0)?;
@@ -42,6 +43,8 @@ fn tunnel_header(ctx: &TcContext) -> Option<Ipv4Fields> {
     let header: *const [u8; HEADER_LEN] = parse::header_mut(ctx, EthHdr::LEN)?;
     // SAFETY: bounds-checked by `header_mut`.
     let outer = Ipv4Fields::parse(unsafe { &*header });
+    let after_l2 = ctx.len().saturating_sub(EthHdr::LEN as u32);
     let plain = outer.version_ihl == 0x45 && outer.frag & FRAGMENT_MASK == 0;
-    (plain && outer.protocol == PROTO_IPIP).then_some(outer)
+    let carries_ipip = outer.protocol == PROTO_IPIP && u32::from(outer.total_len) >= 2 * HEADER_LEN as u32;
+    (plain && carries_ipip && is_well_formed(&outer, after_l2)).then_some(outer)
 }

@@ -22,14 +22,23 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 /// Run `program` once on `frame` (a second run would see the already rewritten packet); return
 /// the verdict and the frame as it left the program, with room for it to grow.
 pub fn run(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> (u32, Vec<u8>) {
+    try_run(ebpf, program, frame).expect("BPF_PROG_TEST_RUN")
+}
+
+/// As [`run`], with the kernel's refusal as an error.
+pub fn try_run(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    frame: &[u8],
+) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
     let program = loader::classifier(ebpf, program).expect("program");
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
-    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    let result = program.test_run(opts)?;
     out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    Ok((result.return_value, out))
 }
 
 /// Packets counted under `reason`, over every CPU.

@@ -1,0 +1,187 @@
+//! Hostile and malformed frames through every program (BPF_PROG_TEST_RUN), generated with
+//! proptest strategies for as long as `FASTPATH_FUZZ_SECONDS` says (30 s by default, what CI
+//! runs), checking what must hold for any frame:
+//!
+//! - the verdict is TC_ACT_OK, TC_ACT_SHOT or TC_ACT_REDIRECT;
+//! - a frame handed to the kernel (TC_ACT_OK) leaves unchanged: fail open;
+//! - only a valid ARP request produces an ARP reply;
+//! - a frame that is not valid IPv4 (or ARP) is never redirected;
+//! - every run is counted under exactly one reason (checked every 256 frames: the counters grew
+//!   by exactly the number of runs, since reading them costs a syscall per reason).
+//!
+//! Run longer with `FASTPATH_FUZZ_SECONDS=600 cargo test -p fastpath-tests --test fuzz_programs
+//! -- --nocapture`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use fastpath::loader::{FROM_POD, FROM_UNDERLAY};
+use fastpath_common::{
+    arp::{classify_request, ArpFields},
+    ipv4::{is_well_formed, Ipv4Fields, HEADER_LEN},
+    Reason,
+};
+use fastpath_tests::packets::{self, Arp, BROADCAST, ETH_P_ARP, ETH_P_IP, POD_MAC};
+use proptest::{
+    prelude::*,
+    strategy::ValueTree as _,
+    test_runner::{Config, TestRunner},
+};
+use support::*;
+
+const TC_ACT_SHOT_: u32 = 2;
+
+fn addr(a: [u8; 4]) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(a)
+}
+
+/// Frames worth starting from: one of each kind the programs tell apart.
+fn seeds() -> Vec<Vec<u8>> {
+    let ipip = |src: [u8; 4], inner: Vec<u8>| {
+        let mut frame = packets::ethernet([2, 0, 0, 0, 0, 0x50], [2, 0, 0, 0, 0, 0x51], ETH_P_IP);
+        frame.extend(packets::ipv4_packet(addr(src), addr(NODE_IP), 64, 4, &inner));
+        frame
+    };
+    let to_pod = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
+    vec![
+        Arp::request(addr(POD), std::net::Ipv4Addr::new(169, 254, 1, 1)).frame(BROADCAST, POD_MAC),
+        packets::ipv4_frame(addr(POD), addr(OTHER_LOCAL_POD), 64),
+        packets::ipv4_frame(addr(POD), addr(REMOTE_POD), 64),
+        packets::ipv4_frame(addr(POD), [10, 244, 7, 9].into(), 1),
+        ipip(PEER_IP, to_pod.clone()),
+        ipip([10, 101, 14, 60], to_pod.clone()),
+        ipip(PEER_IP, packets::ipv4_packet(addr(PEER_IP), addr(NODE_IP), 64, 4, &to_pod)),
+    ]
+}
+
+/// A seed with bytes overwritten, a length field or header length bent, and cut or padded; or
+/// bytes at random.
+fn frames() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = seeds();
+    let mutated = (
+        0..seeds.len(),
+        prop::collection::vec((0usize..80, any::<u8>()), 0..6),
+        prop_oneof![Just(None), (14usize..1600).prop_map(Some)],
+        prop_oneof![
+            Just(None),
+            (0u8..16).prop_map(Some),
+            any::<u16>().prop_map(|l| Some((l >> 8) as u8 | 0x40))
+        ],
+    )
+        .prop_map(move |(seed, flips, length, ihl)| {
+            let mut frame = seeds[seed].clone();
+            for (at, byte) in flips {
+                if let Some(b) = frame.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            if let (Some(ihl), Some(b)) = (ihl, frame.get_mut(14)) {
+                *b = 0x40 | (ihl & 0x0f);
+            }
+            if let Some(length) = length {
+                frame.resize(length, 0);
+            }
+            frame
+        });
+    let random = prop::collection::vec(any::<u8>(), 14..1600);
+    prop_oneof![4 => mutated, 1 => random]
+}
+
+fn total_count(ebpf: &Ebpf) -> u64 {
+    Reason::ALL.iter().map(|r| count(ebpf, *r)).sum()
+}
+
+fn is_valid_arp_request(frame: &[u8]) -> bool {
+    if frame.len() < 42 || frame[12..14] != ETH_P_ARP.to_be_bytes() {
+        return false;
+    }
+    let a = &frame[14..42];
+    let fields = ArpFields {
+        htype: u16::from_be_bytes([a[0], a[1]]),
+        ptype: u16::from_be_bytes([a[2], a[3]]),
+        hlen: a[4],
+        plen: a[5],
+        op: u16::from_be_bytes([a[6], a[7]]),
+        spa: [a[14], a[15], a[16], a[17]],
+        tpa: [a[24], a[25], a[26], a[27]],
+    };
+    classify_request(&fields).is_ok()
+}
+
+fn is_arp_reply(frame: &[u8]) -> bool {
+    frame.len() >= 42 && frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[20..22] == [0, 2]
+}
+
+fn is_valid_ipv4(frame: &[u8]) -> bool {
+    if frame.len() < 14 + HEADER_LEN || frame[12..14] != ETH_P_IP.to_be_bytes() {
+        return false;
+    }
+    let header: &[u8; HEADER_LEN] = frame[14..14 + HEADER_LEN].try_into().unwrap();
+    is_well_formed(&Ipv4Fields::parse(header), (frame.len() - 14) as u32)
+}
+
+/// What one frame through one program came to.
+enum Checked {
+    Held,
+    /// BPF_PROG_TEST_RUN itself refuses some frames (an IPv4 ethertype with less than an IPv4
+    /// header after it): the program never sees them.
+    Refused,
+}
+
+/// Check one frame through one program; describe the first broken invariant.
+fn check(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> Result<Checked, String> {
+    let Ok((verdict, out)) = try_run(ebpf, program, frame) else {
+        return Ok(Checked::Refused);
+    };
+    let fail = |what: &str| Err(format!("{program}: {what}; verdict {verdict}; frame {frame:02x?}"));
+    if ![TC_ACT_OK, TC_ACT_SHOT_, TC_ACT_REDIRECT].contains(&verdict) {
+        return fail("a verdict other than OK, SHOT or REDIRECT");
+    }
+    if verdict == TC_ACT_OK && out != frame {
+        return fail("handed to the kernel changed");
+    }
+    if is_arp_reply(&out) && !is_arp_reply(frame) && !is_valid_arp_request(frame) {
+        return fail("an ARP reply to something that is not a valid request");
+    }
+    if verdict == TC_ACT_REDIRECT && !is_valid_ipv4(frame) && !is_valid_arp_request(frame) {
+        return fail("redirected a frame that is neither valid IPv4 nor a valid ARP request");
+    }
+    Ok(Checked::Held)
+}
+
+#[test]
+fn random_and_mutated_frames_keep_every_invariant() {
+    let seconds: u64 = std::env::var("FASTPATH_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    in_node(move |ebpf, _| {
+        let mut runner = TestRunner::new(Config::default());
+        let strategy = frames();
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let (mut frames, mut refused, mut runs) = (0u64, 0u64, 0u64);
+        let mut counted_before = total_count(ebpf);
+        while Instant::now() < deadline {
+            let frame = strategy.new_tree(&mut runner).expect("a frame").current();
+            for program in [FROM_POD, FROM_UNDERLAY] {
+                match check(ebpf, program, &frame) {
+                    Ok(Checked::Held) => runs += 1,
+                    Ok(Checked::Refused) => refused += 1,
+                    Err(broken) => panic!("after {frames} frames: {broken}"),
+                }
+            }
+            frames += 1;
+            if frames % 256 == 0 {
+                let counted = total_count(ebpf);
+                assert_eq!(counted - counted_before, runs, "runs and counts differ in the last 256 frames");
+                (counted_before, runs) = (counted, 0);
+            }
+        }
+        assert_eq!(total_count(ebpf) - counted_before, runs, "runs and counts differ in the last frames");
+        eprintln!(
+            "fuzz: {frames} frames through both programs in {seconds} s, every invariant held \
+             ({refused} runs refused by BPF_PROG_TEST_RUN itself)"
+        );
+        assert!(frames > 1000, "only {frames} frames in {seconds} s");
+        assert!(refused < frames, "BPF_PROG_TEST_RUN refused nearly everything: the strategy is broken");
+    });
+}
