@@ -165,9 +165,14 @@ pub struct AgentInfo {
     pub flags: u32,
     /// The daemon's version, NUL-padded.
     pub version: [u8; 16],
+    /// `--iface-prefix`, NUL-padded, so `fastpath verify` judges the interfaces as the daemon
+    /// does.
+    pub iface_prefix: [u8; 16],
+    /// Drifts between the maps and the kernel found and repaired by periodic resyncs.
+    pub repairs: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentInfo>() == 48);
+const _: () = assert!(core::mem::size_of::<AgentInfo>() == 72);
 
 /// `AgentInfo::flags`: the maps are synced and every matching interface is attached.
 pub const AGENT_F_READY: u32 = 1;

@@ -365,3 +365,48 @@ fn a_map_of_another_layout_is_recreated_not_misread() {
     let routes = daemon.cli(&["routes"]).unwrap();
     assert!(routes.contains("10.244.166.128/26"), "{routes}");
 }
+
+/// Remove FP_ROUTES' entry for `block` behind the daemon's back.
+fn delete_route_entry(bed: &Bed, node: usize, block: (std::net::Ipv4Addr, u8)) {
+    let path = bed.bpffs[node].pin_dir().join("FP_ROUTES").display().to_string();
+    let mut key: Vec<String> = u32::from(block.1).to_le_bytes().iter().map(|b| b.to_string()).collect();
+    key.extend(block.0.octets().iter().map(|b| b.to_string()));
+    let mut args = vec!["map", "delete", "pinned", path.as_str(), "key"];
+    args.extend(key.iter().map(String::as_str));
+    cmd::run("bpftool", &args).unwrap();
+}
+
+#[test]
+fn verify_finds_drift_and_a_resync_repairs_it() {
+    require_root();
+    let cluster = Cluster::build("ver", &ClusterSpec::seed_fastpath_only()).unwrap();
+    let bpffs: Vec<Bpffs> = cluster.nodes.iter().map(|_| Bpffs::new("ver").unwrap()).collect();
+    // Node 1 never resyncs, node 2 every second.
+    let mut bed = Bed { daemons: Vec::new(), cluster, bpffs };
+    bed.daemons.push(bed.start(0, &["--resync-interval", "0"]));
+    bed.daemons.push(bed.start(1, &["--resync-interval", "1"]));
+    for node in 0..2 {
+        let out = bed.cli(node, &["verify"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no drift"));
+    }
+
+    let remote_block = bed.cluster.nodes[1].block;
+    delete_route_entry(&bed, 0, remote_block);
+    let out = bed.cli(0, &["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("drift: FP_ROUTES lacks 10.244.166.128/26 (remote via 10.101.14.51 (ipip))"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "only the deleted entry drifted: {text}");
+
+    let local_block = bed.cluster.nodes[1].block;
+    delete_route_entry(&bed, 1, local_block);
+    let repaired = fastpath_tests::wait::until(Duration::from_secs(5), || {
+        (bed.cli(1, &["verify"]).status.code() == Some(0)).then_some(())
+    });
+    assert!(repaired.is_some(), "no resync repaired node 2:\n{}", bed.daemons[1].log());
+    assert!(bed.daemons[1].log().contains("resync repaired 1 map entries"), "{}", bed.daemons[1].log());
+}

@@ -33,6 +33,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Stream the programs' per-packet decisions while it runs.
     Monitor(MonitorArgs),
+    /// Compare every map with what the kernel says now; exit code 1 on drift.
+    Verify(BpffsOnly),
     /// Remove every program, link and pin fastpath made (stops the fast path).
     Cleanup(BpffsOnly),
 }
@@ -62,6 +64,11 @@ pub struct RunArgs {
     /// Serve /metrics, /healthz and /readyz on this address (off when not given).
     #[arg(long, env = "FASTPATH_METRICS_ADDR", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Every this many seconds, take the kernel's state whole and repair any drift of the maps
+    /// (0: never).
+    #[arg(long, env = "FASTPATH_RESYNC_INTERVAL", value_name = "SECONDS", default_value_t = 60)]
+    pub resync_interval: u64,
 
     /// On exit, detach and unpin everything (development). Without it the programs keep
     /// forwarding after the daemon exits, and the next daemon adopts them.

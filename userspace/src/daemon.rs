@@ -25,11 +25,12 @@ use crate::{
     attach::{self, Action, Link, Selector},
     bpffs,
     cli::RunArgs,
-    kernel::{KernelState, PeerQuery, Touched},
+    kernel::{KernelState, Touched},
     loader::{self, Attachments, FROM_POD, FROM_UNDERLAY},
     metrics::{self, Metrics},
     netlink::{Event, LinkState, Netlink},
     node::{self, Node},
+    picture::{self, Picture},
     pins,
     routes::{self, IpipMode, Mapping, Prefix},
     tables::{Tables, Written},
@@ -53,6 +54,8 @@ struct Daemon {
     agent: AgentInfo,
     /// Interfaces that should carry the pod program but do not (their attach failed).
     unattached: BTreeSet<u32>,
+    /// `--underlay`, for resyncs.
+    underlay_flag: Option<String>,
 }
 
 /// Run the daemon until SIGINT or SIGTERM.
@@ -60,11 +63,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
     // Subscribe before the dumps so nothing created in between is missed.
     let netlink = Netlink::new()?;
-    let links = netlink.links().await?;
-    let addresses = netlink.ipv4_addresses().await?;
-    let routes = netlink.ipv4_routes().await?;
+    let Picture { links, node, kernel } =
+        picture::take(&netlink, args.underlay.as_deref(), &selector.prefix).await?;
     require_explicit_interfaces(&selector, &links)?;
-    let node = node::choose(args.underlay.as_deref(), &links, &addresses, &routes)?;
     let mut signals = Signals::new()?;
     let dir = args.bpffs.dir;
 
@@ -88,9 +89,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         heartbeat_unix_ms: unix_ms(),
         ipip_mode: ipip as u32,
         flags: 0,
-        version: version_bytes(),
+        version: padded(env!("CARGO_PKG_VERSION")),
+        iface_prefix: padded(&selector.prefix),
+        repairs: 0,
     };
-    let kernel = KernelState::new(&links, routes);
     let mut daemon = Daemon {
         selector,
         ipip,
@@ -104,13 +106,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         metrics,
         agent,
         unattached: BTreeSet::new(),
+        underlay_flag: args.underlay,
     };
-    for query in KernelState::peer_queries(&links, &daemon.selector.prefix) {
-        learn_peer_mac(&daemon.netlink, &mut daemon.kernel, query).await;
-    }
+    let resync_every = (args.resync_interval > 0).then(|| Duration::from_secs(args.resync_interval));
 
     let result = match daemon.start(&links).await {
-        Ok(()) => daemon.serve(&mut logger, &mut signals).await,
+        Ok(()) => daemon.serve(&mut logger, &mut signals, resync_every).await,
         Err(e) => Err(e),
     };
     if args.cleanup_on_exit {
@@ -144,7 +145,7 @@ impl Daemon {
         self.pods.drop_stale_pins();
         self.underlay.drop_stale_pins();
         self.heartbeat();
-        release_startup_memory();
+        release_freed_memory();
         // Tests and operators wait for this line: everything present at start is served now.
         log::info!(
             "fastpath {} running: underlay {} ({}), ipip {:?}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
@@ -160,8 +161,18 @@ impl Daemon {
         Ok(())
     }
 
-    async fn serve(&mut self, logger: &mut Option<Logger>, signals: &mut Signals) -> Result<(), Error> {
+    async fn serve(
+        &mut self,
+        logger: &mut Option<Logger>,
+        signals: &mut Signals,
+        resync_every: Option<Duration>,
+    ) -> Result<(), Error> {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        // An hour stands in for "never" when resyncs are off; the branch below checks.
+        let mut resync = tokio::time::interval_at(
+            tokio::time::Instant::now() + resync_every.unwrap_or(Duration::from_secs(3600)),
+            resync_every.unwrap_or(Duration::from_secs(3600)),
+        );
         loop {
             tokio::select! {
                 name = signals.next() => {
@@ -178,9 +189,45 @@ impl Daemon {
                     self.handle(event).await;
                 }
                 _ = heartbeat.tick() => self.heartbeat(),
+                _ = resync.tick(), if resync_every.is_some() => self.resync().await,
                 () = drain(logger) => {}
             }
         }
+    }
+
+    /// Take the kernel's state whole and make the maps match it: whatever events were lost
+    /// (a netlink overflow, a bug), nothing stays diverged longer than one interval.
+    async fn resync(&mut self) {
+        let picture =
+            match picture::take(&self.netlink, self.underlay_flag.as_deref(), &self.selector.prefix).await {
+                Ok(picture) => picture,
+                Err(e) => return log::warn!("resync: {}", e.chain()),
+            };
+        self.kernel = picture.kernel;
+        if picture.node != self.node {
+            self.node = picture.node;
+            if let Err(e) = self.tables.set_node(&self.node.config()) {
+                log::warn!("{}", e.chain());
+            }
+        }
+        for link in &picture.links {
+            let action = attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
+            self.apply(action);
+        }
+        if let Err(e) = self.tables.reread() {
+            return log::warn!("resync: {}", e.chain());
+        }
+        match self.sync() {
+            Ok(written) if written.any() => {
+                let repaired = (written.upserted + written.removed) as u64;
+                self.agent.repairs += repaired;
+                self.metrics.resync_repairs.fetch_add(repaired, Ordering::Relaxed);
+                log::warn!("resync repaired {repaired} map entries that had drifted from the kernel");
+            }
+            Ok(_) => log::debug!("resync: the maps match the kernel"),
+            Err(e) => log::warn!("resync: {}", e.chain()),
+        }
+        release_freed_memory();
     }
 
     /// One kernel event: update the picture, the attachments, then the maps (only what changed).
@@ -189,7 +236,7 @@ impl Daemon {
         self.metrics.netlink_events.fetch_add(1, Ordering::Relaxed);
         let (touched, query) = self.kernel.apply(&event, &self.selector.prefix);
         if let Some(query) = query {
-            learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
+            picture::learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
         }
         match &event {
             Event::LinkPresent(link) => {
@@ -306,9 +353,10 @@ impl Daemon {
     }
 }
 
-/// The start-up dumps (every route and link, as netlink messages) are freed by now; give their
-/// memory back to the system rather than keep it as the process's high-water mark.
-fn release_startup_memory() {
+/// The dumps of a start-up or a resync (every route and link, as netlink messages, and the old
+/// picture) are freed by now; give their memory back to the system rather than keep it as the
+/// process's high-water mark.
+fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory; it has no other effect.
     unsafe {
@@ -320,25 +368,12 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn version_bytes() -> [u8; 16] {
+/// `text` NUL-padded (cut) to 16 bytes, as the agent map stores names.
+fn padded(text: &str) -> [u8; 16] {
     let mut bytes = [0u8; 16];
-    let version = env!("CARGO_PKG_VERSION").as_bytes();
-    let len = version.len().min(bytes.len());
-    bytes[..len].copy_from_slice(&version[..len]);
+    let len = text.len().min(bytes.len());
+    bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
     bytes
-}
-
-/// Ask for a pod's MAC (the other end of its veth). Until it is known, its route stays with the
-/// kernel.
-async fn learn_peer_mac(netlink: &Netlink, kernel: &mut KernelState, query: PeerQuery) {
-    match netlink.peer_mac(query.netnsid, query.peer_index).await {
-        Ok(mac) => kernel.set_peer_mac(query.ifindex, mac),
-        Err(e) => log::warn!(
-            "pod MAC behind ifindex {} unknown, the kernel routes to it: {}",
-            query.ifindex,
-            e.chain()
-        ),
-    }
 }
 
 fn link_of(link: &LinkState) -> Link {

@@ -14,11 +14,13 @@ pub mod loader;
 pub mod metrics;
 pub mod netlink;
 pub mod node;
+pub mod picture;
 pub mod pins;
 pub mod reconcile;
 pub mod routes;
 pub mod show;
 pub mod stats;
 pub mod tables;
+pub mod verify;
 
 pub use error::Error;

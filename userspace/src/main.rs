@@ -58,7 +58,21 @@ fn inspect_command(command: Command) -> Result<(), Error> {
         Command::Explain(args) => explain(&args),
         Command::Monitor(args) => runtime().and_then(|rt| rt.block_on(monitor(&args))),
         Command::Cleanup(args) => print(inspect::cleanup(&args.bpffs.dir)),
+        Command::Verify(args) => verify(&args.bpffs.dir),
     }
+}
+
+/// Print the drift; exit code 1 when there is any.
+fn verify(dir: &std::path::Path) -> Result<(), Error> {
+    let drift = runtime()?.block_on(fastpath::verify::run(dir))?;
+    if drift.is_empty() {
+        println!("no drift: every map matches the kernel");
+        return Ok(());
+    }
+    for line in &drift {
+        println!("drift: {line}");
+    }
+    std::process::exit(1);
 }
 
 fn print(text: Result<String, Error>) -> Result<(), Error> {

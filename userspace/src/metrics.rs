@@ -26,6 +26,7 @@ pub const SYNC_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
 pub struct Metrics {
     pub netlink_events: AtomicU64,
     pub attach_failures: AtomicU64,
+    pub resync_repairs: AtomicU64,
     pub route_entries: AtomicU64,
     pub peer_entries: AtomicU64,
     /// The maps are synced and every matching interface is attached.

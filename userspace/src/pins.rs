@@ -88,8 +88,9 @@ fn pinned_layout_version(dir: &Path) -> Option<u32> {
     let data = MapData::from_pin(dir.join(AGENT)).ok()?;
     let info = data.info().ok()?;
     if info.value_size() as usize != std::mem::size_of::<AgentInfo>() {
-        // Too different to read at all: certainly another version.
-        return Some(0);
+        // Another size: the per-map layout check recreates the agent map; the version it would
+        // hold cannot be read.
+        return None;
     }
     let agent: Array<MapData, AgentInfo> = Map::Array(data).try_into().ok()?;
     agent.get(&0, 0).ok().map(|a| a.layout_version).filter(|v| *v != 0)

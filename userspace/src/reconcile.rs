@@ -31,7 +31,7 @@ pub enum Op {
 pub struct Mirror {
     routes: HashMap<Prefix, RouteValue>,
     peers: HashSet<Ipv4Addr>,
-    endpoints: HashSet<Ipv4Addr>,
+    endpoints: HashMap<Ipv4Addr, Endpoint>,
     /// Routes per peer, over the routes the map holds.
     peer_refs: HashMap<Ipv4Addr, u32>,
 }
@@ -46,7 +46,7 @@ impl Mirror {
     pub fn new(
         routes: impl IntoIterator<Item = (Prefix, RouteValue)>,
         peers: impl IntoIterator<Item = Ipv4Addr>,
-        endpoints: impl IntoIterator<Item = Ipv4Addr>,
+        endpoints: impl IntoIterator<Item = (Ipv4Addr, Endpoint)>,
     ) -> Self {
         let mut mirror = Self {
             peers: peers.into_iter().collect(),
@@ -67,31 +67,39 @@ impl Mirror {
         (self.routes.len(), self.peers.len())
     }
 
-    /// The writes that make `prefix` map to `value` (`None`: no entry), peers included.
+    /// The writes that make `prefix` map to `value` (`None`: no entry), peers and endpoints
+    /// included.
     pub fn ops(&self, prefix: Prefix, value: Option<RouteValue>) -> Vec<Op> {
         let old = self.routes.get(&prefix).copied();
-        if old == value {
+        let pod = (prefix.0 == 32).then_some(prefix.1);
+        let new_endpoint = pod.zip(value.as_ref().and_then(endpoint_of));
+        let held_endpoint = pod.and_then(|p| self.endpoints.get(&p).copied());
+        let route_changes = old != value;
+        let endpoint_changes = new_endpoint.map(|(_, e)| e) != held_endpoint;
+        if !route_changes && !endpoint_changes {
             return Vec::new();
         }
         let mut ops = Vec::with_capacity(4);
         let new_peer = value.as_ref().and_then(peer_of);
         let old_peer = old.as_ref().and_then(peer_of);
-        let pod = (prefix.0 == 32).then_some(prefix.1);
-        let new_endpoint = pod.zip(value.as_ref().and_then(endpoint_of));
-        if let Some(peer) = new_peer.filter(|p| !self.peers.contains(p)) {
+        if let Some(peer) = new_peer.filter(|p| route_changes && !self.peers.contains(p)) {
             ops.push(Op::PutPeer(peer));
         }
-        if let Some(pod) = pod.filter(|p| new_endpoint.is_none() && self.endpoints.contains(p)) {
+        if let Some(pod) = pod.filter(|_| new_endpoint.is_none() && held_endpoint.is_some()) {
             ops.push(Op::DelEndpoint(pod));
         }
-        ops.push(match value {
-            Some(value) => Op::PutRoute(prefix, value),
-            None => Op::DelRoute(prefix),
-        });
-        if let Some((pod, endpoint)) = new_endpoint {
+        if route_changes {
+            ops.push(match value {
+                Some(value) => Op::PutRoute(prefix, value),
+                None => Op::DelRoute(prefix),
+            });
+        }
+        if let Some((pod, endpoint)) = new_endpoint.filter(|_| endpoint_changes) {
             ops.push(Op::PutEndpoint(pod, endpoint));
         }
-        if let Some(peer) = old_peer.filter(|p| Some(*p) != new_peer && self.peer_refs.get(p) == Some(&1)) {
+        if let Some(peer) =
+            old_peer.filter(|p| route_changes && Some(*p) != new_peer && self.peer_refs.get(p) == Some(&1))
+        {
             ops.push(Op::DelPeer(peer));
         }
         ops
@@ -109,7 +117,7 @@ impl Mirror {
     pub fn stale_endpoints(&self) -> Vec<Op> {
         let mut stale: Vec<Ipv4Addr> = self
             .endpoints
-            .iter()
+            .keys()
             .filter(|p| self.routes.get(&(32, **p)).is_none_or(|v| endpoint_of(v).is_none()))
             .copied()
             .collect();
@@ -126,8 +134,8 @@ impl Mirror {
             Op::DelPeer(peer) => {
                 self.peers.remove(&peer);
             }
-            Op::PutEndpoint(pod, _) => {
-                self.endpoints.insert(pod);
+            Op::PutEndpoint(pod, endpoint) => {
+                self.endpoints.insert(pod, endpoint);
             }
             Op::DelEndpoint(pod) => {
                 self.endpoints.remove(&pod);
@@ -225,8 +233,17 @@ mod tests {
             vec![Op::PutRoute(POD, local), Op::PutEndpoint(pod, endpoint)]
         );
         assert_eq!(apply(&mut m, POD, None), vec![Op::DelEndpoint(pod), Op::DelRoute(POD)]);
-        let stale = Mirror::new([], [], [pod]);
+        let stale = Mirror::new([], [], [(pod, endpoint)]);
         assert_eq!(stale.stale_endpoints(), vec![Op::DelEndpoint(pod)]);
+    }
+
+    #[test]
+    fn an_endpoint_that_drifted_alone_is_rewritten_alone() {
+        let local = RouteValue::local(7, [1; 6]);
+        let wrong = Endpoint { ifindex: 9, mac: [2; 6], _pad: [0; 2] };
+        let m = Mirror::new([(POD, local)], [], [(POD.1, wrong)]);
+        let right = Endpoint { ifindex: 7, mac: [1; 6], _pad: [0; 2] };
+        assert_eq!(m.ops(POD, Some(local)), vec![Op::PutEndpoint(POD.1, right)]);
     }
 
     #[test]

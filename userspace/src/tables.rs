@@ -51,29 +51,36 @@ impl Tables {
     /// Take the maps out of the loaded object. Maps an earlier daemon left pinned keep their
     /// entries; what they hold is read back, so the first sync changes only what differs.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let routes: RouteTrie<MapData> = take(ebpf, ROUTES)?;
-        let peers: HashMap<MapData, [u8; 4], u32> = take(ebpf, TUNNEL_PEERS)?;
-        let pinned_peers = peers
+        let mut tables = Self {
+            routes: take(ebpf, ROUTES)?,
+            node: take(ebpf, NODE)?,
+            peers: take(ebpf, TUNNEL_PEERS)?,
+            endpoints: take(ebpf, ENDPOINTS)?,
+            agent: take(ebpf, AGENT)?,
+            counters: take(ebpf, COUNTERS)?,
+            mirror: Mirror::default(),
+        };
+        tables.reread()?;
+        Ok(tables)
+    }
+
+    /// Forget what this daemon wrote and read back what the maps hold, so the next sync repairs
+    /// whatever changed behind its back.
+    pub fn reread(&mut self) -> Result<(), Error> {
+        let peers = self
+            .peers
             .keys()
             .map(|k| k.map(Ipv4Addr::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS, source })?;
-        let endpoints: HashMap<MapData, [u8; 4], Endpoint> = take(ebpf, ENDPOINTS)?;
-        let pinned_endpoints = endpoints
-            .keys()
-            .map(|k| k.map(Ipv4Addr::from))
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| e.map(|(k, v)| (Ipv4Addr::from(k), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: ENDPOINTS, source })?;
-        let mirror = Mirror::new(route_entries(&routes)?, pinned_peers, pinned_endpoints);
-        Ok(Self {
-            routes,
-            node: take(ebpf, NODE)?,
-            peers,
-            endpoints,
-            agent: take(ebpf, AGENT)?,
-            counters: take(ebpf, COUNTERS)?,
-            mirror,
-        })
+        self.mirror = Mirror::new(route_entries(&self.routes)?, peers, endpoints);
+        Ok(())
     }
 
     /// Entries in the route and peer maps.

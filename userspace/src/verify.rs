@@ -1,0 +1,235 @@
+//! `fastpath verify`: every map against what the kernel says now. The comparisons are pure;
+//! `run` gathers both sides.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt::Display,
+    net::Ipv4Addr,
+    path::Path,
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use fastpath_common::{
+    maps::{AgentInfo, Endpoint, NodeConfig, AGENT, ENDPOINTS, NODE, TUNNEL_PEERS},
+    route::{endpoint_of, RouteKind, RouteValue},
+};
+
+use crate::{
+    bpffs,
+    loader::{FROM_POD, FROM_UNDERLAY},
+    netlink::Netlink,
+    picture, pins,
+    routes::{self, IpipMode, Mapping, Prefix},
+    show::{kind_name, mac_string},
+    tables, Error,
+};
+
+/// A route entry in a few words.
+pub fn describe(value: &RouteValue) -> String {
+    match RouteKind::try_from(value.kind) {
+        Ok(RouteKind::LocalEndpoint) => {
+            format!("local on ifindex {} MAC {}", value.ifindex, mac_string(value.mac))
+        }
+        Ok(RouteKind::RemoteBlock) => {
+            format!(
+                "remote via {} ({})",
+                Ipv4Addr::from(value.next_hop),
+                if value.encap() { "ipip" } else { "plain" }
+            )
+        }
+        _ => kind_name(value.kind).to_string(),
+    }
+}
+
+/// Every difference between the route entries the kernel implies and those the map holds.
+pub fn route_drift(
+    desired: &HashMap<Prefix, RouteValue>,
+    actual: &BTreeMap<Prefix, RouteValue>,
+) -> Vec<String> {
+    let show = |(len, addr): &Prefix| format!("{addr}/{len}");
+    let mut drift = Vec::new();
+    let mut wanted: Vec<_> = desired.iter().collect();
+    wanted.sort_by_key(|(p, _)| **p);
+    for (prefix, value) in wanted {
+        match actual.get(prefix) {
+            None => drift.push(format!("FP_ROUTES lacks {} ({})", show(prefix), describe(value))),
+            Some(held) if held != value => drift.push(format!(
+                "FP_ROUTES has {} as {}, the kernel says {}",
+                show(prefix),
+                describe(held),
+                describe(value)
+            )),
+            Some(_) => {}
+        }
+    }
+    for (prefix, held) in actual {
+        if !desired.contains_key(prefix) {
+            drift.push(format!(
+                "FP_ROUTES has {} ({}), which the kernel does not route so",
+                show(prefix),
+                describe(held)
+            ));
+        }
+    }
+    drift
+}
+
+/// Every difference between two sets of keys of map `map`.
+pub fn set_drift<T: Ord + Display>(map: &str, desired: &BTreeSet<T>, actual: &BTreeSet<T>) -> Vec<String> {
+    let lacks = desired.difference(actual).map(|k| format!("{map} lacks {k}"));
+    let extra = actual.difference(desired).map(|k| format!("{map} has {k}, which the kernel does not imply"));
+    lacks.chain(extra).collect()
+}
+
+/// Every interface that should carry a program but has no pinned link, and every pinned link
+/// that serves no such interface. `wanted` and `pinned` are (program, ifindex).
+pub fn attachment_drift(wanted: &BTreeSet<(String, u32)>, pinned: &BTreeSet<(String, u32)>) -> Vec<String> {
+    let lacks = wanted.difference(pinned).map(|(p, i)| format!("{p} is not attached to ifindex {i}"));
+    let extra = pinned
+        .difference(wanted)
+        .map(|(p, i)| format!("a link of {p} is pinned for ifindex {i}, which is gone or not served"));
+    lacks.chain(extra).collect()
+}
+
+fn prefix_of(bytes: &[u8; 16]) -> String {
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
+fn ipip_of(mode: u32) -> IpipMode {
+    match mode {
+        1 => IpipMode::Always,
+        2 => IpipMode::CrossSubnet,
+        3 => IpipMode::Never,
+        _ => IpipMode::Follow,
+    }
+}
+
+/// Compare the maps pinned in `dir` with the kernel, as the daemon that pinned them judges it.
+/// Returns the drift, one line each (empty: none).
+pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
+    let agent: AgentInfo = read_one(dir, AGENT)?;
+    let node_config: NodeConfig = read_one(dir, NODE)?;
+    let pod_prefix = prefix_of(&agent.iface_prefix);
+    let netlink = Netlink::new()?;
+    let links = netlink.links().await?;
+    let underlay = links.iter().find(|l| l.index == node_config.underlay_ifindex).map(|l| l.name.clone());
+    let picture = picture::take(&netlink, underlay.as_deref(), &pod_prefix).await?;
+    let mapping = Mapping {
+        interfaces: &picture.kernel.interfaces,
+        underlay: &picture.node.underlay,
+        ipip: ipip_of(agent.ipip_mode),
+        pod_prefix: &pod_prefix,
+    };
+    let desired: HashMap<Prefix, RouteValue> = picture
+        .kernel
+        .prefixes()
+        .filter_map(|p| Some((*p, routes::entry_for(picture.kernel.routes_of(p), &mapping)?)))
+        .collect();
+    let actual: BTreeMap<Prefix, RouteValue> =
+        tables::route_entries(&tables::pinned_routes(dir)?)?.into_iter().collect();
+    let mut drift = route_drift(&desired, &actual);
+
+    let desired_peers: BTreeSet<Ipv4Addr> = desired
+        .values()
+        .filter(|v| v.kind == RouteKind::RemoteBlock as u32)
+        .map(|v| Ipv4Addr::from(v.next_hop))
+        .collect();
+    let peers: BpfHashMap<MapData, [u8; 4], u32> = open(dir, TUNNEL_PEERS)?;
+    let actual_peers: BTreeSet<Ipv4Addr> = peers.keys().filter_map(Result::ok).map(Ipv4Addr::from).collect();
+    drift.extend(set_drift("FP_PEERS", &desired_peers, &actual_peers));
+
+    let desired_endpoints: BTreeSet<String> = desired
+        .iter()
+        .filter(|((len, _), _)| *len == 32)
+        .filter_map(|((_, addr), v)| endpoint_of(v).map(|e| endpoint_line(*addr, &e)))
+        .collect();
+    let endpoints: BpfHashMap<MapData, [u8; 4], Endpoint> = open(dir, ENDPOINTS)?;
+    let actual_endpoints: BTreeSet<String> = endpoints
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(addr, e)| endpoint_line(Ipv4Addr::from(addr), &e))
+        .collect();
+    drift.extend(set_drift("FP_ENDPOINTS", &desired_endpoints, &actual_endpoints));
+
+    let mut wanted: BTreeSet<(String, u32)> = picture
+        .links
+        .iter()
+        .filter(|l| l.name.starts_with(&pod_prefix))
+        .map(|l| (FROM_POD.to_string(), l.index))
+        .collect();
+    wanted.insert((FROM_UNDERLAY.to_string(), picture.node.underlay.ifindex));
+    let pinned: BTreeSet<(String, u32)> =
+        pins::pinned_links(dir).into_iter().map(|(p, i, _)| (p, i)).collect();
+    drift.extend(attachment_drift(&wanted, &pinned));
+    Ok(drift)
+}
+
+fn endpoint_line(addr: Ipv4Addr, e: &Endpoint) -> String {
+    format!("{addr} (ifindex {}, MAC {})", e.ifindex, mac_string(e.mac))
+}
+
+fn open<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    dir: &Path,
+    name: &'static str,
+) -> Result<M, Error> {
+    bpffs::open_pinned(dir, name)?.try_into().map_err(|source| Error::ReadMap { name, source })
+}
+
+fn read_one<T: aya::Pod>(dir: &Path, name: &'static str) -> Result<T, Error> {
+    let array: aya::maps::Array<MapData, T> = open(dir, name)?;
+    array.get(&0, 0).map_err(|source| Error::ReadMap { name, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK: Prefix = (26, Ipv4Addr::new(10, 244, 166, 128));
+    const POD: Prefix = (32, Ipv4Addr::new(10, 244, 40, 36));
+
+    #[test]
+    fn route_drift_names_missing_extra_and_wrong_entries() {
+        let desired = HashMap::from([
+            (BLOCK, RouteValue::remote([10, 101, 14, 51], true)),
+            (POD, RouteValue::local(5, [1; 6])),
+        ]);
+        assert!(route_drift(&desired, &desired.clone().into_iter().collect()).is_empty());
+        let actual = BTreeMap::from([
+            (BLOCK, RouteValue::remote([10, 101, 14, 52], true)),
+            ((26, Ipv4Addr::new(10, 244, 1, 0)), RouteValue::blackhole()),
+        ]);
+        let drift = route_drift(&desired, &actual);
+        assert_eq!(
+            drift,
+            vec![
+                "FP_ROUTES has 10.244.166.128/26 as remote via 10.101.14.52 (ipip), the kernel says remote via 10.101.14.51 (ipip)".to_string(),
+                "FP_ROUTES lacks 10.244.40.36/32 (local on ifindex 5 MAC 01:01:01:01:01:01)".to_string(),
+                "FP_ROUTES has 10.244.1.0/26 (blackhole), which the kernel does not route so".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn set_and_attachment_drift() {
+        let a = BTreeSet::from([1, 2]);
+        let b = BTreeSet::from([2, 3]);
+        assert_eq!(
+            set_drift("FP_PEERS", &a, &b),
+            vec!["FP_PEERS lacks 1", "FP_PEERS has 3, which the kernel does not imply"]
+        );
+        let wanted = BTreeSet::from([("from_pod".to_string(), 5)]);
+        let pinned = BTreeSet::from([("from_pod".to_string(), 6)]);
+        let drift = attachment_drift(&wanted, &pinned);
+        assert_eq!(drift.len(), 2);
+        assert!(drift[0].contains("not attached to ifindex 5"));
+    }
+
+    #[test]
+    fn agent_fields_read_back() {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(b"cali");
+        assert_eq!(prefix_of(&bytes), "cali");
+        assert_eq!(ipip_of(2), IpipMode::CrossSubnet);
+    }
+}
