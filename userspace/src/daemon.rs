@@ -63,9 +63,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
     // Subscribe before the dumps so nothing created in between is missed.
     let netlink = Netlink::new()?;
+    // A missing --iface is the user's mistake: say so before anything about the environment.
+    require_explicit_interfaces(&selector, &netlink.links().await?)?;
     let Picture { links, node, kernel } =
         picture::take(&netlink, args.underlay.as_deref(), &selector.prefix).await?;
-    require_explicit_interfaces(&selector, &links)?;
     let mut signals = Signals::new()?;
     let dir = args.bpffs.dir;
 
