@@ -83,6 +83,20 @@ pub fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map, Error> {
     aya::maps::Map::from_map_data(data).map_err(|source| Error::OpenPinned { path, source })
 }
 
+/// Open map `name` pinned in `dir` as the typed map `M`.
+pub fn open_pinned_as<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    dir: &Path,
+    name: &'static str,
+) -> Result<M, Error> {
+    open_pinned(dir, name)?.try_into().map_err(|source| Error::ReadMap { name, source })
+}
+
+/// The one value of the one-slot array `name` pinned in `dir`.
+pub fn read_pinned_slot<T: aya::Pod>(dir: &Path, name: &'static str) -> Result<T, Error> {
+    let array: aya::maps::Array<aya::maps::MapData, T> = open_pinned_as(dir, name)?;
+    array.get(&0, 0).map_err(|source| Error::ReadMap { name, source })
+}
+
 /// Remove the pins this daemon made, then the folder if nothing else is in it.
 pub fn remove_pins(dir: &Path, names: &[&str]) {
     for name in names {

@@ -32,25 +32,14 @@ use crate::{
 /// A heartbeat older than this means no daemon is running.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
 
-fn open<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    dir: &Path,
-    name: &'static str,
-) -> Result<M, Error> {
-    bpffs::open_pinned(dir, name)?.try_into().map_err(|source| Error::ReadMap { name, source })
-}
-
-fn read_one<T: aya::Pod>(dir: &Path, name: &'static str) -> Result<T, Error> {
-    let array: Array<MapData, T> = open(dir, name)?;
-    array.get(&0, 0).map_err(|source| Error::ReadMap { name, source })
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The agent, if a daemon is running (its heartbeat is fresh).
 pub fn running_agent(dir: &Path) -> Result<AgentInfo, Error> {
-    let agent: AgentInfo = read_one(dir, AGENT).map_err(|_| Error::NotRunning { dir: dir.to_path_buf() })?;
+    let agent: AgentInfo =
+        bpffs::read_pinned_slot(dir, AGENT).map_err(|_| Error::NotRunning { dir: dir.to_path_buf() })?;
     let age = unix_ms().saturating_sub(agent.heartbeat_unix_ms);
     if agent.heartbeat_unix_ms == 0 || age > HEARTBEAT_STALE.as_millis() as u64 {
         return Err(Error::NotRunning { dir: dir.to_path_buf() });
@@ -111,9 +100,9 @@ fn duration_words(ms: u64) -> String {
 /// `fastpath status`.
 pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
     let agent = running_agent(dir)?;
-    let node: NodeConfig = read_one(dir, NODE)?;
+    let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let routes = tables::route_entries(&tables::pinned_routes(dir)?)?.len();
-    let peers: HashMap<MapData, [u8; 4], u32> = open(dir, TUNNEL_PEERS)?;
+    let peers: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let peers = peers.keys().count();
     let links = attached(dir, &ifname);
     let uptime = unix_ms().saturating_sub(agent.started_unix_ms);
@@ -214,7 +203,7 @@ pub fn endpoints(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>)
 
 /// `fastpath peers`: the nodes whose IPIP is accepted, with the blocks routed to each.
 pub fn peers(dir: &Path, json: bool) -> Result<String, Error> {
-    let map: HashMap<MapData, [u8; 4], u32> = open(dir, TUNNEL_PEERS)?;
+    let map: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let mut nodes: Vec<Ipv4Addr> = map.keys().filter_map(Result::ok).map(Ipv4Addr::from).collect();
     nodes.sort();
     let routes = tables::route_entries(&tables::pinned_routes(dir)?)?;
@@ -448,9 +437,9 @@ pub fn explain_pinned(
     q: &Question,
     ifname: &dyn Fn(u32) -> Option<String>,
 ) -> Result<String, Error> {
-    let node: NodeConfig = read_one(dir, NODE)?;
+    let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let trie = tables::pinned_routes(dir)?;
-    let peers: HashMap<MapData, [u8; 4], u32> = open(dir, TUNNEL_PEERS)?;
+    let peers: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     // The kernel's LPM lookup: the most specific prefix containing the address.
     let route = |addr: Ipv4Addr| trie.get(&Key::new(32, addr.octets()), 0).ok();
     let is_peer = |addr: Ipv4Addr| peers.get(&addr.octets(), 0).is_ok();
@@ -513,7 +502,11 @@ impl Monitor {
         let (addr, len) = filter.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
         let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
         let filter = MonitorControl { until_ns: 0, addr: addr.octets(), mask: mask.to_be_bytes() };
-        Ok(Self { control: open(dir, MONITOR)?, events: open(dir, EVENTS)?, filter })
+        Ok(Self {
+            control: bpffs::open_pinned_as(dir, MONITOR)?,
+            events: bpffs::open_pinned_as(dir, EVENTS)?,
+            filter,
+        })
     }
 
     /// Keep the programs reporting for `lease` more (they stop by themselves after it).

@@ -177,9 +177,7 @@ fn remove_ok_if_gone(result: Result<(), aya::maps::MapError>, name: &'static str
 
 /// Open the route trie a running daemon pinned in `dir`.
 pub fn pinned_routes(dir: &Path) -> Result<RouteTrie<MapData>, Error> {
-    crate::bpffs::open_pinned(dir, ROUTES)?
-        .try_into()
-        .map_err(|source| Error::ReadMap { name: ROUTES, source })
+    crate::bpffs::open_pinned_as(dir, ROUTES)
 }
 
 /// Every entry of a route trie, in prefix order.

@@ -108,8 +108,8 @@ fn ipip_of(mode: u32) -> IpipMode {
 /// Compare the maps pinned in `dir` with the kernel, as the daemon that pinned them judges it.
 /// Returns the drift, one line each (empty: none).
 pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
-    let agent: AgentInfo = read_one(dir, AGENT)?;
-    let node_config: NodeConfig = read_one(dir, NODE)?;
+    let agent: AgentInfo = bpffs::read_pinned_slot(dir, AGENT)?;
+    let node_config: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let pod_prefix = prefix_of(&agent.iface_prefix);
     let netlink = Netlink::new()?;
     let links = netlink.links().await?;
@@ -135,7 +135,7 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         .filter(|v| v.kind == RouteKind::RemoteBlock as u32)
         .map(|v| Ipv4Addr::from(v.next_hop))
         .collect();
-    let peers: BpfHashMap<MapData, [u8; 4], u32> = open(dir, TUNNEL_PEERS)?;
+    let peers: BpfHashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let actual_peers: BTreeSet<Ipv4Addr> = peers.keys().filter_map(Result::ok).map(Ipv4Addr::from).collect();
     drift.extend(set_drift("FP_PEERS", &desired_peers, &actual_peers));
 
@@ -144,7 +144,7 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         .filter(|((len, _), _)| *len == 32)
         .filter_map(|((_, addr), v)| endpoint_of(v).map(|e| endpoint_line(*addr, &e)))
         .collect();
-    let endpoints: BpfHashMap<MapData, [u8; 4], Endpoint> = open(dir, ENDPOINTS)?;
+    let endpoints: BpfHashMap<MapData, [u8; 4], Endpoint> = bpffs::open_pinned_as(dir, ENDPOINTS)?;
     let actual_endpoints: BTreeSet<String> = endpoints
         .iter()
         .filter_map(Result::ok)
@@ -167,18 +167,6 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
 
 fn endpoint_line(addr: Ipv4Addr, e: &Endpoint) -> String {
     format!("{addr} (ifindex {}, MAC {})", e.ifindex, mac_string(e.mac))
-}
-
-fn open<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    dir: &Path,
-    name: &'static str,
-) -> Result<M, Error> {
-    bpffs::open_pinned(dir, name)?.try_into().map_err(|source| Error::ReadMap { name, source })
-}
-
-fn read_one<T: aya::Pod>(dir: &Path, name: &'static str) -> Result<T, Error> {
-    let array: aya::maps::Array<MapData, T> = open(dir, name)?;
-    array.get(&0, 0).map_err(|source| Error::ReadMap { name, source })
 }
 
 #[cfg(test)]
