@@ -410,3 +410,21 @@ fn verify_finds_drift_and_a_resync_repairs_it() {
     assert!(repaired.is_some(), "no resync repaired node 2:\n{}", bed.daemons[1].log());
     assert!(bed.daemons[1].log().contains("resync repaired 1 map entries"), "{}", bed.daemons[1].log());
 }
+
+#[test]
+fn a_second_daemon_on_the_same_folder_is_refused_in_one_line() {
+    let bed = Bed::new("two", &[]);
+    let dir = bed.bpffs[0].pin_dir().display().to_string();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name])
+        .arg(fastpath_bin())
+        .args(["run", "--bpffs", &dir])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("another fastpath daemon is running on"), "{stderr}");
+    // The first daemon is untouched and still serving.
+    assert!(bed.cli_ok(0, &["status"]).contains("ready"));
+}

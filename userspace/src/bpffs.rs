@@ -97,6 +97,23 @@ pub fn read_pinned_slot<T: aya::Pod>(dir: &Path, name: &'static str) -> Result<T
     array.get(&0, 0).map_err(|source| Error::ReadMap { name, source })
 }
 
+/// An exclusive hold on a pin folder: one daemon per folder. Released when dropped (or when the
+/// process dies: it is a `flock` on the folder).
+#[derive(Debug)]
+pub struct FolderLock {
+    _held: fs::File,
+}
+
+/// Take the folder for this daemon, or say which daemon has it.
+pub fn lock(dir: &Path) -> Result<FolderLock, Error> {
+    let folder = fs::File::open(dir).map_err(|source| Error::PinDir { path: dir.to_path_buf(), source })?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&folder), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::FolderInUse { dir: dir.to_path_buf() });
+    }
+    Ok(FolderLock { _held: folder })
+}
+
 /// Remove the pins this daemon made, then the folder if nothing else is in it.
 pub fn remove_pins(dir: &Path, names: &[&str]) {
     for name in names {

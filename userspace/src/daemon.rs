@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let dir = args.bpffs.dir;
 
     bpffs::ensure_pin_dir(&dir)?;
+    let _lock = bpffs::lock(&dir)?;
     let mut ebpf = loader::load_pinned(args.log_level, &dir)?;
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").

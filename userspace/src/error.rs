@@ -108,6 +108,9 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("another fastpath daemon is running on {dir}; stop it first, or give this one another --bpffs")]
+    FolderInUse { dir: PathBuf },
+
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 
