@@ -58,7 +58,8 @@ fn pods_churning_beside_a_steady_conversation_lose_nothing_and_leave_nothing() {
     for i in 0..pods {
         let node = (i % 2) as usize;
         let base = cluster.nodes[node].block.0.octets();
-        let ip = Ipv4Addr::new(base[0], base[1], base[2], base[3] + 10 + (i / 2) as u8 % 50);
+        // Offsets 40..60 of each /26: clear of the pods that stay (.36 and .128 + 22).
+        let ip = Ipv4Addr::new(base[0], base[1], base[2], base[3] + 40 + ((i / 2) % 20) as u8);
         cluster.add_pod(node, ip).unwrap();
         std::thread::sleep(pace / 2);
         drop(cluster.nodes[node].pods.pop());

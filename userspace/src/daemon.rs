@@ -236,6 +236,11 @@ impl Daemon {
     async fn handle(&mut self, event: Event) {
         let received = Instant::now();
         self.metrics.netlink_events.fetch_add(1, Ordering::Relaxed);
+        if event == Event::Overrun {
+            self.metrics.netlink_overruns.fetch_add(1, Ordering::Relaxed);
+            log::warn!("netlink overflow: the kernel dropped events; resyncing from a full dump");
+            return self.resync().await;
+        }
         let (touched, query) = self.kernel.apply(&event, &self.selector.prefix);
         if let Some(query) = query {
             picture::learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
@@ -257,7 +262,7 @@ impl Daemon {
                 let action = attach::on_link_gone(&self.pods.names(), link_of(link));
                 self.apply(action);
             }
-            Event::RouteAdded(_) | Event::RouteRemoved(_) => {}
+            Event::RouteAdded(_) | Event::RouteRemoved(_) | Event::Overrun => {}
         }
         // A failed write is not fatal: the mirror of what was written only records successes,
         // so the next event's sync writes it again.

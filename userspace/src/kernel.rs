@@ -105,6 +105,8 @@ impl KernelState {
                 self.remove_route(route);
                 (Touched::Prefix((route.prefix_len, route.dst)), None)
             }
+            // Nothing to learn from it here; the daemon takes a new picture.
+            Event::Overrun => (Touched::Everything, None),
         }
     }
 

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub netlink_events: AtomicU64,
     pub attach_failures: AtomicU64,
     pub resync_repairs: AtomicU64,
+    pub netlink_overruns: AtomicU64,
     pub route_entries: AtomicU64,
     pub peer_entries: AtomicU64,
     /// The maps are synced and every matching interface is attached.

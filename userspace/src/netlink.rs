@@ -12,7 +12,7 @@ use rtnetlink::{
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
         AddressFamily, RouteNetlinkMessage,
     },
-    sys::SocketAddr,
+    sys::{AsyncSocket as _, SocketAddr},
     Handle, MulticastGroup,
 };
 
@@ -20,6 +20,9 @@ use crate::{
     routes::{KernelRoute, RouteKindOf},
     Error,
 };
+
+/// Receive buffer of the event socket.
+const EVENT_BUFFER_BYTES: libc::c_int = 8 << 20;
 
 /// IFLA_TARGET_NETNSID (include/uapi/linux/if_link.h): ask about a link in another namespace.
 const IFLA_TARGET_NETNSID: u16 = 46;
@@ -54,6 +57,9 @@ pub enum Event {
     LinkGone(LinkState),
     RouteAdded(KernelRoute),
     RouteRemoved(KernelRoute),
+    /// The kernel dropped events because our socket's buffer was full (ENOBUFS): the picture
+    /// is no longer to be trusted.
+    Overrun,
 }
 
 type Messages = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
@@ -68,9 +74,27 @@ impl Netlink {
     /// Subscribe before dumping, so that nothing created in between is missed.
     /// Must be called inside a tokio runtime (the connection runs as a task).
     pub fn new() -> Result<Self, Error> {
-        let (connection, handle, messages) =
+        let (mut connection, handle, messages) =
             rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Route])
                 .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
+        // A storm of route changes overflows the default buffer (net.core.rmem_max); ask for
+        // more, past that limit since we hold CAP_NET_ADMIN. Overflows that still happen are
+        // reported as Event::Overrun and answered with a full resync.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(connection.socket_mut().socket_mut());
+        let size: libc::c_int = EVENT_BUFFER_BYTES;
+        // SAFETY: setsockopt on a socket we own, with a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                std::ptr::addr_of!(size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log::warn!("cannot enlarge the netlink event buffer: {}", std::io::Error::last_os_error());
+        }
         tokio::spawn(connection);
         Ok(Self { handle, messages })
     }
@@ -158,6 +182,7 @@ pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) => {
             kernel_route(msg).map(Event::RouteRemoved)
         }
+        NetlinkPayload::Overrun(_) => Some(Event::Overrun),
         _ => None,
     }
 }
@@ -301,6 +326,13 @@ mod tests {
         assert_eq!(route.oif, Some(9));
         assert_eq!(route.kind, RouteKindOf::Unicast);
         assert_eq!(route.table, 254);
+    }
+
+    #[test]
+    fn an_overrun_is_an_event() {
+        let overrun: NetlinkMessage<RouteNetlinkMessage> =
+            NetlinkMessage::new(Default::default(), NetlinkPayload::Overrun(Vec::new()));
+        assert_eq!(event(&overrun), Some(Event::Overrun));
     }
 
     #[test]
