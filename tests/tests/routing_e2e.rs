@@ -16,6 +16,14 @@ use fastpath_tests::{
     wait, Daemon, Netns,
 };
 
+/// The seed cluster, fastpath alone, a daemon on each node (dropped, and so stopped, first).
+fn seed_with_fastpath(tag: &str) -> (Cluster, Vec<Daemon>) {
+    require_root();
+    let cluster = Cluster::build(tag, &ClusterSpec::seed_fastpath_only()).unwrap();
+    let daemons = start_daemons(&cluster);
+    (cluster, daemons)
+}
+
 fn start_daemons(cluster: &Cluster) -> Vec<Daemon> {
     cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect()
 }
@@ -63,9 +71,7 @@ fn every_pod_reaches_every_pod_on_three_nodes_through_fastpath_alone() {
 
 #[test]
 fn the_underlay_carries_ipip_between_the_node_addresses() {
-    require_root();
-    let cluster = Cluster::build("cap", &ClusterSpec::seed_fastpath_only()).unwrap();
-    let _daemons = start_daemons(&cluster);
+    let (cluster, _daemons) = seed_with_fastpath("cap");
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     assert!(ping(from, to.ip, 1, &[]).unwrap().received);
 
@@ -91,9 +97,7 @@ fn the_underlay_carries_ipip_between_the_node_addresses() {
 
 #[test]
 fn route_changes_reach_the_map_within_100_ms_and_traffic_follows() {
-    require_root();
-    let cluster = Cluster::build("rt", &ClusterSpec::seed_fastpath_only()).unwrap();
-    let daemons = start_daemons(&cluster);
+    let (cluster, daemons) = seed_with_fastpath("rt");
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     let block = cluster.nodes[1].block;
     let prefix = format!("{}/{}", block.0, block.1);
@@ -142,9 +146,7 @@ fn a_new_pod_is_reachable_from_every_pod_within_two_seconds() {
 
 #[test]
 fn ipip_from_an_unknown_node_and_spoofed_pod_sources_are_dropped_and_counted() {
-    require_root();
-    let cluster = Cluster::build("bad", &ClusterSpec::seed_fastpath_only()).unwrap();
-    let daemons = start_daemons(&cluster);
+    let (cluster, daemons) = seed_with_fastpath("bad");
     let (pod1, pod2) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
 
@@ -177,9 +179,7 @@ fn ipip_from_an_unknown_node_and_spoofed_pod_sources_are_dropped_and_counted() {
 
 #[test]
 fn ttl_1_gets_time_exceeded_from_the_pods_own_node() {
-    require_root();
-    let cluster = Cluster::build("ttl", &ClusterSpec::seed_fastpath_only()).unwrap();
-    let daemons = start_daemons(&cluster);
+    let (cluster, daemons) = seed_with_fastpath("ttl");
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     let result = ping(from, to.ip, 1, &["-t", "1"]).unwrap();
     assert!(
