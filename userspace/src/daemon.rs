@@ -33,6 +33,7 @@ use crate::{
     picture::{self, Picture},
     pins,
     routes::{self, IpipMode, Mapping, Prefix},
+    show,
     tables::{Tables, Written},
     Error,
 };
@@ -91,8 +92,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         heartbeat_unix_ms: unix_ms(),
         ipip_mode: ipip as u32,
         flags: 0,
-        version: padded(env!("CARGO_PKG_VERSION")),
-        iface_prefix: padded(&selector.prefix),
+        version: show::padded(env!("CARGO_PKG_VERSION")),
+        iface_prefix: show::padded(&selector.prefix),
         repairs: 0,
     };
     let mut daemon = Daemon {
@@ -373,14 +374,6 @@ fn release_freed_memory() {
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// `text` NUL-padded (cut) to 16 bytes, as the agent map stores names.
-fn padded(text: &str) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    let len = text.len().min(bytes.len());
-    bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-    bytes
 }
 
 fn link_of(link: &LinkState) -> Link {

@@ -25,6 +25,7 @@ use fastpath_common::{
 
 use crate::{
     bpffs, pins,
+    routes::IpipMode,
     show::{self, mac_string},
     tables, Error,
 };
@@ -73,21 +74,6 @@ pub fn attached(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Vec<Attac
         .collect()
 }
 
-fn version_string(bytes: &[u8; 16]) -> String {
-    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..len]).into_owned()
-}
-
-fn ipip_name(mode: u32) -> &'static str {
-    match mode {
-        0 => "follow",
-        1 => "always",
-        2 => "cross-subnet",
-        3 => "never",
-        _ => "unknown",
-    }
-}
-
 fn duration_words(ms: u64) -> String {
     let s = ms / 1000;
     match s {
@@ -125,10 +111,10 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             .collect();
         return Ok(format!(
             r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}}}},"attached":[{}]}}"#,
-            show::json_string(&version_string(&agent.version)),
+            show::json_string(&show::unpadded(&agent.version)),
             agent.pid,
             uptime / 1000,
-            ipip_name(agent.ipip_mode),
+            IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name),
             show::json_string(&underlay),
             node.underlay_ifindex,
             Ipv4Addr::from(node.node_ip),
@@ -140,12 +126,16 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     }
     let mut out = format!(
         "fastpath {} (pid {}), up {}, {}\n",
-        version_string(&agent.version),
+        show::unpadded(&agent.version),
         agent.pid,
         duration_words(uptime),
         if ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
     );
-    let _ = writeln!(out, "mode:      IPIP {}", ipip_name(agent.ipip_mode));
+    let _ = writeln!(
+        out,
+        "mode:      IPIP {}",
+        IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name)
+    );
     let _ = writeln!(
         out,
         "underlay:  {underlay} (ifindex {}), node {}, MAC {}, MTU {} (tunnel {})",

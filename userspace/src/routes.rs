@@ -77,6 +77,23 @@ pub enum IpipMode {
     Never,
 }
 
+impl IpipMode {
+    /// The mode stored as `code` in the agent map (`mode as u32`).
+    pub fn from_code(code: u32) -> Option<Self> {
+        [Self::Follow, Self::Always, Self::CrossSubnet, Self::Never].into_iter().find(|m| *m as u32 == code)
+    }
+
+    /// The `--ipip` value that selects this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Follow => "follow",
+            Self::Always => "always",
+            Self::CrossSubnet => "cross-subnet",
+            Self::Never => "never",
+        }
+    }
+}
+
 /// An interface, as the mapping needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interface {
@@ -284,6 +301,15 @@ mod tests {
         );
         assert_eq!(entry_for(&[worse], &m), Some(RouteValue::remote([10, 101, 14, 99], true)));
         assert_eq!(entry_for(&[], &m), None);
+    }
+
+    #[test]
+    fn ipip_modes_round_trip_through_their_codes() {
+        for mode in [IpipMode::Follow, IpipMode::Always, IpipMode::CrossSubnet, IpipMode::Never] {
+            assert_eq!(IpipMode::from_code(mode as u32), Some(mode));
+        }
+        assert_eq!(IpipMode::from_code(4), None);
+        assert_eq!(IpipMode::CrossSubnet.name(), "cross-subnet");
     }
 
     #[test]
