@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod arp;
+pub mod flow;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;

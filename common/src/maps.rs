@@ -27,9 +27,14 @@ pub const MONITOR: &str = "FP_MONITOR";
 /// Ring buffer of [`MonitorEvent`]s, filled only while a monitor is attached.
 pub const EVENTS: &str = "FP_EVENTS";
 
+/// LRU hash: [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`], one entry per flow direction
+/// under `--trust kernel`. Sized by `--flow-table-size`; a full table evicts the least recently
+/// used flow, which then goes through the kernel again.
+pub const FLOWS: &str = "FP_FLOWS";
+
 /// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
 /// never misreads the maps an older one pinned.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Bytes of the monitor's ring buffer.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -41,11 +46,15 @@ pub const ENDPOINTS_MAX: u32 = 16_384;
 /// Room in the peer table (nodes in the cluster).
 pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 
+/// Room in the flow table unless `--flow-table-size` says otherwise.
+pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
+
 /// The default folder the daemon pins its maps in.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 8] = [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS];
+pub const PINNED_MAPS: [&str; 9] =
+    [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS, FLOWS];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +70,8 @@ const fn size<T>() -> u32 {
 }
 
 /// The layout of every pinned map, from the same types and constants the programs use.
-pub const LAYOUTS: [MapLayout; 8] = [
+/// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
+pub const LAYOUTS: [MapLayout; 9] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -82,6 +92,12 @@ pub const LAYOUTS: [MapLayout; 8] = [
     MapLayout { name: MONITOR, key_size: 4, value_size: size::<MonitorControl>(), max_entries: 1 },
     // A ring buffer has neither key nor value; its size is its max_entries.
     MapLayout { name: EVENTS, key_size: 0, value_size: 0, max_entries: EVENTS_BYTES },
+    MapLayout {
+        name: FLOWS,
+        key_size: size::<crate::flow::FlowKey>(),
+        value_size: size::<crate::flow::FlowValue>(),
+        max_entries: FLOWS_DEFAULT_MAX,
+    },
 ];
 
 /// A pod on this node (the value of [`ENDPOINTS`]).
@@ -99,6 +115,9 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 12);
 /// `NodeConfig::flags`: the daemon has filled this node's settings; until then every IPv4
 /// packet goes to the kernel.
 pub const NODE_F_READY: u32 = 1;
+/// `NodeConfig::flags`: `--trust kernel`, a flow takes the fast path only once the kernel has
+/// forwarded it unchanged ([`crate::flow`]).
+pub const NODE_F_TRUST_KERNEL: u32 = 2;
 
 /// This node's settings, the one value of [`NODE`].
 #[repr(C)]
@@ -114,13 +133,24 @@ pub struct NodeConfig {
     pub underlay_mtu: u32,
     /// `NODE_F_*`.
     pub flags: u32,
+    /// `--flow-idle-timeout`: an approval idle this long is judged by the kernel again.
+    pub flow_idle_secs: u32,
+    pub _reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 32);
 
 impl NodeConfig {
     pub const fn ready(&self) -> bool {
         self.flags & NODE_F_READY != 0
+    }
+
+    pub const fn trusts_kernel(&self) -> bool {
+        self.flags & NODE_F_TRUST_KERNEL != 0
+    }
+
+    pub const fn flow_idle_ns(&self) -> u64 {
+        self.flow_idle_secs as u64 * 1_000_000_000
     }
 
     /// The largest inner packet the tunnel carries.
@@ -176,6 +206,8 @@ const _: () = assert!(core::mem::size_of::<AgentInfo>() == 72);
 
 /// `AgentInfo::flags`: the maps are synced and every matching interface is attached.
 pub const AGENT_F_READY: u32 = 1;
+/// `AgentInfo::flags`: the daemon runs with `--trust kernel` (egress programs attached too).
+pub const AGENT_F_TRUST_KERNEL: u32 = 2;
 
 /// What `fastpath monitor` asks for (the value of [`MONITOR`]).
 #[repr(C)]
@@ -238,6 +270,8 @@ mod user {
     unsafe impl aya::Pod for super::MonitorControl {}
     unsafe impl aya::Pod for super::MonitorEvent {}
     unsafe impl aya::Pod for crate::route::RouteValue {}
+    unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for crate::flow::FlowValue {}
 }
 
 #[cfg(test)]

@@ -67,12 +67,30 @@ pub enum Reason {
     DropRewriteFailed = 28,
     /// The kernel refused to make room for the tunnel header; the packet is unchanged.
     PassEncapFailed = 29,
+    /// `--trust kernel`: the kernel has not forwarded a packet of this flow yet.
+    PassFlowPending = 30,
+    /// `--trust kernel`: NAT changed this flow or the kernel originated it; the kernel carries it.
+    PassFlowKernelOwned = 31,
+    /// `--trust kernel`: the flow's approval was idle too long; the kernel judges it again.
+    PassFlowExpired = 32,
+    /// `--trust kernel`: TCP FIN or RST seen; the kernel carries the rest of the connection.
+    PassFlowClosing = 33,
+    /// `--trust kernel`: a packet no flow can be named for (an ICMP error, a cut header).
+    PassFlowUntracked = 34,
+    /// Egress: the kernel forwarded a pending flow unchanged; its direction is approved.
+    FlowApproved = 35,
+    /// Egress: the kernel sent a packet no ingress handed it (NAT or its own): kernel-owned.
+    FlowMarkedKernelOwned = 36,
+    /// Egress: a packet of a flow already judged.
+    FlowEgressKnown = 37,
+    /// Egress: not a packet the fast path could carry (not toward a pod, not plain IPv4).
+    FlowEgressOther = 38,
 }
 
 impl Reason {
     /// Number of reasons in use. The counters map is sized by [`COUNTER_SLOTS`], not this,
     /// so that appending a reason never changes the map's layout.
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 39;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT] = [
@@ -106,6 +124,15 @@ impl Reason {
         Reason::DropUnknownPeer,
         Reason::DropRewriteFailed,
         Reason::PassEncapFailed,
+        Reason::PassFlowPending,
+        Reason::PassFlowKernelOwned,
+        Reason::PassFlowExpired,
+        Reason::PassFlowClosing,
+        Reason::PassFlowUntracked,
+        Reason::FlowApproved,
+        Reason::FlowMarkedKernelOwned,
+        Reason::FlowEgressKnown,
+        Reason::FlowEgressOther,
     ];
 
     /// The stable name used in `fastpath stats` and metrics labels.
@@ -141,6 +168,15 @@ impl Reason {
             Reason::DropUnknownPeer => "dropped_unknown_tunnel_peer",
             Reason::DropRewriteFailed => "dropped_rewrite_failed",
             Reason::PassEncapFailed => "passed_encap_failed",
+            Reason::PassFlowPending => "passed_flow_pending",
+            Reason::PassFlowKernelOwned => "passed_flow_kernel_owned",
+            Reason::PassFlowExpired => "passed_flow_expired",
+            Reason::PassFlowClosing => "passed_flow_closing",
+            Reason::PassFlowUntracked => "passed_flow_untracked",
+            Reason::FlowApproved => "flow_approved",
+            Reason::FlowMarkedKernelOwned => "flow_marked_kernel_owned",
+            Reason::FlowEgressKnown => "flow_egress_known",
+            Reason::FlowEgressOther => "flow_egress_other",
         }
     }
 

@@ -41,6 +41,6 @@ pub fn frag_needed(ctx: &TcContext, node: &NodeConfig, mtu: u16) -> Outcome {
         *message = icmp::frag_needed_message(&quote, mtu);
     }
     // SAFETY: a plain helper call: back out of the pod's `cali*`, i.e. into the pod.
-    let verdict = unsafe { bpf_redirect(parse::ingress_ifindex(ctx), 0) } as i32;
+    let verdict = unsafe { bpf_redirect(parse::device_ifindex(ctx), 0) } as i32;
     Ok((verdict, Reason::IcmpFragNeeded))
 }

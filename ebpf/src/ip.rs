@@ -2,9 +2,10 @@
 
 use aya_ebpf::programs::TcContext;
 use fastpath_common::{
-    ipv4::{self, Ipv4Fields, HEADER_LEN},
+    ipv4::{self, is_well_formed, Ipv4Fields, FRAGMENT_MASK, HEADER_LEN},
     Reason,
 };
+use network_types::eth::{EthHdr, EtherType};
 
 use crate::parse;
 
@@ -18,6 +19,29 @@ pub fn forwardable(ctx: &TcContext, offset: usize) -> Result<Ipv4Fields, Reason>
     let after_l2 = ctx.len().saturating_sub(offset as u32);
     ipv4::check_forwardable(&fields, after_l2)?;
     Ok(fields)
+}
+
+/// The IPv4 header at `offset`, if it is well-formed, unfragmented and without options: a packet
+/// whose 5-tuple follows the header. Anything else is the kernel's to judge.
+#[inline(always)]
+pub fn plain(ctx: &TcContext, offset: usize) -> Option<Ipv4Fields> {
+    let header: *const [u8; HEADER_LEN] = parse::header_mut(ctx, offset)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    let fields = Ipv4Fields::parse(unsafe { &*header });
+    let after_l2 = ctx.len().saturating_sub(offset as u32);
+    let plain = fields.version_ihl == 0x45 && fields.frag & FRAGMENT_MASK == 0;
+    (plain && is_well_formed(&fields, after_l2)).then_some(fields)
+}
+
+/// The frame's IPv4 header, if it is an IPv4 frame whose header is [`plain`].
+#[inline(always)]
+pub fn plain_frame(ctx: &TcContext) -> Option<Ipv4Fields> {
+    let eth: *const EthHdr = parse::header_mut(ctx, 0)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return None;
+    }
+    plain(ctx, EthHdr::LEN)
 }
 
 /// Decrement the TTL of the IPv4 header at `offset` and patch its checksum incrementally, as the

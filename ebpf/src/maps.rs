@@ -1,13 +1,14 @@
 //! Every map the programs use. BTF-defined, so `bpftool map dump` shows field names.
 
 use aya_ebpf::{
-    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use fastpath_common::{
+    flow::{FlowKey, FlowValue},
     maps::{
         AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NodeConfig, ENDPOINTS_MAX, EVENTS_BYTES,
-        ROUTES_MAX, TUNNEL_PEERS_MAX,
+        FLOWS_DEFAULT_MAX, ROUTES_MAX, TUNNEL_PEERS_MAX,
     },
     reason::COUNTER_SLOTS,
     route::RouteValue,
@@ -46,6 +47,11 @@ pub static FP_MONITOR: Array<MonitorControl, 1> = Array::new();
 /// Per-packet decisions for the monitor (name: `fastpath_common::maps::EVENTS`).
 #[btf_map]
 pub static FP_EVENTS: RingBuf<MonitorEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Flow directions and what the kernel made of them, under `--trust kernel` (name:
+/// `fastpath_common::maps::FLOWS`; the daemon sets its size).
+#[btf_map]
+pub static FP_FLOWS: LruHashMap<FlowKey, FlowValue, { FLOWS_DEFAULT_MAX as usize }> = LruHashMap::new();
 
 /// The most specific route for `addr`.
 #[inline(always)]

@@ -37,7 +37,7 @@ pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
     let (sport, dport) = ports(ctx, offset + HEADER_LEN, ip.protocol);
     let event = MonitorEvent {
         time_ns: 0,
-        ifindex: parse::ingress_ifindex(ctx),
+        ifindex: parse::device_ifindex(ctx),
         program,
         src: ip.src,
         dst: ip.dst,

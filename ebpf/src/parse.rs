@@ -16,9 +16,10 @@ pub fn header_mut<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// The interface the packet arrived on.
+/// The interface the program runs on: the one the packet arrived on (ingress), or the one it
+/// leaves by (egress).
 #[inline(always)]
-pub fn ingress_ifindex(ctx: &TcContext) -> u32 {
+pub fn device_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: reading `ifindex` from the context is always allowed for TC programs.
     unsafe { (*ctx.skb.skb).ifindex }
 }

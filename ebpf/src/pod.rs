@@ -4,7 +4,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{route, Reason};
 use network_types::eth::{EthHdr, EtherType};
 
-use crate::{arp, deliver, ip, ipip, lookup, maps, parse, stats::Outcome};
+use crate::{arp, deliver, flow, ip, ipip, lookup, maps, parse, stats::Outcome};
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Outcome {
@@ -26,8 +26,14 @@ pub fn handle(ctx: &TcContext) -> Outcome {
 fn forward(ctx: &TcContext) -> Outcome {
     let node = maps::node()?;
     let header = ip::forwardable(ctx, EthHdr::LEN)?;
-    lookup::check_source(header.src, parse::ingress_ifindex(ctx))?;
-    match lookup::forward_to(header.dst, node.node_ip)? {
+    lookup::check_source(header.src, parse::device_ifindex(ctx))?;
+    let to = lookup::forward_to(header.dst, node.node_ip).inspect_err(|reason| {
+        if *reason == Reason::PassKernelRoute {
+            flow::remember(ctx, &node, EthHdr::LEN, &header);
+        }
+    })?;
+    flow::admit(ctx, &node, EthHdr::LEN, &header)?;
+    match to {
         route::Forward::Local { ifindex, mac } => deliver::to_pod(ctx, ifindex, mac, Reason::RedirectedLocal),
         route::Forward::Encapsulate { next_hop } => ipip::encapsulate(ctx, &node, &header, next_hop),
         route::Forward::Underlay { next_hop } => deliver::to_node(ctx, &node, next_hop),

@@ -1,20 +1,23 @@
 //! What arrives on the underlay: IPIP from a known node to this node is decapsulated and
-//! delivered into the pod; IPIP to us from anyone else is dropped; the rest is the kernel's.
+//! delivered into the pod (under `--trust kernel`, only for a flow the kernel here has delivered
+//! before); IPIP to us from anyone else is dropped; the rest is the kernel's.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{
-    ipv4::{is_well_formed, Ipv4Fields, FRAGMENT_MASK, HEADER_LEN, PROTO_IPIP},
+    ipv4::{Ipv4Fields, HEADER_LEN, PROTO_IPIP},
+    maps::NodeConfig,
     route::Forward,
     Reason,
 };
-use network_types::eth::{EthHdr, EtherType};
+use network_types::eth::EthHdr;
 
-use crate::{deliver, ip, ipip, lookup, maps, parse, stats::Outcome};
+use crate::{deliver, flow, ip, ipip, lookup, maps, stats::Outcome};
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Outcome {
     let node = maps::node()?;
     let Some(outer) = tunnel_header(ctx) else {
+        remember_plain(ctx, &node);
         return Ok((TC_ACT_OK, Reason::PassUnderlayOther));
     };
     if outer.dst != node.node_ip {
@@ -27,24 +30,27 @@ pub fn handle(ctx: &TcContext) -> Outcome {
     let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
         return Err(Reason::PassDecapNotLocal);
     };
+    // A flow not approved here goes to the kernel still encapsulated: its own tunnel
+    // decapsulates it and its policy judges it, as without fastpath.
+    flow::admit(ctx, &node, EthHdr::LEN + HEADER_LEN, &inner)?;
     ipip::decapsulate(ctx)?;
     deliver::to_pod(ctx, ifindex, mac, Reason::Decapsulated)
 }
 
-/// The outer header, if this is a well-formed, unfragmented, option-less IPv4 packet carrying
-/// IPIP (room for an inner header included). Anything else is the kernel's to judge.
+/// Under `--trust kernel`, unencapsulated traffic to a pod here (a route without IPIP) is the
+/// kernel's to deliver; remembering its flow lets that delivery approve it.
+#[inline(always)]
+fn remember_plain(ctx: &TcContext, node: &NodeConfig) {
+    if let Some(ip) = ip::plain_frame(ctx).filter(|ip| maps::endpoint(ip.dst).is_some()) {
+        flow::remember(ctx, node, EthHdr::LEN, &ip);
+    }
+}
+
+/// The outer header, if this is a plain IPv4 frame carrying IPIP (room for an inner header
+/// included). Anything else is the kernel's to judge.
 #[inline(always)]
 fn tunnel_header(ctx: &TcContext) -> Option<Ipv4Fields> {
-    let eth: *const EthHdr = parse::header_mut(ctx, 0)?;
-    // SAFETY: bounds-checked by `header_mut`.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
-        return None;
-    }
-    let header: *const [u8; HEADER_LEN] = parse::header_mut(ctx, EthHdr::LEN)?;
-    // SAFETY: bounds-checked by `header_mut`.
-    let outer = Ipv4Fields::parse(unsafe { &*header });
-    let after_l2 = ctx.len().saturating_sub(EthHdr::LEN as u32);
-    let plain = outer.version_ihl == 0x45 && outer.frag & FRAGMENT_MASK == 0;
+    let outer = ip::plain_frame(ctx)?;
     let carries_ipip = outer.protocol == PROTO_IPIP && u32::from(outer.total_len) >= 2 * HEADER_LEN as u32;
-    (plain && carries_ipip && is_well_formed(&outer, after_l2)).then_some(outer)
+    carries_ipip.then_some(outer)
 }

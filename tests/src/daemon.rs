@@ -67,6 +67,10 @@ pub struct Daemon {
 impl Daemon {
     /// Start `fastpath run` in `node_ns` with `args` after `run`, and wait until it serves. Its
     /// pins live in the private mount namespace `ip netns exec` gives it, and go with it.
+    ///
+    /// Unless `args` say `--trust`, the daemon runs with `--trust routes`: most suites prove the
+    /// fast path by closing the kernel's FORWARD chain, which `--trust kernel` (the default)
+    /// would rightly obey. The `--trust kernel` suite says so explicitly.
     pub fn start(node_ns: &str, args: &[&str]) -> Result<Self> {
         Self::spawn(node_ns, None, args)
     }
@@ -87,6 +91,7 @@ impl Daemon {
             .arg(fastpath_bin())
             .arg("run")
             .args(pin_dir.map(|d| vec!["--bpffs".to_string(), d.display().to_string()]).unwrap_or_default())
+            .args(if args.contains(&"--trust") { &[][..] } else { &["--trust", "routes"][..] })
             .args(args)
             .env("RUST_LOG", "info,fastpath=debug")
             .stdin(Stdio::null())

@@ -76,11 +76,34 @@ pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
     ipv4_packet(src, dst, ttl, 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0])
 }
 
+/// TCP flags.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A TCP segment (20-byte header, no payload, checksum left 0: the programs never check it) in
+/// IPv4.
+pub fn tcp_segment(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), flags: u8) -> Vec<u8> {
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    tcp[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    ipv4_packet(src, dst, 64, 6, &tcp)
+}
+
+/// The IPv4 packet `ip` in an Ethernet frame from a pod to its gateway MAC.
+pub fn pod_frame(ip: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet(GATEWAY_MAC, POD_MAC, ETH_P_IP);
+    frame.extend_from_slice(ip);
+    frame
+}
+
 /// An ICMP echo request in an Ethernet frame from a pod to its gateway MAC.
 pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
-    let mut frame = ethernet(GATEWAY_MAC, POD_MAC, ETH_P_IP);
-    frame.extend_from_slice(&icmp_echo(src, dst, ttl));
-    frame
+    pod_frame(&icmp_echo(src, dst, ttl))
 }
 
 #[cfg(test)]

@@ -72,12 +72,7 @@ fn send(addr: SocketAddr, bytes: usize, deadline: Duration) -> Result<(usize, u6
     let mut chunk = vec![0u8; 64 * 1024];
     while sent < bytes {
         let n = chunk.len().min(bytes - sent);
-        for byte in &mut chunk[..n] {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            *byte = state as u8;
-        }
+        fill_pseudo_random(&mut state, &mut chunk[..n]);
         stream.write_all(&chunk[..n]).context("send")?;
         hash = fnv(hash, &chunk[..n]);
         sent += n;
@@ -86,10 +81,21 @@ fn send(addr: SocketAddr, bytes: usize, deadline: Duration) -> Result<(usize, u6
     Ok((sent, hash))
 }
 
-fn receive(listener: &TcpListener, deadline: Duration) -> Result<(usize, u64)> {
+/// xorshift64: bytes that compress badly and are cheap to make.
+fn fill_pseudo_random(state: &mut u64, bytes: &mut [u8]) {
+    for byte in bytes {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *byte = *state as u8;
+    }
+}
+
+/// The next connection on `listener`, waiting at most 10 s.
+fn accept_within_10s(listener: &TcpListener) -> Result<TcpStream> {
     listener.set_nonblocking(true)?;
     let start = Instant::now();
-    let mut stream = loop {
+    let stream = loop {
         match listener.accept() {
             Ok((stream, _)) => break stream,
             Err(e)
@@ -102,6 +108,11 @@ fn receive(listener: &TcpListener, deadline: Duration) -> Result<(usize, u64)> {
         }
     };
     stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+fn receive(listener: &TcpListener, deadline: Duration) -> Result<(usize, u64)> {
+    let mut stream = accept_within_10s(listener)?;
     stream.set_read_timeout(Some(deadline))?;
     let (mut hash, mut received) = (FNV_OFFSET, 0);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -122,6 +133,138 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
         hash = (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
     }
     hash
+}
+
+/// An echo server on `pod`'s address and `port`: it serves `connections` connections one after
+/// another, sending back whatever arrives until the client closes. Every accept waits at most
+/// 10 s and every read or write 30 s. Joins to the number served.
+pub fn serve_echo(
+    pod: &Pod,
+    port: u16,
+    connections: usize,
+) -> Result<std::thread::JoinHandle<Result<usize>>> {
+    let (ns, ip) = (pod.ns.name.clone(), pod.ip);
+    let listener = in_netns(&ns, move || Ok(TcpListener::bind((ip, port))?))?;
+    Ok(std::thread::spawn(move || {
+        for served in 0..connections {
+            let mut stream =
+                accept_within_10s(&listener).with_context(|| format!("after {served} connections"))?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = stream.read(&mut chunk).context("echo: read")?;
+                if n == 0 {
+                    break;
+                }
+                stream.write_all(&chunk[..n]).context("echo: write")?;
+            }
+        }
+        Ok(connections)
+    }))
+}
+
+/// From `from`, connect to `to`, send `bytes` of pseudo-random data, close the sending side, and
+/// check that exactly the same bytes come back (an echo server's answer).
+pub fn echo_round_trip(from: &Pod, to: SocketAddr, bytes: usize) -> Result<()> {
+    in_netns(&from.ns.name.clone(), move || {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connect")?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let mut message = vec![0u8; bytes];
+        fill_pseudo_random(&mut (0x2545_f491_4f6c_dd1d_u64 ^ bytes as u64), &mut message);
+        // Send on a thread of its own while this one reads the echo: neither side waits for the
+        // other's buffers to drain.
+        let mut sender = stream.try_clone()?;
+        let sent = message.clone();
+        let writer = std::thread::spawn(move || -> Result<()> {
+            sender.write_all(&sent).context("send")?;
+            Ok(sender.shutdown(std::net::Shutdown::Write)?)
+        });
+        let mut echo = Vec::with_capacity(bytes);
+        let read = stream.read_to_end(&mut echo).context("receive the echo");
+        writer.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        read?;
+        if echo != message {
+            bail!(
+                "sent {} bytes, {} came back{}",
+                message.len(),
+                echo.len(),
+                if echo.len() == bytes { ", different" } else { "" }
+            );
+        }
+        Ok(())
+    })
+}
+
+/// A TCP connection from a pod to an echo server, kept open between exchanges.
+pub struct OpenConnection {
+    stream: TcpStream,
+}
+
+impl OpenConnection {
+    pub fn new(from: &Pod, to: SocketAddr) -> Result<Self> {
+        let stream = in_netns(&from.ns.name.clone(), move || {
+            TcpStream::connect_timeout(&to, Duration::from_secs(5)).context("connect")
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Self { stream })
+    }
+
+    /// Send `bytes` (at most what the socket buffers hold, so no thread is needed) and check the
+    /// same bytes come back.
+    pub fn exchange(&mut self, bytes: usize) -> Result<()> {
+        let mut message = vec![0u8; bytes];
+        fill_pseudo_random(&mut (0x9e37_79b9_u64 ^ bytes as u64), &mut message);
+        self.stream.write_all(&message).context("send")?;
+        let mut echo = vec![0u8; bytes];
+        self.stream.read_exact(&mut echo).context("receive the echo")?;
+        if echo != message {
+            bail!("the echo of {bytes} bytes differs");
+        }
+        Ok(())
+    }
+}
+
+/// `iperf3` for `seconds` from pod `from` to pod `to` (one TCP stream); returns the receiver's
+/// rate in words. The server serves one test and is killed if it outlives it.
+pub fn iperf(from: &Pod, to: &Pod, seconds: u32) -> Result<String> {
+    let (to_ns, to_ip) = (to.ns.name.clone(), to.ip.to_string());
+    let server = std::process::Command::new("ip")
+        .args(["netns", "exec", &to_ns, "iperf3", "-s", "-1", "-B", &to_ip])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start iperf3 (`cargo xtask setup` installs it)")?;
+    let _server = KillOnDrop(server);
+    let listening = crate::wait::until(Duration::from_secs(5), || {
+        let out = cmd::in_ns(&to_ns, "ss", &["-Hltn", "sport = :5201"]).ok()?;
+        (!out.stdout.is_empty()).then_some(())
+    });
+    if listening.is_none() {
+        bail!("iperf3 did not listen within 5 s");
+    }
+    let time = seconds.to_string();
+    let json = cmd::in_ns_ok(&from.ns.name, "iperf3", &["-c", &to_ip, "-t", &time, "-J"])?;
+    let report: serde_json::Value = serde_json::from_str(&json).context("iperf3 -J")?;
+    let bits =
+        report["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3: no received rate")?;
+    Ok(format!("{:.2} Gbit/s", bits / 1e9))
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a TCP connection from `from` to `to` is established within `within`.
+pub fn connects(from: &Pod, to: SocketAddr, within: Duration) -> Result<bool> {
+    in_netns(&from.ns.name.clone(), move || Ok(TcpStream::connect_timeout(&to, within).is_ok()))
 }
 
 /// Send one raw IPv4 packet (`packet` starts with its IP header) from namespace `ns`.

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
-
 use aya::maps::HashMap;
 use fastpath::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
@@ -17,10 +15,6 @@ use fastpath_common::{
 };
 use fastpath_tests::packets::{self, checksum, ETH_P_IP, POD_MAC};
 use support::*;
-
-fn addr(a: [u8; 4]) -> Ipv4Addr {
-    Ipv4Addr::from(a)
-}
 
 /// A frame from a pod: Ethernet to ee:ee:…, then an ICMP echo with `ttl`, `size` bytes of IP.
 fn from_pod(src: [u8; 4], dst: [u8; 4], ttl: u8) -> Vec<u8> {
@@ -230,12 +224,6 @@ fn a_pod_using_another_pods_address_is_dropped() {
 }
 
 /// IPIP from `outer_src` to `outer_dst` around `inner` (an IP packet), in Ethernet.
-fn ipip_frame(outer_src: [u8; 4], outer_dst: [u8; 4], inner: &[u8]) -> Vec<u8> {
-    let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, ETH_P_IP);
-    frame.extend_from_slice(&packets::ipv4_packet(addr(outer_src), addr(outer_dst), 64, 4, inner));
-    frame
-}
-
 #[test]
 fn ipip_from_a_peer_is_decapsulated_and_delivered_to_the_pod() {
     in_node(|ebpf, _| {

@@ -9,6 +9,9 @@
 //! - every run is counted under exactly one reason (checked every 256 frames: the counters grew
 //!   by exactly the number of runs, since reading them costs a syscall per reason).
 //!
+//! Every program runs on every frame, half the time under `--trust routes` and half under
+//! `--trust kernel` (the mode flips every 4096 frames), so the flow table's paths are fuzzed too.
+//!
 //! Run longer with `FASTPATH_FUZZ_SECONDS=600 cargo test -p fastpath-tests --test fuzz_programs
 //! -- --nocapture`.
 
@@ -17,7 +20,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use fastpath::loader::{FROM_POD, FROM_UNDERLAY};
+use fastpath::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::{
     arp::{classify_request, ArpFields},
     ipv4::{is_well_formed, Ipv4Fields, HEADER_LEN},
@@ -33,10 +36,6 @@ use support::*;
 
 const TC_ACT_SHOT_: u32 = 2;
 
-fn addr(a: [u8; 4]) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::from(a)
-}
-
 /// Frames worth starting from: one of each kind the programs tell apart.
 fn seeds() -> Vec<Vec<u8>> {
     let ipip = |src: [u8; 4], inner: Vec<u8>| {
@@ -45,7 +44,13 @@ fn seeds() -> Vec<Vec<u8>> {
         frame
     };
     let to_pod = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
+    let tcp =
+        |src: [u8; 4], dst: [u8; 4], flags| packets::tcp_segment(addr(src), addr(dst), (40000, 80), flags);
     vec![
+        packets::pod_frame(&tcp(POD, REMOTE_POD, packets::TCP_SYN)),
+        packets::pod_frame(&tcp(POD, OTHER_LOCAL_POD, packets::TCP_FIN | packets::TCP_ACK)),
+        packets::pod_frame(&tcp(REMOTE_POD, POD, packets::TCP_ACK)),
+        ipip(PEER_IP, tcp(REMOTE_POD, POD, packets::TCP_RST)),
         Arp::request(addr(POD), std::net::Ipv4Addr::new(169, 254, 1, 1)).frame(BROADCAST, POD_MAC),
         packets::ipv4_frame(addr(POD), addr(OTHER_LOCAL_POD), 64),
         packets::ipv4_frame(addr(POD), addr(REMOTE_POD), 64),
@@ -162,7 +167,12 @@ fn random_and_mutated_frames_keep_every_invariant() {
         let mut counted_before = total_count(ebpf);
         while Instant::now() < deadline {
             let frame = strategy.new_tree(&mut runner).expect("a frame").current();
-            for program in [FROM_POD, FROM_UNDERLAY] {
+            if frames % 8192 == 4096 {
+                trust_kernel(ebpf, 60);
+            } else if frames % 8192 == 0 {
+                trust_routes(ebpf);
+            }
+            for program in [FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY] {
                 match check(ebpf, program, &frame) {
                     Ok(Checked::Held) => runs += 1,
                     Ok(Checked::Refused) => refused += 1,
@@ -178,7 +188,7 @@ fn random_and_mutated_frames_keep_every_invariant() {
         }
         assert_eq!(total_count(ebpf) - counted_before, runs, "runs and counts differ in the last frames");
         eprintln!(
-            "fuzz: {frames} frames through both programs in {seconds} s, every invariant held \
+            "fuzz: {frames} frames through all four programs in {seconds} s, every invariant held \
              ({refused} runs refused by BPF_PROG_TEST_RUN itself)"
         );
         assert!(frames > 1000, "only {frames} frames in {seconds} s");

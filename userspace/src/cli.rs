@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fastpath_common::maps::DEFAULT_PIN_DIR;
+use fastpath_common::maps::{DEFAULT_PIN_DIR, FLOWS_DEFAULT_MAX};
 
 /// An eBPF fast path for Calico-style pod networking.
 #[derive(Debug, Parser)]
@@ -29,6 +29,9 @@ pub enum Command {
     Endpoints(ListArgs),
     /// Print the nodes whose IPIP the programs accept.
     Peers(ListArgs),
+    /// Print the flow table of --trust kernel: each flow direction, approved for the fast path,
+    /// pending, kernel-owned (NAT or the kernel's own) or closing.
+    Flows(ListArgs),
     /// Tell what the programs would do with a packet from SRC to DST, and why.
     Explain(ExplainArgs),
     /// Stream the programs' per-packet decisions while it runs.
@@ -57,6 +60,24 @@ pub struct RunArgs {
     /// means IPIP), always, cross-subnet (only to nodes outside the underlay subnet), never.
     #[arg(long, env = "FASTPATH_IPIP", value_enum, default_value_t = Ipip::Follow)]
     pub ipip: Ipip,
+
+    /// Which packets take the fast path. kernel: a flow only once the kernel has forwarded one of
+    /// its packets unchanged, so kube-proxy's NAT and iptables policy keep working. routes: every
+    /// packet the routes allow (no NAT or policy between pods).
+    #[arg(long, env = "FASTPATH_TRUST", value_enum, default_value_t = Trust::Kernel)]
+    pub trust: Trust,
+
+    /// Flow directions the flow table holds (--trust kernel); when full, the least recently used
+    /// is forgotten and goes through the kernel again.
+    #[arg(long, env = "FASTPATH_FLOW_TABLE_SIZE", value_name = "ENTRIES", default_value_t = FLOWS_DEFAULT_MAX,
+          value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub flow_table_size: u32,
+
+    /// Seconds an approved flow may stay idle (--trust kernel); after that the kernel judges it
+    /// again.
+    #[arg(long, env = "FASTPATH_FLOW_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub flow_idle_timeout: u32,
 
     #[command(flatten)]
     pub bpffs: BpffsArg,
@@ -185,6 +206,13 @@ impl From<Ipip> for crate::routes::IpipMode {
     }
 }
 
+/// `--trust`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Trust {
+    Kernel,
+    Routes,
+}
+
 /// The pin folder, shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct BpffsArg {
@@ -256,6 +284,8 @@ mod tests {
         assert!(args.ifaces.is_empty());
         assert_eq!(args.underlay, None);
         assert_eq!(args.ipip, Ipip::Follow);
+        assert_eq!(args.trust, Trust::Kernel);
+        assert_eq!(args.flow_table_size, FLOWS_DEFAULT_MAX);
     }
 
     #[test]

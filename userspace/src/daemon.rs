@@ -7,13 +7,13 @@
 use std::{
     collections::{BTreeSet, HashSet},
     sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aya::Ebpf;
 use aya_log::EbpfLogger;
 use fastpath_common::{
-    maps::{AgentInfo, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS},
+    maps::{AgentInfo, NodeConfig, AGENT_F_READY, AGENT_F_TRUST_KERNEL, LAYOUT_VERSION, PINNED_MAPS},
     route::RouteValue,
 };
 use tokio::{
@@ -24,9 +24,11 @@ use tokio::{
 use crate::{
     attach::{self, Action, Link, Selector},
     bpffs,
-    cli::RunArgs,
+    cli::{RunArgs, Trust},
+    clock::unix_ms,
+    conntrack,
     kernel::{KernelState, Touched},
-    loader::{self, Attachments, FROM_POD, FROM_UNDERLAY},
+    loader::{self, Attachments},
     metrics::{self, Metrics},
     netlink::{Event, LinkState, Netlink},
     node::{self, Node},
@@ -47,10 +49,14 @@ struct Daemon {
     node: Node,
     kernel: KernelState,
     netlink: Netlink,
+    /// `--trust kernel`, and how long an approval may idle.
+    trust_kernel: bool,
+    flow_idle_secs: u32,
     ebpf: Ebpf,
     tables: Tables,
-    pods: Attachments,
-    underlay: Attachments,
+    /// The programs on every pod interface (ingress first) and on the underlay.
+    pods: Vec<Attachments>,
+    underlay: Vec<Attachments>,
     metrics: Arc<Metrics>,
     agent: AgentInfo,
     /// Interfaces that should carry the pod program but do not (their attach failed).
@@ -73,12 +79,24 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     bpffs::ensure_pin_dir(&dir)?;
     let _lock = bpffs::lock(&dir)?;
-    let mut ebpf = loader::load_pinned(args.log_level, &dir)?;
+    let mut ebpf = loader::load_pinned(args.log_level, &dir, args.flow_table_size)?;
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").
     let mut logger = ebpf_logger(&mut ebpf);
-    let pods = Attachments::new(&mut ebpf, FROM_POD, &dir)?;
-    let underlay = Attachments::new(&mut ebpf, FROM_UNDERLAY, &dir)?;
+    let trust_kernel = args.trust == Trust::Kernel;
+    if trust_kernel {
+        conntrack::tolerate_unseen_segments();
+    }
+    let mut programs = |list: &[(&'static str, _)]| -> Result<Vec<Attachments>, Error> {
+        list.iter()
+            .map(|(program, direction)| Attachments::new(&mut ebpf, program, *direction, &dir))
+            .collect()
+    };
+    let pods = programs(loader::pod_programs(trust_kernel))?;
+    let underlay = programs(loader::underlay_programs(trust_kernel))?;
+    // Links of programs this mode does not use (egress after a switch to --trust routes).
+    let served: Vec<&str> = pods.iter().chain(&underlay).map(Attachments::program).collect();
+    pins::drop_links_of_other_programs(&dir, &served);
     let tables = Tables::take(&mut ebpf)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics_addr {
@@ -91,7 +109,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         started_unix_ms: unix_ms(),
         heartbeat_unix_ms: unix_ms(),
         ipip_mode: ipip as u32,
-        flags: 0,
+        flags: if trust_kernel { AGENT_F_TRUST_KERNEL } else { 0 },
         version: show::padded(env!("CARGO_PKG_VERSION")),
         iface_prefix: show::padded(&selector.prefix),
         repairs: 0,
@@ -102,6 +120,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         node,
         kernel,
         netlink,
+        trust_kernel,
+        flow_idle_secs: args.flow_idle_timeout,
         ebpf,
         tables,
         pods,
@@ -118,14 +138,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         Err(e) => Err(e),
     };
     if args.cleanup_on_exit {
-        daemon.pods.detach_all();
-        daemon.underlay.detach_all();
+        for programs in daemon.pods.iter_mut().chain(daemon.underlay.iter_mut()) {
+            programs.detach_all();
+        }
         drop(daemon);
         pins::remove_all(&dir, &PINNED_MAPS)?;
         log::info!("stopped: every program detached, every pin removed (--cleanup-on-exit)");
     } else {
         daemon.agent.heartbeat_unix_ms = 0;
-        daemon.agent.flags = 0;
+        daemon.agent.flags &= !AGENT_F_READY;
         let _ = daemon.tables.set_agent(&daemon.agent);
         log::info!("stopped: the programs keep forwarding; the next daemon adopts them (`fastpath cleanup` removes them)");
     }
@@ -137,25 +158,29 @@ impl Daemon {
     async fn start(&mut self, links: &[LinkState]) -> Result<(), Error> {
         let started = Instant::now();
         self.sync()?;
-        self.tables.set_node(&self.node.config())?;
+        self.tables.set_node(&self.node_config())?;
         if let Some(underlay) = links.iter().find(|l| l.index == self.node.underlay.ifindex) {
-            self.underlay.attach(&mut self.ebpf, &link_of(underlay))?;
+            for programs in &mut self.underlay {
+                programs.attach(&mut self.ebpf, &link_of(underlay))?;
+            }
         }
         for link in links {
-            let action = attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
+            let action = attach::on_link_present(&self.selector, &self.pod_names(), link_of(link));
             self.apply(action);
         }
-        self.pods.drop_stale_pins();
-        self.underlay.drop_stale_pins();
+        for programs in self.pods.iter().chain(&self.underlay) {
+            programs.drop_stale_pins();
+        }
         self.heartbeat();
         release_freed_memory();
         // Tests and operators wait for this line: everything present at start is served now.
         log::info!(
-            "fastpath {} running: underlay {} ({}), ipip {:?}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
+            "fastpath {} running: underlay {} ({}), ipip {:?}, trust {}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
             env!("CARGO_PKG_VERSION"),
             self.node.underlay.addr,
             self.node.underlay.ifindex,
             self.ipip,
+            if self.trust_kernel { "kernel" } else { "routes" },
             self.kernel.route_count(),
             self.selector.prefix,
             self.selector.explicit.iter().map(|e| format!(" and {e}")).collect::<String>(),
@@ -209,12 +234,12 @@ impl Daemon {
         self.kernel = picture.kernel;
         if picture.node != self.node {
             self.node = picture.node;
-            if let Err(e) = self.tables.set_node(&self.node.config()) {
+            if let Err(e) = self.tables.set_node(&self.node_config()) {
                 log::warn!("{}", e.chain());
             }
         }
         for link in &picture.links {
-            let action = attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
+            let action = attach::on_link_present(&self.selector, &self.pod_names(), link_of(link));
             self.apply(action);
         }
         if let Err(e) = self.tables.reread() {
@@ -248,19 +273,19 @@ impl Daemon {
         }
         match &event {
             Event::LinkPresent(link) => {
-                let action = attach::on_link_present(&self.selector, &self.pods.names(), link_of(link));
+                let action = attach::on_link_present(&self.selector, &self.pod_names(), link_of(link));
                 self.apply(action);
                 if let Some(node) = node::updated(&self.node, link) {
                     log::info!("underlay changed: MTU {}", node.mtu);
                     self.node = node;
-                    if let Err(e) = self.tables.set_node(&node.config()) {
+                    if let Err(e) = self.tables.set_node(&self.node_config()) {
                         log::warn!("{}", e.chain());
                     }
                 }
             }
             Event::LinkGone(link) => {
                 self.unattached.remove(&link.index);
-                let action = attach::on_link_gone(&self.pods.names(), link_of(link));
+                let action = attach::on_link_gone(&self.pod_names(), link_of(link));
                 self.apply(action);
             }
             Event::RouteAdded(_) | Event::RouteRemoved(_) | Event::Overrun => {}
@@ -285,6 +310,16 @@ impl Daemon {
             Err(e) => log::warn!("map sync after {event:?}: {}", e.chain()),
         }
         self.update_readiness();
+    }
+
+    /// The pod interfaces served now (those of the ingress program: every program is attached to
+    /// the same ones, or the interface counts as unattached).
+    fn pod_names(&self) -> std::collections::HashMap<u32, String> {
+        self.pods[0].names()
+    }
+
+    fn node_config(&self) -> NodeConfig {
+        self.node.config(self.trust_kernel, self.flow_idle_secs)
     }
 
     fn mapping(&self) -> Mapping<'_> {
@@ -330,17 +365,25 @@ impl Daemon {
     /// their fast path; the node is not ready until it is attached.
     fn apply(&mut self, action: Action) {
         match action {
-            Action::Attach(link) => match self.pods.attach(&mut self.ebpf, &link) {
-                Ok(()) => {
-                    self.unattached.remove(&link.index);
+            Action::Attach(link) => {
+                let failed =
+                    self.pods.iter_mut().map(|p| p.attach(&mut self.ebpf, &link)).find_map(Result::err);
+                match failed {
+                    None => {
+                        self.unattached.remove(&link.index);
+                    }
+                    Some(e) => {
+                        log::warn!("{}", e.chain());
+                        self.metrics.attach_failures.fetch_add(1, Ordering::Relaxed);
+                        self.unattached.insert(link.index);
+                    }
                 }
-                Err(e) => {
-                    log::warn!("{}", e.chain());
-                    self.metrics.attach_failures.fetch_add(1, Ordering::Relaxed);
-                    self.unattached.insert(link.index);
+            }
+            Action::Detach(link) | Action::Forget(link) => {
+                for programs in &mut self.pods {
+                    programs.detach(&link);
                 }
-            },
-            Action::Detach(link) | Action::Forget(link) => self.pods.detach(&link),
+            }
             Action::Nothing => {}
         }
     }
@@ -348,7 +391,8 @@ impl Daemon {
     fn update_readiness(&mut self) {
         let ready = self.unattached.is_empty();
         self.metrics.ready.store(ready, Ordering::Relaxed);
-        self.agent.flags = if ready { AGENT_F_READY } else { 0 };
+        let trust = if self.trust_kernel { AGENT_F_TRUST_KERNEL } else { 0 };
+        self.agent.flags = trust | if ready { AGENT_F_READY } else { 0 };
     }
 
     /// Tell `fastpath status` the daemon is alive (and ready or not).
@@ -370,10 +414,6 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn link_of(link: &LinkState) -> Link {

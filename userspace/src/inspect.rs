@@ -1,12 +1,7 @@
 //! The inspection commands. All of them read the pinned maps, so they work from a second
 //! process (or container) while the daemon runs.
 
-use std::{
-    fmt::Write as _,
-    net::Ipv4Addr,
-    path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{fmt::Write as _, net::Ipv4Addr, path::Path, time::Duration};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, MapData, RingBuf},
@@ -16,15 +11,18 @@ use fastpath_common::{
     arp::{self, ArpFields},
     ipv4::{self, Ipv4Fields, FLAG_DF},
     maps::{
-        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, AGENT, AGENT_F_READY, EVENTS, MONITOR, NODE,
-        PROGRAM_FROM_POD, ROUTES_MAX, TUNNEL_PEERS, TUNNEL_PEERS_MAX,
+        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, AGENT, AGENT_F_READY, AGENT_F_TRUST_KERNEL,
+        EVENTS, FLOWS, MONITOR, NODE, PROGRAM_FROM_POD, ROUTES_MAX, TUNNEL_PEERS, TUNNEL_PEERS_MAX,
     },
     route::{self, Forward, RouteKind, RouteValue},
     Reason,
 };
 
 use crate::{
-    bpffs, pins,
+    bpffs,
+    clock::unix_ms,
+    flows::{self, Flow},
+    loader, pins,
     routes::IpipMode,
     show::{self, mac_string},
     tables, Error,
@@ -32,10 +30,6 @@ use crate::{
 
 /// A heartbeat older than this means no daemon is running.
 const HEARTBEAT_STALE: Duration = Duration::from_secs(3);
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The agent, if a daemon is running (its heartbeat is fresh).
 pub fn running_agent(dir: &Path) -> Result<AgentInfo, Error> {
@@ -91,6 +85,10 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     let peers: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let peers = peers.keys().count();
     let links = attached(dir, &ifname);
+    let trust = if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" };
+    let flows_max =
+        MapData::from_pin(dir.join(FLOWS)).ok().and_then(|m| m.info().ok()).map_or(0, |i| i.max_entries());
+    let flow_count = flows::read_pinned(dir).map_or(0, |f| f.len());
     let uptime = unix_ms().saturating_sub(agent.started_unix_ms);
     let ready = agent.flags & AGENT_F_READY != 0;
     let underlay =
@@ -100,21 +98,23 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             .iter()
             .map(|l| {
                 format!(
-                    r#"{{"program":"{}","ifindex":{},"iface":{},"prog_id":{},"link_id":{},"attach":"tcx ingress"}}"#,
+                    r#"{{"program":"{}","ifindex":{},"iface":{},"prog_id":{},"link_id":{},"attach":"{}"}}"#,
                     l.program,
                     l.ifindex,
                     l.iface.as_deref().map_or("null".into(), show::json_string),
                     l.prog_id,
-                    l.link_id
+                    l.link_id,
+                    loader::attach_point(&l.program)
                 )
             })
             .collect();
         return Ok(format!(
-            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}}}},"attached":[{}]}}"#,
+            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","trust":"{trust}","flow_idle_seconds":{},"underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"attached":[{}]}}"#,
             show::json_string(&show::unpadded(&agent.version)),
             agent.pid,
             uptime / 1000,
             IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name),
+            node.flow_idle_secs,
             show::json_string(&underlay),
             node.underlay_ifindex,
             Ipv4Addr::from(node.node_ip),
@@ -131,9 +131,16 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         duration_words(uptime),
         if ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
     );
+    let trust_words = match trust {
+        "kernel" => format!(
+            "trust kernel (a flow takes the fast path once the kernel forwarded it; idle {}s)",
+            node.flow_idle_secs
+        ),
+        _ => "trust routes (every packet the routes allow)".to_string(),
+    };
     let _ = writeln!(
         out,
-        "mode:      IPIP {}",
+        "mode:      IPIP {}, {trust_words}",
         IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name)
     );
     let _ = writeln!(
@@ -145,7 +152,10 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         node.underlay_mtu,
         node.tunnel_mtu()
     );
-    let _ = writeln!(out, "maps:      FP_ROUTES {routes}/{ROUTES_MAX}, FP_PEERS {peers}/{TUNNEL_PEERS_MAX}");
+    let _ = writeln!(
+        out,
+        "maps:      FP_ROUTES {routes}/{ROUTES_MAX}, FP_PEERS {peers}/{TUNNEL_PEERS_MAX}, FP_FLOWS {flow_count}/{flows_max}"
+    );
     let _ = writeln!(out, "attached:  {} links", links.len());
     let _ = writeln!(
         out,
@@ -155,12 +165,13 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     for l in &links {
         let _ = writeln!(
             out,
-            "  {:<16} {:>7}  {:<14} {:>7} {:>7}  tcx ingress",
+            "  {:<16} {:>7}  {:<14} {:>7} {:>7}  {}",
             l.iface.as_deref().unwrap_or("(gone)"),
             l.ifindex,
             l.program,
             l.prog_id,
-            l.link_id
+            l.link_id,
+            loader::attach_point(&l.program)
         );
     }
     Ok(out)
@@ -236,6 +247,8 @@ pub struct Tables<'a> {
     pub route: &'a dyn Fn(Ipv4Addr) -> Option<RouteValue>,
     pub is_peer: &'a dyn Fn(Ipv4Addr) -> bool,
     pub ifname: &'a dyn Fn(u32) -> Option<String>,
+    /// The flow table (`--trust kernel`).
+    pub flows: &'a [Flow],
 }
 
 /// The packet `explain` is asked about.
@@ -306,11 +319,12 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
         return match route::deliver_after_decap(fields.dst, node_ip, (t.route)(q.dst).as_ref()) {
             Ok(Forward::Local { ifindex, mac }) => {
                 why.push(format!("{} is a pod on this node", q.dst));
-                format!(
+                let fast = format!(
                     "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
                     name(t, ifindex),
                     mac_string(mac)
-                )
+                );
+                gate(q, t, fast, why)
             }
             Ok(_) => verdict_of(Reason::PassDecapNotLocal, why),
             Err(reason) => verdict_of(reason, why),
@@ -331,7 +345,7 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
         why.push(format!("{} belongs to another pod, not to the sender's interface", q.src));
         return verdict_of(reason, why);
     }
-    match route::forward_to(fields.dst, node_ip, (t.route)(q.dst).as_ref()) {
+    let fast = match route::forward_to(fields.dst, node_ip, (t.route)(q.dst).as_ref()) {
         Ok(Forward::Local { ifindex, mac }) => {
             why.push(format!("{} is a pod on this node (a /32 via {})", q.dst, name(t, ifindex)));
             format!("redirect to pod on {} (ifindex {ifindex}, MAC {})", name(t, ifindex), mac_string(mac))
@@ -342,11 +356,15 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
             let tunnel_mtu = t.node.tunnel_mtu();
             if u32::from(q.size) > tunnel_mtu {
                 why.push(format!("{} bytes do not fit the tunnel MTU {tunnel_mtu}", q.size));
-                return if q.df {
-                    format!("ICMP fragmentation needed (mtu = {tunnel_mtu}) sent back to {}", q.src)
-                } else {
-                    verdict_of(Reason::PassTooBig, why)
-                };
+                if !q.df {
+                    return verdict_of(Reason::PassTooBig, why);
+                }
+                return gate(
+                    q,
+                    t,
+                    format!("ICMP fragmentation needed (mtu = {tunnel_mtu}) sent back to {}", q.src),
+                    why,
+                );
             }
             format!(
                 "IPIP to {next_hop} via {} (outer {} → {next_hop}, protocol 4)",
@@ -359,8 +377,39 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
             why.push(format!("{} is in a block routed via node {next_hop}, without encapsulation", q.dst));
             format!("route to {next_hop} via {} without encapsulation", name(t, t.node.underlay_ifindex))
         }
-        Err(reason) => verdict_of(reason, why),
+        Err(reason) => return verdict_of(reason, why),
+    };
+    gate(q, t, fast, why)
+}
+
+/// The route's verdict `fast`, as `--trust` qualifies it: under `--trust kernel` it holds only
+/// for flows the kernel has already forwarded unchanged.
+fn gate(q: &Question, t: &Tables, fast: String, why: &mut Vec<String>) -> String {
+    if !t.node.trusts_kernel() {
+        why.push("--trust routes: every packet the routes allow takes the fast path".into());
+        return fast;
     }
+    why.push("--trust kernel: a flow takes the fast path only once the kernel has forwarded one of its packets unchanged; flows NAT changed or the kernel made stay with the kernel".into());
+    let between: Vec<Flow> = t
+        .flows
+        .iter()
+        .filter(|f| f.key.src == q.src.octets() && f.key.dst == q.dst.octets())
+        .copied()
+        .collect();
+    for f in &between {
+        why.push(format!("{} is {}", flows::describe(&f.key), f.state_name()));
+    }
+    let [approved, ..] = flows::census(&between);
+    if approved > 0 {
+        return format!("{fast}, for the {approved} approved flows; any other goes to the kernel first");
+    }
+    if between.is_empty() {
+        why.push(format!("the flow table holds no flow from {} to {} yet", q.src, q.dst));
+    }
+    format!(
+        "kernel first ({}), until the kernel forwards the flow unchanged; then: {fast}",
+        Reason::PassFlowPending.as_str()
+    )
 }
 
 fn name(t: &Tables, ifindex: u32) -> String {
@@ -433,7 +482,9 @@ pub fn explain_pinned(
     // The kernel's LPM lookup: the most specific prefix containing the address.
     let route = |addr: Ipv4Addr| trie.get(&Key::new(32, addr.octets()), 0).ok();
     let is_peer = |addr: Ipv4Addr| peers.get(&addr.octets(), 0).is_ok();
-    Ok(explain(q, &Tables { node, route: &route, is_peer: &is_peer, ifname }))
+    // A pin folder of an older version has no flow table: then there is nothing to list.
+    let flows = flows::read_pinned(dir).unwrap_or_default();
+    Ok(explain(q, &Tables { node, route: &route, is_peer: &is_peer, ifname, flows: &flows }))
 }
 
 /// `fastpath cleanup`.
@@ -524,6 +575,8 @@ impl Monitor {
 
 #[cfg(test)]
 mod tests {
+    use fastpath_common::flow::{FlowKey, FlowState, FlowValue};
+
     use super::*;
 
     const NODE_IP: [u8; 4] = [10, 101, 14, 50];
@@ -537,6 +590,8 @@ mod tests {
             _pad: [0; 2],
             underlay_mtu: 1500,
             flags: fastpath_common::maps::NODE_F_READY,
+            flow_idle_secs: 60,
+            _reserved: 0,
         }
     }
 
@@ -571,7 +626,38 @@ mod tests {
                 i => format!("cali{i}"),
             })
         };
-        explain(&q, &Tables { node: node(), route: &route, is_peer: &is_peer, ifname: &ifname })
+        explain(&q, &Tables { node: node(), route: &route, is_peer: &is_peer, ifname: &ifname, flows: &[] })
+    }
+
+    #[test]
+    fn under_trust_kernel_only_approved_flows_are_fast() {
+        let is_peer = |_: Ipv4Addr| true;
+        let ifname = |i: u32| Some(format!("if{i}"));
+        let trusting =
+            NodeConfig { flags: node().flags | fastpath_common::maps::NODE_F_TRUST_KERNEL, ..node() };
+        let q = ask("10.244.40.36", "10.244.166.150");
+        let key = FlowKey::new(q.src.octets(), q.dst.octets(), 6, (40000, 80));
+        let with = |state| {
+            let flows = [Flow { key, value: FlowValue::new(state, 0) }];
+            explain(
+                &q,
+                &Tables { node: trusting, route: &route, is_peer: &is_peer, ifname: &ifname, flows: &flows },
+            )
+        };
+        let none = explain(
+            &q,
+            &Tables { node: trusting, route: &route, is_peer: &is_peer, ifname: &ifname, flows: &[] },
+        );
+        assert!(none.starts_with("kernel first (passed_flow_pending), until the kernel forwards"), "{none}");
+        assert!(none.contains("holds no flow from 10.244.40.36 to 10.244.166.150"), "{none}");
+        let approved = with(FlowState::Approved);
+        assert!(approved.starts_with("IPIP to 10.101.14.51 via if2"), "{approved}");
+        assert!(approved.contains("for the 1 approved flows"), "{approved}");
+        assert!(approved.contains("tcp 10.244.40.36:40000 → 10.244.166.150:80 is approved"), "{approved}");
+        let owned = with(FlowState::KernelOwned);
+        assert!(owned.starts_with("kernel first"), "{owned}");
+        assert!(owned.contains("is kernel-owned"), "{owned}");
+        assert!(explained(q).contains("--trust routes"));
     }
 
     #[test]

@@ -6,8 +6,11 @@
 pub mod attach;
 pub mod bpffs;
 pub mod cli;
+pub mod clock;
+pub mod conntrack;
 pub mod daemon;
 pub mod error;
+pub mod flows;
 pub mod inspect;
 pub mod kernel;
 pub mod loader;

@@ -14,7 +14,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use fastpath_common::maps::PINNED_MAPS;
+use fastpath_common::maps::{FLOWS, PINNED_MAPS};
 
 use crate::{attach::Link, pins, Error};
 
@@ -25,6 +25,39 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const FROM_POD: &str = "from_pod";
 /// The program for the underlay's ingress: IPIP from other nodes.
 pub const FROM_UNDERLAY: &str = "from_underlay";
+/// The program for `cali*` egress under `--trust kernel`: what the kernel delivers to a pod.
+pub const TO_POD: &str = "to_pod";
+/// The program for the underlay's egress under `--trust kernel`: what the kernel sends to
+/// another node.
+pub const TO_UNDERLAY: &str = "to_underlay";
+
+/// The programs on every pod interface, and where each attaches: the egress one only under
+/// `--trust kernel`.
+pub fn pod_programs(trust_kernel: bool) -> &'static [(&'static str, TcAttachType)] {
+    if trust_kernel {
+        &[(FROM_POD, TcAttachType::Ingress), (TO_POD, TcAttachType::Egress)]
+    } else {
+        &[(FROM_POD, TcAttachType::Ingress)]
+    }
+}
+
+/// Where `program` attaches, in words (`fastpath status`).
+pub fn attach_point(program: &str) -> &'static str {
+    if program == TO_POD || program == TO_UNDERLAY {
+        "tcx egress"
+    } else {
+        "tcx ingress"
+    }
+}
+
+/// The programs on the underlay, and where each attaches.
+pub fn underlay_programs(trust_kernel: bool) -> &'static [(&'static str, TcAttachType)] {
+    if trust_kernel {
+        &[(FROM_UNDERLAY, TcAttachType::Ingress), (TO_UNDERLAY, TcAttachType::Egress)]
+    } else {
+        &[(FROM_UNDERLAY, TcAttachType::Ingress)]
+    }
+}
 
 /// Parse the embedded object and create its maps, with the eBPF-side log level set so programs
 /// skip building records nobody will print.
@@ -41,40 +74,51 @@ pub fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a 
 }
 
 /// Parse the embedded object and create its maps, reusing the maps pinned in `dir` (pinning
-/// new ones there), after removing pins whose layout this version would misread.
-pub fn load_pinned(log_level: log::LevelFilter, dir: &Path) -> Result<Ebpf, Error> {
-    pins::drop_incompatible_maps(dir);
+/// new ones there), after removing pins whose layout this version would misread. The flow table
+/// holds `flows` entries.
+pub fn load_pinned(log_level: log::LevelFilter, dir: &Path, flows: u32) -> Result<Ebpf, Error> {
+    pins::drop_incompatible_maps(dir, flows);
     let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect();
     let level = log_level as u8;
     let mut loader = EbpfLoader::new();
-    loader.override_global(aya_log::LEVEL, &level, false);
+    loader.override_global(aya_log::LEVEL, &level, false).map_max_entries(FLOWS, flows);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
     loader.load(EBPF_OBJECT).map_err(Error::Load)
 }
 
-/// One program and the interfaces it is attached to (tcx ingress), each link pinned so that it
-/// outlives the daemon.
+/// One program and the interfaces it is attached to (tcx ingress or egress), each link pinned so
+/// that it outlives the daemon.
 pub struct Attachments {
     program: &'static str,
+    direction: TcAttachType,
     program_id: u32,
     dir: PathBuf,
     attached: HashMap<u32, (String, FdLink)>,
 }
 
 impl Attachments {
-    /// Load `program` into the kernel; its links are pinned under `dir`.
-    pub fn new(ebpf: &mut Ebpf, program: &'static str, dir: &Path) -> Result<Self, Error> {
+    /// Load `program` into the kernel, for `direction`; its links are pinned under `dir`.
+    pub fn new(
+        ebpf: &mut Ebpf,
+        program: &'static str,
+        direction: TcAttachType,
+        dir: &Path,
+    ) -> Result<Self, Error> {
         let loaded = loaded_program(ebpf, program)?;
         let program_id = loaded.info().map_err(|source| Error::LoadProgram { name: program, source })?.id();
         fs::create_dir_all(dir.join(pins::LINKS_DIR))
             .map_err(|source| Error::PinDir { path: dir.join(pins::LINKS_DIR), source })?;
-        Ok(Self { program, program_id, dir: dir.to_path_buf(), attached: HashMap::new() })
+        Ok(Self { program, direction, program_id, dir: dir.to_path_buf(), attached: HashMap::new() })
     }
 
     pub fn program_id(&self) -> u32 {
         self.program_id
+    }
+
+    pub fn program(&self) -> &'static str {
+        self.program
     }
 
     /// ifindex → interface name, for the pure decisions in [`crate::attach`].
@@ -95,7 +139,7 @@ impl Attachments {
                 let old = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(link_error)?;
                 (program.attach_to_link(old).map_err(attach_error)?, true)
             }
-            Err(_) => (program.attach(&link.name, TcAttachType::Ingress).map_err(attach_error)?, false),
+            Err(_) => (program.attach(&link.name, self.direction).map_err(attach_error)?, false),
         };
         let fd_link = FdLink::try_from(program.take_link(id).map_err(attach_error)?).map_err(link_error)?;
         let fd_link = if adopted {

@@ -4,13 +4,14 @@
 use std::{
     io::Write as _,
     process::ExitCode,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use clap::{error::ErrorKind, Parser as _};
 use fastpath::{
     cli::{usage_error_line, Cli, Command, ExplainArgs, ListArgs, MonitorArgs, StatsArgs},
-    daemon,
+    clock::{monotonic_ns, wall_ns},
+    daemon, flows,
     inspect::{self, Question},
     show, stats, tables, Error,
 };
@@ -55,6 +56,7 @@ fn inspect_command(command: Command) -> Result<(), Error> {
         Command::Routes(args) => print_routes(&args),
         Command::Endpoints(args) => print(inspect::endpoints(&args.bpffs.dir, args.json, interface_name)),
         Command::Peers(args) => print(inspect::peers(&args.bpffs.dir, args.json)),
+        Command::Flows(args) => print(flows::list_pinned(&args.bpffs.dir, args.json, monotonic_ns())),
         Command::Explain(args) => explain(&args),
         Command::Monitor(args) => runtime().and_then(|rt| rt.block_on(monitor(&args))),
         Command::Cleanup(args) => print(inspect::cleanup(&args.bpffs.dir)),
@@ -174,17 +176,6 @@ async fn monitor(args: &MonitorArgs) -> Result<(), Error> {
     };
     monitor.stop();
     result
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn wall_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 /// The name of an interface in this process's network namespace.

@@ -1,6 +1,6 @@
 //! Which interface is the underlay, and this node's settings for the programs (pure).
 
-use fastpath_common::maps::{NodeConfig, NODE_F_READY};
+use fastpath_common::maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL};
 
 use crate::{
     netlink::{Address, LinkState},
@@ -17,14 +17,19 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn config(&self) -> NodeConfig {
+    /// The programs' settings: this node, and `--trust`'s (`flow_idle_secs` matters only when
+    /// trusting the kernel).
+    pub fn config(&self, trust_kernel: bool, flow_idle_secs: u32) -> NodeConfig {
+        let trust = if trust_kernel { NODE_F_TRUST_KERNEL } else { 0 };
         NodeConfig {
             underlay_ifindex: self.underlay.ifindex,
             node_ip: self.underlay.addr.octets(),
             node_mac: self.mac,
             _pad: [0; 2],
             underlay_mtu: self.mtu,
-            flags: NODE_F_READY,
+            flags: NODE_F_READY | trust,
+            flow_idle_secs,
+            _reserved: 0,
         }
     }
 }
@@ -111,7 +116,7 @@ mod tests {
         assert_eq!(node.underlay.ifindex, 2);
         assert_eq!(node.underlay.addr, Ipv4Addr::new(10, 101, 14, 50));
         assert_eq!(node.underlay.gateway, Some(Ipv4Addr::new(10, 101, 14, 62)));
-        let config = node.config();
+        let config = node.config(false, 60);
         assert_eq!(config.node_ip, [10, 101, 14, 50]);
         assert_eq!(config.underlay_mtu, 1500);
         assert!(config.ready());

@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData};
-use fastpath_common::maps::{AgentInfo, MapLayout, AGENT, LAYOUTS, LAYOUT_VERSION};
+use fastpath_common::maps::{AgentInfo, MapLayout, AGENT, FLOWS, LAYOUTS, LAYOUT_VERSION};
 
 use crate::Error;
 
@@ -43,6 +43,17 @@ pub fn pinned_links(dir: &Path) -> Vec<(String, u32, PathBuf)> {
     links
 }
 
+/// Remove the pinned links of programs other than `programs` (those a different mode attached):
+/// they stop running.
+pub fn drop_links_of_other_programs(dir: &Path, programs: &[&str]) {
+    for (program, ifindex, path) in pinned_links(dir) {
+        if !programs.contains(&program.as_str()) {
+            log::info!("detaching {program} from ifindex {ifindex}: this mode does not use it");
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 /// How a pinned map differs from what this version expects, if it does.
 pub fn layout_mismatch(
     expected: &MapLayout,
@@ -62,10 +73,13 @@ pub fn layout_mismatch(
 
 /// Remove the pins of maps whose layout differs from this version's, so the loader creates them
 /// anew instead of misreading them. Every map goes when the pinned agent says another layout
-/// version. Says so in the log, one line per map.
-pub fn drop_incompatible_maps(dir: &Path) {
+/// version; the flow table goes when its size is not `flows` (it only caches the kernel's
+/// judgements). Says so in the log, one line per map.
+pub fn drop_incompatible_maps(dir: &Path, flows: u32) {
     let other_version = pinned_layout_version(dir).filter(|v| *v != LAYOUT_VERSION);
     for layout in &LAYOUTS {
+        let layout =
+            &if layout.name == FLOWS { MapLayout { max_entries: flows, ..*layout } } else { *layout };
         let path = dir.join(layout.name);
         let Ok(data) = MapData::from_pin(&path) else { continue };
         let reason = match (other_version, data.info()) {

@@ -10,13 +10,12 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use fastpath_common::{
-    maps::{AgentInfo, Endpoint, NodeConfig, AGENT, ENDPOINTS, NODE, TUNNEL_PEERS},
+    maps::{AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_TRUST_KERNEL, ENDPOINTS, NODE, TUNNEL_PEERS},
     route::{endpoint_of, RouteKind, RouteValue},
 };
 
 use crate::{
-    bpffs,
-    loader::{FROM_POD, FROM_UNDERLAY},
+    bpffs, loader,
     netlink::Netlink,
     picture, pins,
     routes::{self, IpipMode, Mapping, Prefix},
@@ -139,13 +138,16 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         .collect();
     drift.extend(set_drift("FP_ENDPOINTS", &desired_endpoints, &actual_endpoints));
 
-    let mut wanted: BTreeSet<(String, u32)> = picture
-        .links
-        .iter()
-        .filter(|l| l.name.starts_with(&pod_prefix))
-        .map(|l| (FROM_POD.to_string(), l.index))
+    let trust_kernel = agent.flags & AGENT_F_TRUST_KERNEL != 0;
+    let pod_links = picture.links.iter().filter(|l| l.name.starts_with(&pod_prefix)).map(|l| l.index);
+    let mut wanted: BTreeSet<(String, u32)> = pod_links
+        .flat_map(|index| loader::pod_programs(trust_kernel).iter().map(move |(p, _)| (p.to_string(), index)))
         .collect();
-    wanted.insert((FROM_UNDERLAY.to_string(), picture.node.underlay.ifindex));
+    wanted.extend(
+        loader::underlay_programs(trust_kernel)
+            .iter()
+            .map(|(p, _)| (p.to_string(), picture.node.underlay.ifindex)),
+    );
     let pinned: BTreeSet<(String, u32)> =
         pins::pinned_links(dir).into_iter().map(|(p, i, _)| (p, i)).collect();
     drift.extend(attachment_drift(&wanted, &pinned));

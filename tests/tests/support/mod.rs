@@ -7,13 +7,21 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
     Ebpf,
 };
-use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY};
+use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::{
-    maps::{Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, NODE, NODE_F_READY, ROUTES, TUNNEL_PEERS},
+    flow::{FlowKey, FlowValue},
+    maps::{
+        Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NODE, NODE_F_READY, NODE_F_TRUST_KERNEL,
+        ROUTES, TUNNEL_PEERS,
+    },
     route::RouteValue,
     Reason,
 };
-use fastpath_tests::{cmd, names, packets::POD_MAC, require_root, traffic, Netns};
+use fastpath_tests::{
+    cmd, names,
+    packets::{self, POD_MAC},
+    require_root, traffic, Netns,
+};
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -46,6 +54,39 @@ pub fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
     let map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(ebpf.map(COUNTERS).expect("counters map")).unwrap();
     fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
+}
+
+pub fn addr(a: [u8; 4]) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(a)
+}
+
+/// IPIP from `outer_src` to `outer_dst` around the IPv4 packet `inner`, as the underlay brings it.
+pub fn ipip_frame(outer_src: [u8; 4], outer_dst: [u8; 4], inner: &[u8]) -> Vec<u8> {
+    let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP);
+    frame.extend_from_slice(&packets::ipv4_packet(addr(outer_src), addr(outer_dst), 64, 4, inner));
+    frame
+}
+
+/// Switch the loaded programs to `--trust kernel`, approvals idling out after `idle_secs`.
+pub fn trust_kernel(ebpf: &mut Ebpf, idle_secs: u32) {
+    let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
+    let node = array.get(&0, 0).unwrap();
+    array
+        .set(0, NodeConfig { flags: node.flags | NODE_F_TRUST_KERNEL, flow_idle_secs: idle_secs, ..node }, 0)
+        .unwrap();
+}
+
+/// Switch the loaded programs back to `--trust routes`.
+pub fn trust_routes(ebpf: &mut Ebpf) {
+    let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
+    let node = array.get(&0, 0).unwrap();
+    array.set(0, NodeConfig { flags: node.flags & !NODE_F_TRUST_KERNEL, ..node }, 0).unwrap();
+}
+
+/// The flow table's entry for `key`, if any.
+pub fn flow(ebpf: &Ebpf, key: &FlowKey) -> Option<FlowValue> {
+    let map: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map(FLOWS).unwrap()).unwrap();
+    map.get(key, 0).ok()
 }
 
 pub const NODE_IP: [u8; 4] = [10, 101, 14, 50];
@@ -95,8 +136,9 @@ pub fn in_node(test: impl FnOnce(&mut Ebpf, &Underlay) + Send + 'static) {
     let underlay = Underlay { ifindex, mac };
     traffic::in_netns(&ns.name, move || {
         let mut ebpf = loader::load_object(log::LevelFilter::Off).expect("load the embedded object");
-        loader::loaded_program(&mut ebpf, FROM_POD).expect("load from_pod");
-        loader::loaded_program(&mut ebpf, FROM_UNDERLAY).expect("load from_underlay");
+        for program in [FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY] {
+            loader::loaded_program(&mut ebpf, program).expect("load the programs");
+        }
         fill_maps(&mut ebpf, &underlay);
         test(&mut ebpf, &underlay);
         Ok(())
@@ -112,6 +154,8 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
         _pad: [0; 2],
         underlay_mtu: 1500,
         flags: NODE_F_READY,
+        flow_idle_secs: 60,
+        _reserved: 0,
     };
     let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
     array.set(0, node, 0).unwrap();

@@ -1,0 +1,247 @@
+//! End to end under `--trust kernel` (the default): fastpath beside kube-proxy-style NAT and
+//! iptables policy. The cluster is the seed's, Calico-shaped with direct routing (block routes via
+//! the other node on eth0), so the kernel can carry every packet itself; fastpath must carry only
+//! what the kernel already accepted, unchanged, and leave NAT and policy to the kernel.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use fastpath_tests::{
+    cluster::{Cluster, ClusterSpec},
+    cmd, require_root,
+    traffic::{self, ping},
+    Counters, Daemon,
+};
+
+const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const BACKEND_PORT: u16 = 8080;
+const CONNECTIONS: usize = 50;
+const MESSAGE: usize = 1 << 20;
+const FASTPATH_EXCHANGE: usize = 64 << 10;
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 244, 40, 36);
+const B: Ipv4Addr = Ipv4Addr::new(10, 244, 40, 37);
+const C: Ipv4Addr = Ipv4Addr::new(10, 244, 40, 38);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 244, 166, 150);
+
+/// The seed cluster with pods A, B and C on the first node and REMOTE on the second, a daemon on
+/// each node with `args` (dropped, and so stopped, first).
+fn cluster(tag: &str, args: &[&str]) -> (Cluster, Vec<Daemon>) {
+    require_root();
+    let mut spec = ClusterSpec::seed();
+    spec.nodes[0].pods = vec![A, B, C];
+    let cluster = Cluster::build(tag, &spec).unwrap();
+    let daemons = cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args).unwrap()).collect();
+    (cluster, daemons)
+}
+
+/// kube-proxy's rule on the client's node: SERVICE:80 is `backend`:8080.
+fn expose_service(cluster: &Cluster, backend: Ipv4Addr) {
+    let to = format!("{backend}:{BACKEND_PORT}");
+    cmd::in_ns_ok(
+        &cluster.nodes[0].ns.name,
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            &SERVICE.to_string(),
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ],
+    )
+    .unwrap();
+}
+
+fn flows(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let json = daemon.cli(&["flows", "--json"]).unwrap();
+    serde_json::from_str::<serde_json::Value>(&json).unwrap().as_array().unwrap().clone()
+}
+
+/// The flow directions from `src` to `dst`:`dport` in `daemon`'s table.
+fn flows_to(daemon: &Daemon, src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Vec<serde_json::Value> {
+    flows(daemon)
+        .into_iter()
+        .filter(|f| f["src"] == src.to_string() && f["dst"] == dst.to_string() && f["dport"] == dport)
+        .collect()
+}
+
+/// 50 connections from A to the service, 1 MB each way, through the kernel's DNAT to `backend`;
+/// then the client node's flow table must show every one of them kernel-owned.
+fn service_connections_succeed(tag: &str, backend: Ipv4Addr) {
+    let (cluster, daemons) = cluster(tag, &["--trust", "kernel"]);
+    expose_service(&cluster, backend);
+    let server = traffic::serve_echo(cluster.pod(backend).unwrap(), BACKEND_PORT, CONNECTIONS).unwrap();
+    let client = cluster.pod(A).unwrap();
+    for i in 0..CONNECTIONS {
+        traffic::echo_round_trip(client, SocketAddr::from((SERVICE, 80)), MESSAGE)
+            .unwrap_or_else(|e| panic!("connection {i} through the service failed: {e:#}"));
+    }
+    assert_eq!(server.join().unwrap().unwrap(), CONNECTIONS);
+
+    let node = &daemons[0];
+    let to_backend = flows_to(node, A, backend, BACKEND_PORT);
+    assert!(
+        to_backend.len() >= CONNECTIONS,
+        "{} of {CONNECTIONS} NATed flows in the table",
+        to_backend.len()
+    );
+    for flow in &to_backend {
+        assert_eq!(flow["state"], "kernel-owned", "{flow}");
+        assert_eq!(flow["fast_packets"], 0, "{flow}");
+    }
+    for flow in flows_to(node, SERVICE, A, 0).iter().chain(&flows_to(node, backend, A, 0)) {
+        assert_ne!(flow["state"], "approved", "the reply direction must stay with the kernel: {flow}");
+    }
+    let from_backend: Vec<_> = flows(node)
+        .into_iter()
+        .filter(|f| f["src"] == backend.to_string() && f["dst"] == A.to_string())
+        .collect();
+    assert!(from_backend.len() >= CONNECTIONS, "replies from the backend: {from_backend:?}");
+    assert!(
+        from_backend.iter().all(|f| f["state"] == "kernel-owned" && f["fast_packets"] == 0),
+        "{from_backend:?}"
+    );
+}
+
+#[test]
+fn a_service_with_its_backend_on_the_same_node_works_through_the_kernels_nat() {
+    service_connections_succeed("svcl", B);
+}
+
+#[test]
+fn a_service_with_its_backend_on_another_node_works_through_the_kernels_nat() {
+    service_connections_succeed("svcr", REMOTE);
+}
+
+/// The control: under `--trust routes` the backend's reply is short-circuited into the client
+/// without the kernel's reverse NAT, so the connection cannot be made. This is what `--trust
+/// kernel` exists to prevent, and proves the tests above could fail.
+#[test]
+fn under_trust_routes_the_same_service_breaks() {
+    let (cluster, _daemons) = cluster("svcx", &["--trust", "routes"]);
+    expose_service(&cluster, B);
+    let _server = traffic::serve_echo(cluster.pod(B).unwrap(), BACKEND_PORT, 1).unwrap();
+    let connected =
+        traffic::connects(cluster.pod(A).unwrap(), SocketAddr::from((SERVICE, 80)), Duration::from_secs(2))
+            .unwrap();
+    assert!(!connected, "the reply bypassed the reverse NAT, yet the connection was made");
+}
+
+/// Policy as Calico's chains apply it on the first node: established connections are accepted
+/// first (conntrack), then each rule judges new ones.
+fn accept_established(cluster: &Cluster) {
+    cmd::in_ns_ok(
+        &cluster.nodes[0].ns.name,
+        "iptables",
+        &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+    )
+    .unwrap();
+}
+
+fn forward_drop(cluster: &Cluster, from: Ipv4Addr, to: Ipv4Addr) {
+    let (from, to) = (from.to_string(), to.to_string());
+    cmd::in_ns_ok(
+        &cluster.nodes[0].ns.name,
+        "iptables",
+        &["-A", "FORWARD", "-s", &from, "-d", &to, "-j", "DROP"],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_forward_drop_rule_holds_before_and_after_other_flows_are_fast_pathed() {
+    let (cluster, daemons) = cluster("pol", &["--trust", "kernel"]);
+    let (a, c) = (cluster.pod(A).unwrap(), cluster.pod(C).unwrap());
+    let (remote, node) = (cluster.pod(REMOTE).unwrap(), &daemons[0]);
+    accept_established(&cluster);
+    forward_drop(&cluster, A, C);
+    let _c_server = traffic::serve_echo(c, BACKEND_PORT, 1).unwrap();
+    let to_c = SocketAddr::from((C, BACKEND_PORT));
+    assert!(!ping(a, C, 2, &[]).unwrap().received, "the policy drops A → C");
+    assert!(!traffic::connects(a, to_c, Duration::from_secs(2)).unwrap(), "the policy drops A → C");
+
+    // A ↔ REMOTE is allowed: the kernel forwards its first packets, fastpath the rest.
+    let server = traffic::serve_echo(remote, BACKEND_PORT, 2).unwrap();
+    let to_remote = SocketAddr::from((REMOTE, BACKEND_PORT));
+    traffic::echo_round_trip(a, to_remote, MESSAGE).unwrap();
+    let approved = flows_to(node, A, REMOTE, BACKEND_PORT);
+    assert!(
+        approved.iter().any(|f| f["state"] != "pending" && f["fast_packets"].as_u64().unwrap() > 10),
+        "{approved:?}"
+    );
+
+    assert!(!ping(a, C, 2, &[]).unwrap().received, "approving A ↔ REMOTE must not open A → C");
+    assert!(!traffic::connects(a, to_c, Duration::from_secs(2)).unwrap(), "A → C after approvals");
+    let to_c_flows = flows_to(node, A, C, BACKEND_PORT);
+    assert!(to_c_flows.iter().all(|f| f["state"] == "pending" && f["fast_packets"] == 0), "{to_c_flows:?}");
+
+    // An established, approved connection to REMOTE; then the policy closes A → REMOTE.
+    let mut open = traffic::OpenConnection::new(a, to_remote).unwrap();
+    open.exchange(FASTPATH_EXCHANGE).unwrap();
+    forward_drop(&cluster, A, REMOTE);
+    assert!(
+        !traffic::connects(a, to_remote, Duration::from_secs(2)).unwrap(),
+        "a new connection after the drop rule must fail at once"
+    );
+    // conntrack's ESTABLISHED semantics: the approved connection carries on, and its close,
+    // which goes through the kernel, is accepted as established: the daemon made conntrack
+    // liberal about the segments it never saw (else the close would be INVALID, and dropped).
+    let liberal = cmd::in_ns_ok(
+        &cluster.nodes[0].ns.name,
+        "sysctl",
+        &["-n", "net.netfilter.nf_conntrack_tcp_be_liberal"],
+    );
+    assert_eq!(liberal.unwrap().trim(), "1");
+    open.exchange(FASTPATH_EXCHANGE).unwrap();
+    drop(open);
+    assert_eq!(server.join().unwrap().unwrap(), 2, "the round trip and the open connection");
+}
+
+/// Fast-path packets and kernel-bound ones of pod traffic, summed over the nodes.
+fn fast_and_kernel(before: &[Counters], after: &[Counters]) -> (u64, u64) {
+    let delta = |reasons: &[&str]| -> u64 {
+        before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| reasons.iter().map(|r| a.packets(r) - b.packets(r)).sum::<u64>())
+            .sum()
+    };
+    let fast = delta(&["redirected_local", "encapsulated", "routed_underlay", "decapsulated"]);
+    let kernel = delta(&[
+        "passed_flow_pending",
+        "passed_flow_kernel_owned",
+        "passed_flow_expired",
+        "passed_flow_closing",
+        "passed_flow_untracked",
+        "passed_underlay_other",
+    ]);
+    (fast, kernel)
+}
+
+#[test]
+fn an_iperf_stream_across_nodes_goes_at_least_99_percent_by_the_fast_path() {
+    let (cluster, daemons) = cluster("ipf", &["--trust", "kernel", "--ipip", "always"]);
+    let (a, remote) = (cluster.pod(A).unwrap(), cluster.pod(REMOTE).unwrap());
+    let before: Vec<Counters> = daemons.iter().map(|d| d.counters().unwrap()).collect();
+    let report = traffic::iperf(a, remote, 10).unwrap();
+    let after: Vec<Counters> = daemons.iter().map(|d| d.counters().unwrap()).collect();
+    let (fast, kernel) = fast_and_kernel(&before, &after);
+    let share = fast as f64 / (fast + kernel) as f64;
+    eprintln!("iperf3 10 s across nodes: {report}; {fast} packets by the fast path, {kernel} by the kernel ({:.3}%)", share * 100.0);
+    assert!(fast > 10_000, "only {fast} packets on the fast path");
+    assert!(share >= 0.99, "{fast} fast, {kernel} kernel: {:.3}% < 99%", share * 100.0);
+    // Encapsulated on one node, decapsulated on the other, after the local kernels approved.
+    assert!(after[0].packets("encapsulated") > before[0].packets("encapsulated"));
+    assert!(after[1].packets("decapsulated") > before[1].packets("decapsulated"));
+}
