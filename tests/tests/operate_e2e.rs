@@ -428,3 +428,38 @@ fn a_second_daemon_on_the_same_folder_is_refused_in_one_line() {
     // The first daemon is untouched and still serving.
     assert!(bed.cli_ok(0, &["status"]).contains("ready"));
 }
+
+/// The programs `status --json` lists as attached, sorted.
+fn attached_programs(bed: &Bed, node: usize) -> (String, Vec<String>) {
+    let status: serde_json::Value = serde_json::from_str(&bed.cli_ok(node, &["status", "--json"])).unwrap();
+    let mut programs: Vec<String> = status["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{} {}", l["program"].as_str().unwrap(), l["attach"].as_str().unwrap()))
+        .collect();
+    programs.sort();
+    (status["trust"].as_str().unwrap().to_string(), programs)
+}
+
+#[test]
+fn switching_the_trust_mode_on_restart_adds_and_removes_the_egress_programs() {
+    let mut bed = Bed::new("trst", &["--trust", "kernel"]);
+    let (trust, programs) = attached_programs(&bed, 0);
+    assert_eq!(trust, "kernel");
+    assert_eq!(
+        programs,
+        ["from_pod tcx ingress", "from_underlay tcx ingress", "to_pod tcx egress", "to_underlay tcx egress"]
+    );
+    assert!(bed.cli_ok(0, &["verify"]).contains("no drift"), "verify expects the egress programs too");
+    let to_pod = bed.daemons[0].attached_prog_ids("to_pod")[0];
+
+    assert!(bed.daemons[0].terminate().unwrap().success());
+    let restarted = bed.start(0, &["--trust", "routes"]);
+    bed.daemons[0] = restarted;
+    let (trust, programs) = attached_programs(&bed, 0);
+    assert_eq!(trust, "routes");
+    assert_eq!(programs, ["from_pod tcx ingress", "from_underlay tcx ingress"]);
+    assert_eq!(links_of_program(to_pod), 0, "the egress program outlived the switch to --trust routes");
+    assert!(bed.cli_ok(0, &["verify"]).contains("no drift"));
+}

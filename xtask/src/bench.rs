@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::{cluster::RemoteVia, cmd, names, traffic, Cluster, ClusterSpec, Daemon, Netns};
+use fastpath_tests::{cmd, names, traffic, Cluster, ClusterSpec, Daemon, Netns};
 
 use crate::build;
 
@@ -20,11 +20,25 @@ enum Path {
     /// Calico's path through the kernel: proxy_arp, /32 and block routes, forwarding; across
     /// nodes without encapsulation (this kernel has no ipip module).
     Kernel,
-    /// fastpath on each node, proxy_arp off, IPIP across nodes.
+    /// fastpath `--trust routes` on each node, proxy_arp off, IPIP across nodes.
     Fastpath,
+    /// fastpath `--trust kernel` on each node, IPIP across nodes: the kernel forwards each flow's
+    /// first packets (its routes go via the other node, unencapsulated), fastpath the rest.
+    TrustKernel,
 }
 
-const PATHS: [Path; 3] = [Path::Limit, Path::Kernel, Path::Fastpath];
+const PATHS: [Path; 4] = [Path::Limit, Path::Kernel, Path::Fastpath, Path::TrustKernel];
+
+impl Path {
+    /// The daemon's flags on this path, if it runs one.
+    fn daemon_args(self) -> Option<&'static [&'static str]> {
+        match self {
+            Path::Limit | Path::Kernel => None,
+            Path::Fastpath => Some(&["--trust", "routes"]),
+            Path::TrustKernel => Some(&["--trust", "kernel", "--ipip", "always"]),
+        }
+    }
+}
 
 /// Two endpoints of one measurement: (namespace, address) of the client and of the server.
 struct Pair {
@@ -92,6 +106,8 @@ impl Measure {
     }
 }
 
+const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "to_underlay"];
+
 pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     if !crate::shell::is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
@@ -100,7 +116,7 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     std::env::set_var("FASTPATH_BIN", &bin);
     let options = if quick { Options { rounds: 1, seconds: 1 } } else { Options { rounds: 3, seconds: 3 } };
     println!(
-        "bench: {} rounds of {} s per measurement, paths alternating; the kernel path crosses nodes without encapsulation (this kernel has no ipip module), fastpath with IPIP",
+        "bench: {} rounds of {} s per measurement, paths alternating; the kernel path crosses nodes without encapsulation (this kernel has no ipip module), fastpath with IPIP (--trust routes and --trust kernel)",
         options.rounds, options.seconds
     );
     let mut samples = Vec::new();
@@ -136,11 +152,12 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
                 push(Measure::LatencyP50, rr.percentile_us(0.50));
                 push(Measure::LatencyP99, rr.percentile_us(0.99));
             }
+            let mode = if path == Path::TrustKernel { "trust kernel" } else { "trust routes" };
             for daemon in &setup._daemons {
-                for program in ["from_pod", "from_underlay"] {
+                for program in PROGRAMS {
                     for id in daemon.attached_prog_ids(program) {
                         if let Some((time_ns, runs)) = program_run_time(id) {
-                            program_costs.push((program.to_string(), time_ns, runs));
+                            program_costs.push((format!("{program} ({mode})"), time_ns, runs));
                         }
                     }
                 }
@@ -150,7 +167,10 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     eprintln!("\r\x1b[2Kbench: done");
     let rows = summarize(&samples);
     print!("{}", table(&rows));
-    for program in ["from_pod", "from_underlay"] {
+    let mut programs: Vec<&String> = program_costs.iter().map(|(p, _, _)| p).collect();
+    programs.sort();
+    programs.dedup();
+    for program in programs {
         let (time_ns, runs) = program_costs
             .iter()
             .filter(|(p, _, _)| p == program)
@@ -188,23 +208,19 @@ fn setup(path: Path) -> Result<Setup> {
             };
             Ok(Setup { _limit: vec![a, b], _daemons: vec![], _cluster: None, same_node, cross_node: None })
         }
-        Path::Kernel | Path::Fastpath => {
-            let mut spec = if path == Path::Kernel {
-                ClusterSpec {
-                    remote_via: RemoteVia::Underlay,
-                    proxy_arp: true,
-                    kernel_forwarding: true,
-                    ..ClusterSpec::seed()
-                }
-            } else {
-                ClusterSpec::seed_fastpath_only()
+        Path::Kernel | Path::Fastpath | Path::TrustKernel => {
+            let mut spec = match path {
+                Path::Kernel => ClusterSpec { proxy_arp: true, ..ClusterSpec::seed() },
+                Path::TrustKernel => ClusterSpec::seed(),
+                _ => ClusterSpec::seed_fastpath_only(),
             };
             spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
             let cluster = Cluster::build("bench", &spec)?;
-            let daemons = if path == Path::Fastpath {
-                cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[])).collect::<Result<_>>()?
-            } else {
-                vec![]
+            let daemons = match path.daemon_args() {
+                Some(args) => {
+                    cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args)).collect::<Result<_>>()?
+                }
+                None => vec![],
             };
             let endpoint = |node: usize, pod: usize| {
                 let p = &cluster.nodes[node].pods[pod];
@@ -325,6 +341,7 @@ struct Row {
     limit: Option<f64>,
     kernel: Option<f64>,
     fastpath: Option<f64>,
+    trusting: Option<f64>,
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -354,8 +371,9 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
                 limit: med(Path::Limit, measure, "same node"),
                 kernel: med(Path::Kernel, measure, placement),
                 fastpath: med(Path::Fastpath, measure, placement),
+                trusting: med(Path::TrustKernel, measure, placement),
             };
-            if row.kernel.is_some() || row.fastpath.is_some() {
+            if row.kernel.is_some() || row.fastpath.is_some() || row.trusting.is_some() {
                 rows.push(row);
             }
         }
@@ -367,18 +385,20 @@ fn table(rows: &[Row]) -> String {
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     let times = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
     let mut out = format!(
-        "{:<24} {:<11} {:>9} {:>9} {:>9} {:>10} {:>9}\n",
-        "measure", "pods", "limit", "kernel", "fastpath", "fp/kernel", "fp/limit"
+        "{:<24} {:<11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}\n",
+        "measure", "pods", "limit", "kernel", "fastpath", "fp-trust", "fp/kernel", "trust/kern", "fp/limit"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<24} {:<11} {:>9} {:>9} {:>9} {:>10} {:>9}\n",
+            "{:<24} {:<11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}\n",
             r.measure.name(),
             r.placement,
             cell(r.limit),
             cell(r.kernel),
             cell(r.fastpath),
+            cell(r.trusting),
             times(ratio(r.fastpath, r.kernel)),
+            times(ratio(r.trusting, r.kernel)),
             times(ratio(r.fastpath, r.limit))
         ));
     }
@@ -391,13 +411,15 @@ fn to_json(rows: &[Row], options: &Options) -> String {
         .iter()
         .map(|r| {
             format!(
-                r#"{{"measure":"{}","pods":"{}","limit":{},"kernel":{},"fastpath":{},"fastpath_per_kernel":{},"fastpath_per_limit":{}}}"#,
+                r#"{{"measure":"{}","pods":"{}","limit":{},"kernel":{},"fastpath":{},"fastpath_trust_kernel":{},"fastpath_per_kernel":{},"fastpath_trust_kernel_per_kernel":{},"fastpath_per_limit":{}}}"#,
                 r.measure.name(),
                 r.placement,
                 num(r.limit),
                 num(r.kernel),
                 num(r.fastpath),
+                num(r.trusting),
                 num(ratio(r.fastpath, r.kernel)),
+                num(ratio(r.trusting, r.kernel)),
                 num(ratio(r.fastpath, r.limit))
             )
         })
@@ -435,6 +457,7 @@ mod tests {
             sample(Path::Fastpath, "same node", Measure::Tcp1, 99.0),
             sample(Path::Kernel, "cross node", Measure::Tcp1, 8.0),
             sample(Path::Fastpath, "cross node", Measure::Tcp1, 12.0),
+            sample(Path::TrustKernel, "cross node", Measure::Tcp1, 4.0),
         ];
         let rows = summarize(&samples);
         assert_eq!(rows.len(), 2);
@@ -443,10 +466,11 @@ mod tests {
         let same = t.lines().nth(1).unwrap();
         assert!(same.contains("20.00") && same.contains("1.50x") && same.contains("0.75x"), "{t}");
         let cross = t.lines().nth(2).unwrap();
-        assert!(cross.contains("cross node") && cross.contains("1.50x"), "{t}");
+        assert!(cross.contains("cross node") && cross.contains("1.50x") && cross.contains("0.50x"), "{t}");
         let json: serde_json::Value =
             serde_json::from_str(&to_json(&rows, &Options { rounds: 3, seconds: 3 })).unwrap();
         assert_eq!(json["results"][0]["fastpath_per_kernel"], 1.5);
+        assert_eq!(json["results"][1]["fastpath_trust_kernel_per_kernel"], 0.5);
     }
 
     #[test]

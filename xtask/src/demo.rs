@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the seed write-ups' cluster, carried by fastpath alone.
+//! `cargo xtask demo`: the seed write-ups' cluster, carried by fastpath alone (`--trust routes`),
+//! then beside a kube-proxy-style service NAT with the kernel's path open (`--trust kernel`).
 
 use std::{
     process::Command,
@@ -53,9 +54,14 @@ pub fn run(keep: bool) -> Result<()> {
     show("arping from the pod", &pod.ns.name, "arping", &["-i", "eth0", "-c", "2", "-w", "2", POD_GATEWAY])?;
     show("ping across nodes", &pod.ns.name, "ping", &["-c", "2", "-W", "1", &remote.ip.to_string()])?;
 
-    step("starting `fastpath run` in each node")?;
-    let daemons: Vec<Daemon> =
-        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[])).collect::<Result<_>>()?;
+    step(
+        "starting `fastpath run --trust routes` in each node (the kernel path is closed: nothing to trust)",
+    )?;
+    let daemons: Vec<Daemon> = cluster
+        .nodes
+        .iter()
+        .map(|n| Daemon::start(&n.ns.name, &["--trust", "routes"]))
+        .collect::<Result<_>>()?;
     for daemon in &daemons {
         let attached: Vec<String> =
             daemon.log().lines().filter(|l| l.contains("attached")).map(str::to_string).collect();
@@ -102,8 +108,45 @@ pub fn run(keep: bool) -> Result<()> {
         while !interrupted.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(200));
         }
+    } else {
+        drop(daemons);
+        drop(cluster);
+        trust_kernel(&step)?;
     }
     println!("\n=== tearing down: daemons stopped, namespaces deleted");
+    Ok(())
+}
+
+/// The second act: the kernel's path open (direct routing, FORWARD accepting), a service
+/// 10.96.0.10:80 DNATed to a pod on the other node, fastpath with its default `--trust kernel`.
+fn trust_kernel(step: &dyn Fn(&str) -> Result<()>) -> Result<()> {
+    step("the same pods, the kernel's path open, a service 10.96.0.10:80 → 10.244.166.150:8080 (iptables DNAT, as kube-proxy)")?;
+    let cluster = Cluster::build("demo-tk", &ClusterSpec::seed())?;
+    let (pod, remote) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let dnat =
+        ["-t", "nat", "-A", "PREROUTING", "-d", "10.96.0.10", "-p", "tcp", "--dport", "80", "-j", "DNAT"];
+    let rule = [&dnat[..], &["--to-destination", "10.244.166.150:8080"]].concat();
+    show("kube-proxy's rule on node 10.101.14.50", &cluster.nodes[0].ns.name, "iptables", &rule)?;
+    let daemons: Vec<Daemon> = cluster
+        .nodes
+        .iter()
+        .map(|n| Daemon::start(&n.ns.name, &["--trust", "kernel"]))
+        .collect::<Result<_>>()?;
+    step("three connections to the service, 1 MB each way, and 10 MB straight to the pod")?;
+    let server = traffic::serve_echo(remote, 8080, 3)?;
+    for _ in 0..3 {
+        traffic::echo_round_trip(pod, ([10, 96, 0, 10], 80).into(), 1 << 20)?;
+    }
+    server.join().map_err(|_| anyhow::anyhow!("echo server panicked"))??;
+    traffic::transfer(pod, remote, 10 << 20)?;
+    println!("all done, contents verified");
+    step("node 10.101.14.50 (`fastpath status`, `flows`, `explain`)")?;
+    for args in [&["status"][..], &["flows"], &["explain", "10.244.40.36", "10.244.166.150"]] {
+        println!("$ fastpath {}", args.join(" "));
+        print!("{}", daemons[0].cli(args)?);
+    }
+    step("the counters on node 10.101.14.50 (`fastpath stats`)")?;
+    print!("{}", nonzero(&daemons[0].cli(&["stats"])?));
     Ok(())
 }
 
