@@ -7,11 +7,11 @@
 //! has the address as a /32 and a default route via 169.254.1.1, exactly as Calico sets it up.
 //! proxy_arp is off on every `cali…`: only fastpath answers the pod's ARP.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, names, Netns};
+use crate::{bird::Bird, cmd, names, wait, Netns};
 
 /// The gateway every pod routes through; nobody owns it.
 pub const POD_GATEWAY: &str = "169.254.1.1";
@@ -38,6 +38,16 @@ pub enum RemoteVia {
     Tunl0,
 }
 
+/// Where the nodes' block routes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteSource {
+    /// `ip route` commands, as the test bed writes them.
+    Static,
+    /// BIRD 2 on every node, as Calico runs it ([`crate::bird`]): routes via the owning node on
+    /// eth0, `proto bird`.
+    Bird,
+}
+
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
     pub nodes: Vec<NodeSpec>,
@@ -49,6 +59,7 @@ pub struct ClusterSpec {
     /// Whether the kernel may forward at all. Off means `iptables -P FORWARD DROP` (forwarding
     /// itself stays enabled), so pod traffic that arrives proves fastpath carried it.
     pub kernel_forwarding: bool,
+    pub routes: RouteSource,
 }
 
 impl ClusterSpec {
@@ -72,6 +83,7 @@ impl ClusterSpec {
             remote_via: RemoteVia::Underlay,
             proxy_arp: false,
             kernel_forwarding: true,
+            routes: RouteSource::Static,
         }
     }
 
@@ -92,6 +104,12 @@ impl ClusterSpec {
             .collect();
         Self { nodes, ..Self::seed_fastpath_only() }
     }
+
+    /// `self` with its block routes from BIRD instead (over the underlay, so remote blocks are
+    /// routed via eth0; the kernel's FORWARD policy is kept).
+    pub fn with_bird(self) -> Self {
+        Self { routes: RouteSource::Bird, remote_via: RemoteVia::Underlay, ..self }
+    }
 }
 
 #[derive(Debug)]
@@ -111,8 +129,9 @@ pub struct Node {
     pub block: (Ipv4Addr, u8),
 }
 
-#[derive(Debug)]
 pub struct Cluster {
+    /// Each node's BIRD, when the routes come from BIRD: stopped before the namespaces go.
+    birds: Vec<Option<Bird>>,
     pub tag: String,
     pub nodes: Vec<Node>,
     pub switch: Netns,
@@ -127,17 +146,64 @@ impl Cluster {
         let switch = Netns::new(format!("{tag}-sw"))?;
         cmd::ip(&switch.name, &["link", "add", "br0", "type", "bridge"])?;
         cmd::ip(&switch.name, &["link", "set", "br0", "up"])?;
-        let mut cluster = Self { tag, nodes: Vec::new(), switch, spec: spec.clone() };
+        let mut cluster = Self { birds: Vec::new(), tag, nodes: Vec::new(), switch, spec: spec.clone() };
         for (i, node) in spec.nodes.iter().enumerate() {
             cluster.add_node(i, node).with_context(|| format!("building node {}", node.underlay_ip))?;
         }
         for i in 0..spec.nodes.len() {
-            cluster.route_remote_blocks(i)?;
+            if spec.routes == RouteSource::Static {
+                cluster.route_remote_blocks(i)?;
+            }
             for ip in &spec.nodes[i].pods {
                 cluster.add_pod(i, *ip)?;
             }
         }
+        if spec.routes == RouteSource::Bird {
+            for i in 0..spec.nodes.len() {
+                cluster.start_bird(i)?;
+            }
+            for i in 0..spec.nodes.len() {
+                cluster.wait_bird_routes(i, spec.nodes.len(), Duration::from_secs(15))?;
+            }
+        }
         Ok(cluster)
+    }
+
+    /// Start BIRD on node `index` (routes from BIRD only).
+    pub fn start_bird(&mut self, index: usize) -> Result<()> {
+        let node = &self.nodes[index];
+        let peers: Vec<Ipv4Addr> =
+            self.nodes.iter().filter(|n| n.underlay_ip != node.underlay_ip).map(|n| n.underlay_ip).collect();
+        let bird = Bird::start(&node.ns.name, node.underlay_ip, node.block, &peers)?;
+        self.birds.resize_with(self.nodes.len(), || None);
+        self.birds[index] = Some(bird);
+        Ok(())
+    }
+
+    /// Stop BIRD on node `index` with SIGTERM: its peers withdraw its block.
+    pub fn stop_bird(&mut self, index: usize) -> Result<()> {
+        match self.birds.get_mut(index).and_then(Option::take) {
+            Some(mut bird) => bird.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// The `proto bird` routes in node `index`'s kernel, as `ip route` prints them.
+    pub fn bird_routes(&self, index: usize) -> Result<Vec<String>> {
+        let out = cmd::ip(&self.nodes[index].ns.name, &["route", "show", "proto", "bird"])?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    /// Wait until node `index` has `count` `proto bird` routes (its blackhole and one per other
+    /// node's block).
+    pub fn wait_bird_routes(&self, index: usize, count: usize, timeout: Duration) -> Result<Duration> {
+        match wait::until(timeout, || (self.bird_routes(index).ok()?.len() == count).then_some(())) {
+            Some(((), took)) => Ok(took),
+            None => anyhow::bail!(
+                "node {index} has {:?} from BIRD, not {count} routes, after {timeout:?}",
+                self.bird_routes(index)
+            ),
+        }
     }
 
     fn add_node(&mut self, index: usize, spec: &NodeSpec) -> Result<()> {
@@ -152,8 +218,10 @@ impl Cluster {
         cmd::ip(&ns.name, &["addr", "add", &address, "dev", "eth0"])?;
         cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
         cmd::ip(&ns.name, &["route", "add", "default", "via", UNDERLAY_GATEWAY, "dev", "eth0"])?;
-        let block = format!("{}/{}", spec.block.0, spec.block.1);
-        cmd::ip(&ns.name, &["route", "add", "blackhole", &block])?;
+        if self.spec.routes == RouteSource::Static {
+            let block = format!("{}/{}", spec.block.0, spec.block.1);
+            cmd::ip(&ns.name, &["route", "add", "blackhole", &block])?;
+        }
         cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1")?;
         if !self.spec.kernel_forwarding {
             cmd::in_ns_ok(&ns.name, "iptables", &["-P", "FORWARD", "DROP"])?;
@@ -244,6 +312,18 @@ impl Cluster {
         cmd::ip(n, &["route", "add", &ip.to_string(), "dev", &host_iface, "scope", "link"])?;
         node.pods.push(Pod { ns, ip, host_iface });
         Ok(node.pods.last().expect("just pushed"))
+    }
+
+    /// Delete the pod with address `ip` as the CNI plugin does: its host-side veth first (at once,
+    /// with its route), then its namespace.
+    pub fn remove_pod(&mut self, ip: Ipv4Addr) -> Result<()> {
+        let node =
+            self.nodes.iter_mut().find(|n| n.pods.iter().any(|p| p.ip == ip)).context("no such pod")?;
+        let index = node.pods.iter().position(|p| p.ip == ip).context("no such pod")?;
+        let pod = node.pods.remove(index);
+        cmd::ip(&node.ns.name, &["link", "del", &pod.host_iface])?;
+        drop(pod);
+        Ok(())
     }
 
     pub fn pod(&self, ip: Ipv4Addr) -> Option<&Pod> {

@@ -1,6 +1,7 @@
 //! fastpath's test bed: Calico-shaped clusters built from network namespaces, and guards that
 //! remove every namespace, process and pin they made, on success and on failure alike.
 
+pub mod bird;
 pub mod bpf;
 pub mod bpffs;
 pub mod cluster;
@@ -9,6 +10,7 @@ pub mod daemon;
 pub mod names;
 pub mod netns;
 pub mod packets;
+pub mod reach;
 pub mod traffic;
 pub mod wait;
 

@@ -11,7 +11,7 @@ use std::{
 
 use fastpath_tests::{
     cluster::{Cluster, ClusterSpec},
-    cmd, names, packets, require_root,
+    cmd, names, packets, reach, require_root,
     traffic::{self, ping},
     wait, Daemon, Netns,
 };
@@ -44,29 +44,7 @@ fn every_pod_reaches_every_pod_on_three_nodes_through_fastpath_alone() {
     require_root();
     let cluster = Cluster::build("all", &ClusterSpec::grid(3, 2)).unwrap();
     let daemons = start_daemons(&cluster);
-    let pods: Vec<_> = cluster.pods().collect();
-    for (i, (from_node, from)) in pods.iter().enumerate() {
-        for (j, (to_node, to)) in pods.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let result = ping(from, to.ip, 1, &[]).unwrap();
-            assert!(result.received, "{} -> {}: {}", from.ip, to.ip, result.output);
-            // One router hop on the same node, two across (as the kernel path: 64 - hops).
-            let expected_ttl = if from_node == to_node { 63 } else { 62 };
-            assert_eq!(result.ttl, Some(expected_ttl), "{} -> {}: {}", from.ip, to.ip, result.output);
-            if i < j {
-                traffic::transfer(from, to, 10 << 20)
-                    .unwrap_or_else(|e| panic!("{} -> {}: {e:#}", from.ip, to.ip));
-            }
-        }
-    }
-    for daemon in &daemons {
-        let counters = daemon.counters().unwrap();
-        for reason in ["redirected_local", "encapsulated", "decapsulated", "arp_replied"] {
-            assert!(counters.packets(reason) > 0, "{}: {reason} did not move: {counters:?}", daemon.node_ns);
-        }
-    }
+    reach::every_pod_reaches_every_pod(&cluster, &daemons, 10 << 20);
 }
 
 #[test]

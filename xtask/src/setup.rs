@@ -16,8 +16,17 @@ use crate::shell::{self, is_root, probe, target_dir};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages the tests and the demo use.
-pub const PACKAGES: &[&str] =
-    &["iproute2", "iputils-ping", "arping", "bpftool", "util-linux", "iptables", "tcpdump", "iperf3"];
+pub const PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "arping",
+    "bpftool",
+    "util-linux",
+    "iptables",
+    "tcpdump",
+    "iperf3",
+    "bird2",
+];
 
 /// Everything: the toolchain and the packages the tests, demo and benchmark use.
 pub fn run() -> Result<()> {
