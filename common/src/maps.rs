@@ -208,6 +208,9 @@ const _: () = assert!(core::mem::size_of::<AgentInfo>() == 72);
 pub const AGENT_F_READY: u32 = 1;
 /// `AgentInfo::flags`: the daemon runs with `--trust kernel` (egress programs attached too).
 pub const AGENT_F_TRUST_KERNEL: u32 = 2;
+/// `AgentInfo::flags`: the programs attach as legacy tc filters (no tcx), which are not pinned
+/// links and so are not listed by `fastpath status`.
+pub const AGENT_F_LEGACY_TC: u32 = 4;
 
 /// What `fastpath monitor` asks for (the value of [`MONITOR`]).
 #[repr(C)]

@@ -100,3 +100,54 @@ fn interfaces_vanishing_mid_attach_leave_the_daemon_serving_and_nothing_half_att
     let _other = Daemon::start(&cluster.nodes[1].ns.name, &[]).unwrap();
     assert!(traffic::ping(from, to.ip, 1, &[]).unwrap().received, "the node stopped forwarding");
 }
+
+/// `tc filter show` on `iface` in `ns`, one direction.
+fn tc_filters(ns: &str, iface: &str, direction: &str) -> String {
+    cmd::in_ns_ok(ns, "tc", &["filter", "show", "dev", iface, direction]).unwrap()
+}
+
+#[test]
+fn without_tcx_the_programs_attach_as_legacy_tc_filters() {
+    require_root();
+    // This kernel has tcx, so the fallback a kernel without it takes is asked for by name.
+    let cluster = Cluster::build("legacy", &ClusterSpec::seed_fastpath_only()).unwrap();
+    let args = ["--tc-attach", "legacy"];
+    let mut daemons: Vec<Daemon> =
+        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &args).unwrap()).collect();
+    let (node, pod) = (&cluster.nodes[0], &cluster.nodes[0].pods[0]);
+    let remote = &cluster.nodes[1].pods[0];
+    assert!(daemons[0].log().contains("to eth0 (ifindex 2, legacy tc)"), "{}", daemons[0].log());
+    let result = traffic::ping(pod, remote.ip, 1, &[]).unwrap();
+    assert!(result.received && result.ttl == Some(62), "{}", result.output);
+    assert_eq!(tcx_attachments(&node.ns.name), 0, "nothing attaches with tcx");
+    let filters = tc_filters(&node.ns.name, &pod.host_iface, "ingress");
+    assert_eq!(filters.matches("from_pod direct-action").count(), 1, "{filters}");
+    assert!(daemons[0].cli(&["status"]).unwrap().contains("as legacy tc filters"));
+    assert!(daemons[0].cli(&["verify"]).unwrap().contains("no drift"));
+
+    // A new daemon replaces the program in the filter the old one left: still one filter.
+    assert!(daemons[0].terminate().unwrap().success());
+    let filters = tc_filters(&node.ns.name, &pod.host_iface, "ingress");
+    assert_eq!(
+        filters.matches("from_pod direct-action").count(),
+        1,
+        "the filter outlives its daemon: {filters}"
+    );
+    daemons[0] = Daemon::start(&node.ns.name, &args).unwrap();
+    assert!(daemons[0].log().contains("adopted the link and swapped in from_pod"), "{}", daemons[0].log());
+    let filters = tc_filters(&node.ns.name, &pod.host_iface, "ingress");
+    assert_eq!(filters.matches("from_pod direct-action").count(), 1, "{filters}");
+    assert!(traffic::ping(pod, remote.ip, 1, &[]).unwrap().received);
+
+    // `fastpath cleanup` removes the filters of a daemon that is gone.
+    assert!(daemons[0].terminate().unwrap().success());
+    let pins = std::env::temp_dir().join(names::unique("legacy-pins"));
+    let out = fastpath_tests::daemon::node_cli(&node.ns.name, &pins, &["cleanup"]).unwrap();
+    assert!(out.contains("legacy tc filters"), "{out}");
+    assert!(!tc_filters(&node.ns.name, &pod.host_iface, "ingress").contains("from_pod"));
+    assert!(!tc_filters(&node.ns.name, "eth0", "ingress").contains("from_underlay"));
+    assert!(
+        !traffic::ping(pod, remote.ip, 1, &["-W", "1"]).unwrap().received,
+        "forwarding without any program"
+    );
+}

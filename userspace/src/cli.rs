@@ -79,6 +79,11 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub flow_idle_timeout: u32,
 
+    /// How the programs attach: tcx links (Linux 6.6+), legacy tc filters under a clsact qdisc,
+    /// or auto (tcx where the kernel has it, else legacy tc).
+    #[arg(long, env = "FASTPATH_TC_ATTACH", value_enum, default_value_t = TcAttach::Auto)]
+    pub tc_attach: TcAttach,
+
     #[command(flatten)]
     pub bpffs: BpffsArg,
 
@@ -204,6 +209,14 @@ impl From<Ipip> for crate::routes::IpipMode {
             Ipip::Never => Self::Never,
         }
     }
+}
+
+/// `--tc-attach`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttach {
+    Auto,
+    Tcx,
+    Legacy,
 }
 
 /// `--trust`.

@@ -13,7 +13,10 @@ use std::{
 use aya::Ebpf;
 use aya_log::EbpfLogger;
 use fastpath_common::{
-    maps::{AgentInfo, NodeConfig, AGENT_F_READY, AGENT_F_TRUST_KERNEL, LAYOUT_VERSION, PINNED_MAPS},
+    maps::{
+        AgentInfo, NodeConfig, AGENT_F_LEGACY_TC, AGENT_F_READY, AGENT_F_TRUST_KERNEL, LAYOUT_VERSION,
+        PINNED_MAPS,
+    },
     route::RouteValue,
 };
 use tokio::{
@@ -24,11 +27,12 @@ use tokio::{
 use crate::{
     attach::{self, Action, Link, Selector},
     bpffs,
-    cli::{RunArgs, Trust},
+    cli::{RunArgs, TcAttach, Trust},
     clock::unix_ms,
     conntrack,
     kernel::{KernelState, Touched},
-    loader::{self, Attachments},
+    legacy_tc,
+    loader::{self, Attachments, Hook},
     metrics::{self, Metrics},
     netlink::{Event, LinkState, Netlink},
     node::{self, Node},
@@ -87,16 +91,24 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     if trust_kernel {
         conntrack::tolerate_unseen_segments();
     }
+    let hook = hook_for(args.tc_attach, legacy_tc::kernel_has_tcx());
     let mut programs = |list: &[(&'static str, _)]| -> Result<Vec<Attachments>, Error> {
         list.iter()
-            .map(|(program, direction)| Attachments::new(&mut ebpf, program, *direction, &dir))
+            .map(|(program, direction)| Attachments::new(&mut ebpf, program, *direction, hook, &dir))
             .collect()
     };
     let pods = programs(loader::pod_programs(trust_kernel))?;
     let underlay = programs(loader::underlay_programs(trust_kernel))?;
-    // Links of programs this mode does not use (egress after a switch to --trust routes).
-    let served: Vec<&str> = pods.iter().chain(&underlay).map(Attachments::program).collect();
+    // Attachments this mode does not use: egress links after a switch to --trust routes, and
+    // whatever the other hook left after a switch between tcx and legacy tc.
+    let served: Vec<&str> = match hook {
+        Hook::Tcx => pods.iter().chain(&underlay).map(Attachments::program).collect(),
+        Hook::LegacyTc => Vec::new(),
+    };
     pins::drop_links_of_other_programs(&dir, &served);
+    if hook == Hook::Tcx && legacy_tc::detach_everywhere() > 0 {
+        log::info!("removed the legacy tc filters an earlier daemon left: the programs attach with tcx now");
+    }
     let tables = Tables::take(&mut ebpf)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics_addr {
@@ -109,7 +121,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         started_unix_ms: unix_ms(),
         heartbeat_unix_ms: unix_ms(),
         ipip_mode: ipip as u32,
-        flags: if trust_kernel { AGENT_F_TRUST_KERNEL } else { 0 },
+        flags: mode_flags(trust_kernel, hook),
         version: show::padded(env!("CARGO_PKG_VERSION")),
         iface_prefix: show::padded(&selector.prefix),
         repairs: 0,
@@ -391,8 +403,7 @@ impl Daemon {
     fn update_readiness(&mut self) {
         let ready = self.unattached.is_empty();
         self.metrics.ready.store(ready, Ordering::Relaxed);
-        let trust = if self.trust_kernel { AGENT_F_TRUST_KERNEL } else { 0 };
-        self.agent.flags = trust | if ready { AGENT_F_READY } else { 0 };
+        self.agent.flags = (self.agent.flags & !AGENT_F_READY) | if ready { AGENT_F_READY } else { 0 };
     }
 
     /// Tell `fastpath status` the daemon is alive (and ready or not).
@@ -414,6 +425,28 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// `--tc-attach` made concrete: `auto` is tcx where the kernel has it, else legacy tc, said once.
+fn hook_for(choice: TcAttach, kernel_has_tcx: bool) -> Hook {
+    match choice {
+        TcAttach::Tcx => Hook::Tcx,
+        TcAttach::Legacy => Hook::LegacyTc,
+        TcAttach::Auto if kernel_has_tcx => Hook::Tcx,
+        TcAttach::Auto => {
+            log::warn!(
+                "this kernel has no tcx (Linux 6.6): attaching as legacy tc filters under a clsact qdisc"
+            );
+            Hook::LegacyTc
+        }
+    }
+}
+
+/// The agent's mode flags: `--trust kernel`, legacy tc.
+fn mode_flags(trust_kernel: bool, hook: Hook) -> u32 {
+    let trust = if trust_kernel { AGENT_F_TRUST_KERNEL } else { 0 };
+    let legacy = if hook == Hook::LegacyTc { AGENT_F_LEGACY_TC } else { 0 };
+    trust | legacy
 }
 
 fn link_of(link: &LinkState) -> Link {
@@ -468,5 +501,24 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_attaches_with_tcx_only_where_the_kernel_has_it() {
+        assert_eq!(hook_for(TcAttach::Auto, true), Hook::Tcx);
+        assert_eq!(hook_for(TcAttach::Auto, false), Hook::LegacyTc);
+        assert_eq!(hook_for(TcAttach::Legacy, true), Hook::LegacyTc);
+        assert_eq!(hook_for(TcAttach::Tcx, false), Hook::Tcx);
+    }
+
+    #[test]
+    fn mode_flags_say_trust_and_hook() {
+        assert_eq!(mode_flags(false, Hook::Tcx), 0);
+        assert_eq!(mode_flags(true, Hook::LegacyTc), AGENT_F_TRUST_KERNEL | AGENT_F_LEGACY_TC);
     }
 }

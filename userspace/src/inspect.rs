@@ -11,8 +11,9 @@ use fastpath_common::{
     arp::{self, ArpFields},
     ipv4::{self, Ipv4Fields, FLAG_DF},
     maps::{
-        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, AGENT, AGENT_F_READY, AGENT_F_TRUST_KERNEL,
-        EVENTS, FLOWS, MONITOR, NODE, PROGRAM_FROM_POD, ROUTES_MAX, TUNNEL_PEERS, TUNNEL_PEERS_MAX,
+        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, AGENT, AGENT_F_LEGACY_TC, AGENT_F_READY,
+        AGENT_F_TRUST_KERNEL, EVENTS, FLOWS, MONITOR, NODE, PROGRAM_FROM_POD, ROUTES_MAX, TUNNEL_PEERS,
+        TUNNEL_PEERS_MAX,
     },
     route::{self, Forward, RouteKind, RouteValue},
     Reason,
@@ -86,6 +87,7 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     let peers = peers.keys().count();
     let links = attached(dir, &ifname);
     let trust = if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" };
+    let legacy_tc = agent.flags & AGENT_F_LEGACY_TC != 0;
     let flows_max =
         MapData::from_pin(dir.join(FLOWS)).ok().and_then(|m| m.info().ok()).map_or(0, |i| i.max_entries());
     let flow_count = flows::read_pinned(dir).map_or(0, |f| f.len());
@@ -109,11 +111,12 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             })
             .collect();
         return Ok(format!(
-            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","trust":"{trust}","flow_idle_seconds":{},"underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"attached":[{}]}}"#,
+            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","trust":"{trust}","hook":"{}","flow_idle_seconds":{},"underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"attached":[{}]}}"#,
             show::json_string(&show::unpadded(&agent.version)),
             agent.pid,
             uptime / 1000,
             IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name),
+            if legacy_tc { "legacy-tc" } else { "tcx" },
             node.flow_idle_secs,
             show::json_string(&underlay),
             node.underlay_ifindex,
@@ -156,6 +159,14 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         out,
         "maps:      FP_ROUTES {routes}/{ROUTES_MAX}, FP_PEERS {peers}/{TUNNEL_PEERS_MAX}, FP_FLOWS {flow_count}/{flows_max}"
     );
+    if legacy_tc {
+        let _ = writeln!(
+            out,
+            "attached:  as legacy tc filters (clsact, priority {}), which are not pinned links: `tc filter show dev IFACE ingress` lists them",
+            crate::legacy_tc::PRIORITY
+        );
+        return Ok(out);
+    }
     let _ = writeln!(out, "attached:  {} links", links.len());
     let _ = writeln!(
         out,
@@ -490,10 +501,15 @@ pub fn explain_pinned(
 /// `fastpath cleanup`.
 pub fn cleanup(dir: &Path) -> Result<String, Error> {
     let removed = pins::remove_all(dir, &fastpath_common::maps::PINNED_MAPS)?;
-    Ok(format!(
+    let filters = crate::legacy_tc::detach_everywhere();
+    let mut out = format!(
         "removed {removed} pins from {} (links detached, programs unloaded, maps freed)\n",
         dir.display()
-    ))
+    );
+    if filters > 0 {
+        let _ = writeln!(out, "removed {filters} legacy tc filters from this network namespace's interfaces");
+    }
+    Ok(out)
 }
 
 /// One monitor line for an event.

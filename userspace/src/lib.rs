@@ -13,6 +13,7 @@ pub mod error;
 pub mod flows;
 pub mod inspect;
 pub mod kernel;
+pub mod legacy_tc;
 pub mod loader;
 pub mod metrics;
 pub mod netlink;

@@ -16,7 +16,7 @@ use aya::{
 };
 use fastpath_common::maps::{FLOWS, PINNED_MAPS};
 
-use crate::{attach::Link, pins, Error};
+use crate::{attach::Link, legacy_tc, pins, Error};
 
 /// The eBPF object built from `ebpf/` by build.rs, embedded so the binary is self-contained.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath"));
@@ -88,14 +88,31 @@ pub fn load_pinned(log_level: log::LevelFilter, dir: &Path, flows: u32) -> Resul
     loader.load(EBPF_OBJECT).map_err(Error::Load)
 }
 
-/// One program and the interfaces it is attached to (tcx ingress or egress), each link pinned so
-/// that it outlives the daemon.
+/// How the programs attach: tcx links (Linux 6.6 and later), or legacy tc filters under a clsact
+/// qdisc ([`crate::legacy_tc`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Tcx,
+    LegacyTc,
+}
+
+/// What keeps a program on an interface.
+enum Held {
+    /// A tcx link, pinned.
+    Tcx(FdLink),
+    /// A tc filter, which needs nothing held.
+    LegacyTc,
+}
+
+/// One program and the interfaces it is attached to (ingress or egress), each attachment made to
+/// outlive the daemon (a pinned tcx link, or a tc filter).
 pub struct Attachments {
     program: &'static str,
     direction: TcAttachType,
+    hook: Hook,
     program_id: u32,
     dir: PathBuf,
-    attached: HashMap<u32, (String, FdLink)>,
+    attached: HashMap<u32, (String, Held)>,
 }
 
 impl Attachments {
@@ -104,13 +121,14 @@ impl Attachments {
         ebpf: &mut Ebpf,
         program: &'static str,
         direction: TcAttachType,
+        hook: Hook,
         dir: &Path,
     ) -> Result<Self, Error> {
         let loaded = loaded_program(ebpf, program)?;
         let program_id = loaded.info().map_err(|source| Error::LoadProgram { name: program, source })?.id();
         fs::create_dir_all(dir.join(pins::LINKS_DIR))
             .map_err(|source| Error::PinDir { path: dir.join(pins::LINKS_DIR), source })?;
-        Ok(Self { program, direction, program_id, dir: dir.to_path_buf(), attached: HashMap::new() })
+        Ok(Self { program, direction, hook, program_id, dir: dir.to_path_buf(), attached: HashMap::new() })
     }
 
     pub fn program_id(&self) -> u32 {
@@ -130,6 +148,30 @@ impl Attachments {
     /// atomically (`bpf_link_update`: no packet sees no program), or attach a new tcx link and
     /// pin it.
     pub fn attach(&mut self, ebpf: &mut Ebpf, link: &Link) -> Result<(), Error> {
+        let attach_error = |source| Error::Attach { iface: link.name.clone(), source };
+        let (held, adopted) = match self.hook {
+            Hook::Tcx => self.attach_tcx(ebpf, link)?,
+            Hook::LegacyTc => {
+                let program = classifier(ebpf, self.program)?;
+                let adopted = legacy_tc::attach(program, self.program, &link.name, self.direction)
+                    .map_err(attach_error)?;
+                (Held::LegacyTc, adopted)
+            }
+        };
+        self.attached.insert(link.index, (link.name.clone(), held));
+        log::info!(
+            "{} {} (prog id {}) to {} (ifindex {}{})",
+            if adopted { "adopted the link and swapped in" } else { "attached" },
+            self.program,
+            self.program_id,
+            link.name,
+            link.index,
+            if self.hook == Hook::LegacyTc { ", legacy tc" } else { "" }
+        );
+        Ok(())
+    }
+
+    fn attach_tcx(&mut self, ebpf: &mut Ebpf, link: &Link) -> Result<(Held, bool), Error> {
         let path = pins::link_path(&self.dir, self.program, link.index);
         let attach_error = |source| Error::Attach { iface: link.name.clone(), source };
         let link_error = |source| Error::Link { iface: link.name.clone(), source };
@@ -151,27 +193,23 @@ impl Attachments {
                 source,
             })?)
         };
-        self.attached.insert(link.index, (link.name.clone(), fd_link));
-        log::info!(
-            "{} {} (prog id {}) to {} (ifindex {})",
-            if adopted { "adopted the link and swapped in" } else { "attached" },
-            self.program,
-            self.program_id,
-            link.name,
-            link.index
-        );
-        Ok(())
+        Ok((Held::Tcx(fd_link), adopted))
     }
 
     /// Take the program off `link` for good: unpin and close its link. For an interface that is
     /// already gone this only releases the link: the kernel dropped the attachment with it.
     pub fn detach(&mut self, link: &Link) {
-        let Some((name, fd_link)) = self.attached.remove(&link.index) else { return };
-        let path = pins::link_path(&self.dir, self.program, link.index);
-        if let Err(e) = fs::remove_file(&path) {
-            log::debug!("removing {}: {e}", path.display());
+        let Some((name, held)) = self.attached.remove(&link.index) else { return };
+        match held {
+            Held::Tcx(fd_link) => {
+                let path = pins::link_path(&self.dir, self.program, link.index);
+                if let Err(e) = fs::remove_file(&path) {
+                    log::debug!("removing {}: {e}", path.display());
+                }
+                drop(fd_link);
+            }
+            Held::LegacyTc => legacy_tc::detach(self.program, &name, self.direction),
         }
-        drop(fd_link);
         log::info!("detached {} from {name} (ifindex {})", self.program, link.index);
     }
 

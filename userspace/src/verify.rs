@@ -10,7 +10,10 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use fastpath_common::{
-    maps::{AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_TRUST_KERNEL, ENDPOINTS, NODE, TUNNEL_PEERS},
+    maps::{
+        AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_LEGACY_TC, AGENT_F_TRUST_KERNEL, ENDPOINTS, NODE,
+        TUNNEL_PEERS,
+    },
     route::{endpoint_of, RouteKind, RouteValue},
 };
 
@@ -148,9 +151,12 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
             .iter()
             .map(|(p, _)| (p.to_string(), picture.node.underlay.ifindex)),
     );
-    let pinned: BTreeSet<(String, u32)> =
-        pins::pinned_links(dir).into_iter().map(|(p, i, _)| (p, i)).collect();
-    drift.extend(attachment_drift(&wanted, &pinned));
+    // Legacy tc filters are not pinned links: there is nothing to compare them with here.
+    if agent.flags & AGENT_F_LEGACY_TC == 0 {
+        let pinned: BTreeSet<(String, u32)> =
+            pins::pinned_links(dir).into_iter().map(|(p, i, _)| (p, i)).collect();
+        drift.extend(attachment_drift(&wanted, &pinned));
+    }
     Ok(drift)
 }
 
