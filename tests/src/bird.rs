@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{names, wait};
+use crate::{child, names, wait};
 
 /// Calico's default AS number.
 pub const AS_NUMBER: u32 = 64512;
@@ -100,29 +100,27 @@ impl Bird {
     /// Stop BIRD as an operator would (SIGTERM): it tells its peers (a BGP Cease) and removes its
     /// routes from the kernel.
     pub fn stop(&mut self) -> Result<()> {
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        match wait::until(Duration::from_secs(5), || self.child.try_wait().ok().flatten()) {
-            Some(_) => Ok(()),
-            None => bail!("bird did not exit within 5 s of SIGTERM"),
-        }
+        terminate(&mut self.child)
+    }
+}
+
+fn terminate(child: &mut Child) -> Result<()> {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    match wait::until(Duration::from_secs(5), || child.try_wait().ok().flatten()) {
+        Some(_) => Ok(()),
+        None => bail!("bird did not exit within 5 s of SIGTERM"),
     }
 }
 
 impl Drop for Bird {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.stop();
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("bird log kept at {}:\n{}", self.dir.display(), self.log());
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        child::stop(&mut self.child, |c| {
+            let _ = terminate(c);
+        });
+        child::keep_log_if_failing("bird", &self.dir, &self.log());
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cmd, names, wait};
+use crate::{child, cmd, names, wait};
 
 /// Packets and bytes under one reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -174,14 +174,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.terminate();
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
-        if std::thread::panicking() {
-            eprintln!("fastpath log kept at {}:\n{}", self.log_path.display(), self.log());
-        } else {
-            let _ = fs::remove_file(&self.log_path);
-        }
+        child::stop(&mut self.child, |_| {});
+        child::keep_log_if_failing("fastpath", &self.log_path, &self.log());
     }
 }
 

@@ -2,6 +2,12 @@
 //! proxy_arp off and `iptables -P FORWARD DROP`, and cross-node routes go via a `tunl0` that
 //! leads nowhere (this kernel has no ipip module): a packet that arrives was carried by our
 //! programs.
+//!
+//! Each check but the route-change one runs twice: `static_routes::…` over routes the test bed
+//! writes, and `bird_routes::…` over routes only BIRD 2 wrote (Calico's configuration, see
+//! `fastpath_tests::bird`: blocks via the owning node on eth0, so the daemons run `--ipip
+//! always`). The route-change check edits kernel routes by hand, which BIRD would fight;
+//! `bgp_e2e.rs` withdraws and restores routes through BGP instead.
 
 use std::{
     net::Ipv4Addr,
@@ -10,22 +16,55 @@ use std::{
 };
 
 use fastpath_tests::{
-    cluster::{Cluster, ClusterSpec},
+    cluster::{Cluster, ClusterSpec, RouteSource},
     cmd, names, packets, reach, require_root,
     traffic::{self, ping},
     wait, Daemon, Netns,
 };
 
+/// Every check that runs over both route sources, as `static_routes::NAME` and `bird_routes::NAME`.
+macro_rules! over_both_route_sources {
+    ($($check:ident),* $(,)?) => {
+        mod static_routes {
+            $( #[test] fn $check() { super::$check(super::RouteSource::Static) } )*
+        }
+        mod bird_routes {
+            $( #[test] fn $check() { super::$check(super::RouteSource::Bird) } )*
+        }
+    };
+}
+
+over_both_route_sources!(
+    every_pod_reaches_every_pod_on_three_nodes_through_fastpath_alone,
+    the_underlay_carries_ipip_between_the_node_addresses,
+    a_new_pod_is_reachable_from_every_pod_within_two_seconds,
+    ipip_from_an_unknown_node_and_spoofed_pod_sources_are_dropped_and_counted,
+    ttl_1_gets_time_exceeded_from_the_pods_own_node,
+    a_pod_at_mtu_1500_is_told_the_tunnel_mtu,
+    without_fastpath_the_kernel_carries_nothing_here,
+);
+
+/// `spec` with its routes from `source`.
+fn routed(spec: ClusterSpec, source: RouteSource) -> ClusterSpec {
+    match source {
+        RouteSource::Static => spec,
+        RouteSource::Bird => spec.with_bird(),
+    }
+}
+
 /// The seed cluster, fastpath alone, a daemon on each node (dropped, and so stopped, first).
-fn seed_with_fastpath(tag: &str) -> (Cluster, Vec<Daemon>) {
+fn seed_with_fastpath(tag: &str, source: RouteSource) -> (Cluster, Vec<Daemon>) {
     require_root();
-    let cluster = Cluster::build(tag, &ClusterSpec::seed_fastpath_only()).unwrap();
-    let daemons = start_daemons(&cluster);
+    let cluster = Cluster::build(tag, &routed(ClusterSpec::seed_fastpath_only(), source)).unwrap();
+    let daemons = start_daemons(&cluster, source);
     (cluster, daemons)
 }
 
-fn start_daemons(cluster: &Cluster) -> Vec<Daemon> {
-    cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect()
+/// BIRD's routes go via the other node on eth0, which `--ipip follow` would route plain; Calico
+/// in IPIP mode encapsulates them.
+fn start_daemons(cluster: &Cluster, source: RouteSource) -> Vec<Daemon> {
+    let args: &[&str] = if source == RouteSource::Bird { &["--ipip", "always"] } else { &[] };
+    cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args).unwrap()).collect()
 }
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -39,17 +78,15 @@ fn map_prefixes(daemon: &Daemon) -> Vec<String> {
     rows.as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect()
 }
 
-#[test]
-fn every_pod_reaches_every_pod_on_three_nodes_through_fastpath_alone() {
+fn every_pod_reaches_every_pod_on_three_nodes_through_fastpath_alone(source: RouteSource) {
     require_root();
-    let cluster = Cluster::build("all", &ClusterSpec::grid(3, 2)).unwrap();
-    let daemons = start_daemons(&cluster);
+    let cluster = Cluster::build("all", &routed(ClusterSpec::grid(3, 2), source)).unwrap();
+    let daemons = start_daemons(&cluster, source);
     reach::every_pod_reaches_every_pod(&cluster, &daemons, 10 << 20);
 }
 
-#[test]
-fn the_underlay_carries_ipip_between_the_node_addresses() {
-    let (cluster, _daemons) = seed_with_fastpath("cap");
+fn the_underlay_carries_ipip_between_the_node_addresses(source: RouteSource) {
+    let (cluster, _daemons) = seed_with_fastpath("cap", source);
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     assert!(ping(from, to.ip, 1, &[]).unwrap().received);
 
@@ -75,7 +112,7 @@ fn the_underlay_carries_ipip_between_the_node_addresses() {
 
 #[test]
 fn route_changes_reach_the_map_within_100_ms_and_traffic_follows() {
-    let (cluster, daemons) = seed_with_fastpath("rt");
+    let (cluster, daemons) = seed_with_fastpath("rt", RouteSource::Static);
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     let block = cluster.nodes[1].block;
     let prefix = format!("{}/{}", block.0, block.1);
@@ -103,11 +140,10 @@ fn route_changes_reach_the_map_within_100_ms_and_traffic_follows() {
     assert!(added_after <= Duration::from_millis(100), "addition took {added_after:?}");
 }
 
-#[test]
-fn a_new_pod_is_reachable_from_every_pod_within_two_seconds() {
+fn a_new_pod_is_reachable_from_every_pod_within_two_seconds(source: RouteSource) {
     require_root();
-    let mut cluster = Cluster::build("new", &ClusterSpec::grid(2, 1)).unwrap();
-    let _daemons = start_daemons(&cluster);
+    let mut cluster = Cluster::build("new", &routed(ClusterSpec::grid(2, 1), source)).unwrap();
+    let _daemons = start_daemons(&cluster, source);
     let created = Instant::now();
     let new_ip = ip("10.244.11.40");
     cluster.add_pod(1, new_ip).unwrap();
@@ -122,9 +158,8 @@ fn a_new_pod_is_reachable_from_every_pod_within_two_seconds() {
     eprintln!("new pod reachable from every pod {:?} after its veth was created", created.elapsed());
 }
 
-#[test]
-fn ipip_from_an_unknown_node_and_spoofed_pod_sources_are_dropped_and_counted() {
-    let (cluster, daemons) = seed_with_fastpath("bad");
+fn ipip_from_an_unknown_node_and_spoofed_pod_sources_are_dropped_and_counted(source: RouteSource) {
+    let (cluster, daemons) = seed_with_fastpath("bad", source);
     let (pod1, pod2) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
 
@@ -155,9 +190,8 @@ fn ipip_from_an_unknown_node_and_spoofed_pod_sources_are_dropped_and_counted() {
     assert!(dropped.is_some(), "a spoofed source from a pod was not dropped");
 }
 
-#[test]
-fn ttl_1_gets_time_exceeded_from_the_pods_own_node() {
-    let (cluster, daemons) = seed_with_fastpath("ttl");
+fn ttl_1_gets_time_exceeded_from_the_pods_own_node(source: RouteSource) {
+    let (cluster, daemons) = seed_with_fastpath("ttl", source);
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     let result = ping(from, to.ip, 1, &["-t", "1"]).unwrap();
     assert!(
@@ -168,13 +202,12 @@ fn ttl_1_gets_time_exceeded_from_the_pods_own_node() {
     assert!(daemons[0].counters().unwrap().packets("passed_ttl_expiring") > 0);
 }
 
-#[test]
-fn a_pod_at_mtu_1500_is_told_the_tunnel_mtu() {
+fn a_pod_at_mtu_1500_is_told_the_tunnel_mtu(source: RouteSource) {
     require_root();
-    let mut cluster = Cluster::build("mtu", &ClusterSpec::seed_fastpath_only()).unwrap();
+    let mut cluster = Cluster::build("mtu", &routed(ClusterSpec::seed_fastpath_only(), source)).unwrap();
     let big = ip("10.244.40.40");
     cluster.add_pod_with_mtu(0, big, 1500).unwrap();
-    let daemons = start_daemons(&cluster);
+    let daemons = start_daemons(&cluster, source);
     let (from, to) = (cluster.pod(big).unwrap(), &cluster.nodes[1].pods[0]);
     let result = ping(from, to.ip, 1, &["-M", "do", "-s", "1472"]).unwrap();
     assert!(result.output.contains("mtu = 1480"), "{}", result.output);
@@ -183,11 +216,11 @@ fn a_pod_at_mtu_1500_is_told_the_tunnel_mtu() {
     assert!(result.received, "{}", result.output);
 }
 
-#[test]
-fn without_fastpath_the_kernel_carries_nothing_here() {
+fn without_fastpath_the_kernel_carries_nothing_here(source: RouteSource) {
     require_root();
-    // Even with proxy_arp on, the kernel cannot: FORWARD drops, and tunl0 leads nowhere.
-    let spec = ClusterSpec { proxy_arp: true, ..ClusterSpec::grid(2, 2) };
+    // Even with proxy_arp on, the kernel cannot: FORWARD drops (and a static route's tunl0 leads
+    // nowhere).
+    let spec = routed(ClusterSpec { proxy_arp: true, ..ClusterSpec::grid(2, 2) }, source);
     let cluster = Cluster::build("ctl", &spec).unwrap();
     let pods: Vec<_> = cluster.pods().map(|(_, p)| p).collect();
     for (from, to) in [(pods[0], pods[1]), (pods[0], pods[2])] {
