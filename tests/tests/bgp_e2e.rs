@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fastpath_tests::{require_root, traffic::ping, wait, Cluster, ClusterSpec, Daemon};
+use fastpath_tests::{cmd, require_root, traffic::ping, wait, Cluster, ClusterSpec, Daemon};
 
 fn bird_cluster(tag: &str, nodes: u8, pods: u8) -> (Cluster, Vec<Daemon>) {
     require_root();
@@ -60,6 +60,9 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
     let gone = block_text(cluster.nodes[2].block);
     assert!(ping(cluster.pod(from).unwrap(), to, 1, &[]).unwrap().received);
 
+    // The whole pod pool is unreachable unless a block route says otherwise, so a withdrawn
+    // block is answered, not sent toward the default route.
+    cmd::ip(&cluster.nodes[0].ns.name, &["route", "add", "unreachable", "10.244.0.0/16"]).unwrap();
     cluster.stop_bird(2).unwrap();
     // On the first node: when the kernel lost the route, and when the map did.
     let in_kernel = |c: &Cluster| c.bird_routes(0).unwrap().iter().any(|r| r.starts_with(&gone));
@@ -82,9 +85,16 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
         "the map lagged the kernel: {kernel_at:?} → {map_at:?}"
     );
 
-    // Packets to the withdrawn block go to the kernel, not into a tunnel to a node without it.
+    // Packets to the withdrawn block go to the kernel, which answers "unreachable", not into a
+    // tunnel to a node that no longer has the block.
     let before = daemons[0].counters().unwrap();
-    assert!(!ping(cluster.pod(from).unwrap(), to, 1, &["-W", "1"]).unwrap().received);
+    let result = ping(cluster.pod(from).unwrap(), to, 1, &["-W", "1"]).unwrap();
+    assert!(!result.received);
+    assert!(
+        result.output.contains("From 10.101.14.50 icmp_seq=1 Destination Host Unreachable"),
+        "{}",
+        result.output
+    );
     let after = daemons[0].counters().unwrap();
     assert!(after.packets("passed_no_route") > before.packets("passed_no_route"), "{after:?}");
     assert_eq!(after.packets("encapsulated"), before.packets("encapsulated"), "still tunnelled");
