@@ -84,6 +84,12 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
         map_at <= kernel_at + Duration::from_secs(1),
         "the map lagged the kernel: {kernel_at:?} → {map_at:?}"
     );
+    // Everywhere: the other remaining node lost it too, kernel and map.
+    let elsewhere = wait::until(Duration::from_secs(2), || {
+        let kernel = cluster.bird_routes(1).unwrap().iter().any(|r| r.starts_with(&gone));
+        (!kernel && !map_prefixes(&daemons[1]).contains(&gone)).then_some(())
+    });
+    assert!(elsewhere.is_some(), "node 2 still routes {gone}");
 
     // Packets to the withdrawn block go to the kernel, which answers "unreachable", not into a
     // tunnel to a node that no longer has the block.
