@@ -41,6 +41,10 @@ pub fn handle(ctx: &TcContext) -> Outcome {
 /// kernel's to deliver; remembering its flow lets that delivery approve it.
 #[inline(always)]
 fn remember_plain(ctx: &TcContext, node: &NodeConfig) {
+    // Everything the host itself receives passes here: under --trust routes, not even a parse.
+    if !node.trusts_kernel() {
+        return;
+    }
     if let Some(ip) = ip::plain_frame(ctx).filter(|ip| maps::endpoint(ip.dst).is_some()) {
         flow::remember(ctx, node, EthHdr::LEN, &ip);
     }
