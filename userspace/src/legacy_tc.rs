@@ -10,22 +10,16 @@ use aya::programs::{
     SchedClassifier, TcAttachType,
 };
 
-use crate::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use crate::loader::HOOKS;
 
 /// The filter priority of every fastpath filter: first in line, as tcx programs are.
 pub const PRIORITY: u16 = 1;
 
-/// Each program's filter handle, distinct so that one interface can hold several of them (the
-/// underlay with a pod prefix that matches it, say).
+/// Each program's filter handle (its place in [`HOOKS`], from 1), distinct so that one interface
+/// can hold several of them (the underlay with a pod prefix that matches it, say).
 pub fn handle(program: &str) -> TcHandle {
-    let minor = match program {
-        FROM_POD => 1,
-        FROM_UNDERLAY => 2,
-        TO_POD => 3,
-        TO_UNDERLAY => 4,
-        _ => 5,
-    };
-    TcHandle::new(0, minor)
+    let place = HOOKS.iter().position(|(name, _)| *name == program).unwrap_or(HOOKS.len());
+    TcHandle::new(0, place as u16 + 1)
 }
 
 /// Whether this kernel has tcx (Linux 6.6), as aya itself decides.
@@ -75,10 +69,7 @@ pub fn detach(name: &str, iface: &str, direction: TcAttachType) {
 pub fn detach_everywhere() -> usize {
     let mut removed = 0;
     for iface in interface_names() {
-        let hooks = [(FROM_POD, TcAttachType::Ingress), (FROM_UNDERLAY, TcAttachType::Ingress)];
-        for (program, direction) in
-            hooks.into_iter().chain([(TO_POD, TcAttachType::Egress), (TO_UNDERLAY, TcAttachType::Egress)])
-        {
+        for (program, direction) in HOOKS {
             if tc::qdisc_detach_program(&iface, direction, program).is_ok() {
                 removed += 1;
             }
@@ -105,4 +96,22 @@ fn interface_names() -> Vec<String> {
         libc::if_freenameindex(list);
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_program_has_a_handle_of_its_own() {
+        let handles: Vec<u32> = HOOKS.iter().map(|(name, _)| u32::from(handle(name))).collect();
+        assert_eq!(handles, [1, 2, 3, 4]);
+        assert_eq!(u32::from(handle("no_such_program")), 5);
+    }
+
+    #[test]
+    fn egress_programs_say_so() {
+        assert_eq!(crate::loader::attach_point(crate::loader::TO_POD), "tcx egress");
+        assert_eq!(crate::loader::attach_point(crate::loader::FROM_POD), "tcx ingress");
+    }
 }

@@ -41,12 +41,19 @@ pub fn pod_programs(trust_kernel: bool) -> &'static [(&'static str, TcAttachType
     }
 }
 
+/// Every program and where it attaches, whichever interfaces and mode.
+pub const HOOKS: [(&str, TcAttachType); 4] = [
+    (FROM_POD, TcAttachType::Ingress),
+    (FROM_UNDERLAY, TcAttachType::Ingress),
+    (TO_POD, TcAttachType::Egress),
+    (TO_UNDERLAY, TcAttachType::Egress),
+];
+
 /// Where `program` attaches, in words (`fastpath status`).
 pub fn attach_point(program: &str) -> &'static str {
-    if program == TO_POD || program == TO_UNDERLAY {
-        "tcx egress"
-    } else {
-        "tcx ingress"
+    match HOOKS.iter().find(|(name, _)| *name == program) {
+        Some((_, TcAttachType::Egress)) => "tcx egress",
+        _ => "tcx ingress",
     }
 }
 
