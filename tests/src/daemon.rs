@@ -141,6 +141,15 @@ impl Daemon {
         cmd::run("nsenter", &full)
     }
 
+    /// The prefixes in the daemon's route map (`fastpath routes --json`).
+    pub fn route_prefixes(&self) -> Result<Vec<String>> {
+        let rows: serde_json::Value = serde_json::from_str(&self.cli(&["routes", "--json"])?)?;
+        let rows = rows.as_array().context("routes --json is not an array")?;
+        rows.iter()
+            .map(|r| r["prefix"].as_str().map(str::to_string).context("a route without a prefix"))
+            .collect()
+    }
+
     pub fn counters(&self) -> Result<Counters> {
         Counters::parse(&self.cli(&["stats", "--json"])?)
     }

@@ -26,13 +26,6 @@ fn block_text(block: (Ipv4Addr, u8)) -> String {
     format!("{}/{}", block.0, block.1)
 }
 
-/// The prefixes in a daemon's route map.
-fn map_prefixes(daemon: &Daemon) -> Vec<String> {
-    let json = daemon.cli(&["routes", "--json"]).unwrap();
-    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
-    rows.as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect()
-}
-
 fn assert_no_drift(daemons: &[Daemon]) {
     for daemon in daemons {
         let out = daemon.cli(&["verify"]).unwrap();
@@ -53,7 +46,7 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
         for peer in cluster.nodes.iter().filter(|p| p.underlay_ip != node.underlay_ip) {
             let learned = format!("{} via {} dev eth0", block_text(peer.block), peer.underlay_ip);
             assert!(routes.iter().any(|r| r.starts_with(&learned)), "node {i} lacks {learned}: {routes:?}");
-            assert!(map_prefixes(&daemons[i]).contains(&block_text(peer.block)));
+            assert!(daemons[i].route_prefixes().unwrap().contains(&block_text(peer.block)));
         }
     }
     let (from, to) = (cluster.nodes[0].pods[0].ip, cluster.nodes[2].pods[0].ip);
@@ -72,7 +65,7 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
         if kernel_at.is_none() && !in_kernel(&cluster) {
             kernel_at = Some(started.elapsed());
         }
-        if map_at.is_none() && !map_prefixes(&daemons[0]).contains(&gone) {
+        if map_at.is_none() && !daemons[0].route_prefixes().unwrap().contains(&gone) {
             map_at = Some(started.elapsed());
         }
         (kernel_at.is_some() && map_at.is_some()).then_some(())
@@ -87,7 +80,7 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
     // Everywhere: the other remaining node lost it too, kernel and map.
     let elsewhere = wait::until(Duration::from_secs(2), || {
         let kernel = cluster.bird_routes(1).unwrap().iter().any(|r| r.starts_with(&gone));
-        (!kernel && !map_prefixes(&daemons[1]).contains(&gone)).then_some(())
+        (!kernel && !daemons[1].route_prefixes().unwrap().contains(&gone)).then_some(())
     });
     assert!(elsewhere.is_some(), "node 2 still routes {gone}");
 
@@ -115,6 +108,6 @@ fn stopping_bird_withdraws_the_block_and_starting_it_again_restores_the_path() {
         ping(cluster.pod(from).unwrap(), to, 1, &["-W", "0.5"]).unwrap().received.then_some(())
     });
     assert!(back.is_some(), "the path did not come back with BIRD");
-    assert!(map_prefixes(&daemons[0]).contains(&gone));
+    assert!(daemons[0].route_prefixes().unwrap().contains(&gone));
     assert_no_drift(&daemons);
 }

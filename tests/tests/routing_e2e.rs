@@ -71,13 +71,6 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-/// The prefixes in a daemon's route map.
-fn map_prefixes(daemon: &Daemon) -> Vec<String> {
-    let json = daemon.cli(&["routes", "--json"]).unwrap();
-    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
-    rows.as_array().unwrap().iter().map(|r| r["prefix"].as_str().unwrap().to_string()).collect()
-}
-
 fn every_pod_reaches_every_pod_on_three_nodes_through_fastpath_alone(source: RouteSource) {
     require_root();
     let cluster = Cluster::build("all", &routed(ClusterSpec::grid(3, 2), source)).unwrap();
@@ -121,16 +114,18 @@ fn route_changes_reach_the_map_within_100_ms_and_traffic_follows() {
 
     let started = Instant::now();
     cluster.unroute_block(0, block, via).unwrap();
-    let removed =
-        wait::until(Duration::from_secs(2), || (!map_prefixes(&daemons[0]).contains(&prefix)).then_some(()));
+    let removed = wait::until(Duration::from_secs(2), || {
+        (!daemons[0].route_prefixes().unwrap().contains(&prefix)).then_some(())
+    });
     let removed_after = started.elapsed();
     assert!(removed.is_some(), "{prefix} still in the map 2 s after `ip route del`");
     assert!(!ping(from, to.ip, 1, &[]).unwrap().received, "traffic still flows without the route");
 
     let started = Instant::now();
     cluster.route_block(0, block, via).unwrap();
-    let added =
-        wait::until(Duration::from_secs(2), || map_prefixes(&daemons[0]).contains(&prefix).then_some(()));
+    let added = wait::until(Duration::from_secs(2), || {
+        daemons[0].route_prefixes().unwrap().contains(&prefix).then_some(())
+    });
     let added_after = started.elapsed();
     assert!(added.is_some(), "{prefix} not in the map 2 s after `ip route add`");
     assert!(ping(from, to.ip, 1, &[]).unwrap().received, "traffic does not follow the route back");
