@@ -344,6 +344,33 @@ struct Row {
     trusting: Option<f64>,
 }
 
+/// A row's numeric columns, in order: table heading and width, JSON key, and whether it is a
+/// ratio (shown with an "x").
+const COLUMNS: [(&str, usize, &str, bool); 7] = [
+    ("limit", 9, "limit", false),
+    ("kernel", 9, "kernel", false),
+    ("fastpath", 9, "fastpath", false),
+    ("fp-trust", 9, "fastpath_trust_kernel", false),
+    ("fp/kernel", 10, "fastpath_per_kernel", true),
+    ("trust/kern", 10, "fastpath_trust_kernel_per_kernel", true),
+    ("fp/limit", 9, "fastpath_per_limit", true),
+];
+
+impl Row {
+    /// The values of [`COLUMNS`], in their order.
+    fn values(&self) -> [Option<f64>; COLUMNS.len()] {
+        [
+            self.limit,
+            self.kernel,
+            self.fastpath,
+            self.trusting,
+            ratio(self.fastpath, self.kernel),
+            ratio(self.trusting, self.kernel),
+            ratio(self.fastpath, self.limit),
+        ]
+    }
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -382,46 +409,38 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
 }
 
 fn table(rows: &[Row]) -> String {
-    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    let times = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
-    let mut out = format!(
-        "{:<24} {:<11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}\n",
-        "measure", "pods", "limit", "kernel", "fastpath", "fp-trust", "fp/kernel", "trust/kern", "fp/limit"
-    );
+    let mut out = format!("{:<24} {:<11}", "measure", "pods");
+    for (heading, width, _, _) in COLUMNS {
+        out.push_str(&format!(" {heading:>width$}"));
+    }
+    out.push('\n');
     for r in rows {
-        out.push_str(&format!(
-            "{:<24} {:<11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>9}\n",
-            r.measure.name(),
-            r.placement,
-            cell(r.limit),
-            cell(r.kernel),
-            cell(r.fastpath),
-            cell(r.trusting),
-            times(ratio(r.fastpath, r.kernel)),
-            times(ratio(r.trusting, r.kernel)),
-            times(ratio(r.fastpath, r.limit))
-        ));
+        out.push_str(&format!("{:<24} {:<11}", r.measure.name(), r.placement));
+        for ((_, width, _, is_ratio), value) in COLUMNS.iter().zip(r.values()) {
+            let cell =
+                value.map_or(
+                    "-".to_string(),
+                    |v| if *is_ratio { format!("{v:.2}x") } else { format!("{v:.2}") },
+                );
+            out.push_str(&format!(" {cell:>width$}"));
+        }
+        out.push('\n');
     }
     out
 }
 
 fn to_json(rows: &[Row], options: &Options) -> String {
-    let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.4}"));
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
-            format!(
-                r#"{{"measure":"{}","pods":"{}","limit":{},"kernel":{},"fastpath":{},"fastpath_trust_kernel":{},"fastpath_per_kernel":{},"fastpath_trust_kernel_per_kernel":{},"fastpath_per_limit":{}}}"#,
-                r.measure.name(),
-                r.placement,
-                num(r.limit),
-                num(r.kernel),
-                num(r.fastpath),
-                num(r.trusting),
-                num(ratio(r.fastpath, r.kernel)),
-                num(ratio(r.trusting, r.kernel)),
-                num(ratio(r.fastpath, r.limit))
-            )
+            let fields: Vec<String> = COLUMNS
+                .iter()
+                .zip(r.values())
+                .map(|((_, _, key, _), value)| {
+                    format!(r#""{key}":{}"#, value.map_or("null".to_string(), |v| format!("{v:.4}")))
+                })
+                .collect();
+            format!(r#"{{"measure":"{}","pods":"{}",{}}}"#, r.measure.name(), r.placement, fields.join(","))
         })
         .collect();
     format!(
