@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let via: Ipv4Addr = args[2].parse()?;
     let rate: u32 = args[3].parse()?;
     let seconds: u32 = args[4].parse()?;
-    let trie = fastpath::tables::pinned_routes(&dir)?;
+    let trie = fastpath::dataplane::tables::pinned_routes(&dir)?;
     let (connection, handle, _) = rtnetlink::new_connection()?;
     tokio::spawn(connection);
 

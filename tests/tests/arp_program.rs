@@ -5,7 +5,7 @@ mod support;
 use std::net::Ipv4Addr;
 
 use aya::Ebpf;
-use fastpath::loader::{self, FROM_POD};
+use fastpath::dataplane::loader::{self, FROM_POD};
 use fastpath_common::{Reason, GATEWAY_MAC};
 use fastpath_tests::{
     packets::{self, Arp, BROADCAST, ETH_P_IPV6, POD_MAC},

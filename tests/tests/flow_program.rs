@@ -5,7 +5,7 @@
 
 mod support;
 
-use fastpath::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::{
     flow::{FlowKey, FlowState, FlowValue},
     maps::FLOWS,

@@ -7,7 +7,7 @@
 mod support;
 
 use aya::maps::HashMap;
-use fastpath::loader::{FROM_POD, FROM_UNDERLAY};
+use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     icmp, ipv4,
     maps::{Endpoint, ENDPOINTS},

@@ -20,7 +20,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use fastpath::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::{
     arp::{classify_request, ArpFields},
     ipv4::{is_well_formed, Ipv4Fields, HEADER_LEN},

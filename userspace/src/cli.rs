@@ -200,7 +200,7 @@ pub enum Ipip {
     Never,
 }
 
-impl From<Ipip> for crate::routes::IpipMode {
+impl From<Ipip> for crate::daemon::routes::IpipMode {
     fn from(ipip: Ipip) -> Self {
         match ipip {
             Ipip::Follow => Self::Follow,

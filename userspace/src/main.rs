@@ -11,9 +11,14 @@ use clap::{error::ErrorKind, Parser as _};
 use fastpath::{
     cli::{usage_error_line, Cli, Command, ExplainArgs, ListArgs, MonitorArgs, StatsArgs},
     clock::{monotonic_ns, wall_ns},
-    daemon, flows,
-    inspect::{self, Question},
-    show, stats, tables, Error,
+    commands::{
+        flows,
+        inspect::{self, Question},
+        show, stats,
+    },
+    daemon,
+    dataplane::tables,
+    Error,
 };
 
 fn main() -> ExitCode {
@@ -66,7 +71,7 @@ fn inspect_command(command: Command) -> Result<(), Error> {
 
 /// Print the drift; exit code 1 when there is any.
 fn verify(dir: &std::path::Path) -> Result<(), Error> {
-    let drift = runtime()?.block_on(fastpath::verify::run(dir))?;
+    let drift = runtime()?.block_on(fastpath::commands::verify::run(dir))?;
     if drift.is_empty() {
         println!("no drift: every map matches the kernel");
         return Ok(());

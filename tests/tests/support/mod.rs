@@ -7,7 +7,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions},
     Ebpf,
 };
-use fastpath::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
@@ -53,7 +53,13 @@ pub fn try_run(
 pub fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
     let map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(ebpf.map(COUNTERS).expect("counters map")).unwrap();
-    fastpath::stats::totals(&map).unwrap().iter().find(|t| t.reason == reason).unwrap().total.packets
+    fastpath::commands::stats::totals(&map)
+        .unwrap()
+        .iter()
+        .find(|t| t.reason == reason)
+        .unwrap()
+        .total
+        .packets
 }
 
 pub fn addr(a: [u8; 4]) -> std::net::Ipv4Addr {

@@ -1,7 +1,7 @@
 //! The programs' route, node and peer maps, written from userspace.
 //!
 //! A mirror of what was written is kept so each sync writes only what changed
-//! ([`crate::reconcile::diff`]).
+//! ([`crate::daemon::reconcile::diff`]).
 
 use std::{net::Ipv4Addr, path::Path};
 
@@ -17,8 +17,10 @@ use fastpath_common::{
 };
 
 use crate::{
-    reconcile::{Mirror, Op},
-    routes::Prefix,
+    daemon::{
+        reconcile::{Mirror, Op},
+        routes::Prefix,
+    },
     Error,
 };
 
@@ -177,7 +179,7 @@ fn remove_ok_if_gone(result: Result<(), aya::maps::MapError>, name: &'static str
 
 /// Open the route trie a running daemon pinned in `dir`.
 pub fn pinned_routes(dir: &Path) -> Result<RouteTrie<MapData>, Error> {
-    crate::bpffs::open_pinned_as(dir, ROUTES)
+    crate::dataplane::bpffs::open_pinned_as(dir, ROUTES)
 }
 
 /// Every entry of a route trie, in prefix order.

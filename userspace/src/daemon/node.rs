@@ -3,8 +3,10 @@
 use fastpath_common::maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL};
 
 use crate::{
-    netlink::{Address, LinkState},
-    routes::{KernelRoute, Underlay, MAIN_TABLE},
+    daemon::{
+        netlink::{Address, LinkState},
+        routes::{KernelRoute, Underlay, MAIN_TABLE},
+    },
     Error,
 };
 
@@ -87,7 +89,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::routes::RouteKindOf;
+    use crate::daemon::routes::RouteKindOf;
 
     fn eth0() -> LinkState {
         LinkState { index: 2, name: "eth0".into(), mac: Some([2; 6]), mtu: 1500, up: true, peer: None }

@@ -10,7 +10,7 @@ use aya::programs::{
     SchedClassifier, TcAttachType,
 };
 
-use crate::loader::HOOKS;
+use crate::dataplane::loader::HOOKS;
 
 /// The filter priority of every fastpath filter: first in line, as tcx programs are.
 pub const PRIORITY: u16 = 1;
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn egress_programs_say_so() {
-        assert_eq!(crate::loader::attach_point(crate::loader::TO_POD), "tcx egress");
-        assert_eq!(crate::loader::attach_point(crate::loader::FROM_POD), "tcx ingress");
+        assert_eq!(crate::dataplane::loader::attach_point(crate::dataplane::loader::TO_POD), "tcx egress");
+        assert_eq!(crate::dataplane::loader::attach_point(crate::dataplane::loader::FROM_POD), "tcx ingress");
     }
 }

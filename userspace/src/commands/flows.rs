@@ -10,7 +10,7 @@ use fastpath_common::{
     maps::FLOWS,
 };
 
-use crate::{bpffs, show, Error};
+use crate::{commands::show, dataplane::bpffs, Error};
 
 /// One flow direction as the table holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,11 @@ use aya::{
 };
 use fastpath_common::maps::{FLOWS, PINNED_MAPS};
 
-use crate::{attach::Link, legacy_tc, pins, Error};
+use crate::{
+    daemon::attach::Link,
+    dataplane::{legacy_tc, pins},
+    Error,
+};
 
 /// The eBPF object built from `ebpf/` by build.rs, embedded so the binary is self-contained.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath"));
@@ -96,7 +100,7 @@ pub fn load_pinned(log_level: log::LevelFilter, dir: &Path, flows: u32) -> Resul
 }
 
 /// How the programs attach: tcx links (Linux 6.6 and later), or legacy tc filters under a clsact
-/// qdisc ([`crate::legacy_tc`]).
+/// qdisc ([`crate::dataplane::legacy_tc`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Tcx,
@@ -146,7 +150,7 @@ impl Attachments {
         self.program
     }
 
-    /// ifindex → interface name, for the pure decisions in [`crate::attach`].
+    /// ifindex → interface name, for the pure decisions in [`crate::daemon::attach`].
     pub fn names(&self) -> HashMap<u32, String> {
         self.attached.iter().map(|(index, (name, _))| (*index, name.clone())).collect()
     }

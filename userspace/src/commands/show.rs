@@ -4,7 +4,7 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 
 use fastpath_common::route::{RouteKind, RouteValue};
 
-use crate::routes::Prefix;
+use crate::daemon::routes::Prefix;
 
 /// One entry, in words.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use fastpath_common::{
     route::{endpoint_of, RouteKind, RouteValue},
 };
 
-use crate::routes::Prefix;
+use crate::daemon::routes::Prefix;
 
 /// One map write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

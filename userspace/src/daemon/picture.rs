@@ -3,9 +3,11 @@
 //! verify` takes one to compare the maps with.
 
 use crate::{
-    kernel::{KernelState, PeerQuery},
-    netlink::{LinkState, Netlink},
-    node::{self, Node},
+    daemon::{
+        kernel::{KernelState, PeerQuery},
+        netlink::{LinkState, Netlink},
+        node::{self, Node},
+    },
     Error,
 };
 

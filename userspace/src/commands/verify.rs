@@ -18,12 +18,14 @@ use fastpath_common::{
 };
 
 use crate::{
-    bpffs, loader,
-    netlink::Netlink,
-    picture, pins,
-    routes::{self, IpipMode, Mapping, Prefix},
-    show::{kind_name, mac_string, unpadded},
-    tables, Error,
+    commands::show::{kind_name, mac_string, unpadded},
+    daemon::{
+        netlink::Netlink,
+        picture,
+        routes::{self, IpipMode, Mapping, Prefix},
+    },
+    dataplane::{bpffs, loader, pins, tables},
+    Error,
 };
 
 /// A route entry in a few words.

@@ -25,22 +25,25 @@ use tokio::{
 };
 
 use crate::{
-    attach::{self, Action, Link, Selector},
-    bpffs,
     cli::{RunArgs, TcAttach, Trust},
     clock::unix_ms,
-    conntrack,
-    kernel::{KernelState, Touched},
-    legacy_tc,
-    loader::{self, Attachments, Hook},
-    metrics::{self, Metrics},
-    netlink::{Event, LinkState, Netlink},
-    node::{self, Node},
-    picture::{self, Picture},
-    pins,
-    routes::{self, IpipMode, Mapping, Prefix},
-    show,
-    tables::{Tables, Written},
+    commands::show,
+    daemon::{
+        attach::{self, Action, Link, Selector},
+        conntrack,
+        kernel::{KernelState, Touched},
+        metrics::{self, Metrics},
+        netlink::{Event, LinkState, Netlink},
+        node::{self, Node},
+        picture::{self, Picture},
+        routes::{self, IpipMode, Mapping, Prefix},
+    },
+    dataplane::{
+        bpffs, legacy_tc,
+        loader::{self, Attachments, Hook},
+        pins,
+        tables::{Tables, Written},
+    },
     Error,
 };
 

@@ -3,7 +3,7 @@
 
 use std::collections::{hash_map::Entry, HashMap};
 
-use crate::{
+use crate::daemon::{
     netlink::{Event, LinkState},
     routes::{Interface, KernelRoute, Prefix},
 };
@@ -157,7 +157,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::routes::{RouteKindOf, MAIN_TABLE};
+    use crate::daemon::routes::{RouteKindOf, MAIN_TABLE};
 
     fn cali(index: u32, up: bool, peer: Option<(i32, u32)>) -> LinkState {
         LinkState { index, name: format!("cali{index}"), mac: Some([0xee; 6]), mtu: 1480, up, peer }

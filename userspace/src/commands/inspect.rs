@@ -20,13 +20,14 @@ use fastpath_common::{
 };
 
 use crate::{
-    bpffs,
     clock::unix_ms,
-    flows::{self, Flow},
-    loader, pins,
-    routes::IpipMode,
-    show::{self, mac_string},
-    tables, Error,
+    commands::{
+        flows::{self, Flow},
+        show::{self, mac_string},
+    },
+    daemon::routes::IpipMode,
+    dataplane::{bpffs, loader, pins, tables},
+    Error,
 };
 
 /// A heartbeat older than this means no daemon is running.
@@ -163,7 +164,7 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         let _ = writeln!(
             out,
             "attached:  as legacy tc filters (clsact, priority {}), which are not pinned links: `tc filter show dev IFACE ingress` lists them",
-            crate::legacy_tc::PRIORITY
+            crate::dataplane::legacy_tc::PRIORITY
         );
         return Ok(out);
     }
@@ -501,7 +502,7 @@ pub fn explain_pinned(
 /// `fastpath cleanup`.
 pub fn cleanup(dir: &Path) -> Result<String, Error> {
     let removed = pins::remove_all(dir, &fastpath_common::maps::PINNED_MAPS)?;
-    let filters = crate::legacy_tc::detach_everywhere();
+    let filters = crate::dataplane::legacy_tc::detach_everywhere();
     let mut out = format!(
         "removed {removed} pins from {} (links detached, programs unloaded, maps freed)\n",
         dir.display()

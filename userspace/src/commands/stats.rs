@@ -31,7 +31,7 @@ pub fn totals<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Vec<R
 
 /// Open the counters pinned in `dir` by a running daemon and sum them.
 pub fn read_pinned(dir: &Path) -> Result<Vec<ReasonTotal>, Error> {
-    let map: PerCpuArray<MapData, Counter> = crate::bpffs::open_pinned_as(dir, COUNTERS)?;
+    let map: PerCpuArray<MapData, Counter> = crate::dataplane::bpffs::open_pinned_as(dir, COUNTERS)?;
     totals(&map)
 }
 

@@ -17,7 +17,7 @@ use rtnetlink::{
 };
 
 use crate::{
-    routes::{KernelRoute, RouteKindOf},
+    daemon::routes::{KernelRoute, RouteKindOf},
     Error,
 };
 

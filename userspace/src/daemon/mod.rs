@@ -1,0 +1,15 @@
+//! The daemon's half: following the kernel through netlink, turning its routes into map
+//! entries, deciding attachments, and `fastpath run` wiring them together.
+
+pub mod attach;
+pub mod conntrack;
+pub mod kernel;
+pub mod metrics;
+pub mod netlink;
+pub mod node;
+pub mod picture;
+pub mod reconcile;
+pub mod routes;
+mod run;
+
+pub use run::run;

@@ -1,0 +1,8 @@
+//! The eBPF side as userspace holds it: the embedded object, the pin folder, the attachments
+//! and the maps. Both the daemon and the inspection commands use it.
+
+pub mod bpffs;
+pub mod legacy_tc;
+pub mod loader;
+pub mod pins;
+pub mod tables;
