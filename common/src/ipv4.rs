@@ -120,19 +120,60 @@ pub const fn checksum_after_ttl_decrement(check: [u8; 2]) -> [u8; 2] {
     (folded as u16).to_be_bytes()
 }
 
+/// An outer IPv4 header a tunnel pushes in front of an inner packet (IPIP's or VXLAN's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OuterIpv4 {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub protocol: u8,
+    pub tos: u8,
+    pub ttl: u8,
+    pub df: bool,
+    /// The identification field (only matters when DF is clear).
+    pub id: u16,
+}
+
+impl OuterIpv4 {
+    /// The header, checksum included, for a packet of `total_len` bytes (header included).
+    pub const fn header(&self, total_len: u16) -> [u8; HEADER_LEN] {
+        let (src, dst) = (self.src, self.dst);
+        let total = total_len.to_be_bytes();
+        let id = self.id.to_be_bytes();
+        let frag = if self.df { FLAG_DF.to_be_bytes() } else { [0, 0] };
+        let mut h = [
+            0x45,
+            self.tos,
+            total[0],
+            total[1],
+            id[0],
+            id[1],
+            frag[0],
+            frag[1],
+            self.ttl,
+            self.protocol,
+            0,
+            0,
+            src[0],
+            src[1],
+            src[2],
+            src[3],
+            dst[0],
+            dst[1],
+            dst[2],
+            dst[3],
+        ];
+        let check = header_checksum(&h).to_be_bytes();
+        h[10] = check[0];
+        h[11] = check[1];
+        h
+    }
+}
+
 /// The outer header of an IPIP packet from `src` to `dst` around an inner packet of
 /// `inner_len` bytes: TOS and DF copied from the inner header, TTL 64, protocol 4.
 pub const fn outer_header(src: [u8; 4], dst: [u8; 4], inner_len: u16, tos: u8, df: bool) -> [u8; HEADER_LEN] {
-    let total = inner_len.wrapping_add(HEADER_LEN as u16).to_be_bytes();
-    let frag = if df { FLAG_DF.to_be_bytes() } else { [0, 0] };
-    let mut h = [
-        0x45, tos, total[0], total[1], 0, 0, frag[0], frag[1], OUTER_TTL, PROTO_IPIP, 0, 0, src[0], src[1],
-        src[2], src[3], dst[0], dst[1], dst[2], dst[3],
-    ];
-    let check = header_checksum(&h).to_be_bytes();
-    h[10] = check[0];
-    h[11] = check[1];
-    h
+    let outer = OuterIpv4 { src, dst, protocol: PROTO_IPIP, tos, ttl: OUTER_TTL, df, id: 0 };
+    outer.header(inner_len.wrapping_add(HEADER_LEN as u16))
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ pub mod ipv4;
 pub mod maps;
 pub mod reason;
 pub mod route;
+pub mod tunnel;
+pub mod vxlan;
 
 pub use reason::Reason;
 

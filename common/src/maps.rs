@@ -14,7 +14,7 @@ pub const ENDPOINTS: &str = "FP_ENDPOINTS";
 /// One-slot array: this node's [`NodeConfig`].
 pub const NODE: &str = "FP_NODE";
 
-/// Hash: node IPv4 (`[u8; 4]`) → 1, the nodes whose IPIP this node accepts.
+/// Hash: node IPv4 (`[u8; 4]`) → 1, the nodes whose tunnels (IPIP, VXLAN) this node accepts.
 pub const TUNNEL_PEERS: &str = "FP_PEERS";
 
 /// One-slot array: the running daemon's [`AgentInfo`], for `fastpath status` and for telling a
@@ -34,7 +34,8 @@ pub const FLOWS: &str = "FP_FLOWS";
 
 /// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
 /// never misreads the maps an older one pinned.
-pub const LAYOUT_VERSION: u32 = 2;
+/// (3: remote blocks may be VXLAN, `RouteValue::mac` then being the other node's VTEP MAC.)
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Bytes of the monitor's ring buffer.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -118,6 +119,9 @@ pub const NODE_F_READY: u32 = 1;
 /// `NodeConfig::flags`: `--trust kernel`, a flow takes the fast path only once the kernel has
 /// forwarded it unchanged ([`crate::flow`]).
 pub const NODE_F_TRUST_KERNEL: u32 = 2;
+/// `NodeConfig::flags`: this node has a `vxlan.calico` the programs can stand in for
+/// (`NodeConfig::vxlan` holds its settings); without it VXLAN is the kernel's, both ways.
+pub const NODE_F_VXLAN: u32 = 4;
 
 /// This node's settings, the one value of [`NODE`].
 #[repr(C)]
@@ -125,20 +129,22 @@ pub const NODE_F_TRUST_KERNEL: u32 = 2;
 pub struct NodeConfig {
     /// Where encapsulated packets leave and arrive.
     pub underlay_ifindex: u32,
-    /// The underlay address: source of our IPIP, destination of the IPIP we accept.
+    /// The underlay address: source of our tunnels, destination of the tunnels we accept.
     pub node_ip: [u8; 4],
     pub node_mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// The underlay's MTU; the tunnel's is 20 bytes less.
+    /// The underlay's MTU; IPIP's is 20 bytes less, VXLAN's 50.
     pub underlay_mtu: u32,
     /// `NODE_F_*`.
     pub flags: u32,
     /// `--flow-idle-timeout`: an approval idle this long is judged by the kernel again.
     pub flow_idle_secs: u32,
     pub _reserved: u32,
+    /// This node's `vxlan.calico`, when `NODE_F_VXLAN` says there is one.
+    pub vxlan: crate::vxlan::VxlanConfig,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 32);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 56);
 
 impl NodeConfig {
     pub const fn ready(&self) -> bool {
@@ -153,9 +159,13 @@ impl NodeConfig {
         self.flow_idle_secs as u64 * 1_000_000_000
     }
 
-    /// The largest inner packet the tunnel carries.
-    pub const fn tunnel_mtu(&self) -> u32 {
-        self.underlay_mtu.saturating_sub(crate::ipv4::HEADER_LEN as u32)
+    pub const fn has_vxlan(&self) -> bool {
+        self.flags & NODE_F_VXLAN != 0
+    }
+
+    /// The largest inner packet `tunnel` carries over this node's underlay.
+    pub const fn tunnel_mtu(&self, tunnel: &crate::tunnel::Tunnel) -> u32 {
+        tunnel.mtu(self.underlay_mtu)
     }
 }
 
@@ -191,6 +201,9 @@ pub struct AgentInfo {
     pub heartbeat_unix_ms: u64,
     /// `--ipip` as a number (0 follow, 1 always, 2 cross-subnet, 3 never).
     pub ipip_mode: u32,
+    /// `--vxlan`, numbered as `ipip_mode`.
+    pub vxlan_mode: u32,
+    pub _pad: u32,
     /// `AGENT_F_*`.
     pub flags: u32,
     /// The daemon's version, NUL-padded.
@@ -202,7 +215,7 @@ pub struct AgentInfo {
     pub repairs: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<AgentInfo>() == 72);
+const _: () = assert!(core::mem::size_of::<AgentInfo>() == 80);
 
 /// `AgentInfo::flags`: the maps are synced and every matching interface is attached.
 pub const AGENT_F_READY: u32 = 1;

@@ -45,9 +45,10 @@ pub enum Reason {
     PassKernelRoute = 17,
     /// Node address, loopback, zero, link-local, multicast or broadcast: never fast-pathed.
     PassSpecialDestination = 18,
-    /// Underlay traffic that is not IPIP to this node.
+    /// Underlay traffic that is not a tunnel (IPIP, or VXLAN to this node's `vxlan.calico` port)
+    /// to this node.
     PassUnderlayOther = 19,
-    /// IPIP to this node whose inner destination is not a pod here.
+    /// IPIP or VXLAN to this node whose inner destination is not a pod here.
     PassDecapNotLocal = 20,
     /// Too big for the tunnel but fragmentable (no DF): the kernel fragments it.
     PassTooBig = 21,
@@ -61,7 +62,7 @@ pub enum Reason {
     DropSpoofedSource = 25,
     /// An address in this node's pod block with no pod behind it.
     DropNoEndpoint = 26,
-    /// IPIP to this node from an address that is not a known node.
+    /// IPIP or VXLAN to this node from an address that is not a known node.
     DropUnknownPeer = 27,
     /// A helper failed after the packet was already changed.
     DropRewriteFailed = 28,
@@ -85,12 +86,27 @@ pub enum Reason {
     FlowEgressKnown = 37,
     /// Egress: not a packet the fast path could carry (not toward a pod, not plain IPv4).
     FlowEgressOther = 38,
+    /// Reserved for issue 11 (the stricter source check); never counted by this version.
+    PassSourceUnallocated = 39,
+    /// Reserved for issue 11 (the stricter source check); never counted by this version.
+    PassSourceNotPod = 40,
+    /// Reserved for issue 11 (the inner-source rule of arriving tunnels); never counted by this
+    /// version.
+    PassInnerSourceForeign = 41,
+    /// Encapsulated in VXLAN (as the node's `vxlan.calico` would) and sent to the owning node.
+    EncapsulatedVxlan = 42,
+    /// VXLAN from a known node, decapsulated and delivered into a pod on this node.
+    DecapsulatedVxlan = 43,
+    /// VXLAN to this node from a known node that the fast path does not take apart (another VNI,
+    /// other flags, a UDP checksum, an inner frame not for this node's `vxlan.calico` or not
+    /// IPv4): the kernel's own VXLAN device judges it.
+    PassVxlanOther = 44,
 }
 
 impl Reason {
     /// Number of reasons in use. The counters map is sized by [`COUNTER_SLOTS`], not this,
     /// so that appending a reason never changes the map's layout.
-    pub const COUNT: usize = 39;
+    pub const COUNT: usize = 45;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT] = [
@@ -133,6 +149,12 @@ impl Reason {
         Reason::FlowMarkedKernelOwned,
         Reason::FlowEgressKnown,
         Reason::FlowEgressOther,
+        Reason::PassSourceUnallocated,
+        Reason::PassSourceNotPod,
+        Reason::PassInnerSourceForeign,
+        Reason::EncapsulatedVxlan,
+        Reason::DecapsulatedVxlan,
+        Reason::PassVxlanOther,
     ];
 
     /// The stable name used in `fastpath stats` and metrics labels.
@@ -177,6 +199,12 @@ impl Reason {
             Reason::FlowMarkedKernelOwned => "flow_marked_kernel_owned",
             Reason::FlowEgressKnown => "flow_egress_known",
             Reason::FlowEgressOther => "flow_egress_other",
+            Reason::PassSourceUnallocated => "passed_source_unallocated",
+            Reason::PassSourceNotPod => "passed_source_not_pod",
+            Reason::PassInnerSourceForeign => "passed_inner_source_foreign",
+            Reason::EncapsulatedVxlan => "encapsulated_vxlan",
+            Reason::DecapsulatedVxlan => "decapsulated_vxlan",
+            Reason::PassVxlanOther => "passed_vxlan_other",
         }
     }
 

@@ -4,7 +4,7 @@
 //! a packet's addresses and call the pure functions here, which `fastpath explain` and the host
 //! tests call too.
 
-use crate::{ipv4::is_special_destination, Reason};
+use crate::{ipv4::is_special_destination, tunnel::Tunnel, Reason};
 
 /// What the fast path does with packets to a prefix (stored as `RouteValue::kind`).
 #[repr(u32)]
@@ -14,8 +14,8 @@ pub enum RouteKind {
     Kernel = 0,
     /// A pod on this node: `ifindex` is the host side of its veth, `mac` the pod's own.
     LocalEndpoint = 1,
-    /// A block of pods on another node: `next_hop` is that node; `flags` says whether to
-    /// encapsulate.
+    /// A block of pods on another node: `next_hop` is that node's underlay address; `flags` say
+    /// whether to encapsulate, and in what (for VXLAN, `mac` is that node's `vxlan.calico` MAC).
     RemoteBlock = 2,
     /// This node's own pod block: an address in it with no pod is dropped.
     Blackhole = 3,
@@ -37,6 +37,9 @@ impl TryFrom<u32> for RouteKind {
 
 /// `RouteValue::flags`: encapsulate in IPIP toward `next_hop`.
 pub const ROUTE_F_ENCAP: u32 = 1;
+/// `RouteValue::flags`: encapsulate in VXLAN toward `next_hop`, whose `vxlan.calico` has MAC
+/// `mac`. Never together with [`ROUTE_F_ENCAP`] (a value with both goes to the kernel).
+pub const ROUTE_F_VXLAN: u32 = 2;
 
 /// The value of a `ROUTES` entry.
 #[repr(C)]
@@ -47,11 +50,11 @@ pub struct RouteValue {
     /// Host-side ifindex of a local endpoint (also kept for a `Kernel` local pod, for the
     /// source check).
     pub ifindex: u32,
-    /// The node that owns a remote block.
+    /// The node that owns a remote block (its underlay address).
     pub next_hop: [u8; 4],
     /// `ROUTE_F_*`.
     pub flags: u32,
-    /// A local endpoint's MAC.
+    /// A local endpoint's MAC; for a VXLAN remote block, the owning node's `vxlan.calico` MAC.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
 }
@@ -80,6 +83,25 @@ impl RouteValue {
         Self { kind: RouteKind::RemoteBlock as u32, ifindex: 0, next_hop, flags, mac: [0; 6], _pad: [0; 2] }
     }
 
+    /// A block on another node reached in VXLAN: to the node at `next_hop` (the FDB's
+    /// destination), inner Ethernet to its `vxlan.calico` MAC `mac` (the neighbour entry's).
+    pub const fn vxlan(next_hop: [u8; 4], mac: [u8; 6]) -> Self {
+        Self {
+            kind: RouteKind::RemoteBlock as u32,
+            ifindex: 0,
+            next_hop,
+            flags: ROUTE_F_VXLAN,
+            mac,
+            _pad: [0; 2],
+        }
+    }
+
+    /// A destination the kernel routes (a VXLAN block whose neighbour or FDB entry is not known
+    /// yet, this node's own tunnel address).
+    pub const fn kernel() -> Self {
+        Self::local_pending(0)
+    }
+
     pub const fn blackhole() -> Self {
         Self {
             kind: RouteKind::Blackhole as u32,
@@ -91,8 +113,24 @@ impl RouteValue {
         }
     }
 
-    pub const fn encap(&self) -> bool {
-        self.flags & ROUTE_F_ENCAP != 0
+    /// Whether packets to a remote block go encapsulated: `Ok(None)` plain, `Ok(Some(tunnel))`
+    /// in that tunnel, `Err(flags)` for a combination this version does not understand.
+    pub const fn tunnel(&self) -> Result<Option<Tunnel>, u32> {
+        match self.flags & (ROUTE_F_ENCAP | ROUTE_F_VXLAN) {
+            0 => Ok(None),
+            ROUTE_F_ENCAP => Ok(Some(Tunnel::Ipip)),
+            ROUTE_F_VXLAN => Ok(Some(Tunnel::Vxlan)),
+            _ => Err(self.flags),
+        }
+    }
+
+    /// The encapsulation in a word: `ipip`, `vxlan`, `none` (or `invalid`).
+    pub const fn encap_name(&self) -> &'static str {
+        match self.tunnel() {
+            Ok(Some(tunnel)) => tunnel.name(),
+            Ok(None) => "none",
+            Err(_) => "invalid",
+        }
     }
 }
 
@@ -101,8 +139,9 @@ impl RouteValue {
 pub enum Forward {
     /// Into the pod behind host-side `ifindex`, with Ethernet destination `mac`.
     Local { ifindex: u32, mac: [u8; 6] },
-    /// To another node, in IPIP.
-    Encapsulate { next_hop: [u8; 4] },
+    /// To another node, in `tunnel`; for VXLAN, inner Ethernet to `mac` (the other node's
+    /// `vxlan.calico`; all zero for IPIP).
+    Encapsulate { next_hop: [u8; 4], tunnel: Tunnel, mac: [u8; 6] },
     /// To another node, as is (routed over the underlay).
     Underlay { next_hop: [u8; 4] },
 }
@@ -127,8 +166,11 @@ pub fn forward_to(dst: [u8; 4], node_ip: [u8; 4], route: Option<&RouteValue>) ->
     };
     match RouteKind::try_from(route.kind) {
         Ok(RouteKind::LocalEndpoint) => Ok(Forward::Local { ifindex: route.ifindex, mac: route.mac }),
-        Ok(RouteKind::RemoteBlock) if route.encap() => Ok(Forward::Encapsulate { next_hop: route.next_hop }),
-        Ok(RouteKind::RemoteBlock) => Ok(Forward::Underlay { next_hop: route.next_hop }),
+        Ok(RouteKind::RemoteBlock) => match route.tunnel() {
+            Ok(Some(tunnel)) => Ok(Forward::Encapsulate { next_hop: route.next_hop, tunnel, mac: route.mac }),
+            Ok(None) => Ok(Forward::Underlay { next_hop: route.next_hop }),
+            Err(_) => Err(Reason::PassKernelRoute),
+        },
         Ok(RouteKind::Blackhole) => Err(Reason::DropNoEndpoint),
         Ok(RouteKind::Kernel) | Err(_) => Err(Reason::PassKernelRoute),
     }
@@ -179,7 +221,19 @@ mod tests {
         let ipip = RouteValue::remote([10, 101, 14, 51], true);
         assert_eq!(
             forward_to([10, 244, 166, 150], NODE, Some(&ipip)),
-            Ok(Forward::Encapsulate { next_hop: [10, 101, 14, 51] })
+            Ok(Forward::Encapsulate { next_hop: [10, 101, 14, 51], tunnel: Tunnel::Ipip, mac: [0; 6] })
+        );
+        let vtep = [0x66, 0, 10, 101, 14, 51];
+        let vxlan = RouteValue::vxlan([10, 101, 14, 51], vtep);
+        assert_eq!(
+            forward_to([10, 244, 166, 150], NODE, Some(&vxlan)),
+            Ok(Forward::Encapsulate { next_hop: [10, 101, 14, 51], tunnel: Tunnel::Vxlan, mac: vtep })
+        );
+        let both = RouteValue { flags: ROUTE_F_ENCAP | ROUTE_F_VXLAN, ..vxlan };
+        assert_eq!(forward_to([10, 244, 166, 150], NODE, Some(&both)), Err(Reason::PassKernelRoute));
+        assert_eq!(
+            forward_to([10, 244, 40, 0], NODE, Some(&RouteValue::kernel())),
+            Err(Reason::PassKernelRoute)
         );
         let plain = RouteValue::remote([10, 101, 14, 51], false);
         assert_eq!(
@@ -229,6 +283,15 @@ mod tests {
         );
         let remote = RouteValue::remote([10, 101, 14, 52], true);
         assert_eq!(deliver_after_decap([10, 244, 1, 1], NODE, Some(&remote)), Err(Reason::PassDecapNotLocal));
+    }
+
+    #[test]
+    fn encapsulations_in_words() {
+        assert_eq!(RouteValue::remote([10, 101, 14, 51], true).encap_name(), "ipip");
+        assert_eq!(RouteValue::remote([10, 101, 14, 51], false).encap_name(), "none");
+        assert_eq!(RouteValue::vxlan([10, 101, 14, 51], [1; 6]).encap_name(), "vxlan");
+        let both = RouteValue { flags: ROUTE_F_ENCAP | ROUTE_F_VXLAN, ..RouteValue::vxlan([1; 4], [1; 6]) };
+        assert_eq!(both.encap_name(), "invalid");
     }
 
     #[test]

@@ -4,12 +4,13 @@
 
 use aya_ebpf::programs::TcContext;
 use fastpath_common::{
-    ipv4::{HEADER_LEN, PROTO_IPIP},
+    ipv4::{Ipv4Fields, HEADER_LEN},
+    maps::NodeConfig,
     Reason,
 };
 use network_types::eth::EthHdr;
 
-use crate::{flow, ip, lookup, maps, parse, stats::Outcome};
+use crate::{flow, ip, ipip, lookup, maps, parse, stats::Outcome, vxlan};
 
 /// Out of a `cali*` interface, into its pod: judged when the pod behind this interface is the
 /// destination, as the fast path would deliver it.
@@ -24,19 +25,31 @@ pub fn to_pod(ctx: &TcContext) -> Outcome {
 }
 
 /// Out of the underlay, toward another node: judged when the destination (the inner one of this
-/// node's IPIP) is a pod on another node.
+/// node's IPIP or VXLAN, the kernel's own tunnel devices' included) is a pod on another node.
 #[inline(always)]
 pub fn to_underlay(ctx: &TcContext) -> Outcome {
     let node = maps::node()?;
     let outer = ip::plain_frame(ctx).filter(|_| node.trusts_kernel()).ok_or(Reason::FlowEgressOther)?;
-    let (l3, ip) = if outer.protocol == PROTO_IPIP && outer.src == node.node_ip {
-        let inner = EthHdr::LEN + HEADER_LEN;
-        (inner, ip::plain(ctx, inner).ok_or(Reason::FlowEgressOther)?)
-    } else {
-        (EthHdr::LEN, outer)
-    };
+    if outer.src == node.node_ip && ipip::carries_ipip(&outer) {
+        return judge_at(ctx, &node, EthHdr::LEN + HEADER_LEN);
+    }
+    if vxlan::is_sent_by(ctx, &node, &outer) {
+        return judge_at(ctx, &node, vxlan::INNER_L3);
+    }
+    judge_toward_other_node(ctx, &node, EthHdr::LEN, &outer)
+}
+
+/// The inner packet at `l3` of this node's tunnel.
+#[inline(always)]
+fn judge_at(ctx: &TcContext, node: &NodeConfig, l3: usize) -> Outcome {
+    let inner = ip::plain(ctx, l3).ok_or(Reason::FlowEgressOther)?;
+    judge_toward_other_node(ctx, node, l3, &inner)
+}
+
+#[inline(always)]
+fn judge_toward_other_node(ctx: &TcContext, node: &NodeConfig, l3: usize, ip: &Ipv4Fields) -> Outcome {
     if !lookup::is_on_other_node(ip.dst, node.node_ip) {
         return Err(Reason::FlowEgressOther);
     }
-    flow::judge(ctx, l3, &ip)
+    flow::judge(ctx, l3, ip)
 }

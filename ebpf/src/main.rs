@@ -17,7 +17,9 @@ mod monitor;
 mod parse;
 mod pod;
 mod stats;
+mod tunnel;
 mod underlay;
+mod vxlan;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use fastpath_common::maps::{PROGRAM_FROM_POD, PROGRAM_FROM_UNDERLAY};
@@ -30,7 +32,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     stats::finish(bytes, pod::handle(&ctx), watched)
 }
 
-/// tcx ingress on the underlay interface: IPIP from other nodes.
+/// tcx ingress on the underlay interface: IPIP and VXLAN from other nodes.
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_UNDERLAY);

@@ -13,8 +13,8 @@ use fastpath_common::{
 use network_types::eth::{EthHdr, EtherType};
 
 use crate::{
-    maps::{FP_EVENTS, FP_MONITOR},
-    parse,
+    maps::{self, FP_EVENTS, FP_MONITOR},
+    parse, vxlan,
 };
 
 /// The packet's addresses and ports, captured before anything changes it.
@@ -63,7 +63,8 @@ pub fn report(watched: Option<Watched>, verdict: i32, reason: Reason) {
     let _ = FP_EVENTS.output(watched.event, 0);
 }
 
-/// The IPv4 header to report: for IPIP, the inner one (the pods' conversation).
+/// The IPv4 header to report: for IPIP and this node's VXLAN, the inner one (the pods'
+/// conversation).
 #[inline(always)]
 fn innermost_ipv4(ctx: &TcContext) -> Option<(Ipv4Fields, usize)> {
     let eth: *const EthHdr = parse::header_mut(ctx, 0)?;
@@ -77,7 +78,21 @@ fn innermost_ipv4(ctx: &TcContext) -> Option<(Ipv4Fields, usize)> {
             return Some((inner, EthHdr::LEN + HEADER_LEN));
         }
     }
+    if outer.protocol == PROTO_UDP && is_vxlan(ctx, &outer) {
+        if let Some(inner) = read_ipv4(ctx, vxlan::INNER_L3) {
+            return Some((inner, vxlan::INNER_L3));
+        }
+    }
     Some((outer, EthHdr::LEN))
+}
+
+/// VXLAN of this node's `vxlan.calico`, arriving or leaving.
+#[inline(always)]
+fn is_vxlan(ctx: &TcContext, outer: &Ipv4Fields) -> bool {
+    maps::node().is_ok_and(|node| {
+        vxlan::is_sent_by(ctx, &node, outer)
+            || (outer.dst == node.node_ip && vxlan::is_vxlan_for(ctx, &node, outer))
+    })
 }
 
 #[inline(always)]

@@ -1,10 +1,10 @@
 //! What to do with a frame a pod sent: ARP is answered, IPv4 forwarded, the rest passed.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use fastpath_common::{route, Reason};
+use fastpath_common::{route, tunnel::Tunnel, Reason};
 use network_types::eth::{EthHdr, EtherType};
 
-use crate::{arp, deliver, flow, ip, ipip, lookup, maps, parse, stats::Outcome};
+use crate::{arp, deliver, flow, ip, ipip, lookup, maps, parse, stats::Outcome, vxlan};
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Outcome {
@@ -35,7 +35,12 @@ fn forward(ctx: &TcContext) -> Outcome {
     flow::admit(ctx, &node, EthHdr::LEN, &header)?;
     match to {
         route::Forward::Local { ifindex, mac } => deliver::to_pod(ctx, ifindex, mac, Reason::RedirectedLocal),
-        route::Forward::Encapsulate { next_hop } => ipip::encapsulate(ctx, &node, &header, next_hop),
+        route::Forward::Encapsulate { next_hop, tunnel: Tunnel::Ipip, .. } => {
+            ipip::encapsulate(ctx, &node, &header, next_hop)
+        }
+        route::Forward::Encapsulate { next_hop, tunnel: Tunnel::Vxlan, mac } => {
+            vxlan::encapsulate(ctx, &node, &header, next_hop, mac)
+        }
         route::Forward::Underlay { next_hop } => deliver::to_node(ctx, &node, next_hop),
     }
 }

@@ -1,60 +1,38 @@
-//! What arrives on the underlay: IPIP from a known node to this node is decapsulated and
-//! delivered into the pod (under `--trust kernel`, only for a flow the kernel here has delivered
-//! before); IPIP to us from anyone else is dropped; the rest is the kernel's.
+//! What arrives on the underlay: IPIP, or VXLAN to this node's `vxlan.calico` port, from a known
+//! node to this node is taken apart and delivered into the pod (under `--trust kernel`, only for
+//! a flow the kernel here has delivered before); a tunnel to us from anyone else is dropped; the
+//! rest is the kernel's.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
-use fastpath_common::{
-    ipv4::{Ipv4Fields, HEADER_LEN, PROTO_IPIP},
-    maps::NodeConfig,
-    route::Forward,
-    Reason,
-};
+use fastpath_common::{ipv4::Ipv4Fields, maps::NodeConfig, Reason};
 use network_types::eth::EthHdr;
 
-use crate::{deliver, flow, ip, ipip, lookup, maps, stats::Outcome};
+use crate::{flow, ip, ipip, maps, stats::Outcome, tunnel, vxlan};
 
 #[inline(always)]
 pub fn handle(ctx: &TcContext) -> Outcome {
     let node = maps::node()?;
-    let Some(outer) = tunnel_header(ctx) else {
-        remember_plain(ctx, &node);
+    let Some(outer) = ip::plain_frame(ctx) else {
         return Ok((TC_ACT_OK, Reason::PassUnderlayOther));
     };
-    if outer.dst != node.node_ip {
-        return Ok((TC_ACT_OK, Reason::PassUnderlayOther));
+    if outer.dst == node.node_ip {
+        if ipip::carries_ipip(&outer) {
+            return tunnel::deliver::<ipip::Arriving>(ctx, &node, &outer);
+        }
+        if vxlan::is_vxlan_for(ctx, &node, &outer) {
+            return tunnel::deliver::<vxlan::Arriving>(ctx, &node, &outer);
+        }
     }
-    if !maps::is_tunnel_peer(outer.src) {
-        return Err(Reason::DropUnknownPeer);
-    }
-    let inner = ip::forwardable(ctx, EthHdr::LEN + HEADER_LEN)?;
-    let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
-        return Err(Reason::PassDecapNotLocal);
-    };
-    // A flow not approved here goes to the kernel still encapsulated: its own tunnel
-    // decapsulates it and its policy judges it, as without fastpath.
-    flow::admit(ctx, &node, EthHdr::LEN + HEADER_LEN, &inner)?;
-    ipip::decapsulate(ctx)?;
-    deliver::to_pod(ctx, ifindex, mac, Reason::Decapsulated)
+    remember_plain(ctx, &node, &outer);
+    Ok((TC_ACT_OK, Reason::PassUnderlayOther))
 }
 
-/// Under `--trust kernel`, unencapsulated traffic to a pod here (a route without IPIP) is the
-/// kernel's to deliver; remembering its flow lets that delivery approve it.
+/// Under `--trust kernel`, unencapsulated traffic to a pod here (a route without a tunnel) is
+/// the kernel's to deliver; remembering its flow lets that delivery approve it.
 #[inline(always)]
-fn remember_plain(ctx: &TcContext, node: &NodeConfig) {
-    // Everything the host itself receives passes here: under --trust routes, not even a parse.
-    if !node.trusts_kernel() {
-        return;
+fn remember_plain(ctx: &TcContext, node: &NodeConfig, ip: &Ipv4Fields) {
+    // Everything the host itself receives passes here: under --trust routes, not even a lookup.
+    if node.trusts_kernel() && maps::endpoint(ip.dst).is_some() {
+        flow::remember(ctx, node, EthHdr::LEN, ip);
     }
-    if let Some(ip) = ip::plain_frame(ctx).filter(|ip| maps::endpoint(ip.dst).is_some()) {
-        flow::remember(ctx, node, EthHdr::LEN, &ip);
-    }
-}
-
-/// The outer header, if this is a plain IPv4 frame carrying IPIP (room for an inner header
-/// included). Anything else is the kernel's to judge.
-#[inline(always)]
-fn tunnel_header(ctx: &TcContext) -> Option<Ipv4Fields> {
-    let outer = ip::plain_frame(ctx)?;
-    let carries_ipip = outer.protocol == PROTO_IPIP && u32::from(outer.total_len) >= 2 * HEADER_LEN as u32;
-    carries_ipip.then_some(outer)
 }

@@ -76,6 +76,39 @@ pub fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
     ipv4_packet(src, dst, ttl, 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0])
 }
 
+/// A VXLAN encapsulation as a `vxlan.calico` sends it (UDP checksum 0, flag I).
+#[derive(Clone, Copy, Debug)]
+pub struct Vxlan {
+    pub sport: u16,
+    pub port: u16,
+    pub vni: u32,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+impl Vxlan {
+    /// The outer IPv4 packet (TTL 64, no DF) from `src` to `dst` around the inner IPv4 packet
+    /// `inner`.
+    pub fn packet(&self, src: Ipv4Addr, dst: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
+        let mut udp = Vec::with_capacity(30 + inner.len());
+        udp.extend_from_slice(&self.sport.to_be_bytes());
+        udp.extend_from_slice(&self.port.to_be_bytes());
+        udp.extend_from_slice(&((30 + inner.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&[0x08, 0, 0, 0]);
+        udp.extend_from_slice(&(self.vni << 8).to_be_bytes());
+        udp.extend_from_slice(&ethernet(self.dst_mac, self.src_mac, ETH_P_IP));
+        udp.extend_from_slice(inner);
+        let mut ip = ipv4_packet(src, dst, 64, 17, &udp);
+        // No DF, as the kernel's vxlan device sends by default.
+        ip[6] = 0;
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let sum = checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        ip
+    }
+}
+
 /// TCP flags.
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -121,6 +154,20 @@ mod tests {
         ];
         let request = Arp::request(Ipv4Addr::new(10, 244, 40, 36), Ipv4Addr::new(169, 254, 1, 1));
         assert_eq!(request.frame(BROADCAST, POD_MAC), expected);
+    }
+
+    #[test]
+    fn a_vxlan_packet_has_its_headers_where_rfc_7348_puts_them() {
+        let inner = icmp_echo(Ipv4Addr::new(10, 244, 166, 150), Ipv4Addr::new(10, 244, 40, 36), 63);
+        let v = Vxlan { sport: 50000, port: 4789, vni: 4096, dst_mac: [1; 6], src_mac: [2; 6] };
+        let p = v.packet(Ipv4Addr::new(10, 101, 14, 51), Ipv4Addr::new(10, 101, 14, 50), &inner);
+        assert_eq!(p.len(), 50 + inner.len());
+        assert_eq!(checksum(&p[..20]), 0);
+        assert_eq!(&p[6..10], &[0, 0, 64, 17]);
+        assert_eq!(&p[20..28], &[0xc3, 0x50, 0x12, 0xb5, 0, (30 + inner.len()) as u8, 0, 0]);
+        assert_eq!(&p[28..36], &[8, 0, 0, 0, 0, 0x10, 0, 0]);
+        assert_eq!(&p[36..50], &[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 8, 0]);
+        assert_eq!(&p[50..], &inner[..]);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use fastpath_common::maps::{DEFAULT_PIN_DIR, FLOWS_DEFAULT_MAX};
 
+use crate::daemon::encap::{EncapMode, Modes};
+
 /// An eBPF fast path for Calico-style pod networking.
 #[derive(Debug, Parser)]
 #[command(name = "fastpath", version, about, propagate_version = true)]
@@ -27,7 +29,7 @@ pub enum Command {
     Routes(ListArgs),
     /// Print the pods on this node the programs deliver to.
     Endpoints(ListArgs),
-    /// Print the nodes whose IPIP the programs accept.
+    /// Print the nodes whose tunnels (IPIP, VXLAN) the programs accept, with their blocks.
     Peers(ListArgs),
     /// Print the flow table of --trust kernel: each flow direction, approved for the fast path,
     /// pending, kernel-owned (NAT or the kernel's own) or closing.
@@ -56,10 +58,17 @@ pub struct RunArgs {
     #[arg(long, env = "FASTPATH_UNDERLAY", value_name = "IFACE", value_parser = parse_iface_name)]
     pub underlay: Option<String>,
 
-    /// When to encapsulate toward another node in IPIP: follow (as the routes say: via tunl0
-    /// means IPIP), always, cross-subnet (only to nodes outside the underlay subnet), never.
-    #[arg(long, env = "FASTPATH_IPIP", value_enum, default_value_t = Ipip::Follow)]
-    pub ipip: Ipip,
+    /// When to encapsulate toward another node in IPIP (Calico's ipipMode): follow (as the
+    /// routes say: via tunl0 means IPIP), always, cross-subnet (only to nodes outside the underlay
+    /// subnet), never.
+    #[arg(long, env = "FASTPATH_IPIP", value_enum, default_value_t = TunnelMode::Follow)]
+    pub ipip: TunnelMode,
+
+    /// When to encapsulate toward another node in VXLAN (Calico's vxlanMode): follow (as the
+    /// routes say: via vxlan.calico means VXLAN), always, cross-subnet, never. At most one of
+    /// --ipip and --vxlan may be always or cross-subnet.
+    #[arg(long, env = "FASTPATH_VXLAN", value_enum, default_value_t = TunnelMode::Follow)]
+    pub vxlan: TunnelMode,
 
     /// Which packets take the fast path. kernel: a flow only once the kernel has forwarded one of
     /// its packets unchanged, so kube-proxy's NAT and iptables policy keep working. routes: every
@@ -137,10 +146,14 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub arp: bool,
 
-    /// The packet arrives as IPIP from node ADDR on the underlay (SRC and DST are the inner
+    /// The packet arrives in a tunnel from node ADDR on the underlay (SRC and DST are the inner
     /// addresses).
     #[arg(long, value_name = "NODE")]
     pub from_underlay: Option<std::net::Ipv4Addr>,
+
+    /// The tunnel of --from-underlay: ipip, or vxlan (to this node's vxlan.calico).
+    #[arg(long, value_enum, default_value_t = Encap::Ipip, requires = "from_underlay")]
+    pub encap: Encap,
 
     /// The packet's TTL.
     #[arg(long, default_value_t = 64)]
@@ -191,23 +204,50 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// `--ipip`, as clap parses it.
+/// `--ipip` and `--vxlan`, as clap parses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Ipip {
+pub enum TunnelMode {
     Follow,
     Always,
     CrossSubnet,
     Never,
 }
 
-impl From<Ipip> for crate::daemon::routes::IpipMode {
-    fn from(ipip: Ipip) -> Self {
-        match ipip {
-            Ipip::Follow => Self::Follow,
-            Ipip::Always => Self::Always,
-            Ipip::CrossSubnet => Self::CrossSubnet,
-            Ipip::Never => Self::Never,
+impl From<TunnelMode> for EncapMode {
+    fn from(mode: TunnelMode) -> Self {
+        match mode {
+            TunnelMode::Follow => Self::Follow,
+            TunnelMode::Always => Self::Always,
+            TunnelMode::CrossSubnet => Self::CrossSubnet,
+            TunnelMode::Never => Self::Never,
         }
+    }
+}
+
+impl RunArgs {
+    /// `--ipip` and `--vxlan` together.
+    pub fn modes(&self) -> Modes {
+        Modes { ipip: self.ipip.into(), vxlan: self.vxlan.into() }
+    }
+}
+
+/// `explain --encap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encap {
+    Ipip,
+    Vxlan,
+}
+
+/// What clap cannot check alone: `--ipip` and `--vxlan` both claiming the routes via the
+/// underlay. A usage error, worded as clap's.
+pub fn check(cli: &Cli) -> Result<(), clap::Error> {
+    use clap::CommandFactory as _;
+    match &cli.command {
+        Command::Run(args) => match args.modes().conflict() {
+            Some(why) => Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, why)),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -296,7 +336,8 @@ mod tests {
         assert_eq!(args.log_level, log::LevelFilter::Info);
         assert!(args.ifaces.is_empty());
         assert_eq!(args.underlay, None);
-        assert_eq!(args.ipip, Ipip::Follow);
+        assert_eq!(args.ipip, TunnelMode::Follow);
+        assert_eq!(args.vxlan, TunnelMode::Follow);
         assert_eq!(args.trust, Trust::Kernel);
         assert_eq!(args.flow_table_size, FLOWS_DEFAULT_MAX);
     }
@@ -306,9 +347,48 @@ mod tests {
         let cli =
             Cli::try_parse_from(["fastpath", "run", "--ipip", "cross-subnet", "--underlay", "eth1"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        assert_eq!(args.ipip, Ipip::CrossSubnet);
+        assert_eq!(args.ipip, TunnelMode::CrossSubnet);
         assert_eq!(args.underlay.as_deref(), Some("eth1"));
         assert!(Cli::try_parse_from(["fastpath", "run", "--ipip", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn vxlan_modes_parse_and_two_claims_on_the_underlay_are_a_usage_error() {
+        let cli = Cli::try_parse_from(["fastpath", "run", "--vxlan", "always", "--ipip", "never"]).unwrap();
+        assert!(check(&cli).is_ok());
+        let Command::Run(args) = &cli.command else { panic!("not run") };
+        assert_eq!(args.modes(), Modes { ipip: EncapMode::Never, vxlan: EncapMode::Always });
+        for (ipip, vxlan) in [("always", "always"), ("cross-subnet", "always"), ("always", "cross-subnet")] {
+            let cli = Cli::try_parse_from(["fastpath", "run", "--ipip", ipip, "--vxlan", vxlan]).unwrap();
+            let err = check(&cli).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let line = usage_error_line(&err.render().to_string());
+            assert!(
+                line.starts_with(&format!("error: --ipip {ipip} and --vxlan {vxlan} both claim")),
+                "{line}"
+            );
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn explain_takes_the_tunnel_of_an_arriving_packet() {
+        let cli = Cli::try_parse_from([
+            "fastpath",
+            "explain",
+            "--from-underlay",
+            "10.101.14.51",
+            "--encap",
+            "vxlan",
+            "10.244.166.150",
+            "10.244.40.36",
+        ])
+        .unwrap();
+        let Command::Explain(args) = cli.command else { panic!("not explain") };
+        assert_eq!(args.encap, Encap::Vxlan);
+        assert!(
+            Cli::try_parse_from(["fastpath", "explain", "--encap", "vxlan", "1.1.1.1", "2.2.2.2"]).is_err()
+        );
     }
 
     #[test]

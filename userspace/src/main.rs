@@ -22,7 +22,7 @@ use fastpath::{
 };
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse().and_then(|cli| fastpath::cli::check(&cli).map(|()| cli)) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -130,6 +130,7 @@ fn explain(args: &ExplainArgs) -> Result<(), Error> {
         dst: args.dst,
         arp: args.arp,
         from_underlay: args.from_underlay,
+        vxlan: args.encap == fastpath::cli::Encap::Vxlan,
         ttl: args.ttl,
         size: args.size,
         df: !args.no_df,

@@ -12,9 +12,10 @@ use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
         Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NODE, NODE_F_READY, NODE_F_TRUST_KERNEL,
-        ROUTES, TUNNEL_PEERS,
+        NODE_F_VXLAN, ROUTES, TUNNEL_PEERS,
     },
     route::RouteValue,
+    vxlan::VxlanConfig,
     Reason,
 };
 use fastpath_tests::{
@@ -66,6 +67,33 @@ pub fn addr(a: [u8; 4]) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::from(a)
 }
 
+/// VXLAN from `outer_src` to `outer_dst` (UDP source port `sport`, VNI `vni`, inner Ethernet to
+/// `inner_dst_mac`) around the IPv4 packet `inner`, as the underlay brings it.
+pub fn vxlan_frame(
+    outer_src: [u8; 4],
+    outer_dst: [u8; 4],
+    vni: u32,
+    inner_dst_mac: [u8; 6],
+    inner: &[u8],
+) -> Vec<u8> {
+    let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP);
+    let vxlan = packets::Vxlan {
+        sport: 51000,
+        port: VXLAN_PORT,
+        vni,
+        dst_mac: inner_dst_mac,
+        src_mac: PEER_VTEP_MAC,
+    };
+    frame.extend_from_slice(&vxlan.packet(addr(outer_src), addr(outer_dst), inner));
+    frame
+}
+
+/// VXLAN from the next node to this one, for a pod here, as the next node's `vxlan.calico`
+/// sends it.
+pub fn vxlan_from_peer(inner: &[u8]) -> Vec<u8> {
+    vxlan_frame(PEER_IP, NODE_IP, VNI, NODE_VTEP_MAC, inner)
+}
+
 /// IPIP from `outer_src` to `outer_dst` around the IPv4 packet `inner`, as the underlay brings it.
 pub fn ipip_frame(outer_src: [u8; 4], outer_dst: [u8; 4], inner: &[u8]) -> Vec<u8> {
     let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP);
@@ -104,6 +132,14 @@ pub const POD: [u8; 4] = [10, 244, 40, 36];
 pub const OTHER_LOCAL_POD: [u8; 4] = [10, 244, 40, 37];
 pub const OTHER_POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x37];
 pub const REMOTE_POD: [u8; 4] = [10, 244, 166, 150];
+/// A pod in a block the next node owns, routed in VXLAN (10.244.8.0/26).
+pub const VXLAN_POD: [u8; 4] = [10, 244, 8, 9];
+/// This node's `vxlan.calico` MAC, and the next node's.
+pub const NODE_VTEP_MAC: [u8; 6] = [0x66, 0, 10, 101, 14, 50];
+pub const PEER_VTEP_MAC: [u8; 6] = [0x66, 0, 10, 101, 14, 51];
+pub const VNI: u32 = 4096;
+pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_IFINDEX: u32 = 77;
 /// BPF_PROG_TEST_RUN runs the program on the loopback device: ifindex 1.
 pub const TEST_IFINDEX: u32 = 1;
 pub const OTHER_IFINDEX: u32 = 42;
@@ -115,7 +151,9 @@ pub struct Underlay {
 }
 
 /// Run `test` in a fresh, forwarding namespace with an underlay `eth0` (10.101.14.50/28, MTU
-/// 1500) and the next node 10.101.14.51 in its neighbour table, with the object loaded and its maps filled.
+/// 1500) and the next node 10.101.14.51 in its neighbour table, with the object loaded and its
+/// maps filled: this node has a `vxlan.calico`; 10.244.166.128/26 is IPIP to the next node,
+/// 10.244.8.0/26 VXLAN to it, 10.244.7.0/26 plain.
 pub fn in_node(test: impl FnOnce(&mut Ebpf, &Underlay) + Send + 'static) {
     require_root();
     let ns = Netns::new(names::unique("prog")).unwrap();
@@ -159,9 +197,23 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
         node_mac: underlay.mac,
         _pad: [0; 2],
         underlay_mtu: 1500,
-        flags: NODE_F_READY,
+        flags: NODE_F_READY | NODE_F_VXLAN,
         flow_idle_secs: 60,
         _reserved: 0,
+        // Felix's vxlan.calico, as the daemon reads it: VNI 4096, port 4789, the kernel's
+        // default port range and TTL, TOS 0 and DF unset.
+        vxlan: VxlanConfig {
+            ifindex: VXLAN_IFINDEX,
+            vni: VNI,
+            mac: NODE_VTEP_MAC,
+            port: VXLAN_PORT,
+            port_min: 32768,
+            port_max: 60999,
+            ttl: 64,
+            tos: 0,
+            df: 0,
+            _pad: 0,
+        },
     };
     let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
     array.set(0, node, 0).unwrap();
@@ -174,6 +226,7 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
         (26, [10, 244, 166, 128], RouteValue::remote(PEER_IP, true)),
         (26, [10, 244, 7, 0], RouteValue::remote(PEER_IP, false)),
         (26, [10, 244, 9, 0], RouteValue::remote(UNRESOLVED_PEER_IP, true)),
+        (26, [10, 244, 8, 0], RouteValue::vxlan(PEER_IP, PEER_VTEP_MAC)),
     ] {
         routes.insert(&Key::new(len, addr), value, 0).unwrap();
     }

@@ -16,6 +16,7 @@ use fastpath_common::{
         TUNNEL_PEERS_MAX,
     },
     route::{self, Forward, RouteKind, RouteValue},
+    tunnel::Tunnel,
     Reason,
 };
 
@@ -25,7 +26,7 @@ use crate::{
         flows::{self, Flow},
         show::{self, mac_string},
     },
-    daemon::routes::IpipMode,
+    daemon::encap::EncapMode,
     dataplane::{bpffs, loader, pins, tables},
     Error,
 };
@@ -96,6 +97,10 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     let ready = agent.flags & AGENT_F_READY != 0;
     let underlay =
         ifname(node.underlay_ifindex).unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex));
+    let mode = |code| EncapMode::from_code(code).map_or("unknown", EncapMode::name);
+    let ipip_mtu = node.tunnel_mtu(&Tunnel::Ipip);
+    let vxlan_mtu = node.tunnel_mtu(&Tunnel::Vxlan);
+    let vxlan_name = ifname(node.vxlan.ifindex).unwrap_or_else(|| format!("ifindex {}", node.vxlan.ifindex));
     if json {
         let links: Vec<String> = links
             .iter()
@@ -111,12 +116,28 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
                 )
             })
             .collect();
+        let vxlan = if node.has_vxlan() {
+            let v = node.vxlan;
+            format!(
+                r#"{{"iface":{},"ifindex":{},"vni":{},"port":{},"mac":"{}","source_ports":[{},{}],"mtu":{vxlan_mtu}}}"#,
+                show::json_string(&vxlan_name),
+                v.ifindex,
+                v.vni,
+                v.port,
+                mac_string(v.mac),
+                v.port_min,
+                v.port_max
+            )
+        } else {
+            "null".to_string()
+        };
         return Ok(format!(
-            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","trust":"{trust}","hook":"{}","flow_idle_seconds":{},"underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"attached":[{}]}}"#,
+            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","vxlan_mode":"{}","trust":"{trust}","hook":"{}","flow_idle_seconds":{},"underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{ipip_mtu},"vxlan":{vxlan},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"attached":[{}]}}"#,
             show::json_string(&show::unpadded(&agent.version)),
             agent.pid,
             uptime / 1000,
-            IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name),
+            mode(agent.ipip_mode),
+            mode(agent.vxlan_mode),
             if legacy_tc { "legacy-tc" } else { "tcx" },
             node.flow_idle_secs,
             show::json_string(&underlay),
@@ -124,7 +145,6 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             Ipv4Addr::from(node.node_ip),
             mac_string(node.node_mac),
             node.underlay_mtu,
-            node.tunnel_mtu(),
             links.join(",")
         ));
     }
@@ -144,18 +164,33 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     };
     let _ = writeln!(
         out,
-        "mode:      IPIP {}, {trust_words}",
-        IpipMode::from_code(agent.ipip_mode).map_or("unknown", IpipMode::name)
+        "mode:      IPIP {}, VXLAN {}, {trust_words}",
+        mode(agent.ipip_mode),
+        mode(agent.vxlan_mode)
     );
     let _ = writeln!(
         out,
-        "underlay:  {underlay} (ifindex {}), node {}, MAC {}, MTU {} (tunnel {})",
+        "underlay:  {underlay} (ifindex {}), node {}, MAC {}, MTU {} (IPIP {ipip_mtu}, VXLAN {vxlan_mtu})",
         node.underlay_ifindex,
         Ipv4Addr::from(node.node_ip),
         mac_string(node.node_mac),
         node.underlay_mtu,
-        node.tunnel_mtu()
     );
+    if node.has_vxlan() {
+        let v = node.vxlan;
+        let _ = writeln!(
+            out,
+            "vxlan:     {vxlan_name} (ifindex {}), VNI {}, port {}, MAC {}, source ports {}-{}",
+            v.ifindex,
+            v.vni,
+            v.port,
+            mac_string(v.mac),
+            v.port_min,
+            v.port_max
+        );
+    } else {
+        let _ = writeln!(out, "vxlan:     none the programs stand in for (VXLAN is the kernel's)");
+    }
     let _ = writeln!(
         out,
         "maps:      FP_ROUTES {routes}/{ROUTES_MAX}, FP_PEERS {peers}/{TUNNEL_PEERS_MAX}, FP_FLOWS {flow_count}/{flows_max}"
@@ -214,17 +249,18 @@ pub fn endpoints(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>)
     Ok(out)
 }
 
-/// `fastpath peers`: the nodes whose IPIP is accepted, with the blocks routed to each.
+/// `fastpath peers`: the nodes whose tunnels are accepted, with the blocks routed to each and
+/// how (for VXLAN, to which VTEP MAC).
 pub fn peers(dir: &Path, json: bool) -> Result<String, Error> {
     let map: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let mut nodes: Vec<Ipv4Addr> = map.keys().filter_map(Result::ok).map(Ipv4Addr::from).collect();
     nodes.sort();
     let routes = tables::route_entries(&tables::pinned_routes(dir)?)?;
-    let blocks_of = |node: Ipv4Addr| -> Vec<(String, bool)> {
+    let blocks_of = |node: Ipv4Addr| -> Vec<(String, &'static str, Option<String>)> {
         routes
             .iter()
             .filter(|(_, v)| v.kind == RouteKind::RemoteBlock as u32 && Ipv4Addr::from(v.next_hop) == node)
-            .map(|((len, addr), v)| (format!("{addr}/{len}"), v.encap()))
+            .map(|((len, addr), v)| (format!("{addr}/{len}"), v.encap_name(), show::vtep_mac(v)))
             .collect()
     };
     if json {
@@ -233,8 +269,9 @@ pub fn peers(dir: &Path, json: bool) -> Result<String, Error> {
             .map(|n| {
                 let blocks: Vec<String> = blocks_of(*n)
                     .iter()
-                    .map(|(b, encap)| {
-                        format!(r#"{{"block":"{b}","encap":"{}"}}"#, if *encap { "ipip" } else { "none" })
+                    .map(|(b, encap, mac)| {
+                        let mac = mac.as_deref().map_or("null".into(), show::json_string);
+                        format!(r#"{{"block":"{b}","encap":"{encap}","vtep_mac":{mac}}}"#)
                     })
                     .collect();
                 format!(r#"{{"node":"{n}","blocks":[{}]}}"#, blocks.join(","))
@@ -246,7 +283,10 @@ pub fn peers(dir: &Path, json: bool) -> Result<String, Error> {
     for n in nodes {
         let blocks: Vec<String> = blocks_of(n)
             .iter()
-            .map(|(b, encap)| format!("{b} ({})", if *encap { "ipip" } else { "none" }))
+            .map(|(b, encap, mac)| match mac {
+                Some(mac) => format!("{b} ({encap}, VTEP {mac})"),
+                None => format!("{b} ({encap})"),
+            })
             .collect();
         let _ = writeln!(out, "{:<16} {}", n.to_string(), blocks.join(", "));
     }
@@ -270,6 +310,8 @@ pub struct Question {
     pub dst: Ipv4Addr,
     pub arp: bool,
     pub from_underlay: Option<Ipv4Addr>,
+    /// The tunnel of `from_underlay` is VXLAN (else IPIP).
+    pub vxlan: bool,
     pub ttl: u8,
     pub size: u16,
     pub df: bool,
@@ -319,28 +361,11 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
         src: q.src.octets(),
         dst: q.dst.octets(),
     };
+    if let Some(outer_src) = q.from_underlay {
+        return arriving(q, t, outer_src, &fields, why);
+    }
     if let Err(reason) = ipv4::check_forwardable(&fields, u32::from(q.size)) {
         return verdict_of(reason, why);
-    }
-    if let Some(outer_src) = q.from_underlay {
-        if !(t.is_peer)(outer_src) {
-            why.push(format!("{outer_src} is not a node in the route table (no remote block routes via it)"));
-            return verdict_of(Reason::DropUnknownPeer, why);
-        }
-        why.push(format!("IPIP from {outer_src}, a known node, to this node {}", Ipv4Addr::from(node_ip)));
-        return match route::deliver_after_decap(fields.dst, node_ip, (t.route)(q.dst).as_ref()) {
-            Ok(Forward::Local { ifindex, mac }) => {
-                why.push(format!("{} is a pod on this node", q.dst));
-                let fast = format!(
-                    "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
-                    name(t, ifindex),
-                    mac_string(mac)
-                );
-                gate(q, t, fast, why)
-            }
-            Ok(_) => verdict_of(Reason::PassDecapNotLocal, why),
-            Err(reason) => verdict_of(reason, why),
-        };
     }
     let src_route = (t.route)(q.src);
     let ingress = src_route
@@ -362,12 +387,13 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
             why.push(format!("{} is a pod on this node (a /32 via {})", q.dst, name(t, ifindex)));
             format!("redirect to pod on {} (ifindex {ifindex}, MAC {})", name(t, ifindex), mac_string(mac))
         }
-        Ok(Forward::Encapsulate { next_hop }) => {
+        Ok(Forward::Encapsulate { next_hop, tunnel, mac }) => {
             let next_hop = Ipv4Addr::from(next_hop);
-            why.push(format!("{} is in a block routed via node {next_hop}, with IPIP", q.dst));
-            let tunnel_mtu = t.node.tunnel_mtu();
+            let name_of_tunnel = tunnel.name().to_uppercase();
+            why.push(format!("{} is in a block routed via node {next_hop}, with {name_of_tunnel}", q.dst));
+            let tunnel_mtu = t.node.tunnel_mtu(&tunnel);
             if u32::from(q.size) > tunnel_mtu {
-                why.push(format!("{} bytes do not fit the tunnel MTU {tunnel_mtu}", q.size));
+                why.push(format!("{} bytes do not fit the {name_of_tunnel} tunnel MTU {tunnel_mtu}", q.size));
                 if !q.df {
                     return verdict_of(Reason::PassTooBig, why);
                 }
@@ -378,11 +404,33 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
                     why,
                 );
             }
-            format!(
-                "IPIP to {next_hop} via {} (outer {} → {next_hop}, protocol 4)",
-                name(t, t.node.underlay_ifindex),
-                Ipv4Addr::from(node_ip)
-            )
+            let (outer_src, via) = (Ipv4Addr::from(node_ip), name(t, t.node.underlay_ifindex));
+            match tunnel {
+                Tunnel::Ipip => {
+                    format!("IPIP to {next_hop} via {via} (outer {outer_src} → {next_hop}, protocol 4)")
+                }
+                Tunnel::Vxlan if t.node.has_vxlan() => {
+                    let v = t.node.vxlan;
+                    why.push(format!(
+                        "as {} would send it: UDP port {}, VNI {}, inner Ethernet {} → {}",
+                        name(t, v.ifindex),
+                        v.port,
+                        v.vni,
+                        mac_string(v.mac),
+                        mac_string(mac)
+                    ));
+                    format!(
+                        "VXLAN to {next_hop} via {via} (outer {outer_src} → {next_hop}, UDP {}, VNI {}, inner MAC {})",
+                        v.port,
+                        v.vni,
+                        mac_string(mac)
+                    )
+                }
+                Tunnel::Vxlan => {
+                    why.push("this node has no vxlan.calico the programs can stand in for".into());
+                    return verdict_of(Reason::PassKernelRoute, why);
+                }
+            }
         }
         Ok(Forward::Underlay { next_hop }) => {
             let next_hop = Ipv4Addr::from(next_hop);
@@ -392,6 +440,56 @@ fn decide(q: &Question, t: &Tables, why: &mut Vec<String>) -> String {
         Err(reason) => return verdict_of(reason, why),
     };
     gate(q, t, fast, why)
+}
+
+/// A packet arriving in a tunnel from `outer_src` (IPIP, or VXLAN to this node's
+/// `vxlan.calico`), in the order the underlay program decides.
+fn arriving(
+    q: &Question,
+    t: &Tables,
+    outer_src: Ipv4Addr,
+    fields: &Ipv4Fields,
+    why: &mut Vec<String>,
+) -> String {
+    let node_ip = t.node.node_ip;
+    let tunnel = if q.vxlan { "VXLAN" } else { "IPIP" };
+    if q.vxlan && !t.node.has_vxlan() {
+        why.push(
+            "this node has no vxlan.calico the programs stand in for: VXLAN to it is the kernel's".into(),
+        );
+        return verdict_of(Reason::PassUnderlayOther, why);
+    }
+    if !(t.is_peer)(outer_src) {
+        why.push(format!("{outer_src} is not a node in the route table (no remote block routes via it)"));
+        return verdict_of(Reason::DropUnknownPeer, why);
+    }
+    why.push(format!("{tunnel} from {outer_src}, a known node, to this node {}", Ipv4Addr::from(node_ip)));
+    if q.vxlan {
+        let v = t.node.vxlan;
+        why.push(format!(
+            "taken apart as {} would: UDP port {}, VNI {}, inner Ethernet to {} (other VNIs, flags, UDP checksums or inner frames are the kernel's)",
+            name(t, v.ifindex),
+            v.port,
+            v.vni,
+            mac_string(v.mac)
+        ));
+    }
+    if let Err(reason) = ipv4::check_forwardable(fields, u32::from(q.size)) {
+        return verdict_of(reason, why);
+    }
+    match route::deliver_after_decap(fields.dst, node_ip, (t.route)(q.dst).as_ref()) {
+        Ok(Forward::Local { ifindex, mac }) => {
+            why.push(format!("{} is a pod on this node", q.dst));
+            let fast = format!(
+                "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
+                name(t, ifindex),
+                mac_string(mac)
+            );
+            gate(q, t, fast, why)
+        }
+        Ok(_) => verdict_of(Reason::PassDecapNotLocal, why),
+        Err(reason) => verdict_of(reason, why),
+    }
 }
 
 /// The route's verdict `fast`, as `--trust` qualifies it: under `--trust kernel` it holds only
@@ -446,7 +544,9 @@ fn short(reason: Reason) -> &'static str {
     match reason {
         Reason::DropSpoofedSource => "spoofed source",
         Reason::DropNoEndpoint => "no pod at this address of the node's block",
-        Reason::DropUnknownPeer => "IPIP from an unknown node",
+        Reason::DropUnknownPeer => "a tunnel from an unknown node",
+        Reason::PassVxlanOther => "VXLAN the kernel's device judges",
+        Reason::PassUnderlayOther => "not a tunnel the programs take apart",
         Reason::PassNoRoute => "no fastpath route",
         Reason::PassKernelRoute => "the route is the kernel's",
         Reason::PassSpecialDestination => "a destination never fast-pathed",
@@ -464,7 +564,7 @@ fn short(reason: Reason) -> &'static str {
 pub fn describe(reason: Reason) -> &'static str {
     match reason {
         Reason::PassNoRoute => "the route table has no fastpath entry for the destination (host, service or outside addresses)",
-        Reason::PassKernelRoute => "the route says the kernel routes it (a local pod whose MAC is not known yet)",
+        Reason::PassKernelRoute => "the route says the kernel routes it (a local pod whose MAC is not known yet, a VXLAN block whose neighbour or FDB entry is not, this node's tunnel address)",
         Reason::PassSpecialDestination => {
             "this node, loopback, 0.0.0.0/8, link-local (169.254.1.1) and multicast/broadcast never take the fast path"
         }
@@ -475,7 +575,9 @@ pub fn describe(reason: Reason) -> &'static str {
         Reason::PassDecapNotLocal => "after decapsulation the destination is not a pod on this node",
         Reason::DropSpoofedSource => "the source check (Calico's RPF) drops a pod sending with another pod's address",
         Reason::DropNoEndpoint => "the address is in this node's pod block (a blackhole route) but no pod has it",
-        Reason::DropUnknownPeer => "only nodes that own a block in the route table may send IPIP to this node",
+        Reason::DropUnknownPeer => "only nodes that own a block in the route table may send IPIP or VXLAN to this node",
+        Reason::PassUnderlayOther => "the kernel takes what is not a tunnel the programs stand in for",
+        Reason::PassVxlanOther => "VXLAN the programs do not take apart goes to the kernel's own vxlan device",
         Reason::PassArpGratuitous => "a pod announcing its own address is the kernel's business",
         Reason::PassArpProbe => "a duplicate-address probe (sender 0.0.0.0) must stay unanswered",
         _ => "the programs hand it to the kernel unchanged",
@@ -606,9 +708,19 @@ mod tests {
             node_mac: [2; 6],
             _pad: [0; 2],
             underlay_mtu: 1500,
-            flags: fastpath_common::maps::NODE_F_READY,
+            flags: fastpath_common::maps::NODE_F_READY | fastpath_common::maps::NODE_F_VXLAN,
             flow_idle_secs: 60,
             _reserved: 0,
+            vxlan: fastpath_common::vxlan::VxlanConfig {
+                ifindex: 9,
+                vni: 4096,
+                mac: [0x66, 0, 10, 101, 14, 50],
+                port: 4789,
+                port_min: 32768,
+                port_max: 60999,
+                ttl: 64,
+                ..Default::default()
+            },
         }
     }
 
@@ -618,6 +730,7 @@ mod tests {
             [10, 244, 40, 37] => Some(RouteValue::local(6, [1; 6])),
             [10, 244, 40, _] => Some(RouteValue::blackhole()),
             [10, 244, 166, 128..=191] => Some(RouteValue::remote([10, 101, 14, 51], true)),
+            [10, 244, 7, 0..=63] => Some(RouteValue::vxlan([10, 101, 14, 52], [0x66, 0, 10, 101, 14, 52])),
             _ => None,
         }
     }
@@ -628,6 +741,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             arp: false,
             from_underlay: None,
+            vxlan: false,
             ttl: 64,
             size: 84,
             df: true,
@@ -640,6 +754,7 @@ mod tests {
             Some(match i {
                 2 => "eth0".to_string(),
                 5 => "cali0f293e89ca7".to_string(),
+                9 => "vxlan.calico".to_string(),
                 i => format!("cali{i}"),
             })
         };
@@ -708,7 +823,39 @@ mod tests {
             from_underlay: Some("10.101.14.60".parse().unwrap()),
             ..ask("10.244.166.150", "10.244.40.36")
         };
-        assert!(first(rogue).starts_with("drop: IPIP from an unknown node"));
+        assert!(first(rogue).starts_with("drop: a tunnel from an unknown node"));
+    }
+
+    #[test]
+    fn vxlan_decisions_in_words() {
+        let explained_with = |q: Question, node: NodeConfig| {
+            let is_peer = |a: Ipv4Addr| a == Ipv4Addr::new(10, 101, 14, 52);
+            let ifname = |i: u32| Some(if i == 9 { "vxlan.calico".to_string() } else { format!("if{i}") });
+            explain(&q, &Tables { node, route: &route, is_peer: &is_peer, ifname: &ifname, flows: &[] })
+        };
+        let out = explained(ask("10.244.40.36", "10.244.7.9"));
+        assert!(
+            out.starts_with("VXLAN to 10.101.14.52 via eth0 (outer 10.101.14.50 → 10.101.14.52, UDP 4789, VNI 4096, inner MAC 66:00:0a:65:0e:34)"),
+            "{out}"
+        );
+        assert!(out.contains("is in a block routed via node 10.101.14.52, with VXLAN"), "{out}");
+        assert!(out.contains("as vxlan.calico would send it"), "{out}");
+        let big = explained(Question { size: 1451, ..ask("10.244.40.36", "10.244.7.9") });
+        assert!(big.starts_with("ICMP fragmentation needed (mtu = 1450)"), "{big}");
+        let arriving = Question {
+            from_underlay: Some("10.101.14.52".parse().unwrap()),
+            vxlan: true,
+            ..ask("10.244.7.9", "10.244.40.36")
+        };
+        let out = explained_with(arriving, node());
+        assert!(out.starts_with("decapsulate, then redirect to pod on if5"), "{out}");
+        assert!(out.contains("VXLAN from 10.101.14.52, a known node"), "{out}");
+        let stranger = Question { from_underlay: Some("10.101.14.60".parse().unwrap()), ..arriving };
+        assert!(explained_with(stranger, node()).starts_with("drop: a tunnel from an unknown node"));
+        let without = NodeConfig { flags: fastpath_common::maps::NODE_F_READY, ..node() };
+        assert!(explained_with(arriving, without).starts_with("kernel: not a tunnel the programs take apart"));
+        assert!(explained_with(ask("10.244.40.36", "10.244.7.9"), without)
+            .starts_with("kernel: the route is the kernel's"));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use std::{fmt::Write as _, net::Ipv4Addr};
 
-use fastpath_common::route::{RouteKind, RouteValue};
+use fastpath_common::{
+    route::{RouteKind, RouteValue},
+    tunnel::Tunnel,
+};
 
 use crate::daemon::routes::Prefix;
 
@@ -56,9 +59,21 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
         kind: kind_name(value.kind),
         iface: has_iface.then(|| ifname(value.ifindex)).flatten(),
         ifindex: has_iface.then_some(value.ifindex),
-        mac: (kind == Ok(RouteKind::LocalEndpoint)).then(|| mac_string(value.mac)),
+        mac: match kind {
+            Ok(RouteKind::LocalEndpoint) => Some(mac_string(value.mac)),
+            _ => vtep_mac(value),
+        },
         next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
-        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| if value.encap() { "ipip" } else { "none" }),
+        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| value.encap_name()),
+    }
+}
+
+/// The other node's `vxlan.calico` MAC, for a VXLAN remote block.
+pub fn vtep_mac(value: &RouteValue) -> Option<String> {
+    let remote = value.kind == RouteKind::RemoteBlock as u32;
+    match value.tunnel() {
+        Ok(Some(Tunnel::Vxlan)) if remote => Some(mac_string(value.mac)),
+        _ => None,
     }
 }
 
@@ -157,6 +172,17 @@ mod tests {
         );
         let t = table(&[r]);
         assert!(t.lines().nth(1).unwrap().contains("10.101.14.51"), "{t}");
+    }
+
+    #[test]
+    fn a_vxlan_block_names_its_vtep() {
+        let value = RouteValue::vxlan([10, 101, 14, 51], [0x66, 0, 10, 101, 14, 51]);
+        let r = row((26, Ipv4Addr::new(10, 244, 166, 128)), &value, name);
+        assert_eq!(r.encap, Some("vxlan"));
+        assert_eq!(r.mac.as_deref(), Some("66:00:0a:65:0e:33"));
+        assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
+        let pending = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::kernel(), name);
+        assert_eq!((pending.kind, pending.iface, pending.encap), ("kernel", None, None));
     }
 
     #[test]

@@ -15,14 +15,16 @@ use fastpath_common::{
         TUNNEL_PEERS,
     },
     route::{endpoint_of, RouteKind, RouteValue},
+    tunnel::Tunnel,
 };
 
 use crate::{
     commands::show::{kind_name, mac_string, unpadded},
     daemon::{
+        encap::{EncapMode, Modes},
         netlink::Netlink,
         picture,
-        routes::{self, IpipMode, Mapping, Prefix},
+        routes::{self, Mapping, Prefix},
     },
     dataplane::{bpffs, loader, pins, tables},
     Error,
@@ -35,11 +37,13 @@ pub fn describe(value: &RouteValue) -> String {
             format!("local on ifindex {} MAC {}", value.ifindex, mac_string(value.mac))
         }
         Ok(RouteKind::RemoteBlock) => {
-            format!(
-                "remote via {} ({})",
-                Ipv4Addr::from(value.next_hop),
-                if value.encap() { "ipip" } else { "plain" }
-            )
+            let how = match value.tunnel() {
+                Ok(Some(Tunnel::Vxlan)) => format!("vxlan to VTEP {}", mac_string(value.mac)),
+                Ok(Some(Tunnel::Ipip)) => "ipip".into(),
+                Ok(None) => "plain".into(),
+                Err(flags) => format!("flags {flags:#x}"),
+            };
+            format!("remote via {} ({how})", Ipv4Addr::from(value.next_hop))
         }
         _ => kind_name(value.kind).to_string(),
     }
@@ -78,6 +82,35 @@ pub fn route_drift(
     drift
 }
 
+/// How this node's `vxlan.calico` settings in `FP_NODE` differ from what the kernel's device says
+/// now (the programs build and accept VXLAN by them).
+pub fn node_drift(held: &NodeConfig, desired: &NodeConfig) -> Vec<String> {
+    let words = |c: &NodeConfig| {
+        if c.has_vxlan() {
+            let v = c.vxlan;
+            format!(
+                "vxlan.calico ifindex {} VNI {} port {} MAC {} source ports {}-{} TTL {} TOS {} DF {}",
+                v.ifindex,
+                v.vni,
+                v.port,
+                mac_string(v.mac),
+                v.port_min,
+                v.port_max,
+                v.ttl,
+                v.tos,
+                v.df
+            )
+        } else {
+            "no VXLAN device".into()
+        }
+    };
+    let (held_words, desired_words) = (words(held), words(desired));
+    if held_words == desired_words {
+        return Vec::new();
+    }
+    vec![format!("FP_NODE has {held_words}, the kernel says {desired_words}")]
+}
+
 /// Every difference between two sets of keys of map `map`.
 pub fn set_drift<T: Ord + Display>(map: &str, desired: &BTreeSet<T>, actual: &BTreeSet<T>) -> Vec<String> {
     let lacks = desired.difference(actual).map(|k| format!("{map} lacks {k}"));
@@ -109,8 +142,13 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         interfaces: &picture.kernel.interfaces,
         underlay: &picture.node.underlay,
         // A code this version does not know: judge as the default mode would.
-        ipip: IpipMode::from_code(agent.ipip_mode).unwrap_or_default(),
+        modes: Modes {
+            ipip: EncapMode::from_code(agent.ipip_mode).unwrap_or_default(),
+            vxlan: EncapMode::from_code(agent.vxlan_mode).unwrap_or_default(),
+        },
         pod_prefix: &pod_prefix,
+        vxlan: picture.node.usable_vxlan(),
+        vteps: &picture.kernel.vteps,
     };
     let desired: HashMap<Prefix, RouteValue> = picture
         .kernel
@@ -120,6 +158,8 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
     let actual: BTreeMap<Prefix, RouteValue> =
         tables::route_entries(&tables::pinned_routes(dir)?)?.into_iter().collect();
     let mut drift = route_drift(&desired, &actual);
+    let trust_kernel = agent.flags & AGENT_F_TRUST_KERNEL != 0;
+    drift.extend(node_drift(&node_config, &picture.node.config(trust_kernel, node_config.flow_idle_secs)));
 
     let desired_peers: BTreeSet<Ipv4Addr> = desired
         .values()
@@ -143,7 +183,6 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         .collect();
     drift.extend(set_drift("FP_ENDPOINTS", &desired_endpoints, &actual_endpoints));
 
-    let trust_kernel = agent.flags & AGENT_F_TRUST_KERNEL != 0;
     let pod_links = picture.links.iter().filter(|l| l.name.starts_with(&pod_prefix)).map(|l| l.index);
     let mut wanted: BTreeSet<(String, u32)> = pod_links
         .flat_map(|index| loader::pod_programs(trust_kernel).iter().map(move |(p, _)| (p.to_string(), index)))
@@ -192,6 +231,32 @@ mod tests {
                 "FP_ROUTES lacks 10.244.40.36/32 (local on ifindex 5 MAC 01:01:01:01:01:01)".to_string(),
                 "FP_ROUTES has 10.244.1.0/26 (blackhole), which the kernel does not route so".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn a_vxlan_block_with_a_stale_vtep_is_drift() {
+        let desired = HashMap::from([(BLOCK, RouteValue::vxlan([10, 101, 14, 51], [0x66, 0, 0, 0, 0, 1]))]);
+        let actual = BTreeMap::from([(BLOCK, RouteValue::vxlan([10, 101, 14, 51], [0x66, 0, 0, 0, 0, 2]))]);
+        assert_eq!(
+            route_drift(&desired, &actual),
+            vec!["FP_ROUTES has 10.244.166.128/26 as remote via 10.101.14.51 (vxlan to VTEP 66:00:00:00:00:02), the kernel says remote via 10.101.14.51 (vxlan to VTEP 66:00:00:00:00:01)".to_string()]
+        );
+    }
+
+    #[test]
+    fn vxlan_settings_that_differ_from_the_device_are_drift() {
+        use fastpath_common::maps::NODE_F_VXLAN;
+        let none = NodeConfig::default();
+        let mut with = NodeConfig { flags: NODE_F_VXLAN, ..NodeConfig::default() };
+        with.vxlan.vni = 4096;
+        assert!(node_drift(&with, &with).is_empty());
+        let drift = node_drift(&none, &with);
+        assert_eq!(drift.len(), 1);
+        assert!(
+            drift[0]
+                .starts_with("FP_NODE has no VXLAN device, the kernel says vxlan.calico ifindex 0 VNI 4096"),
+            "{drift:?}"
         );
     }
 

@@ -1,11 +1,12 @@
-//! The daemon's picture of the kernel: interfaces and IPv4 routes, kept current from netlink
-//! events (pure: events in, state out).
+//! The daemon's picture of the kernel: interfaces, IPv4 routes and the layer-2 tables of
+//! `vxlan.calico`, kept current from netlink events (pure: events in, state out).
 
 use std::collections::{hash_map::Entry, HashMap};
 
 use crate::daemon::{
-    netlink::{Event, LinkState},
+    netlink::{Event, LinkState, Neighbour},
     routes::{Interface, KernelRoute, Prefix},
+    vxlan::{Vteps, VXLAN_DEVICE},
 };
 
 #[derive(Debug, Default)]
@@ -13,6 +14,8 @@ pub struct KernelState {
     pub interfaces: HashMap<u32, Interface>,
     /// Every IPv4 route, by destination prefix (several tables and metrics may share one).
     routes: HashMap<Prefix, Vec<KernelRoute>>,
+    /// The neighbour and FDB entries of `vxlan.calico`.
+    pub vteps: Vteps,
 }
 
 /// Which fastpath entries an event may have changed.
@@ -20,8 +23,11 @@ pub struct KernelState {
 pub enum Touched {
     /// Only this prefix's entry (a route event).
     Prefix(Prefix),
-    /// Possibly any entry (a link event: names, pod MACs and routes via it).
+    /// Possibly any entry (a link event: names, pod MACs and routes via it; a neighbour or FDB
+    /// entry of `vxlan.calico`: the routes through it).
     Everything,
+    /// No entry (a neighbour of another interface).
+    Nothing,
 }
 
 /// A pod interface whose other end must be asked for its MAC.
@@ -33,13 +39,16 @@ pub struct PeerQuery {
 }
 
 impl KernelState {
-    pub fn new(links: &[LinkState], routes: Vec<KernelRoute>) -> Self {
+    pub fn new(links: &[LinkState], routes: Vec<KernelRoute>, neighbours: &[Neighbour]) -> Self {
         let mut state = Self::default();
         for link in links {
             state.link_present(link);
         }
         for route in routes {
             state.add_route(route);
+        }
+        for neighbour in neighbours {
+            state.neighbour(neighbour, true);
         }
         state
     }
@@ -93,9 +102,16 @@ impl KernelState {
                 (Touched::Everything, query)
             }
             Event::LinkGone(link) => {
+                if self.is_vxlan_device(link.index) {
+                    self.vteps.clear();
+                }
                 self.interfaces.remove(&link.index);
                 self.drop_routes_via(link.index);
                 (Touched::Everything, None)
+            }
+            Event::NeighbourPresent(n) | Event::NeighbourGone(n) => {
+                let changed = self.neighbour(n, matches!(event, Event::NeighbourPresent(_)));
+                (if changed { Touched::Everything } else { Touched::Nothing }, None)
             }
             Event::RouteAdded(route) => {
                 self.add_route(route.clone());
@@ -118,6 +134,16 @@ impl KernelState {
         links.iter().filter(move |l| l.name.starts_with(pod_prefix)).filter_map(peer_query)
     }
 
+    /// Record a neighbour or FDB entry if it is one of `vxlan.calico`'s; whether that changed
+    /// anything.
+    fn neighbour(&mut self, n: &Neighbour, present: bool) -> bool {
+        self.is_vxlan_device(n.ifindex) && self.vteps.apply(n, present)
+    }
+
+    fn is_vxlan_device(&self, ifindex: u32) -> bool {
+        self.interfaces.get(&ifindex).is_some_and(|i| i.name == VXLAN_DEVICE)
+    }
+
     pub fn set_peer_mac(&mut self, ifindex: u32, mac: Option<[u8; 6]>) {
         if let Some(interface) = self.interfaces.get_mut(&ifindex) {
             interface.peer_mac = mac;
@@ -134,6 +160,10 @@ impl KernelState {
         let entry = self.interfaces.entry(link.index).or_default();
         let changed = entry.name != link.name || entry.peer != link.peer;
         if changed {
+            if entry.name == VXLAN_DEVICE {
+                // Renamed away from Calico's name: its entries are no longer the ones to follow.
+                self.vteps.clear();
+            }
             *entry = Interface { name: link.name.clone(), peer_mac: None, peer: link.peer };
         }
         changed
@@ -160,7 +190,15 @@ mod tests {
     use crate::daemon::routes::{RouteKindOf, MAIN_TABLE};
 
     fn cali(index: u32, up: bool, peer: Option<(i32, u32)>) -> LinkState {
-        LinkState { index, name: format!("cali{index}"), mac: Some([0xee; 6]), mtu: 1480, up, peer }
+        LinkState {
+            index,
+            name: format!("cali{index}"),
+            mac: Some([0xee; 6]),
+            mtu: 1480,
+            up,
+            peer,
+            vxlan: None,
+        }
     }
 
     fn pod_route(oif: u32) -> KernelRoute {
@@ -189,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_moved_is_asked_again_and_its_old_mac_forgotten() {
-        let mut state = KernelState::new(&[cali(7, true, Some((3, 2)))], vec![]);
+        let mut state = KernelState::new(&[cali(7, true, Some((3, 2)))], vec![], &[]);
         state.set_peer_mac(7, Some([1; 6]));
         let (_, query) = state.apply(&Event::LinkPresent(cali(7, true, Some((4, 2)))), "cali");
         assert_eq!(query, Some(PeerQuery { ifindex: 7, netnsid: 4, peer_index: 2 }));
@@ -198,7 +236,7 @@ mod tests {
 
     #[test]
     fn routes_come_and_go_with_events() {
-        let mut state = KernelState::new(&[cali(7, true, None)], vec![]);
+        let mut state = KernelState::new(&[cali(7, true, None)], vec![], &[]);
         let prefix = (32, Ipv4Addr::new(10, 244, 40, 7));
         assert_eq!(state.apply(&Event::RouteAdded(pod_route(7)), "cali").0, Touched::Prefix(prefix));
         let replaced = KernelRoute { gateway: Some(Ipv4Addr::new(10, 0, 0, 1)), ..pod_route(7) };
@@ -210,13 +248,41 @@ mod tests {
 
     #[test]
     fn a_deleted_or_downed_link_takes_its_routes_along() {
-        let mut state =
-            KernelState::new(&[cali(7, true, None), cali(8, true, None)], vec![pod_route(7), pod_route(8)]);
+        let mut state = KernelState::new(
+            &[cali(7, true, None), cali(8, true, None)],
+            vec![pod_route(7), pod_route(8)],
+            &[],
+        );
         state.apply(&Event::LinkGone(cali(7, true, None)), "cali");
         assert_eq!(state.route_count(), 1);
         assert!(!state.interfaces.contains_key(&7));
         state.apply(&Event::LinkPresent(cali(8, false, None)), "cali");
         assert_eq!(state.route_count(), 0);
+    }
+
+    #[test]
+    fn only_vxlan_calicos_neighbours_touch_the_entries() {
+        use crate::daemon::netlink::{Neighbour, NeighbourTable};
+        let vxlan = LinkState { index: 9, name: "vxlan.calico".into(), up: true, ..LinkState::default() };
+        let mut state = KernelState::new(&[vxlan.clone(), cali(7, true, None)], vec![], &[]);
+        let neighbour = |ifindex| Neighbour {
+            ifindex,
+            table: NeighbourTable::Ipv4,
+            addr: Some(Ipv4Addr::new(10, 244, 166, 128)),
+            mac: Some([0x66; 6]),
+            resolved: true,
+            overridden: false,
+        };
+        assert_eq!(state.apply(&Event::NeighbourPresent(neighbour(7)), "cali").0, Touched::Nothing);
+        assert_eq!(state.apply(&Event::NeighbourPresent(neighbour(9)), "cali").0, Touched::Everything);
+        assert_eq!(
+            state.apply(&Event::NeighbourPresent(neighbour(9)), "cali").0,
+            Touched::Nothing,
+            "no change"
+        );
+        assert!(state.vteps != Default::default());
+        state.apply(&Event::LinkGone(vxlan), "cali");
+        assert_eq!(state.vteps, Default::default(), "its tables go with the device");
     }
 
     #[test]

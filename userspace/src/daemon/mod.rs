@@ -3,6 +3,8 @@
 
 pub mod attach;
 pub mod conntrack;
+pub mod encap;
+pub mod ipip;
 pub mod kernel;
 pub mod metrics;
 pub mod netlink;
@@ -11,5 +13,6 @@ pub mod picture;
 pub mod reconcile;
 pub mod routes;
 mod run;
+pub mod vxlan;
 
 pub use run::run;

@@ -1,5 +1,6 @@
-//! Following the kernel through rtnetlink: one dump of links, addresses and IPv4 routes at
-//! start, then events. Messages become plain structs here; what they mean is decided elsewhere.
+//! Following the kernel through rtnetlink: one dump of links, addresses, IPv4 routes and
+//! neighbours (the IPv4 neighbour table and the bridge FDB, for `vxlan.calico`) at start, then
+//! events. Messages become plain structs here; what they mean is decided elsewhere.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -8,7 +9,8 @@ use rtnetlink::{
     packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST},
     packet_route::{
         address::{AddressAttribute, AddressMessage},
-        link::{LinkAttribute, LinkFlags, LinkMessage},
+        link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
         AddressFamily, RouteNetlinkMessage,
     },
@@ -38,6 +40,57 @@ pub struct LinkState {
     /// For a veth whose other end is in another namespace: (that namespace's id as seen from
     /// here, the other end's ifindex there).
     pub peer: Option<(i32, u32)>,
+    /// For a vxlan device: its settings.
+    pub vxlan: Option<VxlanLink>,
+}
+
+/// A vxlan device's settings as netlink reports them (`IFLA_VXLAN_*`; ports in host order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VxlanLink {
+    pub vni: Option<u32>,
+    pub port: Option<u16>,
+    pub local: Option<Ipv4Addr>,
+    /// The interface its packets go out of (`dev`), if it names one.
+    pub link: Option<u32>,
+    /// `srcport LOW HIGH`; (0, 0) or absent: the namespace's local port range.
+    pub port_range: Option<(u16, u16)>,
+    /// 0: the route's hop limit (the namespace's default TTL).
+    pub ttl: u8,
+    pub ttl_inherit: bool,
+    /// 1: inherit the inner DS field.
+    pub tos: u8,
+    /// `IFLA_VXLAN_DF`: 0 unset, 1 set, 2 inherit.
+    pub df: u8,
+    pub udp_csum: bool,
+    /// `external`: no VNI of its own, metadata from the stack.
+    pub collect_metadata: bool,
+    /// GBP, GPE or remote checksum offload.
+    pub extensions: bool,
+}
+
+/// Which neighbour table an entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeighbourTable {
+    /// ARP: IPv4 address → MAC.
+    Ipv4,
+    /// The bridge FDB (`bridge fdb`): MAC → a vxlan device's destination address.
+    Bridge,
+}
+
+/// A neighbour or FDB entry, as netlink reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ifindex: u32,
+    pub table: NeighbourTable,
+    /// `NDA_DST`: the neighbour's address, or an FDB entry's destination (IPv4 only).
+    pub addr: Option<Ipv4Addr>,
+    /// `NDA_LLADDR`.
+    pub mac: Option<[u8; 6]>,
+    /// The entry holds a usable MAC (not incomplete or failed).
+    pub resolved: bool,
+    /// An FDB entry with its own port, VNI or interface (`NDA_PORT`, `NDA_VNI`, `NDA_IFINDEX`,
+    /// `NDA_SRC_VNI`), which the kernel reports only where they differ from the device's.
+    pub overridden: bool,
 }
 
 /// An IPv4 address on an interface.
@@ -57,6 +110,10 @@ pub enum Event {
     LinkGone(LinkState),
     RouteAdded(KernelRoute),
     RouteRemoved(KernelRoute),
+    /// RTM_NEWNEIGH: a neighbour or FDB entry added or changed.
+    NeighbourPresent(Neighbour),
+    /// RTM_DELNEIGH.
+    NeighbourGone(Neighbour),
     /// The kernel dropped events because our socket's buffer was full (ENOBUFS): the picture
     /// is no longer to be trusted.
     Overrun,
@@ -64,7 +121,8 @@ pub enum Event {
 
 type Messages = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
-/// A netlink socket subscribed to link and IPv4 route events, with a handle for requests.
+/// A netlink socket subscribed to link, IPv4 route and neighbour events, with a handle for
+/// requests.
 pub struct Netlink {
     handle: Handle,
     messages: Messages,
@@ -74,9 +132,12 @@ impl Netlink {
     /// Subscribe before dumping, so that nothing created in between is missed.
     /// Must be called inside a tokio runtime (the connection runs as a task).
     pub fn new() -> Result<Self, Error> {
-        let (mut connection, handle, messages) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Ipv4Route])
-                .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
+        let (mut connection, handle, messages) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Route,
+            MulticastGroup::Neigh,
+        ])
+        .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
         // A storm of route changes overflows the default buffer (net.core.rmem_max); ask for
         // more, past that limit since we hold CAP_NET_ADMIN. Overflows that still happen are
         // reported as Event::Overrun and answered with a full resync.
@@ -114,6 +175,16 @@ impl Netlink {
         request.header.address_family = AddressFamily::Inet;
         let stream = self.handle.route().get(request).execute();
         collect(stream, "route dump", |msg| kernel_route(&msg)).await
+    }
+
+    /// Every IPv4 neighbour and every bridge FDB entry (a vxlan device's included).
+    pub async fn neighbours(&self) -> Result<Vec<Neighbour>, Error> {
+        let mut all = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Bridge] {
+            let stream = self.handle.neighbours().get().set_address_family(family).execute();
+            all.extend(collect(stream, "neighbour dump", |msg| neighbour(&msg)).await?);
+        }
+        Ok(all)
     }
 
     /// The MAC of the other end of a veth: the link `peer_index` in the namespace this one
@@ -182,6 +253,12 @@ pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) => {
             kernel_route(msg).map(Event::RouteRemoved)
         }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(msg)) => {
+            neighbour(msg).map(Event::NeighbourPresent)
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(msg)) => {
+            neighbour(msg).map(Event::NeighbourGone)
+        }
         NetlinkPayload::Overrun(_) => Some(Event::Overrun),
         _ => None,
     }
@@ -201,11 +278,71 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
             LinkAttribute::Link(index) => peer_index = Some(*index),
             LinkAttribute::LinkNetNsId(id) => netnsid = Some(*id),
+            LinkAttribute::LinkInfo(infos) => link.vxlan = vxlan_link(infos),
             _ => {}
         }
     }
     link.peer = netnsid.zip(peer_index);
     link
+}
+
+fn vxlan_link(infos: &[LinkInfo]) -> Option<VxlanLink> {
+    let attributes = infos.iter().find_map(|info| match info {
+        LinkInfo::Data(InfoData::Vxlan(attributes)) => Some(attributes),
+        _ => None,
+    })?;
+    let mut v = VxlanLink::default();
+    for attribute in attributes {
+        match attribute {
+            InfoVxlan::Id(vni) => v.vni = Some(*vni),
+            InfoVxlan::Port(port) => v.port = Some(*port),
+            InfoVxlan::Local(addr) => v.local = Some(*addr).filter(|a| !a.is_unspecified()),
+            InfoVxlan::Link(index) => v.link = Some(*index),
+            InfoVxlan::PortRange(range) => v.port_range = Some(*range),
+            InfoVxlan::Ttl(ttl) => v.ttl = *ttl,
+            InfoVxlan::TtlInherit(on) => v.ttl_inherit = *on != 0,
+            InfoVxlan::TtlInheritFlag => v.ttl_inherit = true,
+            InfoVxlan::Tos(tos) => v.tos = *tos,
+            InfoVxlan::Df(df) => v.df = u8::from(*df),
+            InfoVxlan::UDPCsum(on) => v.udp_csum = *on,
+            InfoVxlan::CollectMetadata(on) => v.collect_metadata = *on,
+            InfoVxlan::Gbp | InfoVxlan::Gpe | InfoVxlan::RemCsumNoPartial => v.extensions = true,
+            InfoVxlan::RemCsumTX(on) | InfoVxlan::RemCsumRX(on) => v.extensions |= *on,
+            _ => {}
+        }
+    }
+    Some(v)
+}
+
+/// A neighbour or FDB entry; `None` for other families.
+pub fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
+    let table = match msg.header.family {
+        AddressFamily::Inet => NeighbourTable::Ipv4,
+        AddressFamily::Bridge => NeighbourTable::Bridge,
+        _ => return None,
+    };
+    let resolved = !matches!(
+        msg.header.state,
+        NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+    );
+    let mut n =
+        Neighbour { ifindex: msg.header.ifindex, table, addr: None, mac: None, resolved, overridden: false };
+    for attribute in &msg.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => n.addr = Some(*addr),
+            // An FDB entry's destination comes as raw bytes (its family is AF_BRIDGE).
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                n.addr = <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from);
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) => n.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            NeighbourAttribute::Port(_)
+            | NeighbourAttribute::Vni(_)
+            | NeighbourAttribute::IfIndex(_)
+            | NeighbourAttribute::SourceVni(_) => n.overridden = true,
+            _ => {}
+        }
+    }
+    Some(n)
 }
 
 fn address(msg: &AddressMessage) -> Option<Address> {
@@ -237,6 +374,7 @@ pub fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
         kind: match msg.header.kind {
             RouteType::Unicast => RouteKindOf::Unicast,
             RouteType::BlackHole => RouteKindOf::Blackhole,
+            RouteType::Local => RouteKindOf::Local,
             _ => RouteKindOf::Other,
         },
         table: u32::from(msg.header.table),
@@ -292,7 +430,8 @@ mod tests {
                 mac: Some([0xee; 6]),
                 mtu: 1480,
                 up: true,
-                peer: Some((17, 4))
+                peer: Some((17, 4)),
+                vxlan: None,
             }
         );
     }
@@ -333,6 +472,90 @@ mod tests {
         let overrun: NetlinkMessage<RouteNetlinkMessage> =
             NetlinkMessage::new(Default::default(), NetlinkPayload::Overrun(Vec::new()));
         assert_eq!(event(&overrun), Some(Event::Overrun));
+    }
+
+    #[test]
+    fn a_vxlan_device_reports_its_settings() {
+        let msg = link_message(
+            9,
+            vec![
+                LinkAttribute::IfName("vxlan.calico".into()),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(rtnetlink::packet_route::link::InfoKind::Vxlan),
+                    LinkInfo::Data(InfoData::Vxlan(vec![
+                        InfoVxlan::Id(4096),
+                        InfoVxlan::Link(2),
+                        InfoVxlan::Local(Ipv4Addr::new(10, 101, 14, 50)),
+                        InfoVxlan::Ttl(0),
+                        InfoVxlan::TtlInherit(0),
+                        InfoVxlan::Tos(0),
+                        InfoVxlan::Learning(false),
+                        InfoVxlan::PortRange((0, 0)),
+                        InfoVxlan::CollectMetadata(false),
+                        InfoVxlan::Port(4789),
+                        InfoVxlan::UDPCsum(false),
+                    ])),
+                ]),
+            ],
+        );
+        let link = link_state(&msg);
+        assert_eq!(
+            link.vxlan,
+            Some(VxlanLink {
+                vni: Some(4096),
+                port: Some(4789),
+                local: Some(Ipv4Addr::new(10, 101, 14, 50)),
+                link: Some(2),
+                port_range: Some((0, 0)),
+                ..VxlanLink::default()
+            })
+        );
+        assert_eq!(link_state(&link_message(3, vec![])).vxlan, None);
+    }
+
+    #[test]
+    fn neighbour_and_fdb_entries_are_read() {
+        use rtnetlink::packet_route::neighbour::NeighbourHeader;
+        let mut arp = NeighbourMessage::default();
+        arp.header = NeighbourHeader {
+            family: AddressFamily::Inet,
+            ifindex: 9,
+            state: NeighbourState::Permanent,
+            ..NeighbourHeader::default()
+        };
+        arp.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 244, 166, 128))),
+            NeighbourAttribute::LinkLayerAddress(vec![0x66, 0, 10, 101, 14, 51]),
+        ];
+        let n = neighbour(&arp).unwrap();
+        assert_eq!(
+            (n.table, n.addr, n.mac, n.resolved),
+            (
+                NeighbourTable::Ipv4,
+                Some(Ipv4Addr::new(10, 244, 166, 128)),
+                Some([0x66, 0, 10, 101, 14, 51]),
+                true
+            )
+        );
+        let mut fdb = arp.clone();
+        fdb.header.family = AddressFamily::Bridge;
+        fdb.attributes[0] = NeighbourAttribute::Destination(NeighbourAddress::Other(vec![10, 101, 14, 51]));
+        let n = neighbour(&fdb).unwrap();
+        assert_eq!(
+            (n.table, n.addr, n.overridden),
+            (NeighbourTable::Bridge, Some(Ipv4Addr::new(10, 101, 14, 51)), false)
+        );
+        fdb.attributes.push(NeighbourAttribute::Port(8472));
+        assert!(neighbour(&fdb).unwrap().overridden);
+        let mut failed = arp.clone();
+        failed.header.state = NeighbourState::Failed;
+        assert!(!neighbour(&failed).unwrap().resolved);
+        let event = NetlinkMessage::from(RouteNetlinkMessage::DelNeighbour(arp));
+        assert!(matches!(event_of(&event), Some(Event::NeighbourGone(n)) if n.ifindex == 9));
+    }
+
+    fn event_of(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
+        event(message)
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Which interface is the underlay, and this node's settings for the programs (pure).
+//! Which interface is the underlay, this node's `vxlan.calico`, and this node's settings for the
+//! programs (pure).
 
-use fastpath_common::maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL};
+use fastpath_common::maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN};
 
 use crate::{
     daemon::{
         netlink::{Address, LinkState},
         routes::{KernelRoute, Underlay, MAIN_TABLE},
+        vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN_DEVICE},
     },
     Error,
 };
@@ -16,6 +18,11 @@ pub struct Node {
     pub underlay: Underlay,
     pub mac: [u8; 6],
     pub mtu: u32,
+    /// `vxlan.calico`: `None` when the node has none, `Err` when the programs cannot stand in
+    /// for it.
+    pub vxlan: Option<Result<VxlanDevice, Unusable>>,
+    /// What the kernel's vxlan device falls back on.
+    pub sysctls: Sysctls,
 }
 
 impl Node {
@@ -23,15 +30,31 @@ impl Node {
     /// trusting the kernel).
     pub fn config(&self, trust_kernel: bool, flow_idle_secs: u32) -> NodeConfig {
         let trust = if trust_kernel { NODE_F_TRUST_KERNEL } else { 0 };
+        let vxlan = self.usable_vxlan();
         NodeConfig {
             underlay_ifindex: self.underlay.ifindex,
             node_ip: self.underlay.addr.octets(),
             node_mac: self.mac,
             _pad: [0; 2],
             underlay_mtu: self.mtu,
-            flags: NODE_F_READY | trust,
+            flags: NODE_F_READY | trust | if vxlan.is_some() { NODE_F_VXLAN } else { 0 },
             flow_idle_secs,
             _reserved: 0,
+            vxlan: vxlan.map(|d| d.config).unwrap_or_default(),
+        }
+    }
+
+    /// `vxlan.calico`, if the programs can stand in for it.
+    pub fn usable_vxlan(&self) -> Option<&VxlanDevice> {
+        self.vxlan.as_ref().and_then(|d| d.as_ref().ok())
+    }
+
+    /// What a log line says about `vxlan.calico`.
+    pub fn vxlan_words(&self) -> String {
+        match &self.vxlan {
+            None => format!("no {VXLAN_DEVICE}"),
+            Some(Ok(d)) => format!("{VXLAN_DEVICE} VNI {} port {}", d.config.vni, d.config.port),
+            Some(Err(why)) => format!("{VXLAN_DEVICE} left to the kernel: {why}"),
         }
     }
 }
@@ -43,6 +66,7 @@ pub fn choose(
     links: &[LinkState],
     addresses: &[Address],
     routes: &[KernelRoute],
+    sysctls: Sysctls,
 ) -> Result<Node, Error> {
     let default_route = routes
         .iter()
@@ -63,25 +87,36 @@ pub fn choose(
         .find(|a| a.index == link.index)
         .ok_or_else(|| Error::NoUnderlayAddress { iface: link.name.clone() })?;
     let gateway = default_route.filter(|r| r.oif == Some(link.index)).and_then(|r| r.gateway);
-    Ok(Node {
-        underlay: Underlay {
-            ifindex: link.index,
-            addr: address.addr,
-            prefix_len: address.prefix_len,
-            gateway,
-        },
-        mac: link.mac.unwrap_or_default(),
-        mtu: link.mtu,
-    })
+    let underlay =
+        Underlay { ifindex: link.index, addr: address.addr, prefix_len: address.prefix_len, gateway };
+    let vxlan =
+        links.iter().find(|l| l.name == VXLAN_DEVICE).map(|l| VxlanDevice::from_link(l, &underlay, &sysctls));
+    Ok(Node { underlay, mac: link.mac.unwrap_or_default(), mtu: link.mtu, vxlan, sysctls })
 }
 
-/// The same node with what a link event changed (MTU, MAC), if this link is its underlay.
+/// The same node with what a link event changed, if it did: the underlay's MTU or MAC, or
+/// `vxlan.calico`'s settings.
 pub fn updated(node: &Node, link: &LinkState) -> Option<Node> {
-    if link.index != node.underlay.ifindex {
+    let next = if link.index == node.underlay.ifindex {
+        Node { mac: link.mac.unwrap_or(node.mac), mtu: link.mtu, ..*node }
+    } else if link.name == VXLAN_DEVICE {
+        Node { vxlan: Some(VxlanDevice::from_link(link, &node.underlay, &node.sysctls)), ..*node }
+    } else if is_vxlan_device(node, link.index) {
+        // Renamed: no longer Calico's device.
+        Node { vxlan: None, ..*node }
+    } else {
         return None;
-    }
-    let next = Node { mac: link.mac.unwrap_or(node.mac), mtu: link.mtu, ..*node };
+    };
     (next != *node).then_some(next)
+}
+
+/// The same node without `vxlan.calico`, if the link that went was it.
+pub fn without(node: &Node, link: &LinkState) -> Option<Node> {
+    (link.name == VXLAN_DEVICE || is_vxlan_device(node, link.index)).then_some(Node { vxlan: None, ..*node })
+}
+
+fn is_vxlan_device(node: &Node, ifindex: u32) -> bool {
+    matches!(node.vxlan, Some(Ok(d)) if d.config.ifindex == ifindex)
 }
 
 #[cfg(test)]
@@ -92,7 +127,15 @@ mod tests {
     use crate::daemon::routes::RouteKindOf;
 
     fn eth0() -> LinkState {
-        LinkState { index: 2, name: "eth0".into(), mac: Some([2; 6]), mtu: 1500, up: true, peer: None }
+        LinkState {
+            index: 2,
+            name: "eth0".into(),
+            mac: Some([2; 6]),
+            mtu: 1500,
+            up: true,
+            peer: None,
+            vxlan: None,
+        }
     }
 
     fn addresses() -> Vec<Address> {
@@ -114,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_default_route_names_the_underlay() {
-        let node = choose(None, &[eth0()], &addresses(), &[default_route()]).unwrap();
+        let node = choose(None, &[eth0()], &addresses(), &[default_route()], Sysctls::default()).unwrap();
         assert_eq!(node.underlay.ifindex, 2);
         assert_eq!(node.underlay.addr, Ipv4Addr::new(10, 101, 14, 50));
         assert_eq!(node.underlay.gateway, Some(Ipv4Addr::new(10, 101, 14, 62)));
@@ -122,27 +165,34 @@ mod tests {
         assert_eq!(config.node_ip, [10, 101, 14, 50]);
         assert_eq!(config.underlay_mtu, 1500);
         assert!(config.ready());
-        assert_eq!(config.tunnel_mtu(), 1480);
+        assert_eq!(config.tunnel_mtu(&fastpath_common::tunnel::Tunnel::Ipip), 1480);
+        assert!(!config.has_vxlan());
     }
 
     #[test]
     fn a_named_underlay_must_exist_and_have_an_address() {
         assert!(matches!(
-            choose(Some("eth9"), &[eth0()], &addresses(), &[]),
+            choose(Some("eth9"), &[eth0()], &addresses(), &[], Sysctls::default()),
             Err(Error::NoSuchInterface { .. })
         ));
-        assert!(matches!(choose(Some("eth0"), &[eth0()], &[], &[]), Err(Error::NoUnderlayAddress { .. })));
-        assert!(choose(Some("eth0"), &[eth0()], &addresses(), &[]).is_ok());
+        assert!(matches!(
+            choose(Some("eth0"), &[eth0()], &[], &[], Sysctls::default()),
+            Err(Error::NoUnderlayAddress { .. })
+        ));
+        assert!(choose(Some("eth0"), &[eth0()], &addresses(), &[], Sysctls::default()).is_ok());
     }
 
     #[test]
     fn without_a_default_route_the_underlay_must_be_named() {
-        assert!(matches!(choose(None, &[eth0()], &addresses(), &[]), Err(Error::NoDefaultRoute)));
+        assert!(matches!(
+            choose(None, &[eth0()], &addresses(), &[], Sysctls::default()),
+            Err(Error::NoDefaultRoute)
+        ));
     }
 
     #[test]
     fn an_mtu_change_on_the_underlay_updates_the_node() {
-        let node = choose(None, &[eth0()], &addresses(), &[default_route()]).unwrap();
+        let node = choose(None, &[eth0()], &addresses(), &[default_route()], Sysctls::default()).unwrap();
         assert_eq!(updated(&node, &eth0()), None);
         let bigger = LinkState { mtu: 9000, ..eth0() };
         assert_eq!(updated(&node, &bigger).map(|n| n.mtu), Some(9000));

@@ -1,5 +1,5 @@
-//! The kernel's state, taken whole: links, the node's underlay and every IPv4 route, with the
-//! pods' MACs asked for. The daemon takes one at start and again at each resync; `fastpath
+//! The kernel's state, taken whole: links, the node's underlay and `vxlan.calico`, every IPv4
+//! route and neighbour entry, with the pods' MACs asked for. The daemon takes one at start and again at each resync; `fastpath
 //! verify` takes one to compare the maps with.
 
 use crate::{
@@ -7,6 +7,7 @@ use crate::{
         kernel::{KernelState, PeerQuery},
         netlink::{LinkState, Netlink},
         node::{self, Node},
+        vxlan::Sysctls,
     },
     Error,
 };
@@ -22,8 +23,9 @@ pub async fn take(netlink: &Netlink, underlay: Option<&str>, pod_prefix: &str) -
     let links = netlink.links().await?;
     let addresses = netlink.ipv4_addresses().await?;
     let routes = netlink.ipv4_routes().await?;
-    let node = node::choose(underlay, &links, &addresses, &routes)?;
-    let mut kernel = KernelState::new(&links, routes);
+    let neighbours = netlink.neighbours().await?;
+    let node = node::choose(underlay, &links, &addresses, &routes, sysctls())?;
+    let mut kernel = KernelState::new(&links, routes, &neighbours);
     for query in KernelState::peer_queries(&links, pod_prefix) {
         learn_peer_mac(netlink, &mut kernel, query).await;
     }
@@ -41,4 +43,20 @@ pub async fn learn_peer_mac(netlink: &Netlink, kernel: &mut KernelState, query: 
             e.chain()
         ),
     }
+}
+
+/// The namespace's settings the kernel's vxlan device falls back on, read from `/proc/sys` (per
+/// network namespace); the kernel's defaults where they cannot be read.
+fn sysctls() -> Sysctls {
+    let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
+    let defaults = Sysctls::default();
+    let local_port_range = read("ip_local_port_range")
+        .and_then(|text| {
+            let mut ports = text.split_whitespace().map(str::parse::<u16>);
+            Some((ports.next()?.ok()?, ports.next()?.ok()?))
+        })
+        .unwrap_or(defaults.local_port_range);
+    let default_ttl =
+        read("ip_default_ttl").and_then(|t| t.trim().parse().ok()).unwrap_or(defaults.default_ttl);
+    Sysctls { local_port_range, default_ttl }
 }

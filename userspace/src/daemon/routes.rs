@@ -4,23 +4,33 @@
 //! |---|---|
 //! | `10.244.40.36 dev caliX scope link` | local endpoint (caliX's ifindex, the pod's MAC), or "kernel" until the MAC is known |
 //! | `10.244.166.128/26 via 10.101.14.51 dev tunl0 onlink` | remote block, IPIP (plain with `--ipip never`) |
-//! | `10.244.166.128/26 via 10.101.14.51 dev eth0` | remote block: IPIP with `--ipip always`, or `cross-subnet` and the next hop outside the underlay subnet; else plain |
+//! | `10.244.166.128/26 via 10.244.166.128 dev vxlan.calico onlink` | remote block, VXLAN to the node the neighbour and FDB entries name (plain with `--vxlan never`); "kernel" until both are known |
+//! | `10.244.166.128/26 via 10.101.14.51 dev eth0` | remote block: IPIP with `--ipip always`, VXLAN with `--vxlan always`, or either with `cross-subnet` and the next hop outside the underlay subnet; else plain |
 //! | `blackhole 10.244.40.0/26` | blackhole: an address in it with no pod is dropped |
+//! | `local 10.244.40.0 dev vxlan.calico table local` (this node's tunnel address) | "kernel": the kernel delivers it to this host |
 //! | anything else (default route, routes via the underlay's gateway, host and service routes, other tables) | none: the kernel routes it |
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use fastpath_common::route::RouteValue;
 
+use crate::daemon::{
+    encap::{Modes, UnderlayChoice},
+    ipip,
+    vxlan::{self, Vteps, VxlanDevice},
+};
+
 /// The main routing table's id.
 pub const MAIN_TABLE: u32 = 254;
-/// Calico's IPIP device; this kernel need not have it for its routes to mean "IPIP".
-pub const TUNNEL_DEVICE: &str = "tunl0";
+/// The local table's id: addresses of this host, consulted before any other.
+pub const LOCAL_TABLE: u32 = 255;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteKindOf {
     Unicast,
     Blackhole,
+    /// An address of this host (`local`, in the local table).
+    Local,
     Other,
 }
 
@@ -62,38 +72,6 @@ impl KernelRoute {
 /// A prefix of the route table: (length, address).
 pub type Prefix = (u8, Ipv4Addr);
 
-/// When to encapsulate toward another node (`--ipip`); the numbers are what the agent map stores.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IpipMode {
-    /// As the routes say: via tunl0 is IPIP, via the underlay is plain.
-    #[default]
-    Follow,
-    /// Every remote block.
-    Always,
-    /// Remote blocks whose node is outside the underlay subnet (Calico's CrossSubnet).
-    CrossSubnet,
-    /// None: remote blocks are routed plain, even via tunl0.
-    Never,
-}
-
-impl IpipMode {
-    /// The mode stored as `code` in the agent map (`mode as u32`).
-    pub fn from_code(code: u32) -> Option<Self> {
-        [Self::Follow, Self::Always, Self::CrossSubnet, Self::Never].into_iter().find(|m| *m as u32 == code)
-    }
-
-    /// The `--ipip` value that selects this mode.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Follow => "follow",
-            Self::Always => "always",
-            Self::CrossSubnet => "cross-subnet",
-            Self::Never => "never",
-        }
-    }
-}
-
 /// An interface, as the mapping needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interface {
@@ -125,8 +103,12 @@ impl Underlay {
 pub struct Mapping<'a> {
     pub interfaces: &'a HashMap<u32, Interface>,
     pub underlay: &'a Underlay,
-    pub ipip: IpipMode,
+    pub modes: Modes,
     pub pod_prefix: &'a str,
+    /// This node's `vxlan.calico`, if the programs can stand in for it.
+    pub vxlan: Option<&'a VxlanDevice>,
+    /// Its neighbour and FDB entries.
+    pub vteps: &'a Vteps,
 }
 
 /// The entry for one kernel route, or `None` when the kernel should keep routing it.
@@ -137,7 +119,7 @@ pub fn map_route(route: &KernelRoute, m: &Mapping) -> Option<RouteValue> {
     match route.kind {
         RouteKindOf::Blackhole => Some(RouteValue::blackhole()),
         RouteKindOf::Unicast => map_unicast(route, m),
-        RouteKindOf::Other => None,
+        RouteKindOf::Local | RouteKindOf::Other => None,
     }
 }
 
@@ -151,24 +133,43 @@ fn map_unicast(route: &KernelRoute, m: &Mapping) -> Option<RouteValue> {
                 None => RouteValue::local_pending(oif),
             })
         }
-        Some(gateway) if interface.name == TUNNEL_DEVICE => {
-            Some(RouteValue::remote(gateway.octets(), m.ipip != IpipMode::Never))
+        Some(gateway) if interface.name == ipip::TUNNEL_DEVICE => Some(ipip::entry(gateway, m.modes.ipip)),
+        // Felix routes a borrowed tunnel address with no gateway: the address is the neighbour.
+        gateway if interface.name == vxlan::VXLAN_DEVICE => {
+            let gateway = gateway.or((route.prefix_len == 32).then_some(route.dst))?;
+            Some(vxlan::entry_via_device(gateway, m.modes.vxlan, m.vxlan, m.vteps))
         }
         Some(gateway) if oif == m.underlay.ifindex && Some(gateway) != m.underlay.gateway => {
-            let encap = match m.ipip {
-                IpipMode::Always => true,
-                IpipMode::CrossSubnet => !m.underlay.contains(gateway),
-                IpipMode::Follow | IpipMode::Never => false,
-            };
-            Some(RouteValue::remote(gateway.octets(), encap))
+            Some(match m.modes.via_underlay(m.underlay, gateway) {
+                UnderlayChoice::Plain => RouteValue::remote(gateway.octets(), false),
+                UnderlayChoice::Ipip => RouteValue::remote(gateway.octets(), true),
+                UnderlayChoice::Vxlan => vxlan::entry_via_underlay(gateway, m.vxlan, m.vteps),
+            })
         }
         _ => None,
     }
 }
 
-/// The entry for a prefix: the kernel's preferred route among `routes` (main table, lowest
-/// metric, then TOS 0), mapped; `None` when the kernel keeps it.
+/// Whether `route` is this node's own address on a tunnel device (Calico's tunnel address, taken
+/// from the node's block): the kernel delivers it to this host, whatever the block's blackhole
+/// says, so the programs must hand it to the kernel.
+fn is_tunnel_address(route: &KernelRoute, m: &Mapping) -> bool {
+    route.table == LOCAL_TABLE
+        && route.kind == RouteKindOf::Local
+        && route.prefix_len == 32
+        && route
+            .oif
+            .and_then(|oif| m.interfaces.get(&oif))
+            .is_some_and(|i| i.name == ipip::TUNNEL_DEVICE || i.name == vxlan::VXLAN_DEVICE)
+}
+
+/// The entry for a prefix: this node's tunnel address is the kernel's (the local table comes
+/// first); else the kernel's preferred route among `routes` (main table, lowest metric, then TOS
+/// 0), mapped; `None` when the kernel keeps it.
 pub fn entry_for(routes: &[KernelRoute], m: &Mapping) -> Option<RouteValue> {
+    if routes.iter().any(|r| is_tunnel_address(r, m)) {
+        return Some(RouteValue::kernel());
+    }
     let preferred = routes.iter().filter(|r| r.table == MAIN_TABLE).min_by_key(|r| (r.priority, r.tos))?;
     map_route(preferred, m)
 }
@@ -176,10 +177,12 @@ pub fn entry_for(routes: &[KernelRoute], m: &Mapping) -> Option<RouteValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::encap::{EncapMode, Modes};
 
     const CALI: u32 = 507;
     const ETH0: u32 = 2;
     const TUNL0: u32 = 3;
+    const VXLAN: u32 = 9;
     const POD_MAC: [u8; 6] = [0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d];
 
     fn interfaces(pod_mac: Option<[u8; 6]>) -> HashMap<u32, Interface> {
@@ -187,6 +190,7 @@ mod tests {
             (CALI, Interface { name: "cali0f293e89ca7".into(), peer_mac: pod_mac, peer: Some((17, 4)) }),
             (ETH0, Interface { name: "eth0".into(), ..Interface::default() }),
             (TUNL0, Interface { name: "tunl0".into(), ..Interface::default() }),
+            (VXLAN, Interface { name: "vxlan.calico".into(), ..Interface::default() }),
         ])
     }
 
@@ -210,23 +214,36 @@ mod tests {
         }
     }
 
-    fn map(route: &KernelRoute, ipip: IpipMode, pod_mac: Option<[u8; 6]>) -> Option<RouteValue> {
+    fn mapping<'a>(interfaces: &'a HashMap<u32, Interface>, ipip: EncapMode) -> Mapping<'a> {
+        Mapping {
+            interfaces,
+            underlay: &UNDERLAY,
+            modes: Modes { ipip, vxlan: EncapMode::Follow },
+            pod_prefix: "cali",
+            vxlan: None,
+            vteps: &NO_VTEPS,
+        }
+    }
+
+    static NO_VTEPS: std::sync::LazyLock<Vteps> = std::sync::LazyLock::new(Vteps::default);
+
+    fn map(route: &KernelRoute, ipip: EncapMode, pod_mac: Option<[u8; 6]>) -> Option<RouteValue> {
         let interfaces = interfaces(pod_mac);
-        map_route(route, &Mapping { interfaces: &interfaces, underlay: &UNDERLAY, ipip, pod_prefix: "cali" })
+        map_route(route, &mapping(&interfaces, ipip))
     }
 
     #[test]
     fn a_pod_route_is_a_local_endpoint_once_its_mac_is_known() {
         let r = route([10, 244, 40, 36], 32, Some(CALI), None);
-        assert_eq!(map(&r, IpipMode::Follow, Some(POD_MAC)), Some(RouteValue::local(CALI, POD_MAC)));
-        assert_eq!(map(&r, IpipMode::Follow, None), Some(RouteValue::local_pending(CALI)));
+        assert_eq!(map(&r, EncapMode::Follow, Some(POD_MAC)), Some(RouteValue::local(CALI, POD_MAC)));
+        assert_eq!(map(&r, EncapMode::Follow, None), Some(RouteValue::local_pending(CALI)));
     }
 
     #[test]
     fn a_tunl0_block_route_is_ipip_unless_never() {
         let r = route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 51]));
-        assert_eq!(map(&r, IpipMode::Follow, None), Some(RouteValue::remote([10, 101, 14, 51], true)));
-        assert_eq!(map(&r, IpipMode::Never, None), Some(RouteValue::remote([10, 101, 14, 51], false)));
+        assert_eq!(map(&r, EncapMode::Follow, None), Some(RouteValue::remote([10, 101, 14, 51], true)));
+        assert_eq!(map(&r, EncapMode::Never, None), Some(RouteValue::remote([10, 101, 14, 51], false)));
     }
 
     #[test]
@@ -234,23 +251,23 @@ mod tests {
         let same_subnet = route([10, 244, 166, 128], 26, Some(ETH0), Some([10, 101, 14, 51]));
         let other_subnet = route([10, 244, 7, 0], 26, Some(ETH0), Some([10, 101, 15, 9]));
         assert_eq!(
-            map(&same_subnet, IpipMode::Follow, None),
+            map(&same_subnet, EncapMode::Follow, None),
             Some(RouteValue::remote([10, 101, 14, 51], false))
         );
         assert_eq!(
-            map(&same_subnet, IpipMode::Always, None),
+            map(&same_subnet, EncapMode::Always, None),
             Some(RouteValue::remote([10, 101, 14, 51], true))
         );
         assert_eq!(
-            map(&same_subnet, IpipMode::CrossSubnet, None),
+            map(&same_subnet, EncapMode::CrossSubnet, None),
             Some(RouteValue::remote([10, 101, 14, 51], false))
         );
         assert_eq!(
-            map(&other_subnet, IpipMode::CrossSubnet, None),
+            map(&other_subnet, EncapMode::CrossSubnet, None),
             Some(RouteValue::remote([10, 101, 15, 9], true))
         );
         assert_eq!(
-            map(&same_subnet, IpipMode::Never, None),
+            map(&same_subnet, EncapMode::Never, None),
             Some(RouteValue::remote([10, 101, 14, 51], false))
         );
     }
@@ -258,7 +275,7 @@ mod tests {
     #[test]
     fn the_local_block_blackhole_is_a_blackhole() {
         let r = KernelRoute { kind: RouteKindOf::Blackhole, ..route([10, 244, 40, 0], 26, None, None) };
-        assert_eq!(map(&r, IpipMode::Follow, None), Some(RouteValue::blackhole()));
+        assert_eq!(map(&r, EncapMode::Follow, None), Some(RouteValue::blackhole()));
     }
 
     #[test]
@@ -273,19 +290,14 @@ mod tests {
             KernelRoute { table: 255, ..route([10, 244, 40, 36], 32, Some(CALI), None) },
             KernelRoute { kind: RouteKindOf::Other, ..route([10, 101, 14, 50], 32, Some(ETH0), None) },
         ] {
-            assert_eq!(map(&r, IpipMode::Always, Some(POD_MAC)), None, "{r:?}");
+            assert_eq!(map(&r, EncapMode::Always, Some(POD_MAC)), None, "{r:?}");
         }
     }
 
     #[test]
     fn the_preferred_route_of_a_prefix_wins() {
         let interfaces = interfaces(Some(POD_MAC));
-        let m = Mapping {
-            interfaces: &interfaces,
-            underlay: &UNDERLAY,
-            ipip: IpipMode::Follow,
-            pod_prefix: "cali",
-        };
+        let m = mapping(&interfaces, EncapMode::Follow);
         let worse = KernelRoute {
             priority: 100,
             ..route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 99]))
@@ -303,13 +315,122 @@ mod tests {
         assert_eq!(entry_for(&[], &m), None);
     }
 
-    #[test]
-    fn ipip_modes_round_trip_through_their_codes() {
-        for mode in [IpipMode::Follow, IpipMode::Always, IpipMode::CrossSubnet, IpipMode::Never] {
-            assert_eq!(IpipMode::from_code(mode as u32), Some(mode));
+    /// This node's device, and the tables Felix writes for node 10.101.14.51 (tunnel address
+    /// 10.244.166.128) and node 10.101.15.9 (tunnel address 10.244.7.0), across a router.
+    fn vxlan_node() -> (VxlanDevice, Vteps) {
+        use crate::daemon::netlink::{LinkState, Neighbour, NeighbourTable, VxlanLink};
+        let link = LinkState {
+            index: VXLAN,
+            name: "vxlan.calico".into(),
+            mac: Some([0x66, 0, 10, 101, 14, 50]),
+            mtu: 1450,
+            up: true,
+            peer: None,
+            vxlan: Some(VxlanLink {
+                vni: Some(4096),
+                port: Some(4789),
+                local: Some(UNDERLAY.addr),
+                ..VxlanLink::default()
+            }),
+        };
+        let device =
+            VxlanDevice::from_link(&link, &UNDERLAY, &crate::daemon::vxlan::Sysctls::default()).unwrap();
+        let mut vteps = Vteps::default();
+        for (tunnel, mac, node) in [
+            ([10, 244, 166, 128], [0x66, 0, 10, 101, 14, 51], [10, 101, 14, 51]),
+            ([10, 244, 7, 0], [0x66, 0, 10, 101, 15, 9], [10, 101, 15, 9]),
+        ] {
+            let neighbour = Neighbour {
+                ifindex: VXLAN,
+                table: NeighbourTable::Ipv4,
+                addr: Some(tunnel.into()),
+                mac: Some(mac),
+                resolved: true,
+                overridden: false,
+            };
+            vteps.apply(&neighbour, true);
+            vteps.apply(
+                &Neighbour { table: NeighbourTable::Bridge, addr: Some(node.into()), ..neighbour },
+                true,
+            );
         }
-        assert_eq!(IpipMode::from_code(4), None);
-        assert_eq!(IpipMode::CrossSubnet.name(), "cross-subnet");
+        (device, vteps)
+    }
+
+    fn map_vxlan(route: &KernelRoute, modes: Modes, device: bool) -> Option<RouteValue> {
+        let interfaces = interfaces(None);
+        let (d, vteps) = vxlan_node();
+        let m = Mapping {
+            modes,
+            vxlan: device.then_some(&d),
+            vteps: &vteps,
+            ..mapping(&interfaces, EncapMode::Follow)
+        };
+        entry_for(std::slice::from_ref(route), &m)
+    }
+
+    #[test]
+    fn a_vxlan_calico_block_route_is_vxlan_to_the_node_its_neighbour_and_fdb_name() {
+        let follow = Modes::default();
+        let r = route([10, 244, 166, 128], 26, Some(VXLAN), Some([10, 244, 166, 128]));
+        let vtep = [0x66, 0, 10, 101, 14, 51];
+        assert_eq!(map_vxlan(&r, follow, true), Some(RouteValue::vxlan([10, 101, 14, 51], vtep)));
+        let never = Modes { vxlan: EncapMode::Never, ..follow };
+        assert_eq!(map_vxlan(&r, never, true), Some(RouteValue::remote([10, 101, 14, 51], false)));
+        assert_eq!(
+            map_vxlan(&r, follow, false),
+            Some(RouteValue::kernel()),
+            "a device the programs cannot mimic"
+        );
+        let unknown = route([10, 244, 9, 0], 26, Some(VXLAN), Some([10, 244, 9, 0]));
+        assert_eq!(map_vxlan(&unknown, follow, true), Some(RouteValue::kernel()), "no neighbour entry yet");
+        // Felix's route to a borrowed tunnel address has no gateway.
+        let borrowed = route([10, 244, 7, 0], 32, Some(VXLAN), None);
+        assert_eq!(
+            map_vxlan(&borrowed, follow, true),
+            Some(RouteValue::vxlan([10, 101, 15, 9], [0x66, 0, 10, 101, 15, 9]))
+        );
+    }
+
+    #[test]
+    fn vxlan_always_and_cross_subnet_encapsulate_routes_via_the_underlay() {
+        let same = route([10, 244, 166, 128], 26, Some(ETH0), Some([10, 101, 14, 51]));
+        let across = route([10, 244, 7, 0], 26, Some(ETH0), Some([10, 101, 15, 9]));
+        let always = Modes { vxlan: EncapMode::Always, ..Modes::default() };
+        assert_eq!(
+            map_vxlan(&same, always, true),
+            Some(RouteValue::vxlan([10, 101, 14, 51], [0x66, 0, 10, 101, 14, 51]))
+        );
+        let cross = Modes { vxlan: EncapMode::CrossSubnet, ..Modes::default() };
+        assert_eq!(map_vxlan(&same, cross, true), Some(RouteValue::remote([10, 101, 14, 51], false)));
+        assert_eq!(
+            map_vxlan(&across, cross, true),
+            Some(RouteValue::vxlan([10, 101, 15, 9], [0x66, 0, 10, 101, 15, 9]))
+        );
+        let nobody = route([10, 244, 8, 0], 26, Some(ETH0), Some([10, 101, 14, 53]));
+        assert_eq!(
+            map_vxlan(&nobody, always, true),
+            Some(RouteValue::kernel()),
+            "no FDB entry for that node"
+        );
+        assert_eq!(
+            map_vxlan(&same, Modes::default(), true),
+            Some(RouteValue::remote([10, 101, 14, 51], false))
+        );
+    }
+
+    #[test]
+    fn this_nodes_tunnel_address_is_the_kernels_whatever_the_blackhole_says() {
+        let local = KernelRoute {
+            kind: RouteKindOf::Local,
+            table: LOCAL_TABLE,
+            ..route([10, 244, 40, 0], 32, Some(VXLAN), None)
+        };
+        assert_eq!(map_vxlan(&local, Modes::default(), true), Some(RouteValue::kernel()));
+        let on_tunl0 = KernelRoute { oif: Some(TUNL0), ..local.clone() };
+        assert_eq!(map_vxlan(&on_tunl0, Modes::default(), true), Some(RouteValue::kernel()));
+        let node_address = KernelRoute { oif: Some(ETH0), ..local };
+        assert_eq!(map_vxlan(&node_address, Modes::default(), true), None, "only tunnel devices' addresses");
     }
 
     #[test]

@@ -31,12 +31,13 @@ use crate::{
     daemon::{
         attach::{self, Action, Link, Selector},
         conntrack,
+        encap::Modes,
         kernel::{KernelState, Touched},
         metrics::{self, Metrics},
         netlink::{Event, LinkState, Netlink},
         node::{self, Node},
         picture::{self, Picture},
-        routes::{self, IpipMode, Mapping, Prefix},
+        routes::{self, Mapping, Prefix},
     },
     dataplane::{
         bpffs, legacy_tc,
@@ -52,7 +53,7 @@ type Logger = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
 /// Everything the running daemon holds.
 struct Daemon {
     selector: Selector,
-    ipip: IpipMode,
+    modes: Modes,
     node: Node,
     kernel: KernelState,
     netlink: Netlink,
@@ -74,6 +75,7 @@ struct Daemon {
 
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
+    let modes = args.modes();
     let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
     // Subscribe before the dumps so nothing created in between is missed.
     let netlink = Netlink::new()?;
@@ -117,13 +119,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     if let Some(addr) = args.metrics_addr {
         metrics::serve(addr, dir.clone(), Arc::clone(&metrics)).await?;
     }
-    let ipip: IpipMode = args.ipip.into();
     let agent = AgentInfo {
         layout_version: LAYOUT_VERSION,
         pid: std::process::id(),
         started_unix_ms: unix_ms(),
         heartbeat_unix_ms: unix_ms(),
-        ipip_mode: ipip as u32,
+        ipip_mode: modes.ipip as u32,
+        vxlan_mode: modes.vxlan as u32,
+        _pad: 0,
         flags: mode_flags(trust_kernel, hook),
         version: show::padded(env!("CARGO_PKG_VERSION")),
         iface_prefix: show::padded(&selector.prefix),
@@ -131,7 +134,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let mut daemon = Daemon {
         selector,
-        ipip,
+        modes,
         node,
         kernel,
         netlink,
@@ -190,11 +193,12 @@ impl Daemon {
         release_freed_memory();
         // Tests and operators wait for this line: everything present at start is served now.
         log::info!(
-            "fastpath {} running: underlay {} ({}), ipip {:?}, trust {}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
+            "fastpath {} running: underlay {} ({}), {}, {}, trust {}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
             env!("CARGO_PKG_VERSION"),
             self.node.underlay.addr,
             self.node.underlay.ifindex,
-            self.ipip,
+            self.modes.describe(),
+            self.node.vxlan_words(),
             if self.trust_kernel { "kernel" } else { "routes" },
             self.kernel.route_count(),
             self.selector.prefix,
@@ -248,10 +252,7 @@ impl Daemon {
             };
         self.kernel = picture.kernel;
         if picture.node != self.node {
-            self.node = picture.node;
-            if let Err(e) = self.tables.set_node(&self.node_config()) {
-                log::warn!("{}", e.chain());
-            }
+            self.set_node(picture.node);
         }
         for link in &picture.links {
             let action = attach::on_link_present(&self.selector, &self.pod_names(), link_of(link));
@@ -291,25 +292,29 @@ impl Daemon {
                 let action = attach::on_link_present(&self.selector, &self.pod_names(), link_of(link));
                 self.apply(action);
                 if let Some(node) = node::updated(&self.node, link) {
-                    log::info!("underlay changed: MTU {}", node.mtu);
-                    self.node = node;
-                    if let Err(e) = self.tables.set_node(&self.node_config()) {
-                        log::warn!("{}", e.chain());
-                    }
+                    self.set_node(node);
                 }
             }
             Event::LinkGone(link) => {
                 self.unattached.remove(&link.index);
                 let action = attach::on_link_gone(&self.pod_names(), link_of(link));
                 self.apply(action);
+                if let Some(node) = node::without(&self.node, link) {
+                    self.set_node(node);
+                }
             }
-            Event::RouteAdded(_) | Event::RouteRemoved(_) | Event::Overrun => {}
+            Event::RouteAdded(_)
+            | Event::RouteRemoved(_)
+            | Event::NeighbourPresent(_)
+            | Event::NeighbourGone(_)
+            | Event::Overrun => {}
         }
         // A failed write is not fatal: the mirror of what was written only records successes,
         // so the next event's sync writes it again.
         let synced = match touched {
             Touched::Prefix(prefix) => self.sync_prefix(prefix),
             Touched::Everything => self.sync(),
+            Touched::Nothing => Ok(Written::default()),
         };
         match synced {
             Ok(written) if written.any() => {
@@ -337,12 +342,29 @@ impl Daemon {
         self.node.config(self.trust_kernel, self.flow_idle_secs)
     }
 
+    /// A changed underlay or `vxlan.calico`: the programs' settings follow (the routes through
+    /// the device follow with the sync after the event).
+    fn set_node(&mut self, node: Node) {
+        if node.mtu != self.node.mtu {
+            log::info!("underlay changed: MTU {}", node.mtu);
+        }
+        if node.vxlan != self.node.vxlan {
+            log::info!("{}", node.vxlan_words());
+        }
+        self.node = node;
+        if let Err(e) = self.tables.set_node(&self.node_config()) {
+            log::warn!("{}", e.chain());
+        }
+    }
+
     fn mapping(&self) -> Mapping<'_> {
         Mapping {
             interfaces: &self.kernel.interfaces,
             underlay: &self.node.underlay,
-            ipip: self.ipip,
+            modes: self.modes,
             pod_prefix: &self.selector.prefix,
+            vxlan: self.node.usable_vxlan(),
+            vteps: &self.kernel.vteps,
         }
     }
 

@@ -1,0 +1,109 @@
+//! What IPIP (`ipip.rs`) and VXLAN (`vxlan.rs`) share: whether a packet fits the tunnel (and the
+//! ICMP a router sends when it does not), the way out over the underlay, which nodes may send us
+//! tunnels, and the delivery of what arrives, so each tunnel's module holds only its own headers.
+
+use aya_ebpf::programs::TcContext;
+use fastpath_common::{
+    ipv4::{Ipv4Fields, HEADER_LEN, PROTO_TCP, PROTO_UDP},
+    maps::NodeConfig,
+    route::Forward,
+    tunnel::Tunnel,
+    Reason,
+};
+use network_types::eth::EthHdr;
+
+use crate::{
+    deliver,
+    fib::{self, NextHop},
+    flow, icmp, ip, lookup, maps, parse,
+    stats::Outcome,
+};
+
+/// `None` when the inner packet (each segment, for a GSO packet) fits `tunnel` over this node's
+/// underlay; otherwise what a router does instead: DF gets ICMP "fragmentation needed" with the
+/// tunnel MTU, the rest the kernel may fragment.
+#[inline(always)]
+pub fn too_big(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, tunnel: &Tunnel) -> Option<Outcome> {
+    let mtu = node.tunnel_mtu(tunnel);
+    if largest_segment(ctx, inner) <= mtu {
+        return None;
+    }
+    Some(if inner.dont_fragment() {
+        icmp::frag_needed(ctx, node, mtu as u16)
+    } else {
+        Err(Reason::PassTooBig)
+    })
+}
+
+/// The IP length of the largest packet that will leave: the packet itself, or for a GSO
+/// super-packet one segment (gso_size plus its IP and TCP/UDP headers).
+#[inline(always)]
+fn largest_segment(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
+    // SAFETY: reading `gso_size` from the context is allowed for TC programs.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    if gso_size == 0 {
+        return u32::from(inner.total_len);
+    }
+    gso_size + HEADER_LEN as u32 + transport_header_len(ctx, inner.protocol)
+}
+
+#[inline(always)]
+fn transport_header_len(ctx: &TcContext, protocol: u8) -> u32 {
+    let l4 = EthHdr::LEN + HEADER_LEN;
+    match protocol {
+        PROTO_TCP => match parse::header_mut::<[u8; 13]>(ctx, l4) {
+            // SAFETY: bounds-checked by `header_mut`; byte 12 holds the data offset.
+            Some(tcp) => u32::from(unsafe { (*tcp)[12] } >> 4) * 4,
+            None => 20,
+        },
+        PROTO_UDP => 8,
+        _ => 0,
+    }
+}
+
+/// Send the encapsulated packet out of the underlay toward `hop`, with the next hop's MAC when
+/// the kernel knows it (else `bpf_redirect_neigh` resolves it on the way out).
+#[inline(always)]
+pub fn send(ctx: &TcContext, hop: &NextHop, reason: Reason) -> Outcome {
+    if let NextHop::Resolved { smac, dmac, .. } = hop {
+        let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+        // SAFETY: bounds-checked by `header_mut`.
+        unsafe {
+            (*eth).src_addr = *smac;
+            (*eth).dst_addr = *dmac;
+        }
+    }
+    Ok((fib::redirect(hop), reason))
+}
+
+/// A tunnel arriving at this node, as the shared delivery needs it.
+pub trait Arrival {
+    /// Where the inner IPv4 header starts.
+    const INNER_L3: usize;
+    /// The reason a delivered packet is counted under.
+    const DELIVERED: Reason;
+    /// Whether the headers between the outer and the inner IPv4 one are the fast path's to take
+    /// apart (`Err`: the kernel's).
+    fn check(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> Result<(), Reason>;
+    /// Remove everything between the outer Ethernet header and the inner IPv4 one.
+    fn strip(ctx: &TcContext) -> Result<(), Reason>;
+}
+
+/// A tunnel from another node to this one: from a stranger it is dropped; for a pod here, from
+/// a known node, it is taken apart and delivered (under `--trust kernel` only for a flow the
+/// kernel here has delivered before); anything else goes to the kernel still encapsulated, where
+/// its own tunnel device takes it apart and its policy judges it, as without fastpath.
+#[inline(always)]
+pub fn deliver<T: Arrival>(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> Outcome {
+    if !maps::is_tunnel_peer(outer.src) {
+        return Err(Reason::DropUnknownPeer);
+    }
+    T::check(ctx, node, outer)?;
+    let inner = ip::forwardable(ctx, T::INNER_L3)?;
+    let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
+        return Err(Reason::PassDecapNotLocal);
+    };
+    flow::admit(ctx, node, T::INNER_L3, &inner)?;
+    T::strip(ctx)?;
+    deliver::to_pod(ctx, ifindex, mac, T::DELIVERED)
+}
