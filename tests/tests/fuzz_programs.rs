@@ -46,6 +46,15 @@ fn seeds() -> Vec<Vec<u8>> {
     let to_pod = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
     let tcp =
         |src: [u8; 4], dst: [u8; 4], flags| packets::tcp_segment(addr(src), addr(dst), (40000, 80), flags);
+    // VXLAN as the next node's vxlan.calico sends it, and as this node's leaves the underlay.
+    let vxlan = |src: [u8; 4], dst: [u8; 4], inner: Vec<u8>| {
+        let (from, to) =
+            if src == NODE_IP { (NODE_VTEP_MAC, PEER_VTEP_MAC) } else { (PEER_VTEP_MAC, NODE_VTEP_MAC) };
+        let device = packets::Vxlan { sport: 50000, port: VXLAN_PORT, vni: VNI, dst_mac: to, src_mac: from };
+        let mut frame = packets::ethernet([2, 0, 0, 0, 0, 0x50], [2, 0, 0, 0, 0, 0x51], ETH_P_IP);
+        frame.extend(device.packet(addr(src), addr(dst), &inner));
+        frame
+    };
     vec![
         packets::pod_frame(&tcp(POD, REMOTE_POD, packets::TCP_SYN)),
         packets::pod_frame(&tcp(POD, OTHER_LOCAL_POD, packets::TCP_FIN | packets::TCP_ACK)),
@@ -58,11 +67,16 @@ fn seeds() -> Vec<Vec<u8>> {
         ipip(PEER_IP, to_pod.clone()),
         ipip([10, 101, 14, 60], to_pod.clone()),
         ipip(PEER_IP, packets::ipv4_packet(addr(PEER_IP), addr(NODE_IP), 64, 4, &to_pod)),
+        packets::pod_frame(&tcp(POD, VXLAN_POD, packets::TCP_SYN)),
+        vxlan(PEER_IP, NODE_IP, tcp(VXLAN_POD, POD, packets::TCP_ACK)),
+        vxlan(PEER_IP, NODE_IP, to_pod.clone()),
+        vxlan([10, 101, 14, 60], NODE_IP, to_pod.clone()),
+        vxlan(NODE_IP, PEER_IP, tcp(POD, VXLAN_POD, packets::TCP_SYN)),
     ]
 }
 
-/// A seed with bytes overwritten, a length field or header length bent, and cut or padded; or
-/// bytes at random.
+/// A seed with bytes overwritten (anywhere in the first 80 bytes: the VXLAN headers end at 64), a
+/// length field or header length bent, and cut or padded; or bytes at random.
 fn frames() -> impl Strategy<Value = Vec<u8>> {
     let seeds = seeds();
     let mutated = (
