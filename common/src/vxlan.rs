@@ -113,9 +113,10 @@ pub struct Encap {
 }
 
 /// The 50 bytes in front of an inner IPv4 packet of `inner_len` bytes: outer IPv4 (checksum
-/// included), UDP (checksum 0, as the kernel sends VXLAN over IPv4 by default), VXLAN (flag I,
-/// the VNI), inner Ethernet from this node's VTEP MAC to the other's. `None` when the outer
-/// packet would exceed 65535 bytes.
+/// included), UDP (checksum 0: RFC 7348 says it SHOULD be, and every receiver accepts it over
+/// IPv4; the kernel's own device sends one unless created `noudpcsum`), VXLAN (flag I, the VNI),
+/// inner Ethernet from this node's VTEP MAC to the other's. `None` when the outer packet would
+/// exceed 65535 bytes.
 pub const fn headers(e: &Encap, inner_len: u16) -> Option<[u8; OVERHEAD]> {
     let Some(total) = inner_len.checked_add(OVERHEAD as u16) else { return None };
     let outer = OuterIpv4 { protocol: PROTO_UDP, ..e.outer }.header(total);
@@ -186,13 +187,17 @@ pub const fn destination_port(udp: &[u8; UDP_HEADER_LEN]) -> u16 {
 
 /// Whether VXLAN that arrived from a known node, in an outer packet of `outer_total_len` bytes,
 /// is one the fast path may take apart for this node's `vxlan.calico`: UDP length consistent,
-/// no UDP checksum (one would have to be verified first), flags exactly "I", this device's VNI,
-/// an inner Ethernet frame to this device's MAC carrying IPv4. Anything else is the kernel's to
-/// judge ([`Reason::PassVxlanOther`]): another device may own that VNI, and ARP or broadcast in
-/// the overlay is the kernel's business.
+/// flags exactly "I", this device's VNI, an inner Ethernet frame to this device's MAC carrying
+/// IPv4. Anything else is the kernel's to judge ([`Reason::PassVxlanOther`]): another device may
+/// own that VNI, and ARP or broadcast in the overlay is the kernel's business.
+///
+/// A UDP checksum is accepted unverified, as the outer IPv4 header checksum of IPIP is: every
+/// field the decision reads is checked here exactly, and the inner packet keeps its own
+/// checksums, which the pod's stack verifies (stripping the headers resets the skb's
+/// "checksum unnecessary" state, `bpf_skb_adjust_room` without `NO_CSUM_RESET`). The kernel's
+/// own device on a node without fastpath sends one by default.
 pub const fn check_received(outer_total_len: u16, r: &Received, config: &VxlanConfig) -> Result<(), Reason> {
     let udp_len = u16::from_be_bytes([r.udp[4], r.udp[5]]);
-    let checksum = u16::from_be_bytes([r.udp[6], r.udp[7]]);
     let vni = u32::from_be_bytes([0, r.vxlan[4], r.vxlan[5], r.vxlan[6]]);
     let v = &r.vxlan;
     let flags_ok = v[0] == FLAG_VNI && v[1] == 0 && v[2] == 0 && v[3] == 0 && v[7] == 0;
@@ -201,7 +206,6 @@ pub const fn check_received(outer_total_len: u16, r: &Received, config: &VxlanCo
     let to_me = e[0] == m[0] && e[1] == m[1] && e[2] == m[2] && e[3] == m[3] && e[4] == m[4] && e[5] == m[5];
     let carries_ipv4 = e[12] == ETH_P_IP[0] && e[13] == ETH_P_IP[1];
     if outer_total_len as u32 != udp_len as u32 + ipv4::HEADER_LEN as u32
-        || checksum != 0
         || !flags_ok
         || vni != config.vni
         || !to_me
@@ -320,6 +324,9 @@ mod tests {
         let (len, r) = received();
         assert_eq!(check_received(len, &r, &config()), Ok(()));
         assert_eq!(destination_port(&r.udp), 4789);
+        let checksummed =
+            Received { udp: [r.udp[0], r.udp[1], r.udp[2], r.udp[3], r.udp[4], r.udp[5], 0x12, 0x34], ..r };
+        assert_eq!(check_received(len, &checksummed, &config()), Ok(()), "as the kernel's device sends it");
     }
 
     #[test]
@@ -334,7 +341,6 @@ mod tests {
             ("another VNI", len, with(|r| r.vxlan[6] = 1)),
             ("other flags", len, with(|r| r.vxlan[0] = 0x0c)),
             ("reserved bits", len, with(|r| r.vxlan[7] = 1)),
-            ("a UDP checksum", len, with(|r| r.udp[7] = 1)),
             ("a UDP length that disagrees", len + 1, good),
             ("broadcast in the overlay", len, with(|r| r.inner_eth[..6].copy_from_slice(&[0xff; 6]))),
             ("ARP in the overlay", len, with(|r| r.inner_eth[12..14].copy_from_slice(&[0x08, 0x06]))),

@@ -155,7 +155,7 @@ impl tunnel::Arrival for Arriving {
     const INNER_L3: usize = INNER_L3;
     const DELIVERED: Reason = Reason::DecapsulatedVxlan;
 
-    /// This device's VNI and flags, no UDP checksum, an inner IPv4 frame to this device's MAC
+    /// This device's VNI and flags, an inner IPv4 frame to this device's MAC
     /// (`fastpath_common::vxlan::check_received`); anything else is the kernel's.
     #[inline(always)]
     fn check(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> Result<(), Reason> {

@@ -61,7 +61,6 @@ pub struct VxlanLink {
     pub tos: u8,
     /// `IFLA_VXLAN_DF`: 0 unset, 1 set, 2 inherit.
     pub df: u8,
-    pub udp_csum: bool,
     /// `external`: no VNI of its own, metadata from the stack.
     pub collect_metadata: bool,
     /// GBP, GPE or remote checksum offload.
@@ -304,7 +303,6 @@ fn vxlan_link(infos: &[LinkInfo]) -> Option<VxlanLink> {
             InfoVxlan::TtlInheritFlag => v.ttl_inherit = true,
             InfoVxlan::Tos(tos) => v.tos = *tos,
             InfoVxlan::Df(df) => v.df = u8::from(*df),
-            InfoVxlan::UDPCsum(on) => v.udp_csum = *on,
             InfoVxlan::CollectMetadata(on) => v.collect_metadata = *on,
             InfoVxlan::Gbp | InfoVxlan::Gpe | InfoVxlan::RemCsumNoPartial => v.extensions = true,
             InfoVxlan::RemCsumTX(on) | InfoVxlan::RemCsumRX(on) => v.extensions |= *on,

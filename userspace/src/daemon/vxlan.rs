@@ -129,8 +129,6 @@ const DEFAULT_PORT: u16 = 4789;
 fn unsupported_feature(v: &VxlanLink) -> Option<&'static str> {
     if v.collect_metadata {
         Some("external (metadata-based) mode")
-    } else if v.udp_csum {
-        Some("UDP checksums")
     } else if v.extensions {
         Some("a VXLAN extension (GBP, GPE or remote checksum offload)")
     } else if ![DF_UNSET, DF_SET, DF_INHERIT].contains(&v.df) {
@@ -348,7 +346,6 @@ mod tests {
             with(|l| l.vxlan.as_mut().unwrap().link = Some(7)),
             "it sends through ifindex 7, not the underlay"
         );
-        assert_eq!(with(|l| l.vxlan.as_mut().unwrap().udp_csum = true), "it uses UDP checksums");
         assert!(with(|l| l.vxlan.as_mut().unwrap().collect_metadata = true).contains("external"));
         assert!(with(|l| l.vxlan.as_mut().unwrap().extensions = true).contains("GBP"));
     }
