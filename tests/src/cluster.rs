@@ -6,6 +6,13 @@
 //! end, `cali…` with MAC ee:ee:ee:ee:ee:ee, sits in the node with a /32 route to the pod. The pod
 //! has the address as a /32 and a default route via 169.254.1.1, exactly as Calico sets it up.
 //! proxy_arp is off on every `cali…`: only fastpath answers the pod's ARP.
+//!
+//! In VXLAN mode each node also has Felix's `vxlan.calico` (VNI 4096, port 4789, `local` the
+//! node's address, no learning, MTU underlay − 50, its own MAC, a tunnel address from its block)
+//! and, per other node, a block route via that node's tunnel address `dev vxlan.calico onlink`,
+//! a permanent neighbour entry and a permanent FDB entry: the kernel's own VXLAN path, real.
+//! Nodes whose addresses lie in different /28s sit on one bridge per subnet, and the switch
+//! namespace routes between them (the subnet's `.62`): a node across a router.
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -17,8 +24,15 @@ use crate::{bird::Bird, cmd, names, wait, Netns};
 pub const POD_GATEWAY: &str = "169.254.1.1";
 /// The underlay subnet of the seed's nodes (10.101.14.48/28) and its prefix length.
 pub const UNDERLAY_PREFIX_LEN: u8 = 28;
-/// The underlay's default gateway in the seed (it need not exist for our tests).
+/// The underlay's default gateway in the seed (it need not exist for our tests; it does when the
+/// nodes span several subnets, as each subnet's router).
 pub const UNDERLAY_GATEWAY: &str = "10.101.14.62";
+/// Calico's VXLAN device, VNI and port.
+pub const VXLAN_DEVICE: &str = "vxlan.calico";
+pub const VXLAN_VNI: u32 = 4096;
+pub const VXLAN_PORT: u16 = 4789;
+/// The pod MTU Calico sets in VXLAN mode (1500 − 50).
+pub const VXLAN_POD_MTU: u32 = 1450;
 
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
@@ -26,6 +40,9 @@ pub struct NodeSpec {
     /// This node's pod block (Calico IPAM /26).
     pub block: (Ipv4Addr, u8),
     pub pods: Vec<Ipv4Addr>,
+    /// This node runs no fastpath: proxy_arp on its pods' interfaces and its FORWARD chain open,
+    /// whatever the cluster's settings (a node of a cluster fastpath is being rolled out to).
+    pub kernel_only: bool,
 }
 
 /// How a node routes to another node's pod block.
@@ -36,6 +53,18 @@ pub enum RemoteVia {
     /// `via NODE dev tunl0 onlink`, as Calico's BIRD installs it in IPIP mode. This kernel has no
     /// ipip module, so `tunl0` is a veth to nowhere: only fastpath can carry these packets.
     Tunl0,
+    /// `via TUNNEL_ADDRESS dev vxlan.calico onlink` with the neighbour and FDB entries, as Felix
+    /// programs VXLAN mode: a real kernel VXLAN path.
+    Vxlan,
+    /// Calico's VXLANCrossSubnet: VXLAN to nodes in other subnets, plain `via NODE dev eth0` to
+    /// nodes in the same one.
+    VxlanCrossSubnet,
+}
+
+impl RemoteVia {
+    pub fn is_vxlan(self) -> bool {
+        matches!(self, RemoteVia::Vxlan | RemoteVia::VxlanCrossSubnet)
+    }
 }
 
 /// Where the nodes' block routes come from.
@@ -72,11 +101,13 @@ impl ClusterSpec {
                     underlay_ip: Ipv4Addr::new(10, 101, 14, 50),
                     block: (Ipv4Addr::new(10, 244, 40, 0), 26),
                     pods: vec![Ipv4Addr::new(10, 244, 40, 36)],
+                    kernel_only: false,
                 },
                 NodeSpec {
                     underlay_ip: Ipv4Addr::new(10, 101, 14, 51),
                     block: (Ipv4Addr::new(10, 244, 166, 128), 26),
                     pods: vec![Ipv4Addr::new(10, 244, 166, 150)],
+                    kernel_only: false,
                 },
             ],
             pod_mtu: 1480,
@@ -100,9 +131,40 @@ impl ClusterSpec {
                 underlay_ip: Ipv4Addr::new(10, 101, 14, 50 + n),
                 block: (Ipv4Addr::new(10, 244, 10 + n, 0), 26),
                 pods: (0..pods).map(|p| Ipv4Addr::new(10, 244, 10 + n, 2 + p)).collect(),
+                kernel_only: false,
             })
             .collect();
         Self { nodes, ..Self::seed_fastpath_only() }
+    }
+
+    /// `self` in Calico's VXLAN mode: Felix's `vxlan.calico` on every node, blocks routed
+    /// through it, pod MTU 1450.
+    pub fn with_vxlan(self) -> Self {
+        Self { remote_via: RemoteVia::Vxlan, pod_mtu: VXLAN_POD_MTU, ..self }
+    }
+
+    /// The seed cluster in VXLAN mode as fastpath must carry it alone: proxy_arp off, FORWARD
+    /// closed (the kernel's vxlan.calico is there, but the kernel may not forward a pod's packet).
+    pub fn seed_vxlan_fastpath_only() -> Self {
+        Self { kernel_forwarding: false, ..Self::seed().with_vxlan() }
+    }
+
+    /// The seed cluster in VXLAN mode while fastpath is rolled out: the first node for fastpath
+    /// (FORWARD closed, proxy_arp off), the second the kernel's alone.
+    pub fn seed_vxlan_mixed() -> Self {
+        let mut spec = Self::seed_vxlan_fastpath_only();
+        spec.nodes[1].kernel_only = true;
+        spec
+    }
+
+    /// Calico's VXLANCrossSubnet over `self`'s nodes, with the last one moved across a router
+    /// (10.101.15.50 in 10.101.15.48/28): plain to the node in the same subnet, VXLAN to it.
+    pub fn vxlan_cross_subnet(self) -> Self {
+        let mut spec = Self { remote_via: RemoteVia::VxlanCrossSubnet, pod_mtu: VXLAN_POD_MTU, ..self };
+        if let Some(last) = spec.nodes.last_mut() {
+            last.underlay_ip = Ipv4Addr::new(10, 101, 15, 50);
+        }
+        spec
     }
 
     /// `self` with its block routes from BIRD instead (over the underlay, so remote blocks are
@@ -120,6 +182,26 @@ pub struct Pod {
     pub host_iface: String,
 }
 
+/// A node's `vxlan.calico`: its MAC and its tunnel address (the first of its block, as Calico's
+/// IPAM hands it out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vtep {
+    pub mac: [u8; 6],
+    pub tunnel_ip: Ipv4Addr,
+}
+
+impl Vtep {
+    /// The node's VTEP: a locally administered MAC made of its address.
+    pub fn of(underlay_ip: Ipv4Addr, block: (Ipv4Addr, u8)) -> Self {
+        let [a, b, c, d] = underlay_ip.octets();
+        Self { mac: [0x66, 0, a, b, c, d], tunnel_ip: block.0 }
+    }
+
+    pub fn mac_string(&self) -> String {
+        self.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    }
+}
+
 #[derive(Debug)]
 pub struct Node {
     // Pods are declared before the node's namespace so they are dropped (deleted) first.
@@ -127,6 +209,16 @@ pub struct Node {
     pub ns: Netns,
     pub underlay_ip: Ipv4Addr,
     pub block: (Ipv4Addr, u8),
+    /// Its `vxlan.calico`, in VXLAN mode.
+    pub vtep: Option<Vtep>,
+    pub kernel_only: bool,
+}
+
+/// The /28 an underlay address lies in, and its router (`.62` of 10.101.14.48/28).
+fn subnet_of(addr: Ipv4Addr) -> (Ipv4Addr, Ipv4Addr) {
+    let mask = u32::MAX << (32 - u32::from(UNDERLAY_PREFIX_LEN));
+    let network = u32::from(addr) & mask;
+    (Ipv4Addr::from(network), Ipv4Addr::from(network + 14))
 }
 
 pub struct Cluster {
@@ -144,15 +236,17 @@ impl Cluster {
     pub fn build(tag: &str, spec: &ClusterSpec) -> Result<Self> {
         let tag = names::unique(tag);
         let switch = Netns::new(format!("{tag}-sw"))?;
-        cmd::ip(&switch.name, &["link", "add", "br0", "type", "bridge"])?;
-        cmd::ip(&switch.name, &["link", "set", "br0", "up"])?;
         let mut cluster = Self { birds: Vec::new(), tag, nodes: Vec::new(), switch, spec: spec.clone() };
+        cluster.add_subnets()?;
         for (i, node) in spec.nodes.iter().enumerate() {
             cluster.add_node(i, node).with_context(|| format!("building node {}", node.underlay_ip))?;
         }
         for i in 0..spec.nodes.len() {
             if spec.routes == RouteSource::Static {
                 cluster.route_remote_blocks(i)?;
+            }
+            if spec.remote_via.is_vxlan() {
+                cluster.add_vxlan_neighbours(i)?;
             }
             for ip in &spec.nodes[i].pods {
                 cluster.add_pod(i, *ip)?;
@@ -206,24 +300,57 @@ impl Cluster {
         }
     }
 
+    /// The underlay subnets: one bridge each in the switch namespace. With more than one, the
+    /// switch routes between them as each subnet's `.62`.
+    fn subnets(&self) -> Vec<Ipv4Addr> {
+        let mut subnets: Vec<Ipv4Addr> = Vec::new();
+        for node in &self.spec.nodes {
+            let (network, _) = subnet_of(node.underlay_ip);
+            if !subnets.contains(&network) {
+                subnets.push(network);
+            }
+        }
+        subnets
+    }
+
+    fn add_subnets(&self) -> Result<()> {
+        let subnets = self.subnets();
+        for (i, network) in subnets.iter().enumerate() {
+            let bridge = format!("br{i}");
+            cmd::ip(&self.switch.name, &["link", "add", &bridge, "type", "bridge"])?;
+            cmd::ip(&self.switch.name, &["link", "set", &bridge, "up"])?;
+            if subnets.len() > 1 {
+                let (_, router) = subnet_of(*network);
+                let address = format!("{router}/{UNDERLAY_PREFIX_LEN}");
+                cmd::ip(&self.switch.name, &["addr", "add", &address, "dev", &bridge])?;
+            }
+        }
+        if subnets.len() > 1 {
+            cmd::sysctl(&self.switch.name, "net.ipv4.ip_forward", "1")?;
+        }
+        Ok(())
+    }
+
     fn add_node(&mut self, index: usize, spec: &NodeSpec) -> Result<()> {
         let ns = Netns::new(format!("{}-n{}", self.tag, index + 1))?;
         let port = format!("n{}", index + 1);
+        let (network, router) = subnet_of(spec.underlay_ip);
+        let bridge = format!("br{}", self.subnets().iter().position(|n| *n == network).unwrap_or(0));
         cmd::ip(
             &self.switch.name,
             &["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name],
         )?;
-        cmd::ip(&self.switch.name, &["link", "set", &port, "master", "br0", "up"])?;
+        cmd::ip(&self.switch.name, &["link", "set", &port, "master", &bridge, "up"])?;
         let address = format!("{}/{UNDERLAY_PREFIX_LEN}", spec.underlay_ip);
         cmd::ip(&ns.name, &["addr", "add", &address, "dev", "eth0"])?;
         cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
-        cmd::ip(&ns.name, &["route", "add", "default", "via", UNDERLAY_GATEWAY, "dev", "eth0"])?;
+        cmd::ip(&ns.name, &["route", "add", "default", "via", &router.to_string(), "dev", "eth0"])?;
         if self.spec.routes == RouteSource::Static {
             let block = format!("{}/{}", spec.block.0, spec.block.1);
             cmd::ip(&ns.name, &["route", "add", "blackhole", &block])?;
         }
         cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1")?;
-        if !self.spec.kernel_forwarding {
+        if !self.spec.kernel_forwarding && !spec.kernel_only {
             cmd::in_ns_ok(&ns.name, "iptables", &["-P", "FORWARD", "DROP"])?;
         }
         if self.spec.remote_via == RemoteVia::Tunl0 {
@@ -234,7 +361,36 @@ impl Cluster {
             cmd::ip(&ns.name, &["link", "set", "tunl0-void", "up"])?;
             cmd::ip(&ns.name, &["link", "set", "tunl0", "up"])?;
         }
-        self.nodes.push(Node { pods: Vec::new(), ns, underlay_ip: spec.underlay_ip, block: spec.block });
+        let vtep = self.spec.remote_via.is_vxlan().then(|| Vtep::of(spec.underlay_ip, spec.block));
+        if let Some(vtep) = vtep {
+            add_vxlan_device(&ns.name, spec.underlay_ip, vtep)?;
+        }
+        self.nodes.push(Node {
+            pods: Vec::new(),
+            ns,
+            underlay_ip: spec.underlay_ip,
+            block: spec.block,
+            vtep,
+            kernel_only: spec.kernel_only,
+        });
+        Ok(())
+    }
+
+    /// Felix's layer-2 entries on node `index` for every other node: a permanent neighbour
+    /// entry for its tunnel address and a permanent FDB entry to its address.
+    fn add_vxlan_neighbours(&self, index: usize) -> Result<()> {
+        let ns = &self.nodes[index].ns.name;
+        for (j, peer) in self.nodes.iter().enumerate() {
+            let Some(vtep) = peer.vtep.filter(|_| j != index) else { continue };
+            let (tunnel, mac, node) =
+                (vtep.tunnel_ip.to_string(), vtep.mac_string(), peer.underlay_ip.to_string());
+            cmd::ip(ns, &["neigh", "add", &tunnel, "lladdr", &mac, "dev", VXLAN_DEVICE, "nud", "permanent"])?;
+            cmd::in_ns_ok(
+                ns,
+                "bridge",
+                &["fdb", "add", &mac, "dev", VXLAN_DEVICE, "dst", &node, "self", "permanent"],
+            )?;
+        }
         Ok(())
     }
 
@@ -259,12 +415,22 @@ impl Cluster {
     }
 
     fn ip_route(&self, index: usize, verb: &str, block: (Ipv4Addr, u8), via: Ipv4Addr) -> Result<()> {
-        let (block, via) = (format!("{}/{}", block.0, block.1), via.to_string());
-        let mut args = vec!["route", verb, &block, "via", &via, "dev"];
-        match self.spec.remote_via {
-            RemoteVia::Underlay => args.push("eth0"),
-            RemoteVia::Tunl0 => args.extend(["tunl0", "onlink"]),
-        }
+        let same_subnet = subnet_of(via).0 == subnet_of(self.nodes[index].underlay_ip).0;
+        // VXLAN routes go via the other node's tunnel address.
+        let tunnel =
+            self.nodes.iter().find(|n| n.underlay_ip == via).and_then(|n| n.vtep).map(|v| v.tunnel_ip);
+        let block = format!("{}/{}", block.0, block.1);
+        let (gateway, device): (Ipv4Addr, &[&str]) = match self.spec.remote_via {
+            RemoteVia::Underlay => (via, &["eth0"]),
+            RemoteVia::Tunl0 => (via, &["tunl0", "onlink"]),
+            RemoteVia::VxlanCrossSubnet if same_subnet => (via, &["eth0"]),
+            RemoteVia::Vxlan | RemoteVia::VxlanCrossSubnet => {
+                (tunnel.context("no VTEP for that node")?, &[VXLAN_DEVICE, "onlink"])
+            }
+        };
+        let gateway = gateway.to_string();
+        let mut args = vec!["route", verb, &block, "via", &gateway, "dev"];
+        args.extend_from_slice(device);
         cmd::ip(&self.nodes[index].ns.name, &args).map(drop)
     }
 
@@ -275,7 +441,7 @@ impl Cluster {
 
     /// As [`Self::add_pod`], with an MTU of its own (both ends of its veth).
     pub fn add_pod_with_mtu(&mut self, node_index: usize, ip: Ipv4Addr, mtu: u32) -> Result<&Pod> {
-        let proxy_arp = if self.spec.proxy_arp { "1" } else { "0" };
+        let proxy_arp = if self.spec.proxy_arp || self.nodes[node_index].kernel_only { "1" } else { "0" };
         let mtu = mtu.to_string();
         let node = &mut self.nodes[node_index];
         let ns = Netns::new(format!("{}-n{}p{}", self.tag, node_index + 1, node.pods.len()))?;
@@ -334,4 +500,34 @@ impl Cluster {
     pub fn pods(&self) -> impl Iterator<Item = (usize, &Pod)> {
         self.nodes.iter().enumerate().flat_map(|(i, n)| n.pods.iter().map(move |p| (i, p)))
     }
+}
+
+/// Felix's `vxlan.calico` in node namespace `ns`: VNI 4096, port 4789, `local` the node's
+/// address over eth0, no learning, MTU underlay − 50, the VTEP's MAC and tunnel address.
+fn add_vxlan_device(ns: &str, underlay_ip: Ipv4Addr, vtep: Vtep) -> Result<()> {
+    let (vni, port, local) = (VXLAN_VNI.to_string(), VXLAN_PORT.to_string(), underlay_ip.to_string());
+    cmd::ip(
+        ns,
+        &[
+            "link",
+            "add",
+            VXLAN_DEVICE,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            &port,
+            "local",
+            &local,
+            "dev",
+            "eth0",
+            "nolearning",
+        ],
+    )?;
+    let mtu = (1500 - 50).to_string();
+    cmd::ip(ns, &["link", "set", VXLAN_DEVICE, "address", &vtep.mac_string(), "mtu", &mtu])?;
+    cmd::ip(ns, &["link", "set", VXLAN_DEVICE, "up"])?;
+    cmd::ip(ns, &["addr", "add", &format!("{}/32", vtep.tunnel_ip), "dev", VXLAN_DEVICE])?;
+    Ok(())
 }

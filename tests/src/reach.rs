@@ -8,7 +8,8 @@ use crate::{
 /// Every pod pings every other pod with the kernel path's TTL (63 on one node, 62 across: one
 /// router hop per node), each pair moves `bytes` over TCP with its contents checked, and every
 /// daemon's counters show the programs answered ARP, delivered locally, encapsulated and
-/// decapsulated. Panics on the first failure, naming the pair.
+/// decapsulated (in VXLAN when the cluster is in VXLAN mode, else IPIP). Panics on the first
+/// failure, naming the pair.
 pub fn every_pod_reaches_every_pod(cluster: &Cluster, daemons: &[Daemon], bytes: usize) {
     let pods: Vec<_> = cluster.pods().collect();
     for (i, (from_node, from)) in pods.iter().enumerate() {
@@ -26,9 +27,13 @@ pub fn every_pod_reaches_every_pod(cluster: &Cluster, daemons: &[Daemon], bytes:
             }
         }
     }
+    let tunnel = match cluster.nodes[0].vtep {
+        Some(_) => ["encapsulated_vxlan", "decapsulated_vxlan"],
+        None => ["encapsulated", "decapsulated"],
+    };
     for daemon in daemons {
         let counters = daemon.counters().unwrap();
-        for reason in ["redirected_local", "encapsulated", "decapsulated", "arp_replied"] {
+        for reason in ["redirected_local", "arp_replied"].into_iter().chain(tunnel) {
             assert!(counters.packets(reason) > 0, "{}: {reason} did not move: {counters:?}", daemon.node_ns);
         }
     }
