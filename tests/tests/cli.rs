@@ -44,6 +44,28 @@ fn a_bad_flag_value_is_one_line_and_exit_code_2() {
 }
 
 #[test]
+fn two_tunnels_claiming_the_underlay_is_one_line_and_exit_code_2() {
+    for args in [
+        &["run", "--ipip", "always", "--vxlan", "always"][..],
+        &["run", "--vxlan", "cross-subnet", "--ipip", "always"],
+    ] {
+        let out = fastpath(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = one_line(&out.stderr);
+        assert!(line.contains("both claim the routes via the underlay"), "{line}");
+    }
+    // The same through the DaemonSet's variables.
+    let out = Command::new(fastpath_bin())
+        .arg("run")
+        .env("FASTPATH_IPIP", "cross-subnet")
+        .env("FASTPATH_VXLAN", "always")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_line(&out.stderr).contains("--ipip cross-subnet and --vxlan always"));
+}
+
+#[test]
 fn a_missing_interface_is_one_line_and_exit_code_2() {
     let out = fastpath_in_empty_namespace("noif", &["run", "--iface", "nope0"], &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
