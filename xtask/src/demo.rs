@@ -1,5 +1,7 @@
 //! `cargo xtask demo`: the seed write-ups' cluster, carried by fastpath alone (`--trust routes`),
 //! then beside a kube-proxy-style service NAT with the kernel's path open (`--trust kernel`).
+//! `--vxlan`: the same in Calico's VXLAN mode, the second act on a cluster fastpath is being rolled
+//! out to (the second node runs only the kernel's own VXLAN device).
 
 use std::{
     process::Command,
@@ -11,11 +13,14 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::{cluster::POD_GATEWAY, traffic, Cluster, ClusterSpec, Daemon};
+use fastpath_tests::{
+    cluster::{POD_GATEWAY, VXLAN_DEVICE},
+    traffic, Cluster, ClusterSpec, Daemon,
+};
 
 use crate::build;
 
-pub fn run(keep: bool) -> Result<()> {
+pub fn run(keep: bool, vxlan: bool) -> Result<()> {
     if !crate::shell::is_root() {
         bail!("the demo builds network namespaces: run it as root");
     }
@@ -33,8 +38,13 @@ pub fn run(keep: bool) -> Result<()> {
         Ok(())
     };
 
-    step("building the seed's cluster: nodes 10.101.14.50 and 10.101.14.51, pods 10.244.40.36 and 10.244.166.150")?;
-    let cluster = Cluster::build("demo", &ClusterSpec::seed_fastpath_only())?;
+    let (mode, spec) = if vxlan {
+        ("VXLAN", ClusterSpec::seed_vxlan_fastpath_only())
+    } else {
+        ("IPIP", ClusterSpec::seed_fastpath_only())
+    };
+    step(&format!("building the seed's cluster in {mode} mode: nodes 10.101.14.50 and 10.101.14.51, pods 10.244.40.36 and 10.244.166.150"))?;
+    let cluster = Cluster::build("demo", &spec)?;
     for node in &cluster.nodes {
         for pod in &node.pods {
             println!(
@@ -46,9 +56,40 @@ pub fn run(keep: bool) -> Result<()> {
     let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
     let (pod, remote) = (&node1.pods[0], &node2.pods[0]);
     show("pod routes (Calico's)", &pod.ns.name, "ip", &["route"])?;
-    show("node 10.101.14.50 routes (Calico's, with IPIP via tunl0)", &node1.ns.name, "ip", &["route"])?;
-    println!("proxy_arp is 0 on every cali interface, and every node has `iptables -P FORWARD DROP`.");
-    println!("This kernel has no ipip module: its tunl0 here is a veth to nowhere. The kernel cannot carry pod traffic.");
+    if vxlan {
+        show(
+            "node 10.101.14.50 routes (Felix's, via the other node's tunnel address on vxlan.calico)",
+            &node1.ns.name,
+            "ip",
+            &["route"],
+        )?;
+        show(
+            "its vxlan.calico (as Felix makes it)",
+            &node1.ns.name,
+            "ip",
+            &["-d", "link", "show", VXLAN_DEVICE],
+        )?;
+        show(
+            "its neighbour entry for the other node's tunnel address",
+            &node1.ns.name,
+            "ip",
+            &["neigh", "show", "dev", VXLAN_DEVICE],
+        )?;
+        show(
+            "its FDB entry for the other node's VTEP",
+            &node1.ns.name,
+            "bridge",
+            &["fdb", "show", "dev", VXLAN_DEVICE],
+        )?;
+        println!("proxy_arp is 0 on every cali interface, and every node has `iptables -P FORWARD DROP`.");
+        println!(
+            "The kernel's own vxlan.calico is real here, but the kernel may not forward a pod's packet."
+        );
+    } else {
+        show("node 10.101.14.50 routes (Calico's, with IPIP via tunl0)", &node1.ns.name, "ip", &["route"])?;
+        println!("proxy_arp is 0 on every cali interface, and every node has `iptables -P FORWARD DROP`.");
+        println!("This kernel has no ipip module: its tunl0 here is a veth to nowhere. The kernel cannot carry pod traffic.");
+    }
 
     step("without fastpath: nothing gets through")?;
     show("arping from the pod", &pod.ns.name, "arping", &["-i", "eth0", "-c", "2", "-w", "2", POD_GATEWAY])?;
@@ -111,7 +152,11 @@ pub fn run(keep: bool) -> Result<()> {
     } else {
         drop(daemons);
         drop(cluster);
-        trust_kernel(&step)?;
+        if vxlan {
+            vxlan_rollout(&step)?;
+        } else {
+            trust_kernel(&step)?;
+        }
     }
     println!("\n=== tearing down: daemons stopped, namespaces deleted");
     Ok(())
@@ -147,6 +192,50 @@ fn trust_kernel(step: &dyn Fn(&str) -> Result<()>) -> Result<()> {
     }
     step("the counters on node 10.101.14.50 (`fastpath stats`)")?;
     print!("{}", nonzero(&daemons[0].cli(&["stats"])?));
+    Ok(())
+}
+
+/// The second act in VXLAN mode: fastpath on the first node only (`--trust kernel`, the kernel's
+/// path open), the second node the kernel's alone, a service DNATed on the first node to the pod
+/// on the second: every NATed reply arrives in VXLAN from a node without fastpath.
+fn vxlan_rollout(step: &dyn Fn(&str) -> Result<()>) -> Result<()> {
+    step("a cluster fastpath is being rolled out to: node 10.101.14.51 runs only the kernel's vxlan.calico; a service 10.96.0.10:80 → 10.244.166.150:8080 (iptables DNAT, as kube-proxy) on node 10.101.14.50")?;
+    let spec = ClusterSpec { kernel_forwarding: true, ..ClusterSpec::seed_vxlan_mixed() };
+    let cluster = Cluster::build("demo-vx", &spec)?;
+    let (pod, remote) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let dnat =
+        ["-t", "nat", "-A", "PREROUTING", "-d", "10.96.0.10", "-p", "tcp", "--dport", "80", "-j", "DNAT"];
+    let rule = [&dnat[..], &["--to-destination", "10.244.166.150:8080"]].concat();
+    show("kube-proxy's rule on node 10.101.14.50", &cluster.nodes[0].ns.name, "iptables", &rule)?;
+    let daemon = Daemon::start(&cluster.nodes[0].ns.name, &["--trust", "kernel"])?;
+    step("three connections to the service, 1 MB each way; 10 MB to the pod on the kernel-only node and 10 MB back")?;
+    let server = traffic::serve_echo(remote, 8080, 3)?;
+    for _ in 0..3 {
+        traffic::echo_round_trip(pod, ([10, 96, 0, 10], 80).into(), 1 << 20)?;
+    }
+    server.join().map_err(|_| anyhow::anyhow!("echo server panicked"))??;
+    traffic::transfer(pod, remote, 10 << 20)?;
+    traffic::transfer(remote, pod, 10 << 20)?;
+    println!("all done, contents verified");
+    step("node 10.101.14.50 (`fastpath status`, `routes`, `peers`, `explain`)")?;
+    for args in [
+        &["status"][..],
+        &["routes"],
+        &["peers"],
+        &["explain", "10.244.40.36", "10.244.166.150"],
+        &["explain", "--from-underlay", "10.101.14.51", "--encap", "vxlan", "10.244.166.150", "10.244.40.36"],
+    ] {
+        println!("$ fastpath {}", args.join(" "));
+        print!("{}", daemon.cli(args)?);
+    }
+    step("the counters on node 10.101.14.50, and what its kernel's own vxlan.calico carried (first packets of each flow, the service's NATed replies)")?;
+    print!("{}", nonzero(&daemon.cli(&["stats"])?));
+    show(
+        "the kernel's vxlan.calico",
+        &cluster.nodes[0].ns.name,
+        "ip",
+        &["-s", "link", "show", VXLAN_DEVICE],
+    )?;
     Ok(())
 }
 

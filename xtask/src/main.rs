@@ -61,6 +61,10 @@ enum Task {
         /// Keep the cluster up until Ctrl-C, to explore it by hand.
         #[arg(long)]
         keep: bool,
+        /// Calico's VXLAN mode instead of IPIP; the second act on a cluster half rolled out
+        /// (one node with only the kernel's vxlan.calico).
+        #[arg(long)]
+        vxlan: bool,
     },
 }
 
@@ -80,7 +84,7 @@ fn main() -> ExitCode {
             std::env::set_var("FASTPATH_BIN", bin);
             control_plane::run(quick)
         }),
-        Task::Demo { keep } => setup::run().and_then(|()| demo::run(keep)),
+        Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -467,7 +467,7 @@ fn arriving(
     if q.vxlan {
         let v = t.node.vxlan;
         why.push(format!(
-            "taken apart as {} would: UDP port {}, VNI {}, inner Ethernet to {} (other VNIs, flags, UDP checksums or inner frames are the kernel's)",
+            "taken apart as {} would: UDP port {}, VNI {}, inner Ethernet to {} (other VNIs, flags or inner frames are the kernel's)",
             name(t, v.ifindex),
             v.port,
             v.vni,
