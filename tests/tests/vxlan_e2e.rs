@@ -312,3 +312,59 @@ fn a_vxlan_route_follows_its_neighbour_and_fdb_entries_live() {
     assert!(is(moved_mac).is_some(), "{}", route_row(&daemon, &block));
     assert!(daemon.cli(&["verify"]).unwrap().contains("no drift"));
 }
+
+/// Overwrite `prefix`'s entry in the route map of `daemon` (in its mount namespace) with a VXLAN
+/// route to `node` through VTEP `mac`, as a lost event would leave it.
+fn write_vxlan_entry(daemon: &Daemon, prefix: (Ipv4Addr, u8), node: Ipv4Addr, mac: [u8; 6]) {
+    let mut key: Vec<u8> = u32::from(prefix.1).to_le_bytes().to_vec();
+    key.extend(prefix.0.octets());
+    let mut value = 2u32.to_le_bytes().to_vec(); // RouteKind::RemoteBlock
+    value.extend(0u32.to_le_bytes());
+    value.extend(node.octets());
+    value.extend(2u32.to_le_bytes()); // ROUTE_F_VXLAN
+    value.extend(mac);
+    value.extend([0, 0]);
+    let (key, value): (Vec<String>, Vec<String>) =
+        (key.iter().map(u8::to_string).collect(), value.iter().map(u8::to_string).collect());
+    let pid = daemon.pid().to_string();
+    let mut args =
+        vec!["-t", &pid, "-m", "-n", "bpftool", "map", "update", "pinned", "/sys/fs/bpf/fastpath/FP_ROUTES"];
+    args.push("key");
+    args.extend(key.iter().map(String::as_str));
+    args.push("value");
+    args.extend(value.iter().map(String::as_str));
+    cmd::run("nsenter", &args).unwrap();
+}
+
+#[test]
+fn verify_names_a_stale_vtep_and_a_resync_repairs_it() {
+    require_root();
+    let cluster = Cluster::build("vxver", &ClusterSpec::seed_vxlan_fastpath_only()).unwrap();
+    // Node 1 never resyncs, node 2 every second.
+    let still = Daemon::start(&cluster.nodes[0].ns.name, &["--resync-interval", "0"]).unwrap();
+    let resyncing = Daemon::start(&cluster.nodes[1].ns.name, &["--resync-interval", "1"]).unwrap();
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let stale = [0x66, 0, 0, 0, 0, 0x42];
+
+    write_vxlan_entry(&still, node2.block, node2.underlay_ip, stale);
+    let pid = still.pid().to_string();
+    let bin = fastpath_tests::daemon::fastpath_bin();
+    let out = cmd::output("nsenter", &["-t", &pid, "-m", "-n", bin.to_str().unwrap(), "verify"]).unwrap();
+    let drift = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{drift}");
+    assert_eq!(drift.lines().count(), 1, "only the overwritten entry drifted: {drift}");
+    assert!(
+        drift.contains(&format!(
+            "drift: FP_ROUTES has 10.244.166.128/26 as remote via 10.101.14.51 (vxlan to VTEP 66:00:00:00:00:42), the kernel says remote via 10.101.14.51 (vxlan to VTEP {})",
+            node2.vtep.unwrap().mac_string()
+        )),
+        "{drift}"
+    );
+
+    write_vxlan_entry(&resyncing, node1.block, node1.underlay_ip, stale);
+    let repaired = wait::until(Duration::from_secs(5), || {
+        resyncing.cli(&["verify"]).ok().filter(|v| v.contains("no drift"))
+    });
+    assert!(repaired.is_some(), "no resync repaired node 2:\n{}", resyncing.log());
+    assert!(resyncing.log().contains("resync repaired 1 map entries"), "{}", resyncing.log());
+}
