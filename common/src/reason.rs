@@ -85,12 +85,20 @@ pub enum Reason {
     FlowEgressKnown = 37,
     /// Egress: not a packet the fast path could carry (not toward a pod, not plain IPv4).
     FlowEgressOther = 38,
+    /// From a pod: the source is an address of this node's block that no pod has (Calico's
+    /// rpfilter drops it; the kernel decides).
+    PassSourceUnallocated = 39,
+    /// From a pod: the source is no pod's at all (a service, host or outside address).
+    PassSourceNotPod = 40,
+    /// IPIP from a known node whose inner source is neither that node nor in a block routed via
+    /// it: to the kernel still encapsulated.
+    PassInnerSourceForeign = 41,
 }
 
 impl Reason {
     /// Number of reasons in use. The counters map is sized by [`COUNTER_SLOTS`], not this,
     /// so that appending a reason never changes the map's layout.
-    pub const COUNT: usize = 39;
+    pub const COUNT: usize = 42;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT] = [
@@ -133,6 +141,9 @@ impl Reason {
         Reason::FlowMarkedKernelOwned,
         Reason::FlowEgressKnown,
         Reason::FlowEgressOther,
+        Reason::PassSourceUnallocated,
+        Reason::PassSourceNotPod,
+        Reason::PassInnerSourceForeign,
     ];
 
     /// The stable name used in `fastpath stats` and metrics labels.
@@ -177,6 +188,9 @@ impl Reason {
             Reason::FlowMarkedKernelOwned => "flow_marked_kernel_owned",
             Reason::FlowEgressKnown => "flow_egress_known",
             Reason::FlowEgressOther => "flow_egress_other",
+            Reason::PassSourceUnallocated => "passed_source_unallocated",
+            Reason::PassSourceNotPod => "passed_source_not_pod",
+            Reason::PassInnerSourceForeign => "passed_inner_source_foreign",
         }
     }
 

@@ -1,6 +1,7 @@
-//! What arrives on the underlay: IPIP from a known node to this node is decapsulated and
-//! delivered into the pod (under `--trust kernel`, only for a flow the kernel here has delivered
-//! before); IPIP to us from anyone else is dropped; the rest is the kernel's.
+//! What arrives on the underlay: IPIP from a known node to this node, from an inner source that
+//! belongs to that node, is decapsulated and delivered into the pod (under `--trust kernel`,
+//! only for a flow the kernel here has delivered before); IPIP to us from anyone else is
+//! dropped; the rest is the kernel's.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{
@@ -27,6 +28,9 @@ pub fn handle(ctx: &TcContext) -> Outcome {
         return Err(Reason::DropUnknownPeer);
     }
     let inner = ip::forwardable(ctx, EthHdr::LEN + HEADER_LEN)?;
+    // Another source goes to the kernel still encapsulated: a node must not pose as a pod of a
+    // third node, nor of this one.
+    lookup::check_inner_source(inner.src, outer.src)?;
     let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
         return Err(Reason::PassDecapNotLocal);
     };
