@@ -142,6 +142,11 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "NODE")]
     pub from_underlay: Option<std::net::Ipv4Addr>,
 
+    /// The pod interface the packet arrives on (default: the interface of SRC's pod, if SRC is
+    /// a pod of this node): ask what a pod sending from another address gets.
+    #[arg(long, value_name = "IFACE", value_parser = parse_iface_name, conflicts_with = "from_underlay")]
+    pub iface: Option<String>,
+
     /// The packet's TTL.
     #[arg(long, default_value_t = 64)]
     pub ttl: u8,
