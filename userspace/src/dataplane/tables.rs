@@ -90,6 +90,11 @@ impl Tables {
         self.mirror.len()
     }
 
+    /// Whether some entry the route map holds now encapsulates.
+    pub fn any_encapsulated(&self) -> bool {
+        self.mirror.routes().any(|(_, v)| v.encap())
+    }
+
     /// Prefixes the route map holds now.
     pub fn written_prefixes(&self) -> Vec<Prefix> {
         self.mirror.routes().map(|(p, _)| *p).collect()
