@@ -42,12 +42,21 @@ enum Task {
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings: the workspace on
     /// stable, then the eBPF crate alone on nightly for its target.
     Lint,
-    /// Measure fastpath beside the kernel's own path and the veth limit (TCP throughput,
-    /// medians of alternating rounds).
+    /// Measure fastpath beside the kernel paths (bare, and a Calico node's with its rules) and
+    /// the veth limit: throughput, packet rate, request/response, connections per second, CPU
+    /// (medians of alternating rounds).
     Bench {
         /// One short round: a smoke test, not a measurement.
         #[arg(long)]
         quick: bool,
+        /// Services (kube-proxy rules) in the calico-node ruleset.
+        #[arg(
+            long,
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u32).range(0..=fastpath_tests::calico_node::MAX_SERVICES as i64),
+            conflicts_with = "control_plane"
+        )]
+        services: u32,
         /// Measure the control plane instead: start-up over 100 000 routes, route churn
         /// latency, memory.
         #[arg(long)]
@@ -72,8 +81,8 @@ fn main() -> ExitCode {
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),
-        Task::Bench { quick, control_plane: false, json } => {
-            setup::run().and_then(|()| bench::run(quick, json.as_deref()))
+        Task::Bench { quick, control_plane: false, services, json } => {
+            setup::run().and_then(|()| bench::run(quick, services as usize, json.as_deref()))
         }
         Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
             let bin = build::daemon(true)?;
