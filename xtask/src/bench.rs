@@ -19,24 +19,29 @@ use fastpath_tests::{calico_node, cmd, names, traffic, Cluster, ClusterSpec, Cou
 use crate::build;
 
 /// The ways a packet can go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Path {
     /// Two namespaces joined by one veth pair: no routing at all.
+    #[value(name = "limit")]
     Limit,
     /// Calico's path through the kernel with no netfilter rule (conntrack never runs): proxy_arp,
     /// /32 and block routes, forwarding; across nodes without encapsulation (this kernel has no
     /// ipip module).
+    #[value(name = "kernel")]
     Kernel,
     /// The kernel path of a Calico node: [`Path::Kernel`] with the calico-node ruleset
     /// (`tests/src/calico_node.rs`) in every node namespace.
+    #[value(name = "calico-node")]
     CalicoNode,
     /// fastpath `--trust routes` on each node, proxy_arp off, the kernel's FORWARD closed, IPIP
     /// across nodes.
+    #[value(name = "fp-routes")]
     FastpathRoutes,
     /// fastpath in its default mode (`--trust kernel`, `--ipip follow`) on [`Path::CalicoNode`]'s
     /// cluster and rules: the kernel forwards each flow's first packets through the rules,
     /// fastpath the rest; block routes go via eth0, so across nodes it routes plain, like the
     /// kernel.
+    #[value(name = "fp-default")]
     FastpathDefault,
 }
 
@@ -44,8 +49,8 @@ const PATHS: [Path; 5] =
     [Path::Limit, Path::Kernel, Path::CalicoNode, Path::FastpathRoutes, Path::FastpathDefault];
 
 impl Path {
-    /// Its name in the output and the JSON.
-    fn name(self) -> &'static str {
+    /// Its name in the output and the JSON (and on `cargo xtask profile`'s command line).
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Path::Limit => "limit",
             Path::Kernel => "kernel",
@@ -85,28 +90,28 @@ impl Path {
 }
 
 /// Two endpoints of one measurement: (namespace, address) of the client and of the server.
-struct Pair {
-    client: (String, Ipv4Addr),
-    server: (String, Ipv4Addr),
+pub(crate) struct Pair {
+    pub(crate) client: (String, Ipv4Addr),
+    pub(crate) server: (String, Ipv4Addr),
 }
 
 /// A topology set up for one path; dropping it removes everything.
-struct Setup {
+pub(crate) struct Setup {
     _limit: Vec<Netns>,
-    daemons: Vec<Daemon>,
+    pub(crate) daemons: Vec<Daemon>,
     _cluster: Option<Cluster>,
-    same_node: Pair,
-    cross_node: Option<Pair>,
+    pub(crate) same_node: Pair,
+    pub(crate) cross_node: Option<Pair>,
     /// What was installed in each node, when the path has the ruleset.
     ruleset: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Options {
-    rounds: usize,
-    seconds: u32,
+pub(crate) struct Options {
+    pub(crate) rounds: usize,
+    pub(crate) seconds: u32,
     /// Services in the calico-node ruleset.
-    services: usize,
+    pub(crate) services: usize,
 }
 
 /// One number of one run.
@@ -157,7 +162,7 @@ impl Measure {
     }
 }
 
-const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "to_underlay"];
+pub(crate) const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "to_underlay"];
 
 /// Run time the kernel accounted to one program of one daemon (`kernel.bpf_stats_enabled`).
 #[derive(Clone, Debug, PartialEq)]
@@ -272,7 +277,7 @@ pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Resu
     Ok(())
 }
 
-fn setup(path: Path, options: &Options) -> Result<Setup> {
+pub(crate) fn setup(path: Path, options: &Options) -> Result<Setup> {
     let Some(mut spec) = path.cluster_spec() else { return setup_limit() };
     spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
     let cluster = Cluster::build("bench", &spec)?;
@@ -329,7 +334,7 @@ fn setup_limit() -> Result<Setup> {
 
 /// TCP throughput with iperf3, in Gbit/s as the receiver counted it, and the machine's
 /// system + softirq CPU time per GB received during the run.
-fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
+pub(crate) fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
     let (streams, secs) = (streams.to_string(), seconds.to_string());
     let cpu_before = kernel_cpu_seconds()?;
     let json = iperf(pair, &["-t", &secs, "-P", &streams])?;
@@ -341,7 +346,7 @@ fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
 }
 
 /// Packets per second received, UDP with 64-byte payloads, the sender unthrottled.
-fn iperf_udp_small(pair: &Pair, seconds: u32) -> Result<f64> {
+pub(crate) fn iperf_udp_small(pair: &Pair, seconds: u32) -> Result<f64> {
     let json = iperf(pair, &["-u", "-l", "64", "-b", "0", "-t", &seconds.to_string()])?;
     let sum = &json["end"]["sum"];
     let packets = sum["packets"].as_f64().context("iperf3 reported no packets")?;
@@ -375,10 +380,10 @@ fn kernel_cpu_seconds() -> Result<f64> {
 
 /// `kernel.bpf_stats_enabled` on for the run (the kernel then times every program run), back to
 /// what it was afterwards.
-struct BpfStats(String);
+pub(crate) struct BpfStats(String);
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         let before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")?.trim().to_string();
         std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")?;
         Ok(Self(before))
@@ -392,7 +397,7 @@ impl Drop for BpfStats {
 }
 
 /// (run_time_ns, run_cnt) of a program, from bpftool.
-fn program_run_time(id: u32) -> Option<(u64, u64)> {
+pub(crate) fn program_run_time(id: u32) -> Option<(u64, u64)> {
     let out = cmd::run("bpftool", &["prog", "show", "id", &id.to_string(), "--json"]).ok()?;
     let json: serde_json::Value = serde_json::from_str(&out).ok()?;
     Some((json["run_time_ns"].as_u64()?, json["run_cnt"].as_u64()?))

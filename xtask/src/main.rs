@@ -1,9 +1,11 @@
-//! `cargo xtask setup | build | run | test | demo`: everything a fresh machine needs, by name.
+//! `cargo xtask setup | build | run | test | lint | bench | profile | demo`: everything a fresh
+//! machine needs, by name.
 
 mod bench;
 mod build;
 mod control_plane;
 mod demo;
+mod profile;
 mod setup;
 mod shell;
 
@@ -65,6 +67,29 @@ enum Task {
         #[arg(long, value_name = "PATH")]
         json: Option<std::path::PathBuf>,
     },
+    /// Where the time goes on one of the benchmark's paths: run one workload between two pods
+    /// while `perf record -a -g -e cpu-clock` samples every CPU; print the hottest symbols and
+    /// each program's run time and runs per transaction.
+    Profile {
+        /// The benchmark path to build.
+        #[arg(long, value_enum, default_value = "fp-default")]
+        path: bench::Path,
+        /// Pods on one node, or on two.
+        #[arg(long, value_enum, default_value = "cross")]
+        placement: profile::Placement,
+        #[arg(long, value_enum, default_value = "rr")]
+        workload: profile::Workload,
+        /// How long the workload runs.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=600))]
+        seconds: u32,
+        /// Services in the calico-node ruleset (calico-node and fp-default).
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::value_parser!(u32).range(0..=fastpath_tests::calico_node::MAX_SERVICES as i64))]
+        services: u32,
+        /// How many of the hottest symbols to print.
+        #[arg(long, default_value_t = 30)]
+        top: usize,
+    },
     /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
     Demo {
         /// Keep the cluster up until Ctrl-C, to explore it by hand.
@@ -88,6 +113,16 @@ fn main() -> ExitCode {
             let bin = build::daemon(true)?;
             std::env::set_var("FASTPATH_BIN", bin);
             control_plane::run(quick)
+        }),
+        Task::Profile { path, placement, workload, seconds, services, top } => setup::run().and_then(|()| {
+            profile::run(&profile::Request {
+                path,
+                placement,
+                workload,
+                seconds,
+                services: services as usize,
+                top,
+            })
         }),
         Task::Demo { keep } => setup::run().and_then(|()| demo::run(keep)),
     };
