@@ -86,20 +86,21 @@ pub enum Reason {
     FlowEgressKnown = 37,
     /// Egress: not a packet the fast path could carry (not toward a pod, not plain IPv4).
     FlowEgressOther = 38,
-    /// Reserved for issue 11 (the stricter source check); never counted by this version.
+    /// From a pod: the source is an address of this node's block that no pod has (Calico's
+    /// rpfilter drops it; the kernel decides).
     PassSourceUnallocated = 39,
-    /// Reserved for issue 11 (the stricter source check); never counted by this version.
+    /// From a pod: the source is no pod's at all (a service, host or outside address).
     PassSourceNotPod = 40,
-    /// Reserved for issue 11 (the inner-source rule of arriving tunnels); never counted by this
-    /// version.
+    /// IPIP or VXLAN from a known node whose inner source is neither that node nor in a block
+    /// routed via it: to the kernel still encapsulated.
     PassInnerSourceForeign = 41,
     /// Encapsulated in VXLAN (as the node's `vxlan.calico` would) and sent to the owning node.
     EncapsulatedVxlan = 42,
     /// VXLAN from a known node, decapsulated and delivered into a pod on this node.
     DecapsulatedVxlan = 43,
     /// VXLAN to this node from a known node that the fast path does not take apart (another VNI,
-    /// other flags, a UDP checksum, an inner frame not for this node's `vxlan.calico` or not
-    /// IPv4): the kernel's own VXLAN device judges it.
+    /// other flags, an inner frame not for this node's `vxlan.calico` or not IPv4): the kernel's
+    /// own VXLAN device judges it.
     PassVxlanOther = 44,
 }
 

@@ -176,19 +176,43 @@ pub fn forward_to(dst: [u8; 4], node_ip: [u8; 4], route: Option<&RouteValue>) ->
     }
 }
 
-/// The source check on a pod's interface (what Calico's RPF check does): a packet whose source
-/// belongs to another pod, here or on another node, is spoofed. A source the table does not
-/// place at all is left to the kernel's own reverse-path filter.
+/// The source check on a pod's interface, for a source that is not an endpoint of that
+/// interface in the exact-match table: `route` is the source's route. The fast path carries a
+/// pod's packet only from an address of its own interface (what Calico's strict rpfilter
+/// allows). Another pod's address, here or on another node, is spoofed and dropped; any other
+/// address (unallocated in this node's block, a service, the host, the outside) goes to the
+/// kernel, whose rpfilter and FORWARD rules decide, as they would without fastpath.
 pub fn check_source(route: Option<&RouteValue>, ingress_ifindex: u32) -> Result<(), Reason> {
-    let Some(route) = route else { return Ok(()) };
+    let Some(route) = route else { return Err(Reason::PassSourceNotPod) };
+    let owner = route.ifindex;
     match RouteKind::try_from(route.kind) {
-        Ok(RouteKind::LocalEndpoint | RouteKind::Kernel)
-            if route.ifindex != 0 && route.ifindex != ingress_ifindex =>
-        {
+        Ok(RouteKind::LocalEndpoint) if owner == ingress_ifindex => Ok(()),
+        Ok(RouteKind::LocalEndpoint | RouteKind::Kernel) if owner != 0 && owner != ingress_ifindex => {
             Err(Reason::DropSpoofedSource)
         }
+        // This pod's own address while its MAC is not known yet: the kernel routes it for now.
+        Ok(RouteKind::Kernel) if owner != 0 => Err(Reason::PassKernelRoute),
         Ok(RouteKind::RemoteBlock) => Err(Reason::DropSpoofedSource),
-        _ => Ok(()),
+        Ok(RouteKind::Blackhole) => Err(Reason::PassSourceUnallocated),
+        Ok(RouteKind::LocalEndpoint | RouteKind::Kernel) | Err(_) => Err(Reason::PassSourceNotPod),
+    }
+}
+
+/// The source check of a packet that arrived in a tunnel from node `outer_src`: its inner
+/// source must be that node itself (its host-network processes) or lie in a block routed via
+/// it (its pods, and its tunnel address, which Calico takes from its block). A node must not
+/// pose as a pod of a third node, or of this one. `route` is the inner source's route.
+pub fn check_inner_source(
+    inner_src: [u8; 4],
+    outer_src: [u8; 4],
+    route: Option<&RouteValue>,
+) -> Result<(), Reason> {
+    let via_sender =
+        route.is_some_and(|r| r.kind == RouteKind::RemoteBlock as u32 && r.next_hop == outer_src);
+    if inner_src == outer_src || via_sender {
+        Ok(())
+    } else {
+        Err(Reason::PassInnerSourceForeign)
     }
 }
 
@@ -261,17 +285,44 @@ mod tests {
     }
 
     #[test]
-    fn source_check() {
+    fn the_source_must_be_an_endpoint_of_the_ingress_interface() {
         let mine = RouteValue::local(7, POD_MAC);
         assert_eq!(check_source(Some(&mine), 7), Ok(()));
         assert_eq!(check_source(Some(&mine), 8), Err(Reason::DropSpoofedSource));
         assert_eq!(check_source(Some(&RouteValue::local_pending(7)), 8), Err(Reason::DropSpoofedSource));
+        assert_eq!(check_source(Some(&RouteValue::local_pending(7)), 7), Err(Reason::PassKernelRoute));
         assert_eq!(
             check_source(Some(&RouteValue::remote([10, 101, 14, 51], true)), 7),
             Err(Reason::DropSpoofedSource)
         );
-        assert_eq!(check_source(Some(&RouteValue::blackhole()), 7), Ok(()));
-        assert_eq!(check_source(None, 7), Ok(()));
+        assert_eq!(check_source(Some(&RouteValue::blackhole()), 7), Err(Reason::PassSourceUnallocated));
+        assert_eq!(check_source(None, 7), Err(Reason::PassSourceNotPod));
+        let bogus = RouteValue { kind: 99, ..RouteValue::default() };
+        assert_eq!(check_source(Some(&bogus), 7), Err(Reason::PassSourceNotPod));
+    }
+
+    #[test]
+    fn an_inner_source_must_belong_to_the_sending_node() {
+        let (sender, third) = ([10, 101, 14, 51], [10, 101, 14, 52]);
+        let senders_block = RouteValue::remote(sender, true);
+        assert_eq!(check_inner_source([10, 244, 166, 150], sender, Some(&senders_block)), Ok(()));
+        assert_eq!(check_inner_source(sender, sender, None), Ok(()), "the node's own host network");
+        assert_eq!(
+            check_inner_source([10, 244, 1, 1], sender, Some(&RouteValue::remote(third, true))),
+            Err(Reason::PassInnerSourceForeign),
+            "a pod of a third node"
+        );
+        assert_eq!(
+            check_inner_source([10, 244, 40, 36], sender, Some(&RouteValue::local(7, POD_MAC))),
+            Err(Reason::PassInnerSourceForeign),
+            "a pod of this node"
+        );
+        assert_eq!(check_inner_source([192, 0, 2, 7], sender, None), Err(Reason::PassInnerSourceForeign));
+        assert_eq!(
+            check_inner_source(third, sender, None),
+            Err(Reason::PassInnerSourceForeign),
+            "another node's address"
+        );
     }
 
     #[test]

@@ -10,13 +10,25 @@ use fastpath_common::{
 
 use crate::maps;
 
-/// The source check for a packet that came in on `ingress`.
+/// The source check for a packet that came in on `ingress`: an endpoint of that interface
+/// passes on the exact-match lookup alone, so a pod's own packets pay nothing more; anything
+/// else is judged on its route.
 #[inline(always)]
 pub fn check_source(src: [u8; 4], ingress: u32) -> Result<(), Reason> {
     if maps::endpoint(src).is_some_and(|e| e.ifindex == ingress) {
         return Ok(());
     }
     route::check_source(maps::route(src), ingress)
+}
+
+/// The source check for a packet decapsulated from node `outer_src`'s tunnel.
+#[inline(always)]
+pub fn check_inner_source(inner_src: [u8; 4], outer_src: [u8; 4]) -> Result<(), Reason> {
+    // The node's own address needs no lookup (it has no route of its own in the trie).
+    if inner_src == outer_src {
+        return Ok(());
+    }
+    route::check_inner_source(inner_src, outer_src, maps::route(inner_src))
 }
 
 /// Where a packet from a pod to `dst` goes.

@@ -90,9 +90,10 @@ pub trait Arrival {
 }
 
 /// A tunnel from another node to this one: from a stranger it is dropped; for a pod here, from
-/// a known node, it is taken apart and delivered (under `--trust kernel` only for a flow the
-/// kernel here has delivered before); anything else goes to the kernel still encapsulated, where
-/// its own tunnel device takes it apart and its policy judges it, as without fastpath.
+/// a known node and an inner source of that node, it is taken apart and delivered (under
+/// `--trust kernel` only for a flow the kernel here has delivered before); anything else goes to
+/// the kernel still encapsulated, where its own tunnel device takes it apart and its policy
+/// judges it, as without fastpath. The same rules for IPIP and VXLAN, here once.
 #[inline(always)]
 pub fn deliver<T: Arrival>(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> Outcome {
     if !maps::is_tunnel_peer(outer.src) {
@@ -100,6 +101,9 @@ pub fn deliver<T: Arrival>(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Field
     }
     T::check(ctx, node, outer)?;
     let inner = ip::forwardable(ctx, T::INNER_L3)?;
+    // Another source goes to the kernel still encapsulated: a node must not pose as a pod of a
+    // third node, nor of this one.
+    lookup::check_inner_source(inner.src, outer.src)?;
     let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
         return Err(Reason::PassDecapNotLocal);
     };

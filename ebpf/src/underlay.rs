@@ -1,7 +1,7 @@
 //! What arrives on the underlay: IPIP, or VXLAN to this node's `vxlan.calico` port, from a known
-//! node to this node is taken apart and delivered into the pod (under `--trust kernel`, only for
-//! a flow the kernel here has delivered before); a tunnel to us from anyone else is dropped; the
-//! rest is the kernel's.
+//! node to this node, from an inner source that belongs to that node, is taken apart and
+//! delivered into the pod (under `--trust kernel`, only for a flow the kernel here has delivered
+//! before); a tunnel to us from anyone else is dropped; the rest is the kernel's.
 
 use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{ipv4::Ipv4Fields, maps::NodeConfig, Reason};

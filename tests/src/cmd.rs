@@ -1,6 +1,9 @@
 //! Running the system's tools (ip, arping, bpftool, ...) with errors that say what failed.
 
-use std::process::{Command, Output};
+use std::{
+    io::Write as _,
+    process::{Command, Output, Stdio},
+};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -45,4 +48,23 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
 /// Run a command inside namespace `ns`; fail unless it exits 0; return its stdout.
 pub fn in_ns_ok(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     stdout_if_ok(in_ns(ns, program, args)?, || format!("`{program} {}` in {ns}", args.join(" ")))
+}
+
+/// Run a command inside namespace `ns` with `input` on its stdin (`iptables-restore`, ...); fail
+/// unless it exits 0; return its stdout.
+pub fn in_ns_with_input(ns: &str, program: &str, args: &[&str], input: &[u8]) -> Result<String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, program])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{program}` (`cargo xtask setup` installs it)"))?;
+    // A failed write (the program exited early) shows in its status and stderr below.
+    let written = child.stdin.take().context("stdin")?.write_all(input);
+    let out = child.wait_with_output()?;
+    let out = stdout_if_ok(out, || format!("`{program} {}` in {ns}", args.join(" ")))?;
+    written.with_context(|| format!("writing to `{program}` in {ns}"))?;
+    Ok(out)
 }

@@ -4,6 +4,7 @@
 pub mod bird;
 pub mod bpf;
 pub mod bpffs;
+pub mod calico_node;
 pub mod child;
 pub mod cluster;
 pub mod cmd;

@@ -365,3 +365,91 @@ pub fn tcp_request_response(
     server.join().map_err(|_| anyhow::anyhow!("echo server panicked"))??;
     Ok(result)
 }
+
+/// New TCP connections one after another for `duration`, like netperf's TCP_CRR: connect, send
+/// one byte, receive the server's byte, close; the rate of completed transactions and the time
+/// each took (connect to answer). The client closes first, so its side of every connection waits
+/// in TIME_WAIT: to keep thousands a second from exhausting ephemeral ports, this sets
+/// `net.ipv4.tcp_tw_reuse=1` and `net.ipv4.ip_local_port_range=1024 65535` in `client_ns` only
+/// (a test bed pod's namespace, gone with it). Every connect waits at most 5 s, every read 5 s.
+pub fn tcp_connect_request_response(
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: Ipv4Addr,
+    duration: Duration,
+) -> Result<RequestResponse> {
+    cmd::sysctl(client_ns, "net.ipv4.tcp_tw_reuse", "1")?;
+    cmd::sysctl(client_ns, "net.ipv4.ip_local_port_range", "1024 65535")?;
+    let listener = in_netns(server_ns, move || Ok(TcpListener::bind((server_ip, 0))?))?;
+    let addr = listener.local_addr()?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let done = done.clone();
+        std::thread::spawn(move || serve_one_byte_each(&listener, &done))
+    };
+    let client = in_netns(client_ns, move || {
+        let mut rtt_ns = Vec::with_capacity(1 << 18);
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            let began = Instant::now();
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .with_context(|| format!("connection {}", rtt_ns.len() + 1))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut byte = [1u8; 1];
+            stream.write_all(&byte)?;
+            stream.read_exact(&mut byte)?;
+            rtt_ns.push(began.elapsed().as_nanos() as u64);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        rtt_ns.sort_unstable();
+        Ok(RequestResponse { transactions: rtt_ns.len() as u64, seconds, rtt_ns })
+    });
+    // Wake the server from its accept whatever the client's fate, so it sees `done` and ends.
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = in_netns(client_ns, move || Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(1))));
+    let served = server.join().map_err(|_| anyhow::anyhow!("CRR server panicked"))?;
+    let result = client?;
+    served.context("CRR server")?;
+    Ok(result)
+}
+
+/// `tcp_connect_request_response`'s server: for each connection, read a byte, answer it, wait
+/// for the client to close, close. Ends when `done` is set (the client then connects once more
+/// to wake it) or after 10 s without a connection.
+fn serve_one_byte_each(listener: &TcpListener, done: &std::sync::atomic::AtomicBool) -> Result<()> {
+    set_receive_timeout(listener, Duration::from_secs(10))?;
+    loop {
+        // The listener's receive timeout bounds accept, and accepted sockets inherit it.
+        let (mut stream, _) = listener.accept().context("accept")?;
+        if done.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).context("read the request")?;
+        stream.write_all(&byte).context("answer")?;
+        // The client closes first (its side keeps the TIME_WAIT); 0 is its FIN.
+        let _ = stream.read(&mut byte);
+    }
+}
+
+/// SO_RCVTIMEO on a listener: its accept waits at most `timeout`.
+fn set_receive_timeout(listener: &TcpListener, timeout: Duration) -> Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: setsockopt on a descriptor we own, with a timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

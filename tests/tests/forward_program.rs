@@ -6,11 +6,12 @@
 
 mod support;
 
-use aya::maps::HashMap;
+use aya::maps::{lpm_trie::Key, HashMap, LpmTrie};
 use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     icmp, ipv4,
-    maps::{Endpoint, ENDPOINTS},
+    maps::{Endpoint, ENDPOINTS, ROUTES},
+    route::RouteValue,
     Reason, GATEWAY_MAC,
 };
 use fastpath_tests::packets::{self, checksum, ETH_P_IP, POD_MAC};
@@ -223,6 +224,46 @@ fn a_pod_using_another_pods_address_is_dropped() {
     assert_dropped(FROM_POD, from_pod(REMOTE_POD, POD, 64), Reason::DropSpoofedSource);
 }
 
+#[test]
+fn a_pod_sending_from_an_unallocated_address_of_its_block_goes_to_the_kernel() {
+    for dst in [OTHER_LOCAL_POD, REMOTE_POD] {
+        assert_passes_unchanged(
+            FROM_POD,
+            from_pod([10, 244, 40, 50], dst, 64),
+            Reason::PassSourceUnallocated,
+        );
+    }
+}
+
+#[test]
+fn a_pod_sending_from_a_service_or_outside_address_goes_to_the_kernel() {
+    for src in [[10, 96, 0, 10], [192, 0, 2, 7], NODE_IP] {
+        for dst in [OTHER_LOCAL_POD, REMOTE_POD] {
+            assert_passes_unchanged(FROM_POD, from_pod(src, dst, 64), Reason::PassSourceNotPod);
+        }
+    }
+}
+
+#[test]
+fn a_pod_with_two_addresses_sends_from_both() {
+    const SECOND: [u8; 4] = [10, 244, 40, 40];
+    in_node(|ebpf, _| {
+        // A second /32 via the same interface, as the daemon writes it: trie and endpoint table.
+        let mut routes: LpmTrie<_, [u8; 4], RouteValue> =
+            LpmTrie::try_from(ebpf.map_mut(ROUTES).unwrap()).unwrap();
+        routes.insert(&Key::new(32, SECOND), RouteValue::local(TEST_IFINDEX, POD_MAC), 0).unwrap();
+        let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
+            HashMap::try_from(ebpf.map_mut(ENDPOINTS).unwrap()).unwrap();
+        endpoints.insert(SECOND, Endpoint { ifindex: TEST_IFINDEX, mac: POD_MAC, _pad: [0; 2] }, 0).unwrap();
+        for src in [POD, SECOND] {
+            assert_eq!(run(ebpf, FROM_POD, &from_pod(src, OTHER_LOCAL_POD, 64)).0, TC_ACT_REDIRECT);
+            assert_eq!(run(ebpf, FROM_POD, &from_pod(src, REMOTE_POD, 64)).0, TC_ACT_REDIRECT);
+        }
+        assert_eq!(count(ebpf, Reason::RedirectedLocal), 2);
+        assert_eq!(count(ebpf, Reason::Encapsulated), 2);
+    });
+}
+
 /// IPIP from `outer_src` to `outer_dst` around `inner` (an IP packet), in Ethernet.
 #[test]
 fn ipip_from_a_peer_is_decapsulated_and_delivered_to_the_pod() {
@@ -237,6 +278,32 @@ fn ipip_from_a_peer_is_decapsulated_and_delivered_to_the_pod() {
         assert_header_checksum_ok(&out[14..]);
         assert_eq!(&out[14 + 12..], &inner[12..], "addresses and payload untouched");
         assert_eq!(count(ebpf, Reason::Decapsulated), 1);
+    });
+}
+
+#[test]
+fn ipip_whose_inner_source_is_not_the_senders_goes_to_the_kernel_encapsulated() {
+    // A pod of a third node (its block is routed via 10.101.14.53), a pod of this node, and
+    // an outside address.
+    for src in [[10, 244, 9, 9], POD, [192, 0, 2, 7]] {
+        let inner = packets::icmp_echo(addr(src), addr(OTHER_LOCAL_POD), 63);
+        assert_passes_unchanged(
+            FROM_UNDERLAY,
+            ipip_frame(PEER_IP, NODE_IP, &inner),
+            Reason::PassInnerSourceForeign,
+        );
+    }
+}
+
+#[test]
+fn ipip_from_the_senders_own_address_or_blocks_is_delivered() {
+    in_node(|ebpf, _| {
+        // The node's host network, a pod of its IPIP block, a pod of its plain block.
+        for src in [PEER_IP, REMOTE_POD, [10, 244, 7, 9]] {
+            let inner = packets::icmp_echo(addr(src), addr(POD), 63);
+            assert_eq!(run(ebpf, FROM_UNDERLAY, &ipip_frame(PEER_IP, NODE_IP, &inner)).0, TC_ACT_REDIRECT);
+        }
+        assert_eq!(count(ebpf, Reason::Decapsulated), 3);
     });
 }
 

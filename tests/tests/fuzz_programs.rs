@@ -26,87 +26,14 @@ use fastpath_common::{
     ipv4::{is_well_formed, Ipv4Fields, HEADER_LEN},
     Reason,
 };
-use fastpath_tests::packets::{self, Arp, BROADCAST, ETH_P_ARP, ETH_P_IP, POD_MAC};
+use fastpath_tests::packets::{ETH_P_ARP, ETH_P_IP};
 use proptest::{
-    prelude::*,
-    strategy::ValueTree as _,
+    strategy::{Strategy as _, ValueTree as _},
     test_runner::{Config, TestRunner},
 };
 use support::*;
 
 const TC_ACT_SHOT_: u32 = 2;
-
-/// Frames worth starting from: one of each kind the programs tell apart.
-fn seeds() -> Vec<Vec<u8>> {
-    let ipip = |src: [u8; 4], inner: Vec<u8>| {
-        let mut frame = packets::ethernet([2, 0, 0, 0, 0, 0x50], [2, 0, 0, 0, 0, 0x51], ETH_P_IP);
-        frame.extend(packets::ipv4_packet(addr(src), addr(NODE_IP), 64, 4, &inner));
-        frame
-    };
-    let to_pod = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
-    let tcp =
-        |src: [u8; 4], dst: [u8; 4], flags| packets::tcp_segment(addr(src), addr(dst), (40000, 80), flags);
-    // VXLAN as the next node's vxlan.calico sends it, and as this node's leaves the underlay.
-    let vxlan = |src: [u8; 4], dst: [u8; 4], inner: Vec<u8>| {
-        let (from, to) =
-            if src == NODE_IP { (NODE_VTEP_MAC, PEER_VTEP_MAC) } else { (PEER_VTEP_MAC, NODE_VTEP_MAC) };
-        let device = packets::Vxlan { sport: 50000, port: VXLAN_PORT, vni: VNI, dst_mac: to, src_mac: from };
-        let mut frame = packets::ethernet([2, 0, 0, 0, 0, 0x50], [2, 0, 0, 0, 0, 0x51], ETH_P_IP);
-        frame.extend(device.packet(addr(src), addr(dst), &inner));
-        frame
-    };
-    vec![
-        packets::pod_frame(&tcp(POD, REMOTE_POD, packets::TCP_SYN)),
-        packets::pod_frame(&tcp(POD, OTHER_LOCAL_POD, packets::TCP_FIN | packets::TCP_ACK)),
-        packets::pod_frame(&tcp(REMOTE_POD, POD, packets::TCP_ACK)),
-        ipip(PEER_IP, tcp(REMOTE_POD, POD, packets::TCP_RST)),
-        Arp::request(addr(POD), std::net::Ipv4Addr::new(169, 254, 1, 1)).frame(BROADCAST, POD_MAC),
-        packets::ipv4_frame(addr(POD), addr(OTHER_LOCAL_POD), 64),
-        packets::ipv4_frame(addr(POD), addr(REMOTE_POD), 64),
-        packets::ipv4_frame(addr(POD), [10, 244, 7, 9].into(), 1),
-        ipip(PEER_IP, to_pod.clone()),
-        ipip([10, 101, 14, 60], to_pod.clone()),
-        ipip(PEER_IP, packets::ipv4_packet(addr(PEER_IP), addr(NODE_IP), 64, 4, &to_pod)),
-        packets::pod_frame(&tcp(POD, VXLAN_POD, packets::TCP_SYN)),
-        vxlan(PEER_IP, NODE_IP, tcp(VXLAN_POD, POD, packets::TCP_ACK)),
-        vxlan(PEER_IP, NODE_IP, to_pod.clone()),
-        vxlan([10, 101, 14, 60], NODE_IP, to_pod.clone()),
-        vxlan(NODE_IP, PEER_IP, tcp(POD, VXLAN_POD, packets::TCP_SYN)),
-    ]
-}
-
-/// A seed with bytes overwritten (anywhere in the first 80 bytes: the VXLAN headers end at 64), a
-/// length field or header length bent, and cut or padded; or bytes at random.
-fn frames() -> impl Strategy<Value = Vec<u8>> {
-    let seeds = seeds();
-    let mutated = (
-        0..seeds.len(),
-        prop::collection::vec((0usize..80, any::<u8>()), 0..6),
-        prop_oneof![Just(None), (14usize..1600).prop_map(Some)],
-        prop_oneof![
-            Just(None),
-            (0u8..16).prop_map(Some),
-            any::<u16>().prop_map(|l| Some((l >> 8) as u8 | 0x40))
-        ],
-    )
-        .prop_map(move |(seed, flips, length, ihl)| {
-            let mut frame = seeds[seed].clone();
-            for (at, byte) in flips {
-                if let Some(b) = frame.get_mut(at) {
-                    *b = byte;
-                }
-            }
-            if let (Some(ihl), Some(b)) = (ihl, frame.get_mut(14)) {
-                *b = 0x40 | (ihl & 0x0f);
-            }
-            if let Some(length) = length {
-                frame.resize(length, 0);
-            }
-            frame
-        });
-    let random = prop::collection::vec(any::<u8>(), 14..1600);
-    prop_oneof![4 => mutated, 1 => random]
-}
 
 fn total_count(ebpf: &Ebpf) -> u64 {
     Reason::ALL.iter().map(|r| count(ebpf, *r)).sum()
@@ -175,7 +102,7 @@ fn random_and_mutated_frames_keep_every_invariant() {
     let seconds: u64 = std::env::var("FASTPATH_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     in_node(move |ebpf, _| {
         let mut runner = TestRunner::new(Config::default());
-        let strategy = frames();
+        let strategy = mutated_frames();
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let (mut frames, mut refused, mut runs) = (0u64, 0u64, 0u64);
         let mut counted_before = total_count(ebpf);

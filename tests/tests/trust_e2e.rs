@@ -245,3 +245,29 @@ fn an_iperf_stream_across_nodes_goes_at_least_99_percent_by_the_fast_path() {
     assert!(after[0].packets("encapsulated") > before[0].packets("encapsulated"));
     assert!(after[1].packets("decapsulated") > before[1].packets("decapsulated"));
 }
+
+/// The warning a daemon gives at start when it is told to send IPIP under `--trust kernel` on a
+/// kernel with no IPIP device (this one has no ipip module).
+const IPIP_WARNING: &str = "--trust kernel with IPIP";
+
+#[test]
+fn ipip_under_trust_kernel_without_an_ipip_device_is_said_at_start() {
+    require_root();
+    let cluster = Cluster::build("ipipwarn", &ClusterSpec::seed()).unwrap();
+    let node = &cluster.nodes[0].ns.name;
+    for (args, warned) in [
+        (&["--trust", "kernel", "--ipip", "always"][..], true),
+        (&["--trust", "kernel", "--ipip", "cross-subnet"], true),
+        (&["--trust", "kernel"], false),
+        (&["--trust", "kernel", "--ipip", "never"], false),
+        (&["--trust", "routes", "--ipip", "always"], false),
+    ] {
+        let daemon = Daemon::start(node, args).unwrap();
+        let log = daemon.log();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(IPIP_WARNING)).collect();
+        assert_eq!(lines.len(), usize::from(warned), "{args:?}: {lines:?}\n{log}");
+        if warned {
+            assert!(lines[0].contains("cannot be decapsulated here"), "{}", lines[0]);
+        }
+    }
+}

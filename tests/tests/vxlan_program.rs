@@ -215,6 +215,26 @@ fn vxlan_from_the_next_node_is_taken_apart_and_delivered_to_the_pod() {
 }
 
 #[test]
+fn vxlan_whose_inner_source_is_not_the_senders_goes_to_the_kernel_encapsulated() {
+    // The same rule as IPIP's (one check for both tunnels): a pod of a third node (its block is
+    // routed via 10.101.14.53), a pod of this node, an outside address.
+    for src in [[10, 244, 9, 9], POD, [192, 0, 2, 7]] {
+        in_node(move |ebpf, _| {
+            let inner = packets::icmp_echo(addr(src), addr(OTHER_LOCAL_POD), 63);
+            passes(ebpf, FROM_UNDERLAY, &vxlan_from_peer(&inner), Reason::PassInnerSourceForeign);
+        });
+    }
+    in_node(|ebpf, _| {
+        // The node's host network, a pod of its VXLAN block, of its IPIP block, of its plain one.
+        for src in [PEER_IP, VXLAN_POD, REMOTE_POD, [10, 244, 7, 9]] {
+            let inner = packets::icmp_echo(addr(src), addr(POD), 63);
+            assert_eq!(run(ebpf, FROM_UNDERLAY, &vxlan_from_peer(&inner)).0, TC_ACT_REDIRECT, "{src:?}");
+        }
+        assert_eq!(count(ebpf, Reason::DecapsulatedVxlan), 4);
+    });
+}
+
+#[test]
 fn vxlan_from_a_stranger_is_dropped() {
     in_node(|ebpf, _| {
         let inner = packets::icmp_echo(addr(VXLAN_POD), addr(POD), 63);

@@ -154,6 +154,10 @@ pub struct ExplainArgs {
     /// The tunnel of --from-underlay: ipip, or vxlan (to this node's vxlan.calico).
     #[arg(long, value_enum, default_value_t = Encap::Ipip, requires = "from_underlay")]
     pub encap: Encap,
+    /// The pod interface the packet arrives on (default: the interface of SRC's pod, if SRC is
+    /// a pod of this node): ask what a pod sending from another address gets.
+    #[arg(long, value_name = "IFACE", value_parser = parse_iface_name, conflicts_with = "from_underlay")]
+    pub iface: Option<String>,
 
     /// The packet's TTL.
     #[arg(long, default_value_t = 64)]

@@ -12,9 +12,8 @@ use fastpath::{
     cli::{usage_error_line, Cli, Command, ExplainArgs, ListArgs, MonitorArgs, StatsArgs},
     clock::{monotonic_ns, wall_ns},
     commands::{
-        flows,
-        inspect::{self, Question},
-        show, stats,
+        explain::{self, Question},
+        flows, inspect, show, stats,
     },
     daemon,
     dataplane::tables,
@@ -125,17 +124,24 @@ fn print_routes(args: &ListArgs) -> Result<(), Error> {
 }
 
 fn explain(args: &ExplainArgs) -> Result<(), Error> {
+    let ingress = match &args.iface {
+        Some(name) => {
+            Some(interface_index(name).ok_or_else(|| Error::NoSuchInterface { name: name.clone() })?)
+        }
+        None => None,
+    };
     let question = Question {
         src: args.src,
         dst: args.dst,
         arp: args.arp,
         from_underlay: args.from_underlay,
         vxlan: args.encap == fastpath::cli::Encap::Vxlan,
+        ingress,
         ttl: args.ttl,
         size: args.size,
         df: !args.no_df,
     };
-    print(inspect::explain_pinned(&args.bpffs.dir, &question, &interface_name))
+    print(explain::explain_pinned(&args.bpffs.dir, &question, &interface_name))
 }
 
 /// Stream decisions until Ctrl-C, SIGTERM, `--count` or `--duration`; the programs stop
@@ -194,6 +200,13 @@ fn interface_name(index: u32) -> Option<String> {
     }
     let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// `--log-level` sets the default; RUST_LOG, when set, refines or overrides it. aya's own debug

@@ -1,5 +1,11 @@
-//! `cargo xtask bench`: fastpath beside the kernel's own path and the physical limit, measured in
-//! one run, the three alternating round by round so drift on a shared machine hits all alike.
+//! `cargo xtask bench`: fastpath beside the kernel paths users run and the physical limit,
+//! measured in one run, the paths alternating round by round so drift on a shared machine hits
+//! all alike.
+//!
+//! The headline compares a Calico node's kernel path (`calico-node`: Felix's and kube-proxy's
+//! rules, conntrack on every packet) with fastpath in its default mode on the very same rules,
+//! so the daemon is the only difference; `--trust routes` is compared with the bare kernel path
+//! (no rules at all), and both with one veth pair (`limit`).
 
 use std::{
     net::Ipv4Addr,
@@ -8,57 +14,104 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::{cmd, names, traffic, Cluster, ClusterSpec, Daemon, Netns};
+use fastpath_tests::{calico_node, cmd, names, traffic, Cluster, ClusterSpec, Counters, Daemon, Netns};
 
 use crate::build;
 
-/// The three ways a packet can go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
+/// The ways a packet can go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Path {
     /// Two namespaces joined by one veth pair: no routing at all.
+    #[value(name = "limit")]
     Limit,
-    /// Calico's path through the kernel: proxy_arp, /32 and block routes, forwarding; across
-    /// nodes without encapsulation (this kernel has no ipip module).
+    /// Calico's path through the kernel with no netfilter rule (conntrack never runs): proxy_arp,
+    /// /32 and block routes, forwarding; across nodes without encapsulation (this kernel has no
+    /// ipip module).
+    #[value(name = "kernel")]
     Kernel,
-    /// fastpath `--trust routes` on each node, proxy_arp off, IPIP across nodes.
-    Fastpath,
-    /// fastpath `--trust kernel` on each node, IPIP across nodes: the kernel forwards each flow's
-    /// first packets (its routes go via the other node, unencapsulated), fastpath the rest.
-    TrustKernel,
+    /// The kernel path of a Calico node: [`Path::Kernel`] with the calico-node ruleset
+    /// (`tests/src/calico_node.rs`) in every node namespace.
+    #[value(name = "calico-node")]
+    CalicoNode,
+    /// fastpath `--trust routes` on each node, proxy_arp off, the kernel's FORWARD closed, IPIP
+    /// across nodes.
+    #[value(name = "fp-routes")]
+    FastpathRoutes,
+    /// fastpath in its default mode (`--trust kernel`, `--ipip follow`) on [`Path::CalicoNode`]'s
+    /// cluster and rules: the kernel forwards each flow's first packets through the rules,
+    /// fastpath the rest; block routes go via eth0, so across nodes it routes plain, like the
+    /// kernel.
+    #[value(name = "fp-default")]
+    FastpathDefault,
 }
 
-const PATHS: [Path; 4] = [Path::Limit, Path::Kernel, Path::Fastpath, Path::TrustKernel];
+const PATHS: [Path; 5] =
+    [Path::Limit, Path::Kernel, Path::CalicoNode, Path::FastpathRoutes, Path::FastpathDefault];
 
 impl Path {
-    /// The daemon's flags on this path, if it runs one.
+    /// Its name in the output and the JSON (and on `cargo xtask profile`'s command line).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Path::Limit => "limit",
+            Path::Kernel => "kernel",
+            Path::CalicoNode => "calico-node",
+            Path::FastpathRoutes => "fp-routes",
+            Path::FastpathDefault => "fp-default",
+        }
+    }
+
+    /// The daemon's flags on this path, if it runs one. The default mode is named anyway: the
+    /// test bed's daemon guard would otherwise add `--trust routes`.
     fn daemon_args(self) -> Option<&'static [&'static str]> {
         match self {
-            Path::Limit | Path::Kernel => None,
-            Path::Fastpath => Some(&["--trust", "routes"]),
-            Path::TrustKernel => Some(&["--trust", "kernel", "--ipip", "always"]),
+            Path::Limit | Path::Kernel | Path::CalicoNode => None,
+            Path::FastpathRoutes => Some(&["--trust", "routes"]),
+            Path::FastpathDefault => Some(&["--trust", "kernel"]),
         }
+    }
+
+    /// Whether every node carries the calico-node ruleset.
+    fn has_ruleset(self) -> bool {
+        matches!(self, Path::CalicoNode | Path::FastpathDefault)
+    }
+
+    /// The seed cluster as this path builds it (none for the limit).
+    fn cluster_spec(self) -> Option<ClusterSpec> {
+        let spec = match self {
+            Path::Limit => return None,
+            // proxy_arp on, as Calico's CNI sets it; under fastpath its ARP answer comes first.
+            Path::Kernel | Path::CalicoNode | Path::FastpathDefault => {
+                ClusterSpec { proxy_arp: true, ..ClusterSpec::seed() }
+            }
+            Path::FastpathRoutes => ClusterSpec::seed_fastpath_only(),
+        };
+        Some(spec)
     }
 }
 
 /// Two endpoints of one measurement: (namespace, address) of the client and of the server.
-struct Pair {
-    client: (String, Ipv4Addr),
-    server: (String, Ipv4Addr),
+pub(crate) struct Pair {
+    pub(crate) client: (String, Ipv4Addr),
+    pub(crate) server: (String, Ipv4Addr),
 }
 
 /// A topology set up for one path; dropping it removes everything.
-struct Setup {
+pub(crate) struct Setup {
     _limit: Vec<Netns>,
-    _daemons: Vec<Daemon>,
+    pub(crate) daemons: Vec<Daemon>,
     _cluster: Option<Cluster>,
-    same_node: Pair,
-    cross_node: Option<Pair>,
+    pub(crate) same_node: Pair,
+    pub(crate) cross_node: Option<Pair>,
+    /// What was installed in each node, when the path has the ruleset.
+    ruleset: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Options {
-    rounds: usize,
-    seconds: u32,
+pub(crate) struct Options {
+    pub(crate) rounds: usize,
+    pub(crate) seconds: u32,
+    /// Services in the calico-node ruleset.
+    pub(crate) services: usize,
 }
 
 /// One number of one run.
@@ -79,17 +132,19 @@ enum Measure {
     RequestResponse,
     LatencyP50,
     LatencyP99,
+    ConnectRate,
     CpuPerGb,
 }
 
 impl Measure {
-    const ALL: [Measure; 7] = [
+    const ALL: [Measure; 8] = [
         Measure::Tcp1,
         Measure::Tcp4,
         Measure::Udp64,
         Measure::RequestResponse,
         Measure::LatencyP50,
         Measure::LatencyP99,
+        Measure::ConnectRate,
         Measure::CpuPerGb,
     ];
 
@@ -101,36 +156,63 @@ impl Measure {
             Measure::RequestResponse => "TCP 1 B req/resp k/s",
             Measure::LatencyP50 => "TCP RR latency p50 us",
             Measure::LatencyP99 => "TCP RR latency p99 us",
+            Measure::ConnectRate => "TCP CRR kconn/s",
             Measure::CpuPerGb => "CPU s per GB (TCP 1)",
         }
     }
 }
 
-const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "to_underlay"];
+pub(crate) const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "to_underlay"];
 
-pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
+/// Run time the kernel accounted to one program of one daemon (`kernel.bpf_stats_enabled`).
+#[derive(Clone, Debug, PartialEq)]
+struct ProgramCost {
+    path: Path,
+    program: &'static str,
+    time_ns: u64,
+    runs: u64,
+}
+
+pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Result<()> {
     if !crate::shell::is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
     }
     let bin = build::daemon(true)?;
     std::env::set_var("FASTPATH_BIN", &bin);
-    let options = if quick { Options { rounds: 1, seconds: 1 } } else { Options { rounds: 3, seconds: 3 } };
+    let (rounds, seconds) = if quick { (1, 1) } else { (3, 3) };
+    let options = Options { rounds, seconds, services };
+    let paths: Vec<&str> = PATHS.iter().map(|p| p.name()).collect();
     println!(
-        "bench: {} rounds of {} s per measurement, paths alternating; the kernel path crosses nodes without encapsulation (this kernel has no ipip module), fastpath with IPIP (--trust routes and --trust kernel)",
-        options.rounds, options.seconds
+        "bench: {} rounds of {} s per measurement, paths alternating: {}; calico-node and fp-default carry the \
+         calico-node ruleset ({} services); across nodes the kernel paths and fp-default route plain (this kernel \
+         has no ipip module), fp-routes encapsulates in IPIP",
+        options.rounds,
+        options.seconds,
+        paths.join(", "),
+        options.services
     );
     let mut samples = Vec::new();
-    let mut program_costs: Vec<(String, u64, u64)> = Vec::new();
+    let mut program_costs = Vec::new();
+    let mut verdicts: Vec<(Path, Counters)> = Vec::new();
+    let mut ruleset_shown = false;
     let _stats = BpfStats::enable()?;
     for round in 1..=options.rounds {
         for path in PATHS {
-            let setup = setup(path)?;
+            let setup = setup(path, &options)?;
+            if let Some(ruleset) = setup.ruleset.as_ref().filter(|_| !ruleset_shown) {
+                eprintln!("\r\x1b[2Kbench: the calico-node ruleset on each node: {ruleset}");
+                ruleset_shown = true;
+            }
             for (placement, pair) in
                 [("same node", Some(&setup.same_node)), ("cross node", setup.cross_node.as_ref())]
             {
                 let Some(pair) = pair else { continue };
                 let progress = |what: &str| {
-                    eprint!("\r\x1b[2Kbench: round {round}/{}: {path:?}, {placement}: {what}", options.rounds)
+                    eprint!(
+                        "\r\x1b[2Kbench: round {round}/{}: {}, {placement}: {what}",
+                        options.rounds,
+                        path.name()
+                    )
                 };
                 let mut push = |measure, value| samples.push(Sample { path, placement, measure, value });
                 progress("TCP, 1 stream");
@@ -141,23 +223,28 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
                 push(Measure::Tcp4, iperf_tcp(pair, 4, options.seconds)?.0);
                 progress("UDP, 64-byte payloads");
                 push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
+                let duration = Duration::from_secs(u64::from(options.seconds));
                 progress("TCP request/response, 1 byte");
-                let rr = traffic::tcp_request_response(
-                    &pair.client.0,
-                    &pair.server.0,
-                    pair.server.1,
-                    Duration::from_secs(u64::from(options.seconds)),
-                )?;
+                let rr =
+                    traffic::tcp_request_response(&pair.client.0, &pair.server.0, pair.server.1, duration)?;
                 push(Measure::RequestResponse, rr.per_second() / 1e3);
                 push(Measure::LatencyP50, rr.percentile_us(0.50));
                 push(Measure::LatencyP99, rr.percentile_us(0.99));
+                progress("TCP connect/request/response, 1 byte");
+                let crr = traffic::tcp_connect_request_response(
+                    &pair.client.0,
+                    &pair.server.0,
+                    pair.server.1,
+                    duration,
+                )?;
+                push(Measure::ConnectRate, crr.per_second() / 1e3);
             }
-            let mode = if path == Path::TrustKernel { "trust kernel" } else { "trust routes" };
-            for daemon in &setup._daemons {
+            for daemon in &setup.daemons {
+                verdicts.push((path, daemon.counters()?));
                 for program in PROGRAMS {
                     for id in daemon.attached_prog_ids(program) {
                         if let Some((time_ns, runs)) = program_run_time(id) {
-                            program_costs.push((format!("{program} ({mode})"), time_ns, runs));
+                            program_costs.push(ProgramCost { path, program, time_ns, runs });
                         }
                     }
                 }
@@ -167,75 +254,87 @@ pub fn run(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
     eprintln!("\r\x1b[2Kbench: done");
     let rows = summarize(&samples);
     print!("{}", table(&rows));
-    let mut programs: Vec<&String> = program_costs.iter().map(|(p, _, _)| p).collect();
-    programs.sort();
-    programs.dedup();
-    for program in programs {
-        let (time_ns, runs) = program_costs
-            .iter()
-            .filter(|(p, _, _)| p == program)
-            .fold((0u64, 0u64), |(t, r), (_, time_ns, runs)| (t + time_ns, r + runs));
-        if runs > 0 {
-            println!(
-                "{program}: {:.0} ns per packet over {runs} packets (kernel.bpf_stats_enabled run time)",
-                time_ns as f64 / runs as f64
-            );
+    let costs = per_packet_costs(&program_costs);
+    for cost in &costs {
+        println!(
+            "{} {}: {:.0} ns per packet over {} packets (kernel.bpf_stats_enabled run time)",
+            cost.path.name(),
+            cost.program,
+            cost.time_ns as f64 / cost.runs as f64,
+            cost.runs
+        );
+    }
+    for path in PATHS {
+        let counters: Vec<&Counters> = verdicts.iter().filter(|(p, _)| *p == path).map(|(_, c)| c).collect();
+        if !counters.is_empty() {
+            println!("{} ingress verdicts: {}", path.name(), verdict_summary(&counters));
         }
     }
     if let Some(path) = json {
-        std::fs::write(path, to_json(&rows, &options))?;
+        std::fs::write(path, to_json(&rows, &costs, &options))?;
         println!("bench: wrote {}", path.display());
     }
     Ok(())
 }
 
-fn setup(path: Path) -> Result<Setup> {
-    match path {
-        Path::Limit => {
-            let a = Netns::new(names::unique("lim-a"))?;
-            let b = Netns::new(names::unique("lim-b"))?;
-            cmd::ip(
-                &a.name,
-                &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name],
+pub(crate) fn setup(path: Path, options: &Options) -> Result<Setup> {
+    let Some(mut spec) = path.cluster_spec() else { return setup_limit() };
+    spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
+    let cluster = Cluster::build("bench", &spec)?;
+    // The rules go in before the daemon starts, as on a node where Calico and kube-proxy run
+    // before fastpath is deployed.
+    let mut ruleset = None;
+    if path.has_ruleset() {
+        for node in &cluster.nodes {
+            let installed = calico_node::install_spec(
+                &node.ns.name,
+                &calico_node::Spec::for_node(node, options.services),
             )?;
-            for (ns, addr) in [(&a, "10.0.0.1/24"), (&b, "10.0.0.2/24")] {
-                cmd::ip(&ns.name, &["addr", "add", addr, "dev", "eth0"])?;
-                cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
-            }
-            let same_node = Pair {
-                client: (a.name.clone(), Ipv4Addr::new(10, 0, 0, 1)),
-                server: (b.name.clone(), Ipv4Addr::new(10, 0, 0, 2)),
-            };
-            Ok(Setup { _limit: vec![a, b], _daemons: vec![], _cluster: None, same_node, cross_node: None })
-        }
-        Path::Kernel | Path::Fastpath | Path::TrustKernel => {
-            let mut spec = match path {
-                Path::Kernel => ClusterSpec { proxy_arp: true, ..ClusterSpec::seed() },
-                Path::TrustKernel => ClusterSpec::seed(),
-                _ => ClusterSpec::seed_fastpath_only(),
-            };
-            spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
-            let cluster = Cluster::build("bench", &spec)?;
-            let daemons = match path.daemon_args() {
-                Some(args) => {
-                    cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args)).collect::<Result<_>>()?
-                }
-                None => vec![],
-            };
-            let endpoint = |node: usize, pod: usize| {
-                let p = &cluster.nodes[node].pods[pod];
-                (p.ns.name.clone(), p.ip)
-            };
-            let same_node = Pair { client: endpoint(0, 0), server: endpoint(0, 1) };
-            let cross_node = Some(Pair { client: endpoint(0, 0), server: endpoint(1, 0) });
-            Ok(Setup { _limit: vec![], _daemons: daemons, _cluster: Some(cluster), same_node, cross_node })
+            ruleset = Some(format!(
+                "{} (loaded in {:.2} s)",
+                installed.ruleset.summary(),
+                installed.took.as_secs_f64()
+            ));
         }
     }
+    let daemons = match path.daemon_args() {
+        Some(args) => cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args)).collect::<Result<_>>()?,
+        None => vec![],
+    };
+    let endpoint = |node: usize, pod: usize| {
+        let p = &cluster.nodes[node].pods[pod];
+        (p.ns.name.clone(), p.ip)
+    };
+    let same_node = Pair { client: endpoint(0, 0), server: endpoint(0, 1) };
+    let cross_node = Some(Pair { client: endpoint(0, 0), server: endpoint(1, 0) });
+    Ok(Setup { _limit: vec![], daemons, _cluster: Some(cluster), same_node, cross_node, ruleset })
+}
+
+fn setup_limit() -> Result<Setup> {
+    let a = Netns::new(names::unique("lim-a"))?;
+    let b = Netns::new(names::unique("lim-b"))?;
+    cmd::ip(&a.name, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name])?;
+    for (ns, addr) in [(&a, "10.0.0.1/24"), (&b, "10.0.0.2/24")] {
+        cmd::ip(&ns.name, &["addr", "add", addr, "dev", "eth0"])?;
+        cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
+    }
+    let same_node = Pair {
+        client: (a.name.clone(), Ipv4Addr::new(10, 0, 0, 1)),
+        server: (b.name.clone(), Ipv4Addr::new(10, 0, 0, 2)),
+    };
+    Ok(Setup {
+        _limit: vec![a, b],
+        daemons: vec![],
+        _cluster: None,
+        same_node,
+        cross_node: None,
+        ruleset: None,
+    })
 }
 
 /// TCP throughput with iperf3, in Gbit/s as the receiver counted it, and the machine's
 /// system + softirq CPU time per GB received during the run.
-fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
+pub(crate) fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
     let (streams, secs) = (streams.to_string(), seconds.to_string());
     let cpu_before = kernel_cpu_seconds()?;
     let json = iperf(pair, &["-t", &secs, "-P", &streams])?;
@@ -247,7 +346,7 @@ fn iperf_tcp(pair: &Pair, streams: u32, seconds: u32) -> Result<(f64, f64)> {
 }
 
 /// Packets per second received, UDP with 64-byte payloads, the sender unthrottled.
-fn iperf_udp_small(pair: &Pair, seconds: u32) -> Result<f64> {
+pub(crate) fn iperf_udp_small(pair: &Pair, seconds: u32) -> Result<f64> {
     let json = iperf(pair, &["-u", "-l", "64", "-b", "0", "-t", &seconds.to_string()])?;
     let sum = &json["end"]["sum"];
     let packets = sum["packets"].as_f64().context("iperf3 reported no packets")?;
@@ -281,10 +380,10 @@ fn kernel_cpu_seconds() -> Result<f64> {
 
 /// `kernel.bpf_stats_enabled` on for the run (the kernel then times every program run), back to
 /// what it was afterwards.
-struct BpfStats(String);
+pub(crate) struct BpfStats(String);
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         let before = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")?.trim().to_string();
         std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")?;
         Ok(Self(before))
@@ -298,7 +397,7 @@ impl Drop for BpfStats {
 }
 
 /// (run_time_ns, run_cnt) of a program, from bpftool.
-fn program_run_time(id: u32) -> Option<(u64, u64)> {
+pub(crate) fn program_run_time(id: u32) -> Option<(u64, u64)> {
     let out = cmd::run("bpftool", &["prog", "show", "id", &id.to_string(), "--json"]).ok()?;
     let json: serde_json::Value = serde_json::from_str(&out).ok()?;
     Some((json["run_time_ns"].as_u64()?, json["run_cnt"].as_u64()?))
@@ -338,36 +437,74 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 struct Row {
     measure: Measure,
     placement: &'static str,
-    limit: Option<f64>,
-    kernel: Option<f64>,
-    fastpath: Option<f64>,
-    trusting: Option<f64>,
+    /// In the order of [`PATHS`].
+    medians: [Option<f64>; PATHS.len()],
 }
 
-/// A row's numeric columns, in order: table heading and width, JSON key, and whether it is a
-/// ratio (shown with an "x").
-const COLUMNS: [(&str, usize, &str, bool); 7] = [
-    ("limit", 9, "limit", false),
-    ("kernel", 9, "kernel", false),
-    ("fastpath", 9, "fastpath", false),
-    ("fp-trust", 9, "fastpath_trust_kernel", false),
-    ("fp/kernel", 10, "fastpath_per_kernel", true),
-    ("trust/kern", 10, "fastpath_trust_kernel_per_kernel", true),
-    ("fp/limit", 9, "fastpath_per_limit", true),
+/// What a column shows: a path's median, or the ratio of two paths' medians.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    Median(Path),
+    Ratio(Path, Path),
+}
+
+/// One column of the table and the JSON.
+struct Column {
+    heading: &'static str,
+    width: usize,
+    key: &'static str,
+    value: Value,
+}
+
+/// The table's and the JSON's columns, in order. The headline is `fp/calico`: fastpath's
+/// default mode against the Calico node's kernel path, on the same rules.
+const COLUMNS: [Column; 8] = [
+    Column { heading: "limit", width: 8, key: "limit", value: Value::Median(Path::Limit) },
+    Column { heading: "kernel", width: 8, key: "kernel", value: Value::Median(Path::Kernel) },
+    Column { heading: "calico", width: 8, key: "calico_node", value: Value::Median(Path::CalicoNode) },
+    Column {
+        heading: "fp-routes",
+        width: 9,
+        key: "fastpath_trust_routes",
+        value: Value::Median(Path::FastpathRoutes),
+    },
+    Column {
+        heading: "fp-default",
+        width: 10,
+        key: "fastpath_default",
+        value: Value::Median(Path::FastpathDefault),
+    },
+    Column {
+        heading: "fp/calico",
+        width: 9,
+        key: "fastpath_default_per_calico_node",
+        value: Value::Ratio(Path::FastpathDefault, Path::CalicoNode),
+    },
+    Column {
+        heading: "routes/kern",
+        width: 11,
+        key: "fastpath_trust_routes_per_kernel",
+        value: Value::Ratio(Path::FastpathRoutes, Path::Kernel),
+    },
+    Column {
+        heading: "fp/limit",
+        width: 8,
+        key: "fastpath_default_per_limit",
+        value: Value::Ratio(Path::FastpathDefault, Path::Limit),
+    },
 ];
 
 impl Row {
+    fn median(&self, path: Path) -> Option<f64> {
+        PATHS.iter().position(|p| *p == path).and_then(|i| self.medians[i])
+    }
+
     /// The values of [`COLUMNS`], in their order.
     fn values(&self) -> [Option<f64>; COLUMNS.len()] {
-        [
-            self.limit,
-            self.kernel,
-            self.fastpath,
-            self.trusting,
-            ratio(self.fastpath, self.kernel),
-            ratio(self.trusting, self.kernel),
-            ratio(self.fastpath, self.limit),
-        ]
+        COLUMNS.each_ref().map(|column| match column.value {
+            Value::Median(path) => self.median(path),
+            Value::Ratio(a, b) => ratio(self.median(a), self.median(b)),
+        })
     }
 }
 
@@ -391,16 +528,11 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
     let mut rows = Vec::new();
     for placement in ["same node", "cross node"] {
         for measure in Measure::ALL {
-            let row = Row {
-                measure,
-                placement,
-                // One veth is the limit for both placements.
-                limit: med(Path::Limit, measure, "same node"),
-                kernel: med(Path::Kernel, measure, placement),
-                fastpath: med(Path::Fastpath, measure, placement),
-                trusting: med(Path::TrustKernel, measure, placement),
-            };
-            if row.kernel.is_some() || row.fastpath.is_some() || row.trusting.is_some() {
+            // One veth is the limit for both placements.
+            let medians = PATHS
+                .map(|path| med(path, measure, if path == Path::Limit { "same node" } else { placement }));
+            let row = Row { measure, placement, medians };
+            if PATHS.iter().any(|p| *p != Path::Limit && row.median(*p).is_some()) {
                 rows.push(row);
             }
         }
@@ -408,47 +540,103 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
     rows
 }
 
+/// Run time per packet of each program on each path, over every daemon and round.
+fn per_packet_costs(costs: &[ProgramCost]) -> Vec<ProgramCost> {
+    let mut totals: Vec<ProgramCost> = Vec::new();
+    for cost in costs {
+        match totals.iter_mut().find(|t| t.path == cost.path && t.program == cost.program) {
+            Some(total) => {
+                total.time_ns += cost.time_ns;
+                total.runs += cost.runs;
+            }
+            None => totals.push(cost.clone()),
+        }
+    }
+    totals.retain(|t| t.runs > 0);
+    totals
+}
+
+/// The verdicts that carry a pod's packet on the fast path.
+const FAST_PATH: [&str; 4] = ["redirected_local", "encapsulated", "routed_underlay", "decapsulated"];
+
+/// What the ingress programs did with the packets they saw, over `counters` (every daemon of
+/// a path, every round): the share the fast path carried, then every verdict with packets,
+/// most first. Shows where `--trust kernel` leaves packets to the kernel.
+fn verdict_summary(counters: &[&Counters]) -> String {
+    let mut totals: Vec<(&str, u64)> = Vec::new();
+    for counters in counters {
+        for (reason, count) in &counters.0 {
+            let (is_fast, is_pass) = (FAST_PATH.contains(&reason.as_str()), reason.starts_with("passed_"));
+            if count.packets == 0 || !(is_fast || is_pass || reason.starts_with("dropped_")) {
+                continue;
+            }
+            match totals.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, total)) => *total += count.packets,
+                None => totals.push((reason, count.packets)),
+            }
+        }
+    }
+    totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let all: u64 = totals.iter().map(|(_, n)| n).sum();
+    let fast: u64 = totals.iter().filter(|(r, _)| FAST_PATH.contains(r)).map(|(_, n)| n).sum();
+    let share = if all > 0 { 100.0 * fast as f64 / all as f64 } else { 0.0 };
+    let each: Vec<String> = totals.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    format!("{share:.1} % by the fast path ({})", each.join(", "))
+}
+
 fn table(rows: &[Row]) -> String {
-    let mut out = format!("{:<24} {:<11}", "measure", "pods");
-    for (heading, width, _, _) in COLUMNS {
-        out.push_str(&format!(" {heading:>width$}"));
+    let mut out = format!("{:<24} {:<10}", "measure", "pods");
+    for column in &COLUMNS {
+        out.push_str(&format!(" {:>width$}", column.heading, width = column.width));
     }
     out.push('\n');
     for r in rows {
-        out.push_str(&format!("{:<24} {:<11}", r.measure.name(), r.placement));
-        for ((_, width, _, is_ratio), value) in COLUMNS.iter().zip(r.values()) {
-            let cell =
-                value.map_or(
-                    "-".to_string(),
-                    |v| if *is_ratio { format!("{v:.2}x") } else { format!("{v:.2}") },
-                );
-            out.push_str(&format!(" {cell:>width$}"));
+        out.push_str(&format!("{:<24} {:<10}", r.measure.name(), r.placement));
+        for (column, value) in COLUMNS.iter().zip(r.values()) {
+            let cell = value.map_or("-".to_string(), |v| match column.value {
+                Value::Ratio(..) => format!("{v:.2}x"),
+                Value::Median(_) => format!("{v:.2}"),
+            });
+            out.push_str(&format!(" {cell:>width$}", width = column.width));
         }
         out.push('\n');
     }
     out
 }
 
-fn to_json(rows: &[Row], options: &Options) -> String {
-    let items: Vec<String> = rows
+fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
+    let number = |value: Option<f64>| value.map_or(serde_json::Value::Null, |v| serde_json::json!(v));
+    let results: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
-            let fields: Vec<String> = COLUMNS
-                .iter()
-                .zip(r.values())
-                .map(|((_, _, key, _), value)| {
-                    format!(r#""{key}":{}"#, value.map_or("null".to_string(), |v| format!("{v:.4}")))
-                })
-                .collect();
-            format!(r#"{{"measure":"{}","pods":"{}",{}}}"#, r.measure.name(), r.placement, fields.join(","))
+            let mut item = serde_json::Map::new();
+            item.insert("measure".into(), r.measure.name().into());
+            item.insert("pods".into(), r.placement.into());
+            for (column, value) in COLUMNS.iter().zip(r.values()) {
+                item.insert(column.key.into(), number(value));
+            }
+            serde_json::Value::Object(item)
         })
         .collect();
-    format!(
-        r#"{{"rounds":{},"seconds_per_measurement":{},"results":[{}]}}"#,
-        options.rounds,
-        options.seconds,
-        items.join(",")
-    )
+    let programs: Vec<serde_json::Value> = costs
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "path": c.path.name(),
+                "program": c.program,
+                "ns_per_packet": c.time_ns as f64 / c.runs as f64,
+                "packets": c.runs,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "rounds": options.rounds,
+        "seconds_per_measurement": options.seconds,
+        "services": options.services,
+        "results": results,
+        "programs": programs,
+    })
+    .to_string()
 }
 
 #[cfg(test)]
@@ -467,29 +655,126 @@ mod tests {
     }
 
     #[test]
-    fn rows_have_medians_and_ratios_against_kernel_and_limit() {
+    fn rows_have_medians_and_the_three_ratios() {
         let samples = vec![
             sample(Path::Limit, "same node", Measure::Tcp1, 20.0),
             sample(Path::Kernel, "same node", Measure::Tcp1, 10.0),
-            sample(Path::Fastpath, "same node", Measure::Tcp1, 15.0),
-            sample(Path::Fastpath, "same node", Measure::Tcp1, 14.0),
-            sample(Path::Fastpath, "same node", Measure::Tcp1, 99.0),
-            sample(Path::Kernel, "cross node", Measure::Tcp1, 8.0),
-            sample(Path::Fastpath, "cross node", Measure::Tcp1, 12.0),
-            sample(Path::TrustKernel, "cross node", Measure::Tcp1, 4.0),
+            sample(Path::CalicoNode, "same node", Measure::Tcp1, 8.0),
+            sample(Path::FastpathRoutes, "same node", Measure::Tcp1, 12.0),
+            sample(Path::FastpathDefault, "same node", Measure::Tcp1, 15.0),
+            sample(Path::FastpathDefault, "same node", Measure::Tcp1, 14.0),
+            sample(Path::FastpathDefault, "same node", Measure::Tcp1, 99.0),
+            sample(Path::Limit, "same node", Measure::ConnectRate, 10.0),
+            sample(Path::CalicoNode, "cross node", Measure::ConnectRate, 4.0),
+            sample(Path::FastpathDefault, "cross node", Measure::ConnectRate, 5.0),
         ];
         let rows = summarize(&samples);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].fastpath, Some(15.0), "median of 14, 15, 99");
+        assert_eq!(rows[0].median(Path::FastpathDefault), Some(15.0), "median of 14, 15, 99");
         let t = table(&rows);
         let same = t.lines().nth(1).unwrap();
-        assert!(same.contains("20.00") && same.contains("1.50x") && same.contains("0.75x"), "{t}");
+        // fp-default / calico, fp-routes / kernel, fp-default / limit
+        assert!(same.ends_with("1.88x       1.20x    0.75x"), "{t}");
         let cross = t.lines().nth(2).unwrap();
-        assert!(cross.contains("cross node") && cross.contains("1.50x") && cross.contains("0.50x"), "{t}");
+        assert!(cross.starts_with("TCP CRR kconn/s") && cross.contains("cross node"), "{t}");
+        assert!(
+            cross.contains("10.00") && cross.ends_with("1.25x           -    0.50x"),
+            "limit for both: {t}"
+        );
+        let options = Options { rounds: 3, seconds: 3, services: 1000 };
+        let costs =
+            [ProgramCost { path: Path::FastpathDefault, program: "from_pod", time_ns: 3000, runs: 20 }];
+        let json: serde_json::Value = serde_json::from_str(&to_json(&rows, &costs, &options)).unwrap();
+        assert_eq!(json["services"], 1000);
+        assert_eq!(json["results"][0]["fastpath_default_per_calico_node"], 1.875);
+        assert_eq!(json["results"][0]["fastpath_trust_routes_per_kernel"], 1.2);
+        assert_eq!(json["results"][0]["fastpath_default_per_limit"], 0.75);
+        assert_eq!(json["results"][0]["calico_node"], 8.0);
+        assert_eq!(json["results"][1]["kernel"], serde_json::Value::Null);
+        assert_eq!(json["programs"][0]["path"], "fp-default");
+        assert_eq!(json["programs"][0]["ns_per_packet"], 150.0);
+    }
+
+    #[test]
+    fn the_table_and_the_json_share_one_list_of_columns() {
+        let rows = summarize(&[sample(Path::Kernel, "same node", Measure::Udp64, 1.0)]);
+        let heading = table(&rows).lines().next().unwrap().to_string();
         let json: serde_json::Value =
-            serde_json::from_str(&to_json(&rows, &Options { rounds: 3, seconds: 3 })).unwrap();
-        assert_eq!(json["results"][0]["fastpath_per_kernel"], 1.5);
-        assert_eq!(json["results"][1]["fastpath_trust_kernel_per_kernel"], 0.5);
+            serde_json::from_str(&to_json(&rows, &[], &Options { rounds: 1, seconds: 1, services: 0 }))
+                .unwrap();
+        for column in &COLUMNS {
+            assert!(heading.contains(column.heading), "{heading}");
+            assert!(json["results"][0].get(column.key).is_some(), "{json}");
+        }
+        assert_eq!(json["results"][0].as_object().unwrap().len(), COLUMNS.len() + 2);
+    }
+
+    #[test]
+    fn every_measure_of_the_targets_is_measured() {
+        for measure in [
+            Measure::Tcp1,
+            Measure::Udp64,
+            Measure::RequestResponse,
+            Measure::LatencyP99,
+            Measure::ConnectRate,
+            Measure::CpuPerGb,
+        ] {
+            assert!(Measure::ALL.contains(&measure), "{measure:?}");
+        }
+        // Each headline ratio compares two paths the run measures.
+        for column in &COLUMNS {
+            if let Value::Ratio(a, b) = column.value {
+                assert!(PATHS.contains(&a) && PATHS.contains(&b) && a != b);
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_default_mode_path_shares_the_calico_node_paths_cluster_and_rules() {
+        let calico = Path::CalicoNode.cluster_spec().unwrap();
+        let default = Path::FastpathDefault.cluster_spec().unwrap();
+        assert_eq!(format!("{calico:?}"), format!("{default:?}"), "the daemon must be the only difference");
+        assert!(Path::CalicoNode.has_ruleset() && Path::FastpathDefault.has_ruleset());
+        assert!(!Path::Kernel.has_ruleset() && !Path::FastpathRoutes.has_ruleset());
+        assert_eq!(Path::CalicoNode.daemon_args(), None);
+        assert_eq!(Path::FastpathDefault.daemon_args(), Some(&["--trust", "kernel"][..]));
+        assert_eq!(Path::FastpathRoutes.daemon_args(), Some(&["--trust", "routes"][..]));
+        assert!(Path::Limit.cluster_spec().is_none());
+    }
+
+    #[test]
+    fn program_costs_add_up_per_path_and_program() {
+        let cost = |path, program, time_ns, runs| ProgramCost { path, program, time_ns, runs };
+        let totals = per_packet_costs(&[
+            cost(Path::FastpathDefault, "from_pod", 100, 1),
+            cost(Path::FastpathDefault, "from_pod", 500, 3),
+            cost(Path::FastpathRoutes, "from_pod", 50, 1),
+            cost(Path::FastpathRoutes, "to_pod", 0, 0),
+        ]);
+        assert_eq!(
+            totals,
+            [cost(Path::FastpathDefault, "from_pod", 600, 4), cost(Path::FastpathRoutes, "from_pod", 50, 1)]
+        );
+    }
+
+    #[test]
+    fn verdicts_add_up_over_daemons_with_the_fast_path_share_first() {
+        let node1 = Counters::parse(
+            r#"{"redirected_local":{"packets":60,"bytes":0},"passed_flow_pending":{"packets":10,"bytes":0},
+                "arp_replied":{"packets":5,"bytes":0},"flow_approved":{"packets":7,"bytes":0},
+                "passed_no_route":{"packets":0,"bytes":0}}"#,
+        )
+        .unwrap();
+        let node2 = Counters::parse(
+            r#"{"routed_underlay":{"packets":20,"bytes":0},"passed_underlay_other":{"packets":10,"bytes":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            verdict_summary(&[&node1, &node2]),
+            "80.0 % by the fast path (redirected_local 60, routed_underlay 20, passed_flow_pending 10, \
+             passed_underlay_other 10)"
+        );
+        assert_eq!(verdict_summary(&[]), "0.0 % by the fast path ()");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! `cargo xtask setup | build | run | test | demo`: everything a fresh machine needs, by name.
+//! `cargo xtask setup | build | run | test | lint | bench | profile | demo`: everything a fresh
+//! machine needs, by name.
 
 mod bench;
 mod build;
 mod control_plane;
 mod demo;
+mod profile;
 mod setup;
 mod shell;
 
@@ -42,12 +44,21 @@ enum Task {
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings: the workspace on
     /// stable, then the eBPF crate alone on nightly for its target.
     Lint,
-    /// Measure fastpath beside the kernel's own path and the veth limit (TCP throughput,
-    /// medians of alternating rounds).
+    /// Measure fastpath beside the kernel paths (bare, and a Calico node's with its rules) and
+    /// the veth limit: throughput, packet rate, request/response, connections per second, CPU
+    /// (medians of alternating rounds).
     Bench {
         /// One short round: a smoke test, not a measurement.
         #[arg(long)]
         quick: bool,
+        /// Services (kube-proxy rules) in the calico-node ruleset.
+        #[arg(
+            long,
+            default_value_t = 1000,
+            value_parser = clap::value_parser!(u32).range(0..=fastpath_tests::calico_node::MAX_SERVICES as i64),
+            conflicts_with = "control_plane"
+        )]
+        services: u32,
         /// Measure the control plane instead: start-up over 100 000 routes, route churn
         /// latency, memory.
         #[arg(long)]
@@ -55,6 +66,29 @@ enum Task {
         /// Also write the results as JSON here.
         #[arg(long, value_name = "PATH")]
         json: Option<std::path::PathBuf>,
+    },
+    /// Where the time goes on one of the benchmark's paths: run one workload between two pods
+    /// while `perf record -a -g -e cpu-clock` samples every CPU; print the hottest symbols and
+    /// each program's run time and runs per transaction.
+    Profile {
+        /// The benchmark path to build.
+        #[arg(long, value_enum, default_value = "fp-default")]
+        path: bench::Path,
+        /// Pods on one node, or on two.
+        #[arg(long, value_enum, default_value = "cross")]
+        placement: profile::Placement,
+        #[arg(long, value_enum, default_value = "rr")]
+        workload: profile::Workload,
+        /// How long the workload runs.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=600))]
+        seconds: u32,
+        /// Services in the calico-node ruleset (calico-node and fp-default).
+        #[arg(long, default_value_t = 1000,
+              value_parser = clap::value_parser!(u32).range(0..=fastpath_tests::calico_node::MAX_SERVICES as i64))]
+        services: u32,
+        /// How many of the hottest symbols to print.
+        #[arg(long, default_value_t = 30)]
+        top: usize,
     },
     /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
     Demo {
@@ -76,13 +110,23 @@ fn main() -> ExitCode {
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),
-        Task::Bench { quick, control_plane: false, json } => {
-            setup::run().and_then(|()| bench::run(quick, json.as_deref()))
+        Task::Bench { quick, control_plane: false, services, json } => {
+            setup::run().and_then(|()| bench::run(quick, services as usize, json.as_deref()))
         }
         Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
             let bin = build::daemon(true)?;
             std::env::set_var("FASTPATH_BIN", bin);
             control_plane::run(quick)
+        }),
+        Task::Profile { path, placement, workload, seconds, services, top } => setup::run().and_then(|()| {
+            profile::run(&profile::Request {
+                path,
+                placement,
+                workload,
+                seconds,
+                services: services as usize,
+                top,
+            })
         }),
         Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
     };

@@ -26,6 +26,8 @@ pub const PACKAGES: &[&str] = &[
     "tcpdump",
     "iperf3",
     "bird2",
+    // `cargo xtask profile`: perf 6.1 samples this kernel with the software clock.
+    "linux-perf",
 ];
 
 /// Everything: the toolchain and the packages the tests, demo and benchmark use.

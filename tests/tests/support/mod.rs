@@ -23,6 +23,7 @@ use fastpath_tests::{
     packets::{self, POD_MAC},
     require_root, traffic, Netns,
 };
+use proptest::prelude::*;
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
@@ -92,6 +93,90 @@ pub fn vxlan_frame(
 /// sends it.
 pub fn vxlan_from_peer(inner: &[u8]) -> Vec<u8> {
     vxlan_frame(PEER_IP, NODE_IP, VNI, NODE_VTEP_MAC, inner)
+}
+
+/// Frames worth starting from: one of each kind the programs tell apart (the fuzz harness
+/// mutates them; `explain_agrees.rs` runs them through the programs and `explain` alike).
+pub fn seed_frames() -> Vec<Vec<u8>> {
+    let ipip = |src: [u8; 4], inner: Vec<u8>| {
+        let mut frame = packets::ethernet([2, 0, 0, 0, 0, 0x50], [2, 0, 0, 0, 0, 0x51], packets::ETH_P_IP);
+        frame.extend(packets::ipv4_packet(addr(src), addr(NODE_IP), 64, 4, &inner));
+        frame
+    };
+    let to_pod = packets::icmp_echo(addr(REMOTE_POD), addr(POD), 63);
+    let tcp =
+        |src: [u8; 4], dst: [u8; 4], flags| packets::tcp_segment(addr(src), addr(dst), (40000, 80), flags);
+    // VXLAN as the next node's vxlan.calico sends it, and as this node's leaves the underlay.
+    let vxlan = |src: [u8; 4], dst: [u8; 4], inner: Vec<u8>| {
+        let (from, to) =
+            if src == NODE_IP { (NODE_VTEP_MAC, PEER_VTEP_MAC) } else { (PEER_VTEP_MAC, NODE_VTEP_MAC) };
+        let device = packets::Vxlan { sport: 50000, port: VXLAN_PORT, vni: VNI, dst_mac: to, src_mac: from };
+        let mut frame = packets::ethernet([2, 0, 0, 0, 0, 0x50], [2, 0, 0, 0, 0, 0x51], packets::ETH_P_IP);
+        frame.extend(device.packet(addr(src), addr(dst), &inner));
+        frame
+    };
+    vec![
+        packets::pod_frame(&tcp(POD, REMOTE_POD, packets::TCP_SYN)),
+        packets::pod_frame(&tcp(POD, OTHER_LOCAL_POD, packets::TCP_FIN | packets::TCP_ACK)),
+        packets::pod_frame(&tcp(REMOTE_POD, POD, packets::TCP_ACK)),
+        ipip(PEER_IP, tcp(REMOTE_POD, POD, packets::TCP_RST)),
+        packets::Arp::request(addr(POD), std::net::Ipv4Addr::new(169, 254, 1, 1))
+            .frame(packets::BROADCAST, POD_MAC),
+        packets::ipv4_frame(addr(POD), addr(OTHER_LOCAL_POD), 64),
+        packets::ipv4_frame(addr(POD), addr(REMOTE_POD), 64),
+        packets::ipv4_frame(addr(POD), [10, 244, 7, 9].into(), 1),
+        // Sources no pod of this interface owns: unallocated in the block, a service, outside.
+        packets::ipv4_frame([10, 244, 40, 50].into(), addr(OTHER_LOCAL_POD), 64),
+        packets::ipv4_frame([10, 96, 0, 10].into(), addr(REMOTE_POD), 64),
+        packets::ipv4_frame([192, 0, 2, 7].into(), addr(OTHER_LOCAL_POD), 64),
+        ipip(PEER_IP, to_pod.clone()),
+        ipip([10, 101, 14, 60], to_pod.clone()),
+        ipip(PEER_IP, packets::ipv4_packet(addr(PEER_IP), addr(NODE_IP), 64, 4, &to_pod)),
+        // Inner sources that are not the sender's: a third node's pod, a pod of this node.
+        ipip(PEER_IP, packets::icmp_echo([10, 244, 9, 9].into(), addr(OTHER_LOCAL_POD), 63)),
+        ipip(PEER_IP, packets::icmp_echo(addr(POD), addr(OTHER_LOCAL_POD), 63)),
+        // VXLAN: to a pod behind a VXLAN block, from the next node (TCP, ICMP), from a stranger,
+        // with an inner source of a third node, and this node's own leaving the underlay.
+        packets::pod_frame(&tcp(POD, VXLAN_POD, packets::TCP_SYN)),
+        vxlan(PEER_IP, NODE_IP, tcp(VXLAN_POD, POD, packets::TCP_ACK)),
+        vxlan(PEER_IP, NODE_IP, to_pod.clone()),
+        vxlan([10, 101, 14, 60], NODE_IP, to_pod.clone()),
+        vxlan(PEER_IP, NODE_IP, packets::icmp_echo([10, 244, 9, 9].into(), addr(OTHER_LOCAL_POD), 63)),
+        vxlan(NODE_IP, PEER_IP, tcp(POD, VXLAN_POD, packets::TCP_SYN)),
+    ]
+}
+
+/// A seed with bytes overwritten (in the first 80 bytes: VXLAN's headers end at 64), a length
+/// field or header length bent, and cut or padded; or bytes at random.
+pub fn mutated_frames() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = seed_frames();
+    let mutated = (
+        0..seeds.len(),
+        prop::collection::vec((0usize..80, any::<u8>()), 0..6),
+        prop_oneof![Just(None), (14usize..1600).prop_map(Some)],
+        prop_oneof![
+            Just(None),
+            (0u8..16).prop_map(Some),
+            any::<u16>().prop_map(|l| Some((l >> 8) as u8 | 0x40))
+        ],
+    )
+        .prop_map(move |(seed, flips, length, ihl)| {
+            let mut frame = seeds[seed].clone();
+            for (at, byte) in flips {
+                if let Some(b) = frame.get_mut(at) {
+                    *b = byte;
+                }
+            }
+            if let (Some(ihl), Some(b)) = (ihl, frame.get_mut(14)) {
+                *b = 0x40 | (ihl & 0x0f);
+            }
+            if let Some(length) = length {
+                frame.resize(length, 0);
+            }
+            frame
+        });
+    let random = prop::collection::vec(any::<u8>(), 14..1600);
+    prop_oneof![4 => mutated, 1 => random]
 }
 
 /// IPIP from `outer_src` to `outer_dst` around the IPv4 packet `inner`, as the underlay brings it.

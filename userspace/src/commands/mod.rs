@@ -2,6 +2,7 @@
 //! `monitor`, `verify`, `cleanup`): each reads the pinned maps, so it works beside a running
 //! daemon, from another process or container.
 
+pub mod explain;
 pub mod flows;
 pub mod inspect;
 pub mod show;

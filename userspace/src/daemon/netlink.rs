@@ -9,7 +9,7 @@ use rtnetlink::{
     packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST},
     packet_route::{
         address::{AddressAttribute, AddressMessage},
-        link::{InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
         AddressFamily, RouteNetlinkMessage,
@@ -162,6 +162,14 @@ impl Netlink {
     pub async fn links(&self) -> Result<Vec<LinkState>, Error> {
         let stream = self.handle.link().get().execute();
         collect(stream, "link dump", |msg| Some(link_state(&msg))).await
+    }
+
+    /// Whether the kernel has an IPIP device (the ipip module's `tunl0`): without one it cannot
+    /// take back IPIP that another node's fast path sends.
+    pub async fn has_ipip_device(&self) -> Result<bool, Error> {
+        let stream = self.handle.link().get().execute();
+        let ipip = collect(stream, "link dump", |msg| is_ipip(&msg).then_some(())).await?;
+        Ok(!ipip.is_empty())
     }
 
     pub async fn ipv4_addresses(&self) -> Result<Vec<Address>, Error> {
@@ -343,6 +351,13 @@ pub fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
     Some(n)
 }
 
+fn is_ipip(msg: &LinkMessage) -> bool {
+    msg.attributes.iter().any(|attr| match attr {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::IpIp))),
+        _ => false,
+    })
+}
+
 fn address(msg: &AddressMessage) -> Option<Address> {
     if msg.header.family != AddressFamily::Inet {
         return None;
@@ -432,6 +447,15 @@ mod tests {
                 vxlan: None,
             }
         );
+    }
+
+    #[test]
+    fn an_ipip_device_is_told_by_its_kind() {
+        let tunl0 = link_message(9, vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::IpIp)])]);
+        let veth = link_message(10, vec![LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)])]);
+        assert!(is_ipip(&tunl0));
+        assert!(!is_ipip(&veth));
+        assert!(!is_ipip(&link_message(11, vec![])));
     }
 
     #[test]

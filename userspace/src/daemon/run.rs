@@ -31,7 +31,7 @@ use crate::{
     daemon::{
         attach::{self, Action, Link, Selector},
         conntrack,
-        encap::Modes,
+        encap::{EncapMode, Modes},
         kernel::{KernelState, Touched},
         metrics::{self, Metrics},
         netlink::{Event, LinkState, Netlink},
@@ -189,6 +189,7 @@ impl Daemon {
         for programs in self.pods.iter().chain(&self.underlay) {
             programs.drop_stale_pins();
         }
+        self.warn_if_ipip_cannot_return().await;
         self.heartbeat();
         release_freed_memory();
         // Tests and operators wait for this line: everything present at start is served now.
@@ -206,6 +207,28 @@ impl Daemon {
             started.elapsed(),
         );
         Ok(())
+    }
+
+    /// Under `--trust kernel` the kernel carries every flow it has not approved, NATed flows for
+    /// good. If the fast path sends IPIP while the kernels have no IPIP device, the other node's
+    /// fast path sends such a flow's replies in IPIP too, and the kernel here, which owns the
+    /// flow, cannot decapsulate them: they are lost. Said once, at start.
+    async fn warn_if_ipip_cannot_return(&self) {
+        let sends_ipip = sends_ipip(self.modes.ipip, self.tables.any_ipip());
+        if !self.trust_kernel || !sends_ipip {
+            return;
+        }
+        match self.netlink.has_ipip_device().await {
+            Ok(true) => {}
+            Ok(false) => log::warn!(
+                "--trust kernel with IPIP ({}) on a kernel without an IPIP device: the kernel carries NATed flows, and their replies, sent in IPIP by the other node's fast path, cannot be decapsulated here and are lost; load the ipip module (tunl0) or route blocks plain with --ipip never",
+                match self.modes.ipip {
+                    EncapMode::Follow => "routes via tunl0",
+                    mode => mode.name(),
+                }
+            ),
+            Err(e) => log::debug!("cannot tell whether the kernel has an IPIP device: {}", e.chain()),
+        }
     }
 
     async fn serve(
@@ -452,6 +475,16 @@ fn release_freed_memory() {
     }
 }
 
+/// Whether the fast path will encapsulate in IPIP: `--ipip always` or `cross-subnet` may at any
+/// time; `follow` when a route says so now.
+fn sends_ipip(mode: EncapMode, routes_encapsulate: bool) -> bool {
+    match mode {
+        EncapMode::Always | EncapMode::CrossSubnet => true,
+        EncapMode::Follow => routes_encapsulate,
+        EncapMode::Never => false,
+    }
+}
+
 /// `--tc-attach` made concrete: `auto` is tcx where the kernel has it, else legacy tc, said once.
 fn hook_for(choice: TcAttach, kernel_has_tcx: bool) -> Hook {
     match choice {
@@ -539,6 +572,15 @@ mod tests {
         assert_eq!(hook_for(TcAttach::Auto, false), Hook::LegacyTc);
         assert_eq!(hook_for(TcAttach::Legacy, true), Hook::LegacyTc);
         assert_eq!(hook_for(TcAttach::Tcx, false), Hook::Tcx);
+    }
+
+    #[test]
+    fn ipip_is_sent_when_the_mode_or_the_routes_say_so() {
+        assert!(sends_ipip(EncapMode::Always, false));
+        assert!(sends_ipip(EncapMode::CrossSubnet, false));
+        assert!(sends_ipip(EncapMode::Follow, true));
+        assert!(!sends_ipip(EncapMode::Follow, false));
+        assert!(!sends_ipip(EncapMode::Never, true));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use fastpath_common::{
         AgentInfo, Counter, Endpoint, NodeConfig, AGENT, COUNTERS, ENDPOINTS, NODE, ROUTES, TUNNEL_PEERS,
     },
     route::RouteValue,
+    tunnel::Tunnel,
 };
 
 use crate::{
@@ -88,6 +89,11 @@ impl Tables {
     /// Entries in the route and peer maps.
     pub fn fill(&self) -> (usize, usize) {
         self.mirror.len()
+    }
+
+    /// Whether some entry the route map holds now encapsulates in IPIP.
+    pub fn any_ipip(&self) -> bool {
+        self.mirror.routes().any(|(_, v)| v.tunnel() == Ok(Some(Tunnel::Ipip)))
     }
 
     /// Prefixes the route map holds now.

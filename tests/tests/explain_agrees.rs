@@ -1,0 +1,267 @@
+//! `fastpath explain` and the programs decide alike. They make the same decisions in two
+//! orchestrations (the programs in `ebpf/`, `explain` in `userspace/src/commands/explain.rs`),
+//! so this suite feeds the same frames to both — every seed kind of the fuzz harness, then
+//! mutated frames — over the maps of a filled node, in both trust modes, and requires the same
+//! verdict and the same reason: the programs' through BPF_PROG_TEST_RUN and their counters,
+//! `explain`'s from its decision, taken on the maps as they were just before the run.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    Ebpf,
+};
+use fastpath::{
+    commands::{
+        explain::{self, Maps, Program, Verdict},
+        stats,
+    },
+    dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY},
+};
+use fastpath_common::{
+    flow::{FlowKey, FlowValue},
+    maps::{Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NODE, ROUTES, TUNNEL_PEERS},
+    route::RouteValue,
+    Reason,
+};
+use fastpath_tests::packets;
+use proptest::{
+    strategy::{Strategy as _, ValueTree as _},
+    test_runner::{Config, TestRunner},
+};
+use support::*;
+
+/// Mutated frames after the seeds, in each trust mode: enough to reach most branches (a few
+/// seconds here).
+const MUTATED_FRAMES: usize = 3000;
+
+/// Every counter, summed over CPUs, by reason code.
+fn counters(ebpf: &Ebpf) -> Vec<u64> {
+    let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(ebpf.map(COUNTERS).unwrap()).unwrap();
+    let totals = stats::totals(&map).unwrap();
+    Reason::ALL
+        .iter()
+        .map(|r| totals.iter().find(|t| t.reason == *r).map_or(0, |t| t.total.packets))
+        .collect()
+}
+
+/// `explain`'s decision about `frame`, on the maps of `ebpf` as they are now.
+fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
+    let node: NodeConfig = Array::try_from(ebpf.map(NODE).unwrap()).unwrap().get(&0, 0).unwrap();
+    let trie: LpmTrie<_, [u8; 4], RouteValue> = LpmTrie::try_from(ebpf.map(ROUTES).unwrap()).unwrap();
+    let endpoints: HashMap<_, [u8; 4], Endpoint> = HashMap::try_from(ebpf.map(ENDPOINTS).unwrap()).unwrap();
+    let peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map(TUNNEL_PEERS).unwrap()).unwrap();
+    let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map(FLOWS).unwrap()).unwrap();
+    let maps = Maps {
+        node,
+        route: &|addr| trie.get(&Key::new(32, addr), 0).ok(),
+        endpoint: &|addr| endpoints.get(&addr, 0).ok(),
+        is_peer: &|addr| peers.get(&addr, 0).is_ok(),
+        flow: &|key| flows.get(key, 0).ok(),
+        flows: &[],
+        now_ns: fastpath::clock::monotonic_ns(),
+        ifname: &|_| None,
+    };
+    explain::decide(program, frame, &maps)
+}
+
+/// What one frame came to in one program, as (verdict, reason).
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome(Verdict, Reason);
+
+/// Run `frame` through the program and through `explain`; `None` when BPF_PROG_TEST_RUN refuses
+/// the frame (the program never sees it).
+fn both(ebpf: &mut Ebpf, program: Program, frame: &[u8]) -> Option<(Outcome, Outcome, explain::Decision)> {
+    let decision = explained(ebpf, program, frame);
+    let before = counters(ebpf);
+    let name = match program {
+        Program::FromPod { .. } => FROM_POD,
+        Program::FromUnderlay => FROM_UNDERLAY,
+    };
+    let (verdict, _) = try_run(ebpf, name, frame).ok()?;
+    let after = counters(ebpf);
+    let grew: Vec<Reason> = Reason::ALL
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter(|(_, (b, a))| a > b)
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(grew.len(), 1, "{name} counted {grew:?} for one frame {frame:02x?}");
+    let verdict = match verdict {
+        TC_ACT_OK => Verdict::Kernel,
+        TC_ACT_SHOT => Verdict::Drop,
+        TC_ACT_REDIRECT => Verdict::Redirect,
+        other => panic!("{name} returned {other} for {frame:02x?}"),
+    };
+    Some((Outcome(verdict, grew[0]), Outcome(decision.verdict, decision.reason), decision))
+}
+
+/// Both ingress programs on `frame`: the same outcome from the program and from `explain`.
+/// Then the egress programs see it too, as the kernel forwarding it would show it to them, so
+/// that under `--trust kernel` later frames meet approved and kernel-owned flows. Returns the
+/// ingress programs' reasons.
+fn agree(ebpf: &mut Ebpf, frame: &[u8]) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    for program in [Program::FromPod { ingress: TEST_IFINDEX }, Program::FromUnderlay] {
+        let Some((ran, said, decision)) = both(ebpf, program, frame) else { continue };
+        assert_eq!(
+            ran,
+            said,
+            "{program:?} and explain disagree on {frame:02x?}\nexplain: {}\n  because {}",
+            decision.words,
+            decision.why.join("\n  because ")
+        );
+        reasons.push(ran.1);
+    }
+    for egress in [TO_POD, TO_UNDERLAY] {
+        let _ = try_run(ebpf, egress, frame);
+    }
+    reasons
+}
+
+#[test]
+fn explain_decides_every_seed_kind_as_the_programs_do() {
+    in_node(|ebpf, _| {
+        let mut routes_mode = Vec::new();
+        for frame in seed_frames() {
+            routes_mode.extend(agree(ebpf, &frame));
+        }
+        // Under --trust kernel three times: every flow is new, then the egress programs have
+        // judged them, then some are closing. Beside them a DNATed connection, which the kernel
+        // sent with a tuple no ingress handed it (kernel-owned both ways), and its reply.
+        support::trust_kernel(ebpf, 60);
+        let dnated = |src, dst, ports| {
+            packets::pod_frame(&packets::tcp_segment(addr(src), addr(dst), ports, packets::TCP_ACK))
+        };
+        let _ = try_run(ebpf, TO_UNDERLAY, &dnated(POD, REMOTE_POD, (40001, 8080)));
+        let reply = ipip_frame(
+            PEER_IP,
+            NODE_IP,
+            &packets::tcp_segment(addr(REMOTE_POD), addr(POD), (8080, 40001), packets::TCP_ACK),
+        );
+        let mut kernel_mode = Vec::new();
+        for _ in 0..3 {
+            for frame in seed_frames().iter().chain([&reply]) {
+                kernel_mode.extend(agree(ebpf, frame));
+            }
+        }
+        for reason in [
+            Reason::PassSourceUnallocated,
+            Reason::PassSourceNotPod,
+            Reason::PassInnerSourceForeign,
+            Reason::DropSpoofedSource,
+            Reason::DropUnknownPeer,
+            Reason::Decapsulated,
+            Reason::Encapsulated,
+            Reason::RedirectedLocal,
+            Reason::ArpReplied,
+            Reason::PassTtlExceeded,
+            Reason::EncapsulatedVxlan,
+            Reason::DecapsulatedVxlan,
+        ] {
+            assert!(
+                routes_mode.contains(&reason),
+                "no seed reached {reason:?} under --trust routes: {routes_mode:?}"
+            );
+        }
+        for reason in [
+            Reason::PassFlowPending,
+            Reason::PassFlowKernelOwned,
+            Reason::PassFlowClosing,
+            Reason::Encapsulated,
+            Reason::PassSourceNotPod,
+            Reason::PassInnerSourceForeign,
+        ] {
+            assert!(
+                kernel_mode.contains(&reason),
+                "no seed reached {reason:?} under --trust kernel: {kernel_mode:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn explain_decides_mutated_frames_as_the_programs_do() {
+    in_node(|ebpf, _| {
+        let mut runner = TestRunner::new(Config::default());
+        let strategy = mutated_frames();
+        let mut kinds = Vec::new();
+        for trust_kernel in [false, true] {
+            if trust_kernel {
+                support::trust_kernel(ebpf, 60);
+            }
+            for _ in 0..MUTATED_FRAMES {
+                let frame = strategy.new_tree(&mut runner).expect("a frame").current();
+                for reason in agree(ebpf, &frame) {
+                    if !kinds.contains(&reason) {
+                        kinds.push(reason);
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "explain agreed with the programs on {} mutated frames, reaching {kinds:?}",
+            2 * MUTATED_FRAMES
+        );
+        assert!(kinds.len() >= 15, "the mutations reached only {kinds:?}");
+    });
+}
+
+#[test]
+fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
+    in_node(|ebpf, _| {
+        let ask = |src: [u8; 4], dst: [u8; 4]| explain::Question {
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            arp: false,
+            from_underlay: None,
+            vxlan: false,
+            ingress: Some(TEST_IFINDEX),
+            ttl: 64,
+            size: 84,
+            df: true,
+        };
+        let questions = [
+            ask(POD, OTHER_LOCAL_POD),
+            ask(POD, REMOTE_POD),
+            ask([10, 96, 0, 10], OTHER_LOCAL_POD),
+            ask([10, 244, 40, 50], REMOTE_POD),
+            explain::Question { size: 1500, ..ask(POD, REMOTE_POD) },
+            explain::Question { arp: true, ..ask(POD, [169, 254, 1, 1]) },
+            explain::Question { from_underlay: Some(Ipv4Addr::from(PEER_IP)), ..ask(REMOTE_POD, POD) },
+            explain::Question { from_underlay: Some(Ipv4Addr::from(PEER_IP)), ..ask([10, 244, 9, 9], POD) },
+            ask(POD, VXLAN_POD),
+            explain::Question { size: 1451, ..ask(POD, VXLAN_POD) },
+            explain::Question {
+                from_underlay: Some(Ipv4Addr::from(PEER_IP)),
+                vxlan: true,
+                ..ask(VXLAN_POD, POD)
+            },
+            explain::Question {
+                from_underlay: Some(Ipv4Addr::from([10, 101, 14, 60])),
+                vxlan: true,
+                ..ask(VXLAN_POD, POD)
+            },
+        ];
+        for q in questions {
+            let (program, frame) = {
+                let node: NodeConfig = Array::try_from(ebpf.map(NODE).unwrap()).unwrap().get(&0, 0).unwrap();
+                let maps = Maps {
+                    node,
+                    route: &|_| None,
+                    endpoint: &|_| None,
+                    is_peer: &|_| false,
+                    flow: &|_| None,
+                    flows: &[],
+                    now_ns: 0,
+                    ifname: &|_| None,
+                };
+                explain::question_frame(&q, &maps)
+            };
+            let (ran, said, decision) = both(ebpf, program, &frame).expect("a frame the programs take");
+            assert_eq!(ran, said, "{q:?}: explain says {}", decision.words);
+        }
+    });
+}
