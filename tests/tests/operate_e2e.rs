@@ -67,9 +67,14 @@ fn status_endpoints_peers_routes_and_explain_as_a_user_sees_them() {
     assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
 
     let status = bed.cli_ok(0, &["status"]);
-    for expected in
-        ["ready", "IPIP follow", "node 10.101.14.50", "MTU 1500 (tunnel 1480)", "FP_ROUTES 3/", "FP_PEERS 1/"]
-    {
+    for expected in [
+        "ready",
+        "IPIP follow, VXLAN follow",
+        "node 10.101.14.50",
+        "MTU 1500 (IPIP 1480, VXLAN 1450)",
+        "FP_ROUTES 3/",
+        "FP_PEERS 1/",
+    ] {
         assert!(status.contains(expected), "status lacks {expected:?}:\n{status}");
     }
     let pod_prog = bed.daemons[0].attached_prog_ids("from_pod")[0];

@@ -267,9 +267,14 @@ pub fn peers(dir: &Path, json: bool) -> Result<String, Error> {
             .map(|n| {
                 let blocks: Vec<String> = blocks_of(*n)
                     .iter()
-                    .map(|(b, encap, mac)| {
-                        let mac = mac.as_deref().map_or("null".into(), show::json_string);
-                        format!(r#"{{"block":"{b}","encap":"{encap}","vtep_mac":{mac}}}"#)
+                    .map(|(b, encap, mac)| match mac {
+                        Some(mac) => {
+                            format!(
+                                r#"{{"block":"{b}","encap":"{encap}","vtep_mac":{}}}"#,
+                                show::json_string(mac)
+                            )
+                        }
+                        None => format!(r#"{{"block":"{b}","encap":"{encap}"}}"#),
                     })
                     .collect();
                 format!(r#"{{"node":"{n}","blocks":[{}]}}"#, blocks.join(","))
