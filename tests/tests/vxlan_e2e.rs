@@ -368,3 +368,31 @@ fn verify_names_a_stale_vtep_and_a_resync_repairs_it() {
     assert!(repaired.is_some(), "no resync repaired node 2:\n{}", resyncing.log());
     assert!(resyncing.log().contains("resync repaired 1 map entries"), "{}", resyncing.log());
 }
+
+#[test]
+fn the_monitor_shows_the_pods_inside_vxlan() {
+    require_root();
+    let cluster = Cluster::build("vxmon", &ClusterSpec::seed_vxlan_fastpath_only()).unwrap();
+    let daemons: Vec<Daemon> =
+        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    assert!(ping(a, b.ip, 1, &[]).unwrap().received);
+    let text = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            assert!(ping(a, b.ip, 3, &[]).unwrap().received);
+        });
+        daemons[0]
+            .cli(&["monitor", "--filter", "10.244.166.150", "--count", "4", "--duration", "10"])
+            .unwrap()
+    });
+    assert!(
+        text.lines().any(|l| l.contains("ICMP  10.244.40.36 > 10.244.166.150 REDIRECT encapsulated_vxlan")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("from_underlay")
+            && l.contains("10.244.166.150 > 10.244.40.36 REDIRECT decapsulated_vxlan")),
+        "{text}"
+    );
+}
