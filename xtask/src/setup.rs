@@ -26,12 +26,30 @@ pub const PACKAGES: &[&str] = &[
     "tcpdump",
     "iperf3",
     "bird2",
+    "podman",
+    // podman prefers crun, which cannot start a container on a host with cgroups v1 (hybrid
+    // mode); the container tests run runc.
+    "runc",
 ];
+
+/// What `cargo xtask image` needs of Debian: podman builds the image.
+pub const IMAGE_PACKAGES: &[&str] = &["podman"];
+
+/// The target of the image's binary: musl, linked statically, so it runs with no C library.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Everything: the toolchain and the packages the tests, demo and benchmark use.
 pub fn run() -> Result<()> {
     toolchain()?;
-    debian_packages()
+    static_target()?;
+    debian_packages(PACKAGES)
+}
+
+/// What `cargo xtask image` needs: the toolchain, the static target and podman.
+pub fn image() -> Result<()> {
+    toolchain()?;
+    static_target()?;
+    debian_packages(IMAGE_PACKAGES)
 }
 
 /// Only what compiling needs (for `build` and container images).
@@ -114,10 +132,22 @@ fn llvm_prefix(sysroot: &Path, major: u32) -> Result<PathBuf> {
     Ok(fs::canonicalize(&prefix)?)
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+/// The standard library for [`STATIC_TARGET`], added to the toolchain that builds the daemon
+/// (the one `cargo` runs here).
+fn static_target() -> Result<()> {
+    let installed = probe("rustup", &["target", "list", "--installed"]).context("rustup is required")?;
+    if installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+        println!("xtask: setup: target {STATIC_TARGET} ok");
+        return Ok(());
+    }
+    println!("xtask: setup: adding the target {STATIC_TARGET} (the image's binary is linked statically)");
+    shell::run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))
+}
+
+fn debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
     if missing.is_empty() {
-        println!("xtask: setup: Debian packages ok ({})", PACKAGES.join(", "));
+        println!("xtask: setup: Debian packages ok ({})", packages.join(", "));
         return Ok(());
     }
     if !is_root() {
