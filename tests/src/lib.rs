@@ -7,6 +7,7 @@ pub mod bpffs;
 pub mod child;
 pub mod cluster;
 pub mod cmd;
+pub mod container;
 pub mod daemon;
 pub mod names;
 pub mod netns;
