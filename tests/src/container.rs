@@ -159,9 +159,8 @@ pub struct RunSpec {
 impl RunSpec {
     /// The arguments after `podman run`.
     pub fn podman_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = ["--name", &self.name, "--runtime", RUNTIME, "--pull", "never"]
-            .map(str::to_string)
-            .to_vec();
+        let mut args: Vec<String> =
+            ["--name", &self.name, "--runtime", RUNTIME, "--pull", "never"].map(str::to_string).to_vec();
         args.push(match &self.netns {
             Some(ns) => format!("--network=ns:/run/netns/{ns}"),
             None => "--network=none".to_string(),
@@ -245,7 +244,9 @@ impl Container {
     /// Everything the container wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
         match self.podman.output(&["logs", &self.name]) {
-            Ok(out) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            Ok(out) => {
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+            }
             Err(e) => format!("(no logs: {e:#})"),
         }
     }
@@ -326,7 +327,10 @@ impl DerivedImage {
     pub fn build(podman: &Podman, from: &str, name: &str) -> Result<Self> {
         let context = std::env::temp_dir().join("fastpath-tests").join(names::unique("image"));
         fs::create_dir_all(&context)?;
-        fs::write(context.join("Containerfile"), format!("FROM {from}\nLABEL fastpath.test.image=\"{name}\"\n"))?;
+        fs::write(
+            context.join("Containerfile"),
+            format!("FROM {from}\nLABEL fastpath.test.image=\"{name}\"\n"),
+        )?;
         let built = podman.run(&[
             "build",
             "--pull=never",
@@ -458,7 +462,13 @@ mod tests {
             .filter(|r| names_syscall(r, syscall))
             .filter(|r| r["includes"]["caps"].as_array().is_none_or(|c| c.iter().all(held)))
             .filter(|r| r["excludes"]["caps"].as_array().is_none_or(|c| !c.iter().any(held)))
-            .map(|r| format!("{}{}", r["action"].as_str().unwrap(), r.get("errnoRet").map_or(String::new(), |e| format!("({e})"))))
+            .map(|r| {
+                format!(
+                    "{}{}",
+                    r["action"].as_str().unwrap(),
+                    r.get("errnoRet").map_or(String::new(), |e| format!("({e})"))
+                )
+            })
             .collect();
         if found.is_empty() {
             vec![profile["defaultAction"].as_str().unwrap().to_string()]

@@ -76,7 +76,8 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
     };
     assert_eq!(&acknowledged, pod, "the pod spec has a field this test does not model");
     if let Some(psc) = &pod.security_context {
-        let only_seccomp = PodSecurityContext { seccomp_profile: psc.seccomp_profile.clone(), ..Default::default() };
+        let only_seccomp =
+            PodSecurityContext { seccomp_profile: psc.seccomp_profile.clone(), ..Default::default() };
         assert_eq!(&only_seccomp, psc, "the pod's securityContext has a field this test does not model");
     }
     assert_eq!(pod.containers.len(), 1, "one container");
@@ -110,8 +111,10 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
     assert_eq!(handled, sc, "the securityContext has a field this test does not model");
     let caps = sc.capabilities.clone().unwrap_or_default();
     // The container's own choice wins over the pod's; neither: Kubernetes runs it unconfined.
-    let seccomp_profile =
-        sc.seccomp_profile.clone().or_else(|| pod.security_context.as_ref().and_then(|p| p.seccomp_profile.clone()));
+    let seccomp_profile = sc
+        .seccomp_profile
+        .clone()
+        .or_else(|| pod.security_context.as_ref().and_then(|p| p.seccomp_profile.clone()));
     let seccomp = match seccomp_profile.as_ref().map(|p| p.type_.as_str()) {
         None | Some("Unconfined") => Seccomp::Unconfined,
         Some("RuntimeDefault") => Seccomp::Profile(runtime.default_seccomp.clone()),
@@ -305,9 +308,8 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
 
     // Declared before the containers, so that on a failure they go before their image does.
     let mut next: Option<DerivedImage> = None;
-    let mut containers: Vec<Container> = (0..2)
-        .map(|node| Container::start(&podman, &run_spec(node, "v1", &image, None)).unwrap())
-        .collect();
+    let mut containers: Vec<Container> =
+        (0..2).map(|node| Container::start(&podman, &run_spec(node, "v1", &image, None)).unwrap()).collect();
     for (node, c) in containers.iter().enumerate() {
         wait_ready(c, &cluster.nodes[node].ns.name, &readiness);
         assert_eq!(c.seccomp_mode().unwrap(), seccomp_mode, "{}: seccomp mode", c.name);
@@ -319,7 +321,8 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
     assert!(across.received && across.ttl == Some(62), "{}", across.output);
     let local = ping(a, b.ip, 3, &[]).unwrap();
     assert!(local.received && local.ttl == Some(63), "{}", local.output);
-    let stats = |c: &Container| Counters::parse(&c.exec_ok(&["fastpath", "stats", "--json"]).unwrap()).unwrap();
+    let stats =
+        |c: &Container| Counters::parse(&c.exec_ok(&["fastpath", "stats", "--json"]).unwrap()).unwrap();
     let (first, second) = (stats(&containers[0]), stats(&containers[1]));
     assert!(first.packets("encapsulated") >= 3, "{first:?}");
     assert!(first.packets("redirected_local") >= 3, "{first:?}");
@@ -344,7 +347,8 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
 
     // A rolling update, node after node, to another image, under 100 pings a second across
     // nodes and on one node.
-    let next = next.insert(DerivedImage::build(&podman, &image, &format!("localhost/fastpath:{prefix}")).unwrap());
+    let next =
+        next.insert(DerivedImage::build(&podman, &image, &format!("localhost/fastpath:{prefix}")).unwrap());
     assert_ne!(next.id, containers[0].image_id().unwrap());
     let pings = 1000;
     let mut pingers = [pinger(&a.ns.name, remote.ip, pings), pinger(&a.ns.name, b.ip, pings)];
@@ -370,7 +374,10 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
     for p in pingers {
         let out = p.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains(&format!("{pings} packets transmitted, {pings} received")), "pings lost:\n{text}");
+        assert!(
+            text.contains(&format!("{pings} packets transmitted, {pings} received")),
+            "pings lost:\n{text}"
+        );
         let rate = f64::from(pings) / ping_seconds(&text);
         assert!(rate >= 90.0, "pinged at {rate:.0}/s, not 100/s:\n{text}");
     }
@@ -386,11 +393,16 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
         ping(a, remote.ip, 1, &[]).unwrap().received,
         "the programs stopped with their daemons; pins must keep them"
     );
-    for node in 0..2 {
-        let out = container::run_to_end(&podman, &run_spec(node, "cleanup", &next.name, Some(&["cleanup"]))).unwrap();
+    for (node, node_bpffs) in bpffs.iter().enumerate() {
+        let out = container::run_to_end(&podman, &run_spec(node, "cleanup", &next.name, Some(&["cleanup"])))
+            .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("removed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(!bpffs[node].mount.join("fastpath").exists(), "pins outlived cleanup on node {node}");
+        assert!(
+            out.status.success() && text.contains("removed"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!node_bpffs.mount.join("fastpath").exists(), "pins outlived cleanup on node {node}");
     }
     for id in prog_ids {
         assert_eq!(links_of_program(id), 0, "a link of program {id} outlived cleanup");
@@ -422,7 +434,8 @@ fn the_daemonset_runs_under_a_containerd_like_default_profile() {
     let pod = pod_template();
     let podman = Podman::new().unwrap();
     let podman_default = podman.default_seccomp_profile().unwrap();
-    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(&podman_default).unwrap()).unwrap();
+    let profile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&podman_default).unwrap()).unwrap();
     let profile = ProfileFile::new(&container::containerd_like_profile(&profile).unwrap()).unwrap();
     let runtime = Runtime { default_seccomp: profile.path().to_path_buf() };
     the_daemonset_on_the_seed_cluster("ctrd", &pod, &runtime, 2);
@@ -443,7 +456,9 @@ fn podmans_own_default_profile_refuses_bpf_to_the_manifests_capabilities() {
     let spec = as_kubelet_runs(&pod, &runtime, &node, &names::unique("ctrp"), &image);
     let c = Container::start(&podman, &spec).unwrap();
     let exited = wait::until(Duration::from_secs(30), || c.exit_code().ok().flatten());
-    let Some((code, _)) = exited else { panic!("{} still runs under podman's default profile:\n{}", c.name, c.logs()) };
+    let Some((code, _)) = exited else {
+        panic!("{} still runs under podman's default profile:\n{}", c.name, c.logs())
+    };
     let logs = c.logs();
     assert_eq!(code, 1, "{logs}");
     assert!(logs.trim_end().ends_with("Operation not permitted (os error 1)"), "{logs}");
