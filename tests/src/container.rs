@@ -119,6 +119,8 @@ pub fn containers_conf(nofile_hard: u64, nproc_hard: u64) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Seccomp {
     Unconfined,
+    /// The runtime's own default profile.
+    RuntimeDefault,
     Profile(PathBuf),
 }
 
@@ -181,10 +183,11 @@ impl RunSpec {
         if self.no_new_privileges {
             args.push("--security-opt=no-new-privileges".to_string());
         }
-        args.push(match &self.seccomp {
-            Seccomp::Unconfined => "--security-opt=seccomp=unconfined".to_string(),
-            Seccomp::Profile(path) => format!("--security-opt=seccomp={}", path.display()),
-        });
+        match &self.seccomp {
+            Seccomp::Unconfined => args.push("--security-opt=seccomp=unconfined".to_string()),
+            Seccomp::RuntimeDefault => {}
+            Seccomp::Profile(path) => args.push(format!("--security-opt=seccomp={}", path.display())),
+        }
         for m in &self.mounts {
             let ro = if m.read_only { "ro," } else { "" };
             args.push(format!("--volume={}:{}:{ro}{}", m.source.display(), m.target, m.propagation));
@@ -272,13 +275,9 @@ impl Container {
         self.inspect("{{.Image}}")
     }
 
-    /// The seccomp mode of its first process, from the kernel (`Seccomp:` in
-    /// /proc/PID/status): 0 unconfined, 2 filtered.
-    pub fn seccomp_mode(&self) -> Result<u32> {
-        let pid = self.inspect("{{.State.Pid}}")?;
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:")).context("no Seccomp: line")?;
-        Ok(mode.trim().parse()?)
+    /// The host's pid of its first process.
+    pub fn pid(&self) -> Result<u32> {
+        Ok(self.inspect("{{.State.Pid}}")?.parse()?)
     }
 
     /// `podman stop` (SIGTERM, SIGKILL after `timeout` seconds), then remove it; returns its
@@ -304,6 +303,75 @@ impl Drop for Container {
             eprintln!("cleanup: {e:#}");
         }
     }
+}
+
+/// How the kernel confines process `pid`: its seccomp mode (`Seccomp:` in /proc/PID/status; 0
+/// unconfined, 2 filtered) and its effective capabilities (`CapEff:`, a bit per capability).
+pub fn confinement(pid: u32) -> Result<(u32, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok((field("Seccomp:")?.parse()?, u64::from_str_radix(field("CapEff:")?, 16)?))
+}
+
+/// Linux's capabilities, each at its bit number (include/uapi/linux/capability.h).
+const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capability set (as `CapEff:` shows it) holding exactly `names` (`BPF` or `CAP_BPF`).
+pub fn capability_mask(names: &[String]) -> Result<u64> {
+    names.iter().try_fold(0, |mask, name| {
+        let bare = name.strip_prefix("CAP_").unwrap_or(name);
+        let bit =
+            CAPABILITIES.iter().position(|c| *c == bare).with_context(|| format!("no capability {name}"))?;
+        Ok(mask | 1 << bit)
+    })
 }
 
 /// Run a container to its end (`podman run --rm`, attached); its output whatever the exit code.
@@ -354,9 +422,41 @@ impl Drop for DerivedImage {
     }
 }
 
+/// A name of the test's own for an image podman has; the name (not the image) goes when dropped.
+#[derive(Debug)]
+pub struct Tag {
+    podman: Podman,
+    pub name: String,
+}
+
+impl Tag {
+    pub fn new(podman: &Podman, image: &str, name: &str) -> Result<Self> {
+        podman.run(&["tag", image, name])?;
+        Ok(Self { podman: podman.clone(), name: name.to_string() })
+    }
+}
+
+impl Drop for Tag {
+    fn drop(&mut self) {
+        // `podman untag IMAGE` alone would remove every name of the image.
+        if let Err(e) = self.podman.run(&["untag", &self.name, &self.name]) {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
+}
+
 /// Whether podman has an image by this name or id.
 pub fn image_exists(podman: &Podman, image: &str) -> Result<bool> {
-    Ok(podman.output(&["image", "exists", image])?.status.success())
+    let out = podman.output(&["image", "exists", image])?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => bail!(
+            "`podman image exists {image}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// The syscalls containerd's default profile grants to the holders of one capability each, where
@@ -568,6 +668,14 @@ mod tests {
         assert!(args.contains(&"--network=none".to_string()), "{args:?}");
         assert!(args.contains(&"--security-opt=seccomp=unconfined".to_string()), "{args:?}");
         assert!(args.contains(&r#"--entrypoint=["/bin/x","-v"]"#.to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn capability_names_become_bits() {
+        let names = ["BPF", "NET_ADMIN", "CAP_PERFMON"].map(String::from);
+        // As /proc/PID/status shows a container holding these three: 000000c000001000.
+        assert_eq!(capability_mask(&names).unwrap(), 0xc0_0000_1000);
+        assert!(capability_mask(&["NET_ADMIM".to_string()]).is_err());
     }
 
     #[test]

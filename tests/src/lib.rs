@@ -8,6 +8,7 @@ pub mod child;
 pub mod cluster;
 pub mod cmd;
 pub mod container;
+pub mod containerd;
 pub mod daemon;
 pub mod names;
 pub mod netns;

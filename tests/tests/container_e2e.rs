@@ -1,9 +1,10 @@
 //! The image as the DaemonSet runs it. `deploy/daemonset.yaml` is read through the Kubernetes API
-//! types and its container run under podman, with the manifest's args, env, capabilities,
-//! read-only root, no privilege escalation, seccomp choice, memory limit and bpffs volume, in
-//! each node namespace of the seed cluster (what `hostNetwork` means on a node). Each node's
-//! bpffs is one of the test's own, at /sys/fs/bpf in the container; the kernel's FORWARD chain is
-//! closed, so what reaches a pod was carried by the containers' programs.
+//! types and its container run with the manifest's args, env, capabilities, read-only root, no
+//! privilege escalation, seccomp choice, memory limit and bpffs volume, in each node namespace of
+//! the seed cluster (what `hostNetwork` means on a node): under podman, and under containerd from
+//! the archive `podman save` wrote, as the README tells. Each node's bpffs is one of the test's
+//! own, at /sys/fs/bpf in the container; the kernel's FORWARD chain is closed, so what reaches a
+//! pod was carried by the containers' programs.
 //!
 //! The image is `$FASTPATH_IMAGE` (the id `cargo xtask test` just built), else the manifest's
 //! `localhost/fastpath:VERSION` (`cargo xtask image`).
@@ -19,10 +20,11 @@ use std::{
 use fastpath_tests::{
     bpf::{links_of_program, program_exists},
     cluster::{Cluster, ClusterSpec},
-    container::{self, Container, DerivedImage, Mount, Podman, ProfileFile, RunSpec, Seccomp},
+    container::{self, Container, DerivedImage, Mount, Podman, ProfileFile, RunSpec, Seccomp, Tag},
+    containerd::{self, Containerd, CtrContainer},
     names, require_root,
     traffic::{self, ping},
-    wait, Bpffs, Counters,
+    wait, Bpffs, Counters, Pod,
 };
 use k8s_openapi::{
     api::{
@@ -44,9 +46,10 @@ fn pod_template() -> PodSpec {
     ds.spec.unwrap().template.spec.unwrap()
 }
 
-/// How a runtime resolves `seccompProfile: RuntimeDefault`: the profile it applies.
+/// How a runtime resolves `seccompProfile: RuntimeDefault`: a profile the test gives it, or
+/// (`None`) the runtime's own.
 struct Runtime {
-    default_seccomp: PathBuf,
+    default_seccomp: Option<PathBuf>,
 }
 
 /// Where one container runs: a node's namespace, and the bpffs standing for that node's
@@ -56,7 +59,7 @@ struct Node<'a> {
     bpffs: &'a Path,
 }
 
-/// The podman run a kubelet would ask for: the manifest's container on `node`, as `name`, from
+/// The container a kubelet would ask its runtime for: the manifest's container on `node`, as `name`, from
 /// `image`. Fields the test cannot model fail it rather than being dropped.
 fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, image: &str) -> RunSpec {
     assert_eq!(pod.host_network, Some(true), "the test models hostNetwork pods only");
@@ -117,7 +120,9 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
         .or_else(|| pod.security_context.as_ref().and_then(|p| p.seccomp_profile.clone()));
     let seccomp = match seccomp_profile.as_ref().map(|p| p.type_.as_str()) {
         None | Some("Unconfined") => Seccomp::Unconfined,
-        Some("RuntimeDefault") => Seccomp::Profile(runtime.default_seccomp.clone()),
+        Some("RuntimeDefault") => {
+            runtime.default_seccomp.clone().map_or(Seccomp::RuntimeDefault, Seccomp::Profile)
+        }
         Some(other) => panic!("seccompProfile {other} is not modelled here"),
     };
 
@@ -221,20 +226,31 @@ fn http_get(netns: &str, host: &str, port: u16, path: &str) -> anyhow::Result<St
     })
 }
 
-/// Wait (at most 30 s) until the container's readiness probe answers 200.
-fn wait_ready(container: &Container, netns: &str, readiness: &(String, u16, String)) {
+/// Wait (at most 30 s) until the readiness probe of container `name` answers 200 in `netns`;
+/// fail at once if it stops running.
+fn wait_ready(
+    name: &str,
+    netns: &str,
+    readiness: &(String, u16, String),
+    running: impl Fn() -> bool,
+    logs: impl Fn() -> String,
+) {
     let (host, port, path) = readiness;
     let ready = wait::until(Duration::from_secs(30), || {
         if http_get(netns, host, *port, path).is_ok_and(|s| s.contains(" 200 ")) {
             return Some(true);
         }
-        (!container.running().unwrap_or(false)).then_some(false)
+        (!running()).then_some(false)
     });
     match ready {
-        Some((true, took)) => eprintln!("{} ready in {took:?}", container.name),
-        Some((false, _)) => panic!("{} exited before it was ready:\n{}", container.name, container.logs()),
-        None => panic!("{} not ready within 30 s:\n{}", container.name, container.logs()),
+        Some((true, took)) => eprintln!("{name} ready in {took:?}"),
+        Some((false, _)) => panic!("{name} exited before it was ready:\n{}", logs()),
+        None => panic!("{name} not ready within 30 s:\n{}", logs()),
     }
+}
+
+fn wait_ready_podman(c: &Container, netns: &str, readiness: &(String, u16, String)) {
+    wait_ready(&c.name, netns, readiness, || c.running().unwrap_or(false), || c.logs());
 }
 
 /// `ping` at 100 a second, `count` times, from a pod's namespace. (iputils' `-i 0.01` sends one
@@ -267,34 +283,46 @@ fn image_under_test(podman: &Podman, manifest_image: &str) -> String {
 }
 
 /// The program ids of every link `fastpath status --json` lists.
-fn attached_prog_ids(container: &Container) -> Vec<u32> {
-    let status: serde_json::Value =
-        serde_json::from_str(&container.exec_ok(&["fastpath", "status", "--json"]).unwrap()).unwrap();
+fn attached_prog_ids(status_json: &str) -> Vec<u32> {
+    let status: serde_json::Value = serde_json::from_str(status_json).unwrap();
     status["attached"].as_array().unwrap().iter().map(|l| l["prog_id"].as_u64().unwrap() as u32).collect()
 }
 
-/// The whole life of the DaemonSet on the seed cluster: start, carry traffic, answer its probes
-/// and `status`, a rolling update to another image under 100 pings a second that loses none,
-/// then uninstall, leaving nothing behind. `pod` is the manifest's pod template, as the test runs
-/// it (its seccomp choice may be changed by the caller).
-fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime, seccomp_mode: u32) {
-    require_root();
-    let podman = Podman::new().unwrap();
-    let manifest_image = pod.containers[0].image.clone().unwrap();
-    assert_eq!(manifest_image, concat!("localhost/fastpath:", env!("CARGO_PKG_VERSION")));
-    let image = image_under_test(&podman, &manifest_image);
-    let [liveness, readiness] = probes(pod);
-    let grace = pod.termination_grace_period_seconds.unwrap_or(30) as u64;
+/// The seed cluster with two pods on the first node and one on the second, FORWARD closed, and
+/// a bpffs of the test's own per node.
+struct Bed {
+    prefix: String,
+    bpffs: Vec<Bpffs>,
+    cluster: Cluster,
+}
 
-    // Two pods on the first node, one on the second.
-    let mut spec = ClusterSpec::seed_fastpath_only();
-    spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
-    let cluster = Cluster::build(tag, &spec).unwrap();
-    let bpffs: Vec<Bpffs> = cluster.nodes.iter().map(|_| Bpffs::new(tag).unwrap()).collect();
-    let prefix = names::unique(tag);
-    let run_spec = |node: usize, name: &str, image: &str, args: Option<&[&str]>| {
-        let place = Node { netns: &cluster.nodes[node].ns.name, bpffs: &bpffs[node].mount };
-        let mut spec = as_kubelet_runs(pod, runtime, &place, &format!("{prefix}-n{node}-{name}"), image);
+impl Bed {
+    fn new(tag: &str) -> Self {
+        let mut spec = ClusterSpec::seed_fastpath_only();
+        spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
+        let cluster = Cluster::build(tag, &spec).unwrap();
+        let bpffs = cluster.nodes.iter().map(|_| Bpffs::new(tag).unwrap()).collect();
+        Self { prefix: names::unique(tag), bpffs, cluster }
+    }
+
+    fn netns(&self, node: usize) -> &str {
+        &self.cluster.nodes[node].ns.name
+    }
+
+    /// The manifest's container on `node`, named `PREFIX-nNODE-NAME`, from `image`; with `args`
+    /// instead of the manifest's when given.
+    fn run_spec(
+        &self,
+        pod: &PodSpec,
+        runtime: &Runtime,
+        node: usize,
+        name: &str,
+        image: &str,
+        args: Option<&[&str]>,
+    ) -> RunSpec {
+        let place = Node { netns: self.netns(node), bpffs: &self.bpffs[node].mount };
+        let mut spec =
+            as_kubelet_runs(pod, runtime, &place, &format!("{}-n{node}-{name}", self.prefix), image);
         // The one departure from the manifest: `--trust kernel` (its FASTPATH_TRUST) obeys the
         // kernel's FORWARD chain, which this cluster closes to prove that the programs carried
         // every packet; `--trust routes` carries what the routes allow.
@@ -304,38 +332,34 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
             spec.args = args.iter().map(|a| a.to_string()).collect();
         }
         spec
-    };
-
-    // Declared before the containers, so that on a failure they go before their image does.
-    let mut next: Option<DerivedImage> = None;
-    let mut containers: Vec<Container> =
-        (0..2).map(|node| Container::start(&podman, &run_spec(node, "v1", &image, None)).unwrap()).collect();
-    for (node, c) in containers.iter().enumerate() {
-        wait_ready(c, &cluster.nodes[node].ns.name, &readiness);
-        assert_eq!(c.seccomp_mode().unwrap(), seccomp_mode, "{}: seccomp mode", c.name);
     }
 
-    // Pods ping across nodes and on one node, with the kernel's path closed.
-    let (a, b, remote) = (&cluster.nodes[0].pods[0], &cluster.nodes[0].pods[1], &cluster.nodes[1].pods[0]);
-    let across = ping(a, remote.ip, 3, &[]).unwrap();
-    assert!(across.received && across.ttl == Some(62), "{}", across.output);
-    let local = ping(a, b.ip, 3, &[]).unwrap();
-    assert!(local.received && local.ttl == Some(63), "{}", local.output);
-    let stats =
-        |c: &Container| Counters::parse(&c.exec_ok(&["fastpath", "stats", "--json"]).unwrap()).unwrap();
-    let (first, second) = (stats(&containers[0]), stats(&containers[1]));
-    assert!(first.packets("encapsulated") >= 3, "{first:?}");
-    assert!(first.packets("redirected_local") >= 3, "{first:?}");
-    assert!(second.packets("decapsulated") >= 3, "{second:?}");
+    /// The first node's two pods and the second node's pod.
+    fn pods(&self) -> (&Pod, &Pod, &Pod) {
+        (&self.cluster.nodes[0].pods[0], &self.cluster.nodes[0].pods[1], &self.cluster.nodes[1].pods[0])
+    }
 
-    // The probes answer in the node's namespace, on the manifest's port; `status` in the
-    // container says ready (its flags come from the container's environment).
-    for (node, c) in containers.iter().enumerate() {
-        for (host, port, path) in [&liveness, &readiness] {
-            let status = http_get(&cluster.nodes[node].ns.name, host, *port, path).unwrap();
-            assert!(status.starts_with("HTTP/1.1 200"), "{} {path}: {status}", c.name);
+    /// Pods ping across nodes and on one node with the kernel's path closed, and the programs
+    /// counted it: `stats(node)` is `fastpath stats --json` in that node's container.
+    fn pods_ping_through_the_programs(&self, stats: impl Fn(usize) -> String) {
+        let (a, b, remote) = self.pods();
+        let across = ping(a, remote.ip, 3, &[]).unwrap();
+        assert!(across.received && across.ttl == Some(62), "{}", across.output);
+        let local = ping(a, b.ip, 3, &[]).unwrap();
+        assert!(local.received && local.ttl == Some(63), "{}", local.output);
+        let (first, second) = (Counters::parse(&stats(0)).unwrap(), Counters::parse(&stats(1)).unwrap());
+        assert!(first.packets("encapsulated") >= 3, "{first:?}");
+        assert!(first.packets("redirected_local") >= 3, "{first:?}");
+        assert!(second.packets("decapsulated") >= 3, "{second:?}");
+    }
+
+    /// The probes answer 200 in the node's namespace on the manifest's port, and `status` (run
+    /// in the container, its flags from the container's environment) says ready.
+    fn probes_and_status_answer(&self, node: usize, pod: &PodSpec, status: &str) {
+        for (host, port, path) in probes(pod) {
+            let line = http_get(self.netns(node), &host, port, &path).unwrap();
+            assert!(line.starts_with("HTTP/1.1 200"), "node {node} {path}: {line}");
         }
-        let status = c.exec_ok(&["fastpath", "status"]).unwrap();
         let first_line = status.lines().next().unwrap_or_default();
         assert!(
             first_line.starts_with(concat!("fastpath ", env!("CARGO_PKG_VERSION"), " (pid 1)"))
@@ -343,13 +367,79 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
             "{status}"
         );
     }
-    let mut prog_ids: Vec<u32> = containers.iter().flat_map(attached_prog_ids).collect();
+
+    /// What confines the daemon (pid `pid` on the host): seccomp `mode` and exactly the
+    /// manifest's capabilities.
+    fn confined_as_asked(&self, pod: &PodSpec, pid: u32, mode: u32) {
+        let caps = pod.containers[0].security_context.clone().unwrap().capabilities.unwrap();
+        let wanted = container::capability_mask(&caps.add.unwrap_or_default()).unwrap();
+        let (seccomp, effective) = container::confinement(pid).unwrap();
+        assert_eq!(seccomp, mode, "seccomp mode of pid {pid}");
+        assert_eq!(effective, wanted, "effective capabilities of pid {pid}: {effective:x}, not {wanted:x}");
+    }
+
+    /// After the daemons stopped, the programs still carry traffic (pinned); once `cleanup`
+    /// (its output) ran on every node, no pin, link or program of `prog_ids` is left and
+    /// traffic no longer crosses.
+    fn cleanup_leaves_nothing(&self, prog_ids: &[u32], cleanup: impl Fn(usize) -> std::process::Output) {
+        let (a, _, remote) = self.pods();
+        assert!(ping(a, remote.ip, 1, &[]).unwrap().received, "the programs stopped with their daemons");
+        for (node, bpffs) in self.bpffs.iter().enumerate() {
+            let out = cleanup(node);
+            let text = String::from_utf8_lossy(&out.stdout);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && text.contains("removed"), "{text}{err}");
+            assert!(!bpffs.mount.join("fastpath").exists(), "pins outlived cleanup on node {node}");
+        }
+        for &id in prog_ids {
+            assert_eq!(links_of_program(id), 0, "a link of program {id} outlived cleanup");
+            assert!(!program_exists(id), "program {id} outlived cleanup");
+        }
+        assert!(!ping(a, remote.ip, 1, &["-W", "1"]).unwrap().received, "traffic crosses without fastpath");
+    }
+}
+
+/// The whole life of the DaemonSet under podman on the seed cluster: start, carry traffic,
+/// answer its probes and `status`, a rolling update to another image under 100 pings a second
+/// that loses none, then uninstall, leaving nothing behind. `pod` is the manifest's pod template
+/// as the test runs it (the caller may change its seccomp choice); `seccomp_mode` is what the
+/// kernel must then show.
+fn the_daemonset_under_podman(tag: &str, pod: &PodSpec, runtime: &Runtime, seccomp_mode: u32) {
+    require_root();
+    let podman = Podman::new().unwrap();
+    let manifest_image = pod.containers[0].image.clone().unwrap();
+    assert_eq!(manifest_image, concat!("localhost/fastpath:", env!("CARGO_PKG_VERSION")));
+    let image = image_under_test(&podman, &manifest_image);
+    let readiness = probes(pod)[1].clone();
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30) as u64;
+    let bed = Bed::new(tag);
+    let spec = |node: usize, name: &str, image: &str, args: Option<&[&str]>| {
+        bed.run_spec(pod, runtime, node, name, image, args)
+    };
+
+    // Declared before the containers, so that on a failure they go before their image does.
+    let mut next: Option<DerivedImage> = None;
+    let mut containers: Vec<Container> =
+        (0..2).map(|node| Container::start(&podman, &spec(node, "v1", &image, None)).unwrap()).collect();
+    for (node, c) in containers.iter().enumerate() {
+        wait_ready_podman(c, bed.netns(node), &readiness);
+        bed.confined_as_asked(pod, c.pid().unwrap(), seccomp_mode);
+    }
+    bed.pods_ping_through_the_programs(|node| {
+        containers[node].exec_ok(&["fastpath", "stats", "--json"]).unwrap()
+    });
+    for (node, c) in containers.iter().enumerate() {
+        bed.probes_and_status_answer(node, pod, &c.exec_ok(&["fastpath", "status"]).unwrap());
+    }
+    let status_json = |c: &Container| c.exec_ok(&["fastpath", "status", "--json"]).unwrap();
+    let mut prog_ids: Vec<u32> = containers.iter().flat_map(|c| attached_prog_ids(&status_json(c))).collect();
 
     // A rolling update, node after node, to another image, under 100 pings a second across
     // nodes and on one node.
-    let next =
-        next.insert(DerivedImage::build(&podman, &image, &format!("localhost/fastpath:{prefix}")).unwrap());
+    let next = next
+        .insert(DerivedImage::build(&podman, &image, &format!("localhost/fastpath:{}", bed.prefix)).unwrap());
     assert_ne!(next.id, containers[0].image_id().unwrap());
+    let (a, b, remote) = bed.pods();
     let pings = 1000;
     let mut pingers = [pinger(&a.ns.name, remote.ip, pings), pinger(&a.ns.name, b.ip, pings)];
     std::thread::sleep(Duration::from_millis(500));
@@ -359,8 +449,8 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
         let name = old.name.clone();
         let code = old.stop(grace).unwrap();
         assert_eq!(code, 0, "{name} exited {code} on SIGTERM");
-        let new = Container::start(&podman, &run_spec(node, "v2", &next.name, None)).unwrap();
-        wait_ready(&new, &cluster.nodes[node].ns.name, &readiness);
+        let new = Container::start(&podman, &spec(node, "v2", &next.name, None)).unwrap();
+        wait_ready_podman(&new, bed.netns(node), &readiness);
         assert_eq!(new.image_id().unwrap(), next.id);
         let logs = new.logs();
         assert!(logs.contains("adopted the link"), "{} took over no pinned link:\n{logs}", new.name);
@@ -381,7 +471,7 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
         let rate = f64::from(pings) / ping_seconds(&text);
         assert!(rate >= 90.0, "pinged at {rate:.0}/s, not 100/s:\n{text}");
     }
-    prog_ids.extend(containers.iter().flat_map(attached_prog_ids));
+    prog_ids.extend(containers.iter().flat_map(|c| attached_prog_ids(&status_json(c))));
 
     // Uninstall: the containers stop (the programs stay, pinned), then `fastpath cleanup` in a
     // container of the same spec removes links, programs and pins.
@@ -389,40 +479,19 @@ fn the_daemonset_on_the_seed_cluster(tag: &str, pod: &PodSpec, runtime: &Runtime
         let name = c.name.clone();
         assert_eq!(c.stop(grace).unwrap(), 0, "{name}");
     }
-    assert!(
-        ping(a, remote.ip, 1, &[]).unwrap().received,
-        "the programs stopped with their daemons; pins must keep them"
-    );
-    for (node, node_bpffs) in bpffs.iter().enumerate() {
-        let out = container::run_to_end(&podman, &run_spec(node, "cleanup", &next.name, Some(&["cleanup"])))
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("removed"),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!node_bpffs.mount.join("fastpath").exists(), "pins outlived cleanup on node {node}");
-    }
-    for id in prog_ids {
-        assert_eq!(links_of_program(id), 0, "a link of program {id} outlived cleanup");
-        assert!(!program_exists(id), "program {id} outlived cleanup");
-    }
-    assert!(!ping(a, remote.ip, 1, &["-W", "1"]).unwrap().received, "traffic crosses without fastpath");
-    assert_eq!(podman.containers_named(&prefix).unwrap(), Vec::<String>::new(), "containers left behind");
+    bed.cleanup_leaves_nothing(&prog_ids, |node| {
+        container::run_to_end(&podman, &spec(node, "cleanup", &next.name, Some(&["cleanup"]))).unwrap()
+    });
+    assert_eq!(podman.containers_named(&bed.prefix).unwrap(), Vec::<String>::new(), "containers left behind");
 }
 
 /// A pod that does not ask for a seccomp profile runs unconfined.
 #[test]
 fn the_daemonset_runs_unconfined() {
-    require_root();
     let mut pod = pod_template();
     pod.containers[0].security_context.as_mut().unwrap().seccomp_profile = None;
     pod.security_context = None;
-    // The runtime's default plays no part: podman's own stands there.
-    let podman = Podman::new().unwrap();
-    let runtime = Runtime { default_seccomp: podman.default_seccomp_profile().unwrap() };
-    the_daemonset_on_the_seed_cluster("ctru", &pod, &runtime, 0);
+    the_daemonset_under_podman("ctru", &pod, &Runtime { default_seccomp: None }, 0);
 }
 
 /// The manifest as it is (`seccompProfile: RuntimeDefault`), on a runtime whose default treats
@@ -431,14 +500,13 @@ fn the_daemonset_runs_unconfined() {
 #[test]
 fn the_daemonset_runs_under_a_containerd_like_default_profile() {
     require_root();
-    let pod = pod_template();
     let podman = Podman::new().unwrap();
     let podman_default = podman.default_seccomp_profile().unwrap();
     let profile: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&podman_default).unwrap()).unwrap();
     let profile = ProfileFile::new(&container::containerd_like_profile(&profile).unwrap()).unwrap();
-    let runtime = Runtime { default_seccomp: profile.path().to_path_buf() };
-    the_daemonset_on_the_seed_cluster("ctrd", &pod, &runtime, 2);
+    let runtime = Runtime { default_seccomp: Some(profile.path().to_path_buf()) };
+    the_daemonset_under_podman("ctrl", &pod_template(), &runtime, 2);
 }
 
 /// podman 4.3's own default profile lets only CAP_SYS_ADMIN call bpf(): the manifest's container
@@ -448,12 +516,13 @@ fn podmans_own_default_profile_refuses_bpf_to_the_manifests_capabilities() {
     require_root();
     let pod = pod_template();
     let podman = Podman::new().unwrap();
-    let runtime = Runtime { default_seccomp: podman.default_seccomp_profile().unwrap() };
     let image = image_under_test(&podman, pod.containers[0].image.as_deref().unwrap());
     let cluster = Cluster::build("ctrp", &ClusterSpec::seed_fastpath_only()).unwrap();
     let bpffs = Bpffs::new("ctrp").unwrap();
     let node = Node { netns: &cluster.nodes[0].ns.name, bpffs: &bpffs.mount };
-    let spec = as_kubelet_runs(&pod, &runtime, &node, &names::unique("ctrp"), &image);
+    let spec =
+        as_kubelet_runs(&pod, &Runtime { default_seccomp: None }, &node, &names::unique("ctrp"), &image);
+    assert_eq!(spec.seccomp, Seccomp::RuntimeDefault);
     let c = Container::start(&podman, &spec).unwrap();
     let exited = wait::until(Duration::from_secs(30), || c.exit_code().ok().flatten());
     let Some((code, _)) = exited else {
@@ -464,6 +533,72 @@ fn podmans_own_default_profile_refuses_bpf_to_the_manifests_capabilities() {
     assert!(logs.trim_end().ends_with("Operation not permitted (os error 1)"), "{logs}");
     let links = bpffs.mount.join("fastpath/links");
     assert!(!links.exists() || std::fs::read_dir(&links).unwrap().next().is_none(), "a link was pinned");
+}
+
+/// The README's way onto a node without a registry: `podman save` the image, `ctr -n k8s.io
+/// images import` it where the kubelet's containerd finds it; then the imported image runs as
+/// the manifest says under containerd's own default seccomp profile (which grants bpf() to
+/// CAP_BPF), carries the pods' traffic, answers its probes and `status`, stops on SIGTERM with
+/// exit code 0, and `cleanup` leaves nothing.
+#[test]
+fn containerd_imports_the_saved_image_and_runs_it_under_its_own_default_profile() {
+    require_root();
+    let pod = pod_template();
+    let podman = Podman::new().unwrap();
+    let image = image_under_test(&podman, pod.containers[0].image.as_deref().unwrap());
+    let containerd = Containerd::start().unwrap();
+    // A name of the test's own for the image under test: `localhost/fastpath:VERSION` may name
+    // another work tree's build by now.
+    let name = Tag::new(&podman, &image, &format!("localhost/fastpath:{}", names::unique("ctr"))).unwrap();
+    let archive = containerd.dir().join("fastpath.tar");
+    podman.run(&["save", "--output", &archive.display().to_string(), &name.name]).unwrap();
+    let imported = containerd.ctr(&["images", "import", &archive.display().to_string()]).unwrap();
+    assert!(imported.contains(&format!("unpacking {} ", name.name)), "{imported}");
+    let listed = containerd.ctr(&["images", "list", "--quiet"]).unwrap();
+    assert!(listed.lines().any(|l| l == name.name), "{listed}");
+    let entrypoint: Vec<String> = serde_json::from_str(
+        &podman.run(&["image", "inspect", "--format", "{{json .Config.Entrypoint}}", &image]).unwrap(),
+    )
+    .unwrap();
+
+    let runtime = Runtime { default_seccomp: None };
+    let bed = Bed::new("ctrc");
+    let spec = |node: usize, name: &str, image: &str, args: Option<&[&str]>| {
+        bed.run_spec(&pod, &runtime, node, name, image, args)
+    };
+    let readiness = probes(&pod)[1].clone();
+    let mut containers: Vec<CtrContainer> = (0..2)
+        .map(|node| {
+            CtrContainer::start(&containerd, &spec(node, "v1", &name.name, None), &entrypoint).unwrap()
+        })
+        .collect();
+    for (node, c) in containers.iter().enumerate() {
+        wait_ready(&c.id, bed.netns(node), &readiness, || c.running(), || c.logs());
+        bed.confined_as_asked(&pod, c.pid().unwrap(), 2);
+    }
+    bed.pods_ping_through_the_programs(|node| {
+        containers[node].exec_ok(&["fastpath", "stats", "--json"]).unwrap()
+    });
+    let mut prog_ids = Vec::new();
+    for (node, c) in containers.iter().enumerate() {
+        bed.probes_and_status_answer(node, &pod, &c.exec_ok(&["fastpath", "status"]).unwrap());
+        prog_ids.extend(attached_prog_ids(&c.exec_ok(&["fastpath", "status", "--json"]).unwrap()));
+    }
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30) as u64;
+    for c in containers.drain(..) {
+        let id = c.id.clone();
+        assert_eq!(c.stop(grace).unwrap(), 0, "{id}");
+    }
+    bed.cleanup_leaves_nothing(&prog_ids, |node| {
+        containerd::run_to_end(
+            &containerd,
+            &spec(node, "cleanup", &name.name, Some(&["cleanup"])),
+            &entrypoint,
+        )
+        .unwrap()
+    });
+    let left = containerd.ctr(&["containers", "list", "--quiet"]).unwrap();
+    assert_eq!(left.trim(), "", "containers left behind");
 }
 
 #[test]
@@ -482,7 +617,7 @@ fn memory_quantities_in_bytes() {
 /// What the manifest asks of the runtime, in podman's words (no root needed).
 #[test]
 fn the_manifest_in_podman_flags() {
-    let runtime = Runtime { default_seccomp: PathBuf::from("/runtime/default.json") };
+    let runtime = Runtime { default_seccomp: Some(PathBuf::from("/runtime/default.json")) };
     let node = Node { netns: "node1", bpffs: Path::new("/run/test-bpffs") };
     let args = as_kubelet_runs(&pod_template(), &runtime, &node, "fastpath", "localhost/fastpath:0.1.0")
         .podman_args()

@@ -30,7 +30,14 @@ pub const PACKAGES: &[&str] = &[
     // podman prefers crun, which cannot start a container on a host with cgroups v1 (hybrid
     // mode); the container tests run runc.
     "runc",
+    // The container tests import the image into containerd as a node would, and run it there.
+    "containerd",
 ];
+
+/// Packages whose program another package may provide under another name (Docker's
+/// `containerd.io` provides runc and containerd, and conflicts with Debian's): the program on
+/// the PATH will do.
+const PROVIDED_ELSEWHERE: &[(&str, &str)] = &[("runc", "runc"), ("containerd", "ctr")];
 
 /// What `cargo xtask image` needs of Debian: podman builds the image.
 pub const IMAGE_PACKAGES: &[&str] = &["podman"];
@@ -145,7 +152,8 @@ fn static_target() -> Result<()> {
 }
 
 fn debian_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages.iter().copied().filter(|p| !is_installed(p)).collect();
+    let missing: Vec<&str> =
+        packages.iter().copied().filter(|p| !is_installed(p) && !is_provided(p)).collect();
     if missing.is_empty() {
         println!("xtask: setup: Debian packages ok ({})", packages.join(", "));
         return Ok(());
@@ -157,7 +165,8 @@ fn debian_packages(packages: &[&str]) -> Result<()> {
     shell::run(Command::new("apt-get").args(["update", "-qq"]))?;
     shell::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            // --no-remove: never make room by removing a package (Docker's, say); fail instead.
+            .args(["install", "-y", "-qq", "--no-install-recommends", "--no-remove"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
@@ -165,6 +174,11 @@ fn debian_packages(packages: &[&str]) -> Result<()> {
 
 fn is_installed(package: &str) -> bool {
     probe("dpkg-query", &["-W", "-f=${db:Status-Status}", package]).is_some_and(|s| s.trim() == "installed")
+}
+
+/// Whether `package`'s program is on the PATH though another package installed it.
+fn is_provided(package: &str) -> bool {
+    PROVIDED_ELSEWHERE.iter().any(|(p, program)| *p == package && probe("which", &[program]).is_some())
 }
 
 /// `bpf-linker --version` prints "bpf-linker 0.13.0".
