@@ -59,8 +59,8 @@ struct Node<'a> {
     bpffs: &'a Path,
 }
 
-/// The container a kubelet would ask its runtime for: the manifest's container on `node`, as `name`, from
-/// `image`. Fields the test cannot model fail it rather than being dropped.
+/// The container a kubelet would ask its runtime for: the manifest's container on `node`, as
+/// `name`, from `image`. Fields the test cannot model fail it rather than being dropped.
 fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, image: &str) -> RunSpec {
     assert_eq!(pod.host_network, Some(true), "the test models hostNetwork pods only");
     let acknowledged = PodSpec {
@@ -159,6 +159,8 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
         })
         .collect();
 
+    // The memory limit is the runtime's to enforce; requests only weigh in scheduling (and the
+    // CPU request in CPU shares, which a test on an idle node cannot tell).
     let memory_limit = c
         .resources
         .as_ref()
