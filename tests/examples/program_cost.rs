@@ -11,7 +11,6 @@
 //! runs it after the traffic measurements.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports, reason = "the BPF suites' support module; this uses part of it")]
 mod support;
 
 use aya::{
