@@ -8,6 +8,8 @@ pub mod calico_node;
 pub mod child;
 pub mod cluster;
 pub mod cmd;
+pub mod container;
+pub mod containerd;
 pub mod daemon;
 pub mod names;
 pub mod netns;

@@ -31,8 +31,11 @@ fn the_agent_runs_as_the_readme_says() {
         .iter()
         .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()));
     let container = &spec.containers[0];
+    // What `cargo xtask image` tags, as the README's import steps name it.
+    assert_eq!(container.image.as_deref(), Some(concat!("localhost/fastpath:", env!("CARGO_PKG_VERSION"))));
     let security = container.security_context.clone().unwrap();
     assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
     let caps = security.capabilities.unwrap();
     assert_eq!(caps.drop.unwrap(), vec!["ALL".to_string()]);
     assert_eq!(caps.add.unwrap(), vec!["BPF".to_string(), "NET_ADMIN".to_string(), "PERFMON".to_string()]);

@@ -274,7 +274,14 @@ pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Resu
         std::fs::write(path, to_json(&rows, &costs, &options))?;
         println!("bench: wrote {}", path.display());
     }
-    Ok(())
+    decision_costs(quick)
+}
+
+/// Each decision's own cost, through BPF_PROG_TEST_RUN (`tests/examples/program_cost.rs`).
+fn decision_costs(quick: bool) -> Result<()> {
+    let example = build::example("program_cost")?;
+    let runs = if quick { "2000" } else { "20000" };
+    crate::shell::run(Command::new(example).env("FASTPATH_COST_RUNS", runs))
 }
 
 pub(crate) fn setup(path: Path, options: &Options) -> Result<Setup> {

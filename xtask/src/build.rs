@@ -4,7 +4,10 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Result};
 
-use crate::shell::{self, is_root, target_dir, workspace_root};
+use crate::{
+    setup::STATIC_TARGET,
+    shell::{self, is_root, target_dir, workspace_root},
+};
 
 /// `cargo build` the daemon; returns the binary's path.
 pub fn daemon(release: bool) -> Result<PathBuf> {
@@ -15,6 +18,20 @@ pub fn daemon(release: bool) -> Result<PathBuf> {
     }
     shell::run(&mut cmd)?;
     let path = target_dir().join(if release { "release" } else { "debug" }).join("fastpath");
+    println!("xtask: built {}", path.display());
+    Ok(path)
+}
+
+/// `cargo build` the daemon for the image: linked statically ([`STATIC_TARGET`]), in the
+/// `image` profile (release without the symbol table); returns the binary's path.
+pub fn static_daemon() -> Result<PathBuf> {
+    shell::run(cargo().args(["build", "--package", "fastpath", "--bin", "fastpath"]).args([
+        "--profile",
+        "image",
+        "--target",
+        STATIC_TARGET,
+    ]))?;
+    let path = target_dir().join(STATIC_TARGET).join("image/fastpath");
     println!("xtask: built {}", path.display());
     Ok(path)
 }
@@ -31,12 +48,15 @@ pub fn run(release: bool, flags: &[String]) -> Result<()> {
     shell::run(Command::new(bin).arg("run").args(flags))
 }
 
-/// Every suite: unit tests on the host, BPF_PROG_TEST_RUN and end-to-end suites as root.
+/// Every suite: unit tests on the host, BPF_PROG_TEST_RUN and end-to-end suites as root, the
+/// container suite on the image just built.
 pub fn test() -> Result<()> {
     require_root("the BPF_PROG_TEST_RUN and end-to-end suites")?;
     let bin = daemon(false)?;
+    // By its id: the name may be taken meanwhile by a build from another work tree.
+    let image = crate::image::build()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--no-fail-fast"]).env("FASTPATH_BIN", bin);
+    cmd.args(["test", "--no-fail-fast"]).env("FASTPATH_BIN", bin).env("FASTPATH_IMAGE", image.id);
     shell::run(&mut cmd)
 }
 

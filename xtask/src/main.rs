@@ -1,10 +1,11 @@
-//! `cargo xtask setup | build | run | test | lint | bench | profile | demo`: everything a fresh
-//! machine needs, by name.
+//! `cargo xtask setup | build | image | run | test | lint | bench | profile | demo`: everything a
+//! fresh machine needs, by name.
 
 mod bench;
 mod build;
 mod control_plane;
 mod demo;
+mod image;
 mod profile;
 mod setup;
 mod shell;
@@ -23,8 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Install what building and testing need (nightly rust-src, bpf-linker, Debian packages);
-    /// quick when nothing is missing. Every other task runs it first.
+    /// Install what building and testing need (nightly rust-src, bpf-linker, the musl target,
+    /// Debian packages); quick when nothing is missing. Every other task runs it, or the part of
+    /// it that it needs, first.
     Setup,
     /// Build the daemon (with its eBPF programs embedded) into target/{debug,release}/fastpath;
     /// installs only the toolchain parts, no Debian packages.
@@ -32,6 +34,10 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
+    /// Build the container image localhost/fastpath:VERSION (and :latest): the daemon linked
+    /// statically (musl) alone in a `FROM scratch` image, from `Containerfile`; nothing is
+    /// pulled. Installs podman and the musl target when they are missing.
+    Image,
     /// Build, then run `fastpath run` on this machine with FLAGS (after `--`).
     Run {
         #[arg(long)]
@@ -39,7 +45,8 @@ enum Task {
         #[arg(last = true, value_name = "FLAGS")]
         flags: Vec<String>,
     },
-    /// Build, then run every test: unit, BPF_PROG_TEST_RUN and end to end (needs root).
+    /// Build the daemon and the image, then run every test: unit, BPF_PROG_TEST_RUN, end to end
+    /// and the image as the DaemonSet runs it (needs root).
     Test,
     /// Check formatting (nightly rustfmt) and run clippy with -D warnings: the workspace on
     /// stable, then the eBPF crate alone on nightly for its target.
@@ -107,6 +114,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::run(),
         Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
+        Task::Image => setup::image().and_then(|()| image::build().map(drop)),
         Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
         Task::Test => setup::run().and_then(|()| build::test()),
         Task::Lint => setup::run().and_then(|()| build::lint()),

@@ -28,12 +28,37 @@ pub const PACKAGES: &[&str] = &[
     "bird2",
     // `cargo xtask profile`: perf 6.1 samples this kernel with the software clock.
     "linux-perf",
+    "podman",
+    // podman prefers crun, which cannot start a container on a host with cgroups v1 (hybrid
+    // mode); the container tests run runc.
+    "runc",
+    // The container tests import the image into containerd as a node would, and run it there.
+    "containerd",
 ];
+
+/// Packages whose program another package may provide under another name (Docker's
+/// `containerd.io` provides runc and containerd, and conflicts with Debian's): the program on
+/// the PATH will do.
+const PROVIDED_ELSEWHERE: &[(&str, &str)] = &[("runc", "runc"), ("containerd", "ctr")];
+
+/// What `cargo xtask image` needs of Debian: podman builds the image.
+pub const IMAGE_PACKAGES: &[&str] = &["podman"];
+
+/// The target of the image's binary: musl, linked statically, so it runs with no C library.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// Everything: the toolchain and the packages the tests, demo and benchmark use.
 pub fn run() -> Result<()> {
     toolchain()?;
-    debian_packages()
+    static_target()?;
+    debian_packages(PACKAGES)
+}
+
+/// What `cargo xtask image` needs: the toolchain, the static target and podman.
+pub fn image() -> Result<()> {
+    toolchain()?;
+    static_target()?;
+    debian_packages(IMAGE_PACKAGES)
 }
 
 /// Only what compiling needs (for `build` and container images).
@@ -116,10 +141,23 @@ fn llvm_prefix(sysroot: &Path, major: u32) -> Result<PathBuf> {
     Ok(fs::canonicalize(&prefix)?)
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+/// The standard library for [`STATIC_TARGET`], added to the toolchain that builds the daemon
+/// (the one `cargo` runs here).
+fn static_target() -> Result<()> {
+    let installed = probe("rustup", &["target", "list", "--installed"]).context("rustup is required")?;
+    if installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+        println!("xtask: setup: target {STATIC_TARGET} ok");
+        return Ok(());
+    }
+    println!("xtask: setup: adding the target {STATIC_TARGET} (the image's binary is linked statically)");
+    shell::run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))
+}
+
+fn debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> =
+        packages.iter().copied().filter(|p| !is_installed(p) && !is_provided(p)).collect();
     if missing.is_empty() {
-        println!("xtask: setup: Debian packages ok ({})", PACKAGES.join(", "));
+        println!("xtask: setup: Debian packages ok ({})", packages.join(", "));
         return Ok(());
     }
     if !is_root() {
@@ -129,7 +167,8 @@ fn debian_packages() -> Result<()> {
     shell::run(Command::new("apt-get").args(["update", "-qq"]))?;
     shell::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            // --no-remove: never make room by removing a package (Docker's, say); fail instead.
+            .args(["install", "-y", "-qq", "--no-install-recommends", "--no-remove"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
@@ -137,6 +176,11 @@ fn debian_packages() -> Result<()> {
 
 fn is_installed(package: &str) -> bool {
     probe("dpkg-query", &["-W", "-f=${db:Status-Status}", package]).is_some_and(|s| s.trim() == "installed")
+}
+
+/// Whether `package`'s program is on the PATH though another package installed it.
+fn is_provided(package: &str) -> bool {
+    PROVIDED_ELSEWHERE.iter().any(|(p, program)| *p == package && probe("which", &[program]).is_some())
 }
 
 /// `bpf-linker --version` prints "bpf-linker 0.13.0".

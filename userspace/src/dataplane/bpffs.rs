@@ -12,8 +12,9 @@ use std::{
 
 use crate::Error;
 
-/// `f_type` of a bpffs in `statfs(2)` (include/uapi/linux/magic.h).
-const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
+/// `f_type` of a bpffs in `statfs(2)` (include/uapi/linux/magic.h). glibc declares `f_type` as
+/// `__fsword_t` (signed), musl as `unsigned long`: compared as a `u64` it builds with both.
+const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
 /// Where bpffs must be mounted for `dir` to be a pin folder: its parent, as `/sys/fs/bpf` is for
 /// `/sys/fs/bpf/fastpath`; `dir` itself when it is the conventional mount point.
@@ -38,7 +39,7 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
         let err = io::Error::last_os_error();
         return if err.kind() == io::ErrorKind::NotFound { Ok(false) } else { Err(err) };
     }
-    Ok(buf.f_type == BPF_FS_MAGIC)
+    Ok(u64::try_from(buf.f_type).is_ok_and(|f_type| f_type == BPF_FS_MAGIC))
 }
 
 /// Make `dir` a usable pin folder: mount bpffs on its mount point when needed, then create it.
