@@ -32,6 +32,13 @@ pub const EVENTS: &str = "FP_EVENTS";
 /// used flow, which then goes through the kernel again.
 pub const FLOWS: &str = "FP_FLOWS";
 
+/// LRU hash: next hop IPv4 (`[u8; 4]`) → [`NextHopEntry`], the programs' cache of what
+/// `bpf_fib_lookup` said about reaching it over the underlay. An entry is used only while its
+/// generation is [`NodeConfig::next_hop_generation`]; the daemon bumps that on every neighbour or
+/// route change of the underlay, so the kernel's FIB stays the authority and is asked once per
+/// next hop and change instead of once per packet.
+pub const NEXT_HOPS: &str = "FP_NEXT_HOPS";
+
 /// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
 /// never misreads the maps an older one pinned.
 /// (3: remote blocks may be VXLAN, `RouteValue::mac` then being the other node's VTEP MAC.)
@@ -47,6 +54,10 @@ pub const ENDPOINTS_MAX: u32 = 16_384;
 /// Room in the peer table (nodes in the cluster).
 pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 
+/// Room in the next-hop cache (one per node the fast path sends to; the least recently used
+/// is forgotten first).
+pub const NEXT_HOPS_MAX: u32 = 16_384;
+
 /// Room in the flow table unless `--flow-table-size` says otherwise.
 pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 
@@ -54,8 +65,8 @@ pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 9] =
-    [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS, FLOWS];
+pub const PINNED_MAPS: [&str; 10] =
+    [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS, FLOWS, NEXT_HOPS];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +83,7 @@ const fn size<T>() -> u32 {
 
 /// The layout of every pinned map, from the same types and constants the programs use.
 /// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
-pub const LAYOUTS: [MapLayout; 9] = [
+pub const LAYOUTS: [MapLayout; 10] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -99,7 +110,27 @@ pub const LAYOUTS: [MapLayout; 9] = [
         value_size: size::<crate::flow::FlowValue>(),
         max_entries: FLOWS_DEFAULT_MAX,
     },
+    MapLayout {
+        name: NEXT_HOPS,
+        key_size: 4,
+        value_size: size::<NextHopEntry>(),
+        max_entries: NEXT_HOPS_MAX,
+    },
 ];
+
+/// How to reach a next hop over the underlay, as the FIB said under `generation` (the value of
+/// [`NEXT_HOPS`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHopEntry {
+    pub generation: u32,
+    /// The interface the FIB sends it out of.
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+const _: () = assert!(core::mem::size_of::<NextHopEntry>() == 20);
 
 /// A pod on this node (the value of [`ENDPOINTS`]).
 #[repr(C)]
@@ -139,7 +170,9 @@ pub struct NodeConfig {
     pub flags: u32,
     /// `--flow-idle-timeout`: an approval idle this long is judged by the kernel again.
     pub flow_idle_secs: u32,
-    pub _reserved: u32,
+    /// Bumped by the daemon whenever the underlay's neighbours or routes change: a next hop the
+    /// programs cached ([`NEXT_HOPS`]) under another generation is asked of the FIB again.
+    pub next_hop_generation: u32,
     /// This node's `vxlan.calico`, when `NODE_F_VXLAN` says there is one.
     pub vxlan: crate::vxlan::VxlanConfig,
 }
@@ -282,6 +315,7 @@ mod user {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::NodeConfig {}
     unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::NextHopEntry {}
     unsafe impl aya::Pod for super::AgentInfo {}
     unsafe impl aya::Pod for super::MonitorControl {}
     unsafe impl aya::Pod for super::MonitorEvent {}

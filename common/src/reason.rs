@@ -102,12 +102,15 @@ pub enum Reason {
     /// other flags, an inner frame not for this node's `vxlan.calico` or not IPv4): the kernel's
     /// own VXLAN device judges it.
     PassVxlanOther = 44,
+    /// Unencapsulated IPv4 from another node (a block route without a tunnel), of a flow the
+    /// kernel here delivered before (`--trust kernel`), delivered straight into the pod.
+    RoutedFromUnderlay = 45,
 }
 
 impl Reason {
     /// Number of reasons in use. The counters map is sized by [`COUNTER_SLOTS`], not this,
     /// so that appending a reason never changes the map's layout.
-    pub const COUNT: usize = 45;
+    pub const COUNT: usize = 46;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT] = [
@@ -156,6 +159,7 @@ impl Reason {
         Reason::EncapsulatedVxlan,
         Reason::DecapsulatedVxlan,
         Reason::PassVxlanOther,
+        Reason::RoutedFromUnderlay,
     ];
 
     /// The stable name used in `fastpath stats` and metrics labels.
@@ -206,6 +210,7 @@ impl Reason {
             Reason::EncapsulatedVxlan => "encapsulated_vxlan",
             Reason::DecapsulatedVxlan => "decapsulated_vxlan",
             Reason::PassVxlanOther => "passed_vxlan_other",
+            Reason::RoutedFromUnderlay => "routed_from_underlay",
         }
     }
 

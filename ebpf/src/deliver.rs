@@ -1,13 +1,14 @@
 //! The last step of forwarding: rewrite the Ethernet header, decrement the TTL, redirect.
 
 use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
-use fastpath_common::{maps::NodeConfig, Reason, GATEWAY_MAC};
+use fastpath_common::{ipv4::Ipv4Fields, maps::NodeConfig, Reason, GATEWAY_MAC};
 use network_types::eth::EthHdr;
 
 use crate::{
     fib::{self, NextHop},
     ip, parse,
     stats::Outcome,
+    tunnel,
 };
 
 /// Into the pod behind host-side `ifindex`: from ee:ee:ee:ee:ee:ee to the pod's MAC, TTL − 1,
@@ -21,14 +22,19 @@ pub fn to_pod(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Ou
     Ok((verdict, reason))
 }
 
-/// To another node over the underlay, unencapsulated, as the kernel's route would send it.
+/// To another node over the underlay, unencapsulated, as the kernel's route would send it
+/// (a packet too big for the underlay gets what a router sends).
 #[inline(always)]
-pub fn to_node(ctx: &TcContext, node: &NodeConfig, next_hop: [u8; 4]) -> Outcome {
+pub fn to_node(ctx: &TcContext, node: &NodeConfig, header: &Ipv4Fields, next_hop: [u8; 4]) -> Outcome {
+    if let Some(outcome) = tunnel::too_big(ctx, node, header, node.underlay_mtu) {
+        return outcome;
+    }
     let hop = fib::lookup(ctx, node, next_hop)?;
     match &hop {
         NextHop::Resolved { smac, dmac, .. } => rewrite(ctx, *smac, *dmac)?,
         NextHop::Unresolved { .. } => ip::decrement_ttl_at(ctx, EthHdr::LEN)?,
     }
+    tunnel::mark_as_fast_path(ctx, node);
     Ok((fib::redirect(&hop), Reason::RoutedUnderlay))
 }
 

@@ -2,11 +2,11 @@
 //! under `--trust kernel`: only packets toward where the fast path would send them are judged.
 //! They never change or stop a packet.
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
 use fastpath_common::{
     ipv4::{Ipv4Fields, HEADER_LEN},
     maps::NodeConfig,
-    Reason,
+    Reason, FAST_PATH_MARK,
 };
 use network_types::eth::EthHdr;
 
@@ -28,6 +28,9 @@ pub fn to_pod(ctx: &TcContext) -> Outcome {
 /// node's IPIP or VXLAN, the kernel's own tunnel devices' included) is a pod on another node.
 #[inline(always)]
 pub fn to_underlay(ctx: &TcContext) -> Outcome {
+    if sent_by_fast_path(ctx) {
+        return Ok((TC_ACT_OK, Reason::FlowEgressKnown));
+    }
     let node = maps::node()?;
     let outer = ip::plain_frame(ctx).filter(|_| node.trusts_kernel()).ok_or(Reason::FlowEgressOther)?;
     if outer.src == node.node_ip && ipip::carries_ipip(&outer) {
@@ -37,6 +40,19 @@ pub fn to_underlay(ctx: &TcContext) -> Outcome {
         return judge_at(ctx, &node, vxlan::INNER_L3);
     }
     judge_toward_other_node(ctx, &node, EthHdr::LEN, &outer)
+}
+
+/// Whether an ingress program sent this packet (its flow approved): the mark it set comes off,
+/// and there is nothing to judge.
+#[inline(always)]
+fn sent_by_fast_path(ctx: &TcContext) -> bool {
+    // SAFETY: reading `mark` from the context is allowed for TC programs.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark & FAST_PATH_MARK == 0 {
+        return false;
+    }
+    ctx.set_mark(mark & !FAST_PATH_MARK);
+    true
 }
 
 /// The inner packet at `l3` of this node's tunnel.

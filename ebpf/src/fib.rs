@@ -1,4 +1,7 @@
-//! The underlay next hop's MACs, from the kernel's own FIB and neighbour table.
+//! The underlay next hop's MACs, from the kernel's own FIB and neighbour table, asked once per
+//! next hop and change: a FIB lookup costs more than all the rest of forwarding a packet
+//! (`tests/examples/program_cost.rs`), so its answer is kept in `FP_NEXT_HOPS` until the daemon
+//! says the underlay's neighbours or routes changed.
 //!
 //! `bpf_fib_lookup` is asked as if this node sent the packet (BPF_FIB_LOOKUP_OUTPUT), so it
 //! needs no forwarding sysctl, and with `tot_len` 0 so that GSO packets are not refused as too
@@ -14,7 +17,12 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
-use fastpath_common::{maps::NodeConfig, Reason};
+use fastpath_common::{
+    maps::{NextHopEntry, NodeConfig},
+    Reason,
+};
+
+use crate::maps::FP_NEXT_HOPS;
 
 const AF_INET: u8 = 2;
 
@@ -26,8 +34,36 @@ pub enum NextHop {
     Unresolved { ifindex: u32, addr: [u8; 4] },
 }
 
+/// How to reach `addr` over the underlay: from the next-hop cache while the daemon's generation
+/// says nothing changed since the FIB was asked, else from the FIB (remembered when resolved).
 #[inline(always)]
 pub fn lookup(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextHop, Reason> {
+    if let Some(hop) = cached(node, addr) {
+        return Ok(hop);
+    }
+    let hop = ask_fib(ctx, node, addr)?;
+    if let NextHop::Resolved { ifindex, smac, dmac } = hop {
+        let entry = NextHopEntry { generation: node.next_hop_generation, ifindex, smac, dmac };
+        // A full cache forgets its least recently used next hop; failing to remember only costs
+        // the next packet a FIB lookup.
+        let _ = FP_NEXT_HOPS.insert(addr, entry, 0);
+    }
+    Ok(hop)
+}
+
+#[inline(always)]
+fn cached(node: &NodeConfig, addr: [u8; 4]) -> Option<NextHop> {
+    // SAFETY: a live map value, copied out at once.
+    let entry = unsafe { *FP_NEXT_HOPS.get_ptr(addr)? };
+    (entry.generation == node.next_hop_generation).then_some(NextHop::Resolved {
+        ifindex: entry.ifindex,
+        smac: entry.smac,
+        dmac: entry.dmac,
+    })
+}
+
+#[inline(always)]
+fn ask_fib(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextHop, Reason> {
     // SAFETY: `bpf_fib_lookup` is plain old data; all-zero is a valid starting value.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;

@@ -77,9 +77,8 @@ pub fn admit(ctx: &TcContext, node: &NodeConfig, l3: usize, ip: &Ipv4Fields) -> 
     admission.verdict
 }
 
-/// Under `--trust kernel`, note a packet the kernel is about to route toward a pod (a pod whose
-/// MAC is not known yet, plain traffic from another node), so that its forwarding approves the
-/// flow instead of marking it kernel-owned.
+/// Under `--trust kernel`, note a packet the kernel is about to route toward a pod whose MAC is
+/// not known yet, so that its forwarding approves the flow instead of marking it kernel-owned.
 #[inline(always)]
 pub fn remember(ctx: &TcContext, node: &NodeConfig, l3: usize, ip: &Ipv4Fields) {
     if !node.trusts_kernel() {

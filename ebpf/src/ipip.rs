@@ -23,7 +23,7 @@ use crate::{fib, ip, parse, stats::Outcome, tunnel};
 /// Encapsulate toward `next_hop` and send it out of the underlay.
 #[inline(always)]
 pub fn encapsulate(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, next_hop: [u8; 4]) -> Outcome {
-    if let Some(outcome) = tunnel::too_big(ctx, node, inner, &Tunnel::Ipip) {
+    if let Some(outcome) = tunnel::too_big(ctx, node, inner, node.tunnel_mtu(&Tunnel::Ipip)) {
         return outcome;
     }
     // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
@@ -32,7 +32,7 @@ pub fn encapsulate(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, next_
         .map_err(|_| Reason::PassEncapFailed)?;
     write_outer_header(ctx, node, inner, next_hop)?;
     ip::decrement_ttl_at(ctx, EthHdr::LEN + HEADER_LEN)?;
-    tunnel::send(ctx, &hop, Reason::Encapsulated)
+    tunnel::send(ctx, node, &hop, Reason::Encapsulated)
 }
 
 /// IPIP arriving at this node ([`tunnel::deliver`]).

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
-        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NodeConfig, ENDPOINTS_MAX, EVENTS_BYTES,
-        FLOWS_DEFAULT_MAX, ROUTES_MAX, TUNNEL_PEERS_MAX,
+        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NextHopEntry, NodeConfig, ENDPOINTS_MAX,
+        EVENTS_BYTES, FLOWS_DEFAULT_MAX, NEXT_HOPS_MAX, ROUTES_MAX, TUNNEL_PEERS_MAX,
     },
     reason::COUNTER_SLOTS,
     route::RouteValue,
@@ -52,6 +52,11 @@ pub static FP_EVENTS: RingBuf<MonitorEvent, { EVENTS_BYTES as usize }> = RingBuf
 /// `fastpath_common::maps::FLOWS`; the daemon sets its size).
 #[btf_map]
 pub static FP_FLOWS: LruHashMap<FlowKey, FlowValue, { FLOWS_DEFAULT_MAX as usize }> = LruHashMap::new();
+
+/// Next hops on the underlay as the FIB last said, per generation (name:
+/// `fastpath_common::maps::NEXT_HOPS`).
+#[btf_map]
+pub static FP_NEXT_HOPS: LruHashMap<[u8; 4], NextHopEntry, { NEXT_HOPS_MAX as usize }> = LruHashMap::new();
 
 /// The most specific route for `addr`.
 #[inline(always)]

@@ -41,6 +41,6 @@ fn forward(ctx: &TcContext) -> Outcome {
         route::Forward::Encapsulate { next_hop, tunnel: Tunnel::Vxlan, mac } => {
             vxlan::encapsulate(ctx, &node, &header, next_hop, mac)
         }
-        route::Forward::Underlay { next_hop } => deliver::to_node(ctx, &node, next_hop),
+        route::Forward::Underlay { next_hop } => deliver::to_node(ctx, &node, &header, next_hop),
     }
 }

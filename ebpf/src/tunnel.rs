@@ -7,8 +7,7 @@ use fastpath_common::{
     ipv4::{Ipv4Fields, HEADER_LEN, PROTO_TCP, PROTO_UDP},
     maps::NodeConfig,
     route::Forward,
-    tunnel::Tunnel,
-    Reason,
+    Reason, FAST_PATH_MARK,
 };
 use network_types::eth::EthHdr;
 
@@ -19,12 +18,11 @@ use crate::{
     stats::Outcome,
 };
 
-/// `None` when the inner packet (each segment, for a GSO packet) fits `tunnel` over this node's
-/// underlay; otherwise what a router does instead: DF gets ICMP "fragmentation needed" with the
-/// tunnel MTU, the rest the kernel may fragment.
+/// `None` when the packet (each segment, for a GSO packet) fits `mtu` (a tunnel's, or the
+/// underlay's for a plain route); otherwise what a router does instead: DF gets ICMP
+/// "fragmentation needed" with that MTU, the rest the kernel may fragment.
 #[inline(always)]
-pub fn too_big(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, tunnel: &Tunnel) -> Option<Outcome> {
-    let mtu = node.tunnel_mtu(tunnel);
+pub fn too_big(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, mtu: u32) -> Option<Outcome> {
     if largest_segment(ctx, inner) <= mtu {
         return None;
     }
@@ -35,14 +33,15 @@ pub fn too_big(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, tunnel: &
     })
 }
 
-/// The IP length of the largest packet that will leave: the packet itself, or for a GSO
+/// The IP length of the largest packet that will leave: the bytes after the Ethernet header
+/// (which the way out carries whole, even past the IP packet's own length), or for a GSO
 /// super-packet one segment (gso_size plus its IP and TCP/UDP headers).
 #[inline(always)]
 fn largest_segment(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
     // SAFETY: reading `gso_size` from the context is allowed for TC programs.
     let gso_size = unsafe { (*ctx.skb.skb).gso_size };
     if gso_size == 0 {
-        return u32::from(inner.total_len);
+        return ctx.len().saturating_sub(EthHdr::LEN as u32);
     }
     gso_size + HEADER_LEN as u32 + transport_header_len(ctx, inner.protocol)
 }
@@ -64,7 +63,7 @@ fn transport_header_len(ctx: &TcContext, protocol: u8) -> u32 {
 /// Send the encapsulated packet out of the underlay toward `hop`, with the next hop's MAC when
 /// the kernel knows it (else `bpf_redirect_neigh` resolves it on the way out).
 #[inline(always)]
-pub fn send(ctx: &TcContext, hop: &NextHop, reason: Reason) -> Outcome {
+pub fn send(ctx: &TcContext, node: &NodeConfig, hop: &NextHop, reason: Reason) -> Outcome {
     if let NextHop::Resolved { smac, dmac, .. } = hop {
         let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
         // SAFETY: bounds-checked by `header_mut`.
@@ -73,7 +72,19 @@ pub fn send(ctx: &TcContext, hop: &NextHop, reason: Reason) -> Outcome {
             (*eth).dst_addr = *dmac;
         }
     }
+    mark_as_fast_path(ctx, node);
     Ok((fib::redirect(hop), reason))
+}
+
+/// Under `--trust kernel`, tell the underlay's egress program this packet is the fast path's:
+/// its flow is approved, nothing to judge ([`fastpath_common::FAST_PATH_MARK`]).
+#[inline(always)]
+pub fn mark_as_fast_path(ctx: &TcContext, node: &NodeConfig) {
+    if node.trusts_kernel() {
+        // SAFETY: reading `mark` from the context is allowed for TC programs.
+        let mark = unsafe { (*ctx.skb.skb).mark };
+        ctx.set_mark(mark | FAST_PATH_MARK);
+    }
 }
 
 /// A tunnel arriving at this node, as the shared delivery needs it.

@@ -58,7 +58,7 @@ pub fn encapsulate(
     if !node.has_vxlan() {
         return Err(Reason::PassKernelRoute);
     }
-    if let Some(outcome) = tunnel::too_big(ctx, node, inner, &Tunnel::Vxlan) {
+    if let Some(outcome) = tunnel::too_big(ctx, node, inner, node.tunnel_mtu(&Tunnel::Vxlan)) {
         return outcome;
     }
     // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
@@ -71,7 +71,7 @@ pub fn encapsulate(
     // SAFETY: bounds-checked by `header_mut`.
     unsafe { *room = headers };
     ip::decrement_ttl_at(ctx, INNER_L3)?;
-    tunnel::send(ctx, &hop, Reason::EncapsulatedVxlan)
+    tunnel::send(ctx, node, &hop, Reason::EncapsulatedVxlan)
 }
 
 /// This packet's outer header fields and UDP source port, read before the packet moves.

@@ -18,15 +18,18 @@ use aya::{
     Ebpf,
 };
 use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use fastpath_common::FAST_PATH_MARK;
 use fastpath_tests::packets::{self, TCP_ACK};
 use support::*;
 
-/// One decision to time: its name, the program, the frame, and whether `--trust kernel` is on.
+/// One decision to time: its name, the program, the frame, whether `--trust kernel` is on, and
+/// the packet's `skb->mark`.
 struct Case {
     name: &'static str,
     program: &'static str,
     frame: Vec<u8>,
     trust_kernel: bool,
+    mark: u32,
 }
 
 fn tcp(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
@@ -36,7 +39,7 @@ fn tcp(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
 fn cases() -> Vec<Case> {
     let pod = |src, dst| packets::pod_frame(&tcp(src, dst));
     let tunnelled = |src, dst| ipip_frame(PEER_IP, NODE_IP, &tcp(src, dst));
-    let case = |name, program, frame, trust_kernel| Case { name, program, frame, trust_kernel };
+    let case = |name, program, frame, trust_kernel| Case { name, program, frame, trust_kernel, mark: 0 };
     let mut cases = vec![case("baseline: not IPv4 or ARP (from_pod)", FROM_POD, ipv6_frame(), false)];
     for trust_kernel in [false, true] {
         let mode = |routes: &'static str, kernel: &'static str| if trust_kernel { kernel } else { routes };
@@ -79,7 +82,11 @@ fn cases() -> Vec<Case> {
         case("IPIP, inner source foreign", FROM_UNDERLAY, tunnelled([10, 244, 9, 9], POD), false),
         case("plain underlay traffic (routes)", FROM_UNDERLAY, plain_underlay(), false),
         case("plain underlay traffic (kernel)", FROM_UNDERLAY, plain_underlay(), true),
-        case("egress: own IPIP leaving (kernel)", TO_UNDERLAY, own_ipip(), true),
+        case("egress: IPIP leaving, unmarked (kernel)", TO_UNDERLAY, own_ipip(), true),
+        Case {
+            mark: FAST_PATH_MARK,
+            ..case("egress: the fast path's IPIP leaving (kernel)", TO_UNDERLAY, own_ipip(), true)
+        },
         case("egress: kernel delivering to a pod (kernel)", TO_POD, pod(REMOTE_POD, POD), true),
     ]);
     cases
@@ -104,13 +111,17 @@ fn own_ipip() -> Vec<u8> {
     frame
 }
 
-/// The kernel's time for one run of `program` on `frame`, in nanoseconds.
-fn time_once(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> u64 {
+/// The kernel's time for one run of `program` on `frame` with `mark`, in nanoseconds.
+fn time_once(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], mark: u32) -> u64 {
     let program = loader::classifier(ebpf, program).expect("program");
     let mut out = vec![0u8; frame.len() + 256];
+    // The start of a `struct __sk_buff`: len and pkt_type (which must be 0), then mark.
+    let mut ctx = [0u8; 12];
+    ctx[8..].copy_from_slice(&mark.to_ne_bytes());
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);
     opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
     program.test_run(opts).expect("BPF_PROG_TEST_RUN").duration.as_nanos() as u64
 }
 
@@ -140,7 +151,8 @@ fn main() {
             } else {
                 trust_routes(ebpf);
             }
-            let mut times: Vec<u64> = (0..runs).map(|_| time_once(ebpf, case.program, &case.frame)).collect();
+            let mut times: Vec<u64> =
+                (0..runs).map(|_| time_once(ebpf, case.program, &case.frame, case.mark)).collect();
             times.sort_unstable();
             let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
             println!("{:<52} {:>8} {:>8} {:>8}", case.name, at(0.1), at(0.5), at(0.9));

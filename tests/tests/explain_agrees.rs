@@ -14,6 +14,7 @@ use aya::{
     Ebpf,
 };
 use fastpath::{
+    cli::Encap,
     commands::{
         explain::{self, Maps, Program, Verdict},
         stats,
@@ -141,9 +142,16 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             NODE_IP,
             &packets::tcp_segment(addr(REMOTE_POD), addr(POD), (8080, 40001), packets::TCP_ACK),
         );
+        // A plain connection from a pod of the other node (a block route without a tunnel).
+        let plain = packets::pod_frame(&packets::tcp_segment(
+            addr(REMOTE_POD),
+            addr(POD),
+            (8081, 40002),
+            packets::TCP_ACK,
+        ));
         let mut kernel_mode = Vec::new();
         for _ in 0..3 {
-            for frame in seed_frames().iter().chain([&reply]) {
+            for frame in seed_frames().iter().chain([&reply, &plain]) {
                 kernel_mode.extend(agree(ebpf, frame));
             }
         }
@@ -167,6 +175,7 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             );
         }
         for reason in [
+            Reason::RoutedFromUnderlay,
             Reason::PassFlowPending,
             Reason::PassFlowKernelOwned,
             Reason::PassFlowClosing,
@@ -217,7 +226,7 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
             dst: Ipv4Addr::from(dst),
             arp: false,
             from_underlay: None,
-            vxlan: false,
+            encap: Encap::Ipip,
             ingress: Some(TEST_IFINDEX),
             ttl: 64,
             size: 84,
@@ -236,13 +245,18 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
             explain::Question { size: 1451, ..ask(POD, VXLAN_POD) },
             explain::Question {
                 from_underlay: Some(Ipv4Addr::from(PEER_IP)),
-                vxlan: true,
+                encap: Encap::Vxlan,
                 ..ask(VXLAN_POD, POD)
             },
             explain::Question {
                 from_underlay: Some(Ipv4Addr::from([10, 101, 14, 60])),
-                vxlan: true,
+                encap: Encap::Vxlan,
                 ..ask(VXLAN_POD, POD)
+            },
+            explain::Question {
+                from_underlay: Some(Ipv4Addr::from(PEER_IP)),
+                encap: Encap::None,
+                ..ask(REMOTE_POD, POD)
             },
         ];
         for q in questions {

@@ -9,9 +9,9 @@ use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::{
     flow::{FlowKey, FlowState, FlowValue},
     maps::FLOWS,
-    Reason,
+    Reason, FAST_PATH_MARK, GATEWAY_MAC,
 };
-use fastpath_tests::packets::{self, TCP_ACK, TCP_FIN, TCP_SYN};
+use fastpath_tests::packets::{self, POD_MAC, TCP_ACK, TCP_FIN, TCP_SYN};
 use support::*;
 
 const CLIENT_PORT: u16 = 40000;
@@ -64,6 +64,38 @@ fn a_flow_takes_the_fast_path_only_after_the_kernel_forwarded_it() {
         passes(ebpf, TO_UNDERLAY, &encapsulated);
         assert_eq!(count(ebpf, Reason::FlowEgressKnown), 1);
         assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Approved));
+    });
+}
+
+#[test]
+fn the_fast_paths_own_packets_are_known_at_the_underlays_egress_by_their_mark() {
+    const CALICO_ACCEPT: u32 = 0x10000;
+    in_node(|ebpf, _| {
+        trust_kernel(ebpf, 60);
+        passes(ebpf, FROM_POD, &outgoing(TCP_SYN));
+        passes(ebpf, TO_UNDERLAY, &outgoing(TCP_SYN));
+        // Sent by the fast path: the mark joins whatever bits the packet carried.
+        let (verdict, encapsulated, mark) = run_marked(ebpf, FROM_POD, &outgoing(TCP_ACK), CALICO_ACCEPT);
+        assert_eq!((verdict, mark), (TC_ACT_REDIRECT, CALICO_ACCEPT | FAST_PATH_MARK));
+        // The underlay's egress takes it off and judges nothing.
+        let lookups_before = flow(ebpf, &outgoing_key());
+        let (verdict, out, mark) = run_marked(ebpf, TO_UNDERLAY, &encapsulated, mark);
+        assert_eq!((verdict, mark), (TC_ACT_OK, CALICO_ACCEPT));
+        assert_eq!(out, encapsulated);
+        assert_eq!(count(ebpf, Reason::FlowEgressKnown), 1);
+        assert_eq!(flow(ebpf, &outgoing_key()), lookups_before);
+        // Plain routing to another node is marked too; delivery into a pod (no egress program
+        // of ours sees it) and every packet under --trust routes are not.
+        let plain = packets::pod_frame(&tcp(POD, [10, 244, 7, 9], (CLIENT_PORT, 80), TCP_SYN));
+        passes(ebpf, FROM_POD, &plain);
+        passes(ebpf, TO_UNDERLAY, &plain);
+        assert_eq!(run_marked(ebpf, FROM_POD, &plain, 0).2, FAST_PATH_MARK);
+        trust_routes(ebpf);
+        assert_eq!(run_marked(ebpf, FROM_POD, &outgoing(TCP_ACK), 0).2, 0);
+        assert_eq!(
+            run_marked(ebpf, FROM_POD, &packets::pod_frame(&tcp(POD, OTHER_LOCAL_POD, (1, 2), TCP_ACK)), 0).2,
+            0
+        );
     });
 }
 
@@ -133,16 +165,37 @@ fn delivery_after_decapsulation_waits_for_the_local_kernel() {
 }
 
 #[test]
-fn plain_traffic_from_another_node_is_remembered_for_the_kernel_to_approve() {
+fn plain_traffic_from_another_node_is_delivered_once_the_kernel_delivered_its_flow() {
     in_node(|ebpf, _| {
         trust_kernel(ebpf, 60);
         let inner = tcp(REMOTE_POD, POD, (80, CLIENT_PORT), TCP_ACK);
-        passes(ebpf, FROM_UNDERLAY, &packets::pod_frame(&inner));
-        assert_eq!(count(ebpf, Reason::PassUnderlayOther), 1);
+        let arriving = packets::ethernet([2, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP)
+            .into_iter()
+            .chain(inner.iter().copied())
+            .collect::<Vec<u8>>();
+        passes(ebpf, FROM_UNDERLAY, &arriving);
+        assert_eq!(count(ebpf, Reason::PassFlowPending), 1);
         let key = FlowKey::new(REMOTE_POD, POD, 6, (80, CLIENT_PORT));
         assert_eq!(state(ebpf, &key), Some(FlowState::Pending));
+        // The kernel routes it into the pod: approved, and the rest is delivered straight.
         passes(ebpf, TO_POD, &packets::pod_frame(&inner));
         assert_eq!(state(ebpf, &key), Some(FlowState::Approved));
+        let (verdict, out) = run(ebpf, FROM_UNDERLAY, &arriving);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!((&out[0..6], &out[6..12]), (&POD_MAC[..], &GATEWAY_MAC[..]));
+        assert_eq!(out[14 + 8], inner[8] - 1, "TTL decremented");
+        assert_eq!(count(ebpf, Reason::RoutedFromUnderlay), 1);
+        // A packet posing as a pod of this node, or for no pod here, stays the kernel's.
+        let posing = packets::ethernet([2, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP)
+            .into_iter()
+            .chain(tcp(OTHER_LOCAL_POD, POD, (80, CLIENT_PORT), TCP_ACK))
+            .collect::<Vec<u8>>();
+        passes(ebpf, FROM_UNDERLAY, &posing);
+        assert_eq!(count(ebpf, Reason::PassUnderlayOther), 1);
+        // Under --trust routes plain traffic is the kernel's, approved or not.
+        trust_routes(ebpf);
+        passes(ebpf, FROM_UNDERLAY, &arriving);
+        assert_eq!(count(ebpf, Reason::PassUnderlayOther), 2);
     });
 }
 

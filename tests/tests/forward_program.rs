@@ -92,6 +92,47 @@ fn the_exact_match_endpoint_table_is_consulted_before_the_route_trie() {
 }
 
 #[test]
+fn the_next_hop_is_asked_of_the_fib_once_per_generation() {
+    in_node(|ebpf, _| {
+        let frame = from_pod(POD, REMOTE_POD, 64);
+        assert_eq!(&run(ebpf, FROM_POD, &frame).1[0..6], &PEER_MAC);
+        let cached = next_hop(ebpf, PEER_IP).expect("the next hop is cached");
+        assert_eq!((cached.dmac, cached.generation), (PEER_MAC, 0));
+        // The kernel learns another MAC for the next node; until the daemon says something
+        // changed, the cached answer stands.
+        let moved = [0x02, 0, 0, 0, 0, 0x99];
+        set_neighbour(PEER_IP, moved);
+        assert_eq!(&run(ebpf, FROM_POD, &frame).1[0..6], &PEER_MAC, "the cache answered");
+        set_next_hop_generation(ebpf, 1);
+        assert_eq!(&run(ebpf, FROM_POD, &frame).1[0..6], &moved, "asked the FIB again");
+        assert_eq!(next_hop(ebpf, PEER_IP).map(|e| (e.dmac, e.generation)), Some((moved, 1)));
+        assert_eq!(count(ebpf, Reason::Encapsulated), 3);
+    });
+}
+
+#[test]
+fn an_unresolved_next_hop_is_never_cached() {
+    in_node(|ebpf, _| {
+        assert_eq!(run(ebpf, FROM_POD, &from_pod(POD, [10, 244, 9, 9], 64)).0, TC_ACT_REDIRECT);
+        assert_eq!(next_hop(ebpf, UNRESOLVED_PEER_IP), None, "bpf_redirect_neigh resolves it each time");
+    });
+}
+
+#[test]
+fn a_df_packet_too_big_for_the_underlay_on_a_plain_route_is_answered_with_frag_needed() {
+    in_node(|ebpf, _| {
+        // 1500 bytes fit the underlay; trailing bytes past the IP packet travel too, and do not.
+        assert_eq!(run(ebpf, FROM_POD, &sized_from_pod(POD, [10, 244, 7, 9], 1500, true)).0, TC_ACT_REDIRECT);
+        let mut padded = sized_from_pod(POD, [10, 244, 7, 9], 1500, true);
+        padded.extend_from_slice(&[0; 4]);
+        let (verdict, out) = run(ebpf, FROM_POD, &padded);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent back to the pod");
+        assert_eq!(u16::from_be_bytes([out[34 + 6], out[34 + 7]]), 1500, "the underlay MTU");
+        assert_eq!((count(ebpf, Reason::RoutedUnderlay), count(ebpf, Reason::IcmpFragNeeded)), (1, 1));
+    });
+}
+
+#[test]
 fn a_packet_for_a_remote_block_is_encapsulated_toward_its_node() {
     in_node(|ebpf, underlay| {
         let frame = from_pod(POD, REMOTE_POD, 64);

@@ -103,6 +103,38 @@ fn the_underlay_carries_ipip_between_the_node_addresses(source: RouteSource) {
     );
 }
 
+/// The programs keep the FIB's answer for each next hop; a neighbour change on the underlay
+/// must reach them at once. Node 1 is told node 2's address is at node 3's MAC: its IPIP then
+/// goes to node 3, which is not its destination and drops it (FORWARD closed); told the truth
+/// again, it reaches node 2.
+#[test]
+fn a_changed_underlay_neighbour_is_followed_at_once() {
+    require_root();
+    let cluster = Cluster::build("neigh", &ClusterSpec::grid(3, 1)).unwrap();
+    let _daemons = start_daemons(&cluster, RouteSource::Static);
+    let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    assert!(ping(from, to.ip, 1, &[]).unwrap().received);
+    let mac_of = |node: usize| {
+        let link: serde_json::Value = serde_json::from_str(
+            &cmd::ip(&cluster.nodes[node].ns.name, &["-j", "link", "show", "eth0"]).unwrap(),
+        )
+        .unwrap();
+        link[0]["address"].as_str().unwrap().to_string()
+    };
+    let node2 = cluster.nodes[1].underlay_ip.to_string();
+    let point_at = |mac: &str| {
+        cmd::ip(
+            &cluster.nodes[0].ns.name,
+            &["neigh", "replace", &node2, "lladdr", mac, "dev", "eth0", "nud", "permanent"],
+        )
+        .unwrap()
+    };
+    point_at(&mac_of(2));
+    assert!(!ping(from, to.ip, 2, &["-W", "1"]).unwrap().received, "node 1 still sends to node 2's MAC");
+    point_at(&mac_of(1));
+    assert!(ping(from, to.ip, 1, &[]).unwrap().received, "node 1 did not follow the neighbour back");
+}
+
 #[test]
 fn route_changes_reach_the_map_within_100_ms_and_traffic_follows() {
     let (cluster, daemons) = seed_with_fastpath("rt", RouteSource::Static);

@@ -151,7 +151,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "NODE")]
     pub from_underlay: Option<std::net::Ipv4Addr>,
 
-    /// The tunnel of --from-underlay: ipip, or vxlan (to this node's vxlan.calico).
+    /// How --from-underlay's packet comes: ipip, vxlan (to this node's vxlan.calico), or none
+    /// (unencapsulated, as a block route without a tunnel sends it).
     #[arg(long, value_enum, default_value_t = Encap::Ipip, requires = "from_underlay")]
     pub encap: Encap,
     /// The pod interface the packet arrives on (default: the interface of SRC's pod, if SRC is
@@ -240,6 +241,7 @@ impl RunArgs {
 pub enum Encap {
     Ipip,
     Vxlan,
+    None,
 }
 
 /// What clap cannot check alone: `--ipip` and `--vxlan` both claiming the routes via the

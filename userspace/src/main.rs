@@ -135,7 +135,7 @@ fn explain(args: &ExplainArgs) -> Result<(), Error> {
         dst: args.dst,
         arp: args.arp,
         from_underlay: args.from_underlay,
-        vxlan: args.encap == fastpath::cli::Encap::Vxlan,
+        encap: args.encap,
         ingress,
         ttl: args.ttl,
         size: args.size,

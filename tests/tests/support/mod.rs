@@ -11,8 +11,8 @@ use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDE
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
-        Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NODE, NODE_F_READY, NODE_F_TRUST_KERNEL,
-        NODE_F_VXLAN, ROUTES, TUNNEL_PEERS,
+        Counter, Endpoint, NextHopEntry, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NEXT_HOPS, NODE,
+        NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN, ROUTES, TUNNEL_PEERS,
     },
     route::RouteValue,
     vxlan::VxlanConfig,
@@ -49,6 +49,26 @@ pub fn try_run(
     let result = program.test_run(opts)?;
     out.truncate(result.data_size_out as usize);
     Ok((result.return_value, out))
+}
+
+/// As [`run`], with the packet's `skb->mark` going in and the program's coming out.
+pub fn run_marked(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], mark: u32) -> (u32, Vec<u8>, u32) {
+    let program = loader::classifier(ebpf, program).expect("program");
+    let mut out = vec![0u8; frame.len() + 256];
+    // The start of a `struct __sk_buff`: len and pkt_type (which must be 0), then mark.
+    let mut ctx_in = [0u8; 12];
+    ctx_in[8..].copy_from_slice(&mark.to_ne_bytes());
+    // Room for the whole `struct __sk_buff` the kernel writes back.
+    let mut ctx_out = [0u8; 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx_in);
+    opts.ctx_out = Some(&mut ctx_out);
+    let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    let mark_out = u32::from_ne_bytes([ctx_out[8], ctx_out[9], ctx_out[10], ctx_out[11]]);
+    (result.return_value, out, mark_out)
 }
 
 /// Packets counted under `reason`, over every CPU.
@@ -195,6 +215,27 @@ pub fn trust_kernel(ebpf: &mut Ebpf, idle_secs: u32) {
         .unwrap();
 }
 
+/// What the programs' next-hop cache holds for `addr`.
+pub fn next_hop(ebpf: &Ebpf, addr: [u8; 4]) -> Option<NextHopEntry> {
+    let map: HashMap<_, [u8; 4], NextHopEntry> = HashMap::try_from(ebpf.map(NEXT_HOPS).unwrap()).unwrap();
+    map.get(&addr, 0).ok()
+}
+
+/// What the daemon does when the underlay's neighbours or routes change.
+pub fn set_next_hop_generation(ebpf: &mut Ebpf, generation: u32) {
+    let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
+    let node = array.get(&0, 0).unwrap();
+    array.set(0, NodeConfig { next_hop_generation: generation, ..node }, 0).unwrap();
+}
+
+/// Give next node `addr` another MAC in the neighbour table of the namespace this runs in (the
+/// node's, in [`in_node`]).
+pub fn set_neighbour(addr: [u8; 4], mac: [u8; 6]) {
+    let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let addr = std::net::Ipv4Addr::from(addr).to_string();
+    cmd::run("ip", &["neigh", "replace", &addr, "lladdr", &mac, "dev", "eth0", "nud", "permanent"]).unwrap();
+}
+
 /// Switch the loaded programs back to `--trust routes`.
 pub fn trust_routes(ebpf: &mut Ebpf) {
     let mut array: Array<_, NodeConfig> = Array::try_from(ebpf.map_mut(NODE).unwrap()).unwrap();
@@ -284,7 +325,7 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
         underlay_mtu: 1500,
         flags: NODE_F_READY | NODE_F_VXLAN,
         flow_idle_secs: 60,
-        _reserved: 0,
+        next_hop_generation: 0,
         // Felix's vxlan.calico, as the daemon reads it: VNI 4096, port 4789, the kernel's
         // default port range and TTL, TOS 0 and DF unset.
         vxlan: VxlanConfig {

@@ -26,6 +26,7 @@ use fastpath_common::{
 };
 
 use crate::{
+    cli::Encap,
     clock::monotonic_ns,
     commands::{
         flows::{self, Flow},
@@ -194,7 +195,7 @@ impl Walk<'_, '_> {
             });
             None
         };
-        let Some(tunnel) = tunnel else { return Err(self.refuse(Reason::PassUnderlayOther)) };
+        let Some(tunnel) = tunnel else { return self.plain(frame, &node, &outer) };
         let name = tunnel.name().to_uppercase();
         if !(self.maps.is_peer)(outer.src) {
             self.why.push(format!(
@@ -253,6 +254,38 @@ impl Walk<'_, '_> {
                 Err(self.refuse(reason))
             }
         }
+    }
+
+    /// `underlay.rs::plain`: under `--trust kernel`, plain traffic to a pod here, from no pod of
+    /// this node, of a flow the kernel here has delivered before.
+    fn plain(&mut self, frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> Step<End> {
+        let (src, dst) = (Ipv4Addr::from(outer.src), Ipv4Addr::from(outer.dst));
+        if !node.trusts_kernel() {
+            self.why
+                .push("--trust routes: plain traffic from another node is the kernel's to deliver".into());
+            return Err(self.refuse(Reason::PassUnderlayOther));
+        }
+        let Some(pod) = (self.maps.endpoint)(outer.dst) else {
+            self.why.push(format!("{dst} is no pod of this node"));
+            return Err(self.refuse(Reason::PassUnderlayOther));
+        };
+        if (self.maps.endpoint)(outer.src).is_some() {
+            self.why.push(format!("{src} is a pod of this node, which never sends from the underlay"));
+            return Err(self.refuse(Reason::PassUnderlayOther));
+        }
+        self.why.push(format!("plain IPv4 from another node to pod {dst} on this node"));
+        let ip = self.forwardable(frame, ETH_LEN)?;
+        let carried = act(
+            Reason::RoutedFromUnderlay,
+            format!(
+                "redirect to pod on {} (ifindex {}, MAC {})",
+                self.name(pod.ifindex),
+                pod.ifindex,
+                mac_string(pod.mac)
+            ),
+        );
+        self.admit(frame, ETH_LEN, &ip, &carried)?;
+        Ok(carried)
     }
 
     fn node(&mut self) -> Step<NodeConfig> {
@@ -395,23 +428,7 @@ impl Walk<'_, '_> {
                 let tunnel_mtu = node.tunnel_mtu(&tunnel);
                 let name = tunnel.name().to_uppercase();
                 let next_hop = Ipv4Addr::from(next_hop);
-                if u32::from(ip.total_len) > tunnel_mtu {
-                    self.why.push(format!(
-                        "{} bytes do not fit the {name} tunnel MTU {tunnel_mtu}",
-                        ip.total_len
-                    ));
-                    if !ip.dont_fragment() {
-                        return self.refuse(Reason::PassTooBig);
-                    }
-                    return act(
-                        Reason::IcmpFragNeeded,
-                        format!(
-                            "ICMP fragmentation needed (mtu = {tunnel_mtu}) sent back to {}",
-                            Ipv4Addr::from(ip.src)
-                        ),
-                    );
-                }
-                if let Err(end) = self.fib_takes(frame_len) {
+                if let Err(end) = self.fits(frame_len, ip, tunnel_mtu, &format!("the {name} tunnel MTU")) {
                     return end;
                 }
                 let outer_src = Ipv4Addr::from(node.node_ip);
@@ -444,30 +461,33 @@ impl Walk<'_, '_> {
                     }
                 }
             }
-            Forward::Underlay { next_hop } => match self.fib_takes(frame_len) {
-                Ok(()) => act(
+            Forward::Underlay { next_hop } => {
+                if let Err(end) = self.fits(frame_len, ip, node.underlay_mtu, "the underlay MTU") {
+                    return end;
+                }
+                act(
                     Reason::RoutedUnderlay,
                     format!("route to {} via {underlay} without encapsulation", Ipv4Addr::from(next_hop)),
-                ),
-                Err(end) => end,
-            },
+                )
+            }
         }
     }
 
-    /// `fib.rs::lookup`: asked without a length, `bpf_fib_lookup` checks the frame itself
-    /// against the underlay (`is_skb_forwardable`: MTU, Ethernet header and a VLAN tag), so a
-    /// frame longer than that (bytes after the IP packet) is refused. A GSO super-packet is not,
-    /// but a frame `explain` is given is never one. Whether the FIB has a route at all, only the
-    /// kernel can say; here it is assumed it has (the underlay reaches every node).
-    fn fib_takes(&mut self, frame_len: usize) -> Step<()> {
-        let longest = self.maps.node.underlay_mtu as usize + ETH_LEN + 4;
-        if frame_len <= longest {
+    /// `tunnel.rs::too_big`: the bytes after the Ethernet header (what the way out carries,
+    /// even past the IP packet's own length) must fit `mtu`, else a router's answer.
+    fn fits(&mut self, frame_len: usize, ip: &Ipv4Fields, mtu: u32, what: &str) -> Step<()> {
+        let carried = frame_len.saturating_sub(ETH_LEN) as u32;
+        if carried <= mtu {
             return Ok(());
         }
-        self.why.push(format!(
-            "the frame's {frame_len} bytes are more than the underlay takes ({longest}), so the kernel's FIB refuses it"
-        ));
-        Err(self.refuse(Reason::PassFibFailed))
+        self.why.push(format!("{carried} bytes do not fit {what} {mtu}"));
+        if !ip.dont_fragment() {
+            return Err(self.refuse(Reason::PassTooBig));
+        }
+        Err(act(
+            Reason::IcmpFragNeeded,
+            format!("ICMP fragmentation needed (mtu = {mtu}) sent back to {}", Ipv4Addr::from(ip.src)),
+        ))
     }
 
     /// `flow.rs::admit`: under `--trust kernel`, only an approved flow takes the fast path.
@@ -654,10 +674,10 @@ pub struct Question {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub arp: bool,
-    /// It arrives in a tunnel from this node on the underlay.
+    /// It arrives from this node on the underlay.
     pub from_underlay: Option<Ipv4Addr>,
-    /// That tunnel is VXLAN to this node's `vxlan.calico` (else IPIP).
-    pub vxlan: bool,
+    /// How it comes from the underlay (with `from_underlay`).
+    pub encap: Encap,
     /// The pod interface it arrives on (`--iface`); else the interface of SRC's pod, if any.
     pub ingress: Option<u32>,
     pub ttl: u8,
@@ -684,7 +704,7 @@ pub fn question_frame(q: &Question, maps: &Maps) -> (Program, Vec<u8>) {
     }
     let inner = tcp_packet(q);
     match q.from_underlay {
-        Some(node) if q.vxlan => {
+        Some(node) if q.encap == Encap::Vxlan => {
             let mut frame = ethernet(maps.node.node_mac, POD_SIDE_MAC, ETH_P_IP);
             let outer = OuterIpv4 {
                 src: node.octets(),
@@ -700,6 +720,11 @@ pub fn question_frame(q: &Question, maps: &Maps) -> (Program, Vec<u8>) {
             let encap =
                 vxlan::Encap { outer, source_port: 49152, config: sender, peer_mac: maps.node.vxlan.mac };
             frame.extend_from_slice(&vxlan::headers(&encap, q.size).unwrap_or([0; vxlan::OVERHEAD]));
+            frame.extend_from_slice(&inner);
+            (Program::FromUnderlay, frame)
+        }
+        Some(_) if q.encap == Encap::None => {
+            let mut frame = ethernet(maps.node.node_mac, POD_SIDE_MAC, ETH_P_IP);
             frame.extend_from_slice(&inner);
             (Program::FromUnderlay, frame)
         }
@@ -842,7 +867,7 @@ mod tests {
             underlay_mtu: 1500,
             flags: NODE_F_READY | NODE_F_VXLAN | flags,
             flow_idle_secs: 60,
-            _reserved: 0,
+            next_hop_generation: 0,
             vxlan: VxlanConfig {
                 ifindex: 9,
                 vni: 4096,
@@ -878,7 +903,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             arp: false,
             from_underlay: None,
-            vxlan: false,
+            encap: Encap::Ipip,
             ingress: None,
             ttl: 64,
             size: 84,
@@ -966,7 +991,7 @@ mod tests {
             .starts_with("ICMP fragmentation needed (mtu = 1450)"));
         let arriving = Question {
             from_underlay: Some("10.101.14.53".parse().unwrap()),
-            vxlan: true,
+            encap: Encap::Vxlan,
             ..ask("10.244.8.9", "10.244.40.36")
         };
         let out = explained(arriving);

@@ -159,7 +159,10 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         tables::route_entries(&tables::pinned_routes(dir)?)?.into_iter().collect();
     let mut drift = route_drift(&desired, &actual);
     let trust_kernel = agent.flags & AGENT_F_TRUST_KERNEL != 0;
-    drift.extend(node_drift(&node_config, &picture.node.config(trust_kernel, node_config.flow_idle_secs)));
+    drift.extend(node_drift(
+        &node_config,
+        &picture.node.config(trust_kernel, node_config.flow_idle_secs, node_config.next_hop_generation),
+    ));
 
     let desired_peers: BTreeSet<Ipv4Addr> = desired
         .values()

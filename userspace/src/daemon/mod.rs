@@ -8,6 +8,7 @@ pub mod ipip;
 pub mod kernel;
 pub mod metrics;
 pub mod netlink;
+pub mod next_hops;
 pub mod node;
 pub mod picture;
 pub mod reconcile;

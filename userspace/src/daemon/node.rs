@@ -26,9 +26,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// The programs' settings: this node, and `--trust`'s (`flow_idle_secs` matters only when
-    /// trusting the kernel).
-    pub fn config(&self, trust_kernel: bool, flow_idle_secs: u32) -> NodeConfig {
+    /// The programs' settings: this node, `--trust`'s (`flow_idle_secs` matters only when
+    /// trusting the kernel), and the generation of the programs' next-hop cache.
+    pub fn config(&self, trust_kernel: bool, flow_idle_secs: u32, next_hop_generation: u32) -> NodeConfig {
         let trust = if trust_kernel { NODE_F_TRUST_KERNEL } else { 0 };
         let vxlan = self.usable_vxlan();
         NodeConfig {
@@ -39,7 +39,7 @@ impl Node {
             underlay_mtu: self.mtu,
             flags: NODE_F_READY | trust | if vxlan.is_some() { NODE_F_VXLAN } else { 0 },
             flow_idle_secs,
-            _reserved: 0,
+            next_hop_generation,
             vxlan: vxlan.map(|d| d.config).unwrap_or_default(),
         }
     }
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(node.underlay.ifindex, 2);
         assert_eq!(node.underlay.addr, Ipv4Addr::new(10, 101, 14, 50));
         assert_eq!(node.underlay.gateway, Some(Ipv4Addr::new(10, 101, 14, 62)));
-        let config = node.config(false, 60);
+        let config = node.config(false, 60, 0);
         assert_eq!(config.node_ip, [10, 101, 14, 50]);
         assert_eq!(config.underlay_mtu, 1500);
         assert!(config.ready());

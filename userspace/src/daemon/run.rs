@@ -35,6 +35,7 @@ use crate::{
         kernel::{KernelState, Touched},
         metrics::{self, Metrics},
         netlink::{Event, LinkState, Netlink},
+        next_hops,
         node::{self, Node},
         picture::{self, Picture},
         routes::{self, Mapping, Prefix},
@@ -60,6 +61,8 @@ struct Daemon {
     /// `--trust kernel`, and how long an approval may idle.
     trust_kernel: bool,
     flow_idle_secs: u32,
+    /// The generation of the programs' next-hop cache (`NodeConfig::next_hop_generation`).
+    next_hop_generation: u32,
     ebpf: Ebpf,
     tables: Tables,
     /// The programs on every pod interface (ingress first) and on the underlay.
@@ -140,6 +143,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         netlink,
         trust_kernel,
         flow_idle_secs: args.flow_idle_timeout,
+        // Past whatever an earlier daemon left, so no next hop it cached counts as current.
+        next_hop_generation: tables.node().map_or(0, |n| n.next_hop_generation).wrapping_add(1),
         ebpf,
         tables,
         pods,
@@ -277,6 +282,8 @@ impl Daemon {
         if picture.node != self.node {
             self.set_node(picture.node);
         }
+        // Whatever events were lost, next hops are asked of the FIB again.
+        self.forget_next_hops();
         for link in &picture.links {
             let action = attach::on_link_present(&self.selector, &self.pod_names(), link_of(link));
             self.apply(action);
@@ -306,6 +313,12 @@ impl Daemon {
             log::warn!("netlink overflow: the kernel dropped events; resyncing from a full dump");
             return self.resync().await;
         }
+        let next_hops_may_change = next_hops::may_change(
+            &event,
+            self.node.underlay.ifindex,
+            &self.kernel.interfaces,
+            &self.selector.prefix,
+        );
         let (touched, query) = self.kernel.apply(&event, &self.selector.prefix);
         if let Some(query) = query {
             picture::learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
@@ -331,6 +344,9 @@ impl Daemon {
             | Event::NeighbourPresent(_)
             | Event::NeighbourGone(_)
             | Event::Overrun => {}
+        }
+        if next_hops_may_change {
+            self.forget_next_hops();
         }
         // A failed write is not fatal: the mirror of what was written only records successes,
         // so the next event's sync writes it again.
@@ -362,7 +378,16 @@ impl Daemon {
     }
 
     fn node_config(&self) -> NodeConfig {
-        self.node.config(self.trust_kernel, self.flow_idle_secs)
+        self.node.config(self.trust_kernel, self.flow_idle_secs, self.next_hop_generation)
+    }
+
+    /// Tell the programs that every next hop they cached may be stale (the underlay's
+    /// neighbours or routes changed): each is asked of the FIB again on its next packet.
+    fn forget_next_hops(&mut self) {
+        self.next_hop_generation = self.next_hop_generation.wrapping_add(1);
+        if let Err(e) = self.tables.set_node(&self.node_config()) {
+            log::warn!("{}", e.chain());
+        }
     }
 
     /// A changed underlay or `vxlan.calico`: the programs' settings follow (the routes through

@@ -105,6 +105,11 @@ impl Tables {
         self.agent.set(0, agent, 0).map_err(|source| Error::WriteMap { name: AGENT, source })
     }
 
+    /// This node's settings as the map holds them (an earlier daemon's, before the first write).
+    pub fn node(&self) -> Option<NodeConfig> {
+        self.node.get(&0, 0).ok()
+    }
+
     pub fn set_node(&mut self, config: &NodeConfig) -> Result<(), Error> {
         self.node.set(0, config, 0).map_err(|source| Error::WriteMap { name: NODE, source })
     }
