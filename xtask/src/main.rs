@@ -96,6 +96,9 @@ enum Task {
         /// How many of the hottest symbols to print.
         #[arg(long, default_value_t = 30)]
         top: usize,
+        /// Keep perf's data in this file, for `perf report -i FILE`.
+        #[arg(long, value_name = "FILE")]
+        data: Option<std::path::PathBuf>,
     },
     /// Build the seed's two-node cluster in namespaces, run fastpath on each node and show it work.
     Demo {
@@ -126,16 +129,19 @@ fn main() -> ExitCode {
             std::env::set_var("FASTPATH_BIN", bin);
             control_plane::run(quick)
         }),
-        Task::Profile { path, placement, workload, seconds, services, top } => setup::run().and_then(|()| {
-            profile::run(&profile::Request {
-                path,
-                placement,
-                workload,
-                seconds,
-                services: services as usize,
-                top,
+        Task::Profile { path, placement, workload, seconds, services, top, data } => {
+            setup::run().and_then(|()| {
+                profile::run(&profile::Request {
+                    path,
+                    placement,
+                    workload,
+                    seconds,
+                    services: services as usize,
+                    top,
+                    data,
+                })
             })
-        }),
+        }
         Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
     };
     match result {

@@ -46,6 +46,8 @@ pub struct Request {
     pub services: usize,
     /// Symbols to show.
     pub top: usize,
+    /// Keep perf's data here (for `perf report -i PATH`), instead of removing it.
+    pub data: Option<std::path::PathBuf>,
 }
 
 pub fn run(request: &Request) -> Result<()> {
@@ -62,7 +64,9 @@ pub fn run(request: &Request) -> Result<()> {
     };
     let _stats = BpfStats::enable()?;
     let runs_before = program_runs(&setup.daemons);
-    let data = std::env::temp_dir().join(format!("fastpath-profile-{}.data", std::process::id()));
+    let data = request.data.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("fastpath-profile-{}.data", std::process::id()))
+    });
     println!(
         "profile: {} {:?} node, {:?} for {} s, perf sampling every CPU",
         request.path.name(),
@@ -74,7 +78,14 @@ pub fn run(request: &Request) -> Result<()> {
         with_perf(&data, request.seconds, || workload(pair, request.workload, request.seconds))?;
     println!("{}", transactions.1);
     print!("{}", report(&data, request.top)?);
-    let _ = std::fs::remove_file(&data);
+    match &request.data {
+        Some(kept) => {
+            println!("perf data kept in {} (perf report -i {} -g caller)", kept.display(), kept.display())
+        }
+        None => {
+            let _ = std::fs::remove_file(&data);
+        }
+    }
     let runs_after = program_runs(&setup.daemons);
     for (program, (time_ns, runs)) in runs_after {
         let (time_before, runs_before) =
