@@ -72,6 +72,27 @@ impl FlowKey {
     pub const fn reversed(&self) -> Self {
         Self::new(self.dst, self.src, self.protocol, (self.dport, self.sport))
     }
+
+    /// A hash of this flow direction (every field mixed, then murmur3's finalizer), never 0:
+    /// what spreads flows over a tunnel's UDP source ports when the packet carries no hash of
+    /// its own. Far cheaper than the kernel's flow dissector, and as stable per flow.
+    pub const fn hash(&self) -> u32 {
+        let ports = (self.sport as u32) << 16 | self.dport as u32;
+        let mut h = u32::from_be_bytes(self.src)
+            ^ u32::from_be_bytes(self.dst).rotate_left(13)
+            ^ ports.rotate_left(7)
+            ^ (self.protocol as u32).wrapping_mul(0x9e37_79b9);
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+        if h == 0 {
+            1
+        } else {
+            h
+        }
+    }
 }
 
 /// The value of a flow table entry.
@@ -293,6 +314,24 @@ mod tests {
         assert_eq!(icmp_ports(&[8, 0, 0xab, 0xcd, 0x12, 0x34]), Some((0x1234, 0x1234)));
         assert_eq!(icmp_ports(&[0, 0, 0xab, 0xcd, 0x12, 0x34]), Some((0x1234, 0x1234)));
         assert_eq!(icmp_ports(&[3, 4, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn flow_hashes_are_stable_and_spread() {
+        let key = |sport| FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], 6, (sport, 80));
+        assert_eq!(key(40000).hash(), key(40000).hash());
+        let mut seen: [u32; 64] = [0; 64];
+        for (i, sport) in (40000..40064).enumerate() {
+            seen[i] = key(sport).hash();
+            assert_ne!(seen[i], 0);
+        }
+        // 64 flows over 16 buckets of their top bits (what scaling into a port range keeps).
+        let mut buckets = [0u32; 16];
+        for h in seen {
+            buckets[(h >> 28) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|b| *b <= 12), "{buckets:?}");
+        assert_ne!(key(40000).hash(), key(40000).reversed().hash());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{maps::FP_FLOWS, parse, stats::Outcome};
 
 /// The flow direction of the option-less IPv4 packet at `l3`, and what its TCP flags say.
 #[inline(always)]
-fn name(ctx: &TcContext, l3: usize, ip: &Ipv4Fields) -> Result<(FlowKey, Signal), Reason> {
+pub fn name(ctx: &TcContext, l3: usize, ip: &Ipv4Fields) -> Result<(FlowKey, Signal), Reason> {
     let l4 = l3 + HEADER_LEN;
     let (ports, signal) = match ip.protocol {
         PROTO_TCP => {

@@ -13,10 +13,11 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
-    helpers::{bpf_get_hash_recalc, bpf_get_prandom_u32},
+    helpers::bpf_get_prandom_u32,
     programs::TcContext,
 };
 use fastpath_common::{
+    flow::FlowKey,
     ipv4::{Ipv4Fields, OuterIpv4, HEADER_LEN, PROTO_UDP},
     maps::NodeConfig,
     tunnel::{Tunnel, VXLAN_OVERHEAD},
@@ -25,7 +26,7 @@ use fastpath_common::{
 };
 use network_types::eth::EthHdr;
 
-use crate::{fib, ip, parse, stats::Outcome, tunnel};
+use crate::{fib, flow, ip, parse, stats::Outcome, tunnel};
 
 /// Where the UDP header starts.
 const UDP: usize = EthHdr::LEN + HEADER_LEN;
@@ -87,10 +88,8 @@ fn encap_of(
     let tos: *const [u8; 2] = parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::PassIpv4Malformed)?;
     // SAFETY: bounds-checked by `header_mut`; byte 1 of the IPv4 header is its TOS.
     let inner_tos = unsafe { (*tos)[1] };
-    // The skb hash the kernel's vxlan would fold into the port (`udp_flow_src_port`): the
-    // sender's socket hash when it set one, else the flow dissector's over the inner headers.
-    // SAFETY: plain helper calls on our own context.
-    let (hash, id) = unsafe { (bpf_get_hash_recalc(ctx.skb.skb), bpf_get_prandom_u32()) };
+    // SAFETY: a plain helper call.
+    let id = unsafe { bpf_get_prandom_u32() };
     let outer = OuterIpv4 {
         src: node.node_ip,
         dst: next_hop,
@@ -103,8 +102,24 @@ fn encap_of(
         // `__ip_select_ident` makes it.
         id: id as u16,
     };
-    let source_port = vxlan::source_port(hash, config.port_min, config.port_max);
+    let source_port = vxlan::source_port(flow_hash(ctx, inner), config.port_min, config.port_max);
     Ok(Encap { outer, source_port, config, peer_mac })
+}
+
+/// The hash the UDP source port is folded from: the skb's own, as the kernel's vxlan takes it
+/// (`udp_flow_src_port`), when the sender's socket gave it one; else a hash of the inner flow
+/// ([`fastpath_common::flow::FlowKey::hash`]) rather than the kernel's flow dissector
+/// (`bpf_get_hash_recalc`), which cost 160 ns a packet here (`tests/examples/program_cost.rs`).
+#[inline(always)]
+fn flow_hash(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
+    // SAFETY: reading `hash` from the context is allowed for TC programs.
+    let hash = unsafe { (*ctx.skb.skb).hash };
+    if hash != 0 {
+        return hash;
+    }
+    let key = flow::name(ctx, EthHdr::LEN, inner)
+        .map_or(FlowKey::new(inner.src, inner.dst, inner.protocol, (0, 0)), |(key, _)| key);
+    key.hash()
 }
 
 /// Whether `outer`, to this node, is UDP to its `vxlan.calico`'s port (with room for the whole

@@ -75,19 +75,53 @@ impl Path {
         matches!(self, Path::CalicoNode | Path::FastpathDefault)
     }
 
-    /// The seed cluster as this path builds it (none for the limit).
-    fn cluster_spec(self) -> Option<ClusterSpec> {
-        let spec = match self {
-            Path::Limit => return None,
+    /// The seed cluster as this path builds it (none for the limit): Calico's IPIP-mode routes
+    /// (plain across nodes for the kernel, which has no ipip module here), or its VXLAN mode.
+    fn cluster_spec(self, mode: Mode) -> Option<ClusterSpec> {
+        let spec = match (self, mode) {
+            (Path::Limit, _) => return None,
             // proxy_arp on, as Calico's CNI sets it; under fastpath its ARP answer comes first.
-            Path::Kernel | Path::CalicoNode | Path::FastpathDefault => {
+            (Path::Kernel | Path::CalicoNode | Path::FastpathDefault, Mode::Ipip) => {
                 ClusterSpec { proxy_arp: true, ..ClusterSpec::seed() }
             }
-            Path::FastpathRoutes => ClusterSpec::seed_fastpath_only(),
+            (Path::Kernel | Path::CalicoNode | Path::FastpathDefault, Mode::Vxlan) => {
+                ClusterSpec { proxy_arp: true, ..ClusterSpec::seed().with_vxlan() }
+            }
+            (Path::FastpathRoutes, Mode::Ipip) => ClusterSpec::seed_fastpath_only(),
+            (Path::FastpathRoutes, Mode::Vxlan) => ClusterSpec::seed_vxlan_fastpath_only(),
         };
         Some(spec)
     }
 }
+
+/// Calico's two overlay modes, each a cluster of its own. In IPIP mode the kernel paths cross
+/// nodes plain (this kernel cannot decapsulate IPIP) and `fp-routes` encapsulates; in VXLAN mode
+/// every path crosses in VXLAN, the kernel's through its own `vxlan.calico`: like for like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Ipip,
+    Vxlan,
+}
+
+impl Mode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Ipip => "ipip",
+            Mode::Vxlan => "vxlan",
+        }
+    }
+
+    /// What a line about this mode's cluster adds to the path's name.
+    fn suffix(self) -> &'static str {
+        match self {
+            Mode::Ipip => "",
+            Mode::Vxlan => " (VXLAN mode)",
+        }
+    }
+}
+
+/// Where the two pods of a measurement are, as the table's rows name it.
+const PLACEMENTS: [&str; 3] = ["same node", "cross node", "cross VXLAN"];
 
 /// Two endpoints of one measurement: (namespace, address) of the client and of the server.
 pub(crate) struct Pair {
@@ -168,6 +202,7 @@ pub(crate) const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "
 #[derive(Clone, Debug, PartialEq)]
 struct ProgramCost {
     path: Path,
+    mode: Mode,
     program: &'static str,
     time_ns: u64,
     runs: u64,
@@ -184,8 +219,9 @@ pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Resu
     let paths: Vec<&str> = PATHS.iter().map(|p| p.name()).collect();
     println!(
         "bench: {} rounds of {} s per measurement, paths alternating: {}; calico-node and fp-default carry the \
-         calico-node ruleset ({} services); across nodes the kernel paths and fp-default route plain (this kernel \
-         has no ipip module), fp-routes encapsulates in IPIP",
+         calico-node ruleset ({} services); in Calico's IPIP mode the kernel paths and fp-default cross nodes \
+         plain (this kernel has no ipip module) and fp-routes in IPIP; in its VXLAN mode (cross VXLAN) every path \
+         crosses in VXLAN, the kernel through its own vxlan.calico",
         options.rounds,
         options.seconds,
         paths.join(", "),
@@ -198,53 +234,42 @@ pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Resu
     let stats = BpfStats::enable()?;
     for round in 1..=options.rounds {
         for path in PATHS {
-            let setup = setup(path, &options)?;
-            if let Some(ruleset) = setup.ruleset.as_ref().filter(|_| !ruleset_shown) {
-                eprintln!("\r\x1b[2Kbench: the calico-node ruleset on each node: {ruleset}");
-                ruleset_shown = true;
-            }
-            for (placement, pair) in
-                [("same node", Some(&setup.same_node)), ("cross node", setup.cross_node.as_ref())]
-            {
-                let Some(pair) = pair else { continue };
-                let progress = |what: &str| {
-                    eprint!(
-                        "\r\x1b[2Kbench: round {round}/{}: {}, {placement}: {what}",
-                        options.rounds,
-                        path.name()
-                    )
+            for mode in [Mode::Ipip, Mode::Vxlan] {
+                // VXLAN changes nothing between two pods of one node, and the limit has no nodes.
+                if mode == Mode::Vxlan && path == Path::Limit {
+                    continue;
+                }
+                let setup = setup(path, &options, mode)?;
+                if let Some(ruleset) = setup.ruleset.as_ref().filter(|_| !ruleset_shown) {
+                    eprintln!("\r\x1b[2Kbench: the calico-node ruleset on each node: {ruleset}");
+                    ruleset_shown = true;
+                }
+                let pairs = match mode {
+                    Mode::Ipip => {
+                        [(PLACEMENTS[0], Some(&setup.same_node)), (PLACEMENTS[1], setup.cross_node.as_ref())]
+                    }
+                    Mode::Vxlan => [(PLACEMENTS[2], setup.cross_node.as_ref()), (PLACEMENTS[2], None)],
                 };
-                let mut push = |measure, value| samples.push(Sample { path, placement, measure, value });
-                progress("TCP, 1 stream");
-                let (gbits, cpu_per_gb) = iperf_tcp(pair, 1, options.seconds)?;
-                push(Measure::Tcp1, gbits);
-                push(Measure::CpuPerGb, cpu_per_gb);
-                progress("TCP, 4 streams");
-                push(Measure::Tcp4, iperf_tcp(pair, 4, options.seconds)?.0);
-                progress("UDP, 64-byte payloads");
-                push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
-                let duration = Duration::from_secs(u64::from(options.seconds));
-                progress("TCP request/response, 1 byte");
-                let rr =
-                    traffic::tcp_request_response(&pair.client.0, &pair.server.0, pair.server.1, duration)?;
-                push(Measure::RequestResponse, rr.per_second() / 1e3);
-                push(Measure::LatencyP50, rr.percentile_us(0.50));
-                push(Measure::LatencyP99, rr.percentile_us(0.99));
-                progress("TCP connect/request/response, 1 byte");
-                let crr = traffic::tcp_connect_request_response(
-                    &pair.client.0,
-                    &pair.server.0,
-                    pair.server.1,
-                    duration,
-                )?;
-                push(Measure::ConnectRate, crr.per_second() / 1e3);
-            }
-            for daemon in &setup.daemons {
-                verdicts.push((path, daemon.counters()?));
-                for program in PROGRAMS {
-                    for id in daemon.attached_prog_ids(program) {
-                        if let Some((time_ns, runs)) = program_run_time(id) {
-                            program_costs.push(ProgramCost { path, program, time_ns, runs });
+                for (placement, pair) in pairs {
+                    let Some(pair) = pair else { continue };
+                    let progress = |what: &str| {
+                        eprint!(
+                            "\r\x1b[2Kbench: round {round}/{}: {}, {placement}: {what}",
+                            options.rounds,
+                            path.name()
+                        )
+                    };
+                    measure(pair, &options, progress, &mut |measure, value| {
+                        samples.push(Sample { path, placement, measure, value })
+                    })?;
+                }
+                for daemon in &setup.daemons {
+                    verdicts.push((path, daemon.counters()?));
+                    for program in PROGRAMS {
+                        for id in daemon.attached_prog_ids(program) {
+                            if let Some((time_ns, runs)) = program_run_time(id) {
+                                program_costs.push(ProgramCost { path, mode, program, time_ns, runs });
+                            }
                         }
                     }
                 }
@@ -257,9 +282,10 @@ pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Resu
     let costs = per_packet_costs(&program_costs);
     for cost in &costs {
         println!(
-            "{} {}: {:.0} ns per packet over {} packets (kernel.bpf_stats_enabled run time)",
+            "{} {}{}: {:.0} ns per packet over {} packets (kernel.bpf_stats_enabled run time)",
             cost.path.name(),
             cost.program,
+            cost.mode.suffix(),
             cost.time_ns as f64 / cost.runs as f64,
             cost.runs
         );
@@ -280,6 +306,33 @@ pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Resu
     decision_costs(quick)
 }
 
+/// Every measure between the pods of `pair`, each pushed as it is taken.
+fn measure(
+    pair: &Pair,
+    options: &Options,
+    progress: impl Fn(&str),
+    push: &mut dyn FnMut(Measure, f64),
+) -> Result<()> {
+    progress("TCP, 1 stream");
+    let (gbits, cpu_per_gb) = iperf_tcp(pair, 1, options.seconds)?;
+    push(Measure::Tcp1, gbits);
+    push(Measure::CpuPerGb, cpu_per_gb);
+    progress("TCP, 4 streams");
+    push(Measure::Tcp4, iperf_tcp(pair, 4, options.seconds)?.0);
+    progress("UDP, 64-byte payloads");
+    push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
+    let duration = Duration::from_secs(u64::from(options.seconds));
+    progress("TCP request/response, 1 byte");
+    let rr = traffic::tcp_request_response(&pair.client.0, &pair.server.0, pair.server.1, duration)?;
+    push(Measure::RequestResponse, rr.per_second() / 1e3);
+    push(Measure::LatencyP50, rr.percentile_us(0.50));
+    push(Measure::LatencyP99, rr.percentile_us(0.99));
+    progress("TCP connect/request/response, 1 byte");
+    let crr = traffic::tcp_connect_request_response(&pair.client.0, &pair.server.0, pair.server.1, duration)?;
+    push(Measure::ConnectRate, crr.per_second() / 1e3);
+    Ok(())
+}
+
 /// Each decision's own cost, through BPF_PROG_TEST_RUN (`tests/examples/program_cost.rs`).
 fn decision_costs(quick: bool) -> Result<()> {
     let example = build::example("program_cost")?;
@@ -287,8 +340,8 @@ fn decision_costs(quick: bool) -> Result<()> {
     crate::shell::run(Command::new(example).env("FASTPATH_COST_RUNS", runs))
 }
 
-pub(crate) fn setup(path: Path, options: &Options) -> Result<Setup> {
-    let Some(mut spec) = path.cluster_spec() else { return setup_limit() };
+pub(crate) fn setup(path: Path, options: &Options, mode: Mode) -> Result<Setup> {
+    let Some(mut spec) = path.cluster_spec(mode) else { return setup_limit() };
     spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
     let cluster = Cluster::build("bench", &spec)?;
     // The rules go in before the daemon starts, as on a node where Calico and kube-proxy run
@@ -536,11 +589,11 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
         )
     };
     let mut rows = Vec::new();
-    for placement in ["same node", "cross node"] {
+    for placement in PLACEMENTS {
         for measure in Measure::ALL {
-            // One veth is the limit for both placements.
+            // One veth is the limit for every placement.
             let medians = PATHS
-                .map(|path| med(path, measure, if path == Path::Limit { "same node" } else { placement }));
+                .map(|path| med(path, measure, if path == Path::Limit { PLACEMENTS[0] } else { placement }));
             let row = Row { measure, placement, medians };
             if PATHS.iter().any(|p| *p != Path::Limit && row.median(*p).is_some()) {
                 rows.push(row);
@@ -554,7 +607,8 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
 fn per_packet_costs(costs: &[ProgramCost]) -> Vec<ProgramCost> {
     let mut totals: Vec<ProgramCost> = Vec::new();
     for cost in costs {
-        match totals.iter_mut().find(|t| t.path == cost.path && t.program == cost.program) {
+        match totals.iter_mut().find(|t| (t.path, t.mode, t.program) == (cost.path, cost.mode, cost.program))
+        {
             Some(total) => {
                 total.time_ns += cost.time_ns;
                 total.runs += cost.runs;
@@ -567,7 +621,15 @@ fn per_packet_costs(costs: &[ProgramCost]) -> Vec<ProgramCost> {
 }
 
 /// The verdicts that carry a pod's packet on the fast path.
-const FAST_PATH: [&str; 4] = ["redirected_local", "encapsulated", "routed_underlay", "decapsulated"];
+const FAST_PATH: [&str; 7] = [
+    "redirected_local",
+    "encapsulated",
+    "encapsulated_vxlan",
+    "routed_underlay",
+    "decapsulated",
+    "decapsulated_vxlan",
+    "routed_from_underlay",
+];
 
 /// What the ingress programs did with the packets they saw, over `counters` (every daemon of
 /// a path, every round): the share the fast path carried, then every verdict with packets,
@@ -595,13 +657,13 @@ fn verdict_summary(counters: &[&Counters]) -> String {
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut out = format!("{:<24} {:<10}", "measure", "pods");
+    let mut out = format!("{:<24} {:<11}", "measure", "pods");
     for column in &COLUMNS {
         out.push_str(&format!(" {:>width$}", column.heading, width = column.width));
     }
     out.push('\n');
     for r in rows {
-        out.push_str(&format!("{:<24} {:<10}", r.measure.name(), r.placement));
+        out.push_str(&format!("{:<24} {:<11}", r.measure.name(), r.placement));
         for (column, value) in COLUMNS.iter().zip(r.values()) {
             let cell = value.map_or("-".to_string(), |v| match column.value {
                 Value::Ratio(..) => format!("{v:.2}x"),
@@ -633,6 +695,7 @@ fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
         .map(|c| {
             serde_json::json!({
                 "path": c.path.name(),
+                "mode": c.mode.name(),
                 "program": c.program,
                 "ns_per_packet": c.time_ns as f64 / c.runs as f64,
                 "packets": c.runs,
@@ -692,8 +755,13 @@ mod tests {
             "limit for both: {t}"
         );
         let options = Options { rounds: 3, seconds: 3, services: 1000 };
-        let costs =
-            [ProgramCost { path: Path::FastpathDefault, program: "from_pod", time_ns: 3000, runs: 20 }];
+        let costs = [ProgramCost {
+            path: Path::FastpathDefault,
+            mode: Mode::Ipip,
+            program: "from_pod",
+            time_ns: 3000,
+            runs: 20,
+        }];
         let json: serde_json::Value = serde_json::from_str(&to_json(&rows, &costs, &options)).unwrap();
         assert_eq!(json["services"], 1000);
         assert_eq!(json["results"][0]["fastpath_default_per_calico_node"], 1.875);
@@ -741,20 +809,25 @@ mod tests {
 
     #[test]
     fn only_the_default_mode_path_shares_the_calico_node_paths_cluster_and_rules() {
-        let calico = Path::CalicoNode.cluster_spec().unwrap();
-        let default = Path::FastpathDefault.cluster_spec().unwrap();
-        assert_eq!(format!("{calico:?}"), format!("{default:?}"), "the daemon must be the only difference");
+        for mode in [Mode::Ipip, Mode::Vxlan] {
+            let calico = Path::CalicoNode.cluster_spec(mode).unwrap();
+            let default = Path::FastpathDefault.cluster_spec(mode).unwrap();
+            assert_eq!(format!("{calico:?}"), format!("{default:?}"), "the daemon must be the only difference");
+            let kernel = Path::Kernel.cluster_spec(mode).unwrap();
+            assert_eq!(format!("{kernel:?}"), format!("{calico:?}"), "and the rules, on the kernel paths");
+        }
         assert!(Path::CalicoNode.has_ruleset() && Path::FastpathDefault.has_ruleset());
         assert!(!Path::Kernel.has_ruleset() && !Path::FastpathRoutes.has_ruleset());
         assert_eq!(Path::CalicoNode.daemon_args(), None);
         assert_eq!(Path::FastpathDefault.daemon_args(), Some(&["--trust", "kernel"][..]));
         assert_eq!(Path::FastpathRoutes.daemon_args(), Some(&["--trust", "routes"][..]));
-        assert!(Path::Limit.cluster_spec().is_none());
+        assert!(Path::Limit.cluster_spec(Mode::Ipip).is_none());
     }
 
     #[test]
     fn program_costs_add_up_per_path_and_program() {
-        let cost = |path, program, time_ns, runs| ProgramCost { path, program, time_ns, runs };
+        let cost =
+            |path, program, time_ns, runs| ProgramCost { path, mode: Mode::Ipip, program, time_ns, runs };
         let totals = per_packet_costs(&[
             cost(Path::FastpathDefault, "from_pod", 100, 1),
             cost(Path::FastpathDefault, "from_pod", 500, 3),

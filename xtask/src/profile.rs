@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use fastpath_tests::traffic;
 
 use crate::{
-    bench::{self, BpfStats, Options, Pair, Path},
+    bench::{self, BpfStats, Mode, Options, Pair, Path},
     build,
 };
 
@@ -28,6 +28,8 @@ pub enum Workload {
     Crr,
     /// One TCP stream (iperf3).
     Stream,
+    /// Four TCP streams (iperf3).
+    Streams4,
     /// UDP, 64-byte payloads, unthrottled (iperf3).
     Udp,
 }
@@ -35,7 +37,10 @@ pub enum Workload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Placement {
     Same,
+    /// Across nodes in Calico's IPIP mode (plain for the kernel paths, which cannot do IPIP here).
     Cross,
+    /// Across nodes in Calico's VXLAN mode.
+    CrossVxlan,
 }
 
 pub struct Request {
@@ -57,10 +62,13 @@ pub fn run(request: &Request) -> Result<()> {
     let bin = build::daemon(true)?;
     std::env::set_var("FASTPATH_BIN", &bin);
     let options = Options { rounds: 1, seconds: request.seconds, services: request.services };
-    let setup = bench::setup(request.path, &options)?;
+    let mode = if request.placement == Placement::CrossVxlan { Mode::Vxlan } else { Mode::Ipip };
+    let setup = bench::setup(request.path, &options, mode)?;
     let pair = match request.placement {
         Placement::Same => &setup.same_node,
-        Placement::Cross => setup.cross_node.as_ref().context("the limit path has no second node")?,
+        Placement::Cross | Placement::CrossVxlan => {
+            setup.cross_node.as_ref().context("the limit path has no second node")?
+        }
     };
     let _stats = BpfStats::enable()?;
     let runs_before = program_runs(&setup.daemons);
@@ -150,8 +158,9 @@ fn workload(pair: &Pair, workload: Workload, seconds: u32) -> Result<(Option<u64
             let crr = traffic::tcp_connect_request_response(client, server, pair.server.1, duration)?;
             (Some(crr.transactions), format!("{:.2} k connections/s", crr.per_second() / 1e3))
         }
-        Workload::Stream => {
-            let (gbits, cpu) = bench::iperf_tcp(pair, 1, seconds)?;
+        Workload::Stream | Workload::Streams4 => {
+            let streams = if workload == Workload::Stream { 1 } else { 4 };
+            let (gbits, cpu) = bench::iperf_tcp(pair, streams, seconds)?;
             (None, format!("{gbits:.2} Gbit/s, {cpu:.2} CPU s per GB"))
         }
         Workload::Udp => {
