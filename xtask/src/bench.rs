@@ -208,13 +208,13 @@ struct ProgramCost {
     runs: u64,
 }
 
-pub fn run(quick: bool, services: usize, json: Option<&std::path::Path>) -> Result<()> {
+pub fn run(quick: bool, rounds: usize, services: usize, json: Option<&std::path::Path>) -> Result<()> {
     if !crate::shell::is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
     }
     let bin = build::daemon(true)?;
     std::env::set_var("FASTPATH_BIN", &bin);
-    let (rounds, seconds) = if quick { (1, 1) } else { (3, 3) };
+    let (rounds, seconds) = if quick { (1, 1) } else { (rounds, 3) };
     let options = Options { rounds, seconds, services };
     let paths: Vec<&str> = PATHS.iter().map(|p| p.name()).collect();
     println!(
@@ -812,7 +812,11 @@ mod tests {
         for mode in [Mode::Ipip, Mode::Vxlan] {
             let calico = Path::CalicoNode.cluster_spec(mode).unwrap();
             let default = Path::FastpathDefault.cluster_spec(mode).unwrap();
-            assert_eq!(format!("{calico:?}"), format!("{default:?}"), "the daemon must be the only difference");
+            assert_eq!(
+                format!("{calico:?}"),
+                format!("{default:?}"),
+                "the daemon must be the only difference"
+            );
             let kernel = Path::Kernel.cluster_spec(mode).unwrap();
             assert_eq!(format!("{kernel:?}"), format!("{calico:?}"), "and the rules, on the kernel paths");
         }

@@ -58,6 +58,10 @@ enum Task {
         /// One short round: a smoke test, not a measurement.
         #[arg(long)]
         quick: bool,
+        /// Rounds of every path (each measure's figure is the median over them).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20),
+              conflicts_with_all = ["quick", "control_plane"])]
+        rounds: u32,
         /// Services (kube-proxy rules) in the calico-node ruleset.
         #[arg(
             long,
@@ -114,36 +118,35 @@ enum Task {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.task {
-        Task::Setup => setup::run(),
-        Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
-        Task::Image => setup::image().and_then(|()| image::build().map(drop)),
-        Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
-        Task::Test => setup::run().and_then(|()| build::test()),
-        Task::Lint => setup::run().and_then(|()| build::lint()),
-        Task::Bench { quick, control_plane: false, services, json } => {
-            setup::run().and_then(|()| bench::run(quick, services as usize, json.as_deref()))
-        }
-        Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
-            let bin = build::daemon(true)?;
-            std::env::set_var("FASTPATH_BIN", bin);
-            control_plane::run(quick)
-        }),
-        Task::Profile { path, placement, workload, seconds, services, top, data } => {
-            setup::run().and_then(|()| {
-                profile::run(&profile::Request {
-                    path,
-                    placement,
-                    workload,
-                    seconds,
-                    services: services as usize,
-                    top,
-                    data,
-                })
-            })
-        }
-        Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
-    };
+    let result =
+        match cli.task {
+            Task::Setup => setup::run(),
+            Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
+            Task::Image => setup::image().and_then(|()| image::build().map(drop)),
+            Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
+            Task::Test => setup::run().and_then(|()| build::test()),
+            Task::Lint => setup::run().and_then(|()| build::lint()),
+            Task::Bench { quick, control_plane: false, rounds, services, json } => setup::run()
+                .and_then(|()| bench::run(quick, rounds as usize, services as usize, json.as_deref())),
+            Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
+                let bin = build::daemon(true)?;
+                std::env::set_var("FASTPATH_BIN", bin);
+                control_plane::run(quick)
+            }),
+            Task::Profile { path, placement, workload, seconds, services, top, data } => setup::run()
+                .and_then(|()| {
+                    profile::run(&profile::Request {
+                        path,
+                        placement,
+                        workload,
+                        seconds,
+                        services: services as usize,
+                        top,
+                        data,
+                    })
+                }),
+            Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
