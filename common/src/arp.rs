@@ -30,6 +30,21 @@ pub struct ArpFields {
     pub tpa: [u8; 4],
 }
 
+impl ArpFields {
+    /// The fields of an Ethernet/IPv4 ARP packet's 28 bytes (RFC 826 order).
+    pub const fn parse(a: &[u8; ARP_IPV4_LEN]) -> Self {
+        Self {
+            htype: u16::from_be_bytes([a[0], a[1]]),
+            ptype: u16::from_be_bytes([a[2], a[3]]),
+            hlen: a[4],
+            plen: a[5],
+            op: u16::from_be_bytes([a[6], a[7]]),
+            spa: [a[14], a[15], a[16], a[17]],
+            tpa: [a[24], a[25], a[26], a[27]],
+        }
+    }
+}
+
 /// Decide whether an ARP frame from a pod gets our reply.
 ///
 /// `Ok(())` means answer it; `Err(reason)` means hand it to the kernel unchanged, for that reason.

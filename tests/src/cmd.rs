@@ -12,7 +12,8 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
     stdout_if_ok(output(program, args)?, || format!("`{program} {}`", args.join(" ")))
 }
 
-fn stdout_if_ok(out: Output, what: impl FnOnce() -> String) -> Result<String> {
+/// `out`'s stdout, or an error naming `what` failed, with its exit status and stderr.
+pub fn stdout_if_ok(out: Output, what: impl FnOnce() -> String) -> Result<String> {
     if !out.status.success() {
         bail!("{} failed ({}): {}", what(), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::names;
+use crate::{cmd, names};
 
 /// The OCI runtime every container here runs under.
 pub const RUNTIME: &str = "runc";
@@ -67,16 +67,7 @@ impl Podman {
 
     /// Run `podman ARGS`; fail unless it exits 0; return its stdout.
     pub fn run(&self, args: &[&str]) -> Result<String> {
-        let out = self.output(args)?;
-        if !out.status.success() {
-            bail!(
-                "`podman {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        cmd::stdout_if_ok(self.output(args)?, || format!("`podman {}`", args.join(" ")))
     }
 
     /// The seccomp profile podman applies when asked for none: its own default, as the

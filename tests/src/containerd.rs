@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    child,
+    child, cmd,
     container::{RunSpec, Seccomp},
     names, wait,
 };
@@ -105,16 +105,7 @@ impl Containerd {
 
     /// `ctr --namespace k8s.io ARGS`; fail unless it exits 0; return its stdout.
     pub fn ctr(&self, args: &[&str]) -> Result<String> {
-        let out = self.ctr_output(args)?;
-        if !out.status.success() {
-            bail!(
-                "`ctr {}` failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        cmd::stdout_if_ok(self.ctr_output(args)?, || format!("`ctr {}`", args.join(" ")))
     }
 
     /// The arguments after `ctr run` for `spec`, whose image's entrypoint is `entrypoint`.

@@ -43,17 +43,8 @@ fn is_valid_arp_request(frame: &[u8]) -> bool {
     if frame.len() < 42 || frame[12..14] != ETH_P_ARP.to_be_bytes() {
         return false;
     }
-    let a = &frame[14..42];
-    let fields = ArpFields {
-        htype: u16::from_be_bytes([a[0], a[1]]),
-        ptype: u16::from_be_bytes([a[2], a[3]]),
-        hlen: a[4],
-        plen: a[5],
-        op: u16::from_be_bytes([a[6], a[7]]),
-        spa: [a[14], a[15], a[16], a[17]],
-        tpa: [a[24], a[25], a[26], a[27]],
-    };
-    classify_request(&fields).is_ok()
+    let a: &[u8; 28] = frame[14..42].try_into().expect("28 bytes");
+    classify_request(&ArpFields::parse(a)).is_ok()
 }
 
 fn is_arp_reply(frame: &[u8]) -> bool {

@@ -20,7 +20,7 @@ use crate::build;
 
 /// The ways a packet can go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Path {
+pub enum Path {
     /// Two namespaces joined by one veth pair: no routing at all.
     #[value(name = "limit")]
     Limit,
@@ -208,7 +208,19 @@ struct ProgramCost {
     runs: u64,
 }
 
-pub fn run(quick: bool, rounds: usize, services: usize, json: Option<&std::path::Path>) -> Result<()> {
+/// What `cargo xtask bench` is asked for.
+pub struct Request {
+    pub quick: bool,
+    pub rounds: usize,
+    /// The paths to measure; none means every one.
+    pub paths: Vec<Path>,
+    pub services: usize,
+}
+
+pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
+    let Request { quick, rounds, services, .. } = *request;
+    let paths: Vec<Path> =
+        PATHS.into_iter().filter(|p| request.paths.is_empty() || request.paths.contains(p)).collect();
     if !crate::shell::is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
     }
@@ -216,7 +228,7 @@ pub fn run(quick: bool, rounds: usize, services: usize, json: Option<&std::path:
     std::env::set_var("FASTPATH_BIN", &bin);
     let (rounds, seconds) = if quick { (1, 1) } else { (rounds, 3) };
     let options = Options { rounds, seconds, services };
-    let paths: Vec<&str> = PATHS.iter().map(|p| p.name()).collect();
+    let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
     println!(
         "bench: {} rounds of {} s per measurement, paths alternating: {}; calico-node and fp-default carry the \
          calico-node ruleset ({} services); in Calico's IPIP mode the kernel paths and fp-default cross nodes \
@@ -224,7 +236,7 @@ pub fn run(quick: bool, rounds: usize, services: usize, json: Option<&std::path:
          crosses in VXLAN, the kernel through its own vxlan.calico",
         options.rounds,
         options.seconds,
-        paths.join(", "),
+        names.join(", "),
         options.services
     );
     let mut samples = Vec::new();
@@ -233,7 +245,7 @@ pub fn run(quick: bool, rounds: usize, services: usize, json: Option<&std::path:
     let mut ruleset_shown = false;
     let stats = BpfStats::enable()?;
     for round in 1..=options.rounds {
-        for path in PATHS {
+        for &path in &paths {
             for mode in [Mode::Ipip, Mode::Vxlan] {
                 // VXLAN changes nothing between two pods of one node, and the limit has no nodes.
                 if mode == Mode::Vxlan && path == Path::Limit {

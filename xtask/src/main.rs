@@ -62,6 +62,10 @@ enum Task {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20),
               conflicts_with_all = ["quick", "control_plane"])]
         rounds: u32,
+        /// Only these paths (comma-separated; default every one), for a row the others would not
+        /// change, such as a larger ruleset's.
+        #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "control_plane")]
+        paths: Vec<bench::Path>,
         /// Services (kube-proxy rules) in the calico-node ruleset.
         #[arg(
             long,
@@ -126,8 +130,12 @@ fn main() -> ExitCode {
             Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
             Task::Test => setup::run().and_then(|()| build::test()),
             Task::Lint => setup::run().and_then(|()| build::lint()),
-            Task::Bench { quick, control_plane: false, rounds, services, json } => setup::run()
-                .and_then(|()| bench::run(quick, rounds as usize, services as usize, json.as_deref())),
+            Task::Bench { quick, control_plane: false, rounds, paths, services, json } => setup::run()
+                .and_then(|()| {
+                    let request =
+                        bench::Request { quick, rounds: rounds as usize, paths, services: services as usize };
+                    bench::run(&request, json.as_deref())
+                }),
             Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
                 let bin = build::daemon(true)?;
                 std::env::set_var("FASTPATH_BIN", bin);

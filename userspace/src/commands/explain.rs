@@ -137,18 +137,12 @@ impl Walk<'_, '_> {
     }
 
     fn arp(&mut self, frame: &[u8]) -> Step<End> {
-        let Some(a) = frame.get(ETH_LEN..ETH_LEN + ARP_IPV4_LEN) else {
+        let Some(a) =
+            frame.get(ETH_LEN..ETH_LEN + ARP_IPV4_LEN).and_then(|a| <&[u8; ARP_IPV4_LEN]>::try_from(a).ok())
+        else {
             return Err(self.refuse(Reason::PassArpMalformed));
         };
-        let fields = ArpFields {
-            htype: u16::from_be_bytes([a[0], a[1]]),
-            ptype: u16::from_be_bytes([a[2], a[3]]),
-            hlen: a[4],
-            plen: a[5],
-            op: u16::from_be_bytes([a[6], a[7]]),
-            spa: [a[14], a[15], a[16], a[17]],
-            tpa: [a[24], a[25], a[26], a[27]],
-        };
+        let fields = ArpFields::parse(a);
         arp::classify_request(&fields).map_err(|reason| self.refuse(reason))?;
         let (asker, target) = (Ipv4Addr::from(fields.spa), Ipv4Addr::from(fields.tpa));
         self.why.push(format!(

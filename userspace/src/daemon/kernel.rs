@@ -187,7 +187,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::daemon::routes::{RouteKindOf, MAIN_TABLE};
 
     fn cali(index: u32, up: bool, peer: Option<(i32, u32)>) -> LinkState {
         LinkState {
@@ -202,16 +201,7 @@ mod tests {
     }
 
     fn pod_route(oif: u32) -> KernelRoute {
-        KernelRoute {
-            dst: Ipv4Addr::new(10, 244, 40, oif as u8),
-            prefix_len: 32,
-            kind: RouteKindOf::Unicast,
-            table: MAIN_TABLE,
-            priority: 0,
-            tos: 0,
-            oif: Some(oif),
-            gateway: None,
-        }
+        KernelRoute::main_unicast(Ipv4Addr::new(10, 244, 40, oif as u8), 32, Some(oif), None)
     }
 
     #[test]

@@ -43,7 +43,7 @@ mod tests {
     use super::*;
     use crate::daemon::{
         netlink::{LinkState, Neighbour},
-        routes::{KernelRoute, RouteKindOf, MAIN_TABLE},
+        routes::KernelRoute,
     };
 
     const ETH0: u32 = 2;
@@ -68,16 +68,7 @@ mod tests {
     }
 
     fn route(dst: [u8; 4], prefix_len: u8, oif: u32) -> KernelRoute {
-        KernelRoute {
-            dst: dst.into(),
-            prefix_len,
-            kind: RouteKindOf::Unicast,
-            table: MAIN_TABLE,
-            priority: 0,
-            tos: 0,
-            oif: Some(oif),
-            gateway: None,
-        }
+        KernelRoute::main_unicast(dst.into(), prefix_len, Some(oif), None)
     }
 
     fn changes(event: Event) -> bool {

@@ -124,7 +124,6 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::daemon::routes::RouteKindOf;
 
     fn eth0() -> LinkState {
         LinkState {
@@ -143,16 +142,7 @@ mod tests {
     }
 
     fn default_route() -> KernelRoute {
-        KernelRoute {
-            dst: Ipv4Addr::UNSPECIFIED,
-            prefix_len: 0,
-            kind: RouteKindOf::Unicast,
-            table: MAIN_TABLE,
-            priority: 0,
-            tos: 0,
-            oif: Some(2),
-            gateway: Some(Ipv4Addr::new(10, 101, 14, 62)),
-        }
+        KernelRoute::main_unicast(Ipv4Addr::UNSPECIFIED, 0, Some(2), Some(Ipv4Addr::new(10, 101, 14, 62)))
     }
 
     #[test]

@@ -58,6 +58,20 @@ pub struct RouteId {
 }
 
 impl KernelRoute {
+    /// A unicast route of the main table, metric 0, TOS 0: what Calico's routes are.
+    pub fn main_unicast(dst: Ipv4Addr, prefix_len: u8, oif: Option<u32>, gateway: Option<Ipv4Addr>) -> Self {
+        Self {
+            dst,
+            prefix_len,
+            kind: RouteKindOf::Unicast,
+            table: MAIN_TABLE,
+            priority: 0,
+            tos: 0,
+            oif,
+            gateway,
+        }
+    }
+
     pub fn id(&self) -> RouteId {
         RouteId {
             dst: self.dst,
@@ -202,16 +216,7 @@ mod tests {
     };
 
     fn route(dst: [u8; 4], len: u8, oif: Option<u32>, gateway: Option<[u8; 4]>) -> KernelRoute {
-        KernelRoute {
-            dst: dst.into(),
-            prefix_len: len,
-            kind: RouteKindOf::Unicast,
-            table: MAIN_TABLE,
-            priority: 0,
-            tos: 0,
-            oif,
-            gateway: gateway.map(Ipv4Addr::from),
-        }
+        KernelRoute::main_unicast(dst.into(), len, oif, gateway.map(Ipv4Addr::from))
     }
 
     fn mapping<'a>(interfaces: &'a HashMap<u32, Interface>, ipip: EncapMode) -> Mapping<'a> {
