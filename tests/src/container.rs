@@ -538,6 +538,34 @@ impl Drop for ProfileFile {
     }
 }
 
+/// A spec as the container tests read one from the manifest, for the unit tests of what each
+/// runtime makes of it.
+#[cfg(test)]
+pub(crate) fn sample_spec() -> RunSpec {
+    RunSpec {
+        name: "n".into(),
+        image: "localhost/fastpath:0.1.0".into(),
+        entrypoint: None,
+        args: vec!["run".into()],
+        env: vec![("FASTPATH_TRUST".into(), "routes".into())],
+        netns: Some("node1".into()),
+        privileged: false,
+        cap_drop: vec!["ALL".into()],
+        cap_add: vec!["BPF".into(), "NET_ADMIN".into()],
+        read_only_root: true,
+        no_new_privileges: true,
+        seccomp: Seccomp::RuntimeDefault,
+        mounts: vec![Mount {
+            source: "/run/t/bpffs".into(),
+            target: "/sys/fs/bpf".into(),
+            read_only: false,
+            propagation: "rslave",
+        }],
+        memory_limit: Some(268_435_456),
+        stop_timeout: Some(30),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,28 +647,7 @@ mod tests {
 
     #[test]
     fn the_spec_becomes_podman_flags() {
-        let spec = RunSpec {
-            name: "n".into(),
-            image: "localhost/fastpath:0.1.0".into(),
-            entrypoint: None,
-            args: vec!["run".into()],
-            env: vec![("FASTPATH_TRUST".into(), "routes".into())],
-            netns: Some("node1".into()),
-            privileged: false,
-            cap_drop: vec!["ALL".into()],
-            cap_add: vec!["BPF".into(), "NET_ADMIN".into()],
-            read_only_root: true,
-            no_new_privileges: true,
-            seccomp: Seccomp::Profile("/p.json".into()),
-            mounts: vec![Mount {
-                source: "/run/t/bpffs".into(),
-                target: "/sys/fs/bpf".into(),
-                read_only: false,
-                propagation: "rslave",
-            }],
-            memory_limit: Some(268_435_456),
-            stop_timeout: Some(30),
-        };
+        let spec = RunSpec { seccomp: Seccomp::Profile("/p.json".into()), ..sample_spec() };
         assert_eq!(
             spec.podman_args().join(" "),
             "--name n --runtime runc --pull never --network=ns:/run/netns/node1 --cap-drop=ALL \

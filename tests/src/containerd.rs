@@ -321,31 +321,9 @@ pub fn run_to_end(containerd: &Containerd, spec: &RunSpec, image_entrypoint: &[S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::Mount;
 
     fn spec() -> RunSpec {
-        RunSpec {
-            name: "n".into(),
-            image: "localhost/fastpath:0.1.0".into(),
-            entrypoint: None,
-            args: vec!["run".into()],
-            env: vec![("FASTPATH_TRUST".into(), "routes".into())],
-            netns: Some("node1".into()),
-            privileged: false,
-            cap_drop: vec!["ALL".into()],
-            cap_add: vec!["BPF".into(), "NET_ADMIN".into()],
-            read_only_root: true,
-            no_new_privileges: true,
-            seccomp: Seccomp::RuntimeDefault,
-            mounts: vec![Mount {
-                source: "/run/t/bpffs".into(),
-                target: "/sys/fs/bpf".into(),
-                read_only: false,
-                propagation: "rslave",
-            }],
-            memory_limit: Some(268_435_456),
-            stop_timeout: Some(30),
-        }
+        crate::container::sample_spec()
     }
 
     #[test]

@@ -323,21 +323,9 @@ mod tests {
     /// This node's device, and the tables Felix writes for node 10.101.14.51 (tunnel address
     /// 10.244.166.128) and node 10.101.15.9 (tunnel address 10.244.7.0), across a router.
     fn vxlan_node() -> (VxlanDevice, Vteps) {
-        use crate::daemon::netlink::{LinkState, Neighbour, NeighbourTable, VxlanLink};
-        let link = LinkState {
-            index: VXLAN,
-            name: "vxlan.calico".into(),
-            mac: Some([0x66, 0, 10, 101, 14, 50]),
-            mtu: 1450,
-            up: true,
-            peer: None,
-            vxlan: Some(VxlanLink {
-                vni: Some(4096),
-                port: Some(4789),
-                local: Some(UNDERLAY.addr),
-                ..VxlanLink::default()
-            }),
-        };
+        use crate::daemon::netlink::{Neighbour, NeighbourTable};
+        let link = crate::daemon::vxlan::felix_link(UNDERLAY.addr);
+        assert_eq!(link.index, VXLAN);
         let device =
             VxlanDevice::from_link(&link, &UNDERLAY, &crate::daemon::vxlan::Sysctls::default()).unwrap();
         let mut vteps = Vteps::default();

@@ -248,6 +248,27 @@ pub fn entry_via_underlay(node: Ipv4Addr, device: Option<&VxlanDevice>, vteps: &
     }
 }
 
+/// `vxlan.calico` as Felix creates it on the node with address `local` (ifindex 9, over the
+/// underlay's ifindex 2), for the daemon's unit tests.
+#[cfg(test)]
+pub(crate) fn felix_link(local: std::net::Ipv4Addr) -> LinkState {
+    LinkState {
+        index: 9,
+        name: VXLAN_DEVICE.into(),
+        mac: Some([0x66, 0, 10, 101, 14, 50]),
+        mtu: 1450,
+        up: true,
+        peer: None,
+        vxlan: Some(VxlanLink {
+            vni: Some(4096),
+            port: Some(4789),
+            local: Some(local),
+            link: Some(2),
+            ..VxlanLink::default()
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,21 +299,7 @@ mod tests {
     }
 
     fn calico_link() -> LinkState {
-        LinkState {
-            index: 9,
-            name: VXLAN_DEVICE.into(),
-            mac: Some([0x66, 0, 10, 101, 14, 50]),
-            mtu: 1450,
-            up: true,
-            peer: None,
-            vxlan: Some(VxlanLink {
-                vni: Some(4096),
-                port: Some(4789),
-                local: Some(UNDERLAY.addr),
-                link: Some(2),
-                ..VxlanLink::default()
-            }),
-        }
+        felix_link(UNDERLAY.addr)
     }
 
     fn device() -> VxlanDevice {
