@@ -18,10 +18,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use aya::{
-    programs::{TestRun as _, TestRunOptions},
-    Ebpf,
-};
+use aya::Ebpf;
 use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
 use fastpath_common::FAST_PATH_MARK;
 use fastpath_tests::packets::{self, TCP_ACK};
@@ -130,16 +127,7 @@ fn own_ipip() -> Vec<u8> {
 
 /// The kernel's time for one run of `program` on `frame` with `mark`, in nanoseconds.
 fn time_once(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], mark: u32) -> u64 {
-    let program = loader::classifier(ebpf, program).expect("program");
-    let mut out = vec![0u8; frame.len() + 256];
-    // The start of a `struct __sk_buff`: len and pkt_type (which must be 0), then mark.
-    let mut ctx = [0u8; 12];
-    ctx[8..].copy_from_slice(&mark.to_ne_bytes());
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.ctx_in = Some(&ctx);
-    program.test_run(opts).expect("BPF_PROG_TEST_RUN").duration.as_nanos() as u64
+    run_marked_timed(ebpf, program, frame, mark).3
 }
 
 /// Let the flows of `case` be approved, as the kernel forwarding their first packets would.

@@ -53,6 +53,17 @@ pub fn try_run(
 
 /// As [`run`], with the packet's `skb->mark` going in and the program's coming out.
 pub fn run_marked(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], mark: u32) -> (u32, Vec<u8>, u32) {
+    let (verdict, out, mark_out, _) = run_marked_timed(ebpf, program, frame, mark);
+    (verdict, out, mark_out)
+}
+
+/// As [`run_marked`], with the kernel's time for the run, in nanoseconds.
+pub fn run_marked_timed(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    frame: &[u8],
+    mark: u32,
+) -> (u32, Vec<u8>, u32, u64) {
     let program = loader::classifier(ebpf, program).expect("program");
     let mut out = vec![0u8; frame.len() + 256];
     // The start of a `struct __sk_buff`: len and pkt_type (which must be 0), then mark.
@@ -68,7 +79,7 @@ pub fn run_marked(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], mark: u3
     let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     let mark_out = u32::from_ne_bytes([ctx_out[8], ctx_out[9], ctx_out[10], ctx_out[11]]);
-    (result.return_value, out, mark_out)
+    (result.return_value, out, mark_out, result.duration.as_nanos() as u64)
 }
 
 /// Packets counted under `reason`, over every CPU.
