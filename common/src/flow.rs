@@ -1,24 +1,29 @@
-//! `--trust kernel`: a flow takes the fast path only once the kernel has forwarded one of its
-//! packets unchanged. The programs keep one entry per flow direction in an LRU hash; the
-//! decisions about an entry are the pure functions here, which the host tests and `fastpath
-//! explain` call too.
-//!
-//! The kernel stays the judge of NAT and policy: a packet the kernel forwards with the 5-tuple it
-//! came in with approves its direction of the flow; a packet the kernel sends that no ingress
-//! handed it (its tuple rewritten by NAT, or its own) marks the flow kernel-owned, both ways.
+//! `--trust kernel`: the kernel's conntrack is the judge. A flow direction takes the fast path
+//! only while conntrack holds a confirmed entry for it that the kernel has forwarded, and the
+//! fast path then does what that entry says (its NAT included). The daemon follows conntrack
+//! through ctnetlink and writes one entry per direction into the flow table, keyed by the tuple
+//! the packets arrive with; the programs only read it. The decisions about an entry are the pure
+//! functions here, which the programs, the daemon, the host tests and `fastpath explain` share.
 
 use crate::Reason;
 
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_DCCP: u8 = 33;
+pub const PROTO_SCTP: u8 = 132;
+pub const PROTO_UDPLITE: u8 = 136;
+
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+
 /// What an entry of the flow table says about its flow direction (`FlowValue::state`).
-#[repr(u32)]
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowState {
-    /// Seen going into the kernel; the kernel has not forwarded it yet.
-    Pending = 0,
-    /// The kernel forwarded a packet of it unchanged: its packets take the fast path.
+    /// Conntrack holds a confirmed entry the kernel forwarded in this direction: its packets
+    /// take the fast path.
     Approved = 1,
-    /// NAT changed it or the kernel originated it: the kernel carries all of it, both ways.
-    KernelOwned = 2,
     /// TCP FIN or RST seen: the kernel carries the rest, so conntrack sees the close.
     Closing = 3,
 }
@@ -26,30 +31,88 @@ pub enum FlowState {
 impl FlowState {
     pub const fn as_str(self) -> &'static str {
         match self {
-            FlowState::Pending => "pending",
             FlowState::Approved => "approved",
-            FlowState::KernelOwned => "kernel-owned",
             FlowState::Closing => "closing",
         }
     }
 }
 
-impl TryFrom<u32> for FlowState {
-    type Error = u32;
+impl TryFrom<u8> for FlowState {
+    type Error = u8;
 
-    fn try_from(v: u32) -> Result<Self, u32> {
+    fn try_from(v: u8) -> Result<Self, u8> {
         match v {
-            0 => Ok(Self::Pending),
             1 => Ok(Self::Approved),
-            2 => Ok(Self::KernelOwned),
             3 => Ok(Self::Closing),
             other => Err(other),
         }
     }
 }
 
-/// One direction of a flow: the key of the flow table. Ports are in host order; an ICMP echo
-/// uses its identifier as both ports, so that a request and its reply are each other's reverse.
+/// How a flow direction's packets reach this node (`FlowValue::arrival`): the one place they
+/// may take the fast path from.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// From a pod of this node, on its interface (`FlowValue::ifindex`).
+    Pod = 1,
+    /// From the underlay, unencapsulated, sent by `FlowValue::peer` (the node whose block holds
+    /// the source, or the gateway toward an outside source): its MAC is the frame's source.
+    Plain = 2,
+    /// In IPIP from node `FlowValue::peer`.
+    Ipip = 3,
+    /// In VXLAN from node `FlowValue::peer`.
+    Vxlan = 4,
+}
+
+impl Arrival {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Arrival::Pod => "pod",
+            Arrival::Plain => "plain",
+            Arrival::Ipip => "ipip",
+            Arrival::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl TryFrom<u8> for Arrival {
+    type Error = u8;
+
+    fn try_from(v: u8) -> Result<Self, u8> {
+        match v {
+            1 => Ok(Self::Pod),
+            2 => Ok(Self::Plain),
+            3 => Ok(Self::Ipip),
+            4 => Ok(Self::Vxlan),
+            other => Err(other),
+        }
+    }
+}
+
+/// Where a packet arrived, as the program that saw it knows: the kind of arrival and the
+/// interface (a pod's) or the node (the underlay's sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrived {
+    pub arrival: Arrival,
+    pub ifindex: u32,
+    pub peer: [u8; 4],
+}
+
+impl Arrived {
+    pub const fn from_pod(ifindex: u32) -> Self {
+        Self { arrival: Arrival::Pod, ifindex, peer: [0; 4] }
+    }
+
+    pub const fn from_underlay(arrival: Arrival, peer: [u8; 4]) -> Self {
+        Self { arrival, ifindex: 0, peer }
+    }
+}
+
+/// One direction of a flow: the key of the flow table, the tuple its packets arrive with (before
+/// any NAT). Ports are in host order. TCP, UDP, UDP-Lite, SCTP and DCCP are named by their
+/// ports; an ICMP echo by its identifier (`sport`) and its type (`dport`: a request and the
+/// reply it answers are the two directions of one flow, and an unsolicited reply is not).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
@@ -66,11 +129,6 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 impl FlowKey {
     pub const fn new(src: [u8; 4], dst: [u8; 4], protocol: u8, ports: (u16, u16)) -> Self {
         Self { src, dst, sport: ports.0, dport: ports.1, protocol, _pad: [0; 3] }
-    }
-
-    /// The other direction of the same flow.
-    pub const fn reversed(&self) -> Self {
-        Self::new(self.dst, self.src, self.protocol, (self.dport, self.sport))
     }
 
     /// A hash of this flow direction (every field mixed, then murmur3's finalizer), never 0:
@@ -95,26 +153,124 @@ impl FlowKey {
     }
 }
 
+/// `FlowValue::nat`: the source address or port is rewritten.
+pub const NAT_SRC: u8 = 1;
+/// `FlowValue::nat`: the destination address or port is rewritten.
+pub const NAT_DST: u8 = 2;
+
 /// The value of a flow table entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     /// A [`FlowState`].
-    pub state: u32,
-    pub _pad: u32,
-    /// `bpf_ktime_get_ns()` of the last packet an ingress program saw.
+    pub state: u8,
+    /// An [`Arrival`].
+    pub arrival: u8,
+    /// `NAT_*`: what conntrack translates in this direction.
+    pub nat: u8,
+    pub _pad: u8,
+    /// For [`Arrival::Pod`]: the pod's interface.
+    pub ifindex: u32,
+    /// For an arrival from the underlay: the node (or gateway) it comes from.
+    pub peer: [u8; 4],
+    /// The tuple after conntrack's NAT (the same as the key's without NAT): what the packet
+    /// leaves with.
+    pub to_src: [u8; 4],
+    pub to_dst: [u8; 4],
+    pub to_sport: u16,
+    pub to_dport: u16,
+    /// `bpf_ktime_get_ns()` of the last packet the fast path carried (0: none yet).
     pub last_seen_ns: u64,
     /// Packets the fast path carried.
     pub fast_packets: u64,
-    /// Packets handed to the kernel.
+    /// Packets of the flow the programs handed to the kernel while it was in the table.
     pub kernel_packets: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 32);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 48);
 
 impl FlowValue {
-    pub const fn new(state: FlowState, now_ns: u64) -> Self {
-        Self { state: state as u32, _pad: 0, last_seen_ns: now_ns, fast_packets: 0, kernel_packets: 0 }
+    /// An approved direction arriving as `arrived`, leaving as `to` (`key` itself without NAT).
+    pub const fn approved(key: &FlowKey, arrived: &Arrived, to: &FlowKey) -> Self {
+        let src_changed = to.src[0] != key.src[0]
+            || to.src[1] != key.src[1]
+            || to.src[2] != key.src[2]
+            || to.src[3] != key.src[3]
+            || to.sport != key.sport;
+        let dst_changed = to.dst[0] != key.dst[0]
+            || to.dst[1] != key.dst[1]
+            || to.dst[2] != key.dst[2]
+            || to.dst[3] != key.dst[3]
+            || to.dport != key.dport;
+        let nat = if src_changed { NAT_SRC } else { 0 } | if dst_changed { NAT_DST } else { 0 };
+        Self {
+            state: FlowState::Approved as u8,
+            arrival: arrived.arrival as u8,
+            nat,
+            _pad: 0,
+            ifindex: arrived.ifindex,
+            peer: arrived.peer,
+            to_src: to.src,
+            to_dst: to.dst,
+            to_sport: to.sport,
+            to_dport: to.dport,
+            last_seen_ns: 0,
+            fast_packets: 0,
+            kernel_packets: 0,
+        }
+    }
+
+    /// Where the direction's packets may arrive from.
+    pub const fn arrived(&self) -> Option<Arrived> {
+        let arrival = match self.arrival {
+            1 => Arrival::Pod,
+            2 => Arrival::Plain,
+            3 => Arrival::Ipip,
+            4 => Arrival::Vxlan,
+            _ => return None,
+        };
+        Some(Arrived { arrival, ifindex: self.ifindex, peer: self.peer })
+    }
+
+    /// The tuple the packets leave with.
+    pub const fn leaves_as(&self, key: &FlowKey) -> FlowKey {
+        FlowKey::new(self.to_src, self.to_dst, key.protocol, (self.to_sport, self.to_dport))
+    }
+
+    /// What the fast path rewrites in a packet of direction `key`.
+    pub const fn translation(&self, key: &FlowKey) -> Translation {
+        Translation {
+            protocol: key.protocol,
+            nat: self.nat,
+            sport: key.sport,
+            dport: key.dport,
+            to_src: self.to_src,
+            to_dst: self.to_dst,
+            to_sport: self.to_sport,
+            to_dport: self.to_dport,
+        }
+    }
+}
+
+/// What the fast path rewrites in a packet of an approved direction: its ports as they arrive,
+/// and the tuple it leaves with (the addresses it arrives with are the packet's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub protocol: u8,
+    /// `NAT_*`.
+    pub nat: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub to_src: [u8; 4],
+    pub to_dst: [u8; 4],
+    pub to_sport: u16,
+    pub to_dport: u16,
+}
+
+impl Translation {
+    /// Nothing rewritten: the packet from `src` to `dst` leaves as it came.
+    pub const fn none(protocol: u8, src: [u8; 4], dst: [u8; 4]) -> Self {
+        Self { protocol, nat: 0, sport: 0, dport: 0, to_src: src, to_dst: dst, to_sport: 0, to_dport: 0 }
     }
 }
 
@@ -141,28 +297,27 @@ impl Signal {
     }
 }
 
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_ECHO_REQUEST: u8 = 8;
+/// Bytes of the transport header [`ports_of`] reads (ICMP: type, code, checksum, identifier).
+pub const PORTS_LEN: usize = 6;
 
-/// The ports of an ICMP message from its first 6 bytes (type, code, checksum, identifier): an echo
-/// request or reply is named by its identifier; any other ICMP message belongs to another flow
-/// (an error about it), which only the kernel can relate, so it has no name here.
-pub const fn icmp_ports(l4: &[u8; 6]) -> Option<(u16, u16)> {
-    match l4[0] {
-        ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => {
-            let id = u16::from_be_bytes([l4[4], l4[5]]);
-            Some((id, id))
+/// The key's ports of a packet of `protocol` whose transport header starts with `l4`: the two
+/// ports for the protocols that carry them in their first four bytes; an ICMP echo request or
+/// reply's identifier and type. `None` for anything else (an ICMP error, which only conntrack
+/// can relate to its flow; a protocol without ports): never fast-pathed under `--trust kernel`.
+pub const fn ports_of(protocol: u8, l4: &[u8; PORTS_LEN]) -> Option<(u16, u16)> {
+    match protocol {
+        PROTO_TCP | PROTO_UDP | PROTO_UDPLITE | PROTO_SCTP | PROTO_DCCP => {
+            Some((u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])))
         }
+        PROTO_ICMP => match l4[0] {
+            ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY => Some((u16::from_be_bytes([l4[4], l4[5]]), l4[0] as u16)),
+            _ => None,
+        },
         _ => None,
     }
 }
 
-/// The ports of a TCP or UDP header's first 4 bytes.
-pub const fn transport_ports(l4: &[u8; 4]) -> (u16, u16) {
-    (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]))
-}
-
-/// What an ingress program does with a packet whose route allows the fast path.
+/// What an ingress program does with a packet of a flow the table holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
     /// `Ok` for the fast path; `Err(reason)` to hand it to the kernel.
@@ -171,72 +326,24 @@ pub struct Admission {
     pub state: FlowState,
 }
 
-const fn admit(state: FlowState) -> Admission {
-    Admission { verdict: Ok(()), state }
-}
-
-const fn to_kernel(reason: Reason, state: FlowState) -> Admission {
-    Admission { verdict: Err(reason), state }
-}
-
-/// The ingress decision for a packet of a flow the table holds in `state`, last seen at
-/// `last_seen_ns`: the fast path only for an approved flow that is neither closing nor idle
-/// longer than `idle_ns`. An idle entry of any kind starts over as pending, so the kernel judges
-/// the flow again.
-pub const fn admission(
-    state: FlowState,
-    last_seen_ns: u64,
-    now_ns: u64,
-    idle_ns: u64,
-    signal: Signal,
-) -> Admission {
-    let idle = now_ns.saturating_sub(last_seen_ns) > idle_ns;
-    match state {
-        FlowState::Approved | FlowState::Pending if signal.closing => {
-            to_kernel(Reason::PassFlowClosing, FlowState::Closing)
-        }
-        FlowState::Approved if idle => to_kernel(Reason::PassFlowExpired, FlowState::Pending),
-        FlowState::Approved => admit(FlowState::Approved),
-        FlowState::Closing if signal.opening || idle => {
-            to_kernel(Reason::PassFlowPending, FlowState::Pending)
-        }
-        FlowState::Closing => to_kernel(Reason::PassFlowClosing, FlowState::Closing),
-        FlowState::KernelOwned if idle => to_kernel(Reason::PassFlowPending, FlowState::Pending),
-        FlowState::KernelOwned => to_kernel(Reason::PassFlowKernelOwned, FlowState::KernelOwned),
-        FlowState::Pending => to_kernel(Reason::PassFlowPending, FlowState::Pending),
+/// The ingress decision for a packet that `arrived` as it did, with TCP flags saying `signal`,
+/// of a direction the table holds as `value`: the fast path only for an approved direction,
+/// arriving where the flow enters, that is not closing. A FIN or RST hands the rest of the
+/// connection to the kernel, so conntrack sees the close; the entry stays until conntrack's
+/// goes (the daemon removes it).
+pub fn admission(value: &FlowValue, arrived: &Arrived, signal: Signal) -> Admission {
+    let Ok(state) = FlowState::try_from(value.state) else {
+        return Admission { verdict: Err(Reason::PassFlowPending), state: FlowState::Closing };
+    };
+    if value.arrived().as_ref() != Some(arrived) {
+        return Admission { verdict: Err(Reason::PassFlowElsewhere), state };
     }
-}
-
-/// What an egress program does when the kernel sends a packet of a flow out toward a pod or
-/// another node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Judgement {
-    /// It came in through an ingress program with this very tuple: approve this direction.
-    Approve,
-    /// No ingress handed the kernel this tuple: NAT rewrote it or the kernel made it. The kernel
-    /// owns it and its reverse.
-    KernelOwned,
-    /// Already judged; nothing changes.
-    Known,
-}
-
-/// The egress decision for a packet whose flow direction the table holds in `state` (`None`:
-/// absent).
-pub const fn judgement(state: Option<FlowState>) -> Judgement {
     match state {
-        None => Judgement::KernelOwned,
-        Some(FlowState::Pending) => Judgement::Approve,
-        Some(_) => Judgement::Known,
-    }
-}
-
-impl Judgement {
-    pub const fn reason(self) -> Reason {
-        match self {
-            Judgement::Approve => Reason::FlowApproved,
-            Judgement::KernelOwned => Reason::FlowMarkedKernelOwned,
-            Judgement::Known => Reason::FlowEgressKnown,
+        FlowState::Approved if signal.closing => {
+            Admission { verdict: Err(Reason::PassFlowClosing), state: FlowState::Closing }
         }
+        FlowState::Approved => Admission { verdict: Ok(()), state },
+        FlowState::Closing => Admission { verdict: Err(Reason::PassFlowClosing), state },
     }
 }
 
@@ -244,101 +351,103 @@ impl Judgement {
 mod tests {
     use super::*;
 
-    const IDLE: u64 = 1_000;
+    const POD: [u8; 4] = [10, 244, 40, 36];
+    const REMOTE: [u8; 4] = [10, 244, 166, 150];
+    const NODE: [u8; 4] = [10, 101, 14, 51];
     const QUIET: Signal = Signal { closing: false, opening: false };
     const FIN: Signal = Signal { closing: true, opening: false };
-    const SYN: Signal = Signal { closing: false, opening: true };
 
-    fn at(state: FlowState, signal: Signal) -> Admission {
-        admission(state, 100, 200, IDLE, signal)
-    }
-
-    fn idle(state: FlowState, signal: Signal) -> Admission {
-        admission(state, 100, 100 + IDLE + 1, IDLE, signal)
+    fn key() -> FlowKey {
+        FlowKey::new(POD, REMOTE, PROTO_TCP, (40000, 80))
     }
 
     #[test]
-    fn only_an_approved_flow_takes_the_fast_path() {
-        assert_eq!(at(FlowState::Approved, QUIET), admit(FlowState::Approved));
-        assert_eq!(at(FlowState::Pending, QUIET), to_kernel(Reason::PassFlowPending, FlowState::Pending));
+    fn an_approved_direction_takes_the_fast_path_only_where_it_enters() {
+        let here = Arrived::from_pod(7);
+        let value = FlowValue::approved(&key(), &here, &key());
         assert_eq!(
-            at(FlowState::KernelOwned, QUIET),
-            to_kernel(Reason::PassFlowKernelOwned, FlowState::KernelOwned)
+            admission(&value, &here, QUIET),
+            Admission { verdict: Ok(()), state: FlowState::Approved }
         );
-        assert_eq!(at(FlowState::Closing, QUIET), to_kernel(Reason::PassFlowClosing, FlowState::Closing));
-    }
-
-    #[test]
-    fn fin_or_rst_hands_the_rest_of_the_flow_to_the_kernel() {
-        assert_eq!(at(FlowState::Approved, FIN), to_kernel(Reason::PassFlowClosing, FlowState::Closing));
-        assert_eq!(at(FlowState::Pending, FIN), to_kernel(Reason::PassFlowClosing, FlowState::Closing));
-        assert_eq!(
-            at(FlowState::KernelOwned, FIN),
-            to_kernel(Reason::PassFlowKernelOwned, FlowState::KernelOwned)
-        );
-    }
-
-    #[test]
-    fn a_new_connection_on_a_closed_tuple_starts_over() {
-        assert_eq!(at(FlowState::Closing, SYN), to_kernel(Reason::PassFlowPending, FlowState::Pending));
-    }
-
-    #[test]
-    fn idle_entries_are_judged_again() {
-        assert_eq!(idle(FlowState::Approved, QUIET), to_kernel(Reason::PassFlowExpired, FlowState::Pending));
-        assert_eq!(
-            idle(FlowState::KernelOwned, QUIET),
-            to_kernel(Reason::PassFlowPending, FlowState::Pending)
-        );
-        assert_eq!(idle(FlowState::Closing, QUIET), to_kernel(Reason::PassFlowPending, FlowState::Pending));
-        // Exactly at the limit is not idle yet.
-        assert_eq!(admission(FlowState::Approved, 100, 100 + IDLE, IDLE, QUIET), admit(FlowState::Approved));
-    }
-
-    #[test]
-    fn egress_approves_only_what_an_ingress_saw() {
-        assert_eq!(judgement(Some(FlowState::Pending)), Judgement::Approve);
-        assert_eq!(judgement(None), Judgement::KernelOwned);
-        for known in [FlowState::Approved, FlowState::KernelOwned, FlowState::Closing] {
-            assert_eq!(judgement(Some(known)), Judgement::Known);
+        for elsewhere in [
+            Arrived::from_pod(8),
+            Arrived::from_underlay(Arrival::Vxlan, NODE),
+            Arrived::from_underlay(Arrival::Plain, NODE),
+        ] {
+            assert_eq!(
+                admission(&value, &elsewhere, QUIET).verdict,
+                Err(Reason::PassFlowElsewhere),
+                "{elsewhere:?}"
+            );
         }
+        let tunnelled = FlowValue::approved(&key(), &Arrived::from_underlay(Arrival::Vxlan, NODE), &key());
+        let plain = Arrived::from_underlay(Arrival::Plain, NODE);
+        assert_eq!(admission(&tunnelled, &plain, QUIET).verdict, Err(Reason::PassFlowElsewhere));
     }
 
     #[test]
-    fn tcp_flags_and_ports() {
-        assert_eq!(Signal::of_tcp_flags(0x02), SYN);
+    fn fin_or_rst_hands_the_rest_to_the_kernel() {
+        let here = Arrived::from_pod(7);
+        let value = FlowValue::approved(&key(), &here, &key());
+        assert_eq!(
+            admission(&value, &here, FIN),
+            Admission { verdict: Err(Reason::PassFlowClosing), state: FlowState::Closing }
+        );
+        let closing = FlowValue { state: FlowState::Closing as u8, ..value };
+        assert_eq!(admission(&closing, &here, QUIET).verdict, Err(Reason::PassFlowClosing));
+        let bogus = FlowValue { state: 9, ..value };
+        assert_eq!(admission(&bogus, &here, QUIET).verdict, Err(Reason::PassFlowPending));
+    }
+
+    #[test]
+    fn nat_is_what_the_leaving_tuple_changes() {
+        let here = Arrived::from_pod(7);
+        assert_eq!(FlowValue::approved(&key(), &here, &key()).nat, 0);
+        let backend = FlowKey::new(POD, REMOTE, PROTO_TCP, (40000, 8080));
+        let dnat =
+            FlowValue::approved(&FlowKey::new(POD, [10, 96, 0, 10], PROTO_TCP, (40000, 80)), &here, &backend);
+        assert_eq!(dnat.nat, NAT_DST);
+        assert_eq!(dnat.leaves_as(&backend), backend);
+        let masqueraded = FlowKey::new([10, 101, 14, 50], [192, 0, 2, 7], PROTO_TCP, (61000, 443));
+        let snat = FlowValue::approved(
+            &FlowKey::new(POD, [192, 0, 2, 7], PROTO_TCP, (40000, 443)),
+            &here,
+            &masqueraded,
+        );
+        assert_eq!(snat.nat, NAT_SRC);
+    }
+
+    #[test]
+    fn ports_name_every_protocol_that_has_them_and_icmp_echo_by_id_and_type() {
+        let l4 = [0x1f, 0x90, 0, 80, 0, 0];
+        for protocol in [PROTO_TCP, PROTO_UDP, PROTO_UDPLITE, PROTO_SCTP, PROTO_DCCP] {
+            assert_eq!(ports_of(protocol, &l4), Some((8080, 80)), "{protocol}");
+        }
+        assert_eq!(ports_of(PROTO_ICMP, &[8, 0, 0xab, 0xcd, 0x12, 0x34]), Some((0x1234, 8)));
+        assert_eq!(ports_of(PROTO_ICMP, &[0, 0, 0xab, 0xcd, 0x12, 0x34]), Some((0x1234, 0)));
+        assert_eq!(ports_of(PROTO_ICMP, &[3, 4, 0, 0, 0, 0]), None, "an error: conntrack's to relate");
+        assert_eq!(ports_of(47, &l4), None, "GRE: no ports, never fast-pathed");
+    }
+
+    #[test]
+    fn tcp_flags() {
+        assert_eq!(Signal::of_tcp_flags(0x02), Signal { closing: false, opening: true });
         assert_eq!(Signal::of_tcp_flags(0x12), QUIET);
         assert_eq!(Signal::of_tcp_flags(0x11), FIN);
         assert_eq!(Signal::of_tcp_flags(0x04), FIN);
-        assert_eq!(transport_ports(&[0x1f, 0x90, 0, 80]), (8080, 80));
-        assert_eq!(icmp_ports(&[8, 0, 0xab, 0xcd, 0x12, 0x34]), Some((0x1234, 0x1234)));
-        assert_eq!(icmp_ports(&[0, 0, 0xab, 0xcd, 0x12, 0x34]), Some((0x1234, 0x1234)));
-        assert_eq!(icmp_ports(&[3, 4, 0, 0, 0, 0]), None);
     }
 
     #[test]
     fn flow_hashes_are_stable_and_spread() {
-        let key = |sport| FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], 6, (sport, 80));
+        let key = |sport| FlowKey::new(POD, REMOTE, 6, (sport, 80));
         assert_eq!(key(40000).hash(), key(40000).hash());
-        let mut seen: [u32; 64] = [0; 64];
-        for (i, sport) in (40000..40064).enumerate() {
-            seen[i] = key(sport).hash();
-            assert_ne!(seen[i], 0);
-        }
-        // 64 flows over 16 buckets of their top bits (what scaling into a port range keeps).
         let mut buckets = [0u32; 16];
-        for h in seen {
+        for sport in 40000..40064 {
+            let h = key(sport).hash();
+            assert_ne!(h, 0);
             buckets[(h >> 28) as usize] += 1;
         }
+        // 64 flows over 16 buckets of their top bits (what scaling into a port range keeps).
         assert!(buckets.iter().all(|b| *b <= 12), "{buckets:?}");
-        assert_ne!(key(40000).hash(), key(40000).reversed().hash());
-    }
-
-    #[test]
-    fn reversing_twice_is_the_same_key() {
-        let key = FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], 6, (40000, 80));
-        let back = key.reversed();
-        assert_eq!((back.src, back.dst, back.sport, back.dport), (key.dst, key.src, 80, 40000));
-        assert_eq!(back.reversed(), key);
     }
 }

@@ -136,36 +136,38 @@ pub struct OuterIpv4 {
 impl OuterIpv4 {
     /// The header, checksum included, for a packet of `total_len` bytes (header included).
     pub const fn header(&self, total_len: u16) -> [u8; HEADER_LEN] {
-        let (src, dst) = (self.src, self.dst);
+        let mut h = [0u8; HEADER_LEN];
+        self.write(&mut h, total_len);
+        h
+    }
+
+    /// Write the header into `h` (the packet's own bytes, in a program: no copy of it on the
+    /// stack), checksum included.
+    pub const fn write(&self, h: &mut [u8; HEADER_LEN], total_len: u16) {
         let total = total_len.to_be_bytes();
         let id = self.id.to_be_bytes();
         let frag = if self.df { FLAG_DF.to_be_bytes() } else { [0, 0] };
-        let mut h = [
-            0x45,
-            self.tos,
-            total[0],
-            total[1],
-            id[0],
-            id[1],
-            frag[0],
-            frag[1],
-            self.ttl,
-            self.protocol,
-            0,
-            0,
-            src[0],
-            src[1],
-            src[2],
-            src[3],
-            dst[0],
-            dst[1],
-            dst[2],
-            dst[3],
-        ];
-        let check = header_checksum(&h).to_be_bytes();
+        h[0] = 0x45;
+        h[1] = self.tos;
+        h[2] = total[0];
+        h[3] = total[1];
+        h[4] = id[0];
+        h[5] = id[1];
+        h[6] = frag[0];
+        h[7] = frag[1];
+        h[8] = self.ttl;
+        h[9] = self.protocol;
+        h[10] = 0;
+        h[11] = 0;
+        let mut i = 0;
+        while i < 4 {
+            h[12 + i] = self.src[i];
+            h[16 + i] = self.dst[i];
+            i += 1;
+        }
+        let check = header_checksum(h).to_be_bytes();
         h[10] = check[0];
         h[11] = check[1];
-        h
     }
 }
 

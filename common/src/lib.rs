@@ -18,13 +18,5 @@ pub mod vxlan;
 
 pub use reason::Reason;
 
-/// The `skb->mark` bit the programs put on a packet they send out of the underlay under `--trust
-/// kernel`, so that the underlay's egress program knows it at once (a flow the fast path
-/// carries is already approved) instead of looking it up again; that program takes the bit off
-/// before anything else sees the packet. It lies outside the bits Calico (`0xffff0000` by
-/// default) and kube-proxy (`0x4000`, `0x8000`) use; a kernel packet that carried it anyway would
-/// only leave its flow with the kernel, never approve one.
-pub const FAST_PATH_MARK: u32 = 0x0000_2000;
-
 /// The MAC Calico gives the host end of every pod veth, and the one we answer ARP with.
 pub const GATEWAY_MAC: [u8; 6] = [0xee; 6];

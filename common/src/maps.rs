@@ -28,8 +28,9 @@ pub const MONITOR: &str = "FP_MONITOR";
 pub const EVENTS: &str = "FP_EVENTS";
 
 /// LRU hash: [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`], one entry per flow direction
-/// under `--trust kernel`. Sized by `--flow-table-size`; a full table evicts the least recently
-/// used flow, which then goes through the kernel again.
+/// the kernel's conntrack holds a confirmed entry for, written by the daemon, under `--trust
+/// kernel`. Sized by `--flow-table-size`; a full table evicts the least recently used flow, which
+/// then goes through the kernel again.
 pub const FLOWS: &str = "FP_FLOWS";
 
 /// LRU hash: next hop IPv4 (`[u8; 4]`) → [`NextHopEntry`], the programs' cache of what
@@ -38,6 +39,11 @@ pub const FLOWS: &str = "FP_FLOWS";
 /// route change of the underlay, so the kernel's FIB stays the authority and is asked once per
 /// next hop and change instead of once per packet.
 pub const NEXT_HOPS: &str = "FP_NEXT_HOPS";
+
+/// LRU hash: another node's underlay address (`[u8; 4]`) → [`PathMtu`], the path MTU toward it
+/// as a router on the way said ("fragmentation needed" quoting one of this node's tunnel
+/// packets), written by the underlay program. It ages out as the kernel's PMTU cache does.
+pub const PATH_MTU: &str = "FP_PATH_MTU";
 
 /// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
 /// never misreads the maps an older one pinned.
@@ -58,6 +64,16 @@ pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 /// is forgotten first).
 pub const NEXT_HOPS_MAX: u32 = 16_384;
 
+/// Room in the path MTU table (one per node a router told us about).
+pub const PATH_MTU_MAX: u32 = 16_384;
+
+/// How long a learned path MTU holds, as the kernel's `net.ipv4.route.mtu_expires` (10 minutes).
+pub const PATH_MTU_EXPIRES_NS: u64 = 600 * 1_000_000_000;
+
+/// The smallest path MTU taken from a router, as the kernel's `net.ipv4.route.min_pmtu`: a
+/// smaller claim is raised to it.
+pub const PATH_MTU_MIN: u32 = 552;
+
 /// Room in the flow table unless `--flow-table-size` says otherwise.
 pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 
@@ -65,8 +81,8 @@ pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 10] =
-    [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS, FLOWS, NEXT_HOPS];
+pub const PINNED_MAPS: [&str; 11] =
+    [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS, FLOWS, NEXT_HOPS, PATH_MTU];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +99,7 @@ const fn size<T>() -> u32 {
 
 /// The layout of every pinned map, from the same types and constants the programs use.
 /// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
-pub const LAYOUTS: [MapLayout; 10] = [
+pub const LAYOUTS: [MapLayout; 11] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -116,7 +132,42 @@ pub const LAYOUTS: [MapLayout; 10] = [
         value_size: size::<NextHopEntry>(),
         max_entries: NEXT_HOPS_MAX,
     },
+    MapLayout { name: PATH_MTU, key_size: 4, value_size: size::<PathMtu>(), max_entries: PATH_MTU_MAX },
 ];
+
+/// The path MTU toward another node (the value of [`PATH_MTU`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathMtu {
+    /// The largest outer packet the path carries, in bytes.
+    pub mtu: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` after which it no longer holds.
+    pub expires_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PathMtu>() == 16);
+
+impl PathMtu {
+    /// What a router's "fragmentation needed" with next-hop MTU `mtu` teaches, at `now_ns`
+    /// (`None` for a message without one, which the kernel would guess from: we leave that to it).
+    pub const fn learned(mtu: u16, now_ns: u64) -> Option<Self> {
+        if mtu == 0 {
+            return None;
+        }
+        let mtu = if (mtu as u32) < PATH_MTU_MIN { PATH_MTU_MIN } else { mtu as u32 };
+        Some(Self { mtu, _pad: 0, expires_ns: now_ns.saturating_add(PATH_MTU_EXPIRES_NS) })
+    }
+
+    /// The largest inner packet a tunnel adding `overhead` bytes carries along this path at
+    /// `now_ns`, if the entry still holds.
+    pub const fn inner_mtu(&self, overhead: u32, now_ns: u64) -> Option<u32> {
+        if now_ns >= self.expires_ns {
+            return None;
+        }
+        Some(self.mtu.saturating_sub(overhead))
+    }
+}
 
 /// How to reach a next hop over the underlay, as the FIB said under `generation` (the value of
 /// [`NEXT_HOPS`]).
@@ -147,8 +198,8 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 12);
 /// `NodeConfig::flags`: the daemon has filled this node's settings; until then every IPv4
 /// packet goes to the kernel.
 pub const NODE_F_READY: u32 = 1;
-/// `NodeConfig::flags`: `--trust kernel`, a flow takes the fast path only once the kernel has
-/// forwarded it unchanged ([`crate::flow`]).
+/// `NodeConfig::flags`: `--trust kernel`, a flow direction takes the fast path only by the entry
+/// the kernel's conntrack holds for it ([`crate::flow`]).
 pub const NODE_F_TRUST_KERNEL: u32 = 2;
 /// `NodeConfig::flags`: this node has a `vxlan.calico` the programs can stand in for
 /// (`NodeConfig::vxlan` holds its settings); without it VXLAN is the kernel's, both ways.
@@ -168,16 +219,19 @@ pub struct NodeConfig {
     pub underlay_mtu: u32,
     /// `NODE_F_*`.
     pub flags: u32,
-    /// `--flow-idle-timeout`: an approval idle this long is judged by the kernel again.
-    pub flow_idle_secs: u32,
     /// Bumped by the daemon whenever the underlay's neighbours or routes change: a next hop the
     /// programs cached ([`NEXT_HOPS`]) under another generation is asked of the FIB again.
     pub next_hop_generation: u32,
     /// This node's `vxlan.calico`, when `NODE_F_VXLAN` says there is one.
     pub vxlan: crate::vxlan::VxlanConfig,
+    /// The largest inner packet IPIP carries: the underlay's MTU less 20, or `tunl0`'s own MTU
+    /// when that is lower (Felix sets it from its configuration).
+    pub ipip_mtu: u32,
+    /// The same for VXLAN: the underlay's MTU less 50, or `vxlan.calico`'s when lower.
+    pub vxlan_mtu: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<NodeConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 60);
 
 impl NodeConfig {
     pub const fn ready(&self) -> bool {
@@ -188,17 +242,17 @@ impl NodeConfig {
         self.flags & NODE_F_TRUST_KERNEL != 0
     }
 
-    pub const fn flow_idle_ns(&self) -> u64 {
-        self.flow_idle_secs as u64 * 1_000_000_000
-    }
-
     pub const fn has_vxlan(&self) -> bool {
         self.flags & NODE_F_VXLAN != 0
     }
 
-    /// The largest inner packet `tunnel` carries over this node's underlay.
+    /// The largest inner packet `tunnel` carries from this node (before any path MTU a router
+    /// taught, [`PathMtu`]).
     pub const fn tunnel_mtu(&self, tunnel: &crate::tunnel::Tunnel) -> u32 {
-        tunnel.mtu(self.underlay_mtu)
+        match tunnel {
+            crate::tunnel::Tunnel::Ipip => self.ipip_mtu,
+            crate::tunnel::Tunnel::Vxlan => self.vxlan_mtu,
+        }
     }
 }
 
@@ -316,6 +370,7 @@ mod user {
     unsafe impl aya::Pod for super::NodeConfig {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::NextHopEntry {}
+    unsafe impl aya::Pod for super::PathMtu {}
     unsafe impl aya::Pod for super::AgentInfo {}
     unsafe impl aya::Pod for super::MonitorControl {}
     unsafe impl aya::Pod for super::MonitorEvent {}
@@ -338,6 +393,17 @@ mod tests {
         assert!(!one.matches([10, 244, 40, 37], [8, 8, 8, 8]));
         let block = MonitorControl { until_ns: 1, addr: [10, 244, 166, 128], mask: [255, 255, 255, 192] };
         assert!(block.matches([1, 1, 1, 1], [10, 244, 166, 150]));
+    }
+
+    #[test]
+    fn a_path_mtu_is_clamped_and_ages_out() {
+        assert_eq!(PathMtu::learned(0, 5), None, "no next-hop MTU: the kernel's to guess");
+        let small = PathMtu::learned(300, 5).unwrap();
+        assert_eq!(small.mtu, PATH_MTU_MIN);
+        let learned = PathMtu::learned(1400, 5).unwrap();
+        assert_eq!(learned.inner_mtu(20, 6), Some(1380));
+        assert_eq!(learned.inner_mtu(50, 5 + PATH_MTU_EXPIRES_NS - 1), Some(1350));
+        assert_eq!(learned.inner_mtu(20, 5 + PATH_MTU_EXPIRES_NS), None);
     }
 
     #[test]

@@ -68,23 +68,25 @@ pub enum Reason {
     DropRewriteFailed = 28,
     /// The kernel refused to make room for the tunnel header; the packet is unchanged.
     PassEncapFailed = 29,
-    /// `--trust kernel`: the kernel has not forwarded a packet of this flow yet.
+    /// `--trust kernel`: the kernel's conntrack holds no confirmed entry for this flow direction
+    /// that the kernel has forwarded (yet).
     PassFlowPending = 30,
-    /// `--trust kernel`: NAT changed this flow or the kernel originated it; the kernel carries it.
+    /// Retired (the egress judge is gone: conntrack judges NAT too); never counted.
     PassFlowKernelOwned = 31,
-    /// `--trust kernel`: the flow's approval was idle too long; the kernel judges it again.
+    /// Retired (conntrack's timeouts judge idle flows); never counted.
     PassFlowExpired = 32,
     /// `--trust kernel`: TCP FIN or RST seen; the kernel carries the rest of the connection.
     PassFlowClosing = 33,
-    /// `--trust kernel`: a packet no flow can be named for (an ICMP error, a cut header).
+    /// `--trust kernel`: a packet no flow can be named for (an ICMP error, a protocol without
+    /// ports, a cut header).
     PassFlowUntracked = 34,
-    /// Egress: the kernel forwarded a pending flow unchanged; its direction is approved.
+    /// Retired (the egress programs are gone); never counted.
     FlowApproved = 35,
-    /// Egress: the kernel sent a packet no ingress handed it (NAT or its own): kernel-owned.
+    /// Retired (the egress programs are gone); never counted.
     FlowMarkedKernelOwned = 36,
-    /// Egress: a packet of a flow already judged.
+    /// Retired (the egress programs are gone); never counted.
     FlowEgressKnown = 37,
-    /// Egress: not a packet the fast path could carry (not toward a pod, not plain IPv4).
+    /// Retired (the egress programs are gone); never counted.
     FlowEgressOther = 38,
     /// From a pod: the source is an address of this node's block that no pod has (Calico's
     /// rpfilter drops it; the kernel decides).
@@ -105,12 +107,27 @@ pub enum Reason {
     /// Unencapsulated IPv4 from another node (a block route without a tunnel), of a flow the
     /// kernel here delivered before (`--trust kernel`), delivered straight into the pod.
     RoutedFromUnderlay = 45,
+    /// The endpoint has classic tc configuration (a qdisc, filter or action): the kernel carries
+    /// its traffic both ways, so its qdiscs and filters see every packet.
+    PassEndpointTc = 46,
+    /// An ip rule sends this destination to another routing table (WireGuard, egress gateway):
+    /// the kernel routes it.
+    PassPolicyRoute = 47,
+    /// The destination lies in a prefix the route map had no room for: the kernel routes it.
+    PassMapOverflow = 48,
+    /// ICMP "fragmentation needed" from the underlay about one of this node's tunnel packets:
+    /// the path MTU toward that node was noted, and the kernel gets the message too.
+    PathMtuLearned = 49,
+    /// `--trust kernel`: a packet of an approved flow direction arriving elsewhere than its flow
+    /// enters (another interface, another node, another tunnel, plain from a sender its source
+    /// is not routed through): the kernel judges it.
+    PassFlowElsewhere = 50,
 }
 
 impl Reason {
     /// Number of reasons in use. The counters map is sized by [`COUNTER_SLOTS`], not this,
     /// so that appending a reason never changes the map's layout.
-    pub const COUNT: usize = 46;
+    pub const COUNT: usize = 51;
 
     /// Every reason, in code order.
     pub const ALL: [Reason; Self::COUNT] = [
@@ -160,6 +177,11 @@ impl Reason {
         Reason::DecapsulatedVxlan,
         Reason::PassVxlanOther,
         Reason::RoutedFromUnderlay,
+        Reason::PassEndpointTc,
+        Reason::PassPolicyRoute,
+        Reason::PassMapOverflow,
+        Reason::PathMtuLearned,
+        Reason::PassFlowElsewhere,
     ];
 
     /// The stable name used in `fastpath stats` and metrics labels.
@@ -211,6 +233,11 @@ impl Reason {
             Reason::DecapsulatedVxlan => "decapsulated_vxlan",
             Reason::PassVxlanOther => "passed_vxlan_other",
             Reason::RoutedFromUnderlay => "routed_from_underlay",
+            Reason::PassEndpointTc => "passed_endpoint_tc",
+            Reason::PassPolicyRoute => "passed_policy_route",
+            Reason::PassMapOverflow => "passed_map_overflow",
+            Reason::PathMtuLearned => "path_mtu_learned",
+            Reason::PassFlowElsewhere => "passed_flow_elsewhere",
         }
     }
 
@@ -222,6 +249,20 @@ impl Reason {
                 | Reason::DropNoEndpoint
                 | Reason::DropUnknownPeer
                 | Reason::DropRewriteFailed
+        )
+    }
+
+    /// A code no program counts any more (kept so codes are never reused): listings leave it out.
+    pub const fn is_retired(self) -> bool {
+        matches!(
+            self,
+            Reason::PassIpv4
+                | Reason::PassFlowKernelOwned
+                | Reason::PassFlowExpired
+                | Reason::FlowApproved
+                | Reason::FlowMarkedKernelOwned
+                | Reason::FlowEgressKnown
+                | Reason::FlowEgressOther
         )
     }
 

@@ -41,6 +41,15 @@ pub const ROUTE_F_ENCAP: u32 = 1;
 /// `mac`. Never together with [`ROUTE_F_ENCAP`] (a value with both goes to the kernel).
 pub const ROUTE_F_VXLAN: u32 = 2;
 
+/// `RouteValue::flags` of a `Kernel` entry for a local pod: its interface has classic tc
+/// configuration (a bandwidth limit's qdisc, a filter, an action), which only the kernel's path
+/// honours: its traffic goes to the kernel both ways.
+pub const ROUTE_F_CLASSIC_TC: u32 = 4;
+/// `RouteValue::flags` of a `Kernel` entry: an ip rule sends packets to this prefix to a routing
+/// table other than main (WireGuard's, an egress gateway's), which the fast path does not
+/// reproduce.
+pub const ROUTE_F_POLICY: u32 = 8;
+
 /// The value of a `ROUTES` entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +109,29 @@ impl RouteValue {
     /// yet, this node's own tunnel address).
     pub const fn kernel() -> Self {
         Self::local_pending(0)
+    }
+
+    /// A local pod whose interface has classic tc configuration: the kernel carries its traffic
+    /// both ways (`ifindex` kept for the source check).
+    pub const fn local_with_tc(ifindex: u32) -> Self {
+        Self { flags: ROUTE_F_CLASSIC_TC, ..Self::local_pending(ifindex) }
+    }
+
+    /// A destination an ip rule routes through another table; `ifindex` is the pod's interface
+    /// when it is a local pod (for the source check), else 0.
+    pub const fn policy(ifindex: u32) -> Self {
+        Self { flags: ROUTE_F_POLICY, ..Self::local_pending(ifindex) }
+    }
+
+    /// Why the kernel must route to a `Kernel` entry.
+    pub const fn kernel_reason(&self) -> Reason {
+        if self.flags & ROUTE_F_CLASSIC_TC != 0 {
+            Reason::PassEndpointTc
+        } else if self.flags & ROUTE_F_POLICY != 0 {
+            Reason::PassPolicyRoute
+        } else {
+            Reason::PassKernelRoute
+        }
     }
 
     pub const fn blackhole() -> Self {
@@ -172,7 +204,8 @@ pub fn forward_to(dst: [u8; 4], node_ip: [u8; 4], route: Option<&RouteValue>) ->
             Err(_) => Err(Reason::PassKernelRoute),
         },
         Ok(RouteKind::Blackhole) => Err(Reason::DropNoEndpoint),
-        Ok(RouteKind::Kernel) | Err(_) => Err(Reason::PassKernelRoute),
+        Ok(RouteKind::Kernel) => Err(route.kernel_reason()),
+        Err(_) => Err(Reason::PassKernelRoute),
     }
 }
 
@@ -190,8 +223,9 @@ pub fn check_source(route: Option<&RouteValue>, ingress_ifindex: u32) -> Result<
         Ok(RouteKind::LocalEndpoint | RouteKind::Kernel) if owner != 0 && owner != ingress_ifindex => {
             Err(Reason::DropSpoofedSource)
         }
-        // This pod's own address while its MAC is not known yet: the kernel routes it for now.
-        Ok(RouteKind::Kernel) if owner != 0 => Err(Reason::PassKernelRoute),
+        // This pod's own address while its MAC is not known yet, or while its interface has tc
+        // configuration or a rule routes it elsewhere: the kernel routes it.
+        Ok(RouteKind::Kernel) if owner != 0 => Err(route.kernel_reason()),
         Ok(RouteKind::RemoteBlock) => Err(Reason::DropSpoofedSource),
         Ok(RouteKind::Blackhole) => Err(Reason::PassSourceUnallocated),
         Ok(RouteKind::LocalEndpoint | RouteKind::Kernel) | Err(_) => Err(Reason::PassSourceNotPod),
@@ -273,6 +307,14 @@ mod tests {
             Err(Reason::PassKernelRoute)
         );
         assert_eq!(forward_to([8, 8, 8, 8], NODE, None), Err(Reason::PassNoRoute));
+        assert_eq!(
+            forward_to([10, 244, 40, 37], NODE, Some(&RouteValue::local_with_tc(8))),
+            Err(Reason::PassEndpointTc)
+        );
+        assert_eq!(
+            forward_to([10, 244, 166, 150], NODE, Some(&RouteValue::policy(0))),
+            Err(Reason::PassPolicyRoute)
+        );
         let bogus = RouteValue { kind: 99, ..RouteValue::default() };
         assert_eq!(forward_to([10, 244, 40, 36], NODE, Some(&bogus)), Err(Reason::PassKernelRoute));
     }
@@ -296,6 +338,9 @@ mod tests {
             Err(Reason::DropSpoofedSource)
         );
         assert_eq!(check_source(Some(&RouteValue::blackhole()), 7), Err(Reason::PassSourceUnallocated));
+        assert_eq!(check_source(Some(&RouteValue::local_with_tc(7)), 7), Err(Reason::PassEndpointTc));
+        assert_eq!(check_source(Some(&RouteValue::local_with_tc(7)), 8), Err(Reason::DropSpoofedSource));
+        assert_eq!(check_source(Some(&RouteValue::policy(7)), 7), Err(Reason::PassPolicyRoute));
         assert_eq!(check_source(None, 7), Err(Reason::PassSourceNotPod));
         let bogus = RouteValue { kind: 99, ..RouteValue::default() };
         assert_eq!(check_source(Some(&bogus), 7), Err(Reason::PassSourceNotPod));

@@ -118,57 +118,55 @@ pub struct Encap {
 /// inner Ethernet from this node's VTEP MAC to the other's. `None` when the outer packet would
 /// exceed 65535 bytes.
 pub const fn headers(e: &Encap, inner_len: u16) -> Option<[u8; OVERHEAD]> {
-    let Some(total) = inner_len.checked_add(OVERHEAD as u16) else { return None };
-    let outer = OuterIpv4 { protocol: PROTO_UDP, ..e.outer }.header(total);
+    let mut h = [0u8; OVERHEAD];
+    if write_headers(&mut h, e, inner_len) {
+        Some(h)
+    } else {
+        None
+    }
+}
+
+/// Write [`headers`] into `h` (the packet's own bytes, in a program: no copy of them on the
+/// stack); `false`, writing nothing, when the outer packet would exceed 65535 bytes.
+pub const fn write_headers(h: &mut [u8; OVERHEAD], e: &Encap, inner_len: u16) -> bool {
+    let Some(total) = inner_len.checked_add(OVERHEAD as u16) else { return false };
+    let outer: &mut [u8; ipv4::HEADER_LEN] = match h.first_chunk_mut::<{ ipv4::HEADER_LEN }>() {
+        Some(outer) => outer,
+        None => return false,
+    };
+    OuterIpv4 { protocol: PROTO_UDP, ..e.outer }.write(outer, total);
+    let udp = ipv4::HEADER_LEN;
     let sport = e.source_port.to_be_bytes();
     let dport = e.config.port.to_be_bytes();
     let udp_len = (total - ipv4::HEADER_LEN as u16).to_be_bytes();
+    h[udp] = sport[0];
+    h[udp + 1] = sport[1];
+    h[udp + 2] = dport[0];
+    h[udp + 3] = dport[1];
+    h[udp + 4] = udp_len[0];
+    h[udp + 5] = udp_len[1];
+    h[udp + 6] = 0;
+    h[udp + 7] = 0;
+    let vxlan = udp + UDP_HEADER_LEN;
     let vni = e.config.vni.to_be_bytes();
-    let (me, peer) = (e.config.mac, e.peer_mac);
-    let mut h = [0u8; OVERHEAD];
+    h[vxlan] = FLAG_VNI;
+    h[vxlan + 1] = 0;
+    h[vxlan + 2] = 0;
+    h[vxlan + 3] = 0;
+    h[vxlan + 4] = vni[1];
+    h[vxlan + 5] = vni[2];
+    h[vxlan + 6] = vni[3];
+    h[vxlan + 7] = 0;
+    let eth = vxlan + HEADER_LEN;
     let mut i = 0;
-    while i < ipv4::HEADER_LEN {
-        h[i] = outer[i];
+    while i < 6 {
+        h[eth + i] = e.peer_mac[i];
+        h[eth + 6 + i] = e.config.mac[i];
         i += 1;
     }
-    let rest = [
-        sport[0],
-        sport[1],
-        dport[0],
-        dport[1],
-        udp_len[0],
-        udp_len[1],
-        0,
-        0, // UDP
-        FLAG_VNI,
-        0,
-        0,
-        0,
-        vni[1],
-        vni[2],
-        vni[3],
-        0, // VXLAN
-        peer[0],
-        peer[1],
-        peer[2],
-        peer[3],
-        peer[4],
-        peer[5],
-        me[0],
-        me[1],
-        me[2],
-        me[3],
-        me[4],
-        me[5],
-        ETH_P_IP[0],
-        ETH_P_IP[1], // inner Ethernet
-    ];
-    let mut j = 0;
-    while j < rest.len() {
-        h[ipv4::HEADER_LEN + j] = rest[j];
-        j += 1;
-    }
-    Some(h)
+    h[eth + 12] = ETH_P_IP[0];
+    h[eth + 13] = ETH_P_IP[1];
+    true
 }
 
 /// The headers between the outer IPv4 header and the inner IPv4 packet of VXLAN that arrived,

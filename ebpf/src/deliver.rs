@@ -29,13 +29,18 @@ pub fn to_node(ctx: &TcContext, node: &NodeConfig, header: &Ipv4Fields, next_hop
     if let Some(outcome) = tunnel::too_big(ctx, node, header, node.underlay_mtu) {
         return outcome;
     }
-    let hop = fib::lookup(ctx, node, next_hop)?;
-    match &hop {
+    to_hop(ctx, &fib::lookup(ctx, node, next_hop)?)
+}
+
+/// Out of the underlay toward `hop`, unencapsulated: with its MAC when the kernel knows it
+/// (else `bpf_redirect_neigh` resolves it on the way out), TTL − 1.
+#[inline(always)]
+pub fn to_hop(ctx: &TcContext, hop: &NextHop) -> Outcome {
+    match hop {
         NextHop::Resolved { smac, dmac, .. } => rewrite(ctx, *smac, *dmac)?,
         NextHop::Unresolved { .. } => ip::decrement_ttl_at(ctx, EthHdr::LEN)?,
     }
-    tunnel::mark_as_fast_path(ctx, node);
-    Ok((fib::redirect(&hop), Reason::RoutedUnderlay))
+    Ok((fib::redirect(hop), Reason::RoutedUnderlay))
 }
 
 /// New MACs and TTL − 1 on the IPv4 packet after the Ethernet header.

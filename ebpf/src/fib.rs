@@ -22,7 +22,7 @@ use fastpath_common::{
     Reason,
 };
 
-use crate::maps::FP_NEXT_HOPS;
+use crate::maps::{FP_NEXT_HOPS, FP_SCRATCH};
 
 const AF_INET: u8 = 2;
 
@@ -62,19 +62,27 @@ fn cached(node: &NodeConfig, addr: [u8; 4]) -> Option<NextHop> {
     })
 }
 
-#[inline(always)]
+/// A function of its own (a BPF subprogram), its parameters in `FP_SCRATCH`: they would
+/// otherwise sit in the stack frame of every path that may ask.
+#[inline(never)]
 fn ask_fib(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextHop, Reason> {
-    // SAFETY: `bpf_fib_lookup` is plain old data; all-zero is a valid starting value.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    const _: () = assert!(size_of::<bpf_fib_lookup>() == size_of::<[u64; 8]>());
+    let params = FP_SCRATCH.get_ptr_mut(0).ok_or(Reason::PassFibFailed)?.cast::<bpf_fib_lookup>();
+    // SAFETY: this CPU's slot, of the struct's size and alignment; no other program runs on this
+    // CPU until this one returns. `bpf_fib_lookup` is plain old data: all-zero is a valid start.
+    let params = unsafe {
+        params.write_bytes(0, 1);
+        &mut *params
+    };
     params.family = AF_INET;
     params.ifindex = node.underlay_ifindex;
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(node.node_ip);
     params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(addr);
-    // SAFETY: the params struct is ours and of the size we pass.
+    // SAFETY: the params are of the size we pass.
     let rc = unsafe {
         aya_ebpf::helpers::bpf_fib_lookup(
             ctx.skb.skb.cast(),
-            &mut params,
+            params,
             size_of::<bpf_fib_lookup>() as i32,
             BPF_FIB_LOOKUP_OUTPUT,
         )
@@ -89,6 +97,14 @@ fn ask_fib(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextHop,
             addr: unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes(),
         }),
         _ => Err(Reason::PassFibFailed),
+    }
+}
+
+/// The interface the FIB sends toward `hop` out of.
+#[inline(always)]
+pub fn ifindex(hop: &NextHop) -> u32 {
+    match hop {
+        NextHop::Resolved { ifindex, .. } | NextHop::Unresolved { ifindex, .. } => *ifindex,
     }
 }
 

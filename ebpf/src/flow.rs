@@ -1,46 +1,44 @@
-//! `--trust kernel` in the programs: the ingress gate, which lets only approved flows take the
-//! fast path, and the egress judge, which approves a flow when the kernel forwards it unchanged
-//! (the decisions themselves are `fastpath_common::flow`'s).
+//! `--trust kernel` in the programs: the flow gate. The daemon writes an entry per flow direction
+//! the kernel's conntrack holds a confirmed entry for and has forwarded; a packet takes the fast
+//! path only by such an entry, arriving where its flow enters, and then does what the entry says
+//! (its NAT). The decisions themselves are `fastpath_common::flow`'s.
 
-use aya_ebpf::{
-    bindings::{BPF_ANY, BPF_NOEXIST, TC_ACT_OK},
-    helpers::bpf_ktime_get_ns,
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use fastpath_common::{
-    flow::{self, FlowKey, FlowState, FlowValue, Judgement, Signal},
-    ipv4::{Ipv4Fields, HEADER_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+    flow::{self, Arrival, Arrived, FlowKey, Signal, Translation, PORTS_LEN, PROTO_TCP},
+    ipv4::{Ipv4Fields, HEADER_LEN},
     maps::NodeConfig,
     Reason,
 };
+use network_types::eth::EthHdr;
 
-use crate::{maps::FP_FLOWS, parse, stats::Outcome};
+use crate::{
+    fib::{self, NextHop},
+    maps::FP_FLOWS,
+    parse,
+};
+
+/// The flow direction of the option-less IPv4 packet at `l3`, if it has one
+/// ([`flow::ports_of`]).
+#[inline(always)]
+pub fn key(ctx: &TcContext, l3: usize, ip: &Ipv4Fields) -> Option<FlowKey> {
+    let head: *const [u8; PORTS_LEN] = parse::header_mut(ctx, l3 + HEADER_LEN)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    let ports = flow::ports_of(ip.protocol, unsafe { &*head })?;
+    Some(FlowKey::new(ip.src, ip.dst, ip.protocol, ports))
+}
 
 /// The flow direction of the option-less IPv4 packet at `l3`, and what its TCP flags say.
 #[inline(always)]
 pub fn name(ctx: &TcContext, l3: usize, ip: &Ipv4Fields) -> Result<(FlowKey, Signal), Reason> {
-    let l4 = l3 + HEADER_LEN;
-    let (ports, signal) = match ip.protocol {
-        PROTO_TCP => {
-            // The flags are the 14th byte of the TCP header.
-            let tcp: *const [u8; 14] = parse::header_mut(ctx, l4).ok_or(Reason::PassFlowUntracked)?;
-            // SAFETY: bounds-checked by `header_mut`.
-            let tcp = unsafe { &*tcp };
-            (flow::transport_ports(&[tcp[0], tcp[1], tcp[2], tcp[3]]), Signal::of_tcp_flags(tcp[13]))
-        }
-        PROTO_UDP => {
-            let udp: *const [u8; 4] = parse::header_mut(ctx, l4).ok_or(Reason::PassFlowUntracked)?;
-            // SAFETY: bounds-checked by `header_mut`.
-            (flow::transport_ports(unsafe { &*udp }), Signal::default())
-        }
-        PROTO_ICMP => {
-            let icmp: *const [u8; 6] = parse::header_mut(ctx, l4).ok_or(Reason::PassFlowUntracked)?;
-            // SAFETY: bounds-checked by `header_mut`.
-            (flow::icmp_ports(unsafe { &*icmp }).ok_or(Reason::PassFlowUntracked)?, Signal::default())
-        }
-        _ => ((0, 0), Signal::default()),
-    };
-    Ok((FlowKey::new(ip.src, ip.dst, ip.protocol, ports), signal))
+    let key = key(ctx, l3, ip).ok_or(Reason::PassFlowUntracked)?;
+    if ip.protocol != PROTO_TCP {
+        return Ok((key, Signal::default()));
+    }
+    // The flags are the 14th byte of the TCP header.
+    let tcp: *const [u8; 14] = parse::header_mut(ctx, l3 + HEADER_LEN).ok_or(Reason::PassFlowUntracked)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    Ok((key, Signal::of_tcp_flags(unsafe { (*tcp)[13] })))
 }
 
 #[inline(always)]
@@ -49,79 +47,70 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Whether the fast path may carry this packet, whose route allows it: always under `--trust
-/// routes`; under `--trust kernel` only when its flow is approved. Any other packet goes to the
-/// kernel, remembered as pending, so that the kernel forwarding it approves its flow.
+/// Where a packet arrived, as the program that saw it can tell.
+pub enum Seen {
+    /// From a pod, on the interface with this ifindex.
+    Pod(u32),
+    /// In this tunnel from this node.
+    Tunnel(Arrival, [u8; 4]),
+    /// Unencapsulated from the underlay: the sender is known by its MAC alone.
+    Plain,
+}
+
+/// The direction of the packet at `l3` may take the fast path: what its flow's entry says to
+/// rewrite. Under `--trust routes` there is no entry and nothing to rewrite; under `--trust
+/// kernel` any packet without an approved entry, or arriving elsewhere than its flow enters, goes
+/// to the kernel.
+///
+/// Always a whole `Translation`, never an `Option` of one: LLVM reads an absent one's fields
+/// speculatively from whatever its stack slot held, which the verifier refuses when that was a
+/// packet pointer.
 #[inline(always)]
-pub fn admit(ctx: &TcContext, node: &NodeConfig, l3: usize, ip: &Ipv4Fields) -> Result<(), Reason> {
+pub fn admit(
+    ctx: &TcContext,
+    node: &NodeConfig,
+    l3: usize,
+    ip: &Ipv4Fields,
+    seen: Seen,
+) -> Result<Translation, Reason> {
     if !node.trusts_kernel() {
-        return Ok(());
+        return Ok(Translation::none(ip.protocol, ip.src, ip.dst));
     }
     let (key, signal) = name(ctx, l3, ip)?;
-    let now = now_ns();
-    let Some(entry) = FP_FLOWS.get_ptr_mut(key) else {
-        remember_new(&key, now);
-        return Err(Reason::PassFlowPending);
-    };
+    let entry = FP_FLOWS.get_ptr_mut(key).ok_or(Reason::PassFlowPending)?;
     // SAFETY: a live map value. Another CPU writing the same entry at once can only cost a count
     // or a timestamp; the state written is always one of the decisions.
     let entry = unsafe { &mut *entry };
-    let state = FlowState::try_from(entry.state).unwrap_or(FlowState::Pending);
-    let admission = flow::admission(state, entry.last_seen_ns, now, node.flow_idle_ns(), signal);
-    entry.state = admission.state as u32;
-    entry.last_seen_ns = now;
+    let arrived = match seen {
+        Seen::Pod(ifindex) => Arrived::from_pod(ifindex),
+        Seen::Tunnel(arrival, node) => Arrived::from_underlay(arrival, node),
+        Seen::Plain => Arrived::from_underlay(Arrival::Plain, plain_sender(ctx, node, entry.peer)),
+    };
+    let admission = flow::admission(entry, &arrived, signal);
+    entry.state = admission.state as u8;
     match admission.verdict {
-        Ok(()) => entry.fast_packets += 1,
-        Err(_) => entry.kernel_packets += 1,
-    }
-    admission.verdict
-}
-
-/// Under `--trust kernel`, note a packet the kernel is about to route toward a pod whose MAC is
-/// not known yet, so that its forwarding approves the flow instead of marking it kernel-owned.
-#[inline(always)]
-pub fn remember(ctx: &TcContext, node: &NodeConfig, l3: usize, ip: &Ipv4Fields) {
-    if !node.trusts_kernel() {
-        return;
-    }
-    let Ok((key, _)) = name(ctx, l3, ip) else { return };
-    let now = now_ns();
-    match FP_FLOWS.get_ptr_mut(key) {
-        // SAFETY: a live map value; see `admit`.
-        Some(entry) => unsafe {
-            (*entry).last_seen_ns = now;
-            (*entry).kernel_packets += 1;
-        },
-        None => remember_new(&key, now),
-    }
-}
-
-#[inline(always)]
-fn remember_new(key: &FlowKey, now: u64) {
-    let value = FlowValue { kernel_packets: 1, ..FlowValue::new(FlowState::Pending, now) };
-    // A full LRU table evicts its oldest entry; an error here only costs an approval.
-    let _ = FP_FLOWS.insert(key, value, u64::from(BPF_NOEXIST));
-}
-
-/// The kernel is sending the IPv4 packet at `l3` toward its destination: approve its flow if an
-/// ingress handed it to the kernel with this very tuple; if none did (NAT rewrote it, or the
-/// kernel made it), the kernel owns the flow, both ways. Never changes the packet.
-#[inline(always)]
-pub fn judge(ctx: &TcContext, l3: usize, ip: &Ipv4Fields) -> Outcome {
-    let (key, _) = name(ctx, l3, ip).map_err(|_| Reason::FlowEgressOther)?;
-    let entry = FP_FLOWS.get_ptr_mut(key);
-    // SAFETY: a live map value, read once.
-    let state = entry.map(|e| FlowState::try_from(unsafe { (*e).state }).unwrap_or(FlowState::Pending));
-    let judgement = flow::judgement(state);
-    match (judgement, entry) {
-        // SAFETY: a live map value; see `admit`.
-        (Judgement::Approve, Some(entry)) => unsafe { (*entry).state = FlowState::Approved as u32 },
-        (Judgement::KernelOwned, _) => {
-            let owned = FlowValue::new(FlowState::KernelOwned, now_ns());
-            let _ = FP_FLOWS.insert(key, owned, u64::from(BPF_ANY));
-            let _ = FP_FLOWS.insert(key.reversed(), owned, u64::from(BPF_ANY));
+        Ok(()) => {
+            entry.last_seen_ns = now_ns();
+            entry.fast_packets += 1;
+            Ok(entry.translation(&key))
         }
-        _ => {}
+        Err(reason) => {
+            entry.kernel_packets += 1;
+            Err(reason)
+        }
     }
-    Ok((TC_ACT_OK, judgement.reason()))
+}
+
+/// `expected` when the frame's Ethernet source is its MAC on the underlay (as the kernel's FIB
+/// and neighbour table know it), else nobody: a plain packet takes the fast path only from the
+/// node (or gateway) its source is routed through.
+#[inline(always)]
+fn plain_sender(ctx: &TcContext, node: &NodeConfig, expected: [u8; 4]) -> [u8; 4] {
+    let Some(eth) = parse::header_mut::<EthHdr>(ctx, 0) else { return [0; 4] };
+    // SAFETY: bounds-checked by `header_mut`.
+    let source = unsafe { (*eth).src_addr };
+    match fib::lookup(ctx, node, expected) {
+        Ok(NextHop::Resolved { dmac, .. }) if dmac == source => expected,
+        _ => [0; 4],
+    }
 }

@@ -2,11 +2,13 @@
 //!
 //! `bpf_skb_adjust_room` with the ENCAP/DECAP flags keeps GSO packets valid: the kernel records
 //! the inner headers and the tunnel type, so a 64 KB TCP super-packet is segmented correctly
-//! wherever it is segmented.
+//! wherever it is segmented; `BPF_F_ADJ_ROOM_FIXED_GSO` both ways keeps the segment size the
+//! sender chose, as VXLAN does.
 
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     programs::TcContext,
 };
@@ -23,22 +25,27 @@ use crate::{fib, ip, parse, stats::Outcome, tunnel};
 /// Encapsulate toward `next_hop` and send it out of the underlay.
 #[inline(always)]
 pub fn encapsulate(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, next_hop: [u8; 4]) -> Outcome {
-    if let Some(outcome) = tunnel::too_big(ctx, node, inner, node.tunnel_mtu(&Tunnel::Ipip)) {
+    if let Some(outcome) = tunnel::too_big(ctx, node, inner, tunnel::mtu(node, Tunnel::Ipip, next_hop)) {
         return outcome;
     }
     // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
     let hop = fib::lookup(ctx, node, next_hop)?;
-    ctx.adjust_room(IPIP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4))
+    // A GSO packet keeps the segment size its pod chose (each segment was checked against the
+    // tunnel MTU above), as the kernel's own tunnel segments the inner packet: without
+    // BPF_F_ADJ_ROOM_FIXED_GSO the helper would lower it by the 20 bytes pushed.
+    let flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
+    ctx.adjust_room(IPIP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, u64::from(flags))
         .map_err(|_| Reason::PassEncapFailed)?;
     write_outer_header(ctx, node, inner, next_hop)?;
     ip::decrement_ttl_at(ctx, EthHdr::LEN + HEADER_LEN)?;
-    tunnel::send(ctx, node, &hop, Reason::Encapsulated)
+    tunnel::send(ctx, &hop, Reason::Encapsulated)
 }
 
 /// IPIP arriving at this node ([`tunnel::deliver`]).
 pub struct Arriving;
 
 impl tunnel::Arrival for Arriving {
+    const ARRIVAL: fastpath_common::flow::Arrival = fastpath_common::flow::Arrival::Ipip;
     const INNER_L3: usize = EthHdr::LEN + HEADER_LEN;
     const DELIVERED: Reason = Reason::Decapsulated;
 
@@ -48,10 +55,15 @@ impl tunnel::Arrival for Arriving {
         Ok(())
     }
 
-    /// Remove the outer header (the packet must start Ethernet, outer IPv4, inner IPv4).
+    /// Remove the outer header (the packet must start Ethernet, outer IPv4, inner IPv4). A GSO
+    /// packet keeps the segment size its sender chose: without `BPF_F_ADJ_ROOM_FIXED_GSO`,
+    /// `bpf_skb_net_shrink` would grow it by the 20 bytes removed, and a pod re-segmenting an
+    /// aggregate the kernel's own IPIP sent (forwarding it on) would send segments 20 bytes over
+    /// its MTU.
     #[inline(always)]
     fn strip(ctx: &TcContext) -> Result<(), Reason> {
-        ctx.adjust_room(-(IPIP_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+        let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
+        ctx.adjust_room(-(IPIP_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
             .map_err(|_| Reason::PassEncapFailed)
     }
 }

@@ -49,16 +49,6 @@ pub fn deliver_after_decap(dst: [u8; 4], node_ip: [u8; 4]) -> Result<Forward, Re
     }
 }
 
-/// Whether `dst` is a pod on another node: where the fast path would send a packet over the
-/// underlay.
-#[inline(always)]
-pub fn is_on_other_node(dst: [u8; 4], node_ip: [u8; 4]) -> bool {
-    matches!(
-        route::forward_to(dst, node_ip, maps::route(dst)),
-        Ok(Forward::Encapsulate { .. } | Forward::Underlay { .. })
-    )
-}
-
 #[inline(always)]
 fn local(dst: [u8; 4], node_ip: [u8; 4]) -> Option<Forward> {
     if is_special_destination(dst, node_ip) {

@@ -5,7 +5,6 @@
 
 mod arp;
 mod deliver;
-mod egress;
 mod fib;
 mod flow;
 mod icmp;
@@ -14,7 +13,9 @@ mod ipip;
 mod lookup;
 mod maps;
 mod monitor;
+mod nat;
 mod parse;
+mod path_mtu;
 mod pod;
 mod stats;
 mod tunnel;
@@ -38,20 +39,6 @@ pub fn from_underlay(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_UNDERLAY);
     let bytes = ctx.len();
     stats::finish(bytes, underlay::handle(&ctx), watched)
-}
-
-/// tcx egress on every `cali*` interface under `--trust kernel`: what the kernel delivers into
-/// a pod approves or disowns its flow. Never changes a packet.
-#[classifier]
-pub fn to_pod(ctx: TcContext) -> i32 {
-    stats::finish(ctx.len(), egress::to_pod(&ctx), None)
-}
-
-/// tcx egress on the underlay under `--trust kernel`: what the kernel sends toward a pod on
-/// another node approves or disowns its flow. Never changes a packet.
-#[classifier]
-pub fn to_underlay(ctx: TcContext) -> i32 {
-    stats::finish(ctx.len(), egress::to_underlay(&ctx), None)
 }
 
 #[cfg(not(test))]

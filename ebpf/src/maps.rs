@@ -7,8 +7,9 @@ use aya_ebpf::{
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
-        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NextHopEntry, NodeConfig, ENDPOINTS_MAX,
-        EVENTS_BYTES, FLOWS_DEFAULT_MAX, NEXT_HOPS_MAX, ROUTES_MAX, TUNNEL_PEERS_MAX,
+        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NextHopEntry, NodeConfig, PathMtu,
+        ENDPOINTS_MAX, EVENTS_BYTES, FLOWS_DEFAULT_MAX, NEXT_HOPS_MAX, PATH_MTU_MAX, ROUTES_MAX,
+        TUNNEL_PEERS_MAX,
     },
     reason::COUNTER_SLOTS,
     route::RouteValue,
@@ -58,6 +59,16 @@ pub static FP_FLOWS: LruHashMap<FlowKey, FlowValue, { FLOWS_DEFAULT_MAX as usize
 #[btf_map]
 pub static FP_NEXT_HOPS: LruHashMap<[u8; 4], NextHopEntry, { NEXT_HOPS_MAX as usize }> = LruHashMap::new();
 
+/// The path MTU toward other nodes, as routers said (name: `fastpath_common::maps::PATH_MTU`).
+#[btf_map]
+pub static FP_PATH_MTU: LruHashMap<[u8; 4], PathMtu, { PATH_MTU_MAX as usize }> = LruHashMap::new();
+
+/// Room for the FIB lookup's 64 bytes of parameters, per CPU, so they sit in no program's stack
+/// frame (the kernel allows 512 bytes for a whole call chain). Not pinned: nothing outlives one
+/// lookup.
+#[btf_map]
+pub static FP_SCRATCH: PerCpuArray<[u64; 8], 1> = PerCpuArray::new();
+
 /// The most specific route for `addr`.
 #[inline(always)]
 pub fn route(addr: [u8; 4]) -> Option<&'static RouteValue> {
@@ -71,11 +82,12 @@ pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
     FP_ENDPOINTS.get_ptr(addr).map(|e| unsafe { *e })
 }
 
-/// This node's settings, once the daemon has written them.
+/// This node's settings, once the daemon has written them: the map's own value, not a copy (a
+/// copy would take 64 bytes of every program's stack).
 #[inline(always)]
-pub fn node() -> Result<NodeConfig, Reason> {
+pub fn node() -> Result<&'static NodeConfig, Reason> {
     match FP_NODE.get(0) {
-        Some(node) if node.ready() => Ok(*node),
+        Some(node) if node.ready() => Ok(node),
         _ => Err(Reason::PassNotReady),
     }
 }

@@ -90,8 +90,8 @@ fn innermost_ipv4(ctx: &TcContext) -> Option<(Ipv4Fields, usize)> {
 #[inline(always)]
 fn is_vxlan(ctx: &TcContext, outer: &Ipv4Fields) -> bool {
     maps::node().is_ok_and(|node| {
-        vxlan::is_sent_by(ctx, &node, outer)
-            || (outer.dst == node.node_ip && vxlan::is_vxlan_for(ctx, &node, outer))
+        vxlan::is_sent_by(ctx, node, outer)
+            || (outer.dst == node.node_ip && vxlan::is_vxlan_for(ctx, node, outer))
     })
 }
 

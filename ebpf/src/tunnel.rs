@@ -7,16 +7,37 @@ use fastpath_common::{
     ipv4::{Ipv4Fields, HEADER_LEN, PROTO_TCP, PROTO_UDP},
     maps::NodeConfig,
     route::Forward,
-    Reason, FAST_PATH_MARK,
+    tunnel::Tunnel,
+    Reason,
 };
 use network_types::eth::EthHdr;
 
 use crate::{
     deliver,
     fib::{self, NextHop},
-    flow, icmp, ip, lookup, maps, parse,
+    flow::{self, Seen},
+    icmp, ip, lookup, maps, nat, parse, path_mtu,
     stats::Outcome,
 };
+
+/// The largest inner packet `tunnel` may carry toward node `next_hop`: the tunnel's MTU, or
+/// less where a router taught the path is narrower.
+#[inline(always)]
+pub fn mtu(node: &NodeConfig, tunnel: Tunnel, next_hop: [u8; 4]) -> u32 {
+    path_mtu::limit(node.tunnel_mtu(&tunnel), next_hop, tunnel.overhead())
+}
+
+/// [`too_big`] for the way `to` leaves: nothing to check into a pod here.
+#[inline(always)]
+pub fn too_big_for(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, to: &Forward) -> Option<Outcome> {
+    match to {
+        Forward::Local { .. } => None,
+        Forward::Encapsulate { next_hop, tunnel, .. } => {
+            too_big(ctx, node, inner, mtu(node, *tunnel, *next_hop))
+        }
+        Forward::Underlay { .. } => too_big(ctx, node, inner, node.underlay_mtu),
+    }
+}
 
 /// `None` when the packet (each segment, for a GSO packet) fits `mtu` (a tunnel's, or the
 /// underlay's for a plain route); otherwise what a router does instead: DF gets ICMP
@@ -63,7 +84,7 @@ fn transport_header_len(ctx: &TcContext, protocol: u8) -> u32 {
 /// Send the encapsulated packet out of the underlay toward `hop`, with the next hop's MAC when
 /// the kernel knows it (else `bpf_redirect_neigh` resolves it on the way out).
 #[inline(always)]
-pub fn send(ctx: &TcContext, node: &NodeConfig, hop: &NextHop, reason: Reason) -> Outcome {
+pub fn send(ctx: &TcContext, hop: &NextHop, reason: Reason) -> Outcome {
     if let NextHop::Resolved { smac, dmac, .. } = hop {
         let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
         // SAFETY: bounds-checked by `header_mut`.
@@ -72,23 +93,13 @@ pub fn send(ctx: &TcContext, node: &NodeConfig, hop: &NextHop, reason: Reason) -
             (*eth).dst_addr = *dmac;
         }
     }
-    mark_as_fast_path(ctx, node);
     Ok((fib::redirect(hop), reason))
-}
-
-/// Under `--trust kernel`, tell the underlay's egress program this packet is the fast path's:
-/// its flow is approved, nothing to judge ([`fastpath_common::FAST_PATH_MARK`]).
-#[inline(always)]
-pub fn mark_as_fast_path(ctx: &TcContext, node: &NodeConfig) {
-    if node.trusts_kernel() {
-        // SAFETY: reading `mark` from the context is allowed for TC programs.
-        let mark = unsafe { (*ctx.skb.skb).mark };
-        ctx.set_mark(mark | FAST_PATH_MARK);
-    }
 }
 
 /// A tunnel arriving at this node, as the shared delivery needs it.
 pub trait Arrival {
+    /// How the flow table names this way of arriving.
+    const ARRIVAL: fastpath_common::flow::Arrival;
     /// Where the inner IPv4 header starts.
     const INNER_L3: usize;
     /// The reason a delivered packet is counted under.
@@ -102,9 +113,10 @@ pub trait Arrival {
 
 /// A tunnel from another node to this one: from a stranger it is dropped; for a pod here, from
 /// a known node and an inner source of that node, it is taken apart and delivered (under
-/// `--trust kernel` only for a flow the kernel here has delivered before); anything else goes to
-/// the kernel still encapsulated, where its own tunnel device takes it apart and its policy
-/// judges it, as without fastpath. The same rules for IPIP and VXLAN, here once.
+/// `--trust kernel` only by its flow's conntrack entry, arriving in this tunnel from this node,
+/// translated as the entry says); anything else goes to the kernel still encapsulated, where its
+/// own tunnel device takes it apart and its policy judges it, as without fastpath. The same
+/// rules for IPIP and VXLAN, here once.
 #[inline(always)]
 pub fn deliver<T: Arrival>(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> Outcome {
     if !maps::is_tunnel_peer(outer.src) {
@@ -115,10 +127,13 @@ pub fn deliver<T: Arrival>(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Field
     // Another source goes to the kernel still encapsulated: a node must not pose as a pod of a
     // third node, nor of this one.
     lookup::check_inner_source(inner.src, outer.src)?;
-    let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(inner.dst, node.node_ip)? else {
+    let t = flow::admit(ctx, node, T::INNER_L3, &inner, Seen::Tunnel(T::ARRIVAL, outer.src)).map_err(
+        |reason| crate::pod::when_pending(reason, lookup::deliver_after_decap(inner.dst, node.node_ip).err()),
+    )?;
+    let Forward::Local { ifindex, mac } = lookup::deliver_after_decap(t.to_dst, node.node_ip)? else {
         return Err(Reason::PassDecapNotLocal);
     };
-    flow::admit(ctx, node, T::INNER_L3, &inner)?;
     T::strip(ctx)?;
+    nat::apply(ctx, &t)?;
     deliver::to_pod(ctx, ifindex, mac, T::DELIVERED)
 }

@@ -59,20 +59,25 @@ pub fn encapsulate(
     if !node.has_vxlan() {
         return Err(Reason::PassKernelRoute);
     }
-    if let Some(outcome) = tunnel::too_big(ctx, node, inner, node.tunnel_mtu(&Tunnel::Vxlan)) {
+    if let Some(outcome) = tunnel::too_big(ctx, node, inner, tunnel::mtu(node, Tunnel::Vxlan, next_hop)) {
         return outcome;
     }
     // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
     let hop = fib::lookup(ctx, node, next_hop)?;
-    let headers = vxlan::headers(&encap_of(ctx, node, inner, next_hop, peer_mac)?, inner.total_len)
-        .ok_or(Reason::PassEncapFailed)?;
+    let encap = encap_of(ctx, node, inner, next_hop, peer_mac)?;
+    // An outer packet over 65535 bytes cannot be: leave it to the kernel before touching it.
+    if inner.total_len.checked_add(OVERHEAD as u16).is_none() {
+        return Err(Reason::PassEncapFailed);
+    }
     ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, u64::from(ENCAP_FLAGS) | ENCAP_L2_LEN)
         .map_err(|_| Reason::PassEncapFailed)?;
     let room: *mut [u8; OVERHEAD] = parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::DropRewriteFailed)?;
-    // SAFETY: bounds-checked by `header_mut`.
-    unsafe { *room = headers };
+    // SAFETY: bounds-checked by `header_mut`; written in place.
+    if !vxlan::write_headers(unsafe { &mut *room }, &encap, inner.total_len) {
+        return Err(Reason::DropRewriteFailed);
+    }
     ip::decrement_ttl_at(ctx, INNER_L3)?;
-    tunnel::send(ctx, node, &hop, Reason::EncapsulatedVxlan)
+    tunnel::send(ctx, &hop, Reason::EncapsulatedVxlan)
 }
 
 /// This packet's outer header fields and UDP source port, read before the packet moves.
@@ -117,9 +122,9 @@ fn flow_hash(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
     if hash != 0 {
         return hash;
     }
-    let key = flow::name(ctx, EthHdr::LEN, inner)
-        .map_or(FlowKey::new(inner.src, inner.dst, inner.protocol, (0, 0)), |(key, _)| key);
-    key.hash()
+    flow::key(ctx, EthHdr::LEN, inner)
+        .unwrap_or(FlowKey::new(inner.src, inner.dst, inner.protocol, (0, 0)))
+        .hash()
 }
 
 /// Whether `outer`, to this node, is UDP to its `vxlan.calico`'s port (with room for the whole
@@ -167,6 +172,7 @@ fn received(ctx: &TcContext) -> Option<Received> {
 pub struct Arriving;
 
 impl tunnel::Arrival for Arriving {
+    const ARRIVAL: fastpath_common::flow::Arrival = fastpath_common::flow::Arrival::Vxlan;
     const INNER_L3: usize = INNER_L3;
     const DELIVERED: Reason = Reason::DecapsulatedVxlan;
 

@@ -19,89 +19,146 @@
 mod support;
 
 use aya::Ebpf;
-use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
-use fastpath_common::FAST_PATH_MARK;
+use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY};
+use fastpath_common::flow::{Arrival, Arrived, FlowKey};
 use fastpath_tests::packets::{self, TCP_ACK};
 use support::*;
 
-/// One decision to time: its name, the program, the frame, whether `--trust kernel` is on, and
-/// the packet's `skb->mark`.
+/// One decision to time: its name, the program, the frame, and under `--trust kernel` the flow
+/// directions the daemon would have approved for it (key, arrival, and the tuple it leaves with).
 struct Case {
     name: &'static str,
     program: &'static str,
     frame: Vec<u8>,
     trust_kernel: bool,
-    mark: u32,
+    approved: Vec<(FlowKey, Arrived, FlowKey)>,
 }
 
+const PORTS: (u16, u16) = (40000, 5201);
+
 fn tcp(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    packets::tcp_segment(addr(src), addr(dst), (40000, 5201), TCP_ACK)
+    packets::tcp_segment(addr(src), addr(dst), PORTS, TCP_ACK)
+}
+
+fn key(src: [u8; 4], dst: [u8; 4]) -> FlowKey {
+    FlowKey::new(src, dst, 6, PORTS)
 }
 
 fn cases() -> Vec<Case> {
     let pod = |src, dst| packets::pod_frame(&tcp(src, dst));
     let tunnelled = |src, dst| ipip_frame(PEER_IP, NODE_IP, &tcp(src, dst));
-    let case = |name, program, frame, trust_kernel| Case { name, program, frame, trust_kernel, mark: 0 };
-    let mut cases = vec![case("baseline: not IPv4 or ARP (from_pod)", FROM_POD, ipv6_frame(), false)];
-    for trust_kernel in [false, true] {
-        let mode = |routes: &'static str, kernel: &'static str| if trust_kernel { kernel } else { routes };
-        cases.extend([
-            case(
-                mode("same node, redirected (routes)", "same node, redirected (kernel, approved)"),
+    let case =
+        |name, program, frame| Case { name, program, frame, trust_kernel: false, approved: Vec::new() };
+    // Under --trust kernel, the same frame with its direction approved as it arrives, unchanged.
+    let approved = |name, program, frame, key: FlowKey, arrived| Case {
+        name,
+        program,
+        frame,
+        trust_kernel: true,
+        approved: vec![(key, arrived, key)],
+    };
+    let here = Arrived::from_pod(TEST_IFINDEX);
+    let ipip = Arrived::from_underlay(Arrival::Ipip, PEER_IP);
+    let vxlan = Arrived::from_underlay(Arrival::Vxlan, PEER_IP);
+    let mut cases = vec![
+        case("baseline: not IPv4 or ARP (from_pod)", FROM_POD, ipv6_frame()),
+        case("same node, redirected (routes)", FROM_POD, pod(POD, OTHER_LOCAL_POD)),
+        case("cross node, IPIP (routes)", FROM_POD, pod(POD, REMOTE_POD)),
+        case("cross node, plain (routes)", FROM_POD, pod(POD, [10, 244, 7, 9])),
+        case("decapsulated (routes)", FROM_UNDERLAY, tunnelled(REMOTE_POD, POD)),
+        case("cross node, VXLAN (routes)", FROM_POD, pod(POD, VXLAN_POD)),
+        case("VXLAN decapsulated (routes)", FROM_UNDERLAY, vxlan_from_peer(&tcp(VXLAN_POD, POD))),
+        approved(
+            "same node, redirected (kernel, approved)",
+            FROM_POD,
+            pod(POD, OTHER_LOCAL_POD),
+            key(POD, OTHER_LOCAL_POD),
+            here,
+        ),
+        approved(
+            "cross node, IPIP (kernel, approved)",
+            FROM_POD,
+            pod(POD, REMOTE_POD),
+            key(POD, REMOTE_POD),
+            here,
+        ),
+        approved(
+            "cross node, plain (kernel, approved)",
+            FROM_POD,
+            pod(POD, [10, 244, 7, 9]),
+            key(POD, [10, 244, 7, 9]),
+            here,
+        ),
+        approved(
+            "decapsulated (kernel, approved)",
+            FROM_UNDERLAY,
+            tunnelled(REMOTE_POD, POD),
+            key(REMOTE_POD, POD),
+            ipip,
+        ),
+        approved(
+            "cross node, VXLAN (kernel, approved)",
+            FROM_POD,
+            pod(POD, VXLAN_POD),
+            key(POD, VXLAN_POD),
+            here,
+        ),
+        approved(
+            "VXLAN decapsulated (kernel, approved)",
+            FROM_UNDERLAY,
+            vxlan_from_peer(&tcp(VXLAN_POD, POD)),
+            key(VXLAN_POD, POD),
+            vxlan,
+        ),
+        // kube-proxy's DNAT, done by the fast path: to a service, leaving in IPIP to its backend;
+        // the backend's reply, decapsulated and leaving the service's address.
+        Case {
+            approved: vec![(key(POD, SERVICE), here, FlowKey::new(POD, REMOTE_POD, 6, (PORTS.0, 8080)))],
+            ..approved(
+                "service, DNAT + IPIP (kernel, approved)",
                 FROM_POD,
-                pod(POD, OTHER_LOCAL_POD),
-                trust_kernel,
-            ),
-            case(
-                mode("cross node, IPIP (routes)", "cross node, IPIP (kernel, approved)"),
-                FROM_POD,
-                pod(POD, REMOTE_POD),
-                trust_kernel,
-            ),
-            case(
-                mode("cross node, plain (routes)", "cross node, plain (kernel, approved)"),
-                FROM_POD,
-                pod(POD, [10, 244, 7, 9]),
-                trust_kernel,
-            ),
-            case(
-                mode("decapsulated (routes)", "decapsulated (kernel, approved)"),
+                pod(POD, SERVICE),
+                key(POD, SERVICE),
+                here,
+            )
+        },
+        Case {
+            approved: vec![(
+                FlowKey::new(REMOTE_POD, POD, 6, (8080, PORTS.0)),
+                ipip,
+                FlowKey::new(SERVICE, POD, 6, (PORTS.1, PORTS.0)),
+            )],
+            ..approved(
+                "service reply, un-DNAT + decap (kernel, approved)",
                 FROM_UNDERLAY,
-                tunnelled(REMOTE_POD, POD),
-                trust_kernel,
-            ),
-            case(
-                mode("cross node, VXLAN (routes)", "cross node, VXLAN (kernel, approved)"),
-                FROM_POD,
-                pod(POD, VXLAN_POD),
-                trust_kernel,
-            ),
-            case(
-                mode("VXLAN decapsulated (routes)", "VXLAN decapsulated (kernel, approved)"),
-                FROM_UNDERLAY,
-                vxlan_from_peer(&tcp(VXLAN_POD, POD)),
-                trust_kernel,
-            ),
-        ]);
-    }
+                ipip_frame(
+                    PEER_IP,
+                    NODE_IP,
+                    &packets::tcp_segment(addr(REMOTE_POD), addr(POD), (8080, PORTS.0), TCP_ACK),
+                ),
+                key(REMOTE_POD, POD),
+                ipip,
+            )
+        },
+        Case {
+            trust_kernel: true,
+            ..case("cross node, IPIP, no entry (kernel first)", FROM_POD, pod(POD, REMOTE_POD))
+        },
+    ];
     cases.extend([
-        case("no route (source check passed)", FROM_POD, pod(POD, [8, 8, 8, 8]), false),
-        case("source not a pod's (service)", FROM_POD, pod([10, 96, 0, 10], OTHER_LOCAL_POD), false),
+        case("no route (source check passed)", FROM_POD, pod(POD, [8, 8, 8, 8])),
+        case("source not a pod's (service)", FROM_POD, pod([10, 96, 0, 10], OTHER_LOCAL_POD)),
         case(
             "IPIP, inner source checked, not for a pod here",
             FROM_UNDERLAY,
             tunnelled(REMOTE_POD, [10, 244, 166, 151]),
-            false,
         ),
-        case("IPIP, inner source foreign", FROM_UNDERLAY, tunnelled([10, 244, 9, 9], POD), false),
-        case("plain underlay traffic (routes)", FROM_UNDERLAY, plain_underlay(), false),
-        case("plain underlay traffic (kernel)", FROM_UNDERLAY, plain_underlay(), true),
-        case("egress: IPIP leaving, unmarked (kernel)", TO_UNDERLAY, own_ipip(), true),
+        case("IPIP, inner source foreign", FROM_UNDERLAY, tunnelled([10, 244, 9, 9], POD)),
+        case("plain underlay traffic (routes)", FROM_UNDERLAY, plain_underlay()),
         Case {
-            mark: FAST_PATH_MARK,
-            ..case("egress: the fast path's IPIP leaving (kernel)", TO_UNDERLAY, own_ipip(), true)
+            trust_kernel: true,
+            ..case("plain underlay traffic, no entry (kernel)", FROM_UNDERLAY, plain_underlay())
         },
-        case("egress: kernel delivering to a pod (kernel)", TO_POD, pod(REMOTE_POD, POD), true),
     ]);
     cases
 }
@@ -118,31 +175,9 @@ fn plain_underlay() -> Vec<u8> {
     frame
 }
 
-/// This node's IPIP to the next node, as the fast path sends it out of the underlay.
-fn own_ipip() -> Vec<u8> {
-    let mut frame = packets::ethernet(PEER_MAC, [2, 0, 0, 0, 0, 0x50], packets::ETH_P_IP);
-    frame.extend(packets::ipv4_packet(addr(NODE_IP), addr(PEER_IP), 64, 4, &tcp(POD, REMOTE_POD)));
-    frame
-}
-
-/// The kernel's time for one run of `program` on `frame` with `mark`, in nanoseconds.
-fn time_once(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], mark: u32) -> u64 {
-    run_marked_timed(ebpf, program, frame, mark).3
-}
-
-/// Let the flows of `case` be approved, as the kernel forwarding their first packets would.
-fn approve(ebpf: &mut Ebpf, case: &Case) {
-    let _ = try_run(ebpf, case.program, &case.frame);
-    let inner = match case.program {
-        // The inner IPv4 packet starts after the outer Ethernet, IPv4 and (for VXLAN) UDP, VXLAN
-        // and inner Ethernet headers.
-        FROM_UNDERLAY if case.frame[23] == 17 => packets::pod_frame(&case.frame[14 + 50..]),
-        FROM_UNDERLAY => packets::pod_frame(&case.frame[34..]),
-        _ => case.frame.clone(),
-    };
-    for egress in [TO_POD, TO_UNDERLAY] {
-        let _ = try_run(ebpf, egress, &inner);
-    }
+/// The kernel's time for one run of `program` on `frame`, in nanoseconds.
+fn time_once(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> u64 {
+    run_marked_timed(ebpf, program, frame, 0).3
 }
 
 /// The kernel's own accounting (`kernel.bpf_stats_enabled`), on while it lives, back to what it
@@ -173,7 +208,7 @@ fn accounted(ebpf: &mut Ebpf, case: &Case, runs: usize) -> u64 {
     let _stats = BpfStats::enable();
     let before = info(ebpf);
     for _ in 0..runs {
-        time_once(ebpf, case.program, &case.frame, case.mark);
+        time_once(ebpf, case.program, &case.frame);
     }
     let after = info(ebpf);
     let time = after.run_time().saturating_sub(before.run_time()).as_nanos() as u64;
@@ -189,13 +224,14 @@ fn main() {
         );
         for case in cases() {
             if case.trust_kernel {
-                trust_kernel(ebpf, 60);
-                approve(ebpf, &case);
+                trust_kernel(ebpf);
+                for (key, arrived, to) in &case.approved {
+                    approve(ebpf, *key, *arrived, *to);
+                }
             } else {
                 trust_routes(ebpf);
             }
-            let mut times: Vec<u64> =
-                (0..runs).map(|_| time_once(ebpf, case.program, &case.frame, case.mark)).collect();
+            let mut times: Vec<u64> = (0..runs).map(|_| time_once(ebpf, case.program, &case.frame)).collect();
             times.sort_unstable();
             let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
             let accounted = accounted(ebpf, &case, runs);

@@ -463,7 +463,7 @@ fn filter_table(spec: &Spec) -> Table {
         "KUBE-FORWARD",
         vec![
             // kube-proxy leaves this out when nf_conntrack_tcp_be_liberal is set when it starts;
-            // on a node it starts before fastpath, which sets it.
+            // fastpath does not set it (it makes the entries it carries liberal, one by one).
             "-m conntrack --ctstate INVALID -j DROP".into(),
             format!(
                 "-m comment --comment \"kubernetes forwarding rules\" -m mark --mark {KUBE_MASQ_MARK:#x}/{KUBE_MASQ_MARK:#x} \

@@ -492,6 +492,20 @@ impl Cluster {
         Ok(())
     }
 
+    /// Calico's first FORWARD rule on every node: established connections accepted before any
+    /// policy. With it conntrack tracks in the node's namespace (it tracks only where a rule or NAT
+    /// asks it to), as on every node that runs kube-proxy or Calico: what `--trust kernel` judges by.
+    pub fn accept_established(&self) -> Result<()> {
+        for node in &self.nodes {
+            cmd::in_ns_ok(
+                &node.ns.name,
+                "iptables",
+                &["-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn pod(&self, ip: Ipv4Addr) -> Option<&Pod> {
         self.nodes.iter().flat_map(|n| &n.pods).find(|p| p.ip == ip)
     }

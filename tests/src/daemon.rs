@@ -56,6 +56,28 @@ pub fn fastpath_bin() -> PathBuf {
     path
 }
 
+/// The CLI against one daemon's pins, from any thread.
+#[derive(Clone, Debug)]
+pub struct Cli {
+    node_ns: String,
+    pid: u32,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Cli {
+    /// `fastpath ARGS` against the daemon's pins, from inside its mount namespace.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        if let Some(dir) = &self.pin_dir {
+            return node_cli(&self.node_ns, dir, args);
+        }
+        let pid = self.pid.to_string();
+        let bin = fastpath_bin();
+        let mut full = vec!["-t", &pid, "-m", "-n", bin.to_str().context("binary path is not UTF-8")?];
+        full.extend_from_slice(args);
+        cmd::run("nsenter", &full)
+    }
+}
+
 pub struct Daemon {
     child: Child,
     pub node_ns: String,
@@ -131,14 +153,12 @@ impl Daemon {
     /// Run a `fastpath` subcommand beside the daemon: same network and mount namespace, same
     /// `--bpffs`.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        if let Some(dir) = &self.pin_dir {
-            return node_cli(&self.node_ns, dir, args);
-        }
-        let pid = self.pid().to_string();
-        let bin = fastpath_bin();
-        let mut full = vec!["-t", &pid, "-m", "-n", bin.to_str().context("binary path is not UTF-8")?];
-        full.extend_from_slice(args);
-        cmd::run("nsenter", &full)
+        self.cli_handle().run(args)
+    }
+
+    /// What [`Self::cli`] needs, to run the CLI from another thread.
+    pub fn cli_handle(&self) -> Cli {
+        Cli { node_ns: self.node_ns.clone(), pid: self.pid(), pin_dir: self.pin_dir.clone() }
     }
 
     /// The prefixes in the daemon's route map (`fastpath routes --json`).

@@ -115,8 +115,7 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// A TCP segment (20-byte header, no payload, checksum left 0: the programs never check it) in
-/// IPv4.
+/// A TCP segment (20-byte header, no payload, a correct checksum) in IPv4.
 pub fn tcp_segment(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), flags: u8) -> Vec<u8> {
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&ports.0.to_be_bytes());
@@ -124,7 +123,98 @@ pub fn tcp_segment(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), flags: u8) -
     tcp[12] = 5 << 4;
     tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    summed(src, dst, 6, &mut tcp, 16);
     ipv4_packet(src, dst, 64, 6, &tcp)
+}
+
+/// A UDP datagram with `payload` and a correct checksum in IPv4.
+pub fn udp_datagram(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::with_capacity(8 + payload.len());
+    udp.extend_from_slice(&ports.0.to_be_bytes());
+    udp.extend_from_slice(&ports.1.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    summed(src, dst, 17, &mut udp, 6);
+    ipv4_packet(src, dst, 64, 17, &udp)
+}
+
+/// An ICMP echo (`kind` 8 request, 0 reply) with identifier `id`, sequence 1 and a correct
+/// checksum in IPv4.
+pub fn icmp_echo_id(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, id: u16) -> Vec<u8> {
+    let mut icmp = [kind, 0, 0, 0, 0, 0, 0, 1];
+    icmp[4..6].copy_from_slice(&id.to_be_bytes());
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    ipv4_packet(src, dst, 64, 1, &icmp)
+}
+
+/// The transport checksum over the IPv4 pseudo-header and `l4` (whose own checksum field is
+/// zero), written at `at`; UDP's 0 is sent as 0xffff.
+fn summed(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &mut [u8], at: usize) {
+    let sum = checksum(&with_pseudo_header(src, dst, protocol, l4));
+    let sum = if sum == 0 && protocol == 17 { 0xffff } else { sum };
+    l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+fn with_pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(12 + l4.len());
+    bytes.extend_from_slice(&src.octets());
+    bytes.extend_from_slice(&dst.octets());
+    bytes.extend_from_slice(&[0, protocol]);
+    bytes.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(l4);
+    bytes
+}
+
+/// Whether the IPv4 packet `ip` (option-less) has a correct header checksum and a correct TCP,
+/// UDP (or none: 0) or ICMP checksum: what a receiver's stack verifies.
+pub fn checksums_hold(ip: &[u8]) -> bool {
+    if checksum(&ip[..20]) != 0 {
+        return false;
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &ip[20..total];
+    match ip[9] {
+        1 => checksum(l4) == 0,
+        17 if l4[6..8] == [0, 0] => true,
+        protocol @ (6 | 17) => checksum(&with_pseudo_header(src, dst, protocol, l4)) == 0,
+        _ => true,
+    }
+}
+
+/// An SCTP packet with one INIT chunk (verification tag 0, as an association's first packet
+/// has) and a correct CRC32c, in IPv4: what conntrack takes as a new SCTP connection.
+pub fn sctp_init(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16)) -> Vec<u8> {
+    let mut sctp = Vec::with_capacity(32);
+    sctp.extend_from_slice(&ports.0.to_be_bytes());
+    sctp.extend_from_slice(&ports.1.to_be_bytes());
+    sctp.extend_from_slice(&[0; 8]);
+    // INIT: type 1, flags 0, length 20, initiate tag, a_rwnd, outbound and inbound streams,
+    // initial TSN.
+    sctp.extend_from_slice(&[1, 0, 0, 20]);
+    sctp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    sctp.extend_from_slice(&65536u32.to_be_bytes());
+    sctp.extend_from_slice(&[0, 1, 0, 1]);
+    sctp.extend_from_slice(&1u32.to_be_bytes());
+    let crc = crc32c(&sctp);
+    // RFC 9260 appendix A: the CRC32c goes in little-endian byte order.
+    sctp[8..12].copy_from_slice(&crc.to_le_bytes());
+    ipv4_packet(src, dst, 64, 132, &sctp)
+}
+
+/// CRC32c (Castagnoli), bit by bit: SCTP's checksum.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+        }
+    }
+    !crc
 }
 
 /// The IPv4 packet `ip` in an Ethernet frame from a pod to its gateway MAC.
@@ -168,6 +258,23 @@ mod tests {
         assert_eq!(&p[28..36], &[8, 0, 0, 0, 0, 0x10, 0, 0]);
         assert_eq!(&p[36..50], &[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 8, 0]);
         assert_eq!(&p[50..], &inner[..]);
+    }
+
+    #[test]
+    fn crc32c_matches_rfc_3720s_example() {
+        // iSCSI's test vector: 32 bytes of zeros.
+        assert_eq!(crc32c(&[0; 32]), 0x8a91_36aa);
+    }
+
+    #[test]
+    fn transport_checksums_verify() {
+        let (a, b) = (Ipv4Addr::new(10, 244, 40, 36), Ipv4Addr::new(10, 96, 0, 10));
+        assert!(checksums_hold(&tcp_segment(a, b, (40000, 80), TCP_SYN)));
+        assert!(checksums_hold(&udp_datagram(a, b, (40000, 53), b"query")));
+        assert!(checksums_hold(&icmp_echo_id(a, b, 8, 0x1234)));
+        let mut broken = udp_datagram(a, b, (40000, 53), b"query");
+        broken[30] ^= 1;
+        assert!(!checksums_hold(&broken));
     }
 
     #[test]

@@ -15,16 +15,23 @@ use crate::{cmd, Pod};
 
 /// Run `f` on a thread that has entered network namespace `ns`: sockets it opens live there.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_string();
     let handle = std::thread::spawn(move || {
-        let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        // SAFETY: setns on a namespace fd we hold; it changes only this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns {path}: {}", std::io::Error::last_os_error());
-        }
+        enter_netns(&ns)?;
         f()
     });
-    handle.join().map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+    handle.join().map_err(|_| anyhow::anyhow!("thread in a namespace panicked"))?
+}
+
+/// Move the calling thread into network namespace `ns` (for a thread of its own: it stays there).
+pub fn enter_netns(ns: &str) -> Result<()> {
+    let path = format!("/run/netns/{ns}");
+    let file = File::open(&path).with_context(|| format!("open {path}"))?;
+    // SAFETY: setns on a namespace fd we hold; it changes only this thread's namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What `ping` saw.
@@ -52,10 +59,27 @@ pub fn ping(pod: &Pod, dst: Ipv4Addr, count: u32, extra: &[&str]) -> Result<Ping
 /// Send `bytes` of pseudo-random data over TCP from `from` to `to` and check that what arrived
 /// is what was sent (length and FNV-1a 64 hash). Bounded by a 60 s deadline.
 pub fn transfer(from: &Pod, to: &Pod, bytes: usize) -> Result<()> {
+    transfer_to(from, &to.ns.name, to.ip, bytes)
+}
+
+/// As [`transfer`], to address `to_ip` in namespace `to_ns` (a pod's, or one behind it).
+pub fn transfer_to(from: &Pod, to_ns: &str, to_ip: Ipv4Addr, bytes: usize) -> Result<()> {
+    transfer_via(from, to_ns, SocketAddr::from((to_ip, 0)), None, bytes)
+}
+
+/// As [`transfer`], to a server listening on `listen` in namespace `to_ns`, reached at
+/// `connect` (a service address the kernel translates to `listen`), or at `listen` itself.
+pub fn transfer_via(
+    from: &Pod,
+    to_ns: &str,
+    listen: SocketAddr,
+    connect: Option<SocketAddr>,
+    bytes: usize,
+) -> Result<()> {
     let deadline = Duration::from_secs(60);
-    let (to_ns, to_ip, from_ns) = (to.ns.name.clone(), to.ip, from.ns.name.clone());
-    let listener = in_netns(&to_ns, move || Ok(TcpListener::bind((to_ip, 0))?))?;
-    let addr = listener.local_addr()?;
+    let (to_ns, from_ns) = (to_ns.to_string(), from.ns.name.clone());
+    let listener = in_netns(&to_ns, move || Ok(TcpListener::bind(listen)?))?;
+    let addr = connect.unwrap_or(listener.local_addr()?);
     let server = std::thread::spawn(move || receive(&listener, deadline));
     let sent = in_netns(&from_ns, move || send(addr, bytes, deadline))?;
     let received = server.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
@@ -143,8 +167,16 @@ pub fn serve_echo(
     port: u16,
     connections: usize,
 ) -> Result<std::thread::JoinHandle<Result<usize>>> {
-    let (ns, ip) = (pod.ns.name.clone(), pod.ip);
-    let listener = in_netns(&ns, move || Ok(TcpListener::bind((ip, port))?))?;
+    serve_echo_at(&pod.ns.name, SocketAddr::from((pod.ip, port)), connections)
+}
+
+/// As [`serve_echo`], on `at` in namespace `ns`.
+pub fn serve_echo_at(
+    ns: &str,
+    at: SocketAddr,
+    connections: usize,
+) -> Result<std::thread::JoinHandle<Result<usize>>> {
+    let listener = in_netns(ns, move || Ok(TcpListener::bind(at)?))?;
     Ok(std::thread::spawn(move || {
         for served in 0..connections {
             let mut stream =
@@ -212,6 +244,11 @@ impl OpenConnection {
         Ok(Self { stream })
     }
 
+    /// The connection's own port.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().map_or(0, |a| a.port())
+    }
+
     /// Send `bytes` (at most what the socket buffers hold, so no thread is needed) and check the
     /// same bytes come back.
     pub fn exchange(&mut self, bytes: usize) -> Result<()> {
@@ -230,6 +267,11 @@ impl OpenConnection {
 /// `iperf3` for `seconds` from pod `from` to pod `to` (one TCP stream); returns the receiver's
 /// rate in words. The server serves one test and is killed if it outlives it.
 pub fn iperf(from: &Pod, to: &Pod, seconds: u32) -> Result<String> {
+    Ok(format!("{:.2} Gbit/s", iperf_bits_per_second(from, to, seconds)? / 1e9))
+}
+
+/// As [`iperf`], the receiver's rate in bits per second.
+pub fn iperf_bits_per_second(from: &Pod, to: &Pod, seconds: u32) -> Result<f64> {
     let (to_ns, to_ip) = (to.ns.name.clone(), to.ip.to_string());
     let server = std::process::Command::new("ip")
         .args(["netns", "exec", &to_ns, "iperf3", "-s", "-1", "-B", &to_ip])
@@ -248,9 +290,7 @@ pub fn iperf(from: &Pod, to: &Pod, seconds: u32) -> Result<String> {
     let time = seconds.to_string();
     let json = cmd::in_ns_ok(&from.ns.name, "iperf3", &["-c", &to_ip, "-t", &time, "-J"])?;
     let report: serde_json::Value = serde_json::from_str(&json).context("iperf3 -J")?;
-    let bits =
-        report["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3: no received rate")?;
-    Ok(format!("{:.2} Gbit/s", bits / 1e9))
+    report["end"]["sum_received"]["bits_per_second"].as_f64().context("iperf3: no received rate")
 }
 
 struct KillOnDrop(std::process::Child);
@@ -452,4 +492,80 @@ fn set_receive_timeout(listener: &TcpListener, timeout: Duration) -> Result<()> 
         bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Datagrams arriving on a socket bound in namespace `ns`, counted on a thread for `within`.
+pub struct Catch {
+    handle: std::thread::JoinHandle<Result<Vec<Vec<u8>>>>,
+}
+
+impl Catch {
+    /// UDP datagrams to `at` in `ns`.
+    pub fn udp(ns: &str, at: SocketAddr, within: Duration) -> Result<Self> {
+        let socket = in_netns(ns, move || Ok(std::net::UdpSocket::bind(at)?))?;
+        Self::start(within, move |buf| {
+            socket.set_read_timeout(Some(Duration::from_millis(50))).and_then(|()| socket.recv(buf))
+        })
+    }
+
+    /// Every IPv4 packet of `protocol` that reaches namespace `ns` (a raw socket: its IP header
+    /// and all), whether or not the kernel there speaks the protocol.
+    pub fn raw(ns: &str, protocol: u8, within: Duration) -> Result<Self> {
+        let fd = in_netns(ns, move || {
+            // SAFETY: a plain socket call; the descriptor is owned at once.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, i32::from(protocol)) };
+            if fd < 0 {
+                bail!("raw socket: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        })?;
+        let socket = std::net::UdpSocket::from(fd);
+        Self::start(within, move |buf| {
+            socket.set_read_timeout(Some(Duration::from_millis(50))).and_then(|()| socket.recv(buf))
+        })
+    }
+
+    fn start(
+        within: Duration,
+        mut recv: impl FnMut(&mut [u8]) -> std::io::Result<usize> + Send + 'static,
+    ) -> Result<Self> {
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + within;
+            let mut caught = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while Instant::now() < deadline {
+                match recv(&mut buf) {
+                    Ok(n) => caught.push(buf[..n].to_vec()),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(e) => return Err(e).context("receive"),
+                }
+            }
+            Ok(caught)
+        });
+        Ok(Self { handle })
+    }
+
+    /// Everything caught, once `within` has passed.
+    pub fn caught(self) -> Result<Vec<Vec<u8>>> {
+        self.handle.join().map_err(|_| anyhow::anyhow!("the catcher panicked"))?
+    }
+}
+
+/// `count` UDP datagrams of `payload` from `from` (bound there, in namespace `ns`) to `to`,
+/// 5 ms apart.
+pub fn send_udp(ns: &str, from: SocketAddr, to: SocketAddr, payload: &[u8], count: usize) -> Result<()> {
+    let payload = payload.to_vec();
+    in_netns(ns, move || {
+        let socket = std::net::UdpSocket::bind(from)?;
+        for _ in 0..count {
+            socket.send_to(&payload, to).context("send_to")?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    })
 }

@@ -11,7 +11,7 @@ use fastpath_tests::{
     packets::{self, Arp, BROADCAST, ETH_P_IPV6, POD_MAC},
     require_root,
 };
-use support::{count, run, TC_ACT_OK, TC_ACT_REDIRECT};
+use support::{count, run, PASS, TC_ACT_REDIRECT};
 
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 40, 36);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -29,7 +29,7 @@ fn load() -> Ebpf {
 fn assert_passes_unchanged(frame: &[u8], reason: Reason) {
     let mut ebpf = load();
     let (verdict, out) = run(&mut ebpf, FROM_POD, frame);
-    assert_eq!(verdict, TC_ACT_OK, "{reason:?}: verdict");
+    assert_eq!(verdict, PASS, "{reason:?}: verdict");
     assert_eq!(out, frame, "{reason:?}: the frame must reach the kernel unchanged");
     assert_eq!(count(&ebpf, reason), 1, "{reason:?}: counter");
     assert_eq!(count(&ebpf, Reason::ArpReplied), 0, "{reason:?}: must not be answered");

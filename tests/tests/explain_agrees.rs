@@ -19,11 +19,14 @@ use fastpath::{
         explain::{self, Maps, Program, Verdict},
         stats,
     },
-    dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY},
+    dataplane::loader::{FROM_POD, FROM_UNDERLAY},
 };
 use fastpath_common::{
-    flow::{FlowKey, FlowValue},
-    maps::{Counter, Endpoint, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NODE, ROUTES, TUNNEL_PEERS},
+    flow::{FlowKey, FlowState, FlowValue},
+    maps::{
+        Counter, Endpoint, NextHopEntry, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, FLOWS, NEXT_HOPS, NODE,
+        PATH_MTU, ROUTES, TUNNEL_PEERS,
+    },
     route::RouteValue,
     Reason,
 };
@@ -55,11 +58,19 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
     let endpoints: HashMap<_, [u8; 4], Endpoint> = HashMap::try_from(ebpf.map(ENDPOINTS).unwrap()).unwrap();
     let peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map(TUNNEL_PEERS).unwrap()).unwrap();
     let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map(FLOWS).unwrap()).unwrap();
+    let path_mtus: HashMap<_, [u8; 4], PathMtu> = HashMap::try_from(ebpf.map(PATH_MTU).unwrap()).unwrap();
+    let next_hops: HashMap<_, [u8; 4], NextHopEntry> =
+        HashMap::try_from(ebpf.map(NEXT_HOPS).unwrap()).unwrap();
     let maps = Maps {
         node,
+        next_hop_mac: &|addr| {
+            let entry = next_hops.get(&addr, 0).ok()?;
+            (entry.generation == node.next_hop_generation).then_some(entry.dmac)
+        },
         route: &|addr| trie.get(&Key::new(32, addr), 0).ok(),
         endpoint: &|addr| endpoints.get(&addr, 0).ok(),
         is_peer: &|addr| peers.get(&addr, 0).is_ok(),
+        path_mtu: &|addr| path_mtus.get(&addr, 0).ok(),
         flow: &|key| flows.get(key, 0).ok(),
         flows: &[],
         now_ns: fastpath::clock::monotonic_ns(),
@@ -91,7 +102,7 @@ fn both(ebpf: &mut Ebpf, program: Program, frame: &[u8]) -> Option<(Outcome, Out
         .collect();
     assert_eq!(grew.len(), 1, "{name} counted {grew:?} for one frame {frame:02x?}");
     let verdict = match verdict {
-        TC_ACT_OK => Verdict::Kernel,
+        PASS => Verdict::Kernel,
         TC_ACT_SHOT => Verdict::Drop,
         TC_ACT_REDIRECT => Verdict::Redirect,
         other => panic!("{name} returned {other} for {frame:02x?}"),
@@ -100,9 +111,7 @@ fn both(ebpf: &mut Ebpf, program: Program, frame: &[u8]) -> Option<(Outcome, Out
 }
 
 /// Both ingress programs on `frame`: the same outcome from the program and from `explain`.
-/// Then the egress programs see it too, as the kernel forwarding it would show it to them, so
-/// that under `--trust kernel` later frames meet approved and kernel-owned flows. Returns the
-/// ingress programs' reasons.
+/// Returns the programs' reasons.
 fn agree(ebpf: &mut Ebpf, frame: &[u8]) -> Vec<Reason> {
     let mut reasons = Vec::new();
     for program in [Program::FromPod { ingress: TEST_IFINDEX }, Program::FromUnderlay] {
@@ -116,42 +125,65 @@ fn agree(ebpf: &mut Ebpf, frame: &[u8]) -> Vec<Reason> {
         );
         reasons.push(ran.1);
     }
-    for egress in [TO_POD, TO_UNDERLAY] {
-        let _ = try_run(ebpf, egress, frame);
-    }
     reasons
+}
+
+/// Every flow the table holds, closing (as a FIN or RST would leave it).
+fn close_every_flow(ebpf: &mut Ebpf) {
+    let mut flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map_mut(FLOWS).unwrap()).unwrap();
+    let keys: Vec<FlowKey> = flows.keys().map(Result::unwrap).collect();
+    for key in keys {
+        let value = flows.get(&key, 0).unwrap();
+        flows.insert(key, FlowValue { state: FlowState::Closing as u8, ..value }, 0).unwrap();
+    }
 }
 
 #[test]
 fn explain_decides_every_seed_kind_as_the_programs_do() {
-    in_node(|ebpf, _| {
+    in_node(|ebpf, underlay| {
+        route_outside();
+        let underlay_mac = underlay.mac;
         let mut routes_mode = Vec::new();
         for frame in seed_frames() {
             routes_mode.extend(agree(ebpf, &frame));
         }
-        // Under --trust kernel three times: every flow is new, then the egress programs have
-        // judged them, then some are closing. Beside them a DNATed connection, which the kernel
-        // sent with a tuple no ingress handed it (kernel-owned both ways), and its reply.
-        support::trust_kernel(ebpf, 60);
-        let dnated = |src, dst, ports| {
-            packets::pod_frame(&packets::tcp_segment(addr(src), addr(dst), ports, packets::TCP_ACK))
+        // Under --trust kernel: first with an empty flow table, then with the directions the
+        // daemon would approve from conntrack (as each arrives), then with some closing.
+        support::trust_kernel(ebpf);
+        let tcp = |src, dst, ports| packets::tcp_segment(addr(src), addr(dst), ports, packets::TCP_ACK);
+        // A connection to a service, DNATed to a backend behind the IPIP block, and its reply.
+        let to_service = packets::pod_frame(&tcp(POD, SERVICE, (40001, 80)));
+        let reply = ipip_frame(PEER_IP, NODE_IP, &tcp(REMOTE_POD, POD, (8080, 40001)));
+        // Masqueraded to the outside world, and its reply through the gateway (and from elsewhere).
+        let to_outside = packets::pod_frame(&tcp(POD, OUTSIDE, (40003, 443)));
+        let from_outside = |mac| {
+            let mut frame = packets::ethernet(underlay_mac, mac, packets::ETH_P_IP);
+            frame.extend(tcp(OUTSIDE, NODE_IP, (443, 61003)));
+            frame
         };
-        let _ = try_run(ebpf, TO_UNDERLAY, &dnated(POD, REMOTE_POD, (40001, 8080)));
-        let reply = ipip_frame(
-            PEER_IP,
-            NODE_IP,
-            &packets::tcp_segment(addr(REMOTE_POD), addr(POD), (8080, 40001), packets::TCP_ACK),
-        );
         // A plain connection from a pod of the other node (a block route without a tunnel).
-        let plain = packets::pod_frame(&packets::tcp_segment(
-            addr(REMOTE_POD),
-            addr(POD),
-            (8081, 40002),
-            packets::TCP_ACK,
-        ));
+        let plain = |mac| {
+            let mut frame = packets::ethernet(underlay_mac, mac, packets::ETH_P_IP);
+            frame.extend(tcp(PLAIN_POD, POD, (8081, 40002)));
+            frame
+        };
+        let extra = [
+            to_service,
+            reply,
+            to_outside,
+            from_outside(PEER_MAC),
+            from_outside([2; 6]),
+            plain(PEER_MAC),
+            plain([2; 6]),
+        ];
         let mut kernel_mode = Vec::new();
-        for _ in 0..3 {
-            for frame in seed_frames().iter().chain([&reply, &plain]) {
+        for round in 0..3 {
+            match round {
+                1 => approve_seen_flows(ebpf),
+                2 => close_every_flow(ebpf),
+                _ => {}
+            }
+            for frame in seed_frames().iter().chain(&extra) {
                 kernel_mode.extend(agree(ebpf, frame));
             }
         }
@@ -176,10 +208,15 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
         }
         for reason in [
             Reason::RoutedFromUnderlay,
+            Reason::RoutedUnderlay,
             Reason::PassFlowPending,
-            Reason::PassFlowKernelOwned,
+            Reason::PassFlowElsewhere,
             Reason::PassFlowClosing,
+            Reason::PassFlowUntracked,
             Reason::Encapsulated,
+            Reason::Decapsulated,
+            Reason::DecapsulatedVxlan,
+            Reason::RedirectedLocal,
             Reason::PassSourceNotPod,
             Reason::PassInnerSourceForeign,
         ] {
@@ -199,7 +236,9 @@ fn explain_decides_mutated_frames_as_the_programs_do() {
         let mut kinds = Vec::new();
         for trust_kernel in [false, true] {
             if trust_kernel {
-                support::trust_kernel(ebpf, 60);
+                route_outside();
+                support::trust_kernel(ebpf);
+                approve_seen_flows(ebpf);
             }
             for _ in 0..MUTATED_FRAMES {
                 let frame = strategy.new_tree(&mut runner).expect("a frame").current();
@@ -264,9 +303,11 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
                 let node: NodeConfig = Array::try_from(ebpf.map(NODE).unwrap()).unwrap().get(&0, 0).unwrap();
                 let maps = Maps {
                     node,
+                    next_hop_mac: &|_| None,
                     route: &|_| None,
                     endpoint: &|_| None,
                     is_peer: &|_| false,
+                    path_mtu: &|_| None,
                     flow: &|_| None,
                     flows: &[],
                     now_ns: 0,

@@ -1,21 +1,21 @@
-//! `--trust kernel` in the programs, on crafted frames through BPF_PROG_TEST_RUN: the ingress
-//! programs carry only approved flows; the egress programs approve what the kernel forwarded
-//! unchanged and disown what it rewrote or made. Each step is checked in the flow table and the
-//! counters.
+//! `--trust kernel` in the programs, on crafted frames through BPF_PROG_TEST_RUN. The daemon
+//! writes a flow table entry for each direction the kernel's conntrack confirmed (here the test
+//! writes what the daemon would); the programs carry a packet only by such an entry, arriving
+//! where its flow enters, and rewrite it as conntrack's NAT says, leaving the checksums a
+//! receiver verifies correct. Each step is checked in the counters and the entry.
 
 mod support;
 
-use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
-    flow::{FlowKey, FlowState, FlowValue},
-    maps::FLOWS,
-    Reason, FAST_PATH_MARK, GATEWAY_MAC,
+    flow::{Arrival, Arrived, FlowKey, FlowState},
+    Reason, GATEWAY_MAC,
 };
-use fastpath_tests::packets::{self, POD_MAC, TCP_ACK, TCP_FIN, TCP_SYN};
+use fastpath_tests::packets::{self, POD_MAC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use support::*;
 
 const CLIENT_PORT: u16 = 40000;
-const SERVICE: [u8; 4] = [10, 96, 0, 10];
+const MASQUERADE_PORT: u16 = 61003;
 
 fn tcp(src: [u8; 4], dst: [u8; 4], ports: (u16, u16), flags: u8) -> Vec<u8> {
     packets::tcp_segment(addr(src), addr(dst), ports, flags)
@@ -30,232 +30,278 @@ fn outgoing_key() -> FlowKey {
     FlowKey::new(POD, REMOTE_POD, 6, (CLIENT_PORT, 80))
 }
 
+fn from_pod() -> Arrived {
+    Arrived::from_pod(TEST_IFINDEX)
+}
+
 fn state(ebpf: &aya::Ebpf, key: &FlowKey) -> Option<FlowState> {
     flow(ebpf, key).map(|v| FlowState::try_from(v.state).unwrap())
 }
 
-/// Run `program` on `frame` and check it reached the kernel unchanged.
-fn passes(ebpf: &mut aya::Ebpf, program: &'static str, frame: &[u8]) {
+/// Run `program` on `frame` and check it reached the kernel unchanged, counted under `reason`.
+fn passes(ebpf: &mut aya::Ebpf, program: &'static str, frame: &[u8], reason: Reason) {
+    let before = count(ebpf, reason);
     let (verdict, out) = run(ebpf, program, frame);
-    assert_eq!(verdict, TC_ACT_OK, "{program}");
+    assert_eq!(verdict, PASS, "{program}");
     assert_eq!(out, frame, "{program}: the frame must reach the kernel unchanged");
+    assert_eq!(count(ebpf, reason), before + 1, "{program}: counted under {reason:?}");
+}
+
+/// The IPv4 packet of an Ethernet frame.
+fn ip_of(frame: &[u8]) -> &[u8] {
+    &frame[14..]
+}
+
+/// The plain frame the underlay brings from `mac` with the IPv4 packet `ip`.
+fn plain_from(underlay_mac: [u8; 6], mac: [u8; 6], ip: &[u8]) -> Vec<u8> {
+    let mut frame = packets::ethernet(underlay_mac, mac, packets::ETH_P_IP);
+    frame.extend_from_slice(ip);
+    frame
 }
 
 #[test]
-fn a_flow_takes_the_fast_path_only_after_the_kernel_forwarded_it() {
+fn a_flow_takes_the_fast_path_only_once_the_daemon_wrote_what_conntrack_confirmed() {
     in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        passes(ebpf, FROM_POD, &outgoing(TCP_SYN));
-        assert_eq!(count(ebpf, Reason::PassFlowPending), 1);
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Pending));
+        trust_kernel(ebpf);
+        passes(ebpf, FROM_POD, &outgoing(TCP_SYN), Reason::PassFlowPending);
+        assert_eq!(flow(ebpf, &outgoing_key()), None, "the programs never write the table");
 
-        // The kernel forwards it unchanged toward the other node: its egress approves it.
-        passes(ebpf, TO_UNDERLAY, &outgoing(TCP_SYN));
-        assert_eq!(count(ebpf, Reason::FlowApproved), 1);
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Approved));
-
+        approve(ebpf, outgoing_key(), from_pod(), outgoing_key());
         let (verdict, _) = run(ebpf, FROM_POD, &outgoing(TCP_ACK));
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!(count(ebpf, Reason::Encapsulated), 1);
         let value = flow(ebpf, &outgoing_key()).unwrap();
-        assert_eq!((value.fast_packets, value.kernel_packets), (1, 1));
-        // Our own encapsulated packet leaving the underlay is a flow already judged.
-        let (_, encapsulated) = run(ebpf, FROM_POD, &outgoing(TCP_ACK));
-        passes(ebpf, TO_UNDERLAY, &encapsulated);
-        assert_eq!(count(ebpf, Reason::FlowEgressKnown), 1);
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Approved));
+        assert_eq!((value.fast_packets, value.kernel_packets), (1, 0));
+        assert_ne!(value.last_seen_ns, 0, "the daemon reads when the fast path last carried it");
+
+        // Approved as entering from another pod's interface: this one is not where it enters.
+        approve(ebpf, outgoing_key(), Arrived::from_pod(OTHER_IFINDEX), outgoing_key());
+        passes(ebpf, FROM_POD, &outgoing(TCP_ACK), Reason::PassFlowElsewhere);
+        assert_eq!(flow(ebpf, &outgoing_key()).unwrap().kernel_packets, 1);
     });
 }
 
 #[test]
-fn the_fast_paths_own_packets_are_known_at_the_underlays_egress_by_their_mark() {
-    const CALICO_ACCEPT: u32 = 0x10000;
+fn fin_or_rst_hands_the_rest_of_the_connection_to_the_kernel() {
     in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        passes(ebpf, FROM_POD, &outgoing(TCP_SYN));
-        passes(ebpf, TO_UNDERLAY, &outgoing(TCP_SYN));
-        // Sent by the fast path: the mark joins whatever bits the packet carried.
-        let (verdict, encapsulated, mark) = run_marked(ebpf, FROM_POD, &outgoing(TCP_ACK), CALICO_ACCEPT);
-        assert_eq!((verdict, mark), (TC_ACT_REDIRECT, CALICO_ACCEPT | FAST_PATH_MARK));
-        // The underlay's egress takes it off and judges nothing.
-        let lookups_before = flow(ebpf, &outgoing_key());
-        let (verdict, out, mark) = run_marked(ebpf, TO_UNDERLAY, &encapsulated, mark);
-        assert_eq!((verdict, mark), (TC_ACT_OK, CALICO_ACCEPT));
-        assert_eq!(out, encapsulated);
-        assert_eq!(count(ebpf, Reason::FlowEgressKnown), 1);
-        assert_eq!(flow(ebpf, &outgoing_key()), lookups_before);
-        // Plain routing to another node is marked too; delivery into a pod (no egress program
-        // of ours sees it) and every packet under --trust routes are not.
-        let plain = packets::pod_frame(&tcp(POD, [10, 244, 7, 9], (CLIENT_PORT, 80), TCP_SYN));
-        passes(ebpf, FROM_POD, &plain);
-        passes(ebpf, TO_UNDERLAY, &plain);
-        assert_eq!(run_marked(ebpf, FROM_POD, &plain, 0).2, FAST_PATH_MARK);
-        trust_routes(ebpf);
-        assert_eq!(run_marked(ebpf, FROM_POD, &outgoing(TCP_ACK), 0).2, 0);
-        assert_eq!(
-            run_marked(ebpf, FROM_POD, &packets::pod_frame(&tcp(POD, OTHER_LOCAL_POD, (1, 2), TCP_ACK)), 0).2,
-            0
-        );
+        trust_kernel(ebpf);
+        for closing in [TCP_FIN | TCP_ACK, TCP_RST] {
+            approve(ebpf, outgoing_key(), from_pod(), outgoing_key());
+            passes(ebpf, FROM_POD, &outgoing(closing), Reason::PassFlowClosing);
+            assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing));
+            // The last ACK goes through the kernel too, so conntrack sees the whole close.
+            passes(ebpf, FROM_POD, &outgoing(TCP_ACK), Reason::PassFlowClosing);
+            assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing));
+        }
     });
 }
 
 #[test]
-fn fin_hands_the_rest_of_the_connection_to_the_kernel_until_a_new_syn() {
+fn a_service_connection_is_translated_as_conntrack_says_both_ways() {
     in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        passes(ebpf, FROM_POD, &outgoing(TCP_SYN));
-        passes(ebpf, TO_UNDERLAY, &outgoing(TCP_SYN));
-        passes(ebpf, FROM_POD, &outgoing(TCP_FIN | TCP_ACK));
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing));
-        // The last ACK goes through the kernel too, and forwarding it approves nothing.
-        passes(ebpf, FROM_POD, &outgoing(TCP_ACK));
-        passes(ebpf, TO_UNDERLAY, &outgoing(TCP_ACK));
-        assert_eq!(count(ebpf, Reason::PassFlowClosing), 2);
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing));
-        // The same tuple reused by a new connection starts over.
-        passes(ebpf, FROM_POD, &outgoing(TCP_SYN));
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Pending));
-    });
-}
-
-#[test]
-fn a_flow_the_kernel_rewrote_is_kernel_owned_both_ways() {
-    in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        // The client talks to a service address: no fastpath route, so the kernel has it.
-        passes(ebpf, FROM_POD, &packets::pod_frame(&tcp(POD, SERVICE, (CLIENT_PORT, 80), TCP_SYN)));
-        assert_eq!(count(ebpf, Reason::PassNoRoute), 1);
-        // The kernel DNATs it to a backend on the other node: a tuple no ingress handed it.
-        let dnat = packets::pod_frame(&tcp(POD, REMOTE_POD, (CLIENT_PORT, 8080), TCP_SYN));
-        passes(ebpf, TO_UNDERLAY, &dnat);
-        assert_eq!(count(ebpf, Reason::FlowMarkedKernelOwned), 1);
+        trust_kernel(ebpf);
+        // kube-proxy's DNAT: the pod asks the service, a backend behind the IPIP block answers.
+        let to_service = FlowKey::new(POD, SERVICE, 6, (CLIENT_PORT, 80));
         let to_backend = FlowKey::new(POD, REMOTE_POD, 6, (CLIENT_PORT, 8080));
-        assert_eq!(state(ebpf, &to_backend), Some(FlowState::KernelOwned));
-        assert_eq!(state(ebpf, &to_backend.reversed()), Some(FlowState::KernelOwned));
-        // The backend's reply arrives in IPIP: it goes to the kernel still encapsulated, to be
-        // decapsulated and un-NATed there.
-        let reply = tcp(REMOTE_POD, POD, (8080, CLIENT_PORT), TCP_SYN | TCP_ACK);
-        passes(ebpf, FROM_UNDERLAY, &ipip_frame(PEER_IP, NODE_IP, &reply));
-        assert_eq!(count(ebpf, Reason::PassFlowKernelOwned), 1);
-        // And the kernel's un-NATed reply into the pod disowns the service's tuple too.
-        passes(ebpf, TO_POD, &packets::pod_frame(&tcp(SERVICE, POD, (80, CLIENT_PORT), TCP_SYN | TCP_ACK)));
+        let from_backend = FlowKey::new(REMOTE_POD, POD, 6, (8080, CLIENT_PORT));
         let from_service = FlowKey::new(SERVICE, POD, 6, (80, CLIENT_PORT));
-        assert_eq!(state(ebpf, &from_service), Some(FlowState::KernelOwned));
-        assert_eq!(state(ebpf, &from_service.reversed()), Some(FlowState::KernelOwned));
+        let request = packets::pod_frame(&tcp(POD, SERVICE, (CLIENT_PORT, 80), TCP_ACK));
+        // Before conntrack confirmed it: the kernel's, as a destination no route holds.
+        passes(ebpf, FROM_POD, &request, Reason::PassNoRoute);
+        approve(ebpf, to_service, from_pod(), to_backend);
+        approve(ebpf, from_backend, Arrived::from_underlay(Arrival::Ipip, PEER_IP), from_service);
+
+        let (verdict, out) = run(ebpf, FROM_POD, &request);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(count(ebpf, Reason::Encapsulated), 1);
+        let inner = &out[34..];
+        assert_eq!((&inner[12..16], &inner[16..20]), (&POD[..], &REMOTE_POD[..]), "DNATed to the backend");
+        assert_eq!(&inner[22..24], &8080u16.to_be_bytes(), "and its port");
+        assert!(packets::checksums_hold(inner), "IPv4 and TCP checksums after DNAT: {inner:02x?}");
+
+        let reply = ipip_frame(PEER_IP, NODE_IP, &tcp(REMOTE_POD, POD, (8080, CLIENT_PORT), TCP_ACK));
+        let (verdict, out) = run(ebpf, FROM_UNDERLAY, &reply);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(count(ebpf, Reason::Decapsulated), 1);
+        assert_eq!((&out[0..6], &out[6..12]), (&POD_MAC[..], &GATEWAY_MAC[..]));
+        let delivered = ip_of(&out);
+        assert_eq!(&delivered[12..16], &SERVICE[..], "the reply comes from the service address");
+        assert_eq!(&delivered[20..22], &80u16.to_be_bytes(), "and its port");
+        assert!(packets::checksums_hold(delivered), "checksums after un-DNAT: {delivered:02x?}");
+        // The reply from the backend's own address straight from the pod's view is another flow.
+        assert_eq!(flow(ebpf, &from_backend).unwrap().fast_packets, 1);
     });
 }
 
 #[test]
-fn delivery_after_decapsulation_waits_for_the_local_kernel() {
+fn masquerade_to_the_outside_leaves_with_the_nodes_address_and_its_replies_come_back_in() {
+    in_node(|ebpf, underlay| {
+        route_outside();
+        trust_kernel(ebpf);
+        let out_key = FlowKey::new(POD, OUTSIDE, 6, (CLIENT_PORT, 443));
+        let masqueraded = FlowKey::new(NODE_IP, OUTSIDE, 6, (MASQUERADE_PORT, 443));
+        let back_key = FlowKey::new(OUTSIDE, NODE_IP, 6, (443, MASQUERADE_PORT));
+        let delivered_key = FlowKey::new(OUTSIDE, POD, 6, (443, CLIENT_PORT));
+        approve(ebpf, out_key, from_pod(), masqueraded);
+        approve(ebpf, back_key, Arrived::from_underlay(Arrival::Plain, PEER_IP), delivered_key);
+
+        let request = packets::pod_frame(&tcp(POD, OUTSIDE, (CLIENT_PORT, 443), TCP_ACK));
+        let (verdict, out) = run(ebpf, FROM_POD, &request);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(count(ebpf, Reason::RoutedUnderlay), 1);
+        assert_eq!((&out[0..6], &out[6..12]), (&PEER_MAC[..], &underlay.mac[..]), "to the gateway");
+        let ip = ip_of(&out);
+        assert_eq!(&ip[12..16], &NODE_IP[..], "leaves with the node's address");
+        assert_eq!(&ip[20..22], &MASQUERADE_PORT.to_be_bytes());
+        assert_eq!(ip[8], 63, "TTL decremented");
+        assert!(packets::checksums_hold(ip), "checksums after SNAT: {ip:02x?}");
+
+        let reply = tcp(OUTSIDE, NODE_IP, (443, MASQUERADE_PORT), TCP_ACK);
+        let (verdict, out) = run(ebpf, FROM_UNDERLAY, &plain_from(underlay.mac, PEER_MAC, &reply));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(count(ebpf, Reason::RoutedFromUnderlay), 1);
+        let ip = ip_of(&out);
+        assert_eq!(&ip[16..20], &POD[..], "delivered to the pod behind the node's address");
+        assert_eq!(&ip[22..24], &CLIENT_PORT.to_be_bytes());
+        assert!(packets::checksums_hold(ip), "checksums after un-SNAT: {ip:02x?}");
+        // The same reply from another sender than the gateway: not where the flow enters.
+        passes(
+            ebpf,
+            FROM_UNDERLAY,
+            &plain_from(underlay.mac, [2, 0, 0, 0, 0, 0x99], &reply),
+            Reason::PassFlowElsewhere,
+        );
+        // Plain traffic to the node itself of no flow: the host's own, untouched.
+        let other = tcp(OUTSIDE, NODE_IP, (443, 22), TCP_ACK);
+        passes(ebpf, FROM_UNDERLAY, &plain_from(underlay.mac, PEER_MAC, &other), Reason::PassUnderlayOther);
+    });
+}
+
+#[test]
+fn udp_and_icmp_echo_are_translated_with_their_checksums() {
     in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
+        trust_kernel(ebpf);
+        // A DNS query to a service, DNATed to a pod here.
+        let query = packets::udp_datagram(addr(POD), addr(SERVICE), (CLIENT_PORT, 53), b"query");
+        approve(
+            ebpf,
+            FlowKey::new(POD, SERVICE, 17, (CLIENT_PORT, 53)),
+            from_pod(),
+            FlowKey::new(POD, OTHER_LOCAL_POD, 17, (CLIENT_PORT, 5353)),
+        );
+        let (verdict, out) = run(ebpf, FROM_POD, &packets::pod_frame(&query));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(count(ebpf, Reason::RedirectedLocal), 1);
+        let ip = ip_of(&out);
+        assert_eq!((&ip[16..20], &ip[22..24]), (&OTHER_LOCAL_POD[..], &5353u16.to_be_bytes()[..]));
+        assert!(packets::checksums_hold(ip), "UDP checksum after DNAT: {ip:02x?}");
+        // A UDP datagram without a checksum (0) keeps none.
+        let mut unsummed = packets::udp_datagram(addr(POD), addr(SERVICE), (CLIENT_PORT + 1, 53), b"query");
+        unsummed[26..28].copy_from_slice(&[0, 0]);
+        approve(
+            ebpf,
+            FlowKey::new(POD, SERVICE, 17, (CLIENT_PORT + 1, 53)),
+            from_pod(),
+            FlowKey::new(POD, OTHER_LOCAL_POD, 17, (CLIENT_PORT + 1, 5353)),
+        );
+        let (_, out) = run(ebpf, FROM_POD, &packets::pod_frame(&unsummed));
+        assert_eq!(&ip_of(&out)[26..28], &[0, 0]);
+
+        // A ping masqueraded: conntrack may change its identifier, as the "port" of ICMP.
+        let ping = packets::icmp_echo_id(addr(POD), addr(REMOTE_POD), 8, 0x1234);
+        approve(
+            ebpf,
+            FlowKey::new(POD, REMOTE_POD, 1, (0x1234, 8)),
+            from_pod(),
+            FlowKey::new(NODE_IP, REMOTE_POD, 1, (0x4321, 8)),
+        );
+        let (verdict, out) = run(ebpf, FROM_POD, &packets::pod_frame(&ping));
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let inner = &out[34..];
+        assert_eq!((&inner[12..16], &inner[24..26]), (&NODE_IP[..], &0x4321u16.to_be_bytes()[..]));
+        assert!(packets::checksums_hold(inner), "ICMP checksum after the identifier changed: {inner:02x?}");
+    });
+}
+
+#[test]
+fn what_no_flow_names_or_no_checksum_allows_is_the_kernels() {
+    in_node(|ebpf, _| {
+        trust_kernel(ebpf);
+        // Destination unreachable, port unreachable: about another flow, which only conntrack
+        // can relate to it.
+        let error = packets::ipv4_packet(addr(POD), addr(REMOTE_POD), 64, 1, &[3, 3, 0, 0, 0, 0, 0, 0]);
+        passes(ebpf, FROM_POD, &packets::pod_frame(&error), Reason::PassFlowUntracked);
+        // A protocol without ports (GRE).
+        let gre = packets::ipv4_packet(addr(POD), addr(REMOTE_POD), 64, 47, &[0; 8]);
+        passes(ebpf, FROM_POD, &packets::pod_frame(&gre), Reason::PassFlowUntracked);
+        // SCTP's CRC32c cannot be patched: a translated SCTP entry (which the daemon never
+        // writes) still goes to the kernel.
+        let sctp = packets::ipv4_packet(
+            addr(POD),
+            addr(SERVICE),
+            64,
+            132,
+            &[0x9c, 0x40, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        approve(
+            ebpf,
+            FlowKey::new(POD, SERVICE, 132, (CLIENT_PORT, 80)),
+            from_pod(),
+            FlowKey::new(POD, REMOTE_POD, 132, (CLIENT_PORT, 80)),
+        );
+        passes(ebpf, FROM_POD, &packets::pod_frame(&sctp), Reason::PassFlowPending);
+    });
+}
+
+#[test]
+fn tunnels_and_plain_traffic_are_delivered_only_from_where_the_flow_enters() {
+    in_node(|ebpf, underlay| {
+        trust_kernel(ebpf);
         let inner = tcp(REMOTE_POD, POD, (80, CLIENT_PORT), TCP_ACK);
         let tunnelled = ipip_frame(PEER_IP, NODE_IP, &inner);
-        passes(ebpf, FROM_UNDERLAY, &tunnelled);
-        assert_eq!(count(ebpf, Reason::PassFlowPending), 1);
-        // The kernel here decapsulates and delivers it into the pod: approved.
-        passes(ebpf, TO_POD, &packets::pod_frame(&inner));
+        passes(ebpf, FROM_UNDERLAY, &tunnelled, Reason::PassFlowPending);
         let key = FlowKey::new(REMOTE_POD, POD, 6, (80, CLIENT_PORT));
-        assert_eq!(state(ebpf, &key), Some(FlowState::Approved));
+        approve(ebpf, key, Arrived::from_underlay(Arrival::Ipip, PEER_IP), key);
         let (verdict, out) = run(ebpf, FROM_UNDERLAY, &tunnelled);
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!(out.len(), 14 + inner.len(), "outer header removed");
         assert_eq!(count(ebpf, Reason::Decapsulated), 1);
-    });
-}
+        // In VXLAN from the same node: elsewhere.
+        passes(ebpf, FROM_UNDERLAY, &vxlan_from_peer(&inner), Reason::PassFlowElsewhere);
 
-#[test]
-fn plain_traffic_from_another_node_is_delivered_once_the_kernel_delivered_its_flow() {
-    in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        let inner = tcp(REMOTE_POD, POD, (80, CLIENT_PORT), TCP_ACK);
-        let arriving = packets::ethernet([2, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP)
-            .into_iter()
-            .chain(inner.iter().copied())
-            .collect::<Vec<u8>>();
-        passes(ebpf, FROM_UNDERLAY, &arriving);
-        assert_eq!(count(ebpf, Reason::PassFlowPending), 1);
-        let key = FlowKey::new(REMOTE_POD, POD, 6, (80, CLIENT_PORT));
-        assert_eq!(state(ebpf, &key), Some(FlowState::Pending));
-        // The kernel routes it into the pod: approved, and the rest is delivered straight.
-        passes(ebpf, TO_POD, &packets::pod_frame(&inner));
-        assert_eq!(state(ebpf, &key), Some(FlowState::Approved));
-        let (verdict, out) = run(ebpf, FROM_UNDERLAY, &arriving);
+        // Plain from the node the block is routed through, by its MAC.
+        let plain = tcp(PLAIN_POD, POD, (80, CLIENT_PORT), TCP_ACK);
+        let plain_key = FlowKey::new(PLAIN_POD, POD, 6, (80, CLIENT_PORT));
+        passes(ebpf, FROM_UNDERLAY, &plain_from(underlay.mac, PEER_MAC, &plain), Reason::PassFlowPending);
+        approve(ebpf, plain_key, Arrived::from_underlay(Arrival::Plain, PEER_IP), plain_key);
+        let (verdict, out) = run(ebpf, FROM_UNDERLAY, &plain_from(underlay.mac, PEER_MAC, &plain));
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!((&out[0..6], &out[6..12]), (&POD_MAC[..], &GATEWAY_MAC[..]));
-        assert_eq!(out[14 + 8], inner[8] - 1, "TTL decremented");
+        assert_eq!(out[14 + 8], plain[8] - 1, "TTL decremented");
         assert_eq!(count(ebpf, Reason::RoutedFromUnderlay), 1);
-        // A packet posing as a pod of this node, or for no pod here, stays the kernel's.
-        let posing = packets::ethernet([2, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IP)
-            .into_iter()
-            .chain(tcp(OTHER_LOCAL_POD, POD, (80, CLIENT_PORT), TCP_ACK))
-            .collect::<Vec<u8>>();
-        passes(ebpf, FROM_UNDERLAY, &posing);
-        assert_eq!(count(ebpf, Reason::PassUnderlayOther), 1);
-        // Under --trust routes plain traffic is the kernel's, approved or not.
-        trust_routes(ebpf);
-        passes(ebpf, FROM_UNDERLAY, &arriving);
-        assert_eq!(count(ebpf, Reason::PassUnderlayOther), 2);
-    });
-}
-
-#[test]
-fn an_idle_approval_is_judged_by_the_kernel_again() {
-    in_node(|ebpf, _| {
-        trust_kernel(ebpf, 1);
-        let mut flows: aya::maps::HashMap<_, FlowKey, FlowValue> =
-            aya::maps::HashMap::try_from(ebpf.map_mut(FLOWS).unwrap()).unwrap();
-        // Last seen at boot: idle far longer than a second.
-        flows.insert(outgoing_key(), FlowValue::new(FlowState::Approved, 0), 0).unwrap();
-        passes(ebpf, FROM_POD, &outgoing(TCP_ACK));
-        assert_eq!(count(ebpf, Reason::PassFlowExpired), 1);
-        assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Pending));
-    });
-}
-
-#[test]
-fn icmp_echo_is_a_flow_and_icmp_errors_are_the_kernels() {
-    in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        passes(ebpf, FROM_POD, &packets::ipv4_frame(addr(POD), addr(REMOTE_POD), 64));
-        assert_eq!(count(ebpf, Reason::PassFlowPending), 1);
-        assert_eq!(state(ebpf, &FlowKey::new(POD, REMOTE_POD, 1, (0, 0))), Some(FlowState::Pending));
-        // Destination unreachable, port unreachable: about another flow.
-        let error = packets::ipv4_packet(addr(POD), addr(REMOTE_POD), 64, 1, &[3, 3, 0, 0, 0, 0, 0, 0]);
-        passes(ebpf, FROM_POD, &packets::pod_frame(&error));
-        assert_eq!(count(ebpf, Reason::PassFlowUntracked), 1);
-    });
-}
-
-#[test]
-fn egress_judges_only_packets_toward_where_the_fast_path_would_send_them() {
-    in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
-        // Into this interface's pod from the node itself: the kernel's own, so kernel-owned.
-        passes(ebpf, TO_POD, &packets::pod_frame(&tcp(NODE_IP, POD, (10250, 8080), TCP_SYN)));
-        assert_eq!(count(ebpf, Reason::FlowMarkedKernelOwned), 1);
-        // Toward another pod than the one behind this interface, toward the internet, and ARP:
-        // none is judged.
         passes(
             ebpf,
-            TO_POD,
-            &packets::pod_frame(&tcp(REMOTE_POD, OTHER_LOCAL_POD, (80, CLIENT_PORT), TCP_ACK)),
+            FROM_UNDERLAY,
+            &plain_from(underlay.mac, [2, 0, 0, 0, 0, 0x99], &plain),
+            Reason::PassFlowElsewhere,
         );
-        passes(ebpf, TO_UNDERLAY, &packets::pod_frame(&tcp(POD, [8, 8, 8, 8], (CLIENT_PORT, 443), TCP_SYN)));
-        let arp = packets::Arp::request(addr(NODE_IP), addr(PEER_IP)).frame(packets::BROADCAST, [2; 6]);
-        passes(ebpf, TO_UNDERLAY, &arp);
-        assert_eq!(count(ebpf, Reason::FlowEgressOther), 3);
-        assert_eq!(state(ebpf, &FlowKey::new(POD, [8, 8, 8, 8], 6, (CLIENT_PORT, 443))), None);
+        // A packet posing as a pod of this node stays the kernel's.
+        let posing = tcp(OTHER_LOCAL_POD, POD, (80, CLIENT_PORT), TCP_ACK);
+        passes(ebpf, FROM_UNDERLAY, &plain_from(underlay.mac, PEER_MAC, &posing), Reason::PassUnderlayOther);
+        // Under --trust routes plain traffic is the kernel's, approved or not.
+        trust_routes(ebpf);
+        passes(ebpf, FROM_UNDERLAY, &plain_from(underlay.mac, PEER_MAC, &plain), Reason::PassUnderlayOther);
     });
 }
 
 #[test]
-fn under_trust_routes_nothing_waits_and_egress_judges_nothing() {
+fn under_trust_routes_the_table_is_never_read() {
     in_node(|ebpf, _| {
+        // An entry saying "elsewhere" changes nothing: the routes decide.
+        approve(ebpf, outgoing_key(), Arrived::from_pod(OTHER_IFINDEX), outgoing_key());
         let (verdict, _) = run(ebpf, FROM_POD, &outgoing(TCP_SYN));
         assert_eq!(verdict, TC_ACT_REDIRECT);
-        passes(ebpf, TO_UNDERLAY, &outgoing(TCP_SYN));
-        assert_eq!(count(ebpf, Reason::FlowEgressOther), 1);
-        assert_eq!(state(ebpf, &outgoing_key()), None);
+        assert_eq!(count(ebpf, Reason::Encapsulated), 1);
+        assert_eq!(flow(ebpf, &outgoing_key()).unwrap().fast_packets, 0);
     });
 }

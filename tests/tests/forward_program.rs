@@ -45,7 +45,7 @@ fn assert_header_checksum_ok(ip: &[u8]) {
 fn assert_passes_unchanged(program: &'static str, frame: Vec<u8>, reason: Reason) {
     in_node(move |ebpf, _| {
         let (verdict, out) = run(ebpf, program, &frame);
-        assert_eq!(verdict, TC_ACT_OK, "{reason:?}");
+        assert_eq!(verdict, PASS, "{reason:?}");
         assert_eq!(out, frame, "{reason:?}: the frame must reach the kernel unchanged");
         assert_eq!(count(ebpf, reason), 1, "{reason:?}");
     });

@@ -203,6 +203,7 @@ fn rpfilter_drops(cluster: &Cluster, index: usize) -> u64 {
 fn under_trust_kernel_calicos_rpfilter_drops_them_and_no_flow_from_them_is_approved() {
     // The kernel's path open (direct routing, FORWARD accepting), as on a Calico node.
     let (cluster, daemons) = seed("spoofk", ClusterSpec::seed(), &["--trust", "kernel"]);
+    cluster.accept_established().unwrap();
     calico_rpfilter(&cluster);
     let dropped_before = rpfilter_drops(&cluster, 0);
     spoofed_sources_reach_no_pod(&cluster, &daemons);

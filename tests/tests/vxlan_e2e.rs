@@ -157,7 +157,7 @@ fn a_fastpath_node_and_a_kernel_only_node_talk_both_ways_in_vxlan() {
 }
 
 #[test]
-fn under_trust_kernel_a_mixed_cluster_works_beside_a_dnat_service_on_the_kernel_only_node() {
+fn under_trust_kernel_a_mixed_cluster_fast_paths_a_dnat_service_whose_backend_is_on_the_kernel_only_node() {
     require_root();
     let spec = ClusterSpec { kernel_forwarding: true, ..ClusterSpec::seed_vxlan_mixed() };
     let cluster = Cluster::build("vxtk", &spec).unwrap();
@@ -189,23 +189,13 @@ fn under_trust_kernel_a_mixed_cluster_works_beside_a_dnat_service_on_the_kernel_
     eprintln!(
         "mixed, --trust kernel: fastpath node encapsulated {encapsulated} bytes, decapsulated {decapsulated}; its kernel's vxlan.calico received {kernel_rx} packets, sent {kernel_tx}"
     );
-    // The pod-to-pod transfers went by the programs once the kernel approved them.
-    let most = (TEN_MB as u64) * 9 / 10;
+    // The service's connections (translated by the programs) and the pod-to-pod transfers went
+    // by the programs once conntrack approved them, both ways.
+    let most = ((SERVICE_CONNECTIONS << 20) + TEN_MB) as u64 * 9 / 10;
     assert!(encapsulated >= most && decapsulated >= most, "{encapsulated} B out, {decapsulated} B in");
     // Flows began in the kernel: its own vxlan.calico carried their first packets both ways,
-    // arriving VXLAN it decapsulated for real, and the service's NATed replies throughout.
-    assert!(kernel_rx >= 20 * SERVICE_CONNECTIONS as u64, "the kernel decapsulated only {kernel_rx}");
-    assert!(kernel_tx >= 20 * SERVICE_CONNECTIONS as u64, "the kernel encapsulated only {kernel_tx}");
-    assert!(moved(&before, &after, "flow_approved") > 0);
-    let flows: serde_json::Value = serde_json::from_str(&daemon.cli(&["flows", "--json"]).unwrap()).unwrap();
-    let natted: Vec<_> = flows
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["dst"] == b.ip.to_string() && f["dport"] == BACKEND_PORT)
-        .collect();
-    assert!(natted.len() >= SERVICE_CONNECTIONS, "{natted:?}");
-    assert!(natted.iter().all(|f| f["state"] == "kernel-owned" && f["fast_packets"] == 0), "{natted:?}");
+    // and decapsulated arriving VXLAN for real.
+    assert!(kernel_rx > 0 && kernel_tx > 0, "the kernel carried {kernel_rx} in, {kernel_tx} out");
 }
 
 #[test]

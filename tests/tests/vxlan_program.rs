@@ -1,7 +1,7 @@
 //! VXLAN in the programs, on crafted frames through BPF_PROG_TEST_RUN: the frame `from_pod`
 //! builds toward a VXLAN block, byte for byte as the node's `vxlan.calico` would send it; VXLAN
 //! from the next node taken apart and delivered by `from_underlay`; every refusal handed to the
-//! kernel unchanged; the egress judge recognising the kernel's own VXLAN under `--trust kernel`.
+//! kernel unchanged; under `--trust kernel`, only what the daemon approved, arriving where it enters.
 //!
 //! The node (`support::in_node`) has Felix's `vxlan.calico`: VNI 4096, port 4789, MAC
 //! 66:00:0a:65:0e:32; 10.244.8.0/26 is routed in VXLAN to the next node 10.101.14.51, whose
@@ -12,9 +12,9 @@ mod support;
 use std::collections::BTreeSet;
 
 use aya::{maps::Array, Ebpf};
-use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY, TO_POD, TO_UNDERLAY};
+use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
-    flow::{FlowKey, FlowState},
+    flow::{Arrival, Arrived, FlowKey},
     icmp,
     ipv4::OuterIpv4,
     maps::{NodeConfig, NODE, NODE_F_VXLAN},
@@ -58,7 +58,7 @@ fn set_node_config(ebpf: &mut Ebpf, config: NodeConfig) {
 fn passes(ebpf: &mut Ebpf, program: &'static str, frame: &[u8], reason: Reason) {
     let before = count(ebpf, reason);
     let (verdict, out) = run(ebpf, program, frame);
-    assert_eq!(verdict, TC_ACT_OK, "{reason:?}");
+    assert_eq!(verdict, PASS, "{reason:?}");
     assert_eq!(out, frame, "{reason:?}: the frame must reach the kernel unchanged");
     assert_eq!(count(ebpf, reason), before + 1, "{reason:?}");
 }
@@ -314,7 +314,7 @@ fn every_vxlan_the_programs_do_not_take_apart_reaches_the_kernel_unchanged() {
             }
             let before = count(ebpf, reason);
             let (verdict, out) = run(ebpf, FROM_UNDERLAY, &frame);
-            assert_eq!(verdict, TC_ACT_OK, "{what}");
+            assert_eq!(verdict, PASS, "{what}");
             assert_eq!(out, frame, "{what}: the frame must reach the kernel unchanged");
             assert_eq!(count(ebpf, reason), before + 1, "{what}: counted as {reason:?}");
         }
@@ -334,47 +334,41 @@ fn without_a_vxlan_device_to_stand_in_for_vxlan_is_the_kernels_both_ways() {
 }
 
 #[test]
-fn under_trust_kernel_vxlan_of_a_pending_flow_goes_to_the_kernel_still_encapsulated() {
+fn under_trust_kernel_vxlan_of_a_flow_conntrack_has_not_approved_goes_to_the_kernel_still_encapsulated() {
     in_node(|ebpf, _| {
-        trust_kernel(ebpf, 60);
+        trust_kernel(ebpf);
         let reply = packets::tcp_segment(addr(VXLAN_POD), addr(POD), (80, CLIENT_PORT), TCP_ACK);
         let key = FlowKey::new(VXLAN_POD, POD, 6, (80, CLIENT_PORT));
         passes(ebpf, FROM_UNDERLAY, &vxlan_from_peer(&reply), Reason::PassFlowPending);
-        assert_eq!(flow(ebpf, &key).map(|v| v.state), Some(FlowState::Pending as u32));
-        // The kernel's vxlan.calico takes it apart and delivers it to the pod: approved.
-        let delivered = packets::pod_frame(&reply);
-        passes(ebpf, TO_POD, &delivered, Reason::FlowApproved);
+        assert_eq!(flow(ebpf, &key), None, "only the daemon writes the flow table");
+        // The daemon approves the direction as conntrack saw it arrive: in VXLAN from the peer.
+        approve(ebpf, key, Arrived::from_underlay(Arrival::Vxlan, PEER_IP), key);
         let (verdict, _) = run(ebpf, FROM_UNDERLAY, &vxlan_from_peer(&reply));
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!(count(ebpf, Reason::DecapsulatedVxlan), 1);
+        // The same direction in IPIP is not where it enters: the kernel's.
+        passes(
+            ebpf,
+            FROM_UNDERLAY,
+            &support::ipip_frame(PEER_IP, NODE_IP, &reply),
+            Reason::PassFlowElsewhere,
+        );
+        assert_eq!(flow(ebpf, &key).map(|v| (v.fast_packets, v.kernel_packets)), Some((1, 1)));
     });
 }
 
 #[test]
-fn the_egress_judge_approves_a_flow_the_kernels_vxlan_device_carried() {
-    in_node(|ebpf, underlay| {
-        trust_kernel(ebpf, 60);
+fn an_approved_flow_to_a_vxlan_block_is_encapsulated_and_counted_in_its_entry() {
+    in_node(|ebpf, _| {
+        trust_kernel(ebpf);
         let key = FlowKey::new(POD, VXLAN_POD, 6, (CLIENT_PORT, 80));
         passes(ebpf, FROM_POD, &to_vxlan_block(CLIENT_PORT, TCP_SYN), Reason::PassFlowPending);
-        // What the kernel sends after routing the SYN through vxlan.calico: its own VXLAN.
-        let syn = packets::tcp_segment(addr(POD), addr(VXLAN_POD), (CLIENT_PORT, 80), TCP_SYN);
-        let mut kernels = packets::ethernet(PEER_MAC, underlay.mac, ETH_P_IP);
-        let device = packets::Vxlan {
-            sport: 50123,
-            port: VXLAN_PORT,
-            vni: VNI,
-            dst_mac: PEER_VTEP_MAC,
-            src_mac: NODE_VTEP_MAC,
-        };
-        kernels.extend_from_slice(&device.packet(addr(NODE_IP), addr(PEER_IP), &syn));
-        passes(ebpf, TO_UNDERLAY, &kernels, Reason::FlowApproved);
-        assert_eq!(flow(ebpf, &key).map(|v| v.state), Some(FlowState::Approved as u32));
-
-        let (verdict, encapsulated) = run(ebpf, FROM_POD, &to_vxlan_block(CLIENT_PORT, TCP_ACK));
+        approve(ebpf, key, Arrived::from_pod(TEST_IFINDEX), key);
+        let (verdict, _) = run(ebpf, FROM_POD, &to_vxlan_block(CLIENT_PORT, TCP_ACK));
         assert_eq!(verdict, TC_ACT_REDIRECT);
         assert_eq!(count(ebpf, Reason::EncapsulatedVxlan), 1);
-        // The programs' own VXLAN leaving the underlay: a flow already judged.
-        passes(ebpf, TO_UNDERLAY, &encapsulated, Reason::FlowEgressKnown);
-        assert_eq!(flow(ebpf, &key).map(|v| v.state), Some(FlowState::Approved as u32));
+        let value = flow(ebpf, &key).unwrap();
+        assert_eq!((value.fast_packets, value.kernel_packets), (1, 0));
+        assert_ne!(value.last_seen_ns, 0);
     });
 }

@@ -31,8 +31,8 @@ pub enum Command {
     Endpoints(ListArgs),
     /// Print the nodes whose tunnels (IPIP, VXLAN) the programs accept, with their blocks.
     Peers(ListArgs),
-    /// Print the flow table of --trust kernel: each flow direction, approved for the fast path,
-    /// pending, kernel-owned (NAT or the kernel's own) or closing.
+    /// Print the flow table of --trust kernel: each flow direction the kernel's conntrack
+    /// confirmed, where it enters, what its NAT makes of it, approved or closing.
     Flows(ListArgs),
     /// Tell what the programs would do with a packet from SRC to DST, and why.
     Explain(ExplainArgs),
@@ -70,9 +70,10 @@ pub struct RunArgs {
     #[arg(long, env = "FASTPATH_VXLAN", value_enum, default_value_t = TunnelMode::Follow)]
     pub vxlan: TunnelMode,
 
-    /// Which packets take the fast path. kernel: a flow only once the kernel has forwarded one of
-    /// its packets unchanged, so kube-proxy's NAT and iptables policy keep working. routes: every
-    /// packet the routes allow (no NAT or policy between pods).
+    /// Which packets take the fast path. kernel: a flow direction only while the kernel's
+    /// conntrack holds a confirmed entry for it that the kernel forwarded, translated as that
+    /// entry says, so kube-proxy's NAT and iptables policy keep working. routes: every packet the
+    /// routes allow (no NAT or policy between pods).
     #[arg(long, env = "FASTPATH_TRUST", value_enum, default_value_t = Trust::Kernel)]
     pub trust: Trust,
 
@@ -81,12 +82,6 @@ pub struct RunArgs {
     #[arg(long, env = "FASTPATH_FLOW_TABLE_SIZE", value_name = "ENTRIES", default_value_t = FLOWS_DEFAULT_MAX,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_table_size: u32,
-
-    /// Seconds an approved flow may stay idle (--trust kernel); after that the kernel judges it
-    /// again.
-    #[arg(long, env = "FASTPATH_FLOW_IDLE_TIMEOUT", value_name = "SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u32).range(1..=86_400))]
-    pub flow_idle_timeout: u32,
 
     /// How the programs attach: tcx links (Linux 6.6+), legacy tc filters under a clsact qdisc,
     /// or auto (tcx where the kernel has it, else legacy tc).

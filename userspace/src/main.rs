@@ -141,7 +141,16 @@ fn explain(args: &ExplainArgs) -> Result<(), Error> {
         size: args.size,
         df: !args.no_df,
     };
-    print(explain::explain_pinned(&args.bpffs.dir, &question, &interface_name))
+    let (mut text, reason) = explain::explain_pinned(&args.bpffs.dir, &question, &interface_name)?;
+    // Which rule or qdisc: the kernel's to say. Without it the answer stands as it is.
+    if let Ok(detail) =
+        runtime().and_then(|rt| rt.block_on(explain::kernel_detail(&args.bpffs.dir, reason, &question)))
+    {
+        for line in detail {
+            text.push_str(&format!("  because {line}\n"));
+        }
+    }
+    print(Ok(text))
 }
 
 /// Stream decisions until Ctrl-C, SIGTERM, `--count` or `--duration`; the programs stop

@@ -28,6 +28,11 @@ pub const PACKAGES: &[&str] = &[
     "bird2",
     // `cargo xtask profile`: perf 6.1 samples this kernel with the software clock.
     "linux-perf",
+    // parity_e2e.rs reads the segment size of the aggregates a pod receives.
+    "bpftrace",
+    // conntrack_e2e.rs deletes and reads the kernel's conntrack entries, as Felix and an
+    // operator do.
+    "conntrack",
     "podman",
     // podman prefers crun, which cannot start a container on a host with cgroups v1 (hybrid
     // mode); the container tests run runc.

@@ -13,12 +13,16 @@ use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
 use aya::maps::{lpm_trie::Key, HashMap, MapData};
 use fastpath_common::{
     arp::{self, ArpFields, ARP_IPV4_LEN},
-    flow::{self, FlowKey, FlowValue, Signal},
+    flow::{self, Arrival, Arrived, FlowKey, FlowValue, Signal, Translation},
+    icmp,
     ipv4::{
         self, Ipv4Fields, OuterIpv4, FLAG_DF, FRAGMENT_MASK, HEADER_LEN, PROTO_ICMP, PROTO_IPIP, PROTO_TCP,
         PROTO_UDP,
     },
-    maps::{Endpoint, NodeConfig, ENDPOINTS, NODE, TUNNEL_PEERS},
+    maps::{
+        AgentInfo, Endpoint, NextHopEntry, NodeConfig, PathMtu, AGENT, ENDPOINTS, NEXT_HOPS, NODE, PATH_MTU,
+        TUNNEL_PEERS,
+    },
     route::{self, Forward, RouteKind, RouteValue},
     tunnel::Tunnel,
     vxlan::{self, Received, VxlanConfig, INNER_ETH_LEN, UDP_HEADER_LEN},
@@ -30,8 +34,9 @@ use crate::{
     clock::monotonic_ns,
     commands::{
         flows::{self, Flow},
-        show::mac_string,
+        show::{mac_string, unpadded},
     },
+    daemon::{netlink::Netlink, picture, routes},
     dataplane::{bpffs, tables},
     Error,
 };
@@ -52,7 +57,7 @@ pub enum Program {
 /// What the program returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// TC_ACT_OK: to the kernel, unchanged.
+    /// TC_ACT_UNSPEC: to the kernel, unchanged.
     Kernel,
     /// TC_ACT_SHOT.
     Drop,
@@ -83,6 +88,11 @@ pub struct Maps<'a> {
     /// The endpoint table's exact match.
     pub endpoint: &'a dyn Fn([u8; 4]) -> Option<Endpoint>,
     pub is_peer: &'a dyn Fn([u8; 4]) -> bool,
+    /// The path MTU toward a node, as a router taught the programs.
+    pub path_mtu: &'a dyn Fn([u8; 4]) -> Option<PathMtu>,
+    /// The MAC the programs' next-hop cache holds for a node or gateway on the underlay (as of
+    /// the current generation), for the sender of a plain packet.
+    pub next_hop_mac: &'a dyn Fn([u8; 4]) -> Option<[u8; 6]>,
     /// The flow table's exact match (`--trust kernel`).
     pub flow: &'a dyn Fn(&FlowKey) -> Option<FlowValue>,
     /// Every flow the table holds, for the words of a question that names no flow.
@@ -90,6 +100,24 @@ pub struct Maps<'a> {
     /// `bpf_ktime_get_ns()` now (`CLOCK_MONOTONIC`), for idle flows.
     pub now_ns: u64,
     pub ifname: &'a dyn Fn(u32) -> Option<String>,
+}
+
+/// Where a packet arrived, as the program that saw it can tell (`flow.rs::Seen`).
+enum Seen {
+    Pod(u32),
+    Tunnel(Arrival, [u8; 4]),
+    /// Plain from the underlay, with the frame's source MAC.
+    Plain([u8; 6]),
+}
+
+/// What the flow gate says.
+enum Gate {
+    /// `--trust routes`: no gate.
+    Routes,
+    /// `--trust kernel`, and the table holds no entry for the direction.
+    Pending,
+    /// An approved direction, and what it leaves as.
+    Approved(Translation),
 }
 
 /// How the programs' walk ends: a verdict, its reason, and the verdict in words.
@@ -154,15 +182,41 @@ impl Walk<'_, '_> {
         ))
     }
 
-    /// `pod.rs::forward`: the source check, the destination, the flow gate, then carrying it.
+    /// `pod.rs::forward`: the source check, the flow gate, the destination (the one the flow's
+    /// conntrack entry translates it to), then carrying it.
     fn forward(&mut self, frame: &[u8], ingress: u32) -> Step<End> {
         let node = self.node()?;
         let ip = self.forwardable(frame, ETH_LEN)?;
         self.check_source(&ip, ingress)?;
-        let to = self.forward_to(ip.dst, node.node_ip)?;
-        let carried = self.carry(frame.len(), &ip, to);
-        self.admit(frame, ETH_LEN, &ip, &carried)?;
-        Ok(carried)
+        match self.gate(frame, ETH_LEN, &ip, Seen::Pod(ingress))? {
+            Gate::Routes => {
+                let to = self.forward_to(ip.dst, node.node_ip)?;
+                Ok(self.carry(frame.len(), &ip, to))
+            }
+            // As the programs: the destination's own reason first, else the kernel first.
+            Gate::Pending => {
+                let to = self.forward_to(ip.dst, node.node_ip)?;
+                let carried = self.carry(frame.len(), &ip, to);
+                Err(self.pending(&carried.words))
+            }
+            Gate::Approved(t) => match self.forward_to(t.to_dst, node.node_ip) {
+                Ok(to) => Ok(self.carry(frame.len(), &ip, to)),
+                Err(end) if end.reason == Reason::PassNoRoute && t.nat != 0 => {
+                    self.why.pop();
+                    self.why.pop();
+                    let underlay = self.name(node.underlay_ifindex);
+                    self.fits(frame.len(), &ip, node.underlay_mtu, "the underlay MTU")?;
+                    Ok(act(
+                        Reason::RoutedUnderlay,
+                        format!(
+                            "route to {} as the kernel's FIB says, out of {underlay}",
+                            Ipv4Addr::from(t.to_dst)
+                        ),
+                    ))
+                }
+                Err(end) => Err(end),
+            },
+        }
     }
 
     /// `underlay.rs::handle`, then `tunnel.rs::deliver`: IPIP, or VXLAN to this node's
@@ -173,6 +227,7 @@ impl Walk<'_, '_> {
             self.why.push("it is not a plain, option-less IPv4 frame".into());
             return Err(self.refuse(Reason::PassUnderlayOther));
         };
+        self.learn_path_mtu(frame, &node, &outer)?;
         let (outer_src, this_node) = (Ipv4Addr::from(outer.src), Ipv4Addr::from(node.node_ip));
         let tunnel = if outer.dst != node.node_ip {
             self.why.push(format!("it is to {}, not to this node {this_node}", Ipv4Addr::from(outer.dst)));
@@ -207,19 +262,58 @@ impl Walk<'_, '_> {
         };
         let inner = self.forwardable(frame, l3)?;
         self.check_inner_source(&inner, outer.src)?;
-        let Forward::Local { ifindex, mac } = self.deliver_after_decap(inner.dst, node.node_ip)? else {
+        let arrival = if tunnel == Tunnel::Ipip { Arrival::Ipip } else { Arrival::Vxlan };
+        let dst = match self.gate(frame, l3, &inner, Seen::Tunnel(arrival, outer.src))? {
+            Gate::Routes => inner.dst,
+            Gate::Approved(t) => t.to_dst,
+            Gate::Pending => {
+                let Forward::Local { ifindex, mac } = self.deliver_after_decap(inner.dst, node.node_ip)?
+                else {
+                    return Err(self.refuse(Reason::PassDecapNotLocal));
+                };
+                let words = format!(
+                    "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
+                    self.name(ifindex),
+                    mac_string(mac)
+                );
+                return Err(self.pending(&words));
+            }
+        };
+        let Forward::Local { ifindex, mac } = self.deliver_after_decap(dst, node.node_ip)? else {
             return Err(self.refuse(Reason::PassDecapNotLocal));
         };
-        let carried = act(
+        Ok(act(
             delivered,
             format!(
                 "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
                 self.name(ifindex),
                 mac_string(mac)
             ),
-        );
-        self.admit(frame, l3, &inner, &carried)?;
-        Ok(carried)
+        ))
+    }
+
+    /// `path_mtu.rs::learn`: a router's "fragmentation needed" about one of this node's tunnel
+    /// packets teaches the path MTU toward that node, and goes on to the kernel.
+    fn learn_path_mtu(&mut self, frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> Step<()> {
+        if outer.protocol != PROTO_ICMP || outer.dst != node.node_ip {
+            return Ok(());
+        }
+        let Some(message) = frame.get(ETH_LEN + HEADER_LEN..).and_then(|m| m.get(..icmp::ARRIVING_LEN))
+        else {
+            return Ok(());
+        };
+        let message: &[u8; icmp::ARRIVING_LEN] = message.try_into().expect("the length asked for");
+        let vxlan_port = node.has_vxlan().then_some(node.vxlan.port);
+        let Some((peer, mtu)) = icmp::path_mtu_report(message, node.node_ip, vxlan_port) else {
+            return Ok(());
+        };
+        let Some(learned) = PathMtu::learned(mtu, 0) else { return Ok(()) };
+        self.why.push(format!(
+            "a router says the path to node {} carries {} bytes (fragmentation needed about this node's tunnel packet)",
+            Ipv4Addr::from(peer),
+            learned.mtu
+        ));
+        Err(self.refuse(Reason::PathMtuLearned))
     }
 
     /// `vxlan.rs::Arriving::check`: the headers between the outer and inner IPv4 ones are this
@@ -250,8 +344,9 @@ impl Walk<'_, '_> {
         }
     }
 
-    /// `underlay.rs::plain`: under `--trust kernel`, plain traffic to a pod here, from no pod of
-    /// this node, of a flow the kernel here has delivered before.
+    /// `underlay.rs::plain`: under `--trust kernel`, plain traffic to a pod here or to this node
+    /// (the replies of a flow conntrack translated to it), from no pod of this node, by its flow's
+    /// conntrack entry, sent by the node or gateway its source is routed through.
     fn plain(&mut self, frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> Step<End> {
         let (src, dst) = (Ipv4Addr::from(outer.src), Ipv4Addr::from(outer.dst));
         if !node.trusts_kernel() {
@@ -259,17 +354,39 @@ impl Walk<'_, '_> {
                 .push("--trust routes: plain traffic from another node is the kernel's to deliver".into());
             return Err(self.refuse(Reason::PassUnderlayOther));
         }
-        let Some(pod) = (self.maps.endpoint)(outer.dst) else {
+        let to_node = outer.dst == node.node_ip;
+        if !to_node && (self.maps.endpoint)(outer.dst).is_none() {
             self.why.push(format!("{dst} is no pod of this node"));
             return Err(self.refuse(Reason::PassUnderlayOther));
-        };
+        }
         if (self.maps.endpoint)(outer.src).is_some() {
             self.why.push(format!("{src} is a pod of this node, which never sends from the underlay"));
             return Err(self.refuse(Reason::PassUnderlayOther));
         }
-        self.why.push(format!("plain IPv4 from another node to pod {dst} on this node"));
         let ip = self.forwardable(frame, ETH_LEN)?;
-        let carried = act(
+        let source_mac: [u8; 6] = frame.get(6..12).and_then(|m| m.try_into().ok()).unwrap_or([0; 6]);
+        let t = match self.gate(frame, ETH_LEN, &ip, Seen::Plain(source_mac))? {
+            Gate::Approved(t) => t,
+            Gate::Pending if to_node => {
+                self.why.pop();
+                self.why.push(format!(
+                    "plain IPv4 to this node {dst}, of no flow the fast path carries: the host's own"
+                ));
+                return Err(self.refuse(Reason::PassUnderlayOther));
+            }
+            Gate::Pending => {
+                let words = self.delivery_words(outer.dst);
+                return Err(self.pending(&words));
+            }
+            Gate::Routes => return Err(self.refuse(Reason::PassUnderlayOther)),
+        };
+        let Some(pod) = (self.maps.endpoint)(t.to_dst) else {
+            self.why.push(format!("{} is no pod of this node", Ipv4Addr::from(t.to_dst)));
+            return Err(self.refuse(Reason::PassDecapNotLocal));
+        };
+        self.why
+            .push(format!("plain IPv4 from the underlay to pod {} on this node", Ipv4Addr::from(t.to_dst)));
+        Ok(act(
             Reason::RoutedFromUnderlay,
             format!(
                 "redirect to pod on {} (ifindex {}, MAC {})",
@@ -277,9 +394,19 @@ impl Walk<'_, '_> {
                 pod.ifindex,
                 mac_string(pod.mac)
             ),
-        );
-        self.admit(frame, ETH_LEN, &ip, &carried)?;
-        Ok(carried)
+        ))
+    }
+
+    fn delivery_words(&self, dst: [u8; 4]) -> String {
+        match (self.maps.endpoint)(dst) {
+            Some(pod) => format!(
+                "redirect to pod on {} (ifindex {}, MAC {})",
+                self.name(pod.ifindex),
+                pod.ifindex,
+                mac_string(pod.mac)
+            ),
+            None => "deliver it".into(),
+        }
     }
 
     fn node(&mut self) -> Step<NodeConfig> {
@@ -419,10 +546,10 @@ impl Walk<'_, '_> {
                     self.why.push("this node has no vxlan.calico the programs can stand in for".into());
                     return self.refuse(Reason::PassKernelRoute);
                 }
-                let tunnel_mtu = node.tunnel_mtu(&tunnel);
                 let name = tunnel.name().to_uppercase();
+                let (tunnel_mtu, what) = self.tunnel_mtu(&node, tunnel, next_hop);
                 let next_hop = Ipv4Addr::from(next_hop);
-                if let Err(end) = self.fits(frame_len, ip, tunnel_mtu, &format!("the {name} tunnel MTU")) {
+                if let Err(end) = self.fits(frame_len, ip, tunnel_mtu, &format!("the {name} {what}")) {
                     return end;
                 }
                 let outer_src = Ipv4Addr::from(node.node_ip);
@@ -467,6 +594,25 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// `path_mtu.rs::limit`: the tunnel's MTU, or less where a router said the path toward
+    /// `peer` is narrower and that still holds; with what it is, in words.
+    fn tunnel_mtu(&self, node: &NodeConfig, tunnel: Tunnel, peer: [u8; 4]) -> (u32, String) {
+        let mtu = node.tunnel_mtu(&tunnel);
+        let path = (self.maps.path_mtu)(peer)
+            .and_then(|p| Some((p.mtu, p.inner_mtu(tunnel.overhead(), self.maps.now_ns)?)))
+            .filter(|(_, inner)| *inner < mtu);
+        match path {
+            Some((outer, inner)) => (
+                inner,
+                format!(
+                    "tunnel MTU toward {} (a router said the path carries {outer})",
+                    Ipv4Addr::from(peer)
+                ),
+            ),
+            None => (mtu, "tunnel MTU".into()),
+        }
+    }
+
     /// `tunnel.rs::too_big`: the bytes after the Ethernet header (what the way out carries,
     /// even past the IP packet's own length) must fit `mtu`, else a router's answer.
     fn fits(&mut self, frame_len: usize, ip: &Ipv4Fields, mtu: u32, what: &str) -> Step<()> {
@@ -484,45 +630,63 @@ impl Walk<'_, '_> {
         ))
     }
 
-    /// `flow.rs::admit`: under `--trust kernel`, only an approved flow takes the fast path.
-    fn admit(&mut self, frame: &[u8], l3: usize, ip: &Ipv4Fields, carried: &End) -> Step<()> {
+    /// `flow.rs::admit`: under `--trust kernel`, only a direction the kernel's conntrack holds a
+    /// confirmed entry for takes the fast path, arriving where its flow enters.
+    fn gate(&mut self, frame: &[u8], l3: usize, ip: &Ipv4Fields, seen: Seen) -> Step<Gate> {
         if !self.maps.node.trusts_kernel() {
             self.why.push("--trust routes: every packet the routes allow takes the fast path".into());
-            return Ok(());
+            return Ok(Gate::Routes);
         }
-        self.why.push("--trust kernel: a flow takes the fast path only once the kernel has forwarded one of its packets unchanged; flows NAT changed or the kernel made stay with the kernel".into());
+        self.why.push("--trust kernel: a flow direction takes the fast path only while the kernel's conntrack holds a confirmed entry for it that the kernel forwarded, translated as that entry says".into());
         let Some((key, signal)) = flow_name(frame, l3, ip) else {
-            self.why.push("no flow can be named for it (an ICMP error, or a cut transport header)".into());
+            self.why.push("no flow can be named for it (an ICMP error, a protocol without ports, a cut transport header)".into());
             return Err(self.refuse(Reason::PassFlowUntracked));
         };
-        let held = (self.maps.flow)(&key).map(|value| Flow { key, value });
-        let admission = held.map(|f| {
-            let state = f.state().unwrap_or(flow::FlowState::Pending);
-            flow::admission(
-                state,
-                f.value.last_seen_ns,
-                self.maps.now_ns,
-                self.maps.node.flow_idle_ns(),
-                signal,
-            )
-        });
-        match held {
-            Some(f) => self.why.push(format!("{} is {}", flows::describe(&key), f.state_name())),
-            None => self.why.push(format!("the flow table holds no {} yet", flows::describe(&key))),
-        }
-        match admission.map_or(Err(Reason::PassFlowPending), |a| a.verdict) {
-            Ok(()) => Ok(()),
+        let Some(value) = (self.maps.flow)(&key) else {
+            self.why.push(format!("the flow table holds no {} yet", flows::describe(&key)));
+            return Ok(Gate::Pending);
+        };
+        let arrived = match seen {
+            Seen::Pod(ifindex) => Arrived::from_pod(ifindex),
+            Seen::Tunnel(arrival, node) => Arrived::from_underlay(arrival, node),
+            Seen::Plain(source_mac) => {
+                let sender = (self.maps.next_hop_mac)(value.peer).filter(|mac| *mac == source_mac);
+                Arrived::from_underlay(Arrival::Plain, sender.map_or([0; 4], |_| value.peer))
+            }
+        };
+        let admission = flow::admission(&value, &arrived, signal);
+        self.why.push(format!("{} is {}", flows::describe(&key), Flow { key, value }.state_name()));
+        match admission.verdict {
+            Ok(()) => {
+                if value.nat != 0 {
+                    self.why.push(format!(
+                        "conntrack translates it to {}",
+                        flows::describe(&value.leaves_as(&key))
+                    ));
+                }
+                Ok(Gate::Approved(value.translation(&key)))
+            }
             Err(reason) => {
-                self.once_approved = Some(carried.words.clone());
-                let mut end = self.refuse(reason);
-                end.words = format!(
-                    "kernel first ({}), until the kernel forwards the flow unchanged; then: {}",
-                    reason.as_str(),
-                    carried.words
-                );
-                Err(end)
+                if reason == Reason::PassFlowElsewhere {
+                    self.why.push(format!(
+                        "it arrives elsewhere than its flow enters ({})",
+                        flows::arrival_words(&value)
+                    ));
+                }
+                Err(self.refuse(reason))
             }
         }
+    }
+
+    /// The end of a walk whose flow the table does not hold: the kernel first, then the fast path.
+    fn pending(&mut self, carried: &str) -> End {
+        self.once_approved = Some(carried.to_string());
+        let mut end = self.refuse(Reason::PassFlowPending);
+        end.words = format!(
+            "kernel first ({}), until the kernel's conntrack holds the flow; then: {carried}",
+            Reason::PassFlowPending.as_str()
+        );
+        end
     }
 
     fn name(&self, ifindex: u32) -> String {
@@ -592,15 +756,10 @@ fn received(frame: &[u8]) -> Option<Received> {
 /// `flow.rs::name`: the flow direction of the option-less packet at `l3`, and its TCP flags.
 fn flow_name(frame: &[u8], l3: usize, ip: &Ipv4Fields) -> Option<(FlowKey, Signal)> {
     let l4 = frame.get(l3 + HEADER_LEN..).unwrap_or(&[]);
-    let (ports, signal) = match ip.protocol {
-        PROTO_TCP => {
-            let tcp = l4.get(..14)?;
-            (flow::transport_ports(&[tcp[0], tcp[1], tcp[2], tcp[3]]), Signal::of_tcp_flags(tcp[13]))
-        }
-        PROTO_UDP => (flow::transport_ports(l4.get(..4)?.try_into().ok()?), Signal::default()),
-        PROTO_ICMP => (flow::icmp_ports(l4.get(..6)?.try_into().ok()?)?, Signal::default()),
-        _ => ((0, 0), Signal::default()),
-    };
+    let signal =
+        if ip.protocol == PROTO_TCP { Signal::of_tcp_flags(*l4.get(13)?) } else { Signal::default() };
+    let head: &[u8; flow::PORTS_LEN] = l4.get(..flow::PORTS_LEN)?.try_into().ok()?;
+    let ports = flow::ports_of(ip.protocol, head)?;
     Some((FlowKey::new(ip.src, ip.dst, ip.protocol, ports), signal))
 }
 
@@ -623,6 +782,10 @@ fn short(reason: Reason) -> &'static str {
         Reason::PassSourceUnallocated => "the source is an unallocated address of this node's block",
         Reason::PassSourceNotPod => "the source is no pod's address",
         Reason::PassInnerSourceForeign => "the inner source does not belong to the sending node",
+        Reason::PassEndpointTc => "the pod's interface has classic tc configuration",
+        Reason::PassPolicyRoute => "an ip rule routes it through another table",
+        Reason::PassMapOverflow => "the route map had no room for its prefix",
+        Reason::PathMtuLearned => "a router's path MTU, noted",
         _ => "not the fast path's to carry",
     }
 }
@@ -653,11 +816,23 @@ pub fn describe(reason: Reason) -> &'static str {
         Reason::PassInnerSourceForeign => {
             "a node may send only its own pods' and its own packets; the kernel gets any other still encapsulated"
         }
-        Reason::PassFlowPending => "the kernel has not forwarded a packet of this flow yet",
-        Reason::PassFlowKernelOwned => "NAT changed this flow or the kernel made it: the kernel carries all of it",
-        Reason::PassFlowExpired => "the flow's approval idled out: the kernel judges it again",
+        Reason::PassFlowPending => "the kernel's conntrack holds no confirmed entry of this flow direction yet",
+        Reason::PassFlowKernelOwned | Reason::PassFlowExpired => "a retired code, counted by no program",
         Reason::PassFlowClosing => "TCP FIN or RST seen: the kernel carries the rest of the connection",
         Reason::PassFlowUntracked => "only the kernel can relate it to a flow",
+        Reason::PassEndpointTc => {
+            "a pod whose interface has a qdisc, filter or action of classic tc (a bandwidth limit, say) is carried by the kernel both ways, so the configuration sees every packet"
+        }
+        Reason::PassPolicyRoute => {
+            "an ip rule sends the packet to a routing table other than main (WireGuard's, an egress gateway's), which the fast path does not reproduce"
+        }
+        Reason::PassFlowElsewhere => {
+            "conntrack's entry binds the flow to where it enters (a pod's interface, a node's tunnel, a sender on the underlay), and this packet arrives elsewhere"
+        }
+        Reason::PassMapOverflow => "the route map was full: a prefix inside this one could not be written, so the kernel routes it",
+        Reason::PathMtuLearned => {
+            "the tunnel toward that node now carries less, for 10 minutes, as the kernel's own tunnels learn it; the kernel gets the message too"
+        }
         _ => "the programs hand it to the kernel unchanged",
     }
 }
@@ -774,40 +949,88 @@ fn tcp_packet(q: &Question) -> Vec<u8> {
     packet
 }
 
+/// What the kernel's own configuration says about a decision the maps cannot explain alone:
+/// which ip rule sends the packet elsewhere than the main table, which qdisc or filter keeps a
+/// pod with the kernel. Read through netlink, so run it in the node's network namespace; one
+/// clause each.
+pub async fn kernel_detail(dir: &Path, reason: Reason, q: &Question) -> Result<Vec<String>, Error> {
+    if !matches!(reason, Reason::PassPolicyRoute | Reason::PassEndpointTc) {
+        return Ok(Vec::new());
+    }
+    let agent: AgentInfo = bpffs::read_pinned_slot(dir, AGENT)?;
+    let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
+    let pod_prefix = unpadded(&agent.iface_prefix);
+    let netlink = Netlink::new()?;
+    let links = netlink.links().await?;
+    let underlay = links.iter().find(|l| l.index == node.underlay_ifindex).map(|l| l.name.clone());
+    let picture = picture::take(&netlink, underlay.as_deref(), &pod_prefix).await?;
+    let kernel = &picture.kernel;
+    let name = |ifindex: u32| {
+        kernel.interfaces.get(&ifindex).map_or(format!("ifindex {ifindex}"), |i| i.name.clone())
+    };
+    let mut detail = Vec::new();
+    if reason == Reason::PassPolicyRoute {
+        let policy =
+            routes::pod_policy(&kernel.rules, &kernel.interfaces, &picture.node.underlay, &pod_prefix);
+        detail.extend([q.dst, q.src].iter().filter_map(|addr| policy.why_diverted(*addr, kernel, &name)));
+    } else {
+        for addr in [q.src, q.dst] {
+            let configured = kernel.routes_of(&(32, addr)).iter().find_map(|r| {
+                let interface = kernel.interfaces.get(&r.oif?)?;
+                Some((interface.name.clone(), interface.classic_tc.clone()?))
+            });
+            if let Some((iface, config)) = configured {
+                detail.push(format!("{iface}, the interface of pod {addr}, has {config}"));
+            }
+        }
+    }
+    Ok(detail)
+}
+
 /// `fastpath explain`'s answer: the verdict on the first line, then why. Under `--trust kernel`
 /// a question names no flow; the answer then tells the flows between SRC and DST the table
 /// holds, and the fast path's verdict for the approved ones.
-pub fn explain(q: &Question, maps: &Maps) -> String {
+pub fn explain(q: &Question, maps: &Maps) -> (String, Reason) {
     let (program, frame) = question_frame(q, maps);
     let mut decision = decide(program, &frame, maps);
-    if let Some(fast) = &decision.once_approved {
+    if maps.node.trusts_kernel() {
         // The question names no ports, so its own flow is never in the table: tell the flows
-        // between SRC and DST that are.
+        // between SRC and DST that are, and what conntrack's NAT makes of them.
         let asked = FlowKey::new(q.src.octets(), q.dst.octets(), PROTO_TCP, (0, 0));
         let unnamed = format!("the flow table holds no {} yet", flows::describe(&asked));
-        decision.why.retain(|line| *line != unnamed);
+        decision.why.retain(|line| *line != unnamed && *line != describe(Reason::PassFlowPending));
         let between: Vec<&Flow> = maps
             .flows
             .iter()
             .filter(|f| f.key.src == q.src.octets() && f.key.dst == q.dst.octets())
             .collect();
         for f in &between {
-            decision.why.push(format!("{} is {}", flows::describe(&f.key), f.state_name()));
+            let translated = if f.value.nat == 0 {
+                String::new()
+            } else {
+                format!(", leaving as {}", flows::leaves_words(f))
+            };
+            decision.why.push(format!("{} is {}{translated}", flows::describe(&f.key), f.state_name()));
         }
         if between.is_empty() {
             decision.why.push(format!("the flow table holds no flow from {} to {} yet", q.src, q.dst));
         }
         let approved = between.iter().filter(|f| f.state() == Some(flow::FlowState::Approved)).count();
         if approved > 0 {
-            decision.words =
-                format!("{fast}, for the {approved} approved flows; any other goes to the kernel first");
+            decision.words = match &decision.once_approved {
+                Some(fast) => format!("{fast}, for the {approved} approved flows; any other goes to the kernel first"),
+                None => format!(
+                    "{}; but the {approved} flows conntrack approved take the fast path, translated as it says",
+                    decision.words
+                ),
+            };
         }
     }
     let mut out = format!("{}\n", decision.words);
     for line in decision.why {
         let _ = writeln!(out, "  because {line}");
     }
-    out
+    (out, decision.reason)
 }
 
 /// `fastpath explain` against the pinned maps.
@@ -815,7 +1038,7 @@ pub fn explain_pinned(
     dir: &Path,
     q: &Question,
     ifname: &dyn Fn(u32) -> Option<String>,
-) -> Result<String, Error> {
+) -> Result<(String, Reason), Error> {
     let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let trie = tables::pinned_routes(dir)?;
     let endpoints: HashMap<MapData, [u8; 4], Endpoint> = bpffs::open_pinned_as(dir, ENDPOINTS)?;
@@ -824,14 +1047,26 @@ pub fn explain_pinned(
     let route = |addr: [u8; 4]| trie.get(&Key::new(32, addr), 0).ok();
     let endpoint = |addr: [u8; 4]| endpoints.get(&addr, 0).ok();
     let is_peer = |addr: [u8; 4]| peers.get(&addr, 0).is_ok();
+    // A pin folder of an older version has no path MTU table: then no router said anything.
+    let path_mtus: Option<HashMap<MapData, [u8; 4], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU).ok();
+    let path_mtu = |addr: [u8; 4]| path_mtus.as_ref().and_then(|m| m.get(&addr, 0).ok());
     // A pin folder of an older version has no flow table: then there is nothing to list.
     let flows = flows::read_pinned(dir).unwrap_or_default();
     let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
+    // What the programs remembered of the FIB's answer, while the daemon's generation holds it.
+    let next_hops: Option<HashMap<MapData, [u8; 4], NextHopEntry>> =
+        bpffs::open_pinned_as(dir, NEXT_HOPS).ok();
+    let next_hop_mac = |addr: [u8; 4]| {
+        let entry = next_hops.as_ref()?.get(&addr, 0).ok()?;
+        (entry.generation == node.next_hop_generation).then_some(entry.dmac)
+    };
     let maps = Maps {
         node,
+        next_hop_mac: &next_hop_mac,
         route: &route,
         endpoint: &endpoint,
         is_peer: &is_peer,
+        path_mtu: &path_mtu,
         flow: &flow,
         flows: &flows,
         now_ns: monotonic_ns(),
@@ -860,7 +1095,6 @@ mod tests {
             _pad: [0; 2],
             underlay_mtu: 1500,
             flags: NODE_F_READY | NODE_F_VXLAN | flags,
-            flow_idle_secs: 60,
             next_hop_generation: 0,
             vxlan: VxlanConfig {
                 ifindex: 9,
@@ -872,6 +1106,8 @@ mod tests {
                 ttl: 64,
                 ..VxlanConfig::default()
             },
+            ipip_mtu: 1480,
+            vxlan_mtu: 1450,
         }
     }
 
@@ -918,15 +1154,17 @@ mod tests {
         let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
         let maps = Maps {
             node: node(flags),
+            next_hop_mac: &|_| None,
             route: &route,
             endpoint: &endpoint,
             is_peer: &is_peer,
+            path_mtu: &|_| None,
             flow: &flow,
             flows,
             now_ns: 1_000,
             ifname: &ifname,
         };
-        explain(&q, &maps)
+        explain(&q, &maps).0
     }
 
     fn explained(q: Question) -> String {
@@ -1054,18 +1292,23 @@ mod tests {
     fn under_trust_kernel_only_approved_flows_are_fast() {
         let q = ask("10.244.40.36", "10.244.166.150");
         let key = FlowKey::new(q.src.octets(), q.dst.octets(), 6, (40000, 80));
-        let with =
-            |state| explained_with(q, NODE_F_TRUST_KERNEL, &[Flow { key, value: FlowValue::new(state, 0) }]);
+        let approved_value = FlowValue::approved(&key, &Arrived::from_pod(5), &key);
+        let with = |value| explained_with(q, NODE_F_TRUST_KERNEL, &[Flow { key, value }]);
         let none = explained_with(q, NODE_F_TRUST_KERNEL, &[]);
-        assert!(none.starts_with("kernel first (passed_flow_pending), until the kernel forwards"), "{none}");
+        assert!(
+            none.starts_with(
+                "kernel first (passed_flow_pending), until the kernel's conntrack holds the flow"
+            ),
+            "{none}"
+        );
         assert!(none.contains("holds no flow from 10.244.40.36 to 10.244.166.150"), "{none}");
-        let approved = with(FlowState::Approved);
+        let approved = with(approved_value);
         assert!(approved.starts_with("IPIP to 10.101.14.51 via eth0"), "{approved}");
         assert!(approved.contains("for the 1 approved flows"), "{approved}");
         assert!(approved.contains("tcp 10.244.40.36:40000 → 10.244.166.150:80 is approved"), "{approved}");
-        let owned = with(FlowState::KernelOwned);
-        assert!(owned.starts_with("kernel first"), "{owned}");
-        assert!(owned.contains("is kernel-owned"), "{owned}");
+        let closing = with(FlowValue { state: FlowState::Closing as u8, ..approved_value });
+        assert!(closing.starts_with("kernel first"), "{closing}");
+        assert!(closing.contains("is closing"), "{closing}");
         assert!(explained(q).contains("--trust routes"));
     }
 
@@ -1082,9 +1325,11 @@ mod tests {
         let ifname = |_: u32| None;
         let maps = Maps {
             node: node(0),
+            next_hop_mac: &|_| None,
             route: &route,
             endpoint: &endpoint,
             is_peer: &is_peer,
+            path_mtu: &|_| None,
             flow: &|_| None,
             flows: &[],
             now_ns: 0,

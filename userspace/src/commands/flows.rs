@@ -1,12 +1,15 @@
-//! `fastpath flows`: the flow table of `--trust kernel`, read from the pinned map, and the
+//! `fastpath flows`: the flow table of `--trust kernel` (the directions the kernel's conntrack
+//! holds confirmed entries for, as the daemon wrote them), read from the pinned map, and the
 //! summary `explain` and `status` give of it.
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
 
 use aya::maps::{HashMap, MapData};
 use fastpath_common::{
-    flow::{FlowKey, FlowState, FlowValue},
-    ipv4::{PROTO_ICMP, PROTO_TCP, PROTO_UDP},
+    flow::{
+        Arrival, FlowKey, FlowState, FlowValue, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PROTO_DCCP, PROTO_ICMP,
+        PROTO_SCTP, PROTO_TCP, PROTO_UDP, PROTO_UDPLITE,
+    },
     maps::FLOWS,
 };
 
@@ -28,9 +31,10 @@ impl Flow {
         self.state().map_or("unknown", FlowState::as_str)
     }
 
-    /// Seconds since an ingress program last saw it, as of `now_ns` (`CLOCK_MONOTONIC`).
-    fn idle_secs(&self, now_ns: u64) -> u64 {
-        now_ns.saturating_sub(self.value.last_seen_ns) / 1_000_000_000
+    /// Seconds since the fast path last carried a packet of it, as of `now_ns`
+    /// (`CLOCK_MONOTONIC`); `None` when it has carried none.
+    fn idle_secs(&self, now_ns: u64) -> Option<u64> {
+        (self.value.last_seen_ns != 0).then(|| now_ns.saturating_sub(self.value.last_seen_ns) / 1_000_000_000)
     }
 }
 
@@ -55,63 +59,93 @@ pub fn protocol_name(protocol: u8) -> String {
         PROTO_TCP => "tcp".into(),
         PROTO_UDP => "udp".into(),
         PROTO_ICMP => "icmp".into(),
+        PROTO_SCTP => "sctp".into(),
+        PROTO_DCCP => "dccp".into(),
+        PROTO_UDPLITE => "udplite".into(),
         other => other.to_string(),
     }
 }
 
-fn endpoint(addr: [u8; 4], port: u16, protocol: u8) -> String {
+/// One end of a direction: an address and its port (or, for an ICMP echo, its identifier and
+/// type on the source side).
+fn end(addr: [u8; 4], port: u16, protocol: u8) -> String {
     match protocol {
-        PROTO_TCP | PROTO_UDP => format!("{}:{port}", Ipv4Addr::from(addr)),
-        PROTO_ICMP => format!("{} id {port}", Ipv4Addr::from(addr)),
-        _ => Ipv4Addr::from(addr).to_string(),
+        PROTO_ICMP => Ipv4Addr::from(addr).to_string(),
+        _ => format!("{}:{port}", Ipv4Addr::from(addr)),
     }
+}
+
+fn icmp_words(key: &FlowKey) -> String {
+    let kind = match key.dport as u8 {
+        ICMP_ECHO_REQUEST => "echo request",
+        ICMP_ECHO_REPLY => "echo reply",
+        _ => "type",
+    };
+    format!(" ({kind} id {})", key.sport)
 }
 
 /// One line naming a flow direction: `tcp 10.244.40.36:40000 → 10.244.166.150:80`.
 pub fn describe(key: &FlowKey) -> String {
+    let icmp = if key.protocol == PROTO_ICMP { icmp_words(key) } else { String::new() };
     format!(
-        "{} {} → {}",
+        "{} {} → {}{icmp}",
         protocol_name(key.protocol),
-        endpoint(key.src, key.sport, key.protocol),
-        endpoint(key.dst, key.dport, key.protocol)
+        end(key.src, key.sport, key.protocol),
+        end(key.dst, key.dport, key.protocol)
     )
 }
 
-/// How many flow directions are in each state: approved, pending, kernel-owned, closing.
-pub fn census(flows: &[Flow]) -> [usize; 4] {
-    let mut counts = [0; 4];
-    for flow in flows {
-        if let Some(state) = flow.state() {
-            counts[state as usize] += 1;
-        }
+/// Where a direction's packets may arrive from, in words.
+pub fn arrival_words(value: &FlowValue) -> String {
+    match Arrival::try_from(value.arrival) {
+        Ok(Arrival::Pod) => format!("from a pod, on ifindex {}", value.ifindex),
+        Ok(Arrival::Plain) => format!("plain from {} on the underlay", Ipv4Addr::from(value.peer)),
+        Ok(Arrival::Ipip) => format!("in IPIP from {}", Ipv4Addr::from(value.peer)),
+        Ok(Arrival::Vxlan) => format!("in VXLAN from {}", Ipv4Addr::from(value.peer)),
+        Err(code) => format!("unknown ({code})"),
     }
-    [counts[1], counts[0], counts[2], counts[3]]
+}
+
+/// What a direction leaves as, in words: `-` without NAT.
+pub fn leaves_words(f: &Flow) -> String {
+    if f.value.nat == 0 {
+        return "-".into();
+    }
+    let to = f.value.leaves_as(&f.key);
+    format!("{} → {}", end(to.src, to.sport, to.protocol), end(to.dst, to.dport, to.protocol))
+}
+
+/// How many flow directions are approved, and how many closing.
+pub fn census(flows: &[Flow]) -> (usize, usize) {
+    let approved = flows.iter().filter(|f| f.state() == Some(FlowState::Approved)).count();
+    let closing = flows.iter().filter(|f| f.state() == Some(FlowState::Closing)).count();
+    (approved, closing)
 }
 
 pub fn format_table(flows: &[Flow], now_ns: u64) -> String {
     let mut out = format!(
-        "{:<5} {:<27} {:<27} {:<13} {:>6} {:>10} {:>8}\n",
-        "PROTO", "SOURCE", "DESTINATION", "STATE", "IDLE", "FAST", "KERNEL"
+        "{:<5} {:<22} {:<22} {:<9} {:<40} {:<43} {:>6} {:>10} {:>8}\n",
+        "PROTO", "SOURCE", "DESTINATION", "STATE", "ARRIVES", "LEAVES AS", "IDLE", "FAST", "KERNEL"
     );
     for f in flows {
+        let idle = f.idle_secs(now_ns).map_or("-".to_string(), |s| format!("{s}s"));
+        let icmp = if f.key.protocol == PROTO_ICMP { icmp_words(&f.key) } else { String::new() };
         let _ = writeln!(
             out,
-            "{:<5} {:<27} {:<27} {:<13} {:>5}s {:>10} {:>8}",
+            "{:<5} {:<22} {:<22} {:<9} {:<40} {:<43} {:>6} {:>10} {:>8}{icmp}",
             protocol_name(f.key.protocol),
-            endpoint(f.key.src, f.key.sport, f.key.protocol),
-            endpoint(f.key.dst, f.key.dport, f.key.protocol),
+            end(f.key.src, f.key.sport, f.key.protocol),
+            end(f.key.dst, f.key.dport, f.key.protocol),
             f.state_name(),
-            f.idle_secs(now_ns),
+            arrival_words(&f.value),
+            leaves_words(f),
+            idle,
             f.value.fast_packets,
             f.value.kernel_packets
         );
     }
-    let [approved, pending, owned, closing] = census(flows);
-    let _ = writeln!(
-        out,
-        "{} flow directions: {approved} approved, {pending} pending, {owned} kernel-owned, {closing} closing",
-        flows.len()
-    );
+    let (approved, closing) = census(flows);
+    let _ = writeln!(out, "{} flow directions: {approved} approved, {closing} closing", flows.len());
     out
 }
 
@@ -119,15 +153,22 @@ pub fn format_json(flows: &[Flow], now_ns: u64) -> String {
     let items: Vec<String> = flows
         .iter()
         .map(|f| {
+            let to = f.value.leaves_as(&f.key);
             format!(
-                r#"{{"protocol":{},"src":"{}","sport":{},"dst":"{}","dport":{},"state":{},"idle_seconds":{},"fast_packets":{},"kernel_packets":{}}}"#,
+                r#"{{"protocol":{},"src":"{}","sport":{},"dst":"{}","dport":{},"state":{},"arrives":{},"nat":{},"to_src":"{}","to_sport":{},"to_dst":"{}","to_dport":{},"idle_seconds":{},"fast_packets":{},"kernel_packets":{}}}"#,
                 show::json_string(&protocol_name(f.key.protocol)),
                 Ipv4Addr::from(f.key.src),
                 f.key.sport,
                 Ipv4Addr::from(f.key.dst),
                 f.key.dport,
                 show::json_string(f.state_name()),
-                f.idle_secs(now_ns),
+                show::json_string(&arrival_words(&f.value)),
+                f.value.nat != 0,
+                Ipv4Addr::from(to.src),
+                to.sport,
+                Ipv4Addr::from(to.dst),
+                to.dport,
+                f.idle_secs(now_ns).map_or("null".to_string(), |s| s.to_string()),
                 f.value.fast_packets,
                 f.value.kernel_packets
             )
@@ -138,41 +179,46 @@ pub fn format_json(flows: &[Flow], now_ns: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use fastpath_common::flow::Arrived;
+
     use super::*;
 
-    fn flow(state: FlowState, sport: u16) -> Flow {
-        Flow {
-            key: FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], PROTO_TCP, (sport, 80)),
-            value: FlowValue { fast_packets: 7, kernel_packets: 1, ..FlowValue::new(state, 1_000_000_000) },
-        }
+    fn flow(to_port: u16, state: FlowState) -> Flow {
+        let key = FlowKey::new([10, 244, 40, 36], [10, 96, 0, 10], PROTO_TCP, (40000, 80));
+        let to = FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], PROTO_TCP, (40000, to_port));
+        let value = FlowValue {
+            state: state as u8,
+            last_seen_ns: 1_000_000_000,
+            fast_packets: 7,
+            kernel_packets: 1,
+            ..FlowValue::approved(&key, &Arrived::from_pod(5), &to)
+        };
+        Flow { key, value }
     }
 
     #[test]
-    fn the_table_names_each_direction_and_counts_the_states() {
-        let flows = [flow(FlowState::Approved, 40000), flow(FlowState::KernelOwned, 40001)];
-        let table = format_table(&flows, 4_000_000_000);
+    fn the_table_names_each_direction_its_arrival_and_its_translation() {
+        let table =
+            format_table(&[flow(8080, FlowState::Approved), flow(80, FlowState::Closing)], 4_000_000_000);
         assert!(table.contains("10.244.40.36:40000"), "{table}");
-        assert!(table.contains("approved"), "{table}");
-        assert!(table.contains("kernel-owned"), "{table}");
+        assert!(table.contains("from a pod, on ifindex 5"), "{table}");
+        assert!(table.contains("10.244.40.36:40000 → 10.244.166.150:8080"), "{table}");
         assert!(table.contains("3s"), "{table}");
-        assert!(
-            table.ends_with("2 flow directions: 1 approved, 0 pending, 1 kernel-owned, 0 closing\n"),
-            "{table}"
-        );
+        assert!(table.ends_with("2 flow directions: 1 approved, 1 closing\n"), "{table}");
     }
 
     #[test]
     fn json_has_one_object_per_direction() {
-        let json = format_json(&[flow(FlowState::Pending, 40000)], 1_000_000_000);
+        let json = format_json(&[flow(8080, FlowState::Approved)], 1_000_000_000);
         assert_eq!(
             json,
-            r#"[{"protocol":"tcp","src":"10.244.40.36","sport":40000,"dst":"10.244.166.150","dport":80,"state":"pending","idle_seconds":0,"fast_packets":7,"kernel_packets":1}]"#
+            r#"[{"protocol":"tcp","src":"10.244.40.36","sport":40000,"dst":"10.96.0.10","dport":80,"state":"approved","arrives":"from a pod, on ifindex 5","nat":true,"to_src":"10.244.40.36","to_sport":40000,"to_dst":"10.244.166.150","to_dport":8080,"idle_seconds":0,"fast_packets":7,"kernel_packets":1}]"#
         );
     }
 
     #[test]
-    fn icmp_echo_is_named_by_its_identifier() {
-        let key = FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], PROTO_ICMP, (77, 77));
-        assert_eq!(describe(&key), "icmp 10.244.40.36 id 77 → 10.244.166.150 id 77");
+    fn icmp_echo_is_named_by_its_identifier_and_type() {
+        let key = FlowKey::new([10, 244, 40, 36], [10, 244, 166, 150], PROTO_ICMP, (77, 8));
+        assert_eq!(describe(&key), "icmp 10.244.40.36 → 10.244.166.150 (echo request id 77)");
     }
 }

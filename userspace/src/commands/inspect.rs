@@ -9,9 +9,9 @@ use aya::{
 };
 use fastpath_common::{
     maps::{
-        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, AGENT, AGENT_F_LEGACY_TC, AGENT_F_READY,
-        AGENT_F_TRUST_KERNEL, EVENTS, FLOWS, MONITOR, NODE, PROGRAM_FROM_POD, ROUTES_MAX, TUNNEL_PEERS,
-        TUNNEL_PEERS_MAX,
+        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
+        AGENT_F_READY, AGENT_F_TRUST_KERNEL, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD,
+        ROUTES_MAX, TUNNEL_PEERS, TUNNEL_PEERS_MAX,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -19,7 +19,7 @@ use fastpath_common::{
 };
 
 use crate::{
-    clock::unix_ms,
+    clock::{monotonic_ns, unix_ms},
     commands::{
         flows,
         show::{self, mac_string},
@@ -82,7 +82,10 @@ fn duration_words(ms: u64) -> String {
 pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
     let agent = running_agent(dir)?;
     let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
-    let routes = tables::route_entries(&tables::pinned_routes(dir)?)?.len();
+    let entries = tables::route_entries(&tables::pinned_routes(dir)?)?;
+    let routes = entries.len();
+    let kernel_path = kernel_path(&entries, &ifname);
+    let path_mtus = path_mtus(dir);
     let peers: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let peers = peers.keys().count();
     let links = attached(dir, &ifname);
@@ -129,20 +132,33 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         } else {
             "null".to_string()
         };
+        let kernel_path: Vec<String> = kernel_path
+            .iter()
+            .map(|(what, why)| {
+                format!(r#"{{"what":{},"why":{}}}"#, show::json_string(what), show::json_string(why))
+            })
+            .collect();
+        let path_mtus: Vec<String> = path_mtus
+            .iter()
+            .map(|(node, mtu, left)| {
+                format!(r#"{{"node":"{node}","mtu":{mtu},"expires_in_seconds":{left}}}"#)
+            })
+            .collect();
         return Ok(format!(
-            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","vxlan_mode":"{}","trust":"{trust}","hook":"{}","flow_idle_seconds":{},"underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{ipip_mtu},"vxlan":{vxlan},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"attached":[{}]}}"#,
+            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","vxlan_mode":"{}","trust":"{trust}","hook":"{}","underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{ipip_mtu},"vxlan":{vxlan},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"kernel_path":[{}],"path_mtu":[{}],"attached":[{}]}}"#,
             show::json_string(&show::unpadded(&agent.version)),
             agent.pid,
             uptime / 1000,
             mode(agent.ipip_mode),
             mode(agent.vxlan_mode),
             if legacy_tc { "legacy-tc" } else { "tcx" },
-            node.flow_idle_secs,
             show::json_string(&underlay),
             node.underlay_ifindex,
             Ipv4Addr::from(node.node_ip),
             mac_string(node.node_mac),
             node.underlay_mtu,
+            kernel_path.join(","),
+            path_mtus.join(","),
             links.join(",")
         ));
     }
@@ -154,10 +170,7 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         if ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
     );
     let trust_words = match trust {
-        "kernel" => format!(
-            "trust kernel (a flow takes the fast path once the kernel forwarded it; idle {}s)",
-            node.flow_idle_secs
-        ),
+        "kernel" => "trust kernel (a flow direction takes the fast path while the kernel's conntrack holds it, translated as it says)".to_string(),
         _ => "trust routes (every packet the routes allow)".to_string(),
     };
     let _ = writeln!(
@@ -193,6 +206,15 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
         out,
         "maps:      FP_ROUTES {routes}/{ROUTES_MAX}, FP_PEERS {peers}/{TUNNEL_PEERS_MAX}, FP_FLOWS {flow_count}/{flows_max}"
     );
+    if !kernel_path.is_empty() {
+        let words: Vec<String> = kernel_path.iter().map(|(what, why)| format!("{what} ({why})")).collect();
+        let _ = writeln!(out, "kernel:    {}", words.join("; "));
+    }
+    if !path_mtus.is_empty() {
+        let words: Vec<String> =
+            path_mtus.iter().map(|(node, mtu, left)| format!("to {node} {mtu} ({left}s left)")).collect();
+        let _ = writeln!(out, "path MTU:  {}", words.join("; "));
+    }
     if legacy_tc {
         let _ = writeln!(
             out,
@@ -222,6 +244,43 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     Ok(out)
 }
 
+/// The entries the kernel carries for a reason of its configuration (classic tc, ip rules), in
+/// words: (which pod or prefix, why).
+fn kernel_path(
+    entries: &[(crate::daemon::routes::Prefix, fastpath_common::route::RouteValue)],
+    ifname: &impl Fn(u32) -> Option<String>,
+) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .filter(|(_, v)| matches!(v.kernel_reason(), Reason::PassEndpointTc | Reason::PassPolicyRoute))
+        .filter(|(_, v)| v.kind == RouteKind::Kernel as u32)
+        .map(|((len, addr), v)| {
+            let what = match (len, v.ifindex) {
+                (32, 0) => addr.to_string(),
+                (32, i) => format!("{addr} on {}", ifname(i).unwrap_or_else(|| format!("ifindex {i}"))),
+                _ => format!("{addr}/{len}"),
+            };
+            (what, show::kernel_why(v).unwrap_or("the kernel's route").to_string())
+        })
+        .collect()
+}
+
+/// The path MTUs routers taught the programs that still hold: (node, MTU, seconds left).
+fn path_mtus(dir: &Path) -> Vec<(Ipv4Addr, u32, u64)> {
+    let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, [u8; 4], PathMtu>>(dir, PATH_MTU) else {
+        return Vec::new();
+    };
+    let now = monotonic_ns();
+    let mut held: Vec<(Ipv4Addr, u32, u64)> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, p)| p.expires_ns > now)
+        .map(|(node, p)| (Ipv4Addr::from(node), p.mtu, (p.expires_ns - now) / 1_000_000_000))
+        .collect();
+    held.sort();
+    held
+}
+
 /// `fastpath endpoints`: the local pods, from the route table.
 pub fn endpoints(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
     let rows: Vec<show::RouteRow> = tables::route_entries(&tables::pinned_routes(dir)?)?
@@ -238,9 +297,9 @@ pub fn endpoints(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>)
     let mut out = format!("{:<18} {:<22} {:<18} {}\n", "POD", "INTERFACE", "MAC", "STATE");
     for r in rows {
         let iface = format!("{} ({})", r.iface.as_deref().unwrap_or("?"), r.ifindex.unwrap_or(0));
-        let (mac, state) = match r.mac {
-            Some(mac) => (mac, "fast path"),
-            None => ("-".into(), "kernel (MAC not known yet)"),
+        let (mac, state) = match (r.mac, r.why) {
+            (Some(mac), _) => (mac, "fast path".to_string()),
+            (None, why) => ("-".into(), format!("kernel ({})", why.unwrap_or("MAC not known yet"))),
         };
         let _ = writeln!(out, "{:<18} {:<22} {:<18} {state}", r.prefix.trim_end_matches("/32"), iface, mac);
     }

@@ -5,6 +5,7 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 use fastpath_common::{
     route::{RouteKind, RouteValue},
     tunnel::Tunnel,
+    Reason,
 };
 
 use crate::daemon::routes::Prefix;
@@ -19,6 +20,21 @@ pub struct RouteRow {
     pub mac: Option<String>,
     pub next_hop: Option<Ipv4Addr>,
     pub encap: Option<&'static str>,
+    /// For a "kernel" entry: why the kernel routes it.
+    pub why: Option<&'static str>,
+}
+
+/// Why the kernel routes to a "kernel" entry, in words (`None` for other kinds).
+pub fn kernel_why(value: &RouteValue) -> Option<&'static str> {
+    if value.kind != RouteKind::Kernel as u32 {
+        return None;
+    }
+    Some(match value.kernel_reason() {
+        Reason::PassEndpointTc => "classic tc configuration",
+        Reason::PassPolicyRoute => "an ip rule routes it through another table",
+        _ if value.ifindex != 0 => "MAC not known yet",
+        _ => "the kernel's route",
+    })
 }
 
 pub fn kind_name(kind: u32) -> &'static str {
@@ -65,6 +81,7 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
         },
         next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
         encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| value.encap_name()),
+        why: kernel_why(value),
     }
 }
 
@@ -109,7 +126,7 @@ pub fn json(rows: &[RouteRow]) -> String {
         .iter()
         .map(|r| {
             format!(
-                r#"{{"prefix":{},"kind":{},"iface":{},"ifindex":{},"mac":{},"next_hop":{},"encap":{}}}"#,
+                r#"{{"prefix":{},"kind":{},"iface":{},"ifindex":{},"mac":{},"next_hop":{},"encap":{},"why":{}}}"#,
                 json_string(&r.prefix),
                 json_string(r.kind),
                 opt(r.iface.clone()),
@@ -117,6 +134,7 @@ pub fn json(rows: &[RouteRow]) -> String {
                 opt(r.mac.clone()),
                 opt(r.next_hop.map(|h| h.to_string())),
                 opt(r.encap.map(str::to_string)),
+                opt(r.why.map(str::to_string)),
             )
         })
         .collect();
@@ -168,7 +186,7 @@ mod tests {
         assert_eq!(r.encap, Some("ipip"));
         assert_eq!(
             json(std::slice::from_ref(&r)),
-            r#"[{"prefix":"10.244.166.128/26","kind":"remote","iface":null,"ifindex":null,"mac":null,"next_hop":"10.101.14.51","encap":"ipip"}]"#
+            r#"[{"prefix":"10.244.166.128/26","kind":"remote","iface":null,"ifindex":null,"mac":null,"next_hop":"10.101.14.51","encap":"ipip","why":null}]"#
         );
         let t = table(&[r]);
         assert!(t.lines().nth(1).unwrap().contains("10.101.14.51"), "{t}");
@@ -183,6 +201,11 @@ mod tests {
         assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
         let pending = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::kernel(), name);
         assert_eq!((pending.kind, pending.iface, pending.encap), ("kernel", None, None));
+        assert_eq!(pending.why, Some("the kernel's route"));
+        let shaped = row((32, Ipv4Addr::new(10, 244, 40, 36)), &RouteValue::local_with_tc(7), name);
+        assert_eq!(shaped.why, Some("classic tc configuration"));
+        let ruled = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::policy(0), name);
+        assert_eq!(ruled.why, Some("an ip rule routes it through another table"));
     }
 
     #[test]

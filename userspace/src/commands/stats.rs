@@ -21,6 +21,7 @@ pub struct ReasonTotal {
 pub fn totals<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Vec<ReasonTotal>, Error> {
     Reason::ALL
         .iter()
+        .filter(|reason| !reason.is_retired())
         .map(|&reason| {
             let per_cpu =
                 map.get(&reason.index(), 0).map_err(|source| Error::ReadMap { name: COUNTERS, source })?;

@@ -138,6 +138,12 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
     let links = netlink.links().await?;
     let underlay = links.iter().find(|l| l.index == node_config.underlay_ifindex).map(|l| l.name.clone());
     let picture = picture::take(&netlink, underlay.as_deref(), &pod_prefix).await?;
+    let policy = routes::pod_policy(
+        &picture.kernel.rules,
+        &picture.kernel.interfaces,
+        &picture.node.underlay,
+        &pod_prefix,
+    );
     let mapping = Mapping {
         interfaces: &picture.kernel.interfaces,
         underlay: &picture.node.underlay,
@@ -149,11 +155,12 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         pod_prefix: &pod_prefix,
         vxlan: picture.node.usable_vxlan(),
         vteps: &picture.kernel.vteps,
+        policy: &policy,
     };
     let desired: HashMap<Prefix, RouteValue> = picture
         .kernel
         .prefixes()
-        .filter_map(|p| Some((*p, routes::entry_for(picture.kernel.routes_of(p), &mapping)?)))
+        .filter_map(|p| Some((*p, routes::entry_for(*p, &picture.kernel, &mapping)?)))
         .collect();
     let actual: BTreeMap<Prefix, RouteValue> =
         tables::route_entries(&tables::pinned_routes(dir)?)?.into_iter().collect();
@@ -161,7 +168,7 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
     let trust_kernel = agent.flags & AGENT_F_TRUST_KERNEL != 0;
     drift.extend(node_drift(
         &node_config,
-        &picture.node.config(trust_kernel, node_config.flow_idle_secs, node_config.next_hop_generation),
+        &picture.node.config(trust_kernel, node_config.next_hop_generation),
     ));
 
     let desired_peers: BTreeSet<Ipv4Addr> = desired
@@ -188,12 +195,10 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
 
     let pod_links = picture.links.iter().filter(|l| l.name.starts_with(&pod_prefix)).map(|l| l.index);
     let mut wanted: BTreeSet<(String, u32)> = pod_links
-        .flat_map(|index| loader::pod_programs(trust_kernel).iter().map(move |(p, _)| (p.to_string(), index)))
+        .flat_map(|index| loader::POD_PROGRAMS.iter().map(move |(p, _)| (p.to_string(), index)))
         .collect();
     wanted.extend(
-        loader::underlay_programs(trust_kernel)
-            .iter()
-            .map(|(p, _)| (p.to_string(), picture.node.underlay.ifindex)),
+        loader::UNDERLAY_PROGRAMS.iter().map(|(p, _)| (p.to_string(), picture.node.underlay.ifindex)),
     );
     // Legacy tc filters are not pinned links: there is nothing to compare them with here.
     if agent.flags & AGENT_F_LEGACY_TC == 0 {

@@ -1,11 +1,13 @@
-//! The daemon's picture of the kernel: interfaces, IPv4 routes and the layer-2 tables of
-//! `vxlan.calico`, kept current from netlink events (pure: events in, state out).
+//! The daemon's picture of the kernel: interfaces (with their classic tc configuration), IPv4
+//! rules and routes of every table, and the layer-2 tables of `vxlan.calico`, kept current from
+//! netlink events (pure: events in, state out).
 
 use std::collections::{hash_map::Entry, HashMap};
 
 use crate::daemon::{
     netlink::{Event, LinkState, Neighbour},
-    routes::{Interface, KernelRoute, Prefix},
+    routes::{Interface, KernelRoute, Prefix, LOCAL_TABLE, MAIN_TABLE},
+    rules::{self, Routes, Rule, Verb},
     vxlan::{Vteps, VXLAN_DEVICE},
 };
 
@@ -16,6 +18,8 @@ pub struct KernelState {
     routes: HashMap<Prefix, Vec<KernelRoute>>,
     /// The neighbour and FDB entries of `vxlan.calico`.
     pub vteps: Vteps,
+    /// The IPv4 rules, in the kernel's order.
+    pub rules: Vec<Rule>,
 }
 
 /// Which fastpath entries an event may have changed.
@@ -23,6 +27,8 @@ pub struct KernelState {
 pub enum Touched {
     /// Only this prefix's entry (a route event).
     Prefix(Prefix),
+    /// These prefixes' entries (a main route event that other tables' prefixes inside it copy).
+    Prefixes(Vec<Prefix>),
     /// Possibly any entry (a link event: names, pod MACs and routes via it; a neighbour or FDB
     /// entry of `vxlan.calico`: the routes through it).
     Everything,
@@ -39,8 +45,13 @@ pub struct PeerQuery {
 }
 
 impl KernelState {
-    pub fn new(links: &[LinkState], routes: Vec<KernelRoute>, neighbours: &[Neighbour]) -> Self {
-        let mut state = Self::default();
+    pub fn new(
+        links: &[LinkState],
+        routes: Vec<KernelRoute>,
+        neighbours: &[Neighbour],
+        rules: Vec<Rule>,
+    ) -> Self {
+        let mut state = Self { rules, ..Self::default() };
         for link in links {
             state.link_present(link);
         }
@@ -115,14 +126,82 @@ impl KernelState {
             }
             Event::RouteAdded(route) => {
                 self.add_route(route.clone());
-                (Touched::Prefix((route.prefix_len, route.dst)), None)
+                (self.touched_by(route), None)
             }
             Event::RouteRemoved(route) => {
                 self.remove_route(route);
-                (Touched::Prefix((route.prefix_len, route.dst)), None)
+                (self.touched_by(route), None)
             }
+            Event::RuleAdded(rule) => {
+                self.rules.push(rule.clone());
+                (Touched::Everything, None)
+            }
+            Event::RuleRemoved(rule) => {
+                if let Some(i) = self.rules.iter().position(|r| r == rule) {
+                    self.rules.remove(i);
+                }
+                (Touched::Everything, None)
+            }
+            // The daemon asks the kernel what the interface's tc configuration is now.
+            Event::TrafficControl(_) => (Touched::Nothing, None),
             // Nothing to learn from it here; the daemon takes a new picture.
             Event::Overrun => (Touched::Everything, None),
+        }
+    }
+
+    /// The tables other than main and local that some rule looks up: their routes may decide
+    /// for a pod's packet instead of main's.
+    fn rule_tables(&self) -> Vec<u32> {
+        let mut tables: Vec<u32> = self
+            .rules
+            .iter()
+            .filter_map(|r| match r.verb {
+                Verb::Lookup(table) if table != MAIN_TABLE && table != LOCAL_TABLE => Some(table),
+                _ => None,
+            })
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        tables
+    }
+
+    /// Which entries a route event may have changed: its prefix; every entry when its table is
+    /// one the rules look up (it may cover any of main's prefixes); for a main route, also the
+    /// prefixes of those tables inside it (they copy main's covering route).
+    fn touched_by(&self, route: &KernelRoute) -> Touched {
+        let prefix = (route.prefix_len, route.dst);
+        let tables = self.rule_tables();
+        if tables.contains(&route.table) {
+            return Touched::Everything;
+        }
+        if route.table != MAIN_TABLE || tables.is_empty() {
+            return Touched::Prefix(prefix);
+        }
+        let mut inside: Vec<Prefix> = self
+            .routes
+            .iter()
+            .filter(|(p, routes)| {
+                **p != prefix
+                    && rules::contains(prefix, **p)
+                    && routes.iter().any(|r| tables.contains(&r.table))
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        if inside.is_empty() {
+            return Touched::Prefix(prefix);
+        }
+        inside.push(prefix);
+        Touched::Prefixes(inside)
+    }
+
+    /// Record what a pod interface's classic tc configuration is now; whether that changed.
+    pub fn set_classic_tc(&mut self, ifindex: u32, config: Option<String>) -> bool {
+        match self.interfaces.get_mut(&ifindex) {
+            Some(interface) if interface.classic_tc != config => {
+                interface.classic_tc = config;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -164,7 +243,9 @@ impl KernelState {
                 // Renamed away from Calico's name: its entries are no longer the ones to follow.
                 self.vteps.clear();
             }
-            *entry = Interface { name: link.name.clone(), peer_mac: None, peer: link.peer };
+            // The qdiscs and filters belong to the device, whatever its name.
+            let classic_tc = entry.classic_tc.take();
+            *entry = Interface { name: link.name.clone(), peer_mac: None, peer: link.peer, classic_tc };
         }
         changed
     }
@@ -174,6 +255,12 @@ impl KernelState {
             routes.retain(|r| r.oif != Some(ifindex));
         }
         self.routes.retain(|_, routes| !routes.is_empty());
+    }
+}
+
+impl Routes for KernelState {
+    fn routes_of(&self, prefix: &Prefix) -> &[KernelRoute] {
+        KernelState::routes_of(self, prefix)
     }
 }
 
@@ -217,7 +304,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_moved_is_asked_again_and_its_old_mac_forgotten() {
-        let mut state = KernelState::new(&[cali(7, true, Some((3, 2)))], vec![], &[]);
+        let mut state = KernelState::new(&[cali(7, true, Some((3, 2)))], vec![], &[], vec![]);
         state.set_peer_mac(7, Some([1; 6]));
         let (_, query) = state.apply(&Event::LinkPresent(cali(7, true, Some((4, 2)))), "cali");
         assert_eq!(query, Some(PeerQuery { ifindex: 7, netnsid: 4, peer_index: 2 }));
@@ -226,7 +313,7 @@ mod tests {
 
     #[test]
     fn routes_come_and_go_with_events() {
-        let mut state = KernelState::new(&[cali(7, true, None)], vec![], &[]);
+        let mut state = KernelState::new(&[cali(7, true, None)], vec![], &[], vec![]);
         let prefix = (32, Ipv4Addr::new(10, 244, 40, 7));
         assert_eq!(state.apply(&Event::RouteAdded(pod_route(7)), "cali").0, Touched::Prefix(prefix));
         let replaced = KernelRoute { gateway: Some(Ipv4Addr::new(10, 0, 0, 1)), ..pod_route(7) };
@@ -242,6 +329,7 @@ mod tests {
             &[cali(7, true, None), cali(8, true, None)],
             vec![pod_route(7), pod_route(8)],
             &[],
+            vec![],
         );
         state.apply(&Event::LinkGone(cali(7, true, None)), "cali");
         assert_eq!(state.route_count(), 1);
@@ -254,7 +342,7 @@ mod tests {
     fn only_vxlan_calicos_neighbours_touch_the_entries() {
         use crate::daemon::netlink::{Neighbour, NeighbourTable};
         let vxlan = LinkState { index: 9, name: "vxlan.calico".into(), up: true, ..LinkState::default() };
-        let mut state = KernelState::new(&[vxlan.clone(), cali(7, true, None)], vec![], &[]);
+        let mut state = KernelState::new(&[vxlan.clone(), cali(7, true, None)], vec![], &[], vec![]);
         let neighbour = |ifindex| Neighbour {
             ifindex,
             table: NeighbourTable::Ipv4,
@@ -273,6 +361,42 @@ mod tests {
         assert!(state.vteps != Default::default());
         state.apply(&Event::LinkGone(vxlan), "cali");
         assert_eq!(state.vteps, Default::default(), "its tables go with the device");
+    }
+
+    #[test]
+    fn a_route_in_a_table_the_rules_look_up_touches_everything() {
+        let wireguard = Rule { invert: true, fwmark: Some((0x10_0000, 0x10_0000)), ..Rule::lookup(99, 1) };
+        let mut state = KernelState::new(&[cali(7, true, None)], vec![], &[], rules::default_rules());
+        let block = KernelRoute::main_unicast(Ipv4Addr::new(10, 244, 166, 128), 26, Some(3), None);
+        let in_wg = KernelRoute { table: 1, ..block.clone() };
+        assert_eq!(
+            state.apply(&Event::RouteAdded(in_wg.clone()), "cali").0,
+            Touched::Prefix((26, block.dst))
+        );
+        assert_eq!(state.apply(&Event::RuleAdded(wireguard.clone()), "cali").0, Touched::Everything);
+        assert_eq!(state.apply(&Event::RouteAdded(in_wg.clone()), "cali").0, Touched::Everything);
+        let pod_in_wg = KernelRoute {
+            table: 1,
+            ..KernelRoute::main_unicast(Ipv4Addr::new(10, 244, 166, 150), 32, Some(3), None)
+        };
+        state.apply(&Event::RouteAdded(pod_in_wg), "cali");
+        let touched = state.apply(&Event::RouteAdded(block.clone()), "cali").0;
+        let Touched::Prefixes(mut prefixes) = touched else { panic!("{touched:?}") };
+        prefixes.sort();
+        assert_eq!(prefixes, vec![(26, block.dst), (32, Ipv4Addr::new(10, 244, 166, 150))]);
+        state.apply(&Event::RuleRemoved(wireguard), "cali");
+        assert_eq!(state.apply(&Event::RouteAdded(in_wg), "cali").0, Touched::Prefix((26, block.dst)));
+    }
+
+    #[test]
+    fn classic_tc_survives_a_rename_and_is_reported_once() {
+        let mut state = KernelState::new(&[cali(7, true, None)], vec![], &[], vec![]);
+        assert!(state.set_classic_tc(7, Some("qdisc tbf 8001: root".into())));
+        assert!(!state.set_classic_tc(7, Some("qdisc tbf 8001: root".into())));
+        let renamed = LinkState { name: "caliX".into(), ..cali(7, true, None) };
+        state.apply(&Event::LinkPresent(renamed), "cali");
+        assert_eq!(state.interfaces[&7].classic_tc.as_deref(), Some("qdisc tbf 8001: root"));
+        assert!(!state.set_classic_tc(8, Some("x".into())), "no such interface");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! entries, deciding attachments, and `fastpath run` wiring them together.
 
 pub mod attach;
+pub mod classic_tc;
 pub mod conntrack;
+pub mod ctnetlink;
 pub mod encap;
 pub mod ipip;
+pub mod judge;
 pub mod kernel;
 pub mod metrics;
 pub mod netlink;
@@ -13,7 +16,9 @@ pub mod node;
 pub mod picture;
 pub mod reconcile;
 pub mod routes;
+pub mod rules;
 mod run;
+pub mod trust;
 pub mod vxlan;
 
 pub use run::run;

@@ -1,6 +1,7 @@
-//! Following the kernel through rtnetlink: one dump of links, addresses, IPv4 routes and
-//! neighbours (the IPv4 neighbour table and the bridge FDB, for `vxlan.calico`) at start, then
-//! events. Messages become plain structs here; what they mean is decided elsewhere.
+//! Following the kernel through rtnetlink: one dump of links, addresses, IPv4 rules and routes,
+//! neighbours (the IPv4 neighbour table and the bridge FDB, for `vxlan.calico`) and the pod
+//! interfaces' qdiscs and filters at start, then events. Messages become plain structs here;
+//! what they mean is decided elsewhere.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -12,14 +13,20 @@ use rtnetlink::{
         link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
+        rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage},
+        tc::{TcAttribute, TcMessage},
         AddressFamily, RouteNetlinkMessage,
     },
     sys::{AsyncSocket as _, SocketAddr},
-    Handle, MulticastGroup,
+    Handle, IpVersion, MulticastGroup,
 };
 
 use crate::{
-    daemon::routes::{KernelRoute, RouteKindOf},
+    daemon::{
+        classic_tc::{self, TcObject},
+        routes::{KernelRoute, RouteKindOf},
+        rules::{Rule, Verb},
+    },
     Error,
 };
 
@@ -113,6 +120,12 @@ pub enum Event {
     NeighbourPresent(Neighbour),
     /// RTM_DELNEIGH.
     NeighbourGone(Neighbour),
+    /// RTM_NEWRULE (IPv4).
+    RuleAdded(Rule),
+    /// RTM_DELRULE (IPv4).
+    RuleRemoved(Rule),
+    /// A qdisc, filter or filter chain of this interface was added, changed or removed.
+    TrafficControl(u32),
     /// The kernel dropped events because our socket's buffer was full (ENOBUFS): the picture
     /// is no longer to be trusted.
     Overrun,
@@ -135,6 +148,8 @@ impl Netlink {
             MulticastGroup::Link,
             MulticastGroup::Ipv4Route,
             MulticastGroup::Neigh,
+            MulticastGroup::Ipv4Rule,
+            MulticastGroup::Tc,
         ])
         .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
         // A storm of route changes overflows the default buffer (net.core.rmem_max); ask for
@@ -182,6 +197,32 @@ impl Netlink {
         request.header.address_family = AddressFamily::Inet;
         let stream = self.handle.route().get(request).execute();
         collect(stream, "route dump", |msg| kernel_route(&msg)).await
+    }
+
+    /// Every IPv4 rule, in the kernel's order.
+    pub async fn ipv4_rules(&self) -> Result<Vec<Rule>, Error> {
+        let stream = self.handle.rule().get(IpVersion::V4).execute();
+        collect(stream, "rule dump", |msg| rule(&msg)).await
+    }
+
+    /// The classic tc configuration of interface `ifindex`, in words (`None`: nothing but the
+    /// defaults and fastpath's own filters).
+    pub async fn classic_tc(&self, ifindex: u32) -> Result<Option<String>, Error> {
+        let stream = self.handle.clone().qdisc().get().execute();
+        let qdiscs = collect(stream, "qdisc dump", |msg| tc_object(&msg, ifindex)).await?;
+        let mut filters = Vec::new();
+        // Filters hang on the ingress or clsact qdisc's hooks; without one there are none there.
+        if qdiscs.iter().any(|q| q.kind == "clsact" || q.kind == "ingress") {
+            let index = ifindex as i32;
+            let ingress = self.handle.clone().traffic_filter(index).get().ingress().execute();
+            filters.extend(collect(ingress, "filter dump", |msg| tc_object(&msg, ifindex)).await?);
+            let egress = self.handle.clone().traffic_filter(index).get().egress().execute();
+            // An ingress qdisc has no egress hook: nothing to find there.
+            filters.extend(
+                collect(egress, "filter dump", |msg| tc_object(&msg, ifindex)).await.unwrap_or_default(),
+            );
+        }
+        Ok(classic_tc::describe(&qdiscs, &filters))
     }
 
     /// Every IPv4 neighbour and every bridge FDB entry (a vxlan device's included).
@@ -266,9 +307,93 @@ pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(msg)) => {
             neighbour(msg).map(Event::NeighbourGone)
         }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(msg)) => rule(msg).map(Event::RuleAdded),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRule(msg)) => rule(msg).map(Event::RuleRemoved),
+        NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewQueueDiscipline(msg)
+            | RouteNetlinkMessage::DelQueueDiscipline(msg)
+            | RouteNetlinkMessage::NewTrafficFilter(msg)
+            | RouteNetlinkMessage::DelTrafficFilter(msg)
+            | RouteNetlinkMessage::NewTrafficChain(msg)
+            | RouteNetlinkMessage::DelTrafficChain(msg),
+        ) => u32::try_from(msg.header.index).ok().map(Event::TrafficControl),
         NetlinkPayload::Overrun(_) => Some(Event::Overrun),
         _ => None,
     }
+}
+
+/// A qdisc or filter of interface `ifindex` (a dump lists every interface's).
+fn tc_object(msg: &TcMessage, ifindex: u32) -> Option<TcObject> {
+    if u32::try_from(msg.header.index).ok()? != ifindex {
+        return None;
+    }
+    let kind = msg.attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(kind) => Some(kind.clone()),
+        _ => None,
+    })?;
+    Some(TcObject {
+        kind,
+        handle: msg.header.handle.into(),
+        parent: msg.header.parent.into(),
+        priority: (msg.header.info >> 16) as u16,
+    })
+}
+
+/// An IPv4 rule; `None` for other families.
+pub fn rule(msg: &RuleMessage) -> Option<Rule> {
+    if msg.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let verb = match msg.header.action {
+        RuleAction::ToTable => Verb::Lookup(u32::from(msg.header.table)),
+        RuleAction::Goto => Verb::Goto(0),
+        RuleAction::Nop => Verb::Nop,
+        RuleAction::Blackhole => Verb::Blackhole,
+        RuleAction::Unreachable => Verb::Unreachable,
+        RuleAction::Prohibit => Verb::Prohibit,
+        RuleAction::Other(code) => Verb::Other(code),
+        _ => Verb::Other(0),
+    };
+    let mut rule = Rule {
+        invert: msg.header.flags.contains(RuleFlags::Invert),
+        tos: msg.header.tos,
+        verb,
+        ..Rule::lookup(0, 0)
+    };
+    let (mut mark, mut mask) = (None, None);
+    for attr in &msg.attributes {
+        match attr {
+            RuleAttribute::Priority(p) => rule.priority = *p,
+            // The header's table field is 8 bits; FRA_TABLE carries the full id.
+            RuleAttribute::Table(table) => {
+                if let Verb::Lookup(_) = rule.verb {
+                    rule.verb = Verb::Lookup(*table);
+                }
+            }
+            RuleAttribute::Goto(target) => rule.verb = Verb::Goto(*target),
+            RuleAttribute::Source(IpAddr::V4(addr)) => rule.src = Some((msg.header.src_len, *addr)),
+            RuleAttribute::Destination(IpAddr::V4(addr)) => rule.dst = Some((msg.header.dst_len, *addr)),
+            RuleAttribute::Iifname(name) => rule.iif = Some(name.clone()),
+            RuleAttribute::Oifname(name) => rule.oif = Some(name.clone()),
+            RuleAttribute::FwMark(m) => mark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = Some(*m),
+            RuleAttribute::L3MDev(on) => rule.l3mdev = *on,
+            // -1 (u32::MAX) means unset.
+            RuleAttribute::SuppressPrefixLen(len) => rule.suppress_prefixlen = u8::try_from(*len).ok(),
+            RuleAttribute::SuppressIfGroup(group) => {
+                rule.suppress_ifgroup = (*group != u32::MAX).then_some(*group)
+            }
+            RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::TunId(_) => rule.other_selectors = true,
+            _ => {}
+        }
+    }
+    // A mark without a mask is matched whole (`fwmark 0x10` is `0x10/0xffffffff`).
+    rule.fwmark = mark.map(|m| (m, mask.unwrap_or(u32::MAX))).filter(|(m, mask)| *m != 0 || *mask != 0);
+    Some(rule)
 }
 
 pub fn link_state(msg: &LinkMessage) -> LinkState {
@@ -388,6 +513,7 @@ pub fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
             RouteType::Unicast => RouteKindOf::Unicast,
             RouteType::BlackHole => RouteKindOf::Blackhole,
             RouteType::Local => RouteKindOf::Local,
+            RouteType::Throw => RouteKindOf::Throw,
             _ => RouteKindOf::Other,
         },
         table: u32::from(msg.header.table),
@@ -578,6 +704,37 @@ mod tests {
 
     fn event_of(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
         event(message)
+    }
+
+    #[test]
+    fn felixs_wireguard_rule_is_read() {
+        let mut msg = RuleMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.action = RuleAction::ToTable;
+        msg.header.table = 1;
+        msg.header.flags = RuleFlags::Invert;
+        msg.attributes = vec![
+            RuleAttribute::Priority(99),
+            RuleAttribute::Table(1),
+            RuleAttribute::FwMark(0x10_0000),
+            RuleAttribute::FwMask(0x10_0000),
+            RuleAttribute::SuppressPrefixLen(u32::MAX),
+        ];
+        let rule = rule(&msg).unwrap();
+        assert_eq!(rule.to_string(), "99: not from all fwmark 0x100000/0x100000 lookup 1");
+        assert_eq!(rule.suppress_prefixlen, None);
+        let mut v6 = msg.clone();
+        v6.header.family = AddressFamily::Inet6;
+        assert_eq!(super::rule(&v6), None);
+        let event = NetlinkMessage::from(RouteNetlinkMessage::NewRule(msg));
+        assert!(matches!(event_of(&event), Some(Event::RuleAdded(r)) if r.priority == 99));
+    }
+
+    #[test]
+    fn a_qdisc_event_names_its_interface() {
+        let msg = TcMessage::with_index(7);
+        let event = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
+        assert_eq!(event_of(&event), Some(Event::TrafficControl(7)));
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub fn may_change(
             !(route.prefix_len == 32 && via_pod)
         }
         Event::LinkPresent(link) | Event::LinkGone(link) => link.index == underlay_ifindex,
-        Event::Overrun => true,
+        // The FIB follows the rules too, for the underlay's next hops as for anything else.
+        Event::RuleAdded(_) | Event::RuleRemoved(_) | Event::Overrun => true,
+        Event::TrafficControl(_) => false,
     }
 }
 

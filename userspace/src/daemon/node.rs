@@ -1,10 +1,14 @@
 //! Which interface is the underlay, this node's `vxlan.calico`, and this node's settings for the
 //! programs (pure).
 
-use fastpath_common::maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN};
+use fastpath_common::{
+    maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN},
+    tunnel::Tunnel,
+};
 
 use crate::{
     daemon::{
+        ipip::TUNNEL_DEVICE,
         netlink::{Address, LinkState},
         routes::{KernelRoute, Underlay, MAIN_TABLE},
         vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN_DEVICE},
@@ -23,12 +27,14 @@ pub struct Node {
     pub vxlan: Option<Result<VxlanDevice, Unusable>>,
     /// What the kernel's vxlan device falls back on.
     pub sysctls: Sysctls,
+    /// The MTU of `tunl0`, when the node has one (Felix sets it from its configuration).
+    pub tunl0_mtu: Option<u32>,
 }
 
 impl Node {
-    /// The programs' settings: this node, `--trust`'s (`flow_idle_secs` matters only when
-    /// trusting the kernel), and the generation of the programs' next-hop cache.
-    pub fn config(&self, trust_kernel: bool, flow_idle_secs: u32, next_hop_generation: u32) -> NodeConfig {
+    /// The programs' settings: this node, `--trust`'s, and the generation of the programs'
+    /// next-hop cache.
+    pub fn config(&self, trust_kernel: bool, next_hop_generation: u32) -> NodeConfig {
         let trust = if trust_kernel { NODE_F_TRUST_KERNEL } else { 0 };
         let vxlan = self.usable_vxlan();
         NodeConfig {
@@ -38,10 +44,23 @@ impl Node {
             _pad: [0; 2],
             underlay_mtu: self.mtu,
             flags: NODE_F_READY | trust | if vxlan.is_some() { NODE_F_VXLAN } else { 0 },
-            flow_idle_secs,
             next_hop_generation,
             vxlan: vxlan.map(|d| d.config).unwrap_or_default(),
+            ipip_mtu: self.tunnel_mtu(Tunnel::Ipip),
+            vxlan_mtu: self.tunnel_mtu(Tunnel::Vxlan),
         }
+    }
+
+    /// The largest inner packet `tunnel` carries from this node: the underlay's MTU less the
+    /// tunnel's headers, or the tunnel device's own MTU when that is lower, as the kernel's
+    /// forwarding checks a packet against the device its route goes through.
+    pub fn tunnel_mtu(&self, tunnel: Tunnel) -> u32 {
+        let device = match tunnel {
+            Tunnel::Ipip => self.tunl0_mtu,
+            Tunnel::Vxlan => self.vxlan.as_ref().and_then(|d| d.as_ref().ok()).map(|d| d.mtu),
+        };
+        let underlay = tunnel.mtu(self.mtu);
+        device.filter(|mtu| *mtu < underlay).unwrap_or(underlay)
     }
 
     /// `vxlan.calico`, if the programs can stand in for it.
@@ -91,7 +110,8 @@ pub fn choose(
         Underlay { ifindex: link.index, addr: address.addr, prefix_len: address.prefix_len, gateway };
     let vxlan =
         links.iter().find(|l| l.name == VXLAN_DEVICE).map(|l| VxlanDevice::from_link(l, &underlay, &sysctls));
-    Ok(Node { underlay, mac: link.mac.unwrap_or_default(), mtu: link.mtu, vxlan, sysctls })
+    let tunl0_mtu = links.iter().find(|l| l.name == TUNNEL_DEVICE).map(|l| l.mtu);
+    Ok(Node { underlay, mac: link.mac.unwrap_or_default(), mtu: link.mtu, vxlan, sysctls, tunl0_mtu })
 }
 
 /// The same node with what a link event changed, if it did: the underlay's MTU or MAC, or
@@ -104,15 +124,23 @@ pub fn updated(node: &Node, link: &LinkState) -> Option<Node> {
     } else if is_vxlan_device(node, link.index) {
         // Renamed: no longer Calico's device.
         Node { vxlan: None, ..*node }
+    } else if link.name == TUNNEL_DEVICE {
+        Node { tunl0_mtu: Some(link.mtu), ..*node }
     } else {
         return None;
     };
     (next != *node).then_some(next)
 }
 
-/// The same node without `vxlan.calico`, if the link that went was it.
+/// The same node without `vxlan.calico` or `tunl0`, if the link that went was one of them.
 pub fn without(node: &Node, link: &LinkState) -> Option<Node> {
-    (link.name == VXLAN_DEVICE || is_vxlan_device(node, link.index)).then_some(Node { vxlan: None, ..*node })
+    if link.name == VXLAN_DEVICE || is_vxlan_device(node, link.index) {
+        Some(Node { vxlan: None, ..*node })
+    } else if link.name == TUNNEL_DEVICE {
+        Some(Node { tunl0_mtu: None, ..*node })
+    } else {
+        None
+    }
 }
 
 fn is_vxlan_device(node: &Node, ifindex: u32) -> bool {
@@ -151,7 +179,7 @@ mod tests {
         assert_eq!(node.underlay.ifindex, 2);
         assert_eq!(node.underlay.addr, Ipv4Addr::new(10, 101, 14, 50));
         assert_eq!(node.underlay.gateway, Some(Ipv4Addr::new(10, 101, 14, 62)));
-        let config = node.config(false, 60, 0);
+        let config = node.config(false, 0);
         assert_eq!(config.node_ip, [10, 101, 14, 50]);
         assert_eq!(config.underlay_mtu, 1500);
         assert!(config.ready());
@@ -188,5 +216,25 @@ mod tests {
         assert_eq!(updated(&node, &bigger).map(|n| n.mtu), Some(9000));
         let other = LinkState { index: 3, ..bigger };
         assert_eq!(updated(&node, &other), None);
+    }
+
+    #[test]
+    fn a_tunnel_device_with_a_lower_mtu_lowers_the_tunnel_mtu() {
+        let node = choose(None, &[eth0()], &addresses(), &[default_route()], Sysctls::default()).unwrap();
+        assert_eq!(node.tunnel_mtu(Tunnel::Ipip), 1480);
+        let tunl0 = LinkState { index: 5, name: "tunl0".into(), mtu: 1400, up: true, ..LinkState::default() };
+        let lowered = updated(&node, &tunl0).unwrap();
+        assert_eq!(lowered.config(false, 0).tunnel_mtu(&Tunnel::Ipip), 1400);
+        let higher = LinkState { mtu: 9000, ..tunl0.clone() };
+        assert_eq!(
+            updated(&lowered, &higher).unwrap().tunnel_mtu(Tunnel::Ipip),
+            1480,
+            "the underlay's still rules"
+        );
+        assert_eq!(without(&lowered, &tunl0).unwrap().tunnel_mtu(Tunnel::Ipip), 1480);
+        let with_both =
+            choose(None, &[eth0(), tunl0], &addresses(), &[default_route()], Sysctls::default()).unwrap();
+        assert_eq!(with_both.tunnel_mtu(Tunnel::Ipip), 1400);
+        assert_eq!(with_both.tunnel_mtu(Tunnel::Vxlan), 1450, "no vxlan.calico: the underlay's");
     }
 }

@@ -1,5 +1,5 @@
 //! The kernel's state, taken whole: links, the node's underlay and `vxlan.calico`, every IPv4
-//! route and neighbour entry, with the pods' MACs asked for. The daemon takes one at start and again at each resync; `fastpath
+//! rule, route and neighbour entry, with the pods' MACs and classic tc configuration asked for. The daemon takes one at start and again at each resync; `fastpath
 //! verify` takes one to compare the maps with.
 
 use crate::{
@@ -24,12 +24,33 @@ pub async fn take(netlink: &Netlink, underlay: Option<&str>, pod_prefix: &str) -
     let addresses = netlink.ipv4_addresses().await?;
     let routes = netlink.ipv4_routes().await?;
     let neighbours = netlink.neighbours().await?;
+    let rules = netlink.ipv4_rules().await?;
     let node = node::choose(underlay, &links, &addresses, &routes, sysctls())?;
-    let mut kernel = KernelState::new(&links, routes, &neighbours);
+    let mut kernel = KernelState::new(&links, routes, &neighbours, rules);
     for query in KernelState::peer_queries(&links, pod_prefix) {
         learn_peer_mac(netlink, &mut kernel, query).await;
     }
+    for link in links.iter().filter(|l| l.name.starts_with(pod_prefix)) {
+        learn_classic_tc(netlink, &mut kernel, link.index).await;
+    }
     Ok(Picture { links, node, kernel })
+}
+
+/// Ask what classic tc configuration a pod interface has; whether that changed. While it has
+/// any, the kernel carries its pod's traffic both ways. When the kernel cannot say, the interface
+/// is taken as configured: better the kernel's path than skipping a limit.
+pub async fn learn_classic_tc(netlink: &Netlink, kernel: &mut KernelState, ifindex: u32) -> bool {
+    let config = match netlink.classic_tc(ifindex).await {
+        Ok(config) => config,
+        Err(e) => {
+            log::warn!(
+                "cannot read the tc configuration of ifindex {ifindex}, the kernel carries its pod: {}",
+                e.chain()
+            );
+            Some("tc configuration unknown".into())
+        }
+    };
+    kernel.set_classic_tc(ifindex, config)
 }
 
 /// Ask for a pod's MAC (the other end of its veth). Until it is known, its route stays with the

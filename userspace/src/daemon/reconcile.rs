@@ -63,6 +63,14 @@ impl Mirror {
         self.routes.iter()
     }
 
+    /// The entry the programs' longest-prefix match finds for `addr`, among those written.
+    pub fn longest_match(&self, addr: Ipv4Addr) -> Option<&RouteValue> {
+        (0..=32u8).rev().find_map(|len| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            self.routes.get(&(len, Ipv4Addr::from(u32::from(addr) & mask)))
+        })
+    }
+
     pub fn len(&self) -> (usize, usize) {
         (self.routes.len(), self.peers.len())
     }

@@ -9,6 +9,10 @@
 //! | `blackhole 10.244.40.0/26` | blackhole: an address in it with no pod is dropped |
 //! | `local 10.244.40.0 dev vxlan.calico table local` (this node's tunnel address) | "kernel": the kernel delivers it to this host |
 //! | anything else (default route, routes via the underlay's gateway, host and service routes, other tables) | none: the kernel routes it |
+//!
+//! Which table decides is the rules' business ([`crate::daemon::rules`]): a destination an ip rule
+//! sends to another table is a "kernel" entry, and a pod whose interface has classic tc
+//! configuration ([`Interface::classic_tc`]) a "kernel" entry too.
 
 use std::{collections::HashMap, net::Ipv4Addr};
 
@@ -17,6 +21,7 @@ use fastpath_common::route::RouteValue;
 use crate::daemon::{
     encap::{Modes, UnderlayChoice},
     ipip,
+    rules::{Decision, Policy, Routes, Rule},
     vxlan::{self, Vteps, VxlanDevice},
 };
 
@@ -31,6 +36,8 @@ pub enum RouteKindOf {
     Blackhole,
     /// An address of this host (`local`, in the local table).
     Local,
+    /// `throw`: the lookup in this table ends without a route, and the rules go on.
+    Throw,
     Other,
 }
 
@@ -94,6 +101,9 @@ pub struct Interface {
     pub peer_mac: Option<[u8; 6]>,
     /// For a veth: (namespace id, ifindex there) of its other end.
     pub peer: Option<(i32, u32)>,
+    /// For a pod's interface: its classic tc configuration, in words, when it has any (a qdisc
+    /// other than the default, or a filter): only the kernel's path honours it.
+    pub classic_tc: Option<String>,
 }
 
 /// The node's underlay interface and address.
@@ -123,6 +133,8 @@ pub struct Mapping<'a> {
     pub vxlan: Option<&'a VxlanDevice>,
     /// Its neighbour and FDB entries.
     pub vteps: &'a Vteps,
+    /// Which table the rules send a pod's packet to.
+    pub policy: &'a Policy,
 }
 
 /// The entry for one kernel route, or `None` when the kernel should keep routing it.
@@ -133,7 +145,7 @@ pub fn map_route(route: &KernelRoute, m: &Mapping) -> Option<RouteValue> {
     match route.kind {
         RouteKindOf::Blackhole => Some(RouteValue::blackhole()),
         RouteKindOf::Unicast => map_unicast(route, m),
-        RouteKindOf::Local | RouteKindOf::Other => None,
+        RouteKindOf::Local | RouteKindOf::Throw | RouteKindOf::Other => None,
     }
 }
 
@@ -142,9 +154,10 @@ fn map_unicast(route: &KernelRoute, m: &Mapping) -> Option<RouteValue> {
     let interface = m.interfaces.get(&oif)?;
     match route.gateway {
         None if route.prefix_len == 32 && interface.name.starts_with(m.pod_prefix) => {
-            Some(match interface.peer_mac {
-                Some(mac) => RouteValue::local(oif, mac),
-                None => RouteValue::local_pending(oif),
+            Some(match (&interface.classic_tc, interface.peer_mac) {
+                (Some(_), _) => RouteValue::local_with_tc(oif),
+                (None, Some(mac)) => RouteValue::local(oif, mac),
+                (None, None) => RouteValue::local_pending(oif),
             })
         }
         Some(gateway) if interface.name == ipip::TUNNEL_DEVICE => Some(ipip::entry(gateway, m.modes.ipip)),
@@ -178,14 +191,46 @@ fn is_tunnel_address(route: &KernelRoute, m: &Mapping) -> bool {
 }
 
 /// The entry for a prefix: this node's tunnel address is the kernel's (the local table comes
-/// first); else the kernel's preferred route among `routes` (main table, lowest metric, then TOS
-/// 0), mapped; `None` when the kernel keeps it.
-pub fn entry_for(routes: &[KernelRoute], m: &Mapping) -> Option<RouteValue> {
+/// first); a destination the rules send to another table is the kernel's; else the main table's
+/// preferred route (lowest metric, then TOS 0), mapped; `None` when the kernel keeps it.
+pub fn entry_for(prefix: Prefix, kernel: &impl Routes, m: &Mapping) -> Option<RouteValue> {
+    let routes = kernel.routes_of(&prefix);
     if routes.iter().any(|r| is_tunnel_address(r, m)) {
         return Some(RouteValue::kernel());
     }
-    let preferred = routes.iter().filter(|r| r.table == MAIN_TABLE).min_by_key(|r| (r.priority, r.tos))?;
-    map_route(preferred, m)
+    match m.policy.decide(prefix, kernel) {
+        Decision::Main(route) => map_route(route, m),
+        // A local pod keeps its interface in the entry, for the source check.
+        Decision::Diverted(_) => Some(RouteValue::policy(pod_interface(routes, m).unwrap_or(0))),
+        Decision::Unrouted => None,
+    }
+}
+
+/// `rules` as a pod's packet meets them: arriving on a pod interface (named `pod_prefix`…), or
+/// from the underlay or a tunnel device.
+pub fn pod_policy(
+    rules: &[Rule],
+    interfaces: &HashMap<u32, Interface>,
+    underlay: &Underlay,
+    pod_prefix: &str,
+) -> Policy {
+    let underlay = interfaces.get(&underlay.ifindex).map(|i| i.name.as_str());
+    Policy::new(rules, &|name| {
+        name.starts_with(pod_prefix)
+            || Some(name) == underlay
+            || name == ipip::TUNNEL_DEVICE
+            || name == vxlan::VXLAN_DEVICE
+    })
+}
+
+/// The pod interface of a local pod's /32 among `routes`, if that is what they are.
+fn pod_interface(routes: &[KernelRoute], m: &Mapping) -> Option<u32> {
+    let route = crate::daemon::rules::preferred(routes, MAIN_TABLE)?;
+    let oif = route.oif?;
+    let pod = route.gateway.is_none()
+        && route.prefix_len == 32
+        && m.interfaces.get(&oif).is_some_and(|i| i.name.starts_with(m.pod_prefix));
+    pod.then_some(oif)
 }
 
 #[cfg(test)]
@@ -201,7 +246,15 @@ mod tests {
 
     fn interfaces(pod_mac: Option<[u8; 6]>) -> HashMap<u32, Interface> {
         HashMap::from([
-            (CALI, Interface { name: "cali0f293e89ca7".into(), peer_mac: pod_mac, peer: Some((17, 4)) }),
+            (
+                CALI,
+                Interface {
+                    name: "cali0f293e89ca7".into(),
+                    peer_mac: pod_mac,
+                    peer: Some((17, 4)),
+                    classic_tc: None,
+                },
+            ),
             (ETH0, Interface { name: "eth0".into(), ..Interface::default() }),
             (TUNL0, Interface { name: "tunl0".into(), ..Interface::default() }),
             (VXLAN, Interface { name: "vxlan.calico".into(), ..Interface::default() }),
@@ -227,10 +280,35 @@ mod tests {
             pod_prefix: "cali",
             vxlan: None,
             vteps: &NO_VTEPS,
+            policy: &DEFAULT_POLICY,
         }
     }
 
     static NO_VTEPS: std::sync::LazyLock<Vteps> = std::sync::LazyLock::new(Vteps::default);
+    static DEFAULT_POLICY: std::sync::LazyLock<Policy> = std::sync::LazyLock::new(Policy::default);
+
+    /// Routes by prefix, as the kernel's picture holds them.
+    struct Kernel(HashMap<Prefix, Vec<KernelRoute>>);
+
+    impl Routes for Kernel {
+        fn routes_of(&self, prefix: &Prefix) -> &[KernelRoute] {
+            self.0.get(prefix).map_or(&[], Vec::as_slice)
+        }
+    }
+
+    fn kernel(routes: &[KernelRoute]) -> Kernel {
+        let mut map: HashMap<Prefix, Vec<KernelRoute>> = HashMap::new();
+        for r in routes {
+            map.entry((r.prefix_len, r.dst)).or_default().push(r.clone());
+        }
+        Kernel(map)
+    }
+
+    /// The entry of the (one) prefix of `routes`.
+    fn entry_of(routes: &[KernelRoute], m: &Mapping) -> Option<RouteValue> {
+        let prefix = routes.first().map_or((32, Ipv4Addr::UNSPECIFIED), |r| (r.prefix_len, r.dst));
+        entry_for(prefix, &kernel(routes), m)
+    }
 
     fn map(route: &KernelRoute, ipip: EncapMode, pod_mac: Option<[u8; 6]>) -> Option<RouteValue> {
         let interfaces = interfaces(pod_mac);
@@ -313,11 +391,11 @@ mod tests {
             ..route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 98]))
         };
         assert_eq!(
-            entry_for(&[worse.clone(), better, other_table], &m),
+            entry_of(&[worse.clone(), better, other_table], &m),
             Some(RouteValue::remote([10, 101, 14, 51], true))
         );
-        assert_eq!(entry_for(&[worse], &m), Some(RouteValue::remote([10, 101, 14, 99], true)));
-        assert_eq!(entry_for(&[], &m), None);
+        assert_eq!(entry_of(&[worse], &m), Some(RouteValue::remote([10, 101, 14, 99], true)));
+        assert_eq!(entry_of(&[], &m), None);
     }
 
     /// This node's device, and the tables Felix writes for node 10.101.14.51 (tunnel address
@@ -359,7 +437,7 @@ mod tests {
             vteps: &vteps,
             ..mapping(&interfaces, EncapMode::Follow)
         };
-        entry_for(std::slice::from_ref(route), &m)
+        entry_of(std::slice::from_ref(route), &m)
     }
 
     #[test]
@@ -424,6 +502,44 @@ mod tests {
         assert_eq!(map_vxlan(&on_tunl0, Modes::default(), true), Some(RouteValue::kernel()));
         let node_address = KernelRoute { oif: Some(ETH0), ..local };
         assert_eq!(map_vxlan(&node_address, Modes::default(), true), None, "only tunnel devices' addresses");
+    }
+
+    #[test]
+    fn a_pod_with_classic_tc_is_the_kernels_both_ways() {
+        let mut interfaces = interfaces(Some(POD_MAC));
+        interfaces.get_mut(&CALI).unwrap().classic_tc = Some("qdisc tbf 8001: root".into());
+        let r = route([10, 244, 40, 36], 32, Some(CALI), None);
+        assert_eq!(
+            map_route(&r, &mapping(&interfaces, EncapMode::Follow)),
+            Some(RouteValue::local_with_tc(CALI))
+        );
+    }
+
+    #[test]
+    fn a_destination_a_rule_sends_elsewhere_is_the_kernels() {
+        use crate::daemon::rules::{default_rules, Rule};
+        let interfaces = interfaces(Some(POD_MAC));
+        let mut rules = default_rules();
+        rules.push(Rule { invert: true, fwmark: Some((0x10_0000, 0x10_0000)), ..Rule::lookup(99, 1) });
+        let policy = Policy::new(&rules, &|_| true);
+        let m = Mapping { policy: &policy, ..mapping(&interfaces, EncapMode::Follow) };
+        let block = route([10, 244, 166, 128], 26, Some(TUNL0), Some([10, 101, 14, 51]));
+        let wireguard = KernelRoute { table: 1, gateway: None, oif: Some(99), ..block.clone() };
+        let pod = route([10, 244, 40, 36], 32, Some(CALI), None);
+        let throw_pod = KernelRoute { table: 1, kind: RouteKindOf::Throw, ..pod.clone() };
+        let k = kernel(&[block.clone(), wireguard, pod.clone(), throw_pod]);
+        assert_eq!(entry_for((26, block.dst), &k, &m), Some(RouteValue::policy(0)));
+        assert_eq!(
+            entry_for((32, pod.dst), &k, &m),
+            Some(RouteValue::local(CALI, POD_MAC)),
+            "thrown back to main"
+        );
+        let diverted_pod = kernel(&[pod.clone(), KernelRoute { table: 1, oif: Some(99), ..pod.clone() }]);
+        assert_eq!(
+            entry_for((32, pod.dst), &diverted_pod, &m),
+            Some(RouteValue::policy(CALI)),
+            "its interface kept"
+        );
     }
 
     #[test]

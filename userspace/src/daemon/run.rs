@@ -18,6 +18,8 @@ use fastpath_common::{
         PINNED_MAPS,
     },
     route::RouteValue,
+    tunnel::Tunnel,
+    Reason,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -25,12 +27,11 @@ use tokio::{
 };
 
 use crate::{
-    cli::{RunArgs, TcAttach, Trust},
+    cli::{self, RunArgs, TcAttach},
     clock::unix_ms,
-    commands::show,
+    commands::{show, stats},
     daemon::{
         attach::{self, Action, Link, Selector},
-        conntrack,
         encap::{EncapMode, Modes},
         kernel::{KernelState, Touched},
         metrics::{self, Metrics},
@@ -39,9 +40,13 @@ use crate::{
         node::{self, Node},
         picture::{self, Picture},
         routes::{self, Mapping, Prefix},
+        rules::Policy,
+        trust::{RouteTable, Trust, Untracked},
     },
     dataplane::{
-        bpffs, legacy_tc,
+        bpffs,
+        flow_table::FlowTable,
+        legacy_tc,
         loader::{self, Attachments, Hook},
         pins,
         tables::{Tables, Written},
@@ -58,9 +63,10 @@ struct Daemon {
     node: Node,
     kernel: KernelState,
     netlink: Netlink,
-    /// `--trust kernel`, and how long an approval may idle.
-    trust_kernel: bool,
-    flow_idle_secs: u32,
+    /// `--trust kernel`: conntrack's judgement followed, and the flow table it implies.
+    trust: Option<(Trust, FlowTable)>,
+    /// Whether conntrack tracks nothing here, said once.
+    untracked: Untracked,
     /// The generation of the programs' next-hop cache (`NodeConfig::next_hop_generation`).
     next_hop_generation: u32,
     ebpf: Ebpf,
@@ -95,20 +101,18 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").
     let mut logger = ebpf_logger(&mut ebpf);
-    let trust_kernel = args.trust == Trust::Kernel;
-    if trust_kernel {
-        conntrack::tolerate_unseen_segments();
-    }
+    let trust_kernel = args.trust == cli::Trust::Kernel;
     let hook = hook_for(args.tc_attach, legacy_tc::kernel_has_tcx());
     let mut programs = |list: &[(&'static str, _)]| -> Result<Vec<Attachments>, Error> {
         list.iter()
             .map(|(program, direction)| Attachments::new(&mut ebpf, program, *direction, hook, &dir))
             .collect()
     };
-    let pods = programs(loader::pod_programs(trust_kernel))?;
-    let underlay = programs(loader::underlay_programs(trust_kernel))?;
-    // Attachments this mode does not use: egress links after a switch to --trust routes, and
-    // whatever the other hook left after a switch between tcx and legacy tc.
+    let pods = programs(&loader::POD_PROGRAMS)?;
+    let underlay = programs(&loader::UNDERLAY_PROGRAMS)?;
+    // Attachments no program of this version uses (the egress judges earlier versions attached
+    // under --trust kernel), and whatever the other hook left after a switch between tcx and
+    // legacy tc.
     let served: Vec<&str> = match hook {
         Hook::Tcx => pods.iter().chain(&underlay).map(Attachments::program).collect(),
         Hook::LegacyTc => Vec::new(),
@@ -118,6 +122,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         log::info!("removed the legacy tc filters an earlier daemon left: the programs attach with tcx now");
     }
     let tables = Tables::take(&mut ebpf)?;
+    // Subscribed before the daemon starts, so no conntrack event in between is missed.
+    let trust = if trust_kernel { Some((Trust::new()?, FlowTable::take(&mut ebpf)?)) } else { None };
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics_addr {
         metrics::serve(addr, dir.clone(), Arc::clone(&metrics)).await?;
@@ -141,8 +147,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         node,
         kernel,
         netlink,
-        trust_kernel,
-        flow_idle_secs: args.flow_idle_timeout,
+        trust,
+        untracked: Untracked::default(),
         // Past whatever an earlier daemon left, so no next hop it cached counts as current.
         next_hop_generation: tables.node().map_or(0, |n| n.next_hop_generation).wrapping_add(1),
         ebpf,
@@ -182,6 +188,7 @@ impl Daemon {
         let started = Instant::now();
         self.sync()?;
         self.tables.set_node(&self.node_config())?;
+        self.judge_all().await;
         if let Some(underlay) = links.iter().find(|l| l.index == self.node.underlay.ifindex) {
             for programs in &mut self.underlay {
                 programs.attach(&mut self.ebpf, &link_of(underlay))?;
@@ -205,7 +212,7 @@ impl Daemon {
             self.node.underlay.ifindex,
             self.modes.describe(),
             self.node.vxlan_words(),
-            if self.trust_kernel { "kernel" } else { "routes" },
+            if self.trust_kernel() { "kernel" } else { "routes" },
             self.kernel.route_count(),
             self.selector.prefix,
             self.selector.explicit.iter().map(|e| format!(" and {e}")).collect::<String>(),
@@ -214,19 +221,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// Under `--trust kernel` the kernel carries every flow it has not approved, NATed flows for
-    /// good. If the fast path sends IPIP while the kernels have no IPIP device, the other node's
-    /// fast path sends such a flow's replies in IPIP too, and the kernel here, which owns the
-    /// flow, cannot decapsulate them: they are lost. Said once, at start.
+    /// Under `--trust kernel` the kernel carries every flow until its conntrack approves it. If
+    /// the fast path sends IPIP while the kernels have no IPIP device, the other node's fast path
+    /// may already send a flow's packets in IPIP while the kernel here still carries it, and
+    /// cannot decapsulate them: they are lost. Said once, at start.
     async fn warn_if_ipip_cannot_return(&self) {
         let sends_ipip = sends_ipip(self.modes.ipip, self.tables.any_ipip());
-        if !self.trust_kernel || !sends_ipip {
+        if !self.trust_kernel() || !sends_ipip {
             return;
         }
         match self.netlink.has_ipip_device().await {
             Ok(true) => {}
             Ok(false) => log::warn!(
-                "--trust kernel with IPIP ({}) on a kernel without an IPIP device: the kernel carries NATed flows, and their replies, sent in IPIP by the other node's fast path, cannot be decapsulated here and are lost; load the ipip module (tunl0) or route blocks plain with --ipip never",
+                "--trust kernel with IPIP ({}) on a kernel without an IPIP device: the kernel carries each flow until its conntrack approves it, and cannot decapsulate what the other node's fast path already sends in IPIP: such packets are lost; load the ipip module (tunl0) or route blocks plain with --ipip never",
                 match self.modes.ipip {
                     EncapMode::Follow => "routes via tunl0",
                     mode => mode.name(),
@@ -243,6 +250,8 @@ impl Daemon {
         resync_every: Option<Duration>,
     ) -> Result<(), Error> {
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        // Each entry's own due time decides; a second is the finest a timeout is given in.
+        let mut refresh = tokio::time::interval(Duration::from_secs(1));
         // An hour stands in for "never" when resyncs are off; the branch below checks.
         let mut resync = tokio::time::interval_at(
             tokio::time::Instant::now() + resync_every.unwrap_or(Duration::from_secs(3600)),
@@ -263,6 +272,16 @@ impl Daemon {
                     };
                     self.handle(event).await;
                 }
+                event = next_conntrack(&mut self.trust) => {
+                    let Some(event) = event else {
+                        return Err(Error::Netlink {
+                            what: "the conntrack event socket closed",
+                            source: std::io::ErrorKind::UnexpectedEof.into(),
+                        });
+                    };
+                    self.follow_conntrack(event).await;
+                }
+                _ = refresh.tick(), if self.trust.is_some() => self.refresh_conntrack().await,
                 _ = heartbeat.tick() => self.heartbeat(),
                 _ = resync.tick(), if resync_every.is_some() => self.resync().await,
                 () = drain(logger) => {}
@@ -301,6 +320,7 @@ impl Daemon {
             Ok(_) => log::debug!("resync: the maps match the kernel"),
             Err(e) => log::warn!("resync: {}", e.chain()),
         }
+        self.judge_all().await;
         release_freed_memory();
     }
 
@@ -319,9 +339,12 @@ impl Daemon {
             &self.kernel.interfaces,
             &self.selector.prefix,
         );
-        let (touched, query) = self.kernel.apply(&event, &self.selector.prefix);
+        let (mut touched, query) = self.kernel.apply(&event, &self.selector.prefix);
         if let Some(query) = query {
             picture::learn_peer_mac(&self.netlink, &mut self.kernel, query).await;
+        }
+        if let Event::TrafficControl(ifindex) = event {
+            touched = self.follow_classic_tc(ifindex).await;
         }
         match &event {
             Event::LinkPresent(link) => {
@@ -343,6 +366,9 @@ impl Daemon {
             | Event::RouteRemoved(_)
             | Event::NeighbourPresent(_)
             | Event::NeighbourGone(_)
+            | Event::RuleAdded(_)
+            | Event::RuleRemoved(_)
+            | Event::TrafficControl(_)
             | Event::Overrun => {}
         }
         if next_hops_may_change {
@@ -351,7 +377,8 @@ impl Daemon {
         // A failed write is not fatal: the mirror of what was written only records successes,
         // so the next event's sync writes it again.
         let synced = match touched {
-            Touched::Prefix(prefix) => self.sync_prefix(prefix),
+            Touched::Prefix(prefix) => self.sync_prefixes(vec![prefix]),
+            Touched::Prefixes(prefixes) => self.sync_prefixes(prefixes),
             Touched::Everything => self.sync(),
             Touched::Nothing => Ok(Written::default()),
         };
@@ -364,11 +391,32 @@ impl Daemon {
                     written.removed,
                     received.elapsed().as_micros()
                 );
+                // Where an address is may have changed: what conntrack's entries mean with it.
+                self.judge_again().await;
             }
             Ok(_) => {}
             Err(e) => log::warn!("map sync after {event:?}: {}", e.chain()),
         }
         self.update_readiness();
+    }
+
+    /// A qdisc or filter of interface `ifindex` changed: if it is a pod's, learn its classic tc
+    /// configuration again; its pod's entry follows (to the kernel while it has any).
+    async fn follow_classic_tc(&mut self, ifindex: u32) -> Touched {
+        let Some(name) = self.kernel.interfaces.get(&ifindex).map(|i| i.name.clone()) else {
+            return Touched::Nothing;
+        };
+        if !name.starts_with(&self.selector.prefix) {
+            return Touched::Nothing;
+        }
+        if !picture::learn_classic_tc(&self.netlink, &mut self.kernel, ifindex).await {
+            return Touched::Nothing;
+        }
+        match &self.kernel.interfaces[&ifindex].classic_tc {
+            Some(config) => log::info!("{name} has classic tc configuration ({config}): the kernel carries its pod's traffic, both ways"),
+            None => log::info!("{name} has no classic tc configuration any more: its pod is back on the fast path"),
+        }
+        Touched::Everything
     }
 
     /// The pod interfaces served now (those of the ingress program: every program is attached to
@@ -378,7 +426,71 @@ impl Daemon {
     }
 
     fn node_config(&self) -> NodeConfig {
-        self.node.config(self.trust_kernel, self.flow_idle_secs, self.next_hop_generation)
+        self.node.config(self.trust_kernel(), self.next_hop_generation)
+    }
+
+    fn trust_kernel(&self) -> bool {
+        self.trust.is_some()
+    }
+
+    /// `--trust kernel`: conntrack's entries taken whole and the flow table made to match.
+    async fn judge_all(&mut self) {
+        let Some((trust, table)) = &mut self.trust else { return };
+        let places = RouteTable { tables: &self.tables, underlay: &self.node.underlay };
+        match trust.resync(table, &places).await {
+            Ok(written) if written.any() => log::debug!(
+                "flow table: {} directions written, {} removed, from {} conntrack entries",
+                written.upserted,
+                written.removed,
+                trust.entries()
+            ),
+            Ok(_) => {}
+            Err(e) => log::warn!("conntrack: {}", e.chain()),
+        }
+    }
+
+    /// The route table changed: what conntrack's entries mean may have too (an endpoint that
+    /// went takes its flows along).
+    async fn judge_again(&mut self) {
+        let Some((trust, table)) = &mut self.trust else { return };
+        let places = RouteTable { tables: &self.tables, underlay: &self.node.underlay };
+        if let Err(e) = trust.rejudge(table, &places) {
+            log::warn!("flow table: {}", e.chain());
+        }
+    }
+
+    /// One event of conntrack's.
+    async fn follow_conntrack(&mut self, event: crate::daemon::conntrack::Event) {
+        let Some((trust, table)) = &mut self.trust else { return };
+        let places = RouteTable { tables: &self.tables, underlay: &self.node.underlay };
+        if let Err(e) = trust.handle(event, table, &places).await {
+            log::warn!("flow table: {}", e.chain());
+        }
+    }
+
+    /// Refresh the conntrack entries of the flows the fast path carries; say if conntrack
+    /// tracks nothing here.
+    async fn refresh_conntrack(&mut self) {
+        let Some((trust, table)) = &mut self.trust else { return };
+        let refreshed = trust.refresh(table);
+        if refreshed > 0 {
+            log::debug!("refreshed {refreshed} conntrack entries the fast path carries");
+        }
+        let entries = trust.entries();
+        let pending = self.counted(Reason::PassFlowPending);
+        if self.untracked.observe(entries, pending) {
+            log::warn!(
+                "--trust kernel: the kernel's conntrack holds no entry in this network namespace while the programs handed it {} packets awaiting approval: nothing here asks conntrack to track (kube-proxy's and Calico's rules do), so no flow is approved and the kernel carries everything",
+                Untracked::EVIDENCE
+            );
+        }
+    }
+
+    /// The programs' count of packets under `reason`, over every CPU (0 if unreadable).
+    fn counted(&self, reason: Reason) -> u64 {
+        stats::totals(&self.tables.counters)
+            .map(|totals| totals.iter().filter(|t| t.reason == reason).map(|t| t.total.packets).sum())
+            .unwrap_or(0)
     }
 
     /// Tell the programs that every next hop they cached may be stale (the underlay's
@@ -396,6 +508,11 @@ impl Daemon {
         if node.mtu != self.node.mtu {
             log::info!("underlay changed: MTU {}", node.mtu);
         }
+        for tunnel in [Tunnel::Ipip, Tunnel::Vxlan] {
+            if node.tunnel_mtu(tunnel) != self.node.tunnel_mtu(tunnel) {
+                log::info!("{} tunnel MTU now {}", tunnel.name(), node.tunnel_mtu(tunnel));
+            }
+        }
         if node.vxlan != self.node.vxlan {
             log::info!("{}", node.vxlan_words());
         }
@@ -405,7 +522,16 @@ impl Daemon {
         }
     }
 
-    fn mapping(&self) -> Mapping<'_> {
+    fn policy(&self) -> Policy {
+        routes::pod_policy(
+            &self.kernel.rules,
+            &self.kernel.interfaces,
+            &self.node.underlay,
+            &self.selector.prefix,
+        )
+    }
+
+    fn mapping<'a>(&'a self, policy: &'a Policy) -> Mapping<'a> {
         Mapping {
             interfaces: &self.kernel.interfaces,
             underlay: &self.node.underlay,
@@ -413,25 +539,28 @@ impl Daemon {
             pod_prefix: &self.selector.prefix,
             vxlan: self.node.usable_vxlan(),
             vteps: &self.kernel.vteps,
+            policy,
         }
     }
 
     /// Every entry against the kernel: at start and after link events.
     fn sync(&mut self) -> Result<Written, Error> {
-        let mapping = self.mapping();
+        let policy = self.policy();
+        let mapping = self.mapping(&policy);
         let mut prefixes: HashSet<Prefix> = self.kernel.prefixes().copied().collect();
         prefixes.extend(self.tables.written_prefixes());
-        let changes: Vec<(Prefix, Option<RouteValue>)> = prefixes
-            .into_iter()
-            .map(|p| (p, routes::entry_for(self.kernel.routes_of(&p), &mapping)))
-            .collect();
+        let changes: Vec<(Prefix, Option<RouteValue>)> =
+            prefixes.into_iter().map(|p| (p, routes::entry_for(p, &self.kernel, &mapping))).collect();
         self.write(changes)
     }
 
-    /// One prefix's entry: after a route event, whatever the size of the table.
-    fn sync_prefix(&mut self, prefix: Prefix) -> Result<Written, Error> {
-        let value = routes::entry_for(self.kernel.routes_of(&prefix), &self.mapping());
-        self.write([(prefix, value)])
+    /// Some prefixes' entries: after a route event, whatever the size of the table.
+    fn sync_prefixes(&mut self, prefixes: Vec<Prefix>) -> Result<Written, Error> {
+        let policy = self.policy();
+        let mapping = self.mapping(&policy);
+        let changes: Vec<(Prefix, Option<RouteValue>)> =
+            prefixes.into_iter().map(|p| (p, routes::entry_for(p, &self.kernel, &mapping))).collect();
+        self.write(changes)
     }
 
     fn write(
@@ -540,6 +669,14 @@ fn require_explicit_interfaces(selector: &Selector, links: &[LinkState]) -> Resu
     match selector.explicit.iter().find(|name| !links.iter().any(|l| &l.name == *name)) {
         Some(name) => Err(Error::NoSuchInterface { name: name.clone() }),
         None => Ok(()),
+    }
+}
+
+/// The next event of conntrack's under `--trust kernel`; never resolves under `--trust routes`.
+async fn next_conntrack(trust: &mut Option<(Trust, FlowTable)>) -> Option<crate::daemon::conntrack::Event> {
+    match trust {
+        Some((trust, _)) => trust.next().await,
+        None => std::future::pending().await,
     }
 }
 

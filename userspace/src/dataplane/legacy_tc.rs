@@ -10,15 +10,17 @@ use aya::programs::{
     SchedClassifier, TcAttachType,
 };
 
-use crate::dataplane::loader::HOOKS;
+use crate::dataplane::loader::{HOOKS, RETIRED};
 
 /// The filter priority of every fastpath filter: first in line, as tcx programs are.
 pub const PRIORITY: u16 = 1;
 
-/// Each program's filter handle (its place in [`HOOKS`], from 1), distinct so that one interface
-/// can hold several of them (the underlay with a pod prefix that matches it, say).
+/// Each program's filter handle (its place in [`HOOKS`] then [`RETIRED`], from 1: the order they
+/// were added in), distinct so that one interface can hold several of them (the underlay with a
+/// pod prefix that matches it, say).
 pub fn handle(program: &str) -> TcHandle {
-    let place = HOOKS.iter().position(|(name, _)| *name == program).unwrap_or(HOOKS.len());
+    let mut all = HOOKS.iter().chain(&RETIRED);
+    let place = all.position(|(name, _)| *name == program).unwrap_or(HOOKS.len() + RETIRED.len());
     TcHandle::new(0, place as u16 + 1)
 }
 
@@ -69,7 +71,7 @@ pub fn detach(name: &str, iface: &str, direction: TcAttachType) {
 pub fn detach_everywhere() -> usize {
     let mut removed = 0;
     for iface in interface_names() {
-        for (program, direction) in HOOKS {
+        for (program, direction) in HOOKS.into_iter().chain(RETIRED) {
             if tc::qdisc_detach_program(&iface, direction, program).is_ok() {
                 removed += 1;
             }
@@ -104,14 +106,15 @@ mod tests {
 
     #[test]
     fn every_program_has_a_handle_of_its_own() {
-        let handles: Vec<u32> = HOOKS.iter().map(|(name, _)| u32::from(handle(name))).collect();
-        assert_eq!(handles, [1, 2, 3, 4]);
+        let handles: Vec<u32> =
+            HOOKS.iter().chain(&RETIRED).map(|(name, _)| u32::from(handle(name))).collect();
+        assert_eq!(handles, [1, 2, 3, 4], "the handles of earlier versions' filters are kept");
         assert_eq!(u32::from(handle("no_such_program")), 5);
     }
 
     #[test]
     fn egress_programs_say_so() {
-        assert_eq!(crate::dataplane::loader::attach_point(crate::dataplane::loader::TO_POD), "tcx egress");
+        assert_eq!(crate::dataplane::loader::attach_point("to_pod"), "tcx egress");
         assert_eq!(crate::dataplane::loader::attach_point(crate::dataplane::loader::FROM_POD), "tcx ingress");
     }
 }

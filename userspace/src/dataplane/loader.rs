@@ -29,44 +29,26 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub const FROM_POD: &str = "from_pod";
 /// The program for the underlay's ingress: IPIP from other nodes.
 pub const FROM_UNDERLAY: &str = "from_underlay";
-/// The program for `cali*` egress under `--trust kernel`: what the kernel delivers to a pod.
-pub const TO_POD: &str = "to_pod";
-/// The program for the underlay's egress under `--trust kernel`: what the kernel sends to
-/// another node.
-pub const TO_UNDERLAY: &str = "to_underlay";
+/// The programs on every pod interface, and where each attaches.
+pub const POD_PROGRAMS: [(&str, TcAttachType); 1] = [(FROM_POD, TcAttachType::Ingress)];
 
-/// The programs on every pod interface, and where each attaches: the egress one only under
-/// `--trust kernel`.
-pub fn pod_programs(trust_kernel: bool) -> &'static [(&'static str, TcAttachType)] {
-    if trust_kernel {
-        &[(FROM_POD, TcAttachType::Ingress), (TO_POD, TcAttachType::Egress)]
-    } else {
-        &[(FROM_POD, TcAttachType::Ingress)]
-    }
-}
+/// The programs on the underlay, and where each attaches.
+pub const UNDERLAY_PROGRAMS: [(&str, TcAttachType); 1] = [(FROM_UNDERLAY, TcAttachType::Ingress)];
 
-/// Every program and where it attaches, whichever interfaces and mode.
-pub const HOOKS: [(&str, TcAttachType); 4] = [
-    (FROM_POD, TcAttachType::Ingress),
-    (FROM_UNDERLAY, TcAttachType::Ingress),
-    (TO_POD, TcAttachType::Egress),
-    (TO_UNDERLAY, TcAttachType::Egress),
-];
+/// Every program and where it attaches.
+pub const HOOKS: [(&str, TcAttachType); 2] =
+    [(FROM_POD, TcAttachType::Ingress), (FROM_UNDERLAY, TcAttachType::Ingress)];
+
+/// Programs of earlier versions, gone since: the egress judges of `--trust kernel` before the
+/// kernel's conntrack judged flows. A daemon removes their pinned links and legacy tc filters.
+pub const RETIRED: [(&str, TcAttachType); 2] =
+    [("to_pod", TcAttachType::Egress), ("to_underlay", TcAttachType::Egress)];
 
 /// Where `program` attaches, in words (`fastpath status`).
 pub fn attach_point(program: &str) -> &'static str {
-    match HOOKS.iter().find(|(name, _)| *name == program) {
+    match HOOKS.iter().chain(&RETIRED).find(|(name, _)| *name == program) {
         Some((_, TcAttachType::Egress)) => "tcx egress",
         _ => "tcx ingress",
-    }
-}
-
-/// The programs on the underlay, and where each attaches.
-pub fn underlay_programs(trust_kernel: bool) -> &'static [(&'static str, TcAttachType)] {
-    if trust_kernel {
-        &[(FROM_UNDERLAY, TcAttachType::Ingress), (TO_UNDERLAY, TcAttachType::Egress)]
-    } else {
-        &[(FROM_UNDERLAY, TcAttachType::Ingress)]
     }
 }
 

@@ -96,6 +96,11 @@ impl Tables {
         self.mirror.routes().any(|(_, v)| v.tunnel() == Ok(Some(Tunnel::Ipip)))
     }
 
+    /// The entry the programs find for `addr` in the route map (as written).
+    pub fn route_of(&self, addr: Ipv4Addr) -> Option<RouteValue> {
+        self.mirror.longest_match(addr).copied()
+    }
+
     /// Prefixes the route map holds now.
     pub fn written_prefixes(&self) -> Vec<Prefix> {
         self.mirror.routes().map(|(p, _)| *p).collect()
