@@ -24,7 +24,7 @@ pub enum FlowState {
     /// Conntrack holds a confirmed entry the kernel forwarded in this direction: its packets
     /// take the fast path.
     Approved = 1,
-    /// TCP FIN or RST seen: the kernel carries the rest, so conntrack sees the close.
+    /// TCP FIN, RST or SYN seen: the kernel carries the rest, so conntrack sees the close.
     Closing = 3,
 }
 
@@ -237,6 +237,12 @@ impl FlowValue {
         FlowKey::new(self.to_src, self.to_dst, key.protocol, (self.to_sport, self.to_dport))
     }
 
+    /// The key of the other direction of `key`'s connection: the tuple this one leaves with,
+    /// reversed (a reply arrives addressed to the translated source).
+    pub const fn reply_key(&self, key: &FlowKey) -> FlowKey {
+        FlowKey::new(self.to_dst, self.to_src, key.protocol, (self.to_dport, self.to_sport))
+    }
+
     /// What the fast path rewrites in a packet of direction `key`.
     pub const fn translation(&self, key: &FlowKey) -> Translation {
         Translation {
@@ -277,22 +283,25 @@ impl Translation {
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
 
 /// What a packet's TCP flags mean for its flow (nothing, for other protocols).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Signal {
-    /// FIN or RST: the connection is ending.
+    /// FIN, RST or SYN: conntrack must see this packet and the rest of its direction, to follow
+    /// the close (or the reopening of a tuple it still holds).
     pub closing: bool,
-    /// A SYN without ACK: a new connection, possibly reusing a closed one's tuple.
-    pub opening: bool,
+    /// RST or SYN: the other direction too. After a reset, or a SYN on a tuple conntrack holds as
+    /// established (a new connection reusing it), a segment of the other direction that skipped
+    /// conntrack would reach it out of window and be INVALID. A FIN ends only its own direction:
+    /// a half-closed connection keeps sending the other way.
+    pub both_ways: bool,
 }
 
 impl Signal {
     pub const fn of_tcp_flags(flags: u8) -> Self {
         Self {
-            closing: flags & (TCP_FIN | TCP_RST) != 0,
-            opening: flags & TCP_SYN != 0 && flags & TCP_ACK == 0,
+            closing: flags & (TCP_FIN | TCP_RST | TCP_SYN) != 0,
+            both_ways: flags & (TCP_RST | TCP_SYN) != 0,
         }
     }
 }
@@ -324,26 +333,34 @@ pub struct Admission {
     pub verdict: Result<(), Reason>,
     /// The entry's state from now on.
     pub state: FlowState,
+    /// The other direction's entry is to be closed too ([`Signal::both_ways`]).
+    pub close_reply: bool,
 }
 
 /// The ingress decision for a packet that `arrived` as it did, with TCP flags saying `signal`,
 /// of a direction the table holds as `value`: the fast path only for an approved direction,
-/// arriving where the flow enters, that is not closing. A FIN or RST hands the rest of the
-/// connection to the kernel, so conntrack sees the close; the entry stays until conntrack's
-/// goes (the daemon removes it).
+/// arriving where the flow enters, that is not closing. A FIN, RST or SYN hands the rest of its
+/// direction to the kernel (an RST or SYN the other direction's too), so conntrack sees the
+/// close; the entry stays until conntrack's goes (the daemon removes it). A packet arriving
+/// elsewhere changes nothing.
 pub fn admission(value: &FlowValue, arrived: &Arrived, signal: Signal) -> Admission {
     let Ok(state) = FlowState::try_from(value.state) else {
-        return Admission { verdict: Err(Reason::PassFlowPending), state: FlowState::Closing };
+        return Admission {
+            verdict: Err(Reason::PassFlowPending),
+            state: FlowState::Closing,
+            close_reply: false,
+        };
     };
     if value.arrived().as_ref() != Some(arrived) {
-        return Admission { verdict: Err(Reason::PassFlowElsewhere), state };
+        return Admission { verdict: Err(Reason::PassFlowElsewhere), state, close_reply: false };
     }
+    let close_reply = signal.both_ways;
     match state {
         FlowState::Approved if signal.closing => {
-            Admission { verdict: Err(Reason::PassFlowClosing), state: FlowState::Closing }
+            Admission { verdict: Err(Reason::PassFlowClosing), state: FlowState::Closing, close_reply }
         }
-        FlowState::Approved => Admission { verdict: Ok(()), state },
-        FlowState::Closing => Admission { verdict: Err(Reason::PassFlowClosing), state },
+        FlowState::Approved => Admission { verdict: Ok(()), state, close_reply },
+        FlowState::Closing => Admission { verdict: Err(Reason::PassFlowClosing), state, close_reply },
     }
 }
 
@@ -354,8 +371,9 @@ mod tests {
     const POD: [u8; 4] = [10, 244, 40, 36];
     const REMOTE: [u8; 4] = [10, 244, 166, 150];
     const NODE: [u8; 4] = [10, 101, 14, 51];
-    const QUIET: Signal = Signal { closing: false, opening: false };
-    const FIN: Signal = Signal { closing: true, opening: false };
+    const QUIET: Signal = Signal { closing: false, both_ways: false };
+    const FIN: Signal = Signal { closing: true, both_ways: false };
+    const BOTH: Signal = Signal { closing: true, both_ways: true };
 
     fn key() -> FlowKey {
         FlowKey::new(POD, REMOTE, PROTO_TCP, (40000, 80))
@@ -367,7 +385,7 @@ mod tests {
         let value = FlowValue::approved(&key(), &here, &key());
         assert_eq!(
             admission(&value, &here, QUIET),
-            Admission { verdict: Ok(()), state: FlowState::Approved }
+            Admission { verdict: Ok(()), state: FlowState::Approved, close_reply: false }
         );
         for elsewhere in [
             Arrived::from_pod(8),
@@ -386,12 +404,25 @@ mod tests {
     }
 
     #[test]
-    fn fin_or_rst_hands_the_rest_to_the_kernel() {
+    fn fin_rst_or_syn_hands_the_rest_to_the_kernel() {
         let here = Arrived::from_pod(7);
         let value = FlowValue::approved(&key(), &here, &key());
         assert_eq!(
             admission(&value, &here, FIN),
-            Admission { verdict: Err(Reason::PassFlowClosing), state: FlowState::Closing }
+            Admission {
+                verdict: Err(Reason::PassFlowClosing),
+                state: FlowState::Closing,
+                close_reply: false
+            }
+        );
+        assert_eq!(
+            admission(&value, &here, BOTH),
+            Admission { verdict: Err(Reason::PassFlowClosing), state: FlowState::Closing, close_reply: true }
+        );
+        let elsewhere = Arrived::from_pod(8);
+        assert!(
+            !admission(&value, &elsewhere, BOTH).close_reply,
+            "a packet arriving elsewhere closes nothing"
         );
         let closing = FlowValue { state: FlowState::Closing as u8, ..value };
         assert_eq!(admission(&closing, &here, QUIET).verdict, Err(Reason::PassFlowClosing));
@@ -418,6 +449,17 @@ mod tests {
     }
 
     #[test]
+    fn the_reply_key_is_the_leaving_tuple_reversed() {
+        let here = Arrived::from_pod(7);
+        let plain = FlowKey::new(POD, REMOTE, PROTO_TCP, (40000, 8080));
+        let value = FlowValue::approved(&plain, &here, &plain);
+        assert_eq!(value.reply_key(&plain), FlowKey::new(REMOTE, POD, PROTO_TCP, (8080, 40000)));
+        let service = FlowKey::new(POD, [10, 96, 0, 10], PROTO_TCP, (40000, 80));
+        let dnat = FlowValue::approved(&service, &here, &plain);
+        assert_eq!(dnat.reply_key(&service), FlowKey::new(REMOTE, POD, PROTO_TCP, (8080, 40000)));
+    }
+
+    #[test]
     fn ports_name_every_protocol_that_has_them_and_icmp_echo_by_id_and_type() {
         let l4 = [0x1f, 0x90, 0, 80, 0, 0];
         for protocol in [PROTO_TCP, PROTO_UDP, PROTO_UDPLITE, PROTO_SCTP, PROTO_DCCP] {
@@ -431,10 +473,12 @@ mod tests {
 
     #[test]
     fn tcp_flags() {
-        assert_eq!(Signal::of_tcp_flags(0x02), Signal { closing: false, opening: true });
-        assert_eq!(Signal::of_tcp_flags(0x12), QUIET);
-        assert_eq!(Signal::of_tcp_flags(0x11), FIN);
-        assert_eq!(Signal::of_tcp_flags(0x04), FIN);
+        assert_eq!(Signal::of_tcp_flags(0x10), QUIET, "ACK");
+        assert_eq!(Signal::of_tcp_flags(0x18), QUIET, "PSH ACK");
+        assert_eq!(Signal::of_tcp_flags(0x11), FIN, "FIN ACK: its own direction only");
+        assert_eq!(Signal::of_tcp_flags(0x04), BOTH, "RST");
+        assert_eq!(Signal::of_tcp_flags(0x02), BOTH, "SYN: a tuple reused");
+        assert_eq!(Signal::of_tcp_flags(0x12), BOTH, "SYN ACK");
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub fn admit(
     };
     let admission = flow::admission(entry, &arrived, signal);
     entry.state = admission.state as u8;
+    if admission.close_reply {
+        close(&entry.reply_key(&key));
+    }
     match admission.verdict {
         Ok(()) => {
             entry.last_seen_ns = now_ns();
@@ -98,6 +101,18 @@ pub fn admit(
             entry.kernel_packets += 1;
             Err(reason)
         }
+    }
+}
+
+/// Hand the direction `key` to the kernel from its next packet on, if the table holds it.
+///
+/// A subprogram of its own: inlined, its map lookup's frame would sit on `from_pod`'s stack,
+/// already near the verifier's 512 bytes.
+#[inline(never)]
+fn close(key: &FlowKey) {
+    if let Some(entry) = FP_FLOWS.get_ptr_mut(*key) {
+        // SAFETY: a live map value; a state byte, written whole.
+        unsafe { (*entry).state = flow::FlowState::Closing as u8 };
     }
 }
 

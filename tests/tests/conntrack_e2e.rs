@@ -675,3 +675,43 @@ fn a_flow_the_fast_path_carries_past_conntracks_timeout_keeps_its_entry() {
     drop(open);
     server.join().unwrap().unwrap();
 }
+
+// --- Closing connections -----------------------------------------------------------------------
+
+/// Packets the first rule of node `ns`'s FORWARD chain (a counting rule) matched.
+fn first_rule_packets(ns: &str) -> u64 {
+    let out = cmd::in_ns(ns, "iptables", &["-L", "FORWARD", "1", "-v", "-x", "-n"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("{text}"))
+}
+
+#[test]
+fn short_connections_close_without_an_invalid_segment() {
+    let cluster = cluster("ctcrr", ClusterSpec::seed());
+    for node in &cluster.nodes {
+        // Counts, judges nothing: every segment conntrack finds out of window or state.
+        iptables(&node.ns.name, &["-I", "FORWARD", "1", "-m", "conntrack", "--ctstate", "INVALID"]);
+    }
+    let (client, server) = (&pod(&cluster, A).ns.name, &pod(&cluster, REMOTE).ns.name);
+    let invalid = || -> u64 { cluster.nodes.iter().map(|n| first_rule_packets(&n.ns.name)).sum() };
+    let crr =
+        |seconds| traffic::tcp_connect_request_response(client, server, REMOTE, Duration::from_secs(seconds));
+    let kernel = crr(2).unwrap();
+    assert_eq!(invalid(), 0, "the kernel alone: {} connections, none INVALID", kernel.transactions);
+
+    let daemons = daemons(&cluster);
+    let before = daemons[0].counters().unwrap();
+    let run = crr(5).unwrap();
+    let after = daemons[0].counters().unwrap();
+    let carried = moved(&before, &after, "routed_underlay");
+    eprintln!(
+        "{} connections ({:.0}/s), {carried} packets carried by the fast path, {} INVALID",
+        run.transactions,
+        run.per_second(),
+        invalid()
+    );
+    assert!(carried > 0, "the fast path carried some of the connections");
+    // A connection's close reached conntrack whole: the fast path never carried a segment of a
+    // direction after its FIN, nor of either direction after an RST or a SYN on its tuple.
+    assert_eq!(invalid(), 0, "segments conntrack found INVALID");
+}

@@ -81,18 +81,49 @@ fn a_flow_takes_the_fast_path_only_once_the_daemon_wrote_what_conntrack_confirme
     });
 }
 
+/// POD ← REMOTE_POD:80, the reply direction's key.
+fn incoming_key() -> FlowKey {
+    FlowKey::new(REMOTE_POD, POD, 6, (80, CLIENT_PORT))
+}
+
 #[test]
-fn fin_or_rst_hands_the_rest_of_the_connection_to_the_kernel() {
+fn a_syn_or_rst_hands_both_directions_to_the_kernel_a_fin_only_its_own() {
     in_node(|ebpf, _| {
         trust_kernel(ebpf);
-        for closing in [TCP_FIN | TCP_ACK, TCP_RST] {
+        let remote = Arrived::from_underlay(Arrival::Ipip, PEER_IP);
+        for (flags, both) in [(TCP_FIN | TCP_ACK, false), (TCP_RST, true), (TCP_SYN, true)] {
             approve(ebpf, outgoing_key(), from_pod(), outgoing_key());
-            passes(ebpf, FROM_POD, &outgoing(closing), Reason::PassFlowClosing);
-            assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing));
+            approve(ebpf, incoming_key(), remote, incoming_key());
+            passes(ebpf, FROM_POD, &outgoing(flags), Reason::PassFlowClosing);
+            assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing), "{flags:#x}");
             // The last ACK goes through the kernel too, so conntrack sees the whole close.
             passes(ebpf, FROM_POD, &outgoing(TCP_ACK), Reason::PassFlowClosing);
-            assert_eq!(state(ebpf, &outgoing_key()), Some(FlowState::Closing));
+            // A half-closed connection still sends the other way; after a reset or a reused
+            // tuple, a reply that skipped conntrack would reach it out of window.
+            let reply = if both { FlowState::Closing } else { FlowState::Approved };
+            assert_eq!(state(ebpf, &incoming_key()), Some(reply), "{flags:#x}: the other direction");
         }
+    });
+}
+
+#[test]
+fn a_syn_closes_a_translated_connections_other_direction_by_its_translated_key() {
+    in_node(|ebpf, _| {
+        trust_kernel(ebpf);
+        let to_service = FlowKey::new(POD, SERVICE, 6, (CLIENT_PORT, 80));
+        let to_backend = FlowKey::new(POD, REMOTE_POD, 6, (CLIENT_PORT, 8080));
+        let from_backend = FlowKey::new(REMOTE_POD, POD, 6, (8080, CLIENT_PORT));
+        let from_service = FlowKey::new(SERVICE, POD, 6, (80, CLIENT_PORT));
+        approve(ebpf, to_service, from_pod(), to_backend);
+        approve(ebpf, from_backend, Arrived::from_underlay(Arrival::Ipip, PEER_IP), from_service);
+        let syn = packets::pod_frame(&tcp(POD, SERVICE, (CLIENT_PORT, 80), TCP_SYN));
+        passes(ebpf, FROM_POD, &syn, Reason::PassFlowClosing);
+        assert_eq!(state(ebpf, &from_backend), Some(FlowState::Closing));
+        // A packet that arrives where the flow does not enter closes nothing.
+        approve(ebpf, from_backend, Arrived::from_underlay(Arrival::Ipip, PEER_IP), from_service);
+        approve(ebpf, to_service, Arrived::from_pod(OTHER_IFINDEX), to_backend);
+        passes(ebpf, FROM_POD, &syn, Reason::PassFlowElsewhere);
+        assert_eq!(state(ebpf, &from_backend), Some(FlowState::Approved));
     });
 }
 

@@ -294,6 +294,11 @@ impl Conntrack {
         self.changes.extend_from_slice(request);
     }
 
+    /// Whether events already read wait to be taken.
+    pub fn has_queued_events(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// Send the queued changes, in one datagram, without waiting: the kernel answers only a
     /// failure, read with the events.
     pub fn flush(&mut self) {

@@ -13,7 +13,8 @@ use std::{
 
 use fastpath_common::{
     flow::{
-        Arrival, Arrived, FlowKey, PROTO_DCCP, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PROTO_UDPLITE,
+        Arrival, Arrived, FlowKey, FlowValue, PROTO_DCCP, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+        PROTO_UDPLITE,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -37,6 +38,8 @@ pub struct Trust {
     refreshed: HashMap<Tuple, (Instant, u64)>,
     /// TCP entries already made liberal.
     liberal: HashSet<Tuple>,
+    /// Entries whose flow table entries wait until their change to liberal has been sent.
+    held: Vec<Tuple>,
 }
 
 impl Trust {
@@ -46,6 +49,7 @@ impl Trust {
             entries: HashMap::new(),
             refreshed: HashMap::new(),
             liberal: HashSet::new(),
+            held: Vec::new(),
         })
     }
 
@@ -64,6 +68,7 @@ impl Trust {
             written = sum(written, table.set(key, Vec::new())?);
         }
         written = sum(written, self.rejudge(table, places)?);
+        written = sum(written, self.release(table, places)?);
         written.removed += table.remove_unwritten()?;
         self.refreshed.retain(|t, _| self.entries.contains_key(t));
         self.liberal.retain(|t| self.entries.contains_key(t));
@@ -77,7 +82,7 @@ impl Trust {
         for original in originals {
             written = sum(written, self.apply(&original, table, places)?);
         }
-        Ok(written)
+        Ok(sum(written, self.release(table, places)?))
     }
 
     /// The next event of conntrack's (`None`: the socket closed).
@@ -107,7 +112,12 @@ impl Trust {
                 if tcp_state.is_some() {
                     known.tcp_state = tcp_state;
                 }
-                self.apply(&entry, table, places)
+                let written = self.apply(&entry, table, places)?;
+                // Once per batch of events: the last of those read at once.
+                if self.conntrack.has_queued_events() {
+                    return Ok(written);
+                }
+                Ok(sum(written, self.release(table, places)?))
             }
             Event::Gone(original) => {
                 self.entries.remove(&original);
@@ -122,7 +132,10 @@ impl Trust {
         }
     }
 
-    /// Write what one entry implies; make a TCP entry the fast path carries liberal.
+    /// Write what one entry implies; make a TCP entry the fast path carries liberal. Such an
+    /// entry's directions are held back until the change has gone ([`Self::release`]): a
+    /// segment the fast path carried before conntrack became liberal would leave conntrack's
+    /// window behind, and the close it then sees would be INVALID.
     fn apply(
         &mut self,
         original: &Tuple,
@@ -133,13 +146,39 @@ impl Trust {
         let judged = judge::judge(&entry, places);
         if judged.liberal && self.liberal.insert(*original) {
             self.conntrack.be_liberal(original);
+            self.held.push(*original);
+            return Ok(Written::default());
         }
-        if judged.directions.is_empty() {
+        self.write(original, judged.directions, table)
+    }
+
+    /// Send the queued changes to conntrack, then write the entries held back for them.
+    fn release(&mut self, table: &mut FlowTable, places: &impl Places) -> Result<Written, Error> {
+        if self.held.is_empty() {
+            return Ok(Written::default());
+        }
+        // Netlink hands a request to conntrack within the send: liberal from here on.
+        self.conntrack.flush();
+        let mut written = Written::default();
+        for original in std::mem::take(&mut self.held) {
+            let Some(entry) = self.entries.get(&original).copied() else { continue };
+            written = sum(written, self.write(&original, judge::judge(&entry, places).directions, table)?);
+        }
+        Ok(written)
+    }
+
+    fn write(
+        &mut self,
+        original: &Tuple,
+        directions: Vec<(FlowKey, FlowValue)>,
+        table: &mut FlowTable,
+    ) -> Result<Written, Error> {
+        if directions.is_empty() {
             self.refreshed.remove(original);
         } else {
             self.refreshed.entry(*original).or_insert((Instant::now(), 0));
         }
-        table.set(judge::key_of(original), judged.directions)
+        table.set(judge::key_of(original), directions)
     }
 
     /// Refresh the timeout of every entry the fast path carried a packet of since its last

@@ -10,7 +10,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
-        SchedClassifier, TcAttachType,
+        ProgramError, SchedClassifier, TcAttachType,
     },
     Ebpf, EbpfLoader,
 };
@@ -59,11 +59,27 @@ pub fn load_object(log_level: log::LevelFilter) -> Result<Ebpf, Error> {
     EbpfLoader::new().override_global(aya_log::LEVEL, &level, false).load(EBPF_OBJECT).map_err(Error::Load)
 }
 
+/// How many times a program load is tried when the verifier answers EAGAIN.
+const LOAD_ATTEMPTS: u32 = 5;
+
 /// Load `name` into the kernel and return it, ready to attach or to run with `TestRun`.
+///
+/// The verifier gives up with EAGAIN when a signal reaches the loading thread while it works
+/// (`bpf_check` polls `signal_pending`); the load is then simply tried again.
 pub fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier, Error> {
     let program = classifier(ebpf, name)?;
-    program.load().map_err(|source| Error::LoadProgram { name, source })?;
-    Ok(program)
+    let mut attempt = 1;
+    loop {
+        match program.load() {
+            Ok(()) => return Ok(program),
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(source) => return Err(Error::LoadProgram { name, source }),
+        }
+    }
 }
 
 /// Parse the embedded object and create its maps, reusing the maps pinned in `dir` (pinning
