@@ -32,6 +32,19 @@ impl Counters {
         self.0.get(reason).map_or(0, |c| c.packets)
     }
 
+    /// What was counted between `before` and these counters, reason by reason.
+    pub fn since(&self, before: &Counters) -> Counters {
+        let counts = self.0.iter().map(|(reason, after)| {
+            let was = before.0.get(reason).copied().unwrap_or_default();
+            let count = Count {
+                packets: after.packets.saturating_sub(was.packets),
+                bytes: after.bytes.saturating_sub(was.bytes),
+            };
+            (reason.clone(), count)
+        });
+        Counters(counts.collect())
+    }
+
     pub fn parse(json: &str) -> Result<Self> {
         let value: serde_json::Value = serde_json::from_str(json).context("stats --json is not JSON")?;
         let object = value.as_object().context("stats --json is not an object")?;
@@ -239,6 +252,18 @@ mod tests {
         assert_eq!(c.packets("arp_replied"), 3);
         assert_eq!(c.0["arp_replied"].bytes, 126);
         assert_eq!(c.packets("no_such_reason"), 0);
+    }
+
+    #[test]
+    fn counters_since_an_earlier_reading_are_the_difference() {
+        let before = Counters::parse(r#"{"arp_replied":{"packets":3,"bytes":126}}"#).unwrap();
+        let after = Counters::parse(
+            r#"{"arp_replied":{"packets":5,"bytes":210},"redirected_local":{"packets":7,"bytes":700}}"#,
+        )
+        .unwrap();
+        let moved = after.since(&before);
+        assert_eq!(moved.0["arp_replied"], Count { packets: 2, bytes: 84 });
+        assert_eq!(moved.0["redirected_local"], Count { packets: 7, bytes: 700 });
     }
 
     #[test]

@@ -372,8 +372,20 @@ pub fn tcp_request_response(
     server_ip: Ipv4Addr,
     duration: Duration,
 ) -> Result<RequestResponse> {
-    let listener = in_netns(server_ns, move || Ok(TcpListener::bind((server_ip, 0))?))?;
-    let addr = listener.local_addr()?;
+    tcp_request_response_via(client_ns, server_ns, SocketAddr::from((server_ip, 0)), None, duration)
+}
+
+/// As [`tcp_request_response`], the server listening on `listen`, reached at `connect` (a
+/// service address the kernel translates to `listen`), or at `listen` itself.
+pub fn tcp_request_response_via(
+    client_ns: &str,
+    server_ns: &str,
+    listen: SocketAddr,
+    connect: Option<SocketAddr>,
+    duration: Duration,
+) -> Result<RequestResponse> {
+    let listener = in_netns(server_ns, move || Ok(TcpListener::bind(listen)?))?;
+    let addr = connect.unwrap_or(listener.local_addr()?);
     let server = std::thread::spawn(move || -> Result<()> {
         let (mut stream, _) = listener.accept()?;
         stream.set_nodelay(true)?;
@@ -418,10 +430,22 @@ pub fn tcp_connect_request_response(
     server_ip: Ipv4Addr,
     duration: Duration,
 ) -> Result<RequestResponse> {
+    tcp_connect_request_response_via(client_ns, server_ns, SocketAddr::from((server_ip, 0)), None, duration)
+}
+
+/// As [`tcp_connect_request_response`], the server listening on `listen`, reached at `connect`
+/// (a service address the kernel translates to `listen`), or at `listen` itself.
+pub fn tcp_connect_request_response_via(
+    client_ns: &str,
+    server_ns: &str,
+    listen: SocketAddr,
+    connect: Option<SocketAddr>,
+    duration: Duration,
+) -> Result<RequestResponse> {
     cmd::sysctl(client_ns, "net.ipv4.tcp_tw_reuse", "1")?;
     cmd::sysctl(client_ns, "net.ipv4.ip_local_port_range", "1024 65535")?;
-    let listener = in_netns(server_ns, move || Ok(TcpListener::bind((server_ip, 0))?))?;
-    let addr = listener.local_addr()?;
+    let listener = in_netns(server_ns, move || Ok(TcpListener::bind(listen)?))?;
+    let addr = connect.unwrap_or(listener.local_addr()?);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = {
         let done = done.clone();

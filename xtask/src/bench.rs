@@ -6,15 +6,24 @@
 //! rules, conntrack on every packet) with fastpath in its default mode on the very same rules,
 //! so the daemon is the only difference; `--trust routes` is compared with the bare kernel path
 //! (no rules at all), and both with one veth pair (`limit`).
+//!
+//! Pods address each other directly, or through a ClusterIP service (the `svc` rows): the client
+//! connects to the service's address, which kube-proxy's rules in the calico-node ruleset DNAT
+//! to a backend on the same node or on the other one. Only the two paths with that ruleset have
+//! services; under fastpath's default mode the kernel DNATs each connection's first packets and
+//! fastpath applies the same translation to the rest.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::{calico_node, cmd, names, traffic, Cluster, ClusterSpec, Counters, Daemon, Netns};
+use fastpath_tests::{
+    calico_node::{self, Service},
+    cmd, names, traffic, Cluster, ClusterSpec, Counters, Daemon, Netns,
+};
 
 use crate::build;
 
@@ -120,13 +129,118 @@ impl Mode {
     }
 }
 
-/// Where the two pods of a measurement are, as the table's rows name it.
-const PLACEMENTS: [&str; 3] = ["same node", "cross node", "cross VXLAN"];
+/// Where the two pods of a measurement are, and how the client addresses the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Placement {
+    /// Two pods of one node (the limit's one veth pair, on that path).
+    #[value(name = "same-node")]
+    SameNode,
+    /// Pods on two nodes of Calico's IPIP-mode cluster.
+    #[value(name = "cross-node")]
+    CrossNode,
+    /// Pods on two nodes of Calico's VXLAN-mode cluster.
+    #[value(name = "cross-vxlan")]
+    CrossVxlan,
+    /// Client → ClusterIP → a backend on the client's node (calico-node and fp-default only).
+    #[value(name = "service-same-node")]
+    ServiceSameNode,
+    /// Client → ClusterIP → a backend on the other node, in the IPIP-mode cluster (calico-node
+    /// and fp-default only).
+    #[value(name = "service-cross-node")]
+    ServiceCrossNode,
+}
+
+/// The rows' placements, in the table's order.
+const PLACEMENTS: [Placement; 5] = [
+    Placement::SameNode,
+    Placement::CrossNode,
+    Placement::CrossVxlan,
+    Placement::ServiceSameNode,
+    Placement::ServiceCrossNode,
+];
+
+impl Placement {
+    /// Its name in the table's `pods` column and the JSON.
+    fn label(self) -> &'static str {
+        match self {
+            Placement::SameNode => "same node",
+            Placement::CrossNode => "cross node",
+            Placement::CrossVxlan => "cross VXLAN",
+            Placement::ServiceSameNode => "svc same node",
+            Placement::ServiceCrossNode => "svc cross node",
+        }
+    }
+
+    /// The cluster it is measured in.
+    fn mode(self) -> Mode {
+        match self {
+            Placement::CrossVxlan => Mode::Vxlan,
+            _ => Mode::Ipip,
+        }
+    }
+
+    fn through_service(self) -> bool {
+        matches!(self, Placement::ServiceSameNode | Placement::ServiceCrossNode)
+    }
+
+    /// Whether `path` measures it. Services exist only where kube-proxy's rules are (the
+    /// calico-node ruleset); the limit has one veth pair, which stands for every placement.
+    fn measured_on(self, path: Path) -> bool {
+        match self {
+            Placement::SameNode => true,
+            Placement::CrossNode | Placement::CrossVxlan => path != Path::Limit,
+            Placement::ServiceSameNode | Placement::ServiceCrossNode => path.has_ruleset(),
+        }
+    }
+}
+
+/// The benchmark's two services, last in `KUBE-SERVICES` after the generated ones (so a new
+/// connection to them meets every other service's rule first, on both paths alike): port
+/// [`SERVICE_PORT`] of each ClusterIP to [`SERVICE_TARGET_PORT`] of its one endpoint.
+const SERVICE_SAME_NODE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const SERVICE_CROSS_NODE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+const SERVICE_PORT: u16 = 80;
+const SERVICE_TARGET_PORT: u16 = 8080;
+/// Where iperf3 listens when no service is in between: its own default.
+const IPERF_PORT: u16 = 5201;
 
 /// Two endpoints of one measurement: (namespace, address) of the client and of the server.
 pub(crate) struct Pair {
     pub(crate) client: (String, Ipv4Addr),
     pub(crate) server: (String, Ipv4Addr),
+    /// The ClusterIP service the client reaches the server through, if any: the client connects
+    /// to its address and port, the server listens on the service's target port.
+    pub(crate) service: Option<Service>,
+}
+
+impl Pair {
+    fn direct(client: (String, Ipv4Addr), server: (String, Ipv4Addr)) -> Self {
+        Self { client, server, service: None }
+    }
+
+    /// Where the server listens: through a service, on its endpoint; otherwise on `port` (0 for
+    /// any).
+    fn listen(&self, port: u16) -> SocketAddr {
+        match &self.service {
+            Some(service) => SocketAddr::V4(service.backend),
+            None => SocketAddr::from((self.server.1, port)),
+        }
+    }
+
+    /// Where the client connects, when that is not where the server listens.
+    fn connect(&self) -> Option<SocketAddr> {
+        self.service.as_ref().map(|s| SocketAddr::from((s.cluster_ip, s.port)))
+    }
+
+    pub(crate) fn request_response(&self, duration: Duration) -> Result<traffic::RequestResponse> {
+        let (client, server) = (&self.client.0, &self.server.0);
+        traffic::tcp_request_response_via(client, server, self.listen(0), self.connect(), duration)
+    }
+
+    pub(crate) fn connect_request_response(&self, duration: Duration) -> Result<traffic::RequestResponse> {
+        let (client, server) = (&self.client.0, &self.server.0);
+        traffic::tcp_connect_request_response_via(client, server, self.listen(0), self.connect(), duration)
+    }
 }
 
 /// A topology set up for one path; dropping it removes everything.
@@ -136,8 +250,24 @@ pub(crate) struct Setup {
     _cluster: Option<Cluster>,
     pub(crate) same_node: Pair,
     pub(crate) cross_node: Option<Pair>,
+    /// Through the benchmark's services, when the path has the ruleset: to the backend on the
+    /// client's node, and to the one on the other node.
+    pub(crate) service_same_node: Option<Pair>,
+    pub(crate) service_cross_node: Option<Pair>,
     /// What was installed in each node, when the path has the ruleset.
     ruleset: Option<String>,
+}
+
+impl Setup {
+    /// The pair measured at `placement` (in this setup's mode), if the path has it.
+    pub(crate) fn pair(&self, placement: Placement) -> Option<&Pair> {
+        match placement {
+            Placement::SameNode => Some(&self.same_node),
+            Placement::CrossNode | Placement::CrossVxlan => self.cross_node.as_ref(),
+            Placement::ServiceSameNode => self.service_same_node.as_ref(),
+            Placement::ServiceCrossNode => self.service_cross_node.as_ref(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -152,7 +282,7 @@ pub(crate) struct Options {
 #[derive(Clone, Debug)]
 struct Sample {
     path: Path,
-    placement: &'static str,
+    placement: Placement,
     measure: Measure,
     value: f64,
 }
@@ -214,6 +344,8 @@ pub struct Request {
     pub rounds: usize,
     /// The paths to measure; none means every one.
     pub paths: Vec<Path>,
+    /// The placements to measure; none means every one.
+    pub placements: Vec<Placement>,
     pub services: usize,
 }
 
@@ -221,6 +353,10 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
     let Request { quick, rounds, services, .. } = *request;
     let paths: Vec<Path> =
         PATHS.into_iter().filter(|p| request.paths.is_empty() || request.paths.contains(p)).collect();
+    let placements: Vec<Placement> = PLACEMENTS
+        .into_iter()
+        .filter(|p| request.placements.is_empty() || request.placements.contains(p))
+        .collect();
     if !crate::shell::is_root() {
         bail!("the benchmark builds network namespaces: run it as root");
     }
@@ -231,24 +367,28 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
     let names: Vec<&str> = paths.iter().map(|p| p.name()).collect();
     println!(
         "bench: {} rounds of {} s per measurement, paths alternating: {}; calico-node and fp-default carry the \
-         calico-node ruleset ({} services); in Calico's IPIP mode the kernel paths and fp-default cross nodes \
-         plain (this kernel has no ipip module) and fp-routes in IPIP; in its VXLAN mode (cross VXLAN) every path \
-         crosses in VXLAN, the kernel through its own vxlan.calico",
+         calico-node ruleset ({} services and the benchmark's 2); in Calico's IPIP mode the kernel paths and \
+         fp-default cross nodes plain (this kernel has no ipip module) and fp-routes in IPIP; in its VXLAN mode \
+         (cross VXLAN) every path crosses in VXLAN, the kernel through its own vxlan.calico",
         options.rounds,
         options.seconds,
         names.join(", "),
         options.services
     );
+    if placements.iter().any(|p| p.through_service()) {
+        println!("{}", service_note());
+    }
     let mut samples = Vec::new();
     let mut program_costs = Vec::new();
-    let mut verdicts: Vec<(Path, Counters)> = Vec::new();
+    let mut verdicts: Vec<(Path, Placement, Counters)> = Vec::new();
     let mut ruleset_shown = false;
     let stats = BpfStats::enable()?;
     for round in 1..=options.rounds {
         for &path in &paths {
             for mode in [Mode::Ipip, Mode::Vxlan] {
-                // VXLAN changes nothing between two pods of one node, and the limit has no nodes.
-                if mode == Mode::Vxlan && path == Path::Limit {
+                let here: Vec<Placement> =
+                    placements.iter().copied().filter(|p| p.mode() == mode && p.measured_on(path)).collect();
+                if here.is_empty() {
                     continue;
                 }
                 let setup = setup(path, &options, mode)?;
@@ -256,27 +396,26 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
                     eprintln!("\r\x1b[2Kbench: the calico-node ruleset on each node: {ruleset}");
                     ruleset_shown = true;
                 }
-                let pairs = match mode {
-                    Mode::Ipip => {
-                        [(PLACEMENTS[0], Some(&setup.same_node)), (PLACEMENTS[1], setup.cross_node.as_ref())]
-                    }
-                    Mode::Vxlan => [(PLACEMENTS[2], setup.cross_node.as_ref()), (PLACEMENTS[2], None)],
-                };
-                for (placement, pair) in pairs {
-                    let Some(pair) = pair else { continue };
+                for placement in here {
+                    let Some(pair) = setup.pair(placement) else { continue };
                     let progress = |what: &str| {
                         eprint!(
-                            "\r\x1b[2Kbench: round {round}/{}: {}, {placement}: {what}",
+                            "\r\x1b[2Kbench: round {round}/{}: {}, {}: {what}",
                             options.rounds,
-                            path.name()
+                            path.name(),
+                            placement.label()
                         )
                     };
+                    let before = counters(&setup.daemons)?;
                     measure(pair, &options, progress, &mut |measure, value| {
                         samples.push(Sample { path, placement, measure, value })
                     })?;
+                    let after = counters(&setup.daemons)?;
+                    for (after, before) in after.iter().zip(&before) {
+                        verdicts.push((path, placement, after.since(before)));
+                    }
                 }
                 for daemon in &setup.daemons {
-                    verdicts.push((path, daemon.counters()?));
                     for program in PROGRAMS {
                         for id in daemon.attached_prog_ids(program) {
                             if let Some((time_ns, runs)) = program_run_time(id) {
@@ -303,9 +442,20 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
         );
     }
     for path in PATHS {
-        let counters: Vec<&Counters> = verdicts.iter().filter(|(p, _)| *p == path).map(|(_, c)| c).collect();
-        if !counters.is_empty() {
-            println!("{} ingress verdicts: {}", path.name(), verdict_summary(&counters));
+        for placement in PLACEMENTS {
+            let counters: Vec<&Counters> = verdicts
+                .iter()
+                .filter(|(p, at, _)| (*p, *at) == (path, placement))
+                .map(|(_, _, c)| c)
+                .collect();
+            if !counters.is_empty() {
+                println!(
+                    "{}, {}: ingress verdicts: {}",
+                    path.name(),
+                    placement.label(),
+                    verdict_summary(&counters)
+                );
+            }
         }
     }
     if let Some(path) = json {
@@ -316,6 +466,22 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
     // decisions' own costs.
     drop(stats);
     decision_costs(quick)
+}
+
+/// What the service rows are, printed with the run.
+fn service_note() -> String {
+    format!(
+        "bench: svc rows: the client pod connects to a ClusterIP service (port {SERVICE_PORT}), which \
+         kube-proxy's rules in the calico-node ruleset DNAT to its one backend (port {SERVICE_TARGET_PORT}) on \
+         the client's node (svc same node) or on the other node (svc cross node); only calico-node and \
+         fp-default have those rules (kernel and fp-routes run no kube-proxy: no ClusterIP there), and the \
+         limit's one veth stands for every row; no UDP row (the ruleset's services are TCP)"
+    )
+}
+
+/// The counters of each daemon (none on a path without fastpath).
+fn counters(daemons: &[Daemon]) -> Result<Vec<Counters>> {
+    daemons.iter().map(Daemon::counters).collect()
 }
 
 /// Every measure between the pods of `pair`, each pushed as it is taken.
@@ -331,16 +497,19 @@ fn measure(
     push(Measure::CpuPerGb, cpu_per_gb);
     progress("TCP, 4 streams");
     push(Measure::Tcp4, iperf_tcp(pair, 4, options.seconds)?.0);
-    progress("UDP, 64-byte payloads");
-    push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
+    // The ruleset's services are TCP only.
+    if pair.service.is_none() {
+        progress("UDP, 64-byte payloads");
+        push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
+    }
     let duration = Duration::from_secs(u64::from(options.seconds));
     progress("TCP request/response, 1 byte");
-    let rr = traffic::tcp_request_response(&pair.client.0, &pair.server.0, pair.server.1, duration)?;
+    let rr = pair.request_response(duration)?;
     push(Measure::RequestResponse, rr.per_second() / 1e3);
     push(Measure::LatencyP50, rr.percentile_us(0.50));
     push(Measure::LatencyP99, rr.percentile_us(0.99));
     progress("TCP connect/request/response, 1 byte");
-    let crr = traffic::tcp_connect_request_response(&pair.client.0, &pair.server.0, pair.server.1, duration)?;
+    let crr = pair.connect_request_response(duration)?;
     push(Measure::ConnectRate, crr.per_second() / 1e3);
     Ok(())
 }
@@ -352,19 +521,36 @@ fn decision_costs(quick: bool) -> Result<()> {
     crate::shell::run(Command::new(example).env("FASTPATH_COST_RUNS", runs))
 }
 
+/// The benchmark's two services, in front of the backend pod `local` on the client's node and
+/// `remote` on the other node.
+fn services(local: Ipv4Addr, remote: Ipv4Addr) -> [Service; 2] {
+    let service = |name: &str, cluster_ip: Ipv4Addr, backend: Ipv4Addr| {
+        let backend = SocketAddrV4::new(backend, SERVICE_TARGET_PORT);
+        Service::new(&format!("bench/{name}:http"), cluster_ip, SERVICE_PORT, backend)
+    };
+    [service("same-node", SERVICE_SAME_NODE, local), service("cross-node", SERVICE_CROSS_NODE, remote)]
+}
+
 pub(crate) fn setup(path: Path, options: &Options, mode: Mode) -> Result<Setup> {
     let Some(mut spec) = path.cluster_spec(mode) else { return setup_limit() };
     spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
     let cluster = Cluster::build("bench", &spec)?;
+    let endpoint = |node: usize, pod: usize| {
+        let p = &cluster.nodes[node].pods[pod];
+        (p.ns.name.clone(), p.ip)
+    };
+    let (client, local, remote) = (endpoint(0, 0), endpoint(0, 1), endpoint(1, 0));
+    let services = services(local.1, remote.1);
     // The rules go in before the daemon starts, as on a node where Calico and kube-proxy run
-    // before fastpath is deployed.
+    // before fastpath is deployed. kube-proxy renders every service on every node.
     let mut ruleset = None;
     if path.has_ruleset() {
         for node in &cluster.nodes {
-            let installed = calico_node::install_spec(
-                &node.ns.name,
-                &calico_node::Spec::for_node(node, options.services),
-            )?;
+            let spec =
+                services.iter().fold(calico_node::Spec::for_node(node, options.services), |spec, s| {
+                    spec.with_service(s.clone())
+                });
+            let installed = calico_node::install_spec(&node.ns.name, &spec)?;
             ruleset = Some(format!(
                 "{} (loaded in {:.2} s)",
                 installed.ruleset.summary(),
@@ -376,13 +562,24 @@ pub(crate) fn setup(path: Path, options: &Options, mode: Mode) -> Result<Setup> 
         Some(args) => cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args)).collect::<Result<_>>()?,
         None => vec![],
     };
-    let endpoint = |node: usize, pod: usize| {
-        let p = &cluster.nodes[node].pods[pod];
-        (p.ns.name.clone(), p.ip)
+    let through = |server: &(String, Ipv4Addr), service: &Service| {
+        path.has_ruleset().then(|| Pair {
+            client: client.clone(),
+            server: server.clone(),
+            service: Some(service.clone()),
+        })
     };
-    let same_node = Pair { client: endpoint(0, 0), server: endpoint(0, 1) };
-    let cross_node = Some(Pair { client: endpoint(0, 0), server: endpoint(1, 0) });
-    Ok(Setup { _limit: vec![], daemons, _cluster: Some(cluster), same_node, cross_node, ruleset })
+    let [to_local, to_remote] = &services;
+    Ok(Setup {
+        _limit: vec![],
+        daemons,
+        same_node: Pair::direct(client.clone(), local.clone()),
+        cross_node: Some(Pair::direct(client.clone(), remote.clone())),
+        service_same_node: through(&local, to_local),
+        service_cross_node: through(&remote, to_remote),
+        _cluster: Some(cluster),
+        ruleset,
+    })
 }
 
 fn setup_limit() -> Result<Setup> {
@@ -393,16 +590,18 @@ fn setup_limit() -> Result<Setup> {
         cmd::ip(&ns.name, &["addr", "add", addr, "dev", "eth0"])?;
         cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
     }
-    let same_node = Pair {
-        client: (a.name.clone(), Ipv4Addr::new(10, 0, 0, 1)),
-        server: (b.name.clone(), Ipv4Addr::new(10, 0, 0, 2)),
-    };
+    let same_node = Pair::direct(
+        (a.name.clone(), Ipv4Addr::new(10, 0, 0, 1)),
+        (b.name.clone(), Ipv4Addr::new(10, 0, 0, 2)),
+    );
     Ok(Setup {
         _limit: vec![a, b],
         daemons: vec![],
         _cluster: None,
         same_node,
         cross_node: None,
+        service_same_node: None,
+        service_cross_node: None,
         ruleset: None,
     })
 }
@@ -431,10 +630,12 @@ pub(crate) fn iperf_udp_small(pair: &Pair, seconds: u32) -> Result<f64> {
 }
 
 fn iperf(pair: &Pair, args: &[&str]) -> Result<serde_json::Value> {
-    let server = IperfServer::start(&pair.server.0, pair.server.1)?;
+    let listen = pair.listen(IPERF_PORT);
+    let server = IperfServer::start(&pair.server.0, listen)?;
     std::thread::sleep(Duration::from_millis(200));
-    let addr = pair.server.1.to_string();
-    let mut full = vec!["-c", addr.as_str(), "-J"];
+    let connect = pair.connect().unwrap_or(listen);
+    let (addr, port) = (connect.ip().to_string(), connect.port().to_string());
+    let mut full = vec!["-c", addr.as_str(), "-p", port.as_str(), "-J"];
     full.extend_from_slice(args);
     let out = cmd::in_ns_ok(&pair.client.0, "iperf3", &full)?;
     drop(server);
@@ -481,9 +682,10 @@ pub(crate) fn program_run_time(id: u32) -> Option<(u64, u64)> {
 struct IperfServer(Child);
 
 impl IperfServer {
-    fn start(ns: &str, addr: Ipv4Addr) -> Result<Self> {
+    fn start(ns: &str, at: SocketAddr) -> Result<Self> {
+        let (addr, port) = (at.ip().to_string(), at.port().to_string());
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "iperf3", "-s", "-1", "-B", &addr.to_string()])
+            .args(["netns", "exec", ns, "iperf3", "-s", "-1", "-B", &addr, "-p", &port])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -511,7 +713,7 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 #[derive(Clone, Debug)]
 struct Row {
     measure: Measure,
-    placement: &'static str,
+    placement: Placement,
     /// In the order of [`PATHS`].
     medians: [Option<f64>; PATHS.len()],
 }
@@ -591,7 +793,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 fn summarize(samples: &[Sample]) -> Vec<Row> {
-    let med = |path: Path, measure: Measure, placement: &str| {
+    let med = |path: Path, measure: Measure, placement: Placement| {
         median(
             samples
                 .iter()
@@ -604,8 +806,9 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
     for placement in PLACEMENTS {
         for measure in Measure::ALL {
             // One veth is the limit for every placement.
-            let medians = PATHS
-                .map(|path| med(path, measure, if path == Path::Limit { PLACEMENTS[0] } else { placement }));
+            let medians = PATHS.map(|path| {
+                med(path, measure, if path == Path::Limit { Placement::SameNode } else { placement })
+            });
             let row = Row { measure, placement, medians };
             if PATHS.iter().any(|p| *p != Path::Limit && row.median(*p).is_some()) {
                 rows.push(row);
@@ -669,13 +872,13 @@ fn verdict_summary(counters: &[&Counters]) -> String {
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut out = format!("{:<24} {:<11}", "measure", "pods");
+    let mut out = format!("{:<24} {:<14}", "measure", "pods");
     for column in &COLUMNS {
         out.push_str(&format!(" {:>width$}", column.heading, width = column.width));
     }
     out.push('\n');
     for r in rows {
-        out.push_str(&format!("{:<24} {:<11}", r.measure.name(), r.placement));
+        out.push_str(&format!("{:<24} {:<14}", r.measure.name(), r.placement.label()));
         for (column, value) in COLUMNS.iter().zip(r.values()) {
             let cell = value.map_or("-".to_string(), |v| match column.value {
                 Value::Ratio(..) => format!("{v:.2}x"),
@@ -695,7 +898,7 @@ fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
         .map(|r| {
             let mut item = serde_json::Map::new();
             item.insert("measure".into(), r.measure.name().into());
-            item.insert("pods".into(), r.placement.into());
+            item.insert("pods".into(), r.placement.label().into());
             for (column, value) in COLUMNS.iter().zip(r.values()) {
                 item.insert(column.key.into(), number(value));
             }
@@ -728,7 +931,7 @@ fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
 mod tests {
     use super::*;
 
-    fn sample(path: Path, placement: &'static str, measure: Measure, value: f64) -> Sample {
+    fn sample(path: Path, placement: Placement, measure: Measure, value: f64) -> Sample {
         Sample { path, placement, measure, value }
     }
 
@@ -742,16 +945,16 @@ mod tests {
     #[test]
     fn rows_have_medians_and_the_three_ratios() {
         let samples = vec![
-            sample(Path::Limit, "same node", Measure::Tcp1, 20.0),
-            sample(Path::Kernel, "same node", Measure::Tcp1, 10.0),
-            sample(Path::CalicoNode, "same node", Measure::Tcp1, 8.0),
-            sample(Path::FastpathRoutes, "same node", Measure::Tcp1, 12.0),
-            sample(Path::FastpathDefault, "same node", Measure::Tcp1, 15.0),
-            sample(Path::FastpathDefault, "same node", Measure::Tcp1, 14.0),
-            sample(Path::FastpathDefault, "same node", Measure::Tcp1, 99.0),
-            sample(Path::Limit, "same node", Measure::ConnectRate, 10.0),
-            sample(Path::CalicoNode, "cross node", Measure::ConnectRate, 4.0),
-            sample(Path::FastpathDefault, "cross node", Measure::ConnectRate, 5.0),
+            sample(Path::Limit, Placement::SameNode, Measure::Tcp1, 20.0),
+            sample(Path::Kernel, Placement::SameNode, Measure::Tcp1, 10.0),
+            sample(Path::CalicoNode, Placement::SameNode, Measure::Tcp1, 8.0),
+            sample(Path::FastpathRoutes, Placement::SameNode, Measure::Tcp1, 12.0),
+            sample(Path::FastpathDefault, Placement::SameNode, Measure::Tcp1, 15.0),
+            sample(Path::FastpathDefault, Placement::SameNode, Measure::Tcp1, 14.0),
+            sample(Path::FastpathDefault, Placement::SameNode, Measure::Tcp1, 99.0),
+            sample(Path::Limit, Placement::SameNode, Measure::ConnectRate, 10.0),
+            sample(Path::CalicoNode, Placement::CrossNode, Measure::ConnectRate, 4.0),
+            sample(Path::FastpathDefault, Placement::CrossNode, Measure::ConnectRate, 5.0),
         ];
         let rows = summarize(&samples);
         assert_eq!(rows.len(), 2);
@@ -786,8 +989,91 @@ mod tests {
     }
 
     #[test]
+    fn service_rows_compare_calico_node_and_fp_default_below_the_direct_rows() {
+        let samples = vec![
+            sample(Path::Limit, Placement::SameNode, Measure::Tcp1, 20.0),
+            sample(Path::CalicoNode, Placement::ServiceCrossNode, Measure::Tcp1, 8.0),
+            sample(Path::FastpathDefault, Placement::ServiceCrossNode, Measure::Tcp1, 10.0),
+            sample(Path::CalicoNode, Placement::CrossNode, Measure::Tcp1, 9.0),
+        ];
+        let rows = summarize(&samples);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].placement, rows[1].placement),
+            (Placement::CrossNode, Placement::ServiceCrossNode)
+        );
+        let t = table(&rows);
+        let service = t.lines().nth(2).unwrap();
+        assert!(service.starts_with("TCP 1 stream Gbit/s      svc cross node "), "{t}");
+        // limit, kernel, calico, fp-routes, fp-default, fp/calico, routes/kern, fp/limit
+        assert_eq!(
+            service.split_whitespace().skip(7).collect::<Vec<_>>(),
+            ["20.00", "-", "8.00", "-", "10.00", "1.25x", "-", "0.50x"],
+            "{t}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&to_json(&rows, &[], &Options { rounds: 1, seconds: 1, services: 0 }))
+                .unwrap();
+        assert_eq!(json["results"][1]["pods"], "svc cross node");
+        assert_eq!(json["results"][1]["fastpath_default_per_calico_node"], 1.25);
+    }
+
+    #[test]
+    fn services_exist_only_on_the_paths_with_kube_proxys_rules() {
+        for placement in PLACEMENTS {
+            for path in PATHS {
+                let expected = match placement {
+                    Placement::SameNode => true,
+                    Placement::CrossNode | Placement::CrossVxlan => path != Path::Limit,
+                    Placement::ServiceSameNode | Placement::ServiceCrossNode => {
+                        matches!(path, Path::CalicoNode | Path::FastpathDefault)
+                    }
+                };
+                assert_eq!(placement.measured_on(path), expected, "{placement:?} on {path:?}");
+            }
+            assert_eq!(placement.mode() == Mode::Vxlan, placement == Placement::CrossVxlan);
+            assert_eq!(
+                <Placement as clap::ValueEnum>::from_str(&placement.label().replace(' ', "-"), true).ok(),
+                (!placement.through_service()).then_some(placement),
+                "the direct rows' flags are their labels"
+            );
+        }
+        for (flag, placement) in [
+            ("service-same-node", Placement::ServiceSameNode),
+            ("service-cross-node", Placement::ServiceCrossNode),
+        ] {
+            assert_eq!(<Placement as clap::ValueEnum>::from_str(flag, false), Ok(placement));
+        }
+    }
+
+    #[test]
+    fn a_service_pair_connects_to_the_cluster_ip_and_listens_on_the_endpoint() {
+        let (local, remote) = (Ipv4Addr::new(10, 244, 40, 37), Ipv4Addr::new(10, 244, 166, 150));
+        let [to_local, to_remote] = services(local, remote);
+        let client = ("client".to_string(), Ipv4Addr::new(10, 244, 40, 36));
+        let pair =
+            Pair { client: client.clone(), server: ("server".into(), remote), service: Some(to_remote) };
+        assert_eq!(pair.connect(), Some("10.96.0.11:80".parse().unwrap()));
+        assert_eq!(pair.listen(IPERF_PORT), "10.244.166.150:8080".parse().unwrap());
+        let direct = Pair::direct(client, ("server".into(), remote));
+        assert_eq!(
+            (direct.connect(), direct.listen(IPERF_PORT)),
+            (None, "10.244.166.150:5201".parse().unwrap())
+        );
+        // kube-proxy's rules for them, last in KUBE-SERVICES after the generated ones.
+        let spec = calico_node::Spec::new(&[], 3).with_service(to_local).with_service(pair.service.unwrap());
+        let rules = calico_node::Ruleset::build(&spec).render();
+        let portals: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A KUBE-SERVICES ")).collect();
+        assert!(portals[3].contains("-d 10.96.0.10/32 --dport 80"), "{portals:?}");
+        assert!(portals[4].contains("-d 10.96.0.11/32 --dport 80"), "{portals:?}");
+        for backend in ["10.244.40.37:8080", "10.244.166.150:8080"] {
+            assert!(rules.contains(&format!("-j DNAT --to-destination {backend}")), "{backend}");
+        }
+    }
+
+    #[test]
     fn the_table_and_the_json_share_one_list_of_columns() {
-        let rows = summarize(&[sample(Path::Kernel, "same node", Measure::Udp64, 1.0)]);
+        let rows = summarize(&[sample(Path::Kernel, Placement::SameNode, Measure::Udp64, 1.0)]);
         let heading = table(&rows).lines().next().unwrap().to_string();
         let json: serde_json::Value =
             serde_json::from_str(&to_json(&rows, &[], &Options { rounds: 1, seconds: 1, services: 0 }))

@@ -66,6 +66,11 @@ enum Task {
         /// change, such as a larger ruleset's.
         #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "control_plane")]
         paths: Vec<bench::Path>,
+        /// Only these placements of the pods (comma-separated; default every one): the service
+        /// rows alone, say, are `service-same-node,service-cross-node` (measured on calico-node
+        /// and fp-default only).
+        #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "control_plane")]
+        placements: Vec<bench::Placement>,
         /// Services (kube-proxy rules) in the calico-node ruleset.
         #[arg(
             long,
@@ -122,39 +127,45 @@ enum Task {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result =
-        match cli.task {
-            Task::Setup => setup::run(),
-            Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
-            Task::Image => setup::image().and_then(|()| image::build().map(drop)),
-            Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
-            Task::Test => setup::run().and_then(|()| build::test()),
-            Task::Lint => setup::run().and_then(|()| build::lint()),
-            Task::Bench { quick, control_plane: false, rounds, paths, services, json } => setup::run()
-                .and_then(|()| {
-                    let request =
-                        bench::Request { quick, rounds: rounds as usize, paths, services: services as usize };
-                    bench::run(&request, json.as_deref())
-                }),
-            Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
-                let bin = build::daemon(true)?;
-                std::env::set_var("FASTPATH_BIN", bin);
-                control_plane::run(quick)
-            }),
-            Task::Profile { path, placement, workload, seconds, services, top, data } => setup::run()
-                .and_then(|()| {
-                    profile::run(&profile::Request {
-                        path,
-                        placement,
-                        workload,
-                        seconds,
-                        services: services as usize,
-                        top,
-                        data,
-                    })
-                }),
-            Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
-        };
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
+        Task::Image => setup::image().and_then(|()| image::build().map(drop)),
+        Task::Run { release, flags } => setup::run().and_then(|()| build::run(release, &flags)),
+        Task::Test => setup::run().and_then(|()| build::test()),
+        Task::Lint => setup::run().and_then(|()| build::lint()),
+        Task::Bench { quick, control_plane: false, rounds, paths, placements, services, json } => {
+            setup::run().and_then(|()| {
+                let request = bench::Request {
+                    quick,
+                    rounds: rounds as usize,
+                    paths,
+                    placements,
+                    services: services as usize,
+                };
+                bench::run(&request, json.as_deref())
+            })
+        }
+        Task::Bench { quick, control_plane: true, .. } => setup::run().and_then(|()| {
+            let bin = build::daemon(true)?;
+            std::env::set_var("FASTPATH_BIN", bin);
+            control_plane::run(quick)
+        }),
+        Task::Profile { path, placement, workload, seconds, services, top, data } => {
+            setup::run().and_then(|()| {
+                profile::run(&profile::Request {
+                    path,
+                    placement,
+                    workload,
+                    seconds,
+                    services: services as usize,
+                    top,
+                    data,
+                })
+            })
+        }
+        Task::Demo { keep, vxlan } => setup::run().and_then(|()| demo::run(keep, vxlan)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use fastpath_tests::traffic;
 
 use crate::{
     bench::{self, BpfStats, Mode, Options, Pair, Path},
@@ -41,7 +40,14 @@ pub enum Placement {
     Cross,
     /// Across nodes in Calico's VXLAN mode.
     CrossVxlan,
+    /// Through a ClusterIP service to a backend on the client's node (calico-node and
+    /// fp-default, whose ruleset has kube-proxy's rules).
+    ServiceSame,
+    /// Through a ClusterIP service to a backend on the other node (IPIP mode's cluster).
+    ServiceCross,
 }
+
+const NO_SERVICES: &str = "only calico-node and fp-default have services (kube-proxy's rules)";
 
 pub struct Request {
     pub path: Path,
@@ -69,6 +75,8 @@ pub fn run(request: &Request) -> Result<()> {
         Placement::Cross | Placement::CrossVxlan => {
             setup.cross_node.as_ref().context("the limit path has no second node")?
         }
+        Placement::ServiceSame => setup.pair(bench::Placement::ServiceSameNode).context(NO_SERVICES)?,
+        Placement::ServiceCross => setup.pair(bench::Placement::ServiceCrossNode).context(NO_SERVICES)?,
     };
     let _stats = BpfStats::enable()?;
     let runs_before = program_runs(&setup.daemons);
@@ -142,10 +150,9 @@ where
 /// (transactions, one line about them) of the workload.
 fn workload(pair: &Pair, workload: Workload, seconds: u32) -> Result<(Option<u64>, String)> {
     let duration = Duration::from_secs(u64::from(seconds));
-    let (client, server) = (&pair.client.0, &pair.server.0);
     Ok(match workload {
         Workload::Rr => {
-            let rr = traffic::tcp_request_response(client, server, pair.server.1, duration)?;
+            let rr = pair.request_response(duration)?;
             let line = format!(
                 "{:.1} k transactions/s, p50 {:.1} µs, p99 {:.1} µs",
                 rr.per_second() / 1e3,
@@ -155,7 +162,7 @@ fn workload(pair: &Pair, workload: Workload, seconds: u32) -> Result<(Option<u64
             (Some(rr.transactions), line)
         }
         Workload::Crr => {
-            let crr = traffic::tcp_connect_request_response(client, server, pair.server.1, duration)?;
+            let crr = pair.connect_request_response(duration)?;
             (Some(crr.transactions), format!("{:.2} k connections/s", crr.per_second() / 1e3))
         }
         Workload::Stream | Workload::Streams4 => {
