@@ -628,8 +628,9 @@ impl Daemon {
     }
 }
 
-/// What to say when what the maps refused changed (`None`: nothing changed): a warning when more
-/// is refused, a note when less is, and when everything fits again.
+/// What to say when what the maps refused changed (`None`: nothing did). A map that starts
+/// refusing is a warning, once, however many entries it refuses after (300 000 BGP routes are
+/// 300 000 route events); every entry fitting again is a note; any other change is a debug line.
 fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> Option<(log::Level, String)> {
     if after.routes == before.routes && after.endpoints == before.endpoints {
         return None;
@@ -652,8 +653,8 @@ fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> O
             after.endpoints
         ));
     }
-    let more = after.routes > before.routes || after.endpoints > before.endpoints;
-    Some((if more { log::Level::Warn } else { log::Level::Info }, words.join("; ")))
+    let starts = (before.routes == 0 && after.routes > 0) || (before.endpoints == 0 && after.endpoints > 0);
+    Some((if starts { log::Level::Warn } else { log::Level::Debug }, words.join("; ")))
 }
 
 /// The dumps of a start-up or a resync (every route and link, as netlink messages, and the old
@@ -802,7 +803,14 @@ mod tests {
             "{words}"
         );
         let fewer = Overflow { routes: 1, ..full };
-        assert_eq!(overflow_words(&full, &fewer, 64).unwrap().0, log::Level::Info);
+        assert_eq!(overflow_words(&full, &fewer, 64).unwrap().0, log::Level::Debug);
+        assert_eq!(
+            overflow_words(&fewer, &full, 64).unwrap().0,
+            log::Level::Debug,
+            "fuller: not a warning again"
+        );
+        let endpoints_too = Overflow { endpoints: 1, ..full };
+        assert_eq!(overflow_words(&full, &endpoints_too, 64).unwrap().0, log::Level::Warn);
         let (level, words) = overflow_words(&fewer, &none, 64).unwrap();
         assert_eq!(
             (level, words.as_str()),
