@@ -88,6 +88,9 @@ fn zero_node_config(path: &str) {
     cmd::run("bpftool", &args).unwrap();
 }
 
+/// A way to remove one map entry behind the daemon's back.
+type Deletion<'a> = Box<dyn Fn() + 'a>;
+
 /// The number of times the daemon logged `needle`.
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
@@ -115,7 +118,7 @@ fn each_kind_of_entry_deleted_behind_the_daemons_back_is_repaired_by_the_next_re
 
     let node2 = bed.cluster.nodes[1].underlay_ip;
     let remote_block = bed.cluster.nodes[1].block;
-    let entries: [(&str, Box<dyn Fn()>); 4] = [
+    let entries: [(&str, Deletion); 4] = [
         ("FP_ROUTES", Box::new(|| delete_key(&bed.pin(0, "FP_ROUTES"), &route_key(remote_block)))),
         ("FP_ENDPOINTS", Box::new(|| delete_key(&bed.pin(0, "FP_ENDPOINTS"), &bytes(pod1_ip.octets())))),
         ("FP_PEERS", Box::new(|| delete_key(&bed.pin(0, "FP_PEERS"), &bytes(node2.octets())))),

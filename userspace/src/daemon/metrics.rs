@@ -121,6 +121,16 @@ pub fn render(totals: &[stats::ReasonTotal], fills: &[MapFill], m: &Metrics) -> 
             "Attachments that failed.",
             m.attach_failures.load(Ordering::Relaxed),
         ),
+        (
+            "fastpath_resync_repairs_total",
+            "Map entries resyncs found drifted from the kernel and repaired.",
+            m.resync_repairs.load(Ordering::Relaxed),
+        ),
+        (
+            "fastpath_netlink_overruns_total",
+            "Times the kernel dropped netlink events (each followed by a resync).",
+            m.netlink_overruns.load(Ordering::Relaxed),
+        ),
     ] {
         let name = family_line(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
@@ -235,6 +245,7 @@ mod tests {
             "fastpath_route_sync_seconds_count 1",
             "fastpath_netlink_events_total 4",
             "fastpath_attach_failures_total 0",
+            "fastpath_resync_repairs_total 0",
             "fastpath_ready 1",
             "# TYPE fastpath_route_sync_seconds histogram",
         ] {
