@@ -49,6 +49,11 @@ pub const ROUTE_F_CLASSIC_TC: u32 = 4;
 /// table other than main (WireGuard's, an egress gateway's), which the fast path does not
 /// reproduce.
 pub const ROUTE_F_POLICY: u32 = 8;
+/// `RouteValue::flags` of a `Kernel` entry: the route map had no room for a prefix inside this
+/// one, which would otherwise fall into this entry (a blackhole, another node's block); the
+/// kernel routes the whole prefix until every entry inside it is written. `next_hop` keeps a
+/// remote block's node, whose tunnel stays accepted.
+pub const ROUTE_F_OVERFLOW: u32 = 16;
 
 /// The value of a `ROUTES` entry.
 #[repr(C)]
@@ -129,9 +134,23 @@ impl RouteValue {
             Reason::PassEndpointTc
         } else if self.flags & ROUTE_F_POLICY != 0 {
             Reason::PassPolicyRoute
+        } else if self.flags & ROUTE_F_OVERFLOW != 0 {
+            Reason::PassMapOverflow
         } else {
             Reason::PassKernelRoute
         }
+    }
+
+    /// What `wanted` becomes while the route map lacks a prefix inside it: the kernel's, the
+    /// node of a remote block kept (see [`ROUTE_F_OVERFLOW`]).
+    pub const fn overflow(wanted: &RouteValue) -> Self {
+        let next_hop = if wanted.kind == RouteKind::RemoteBlock as u32 { wanted.next_hop } else { [0; 4] };
+        Self { next_hop, flags: ROUTE_F_OVERFLOW, ..Self::kernel() }
+    }
+
+    /// Whether this is an entry written as [`Self::overflow`].
+    pub const fn is_overflow(&self) -> bool {
+        self.kind == RouteKind::Kernel as u32 && self.flags & ROUTE_F_OVERFLOW != 0
     }
 
     pub const fn blackhole() -> Self {
@@ -317,6 +336,18 @@ mod tests {
         );
         let bogus = RouteValue { kind: 99, ..RouteValue::default() };
         assert_eq!(forward_to([10, 244, 40, 36], NODE, Some(&bogus)), Err(Reason::PassKernelRoute));
+    }
+
+    #[test]
+    fn an_overflowed_entry_sends_to_the_kernel_and_keeps_its_node() {
+        let blackhole = RouteValue::overflow(&RouteValue::blackhole());
+        assert!(blackhole.is_overflow());
+        assert_eq!(forward_to([10, 244, 40, 99], NODE, Some(&blackhole)), Err(Reason::PassMapOverflow));
+        assert_eq!(check_source(Some(&blackhole), 7), Err(Reason::PassSourceNotPod));
+        let block = RouteValue::overflow(&RouteValue::remote([10, 101, 14, 51], true));
+        assert_eq!(block.next_hop, [10, 101, 14, 51]);
+        assert_eq!(forward_to([10, 244, 166, 150], NODE, Some(&block)), Err(Reason::PassMapOverflow));
+        assert!(!RouteValue::kernel().is_overflow());
     }
 
     #[test]

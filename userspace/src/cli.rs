@@ -4,9 +4,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fastpath_common::maps::{DEFAULT_PIN_DIR, FLOWS_DEFAULT_MAX};
+use fastpath_common::maps::{
+    DEFAULT_PIN_DIR, ENDPOINTS_MAX, FLOWS_DEFAULT_MAX, ROUTES_MAX, TUNNEL_PEERS_MAX,
+};
 
-use crate::daemon::encap::{EncapMode, Modes};
+use crate::{
+    daemon::encap::{EncapMode, Modes},
+    dataplane::loader::Capacities,
+};
 
 /// An eBPF fast path for Calico-style pod networking.
 #[derive(Debug, Parser)]
@@ -82,6 +87,25 @@ pub struct RunArgs {
     #[arg(long, env = "FASTPATH_FLOW_TABLE_SIZE", value_name = "ENTRIES", default_value_t = FLOWS_DEFAULT_MAX,
           value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub flow_table_size: u32,
+
+    /// Prefixes the route map holds (local pods' /32s, blocks, other routes the fast path
+    /// follows). A prefix that does not fit is routed by the kernel, as is every entry covering
+    /// it until it fits; the daemon says so once. A new size recreates the map.
+    #[arg(long, env = "FASTPATH_ROUTE_CAPACITY", value_name = "ENTRIES", default_value_t = ROUTES_MAX,
+          value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
+    pub route_capacity: u32,
+
+    /// Pods on this node the endpoint map holds; one that does not fit is carried through its
+    /// route instead. A new size recreates the map.
+    #[arg(long, env = "FASTPATH_ENDPOINT_CAPACITY", value_name = "ENTRIES", default_value_t = ENDPOINTS_MAX,
+          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub endpoint_capacity: u32,
+
+    /// Nodes whose tunnels the peer map accepts; the routes to a node that does not fit go to the
+    /// kernel. A new size recreates the map.
+    #[arg(long, env = "FASTPATH_PEER_CAPACITY", value_name = "ENTRIES", default_value_t = TUNNEL_PEERS_MAX,
+          value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub peer_capacity: u32,
 
     /// How the programs attach: tcx links (Linux 6.6+), legacy tc filters under a clsact qdisc,
     /// or auto (tcx where the kernel has it, else legacy tc).
@@ -229,6 +253,16 @@ impl RunArgs {
     pub fn modes(&self) -> Modes {
         Modes { ipip: self.ipip.into(), vxlan: self.vxlan.into() }
     }
+
+    /// The sizes of the maps the flags size.
+    pub fn capacities(&self) -> Capacities {
+        Capacities {
+            routes: self.route_capacity,
+            endpoints: self.endpoint_capacity,
+            peers: self.peer_capacity,
+            flows: self.flow_table_size,
+        }
+    }
 }
 
 /// `explain --encap`.
@@ -341,6 +375,25 @@ mod tests {
         assert_eq!(args.vxlan, TunnelMode::Follow);
         assert_eq!(args.trust, Trust::Kernel);
         assert_eq!(args.flow_table_size, FLOWS_DEFAULT_MAX);
+        assert_eq!(args.capacities(), Capacities::default());
+    }
+
+    #[test]
+    fn map_capacities_parse_within_their_bounds() {
+        let cli =
+            Cli::try_parse_from(["fastpath", "run", "--route-capacity", "64", "--peer-capacity", "100"])
+                .unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.capacities(), Capacities { routes: 64, peers: 100, ..Capacities::default() });
+        for (flag, value) in [
+            ("--route-capacity", "63"),
+            ("--route-capacity", "16777217"),
+            ("--endpoint-capacity", "0"),
+            ("--peer-capacity", "many"),
+        ] {
+            let err = Cli::try_parse_from(["fastpath", "run", flag, value]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{flag} {value}");
+        }
     }
 
     #[test]

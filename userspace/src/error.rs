@@ -141,6 +141,17 @@ impl Error {
         line
     }
 
+    /// Whether a map refused a new entry for want of room: an LPM trie says ENOSPC, a hash map
+    /// E2BIG (`trie_update_elem`, `htab_map_update_elem`).
+    pub fn is_map_full(&self) -> bool {
+        match self {
+            Error::WriteMap { source: aya::maps::MapError::SyscallError(e), .. } => {
+                matches!(e.io_error.raw_os_error(), Some(libc::ENOSPC | libc::E2BIG))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the user asked for something impossible (exit code 2) rather than the system
     /// failing (exit code 1).
     pub fn is_usage(&self) -> bool {

@@ -10,8 +10,7 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
-        AGENT_F_READY, AGENT_F_TRUST_KERNEL, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD,
-        ROUTES_MAX, TUNNEL_PEERS, TUNNEL_PEERS_MAX,
+        AGENT_F_READY, AGENT_F_TRUST_KERNEL, EVENTS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD, TUNNEL_PEERS,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -20,12 +19,9 @@ use fastpath_common::{
 
 use crate::{
     clock::{monotonic_ns, unix_ms},
-    commands::{
-        flows,
-        show::{self, mac_string},
-    },
+    commands::show::{self, mac_string},
     daemon::encap::EncapMode,
-    dataplane::{bpffs, loader, pins, tables},
+    dataplane::{bpffs, fill, loader, pins, tables},
     Error,
 };
 
@@ -83,17 +79,12 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     let agent = running_agent(dir)?;
     let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let entries = tables::route_entries(&tables::pinned_routes(dir)?)?;
-    let routes = entries.len();
     let kernel_path = kernel_path(&entries, &ifname);
     let path_mtus = path_mtus(dir);
-    let peers: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
-    let peers = peers.keys().count();
+    let fills = fill::read(dir)?;
     let links = attached(dir, &ifname);
     let trust = if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" };
     let legacy_tc = agent.flags & AGENT_F_LEGACY_TC != 0;
-    let flows_max =
-        MapData::from_pin(dir.join(FLOWS)).ok().and_then(|m| m.info().ok()).map_or(0, |i| i.max_entries());
-    let flow_count = flows::read_pinned(dir).map_or(0, |f| f.len());
     let uptime = unix_ms().saturating_sub(agent.started_unix_ms);
     let ready = agent.flags & AGENT_F_READY != 0;
     let underlay =
@@ -145,7 +136,7 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             })
             .collect();
         return Ok(format!(
-            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","vxlan_mode":"{}","trust":"{trust}","hook":"{}","underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{ipip_mtu},"vxlan":{vxlan},"maps":{{"FP_ROUTES":{{"entries":{routes},"max":{ROUTES_MAX}}},"FP_PEERS":{{"entries":{peers},"max":{TUNNEL_PEERS_MAX}}},"FP_FLOWS":{{"entries":{flow_count},"max":{flows_max}}}}},"kernel_path":[{}],"path_mtu":[{}],"attached":[{}]}}"#,
+            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","vxlan_mode":"{}","trust":"{trust}","hook":"{}","underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{ipip_mtu},"vxlan":{vxlan},"maps":{{{}}},"kernel_path":[{}],"path_mtu":[{}],"attached":[{}]}}"#,
             show::json_string(&show::unpadded(&agent.version)),
             agent.pid,
             uptime / 1000,
@@ -157,6 +148,17 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             Ipv4Addr::from(node.node_ip),
             mac_string(node.node_mac),
             node.underlay_mtu,
+            fills
+                .iter()
+                .map(|f| format!(
+                    r#""{}":{{"entries":{},"max":{},"full":{}}}"#,
+                    f.name,
+                    f.entries,
+                    f.capacity,
+                    f.is_full()
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
             kernel_path.join(","),
             path_mtus.join(","),
             links.join(",")
@@ -202,10 +204,7 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     } else {
         let _ = writeln!(out, "vxlan:     none the programs stand in for (VXLAN is the kernel's)");
     }
-    let _ = writeln!(
-        out,
-        "maps:      FP_ROUTES {routes}/{ROUTES_MAX}, FP_PEERS {peers}/{TUNNEL_PEERS_MAX}, FP_FLOWS {flow_count}/{flows_max}"
-    );
+    let _ = writeln!(out, "maps:      {}", fill::words(&fills));
     if !kernel_path.is_empty() {
         let words: Vec<String> = kernel_path.iter().map(|(what, why)| format!("{what} ({why})")).collect();
         let _ = writeln!(out, "kernel:    {}", words.join("; "));
@@ -244,15 +243,20 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
     Ok(out)
 }
 
-/// The entries the kernel carries for a reason of its configuration (classic tc, ip rules), in
-/// words: (which pod or prefix, why).
+/// The entries the kernel carries for a reason of its configuration (classic tc, ip rules) or
+/// for want of room in the route map, in words: (which pod or prefix, why).
 fn kernel_path(
     entries: &[(crate::daemon::routes::Prefix, fastpath_common::route::RouteValue)],
     ifname: &impl Fn(u32) -> Option<String>,
 ) -> Vec<(String, String)> {
     entries
         .iter()
-        .filter(|(_, v)| matches!(v.kernel_reason(), Reason::PassEndpointTc | Reason::PassPolicyRoute))
+        .filter(|(_, v)| {
+            matches!(
+                v.kernel_reason(),
+                Reason::PassEndpointTc | Reason::PassPolicyRoute | Reason::PassMapOverflow
+            )
+        })
         .filter(|(_, v)| v.kind == RouteKind::Kernel as u32)
         .map(|((len, addr), v)| {
             let what = match (len, v.ifindex) {

@@ -32,6 +32,7 @@ pub fn kernel_why(value: &RouteValue) -> Option<&'static str> {
     Some(match value.kernel_reason() {
         Reason::PassEndpointTc => "classic tc configuration",
         Reason::PassPolicyRoute => "an ip rule routes it through another table",
+        Reason::PassMapOverflow => "the route map had no room for a prefix inside it",
         _ if value.ifindex != 0 => "MAC not known yet",
         _ => "the kernel's route",
     })

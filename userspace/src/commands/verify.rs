@@ -82,8 +82,10 @@ pub fn route_drift(
     drift
 }
 
-/// How this node's `vxlan.calico` settings in `FP_NODE` differ from what the kernel's device says
-/// now (the programs build and accept VXLAN by them).
+/// How this node's settings in `FP_NODE` differ from what the kernel says now: its `vxlan.calico`
+/// (the programs build and accept VXLAN by it), else its underlay, MTUs and flags (an entry
+/// zeroed behind the daemon's back leaves the programs unconfigured). The next-hop generation is
+/// the daemon's own.
 pub fn node_drift(held: &NodeConfig, desired: &NodeConfig) -> Vec<String> {
     let words = |c: &NodeConfig| {
         if c.has_vxlan() {
@@ -105,6 +107,22 @@ pub fn node_drift(held: &NodeConfig, desired: &NodeConfig) -> Vec<String> {
         }
     };
     let (held_words, desired_words) = (words(held), words(desired));
+    if held_words != desired_words {
+        return vec![format!("FP_NODE has {held_words}, the kernel says {desired_words}")];
+    }
+    let underlay = |c: &NodeConfig| {
+        format!(
+            "underlay ifindex {} node {} MAC {} MTU {} (IPIP {}, VXLAN {}) flags {:#x}",
+            c.underlay_ifindex,
+            Ipv4Addr::from(c.node_ip),
+            mac_string(c.node_mac),
+            c.underlay_mtu,
+            c.ipip_mtu,
+            c.vxlan_mtu,
+            c.flags
+        )
+    };
+    let (held_words, desired_words) = (underlay(held), underlay(desired));
     if held_words == desired_words {
         return Vec::new();
     }
@@ -266,6 +284,15 @@ mod tests {
                 .starts_with("FP_NODE has no VXLAN device, the kernel says vxlan.calico ifindex 0 VNI 4096"),
             "{drift:?}"
         );
+        let configured =
+            NodeConfig { underlay_ifindex: 2, underlay_mtu: 1500, next_hop_generation: 7, ..none };
+        let drift = node_drift(&NodeConfig::default(), &configured);
+        assert_eq!(
+            drift,
+            ["FP_NODE has underlay ifindex 0 node 0.0.0.0 MAC 00:00:00:00:00:00 MTU 0 (IPIP 0, VXLAN 0) flags 0x0, the kernel says underlay ifindex 2 node 0.0.0.0 MAC 00:00:00:00:00:00 MTU 1500 (IPIP 0, VXLAN 0) flags 0x0"]
+        );
+        let other_generation = NodeConfig { next_hop_generation: 8, ..configured };
+        assert!(node_drift(&other_generation, &configured).is_empty(), "the generation is the daemon's own");
     }
 
     #[test]

@@ -16,7 +16,11 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::{commands::stats, Error};
+use crate::{
+    commands::stats,
+    dataplane::fill::{self, MapFill},
+    Error,
+};
 
 /// Upper bounds of the route-sync latency histogram, in seconds.
 pub const SYNC_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1];
@@ -28,8 +32,6 @@ pub struct Metrics {
     pub attach_failures: AtomicU64,
     pub resync_repairs: AtomicU64,
     pub netlink_overruns: AtomicU64,
-    pub route_entries: AtomicU64,
-    pub peer_entries: AtomicU64,
     /// The maps are synced and every matching interface is attached.
     pub ready: AtomicBool,
     sync: Mutex<Histogram>,
@@ -68,7 +70,7 @@ impl Metrics {
 }
 
 /// The whole `/metrics` page.
-pub fn render(totals: &[stats::ReasonTotal], m: &Metrics) -> String {
+pub fn render(totals: &[stats::ReasonTotal], fills: &[MapFill], m: &Metrics) -> String {
     let mut out = String::new();
     let packets = family_line(
         &mut out,
@@ -84,10 +86,15 @@ pub fn render(totals: &[stats::ReasonTotal], m: &Metrics) -> String {
     for t in totals {
         let _ = writeln!(out, "{bytes}{{reason=\"{}\"}} {}", t.reason.as_str(), t.total.bytes);
     }
-    let entries =
-        family_line(&mut out, "fastpath_map_entries", "gauge", "Entries in the route and peer maps.");
-    let _ = writeln!(out, "{entries}{{map=\"FP_ROUTES\"}} {}", m.route_entries.load(Ordering::Relaxed));
-    let _ = writeln!(out, "{entries}{{map=\"FP_PEERS\"}} {}", m.peer_entries.load(Ordering::Relaxed));
+    let entries = family_line(&mut out, "fastpath_map_entries", "gauge", "Entries in each map.");
+    for f in fills {
+        let _ = writeln!(out, "{entries}{{map=\"{}\"}} {}", f.name, f.entries);
+    }
+    let capacity =
+        family_line(&mut out, "fastpath_map_capacity", "gauge", "Entries each map can hold (max_entries).");
+    for f in fills {
+        let _ = writeln!(out, "{capacity}{{map=\"{}\"}} {}", f.name, f.capacity);
+    }
     let sync = family_line(
         &mut out,
         "fastpath_route_sync_seconds",
@@ -113,6 +120,16 @@ pub fn render(totals: &[stats::ReasonTotal], m: &Metrics) -> String {
             "fastpath_attach_failures_total",
             "Attachments that failed.",
             m.attach_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "fastpath_resync_repairs_total",
+            "Map entries resyncs found drifted from the kernel and repaired.",
+            m.resync_repairs.load(Ordering::Relaxed),
+        ),
+        (
+            "fastpath_netlink_overruns_total",
+            "Times the kernel dropped netlink events (each followed by a resync).",
+            m.netlink_overruns.load(Ordering::Relaxed),
         ),
     ] {
         let name = family_line(&mut out, name, "counter", help);
@@ -185,7 +202,8 @@ async fn answer(mut stream: TcpStream, dir: &std::path::Path, metrics: &Metrics)
     }
     let head = String::from_utf8_lossy(&request);
     let line = head.lines().next().unwrap_or("");
-    let (status, body) = respond(line, metrics, || Ok(render(&stats::read_pinned(dir)?, metrics)));
+    let (status, body) =
+        respond(line, metrics, || Ok(render(&stats::read_pinned(dir)?, &fill::read(dir)?, metrics)));
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -215,16 +233,19 @@ mod tests {
         m.ready.store(true, Ordering::Relaxed);
         let totals =
             [stats::ReasonTotal { reason: Reason::Encapsulated, total: Counter { packets: 7, bytes: 700 } }];
-        let page = render(&totals, &m);
+        let fills = [MapFill { name: "FP_ROUTES", entries: 64, capacity: 64 }];
+        let page = render(&totals, &fills, &m);
         for line in [
             "fastpath_packets_total{reason=\"encapsulated\"} 7",
             "fastpath_bytes_total{reason=\"encapsulated\"} 700",
-            "fastpath_map_entries{map=\"FP_ROUTES\"} 0",
+            "fastpath_map_entries{map=\"FP_ROUTES\"} 64",
+            "fastpath_map_capacity{map=\"FP_ROUTES\"} 64",
             "fastpath_route_sync_seconds_bucket{le=\"0.00005\"} 0",
             "fastpath_route_sync_seconds_bucket{le=\"0.0001\"} 1",
             "fastpath_route_sync_seconds_count 1",
             "fastpath_netlink_events_total 4",
             "fastpath_attach_failures_total 0",
+            "fastpath_resync_repairs_total 0",
             "fastpath_ready 1",
             "# TYPE fastpath_route_sync_seconds histogram",
         ] {

@@ -49,7 +49,7 @@ use crate::{
         legacy_tc,
         loader::{self, Attachments, Hook},
         pins,
-        tables::{Tables, Written},
+        tables::{Overflow, Tables, Written},
     },
     Error,
 };
@@ -85,6 +85,7 @@ struct Daemon {
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let modes = args.modes();
+    let capacities = args.capacities();
     let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
     // Subscribe before the dumps so nothing created in between is missed.
     let netlink = Netlink::new()?;
@@ -97,7 +98,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     bpffs::ensure_pin_dir(&dir)?;
     let _lock = bpffs::lock(&dir)?;
-    let mut ebpf = loader::load_pinned(args.log_level, &dir, args.flow_table_size)?;
+    let mut ebpf = loader::load_pinned(args.log_level, &dir, &capacities)?;
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").
     let mut logger = ebpf_logger(&mut ebpf);
@@ -186,7 +187,7 @@ impl Daemon {
     /// Fill the maps, then attach: the programs never run on empty maps.
     async fn start(&mut self, links: &[LinkState]) -> Result<(), Error> {
         let started = Instant::now();
-        self.sync()?;
+        self.sync();
         self.tables.set_node(&self.node_config())?;
         self.judge_all().await;
         if let Some(underlay) = links.iter().find(|l| l.index == self.node.underlay.ifindex) {
@@ -298,6 +299,13 @@ impl Daemon {
                 Err(e) => return log::warn!("resync: {}", e.chain()),
             };
         self.kernel = picture.kernel;
+        // The node's settings as last written, against what the map holds now: a difference
+        // was made behind the daemon's back (the next writes repair it).
+        let node_drifted = self
+            .tables
+            .node()
+            .map(|held| NodeConfig { next_hop_generation: self.next_hop_generation, ..held })
+            != Some(self.node_config());
         if picture.node != self.node {
             self.set_node(picture.node);
         }
@@ -310,15 +318,17 @@ impl Daemon {
         if let Err(e) = self.tables.reread() {
             return log::warn!("resync: {}", e.chain());
         }
-        match self.sync() {
-            Ok(written) if written.any() => {
-                let repaired = (written.upserted + written.removed) as u64;
-                self.agent.repairs += repaired;
-                self.metrics.resync_repairs.fetch_add(repaired, Ordering::Relaxed);
-                log::warn!("resync repaired {repaired} map entries that had drifted from the kernel");
-            }
-            Ok(_) => log::debug!("resync: the maps match the kernel"),
-            Err(e) => log::warn!("resync: {}", e.chain()),
+        let written = self.sync();
+        let repaired = (written.upserted + written.removed + usize::from(node_drifted)) as u64;
+        if repaired > 0 {
+            self.agent.repairs += repaired;
+            self.metrics.resync_repairs.fetch_add(repaired, Ordering::Relaxed);
+            log::warn!(
+                "resync repaired {repaired} map entries that had drifted from the kernel{}",
+                if node_drifted { " (FP_NODE among them)" } else { "" }
+            );
+        } else {
+            log::debug!("resync: the maps match the kernel");
         }
         self.judge_all().await;
         release_freed_memory();
@@ -375,27 +385,23 @@ impl Daemon {
             self.forget_next_hops();
         }
         // A failed write is not fatal: the mirror of what was written only records successes,
-        // so the next event's sync writes it again.
-        let synced = match touched {
+        // so the next sync writes it again.
+        let written = match touched {
             Touched::Prefix(prefix) => self.sync_prefixes(vec![prefix]),
             Touched::Prefixes(prefixes) => self.sync_prefixes(prefixes),
             Touched::Everything => self.sync(),
-            Touched::Nothing => Ok(Written::default()),
+            Touched::Nothing => Written::default(),
         };
-        match synced {
-            Ok(written) if written.any() => {
-                self.metrics.observe_sync(received.elapsed());
-                log::debug!(
-                    "synced {} writes, {} removals in {} µs after {event:?}",
-                    written.upserted,
-                    written.removed,
-                    received.elapsed().as_micros()
-                );
-                // Where an address is may have changed: what conntrack's entries mean with it.
-                self.judge_again().await;
-            }
-            Ok(_) => {}
-            Err(e) => log::warn!("map sync after {event:?}: {}", e.chain()),
+        if written.any() {
+            self.metrics.observe_sync(received.elapsed());
+            log::debug!(
+                "synced {} writes, {} removals in {} µs after {event:?}",
+                written.upserted,
+                written.removed,
+                received.elapsed().as_micros()
+            );
+            // Where an address is may have changed: what conntrack's entries mean with it.
+            self.judge_again().await;
         }
         self.update_readiness();
     }
@@ -544,7 +550,7 @@ impl Daemon {
     }
 
     /// Every entry against the kernel: at start and after link events.
-    fn sync(&mut self) -> Result<Written, Error> {
+    fn sync(&mut self) -> Written {
         let policy = self.policy();
         let mapping = self.mapping(&policy);
         let mut prefixes: HashSet<Prefix> = self.kernel.prefixes().copied().collect();
@@ -555,7 +561,7 @@ impl Daemon {
     }
 
     /// Some prefixes' entries: after a route event, whatever the size of the table.
-    fn sync_prefixes(&mut self, prefixes: Vec<Prefix>) -> Result<Written, Error> {
+    fn sync_prefixes(&mut self, prefixes: Vec<Prefix>) -> Written {
         let policy = self.policy();
         let mapping = self.mapping(&policy);
         let changes: Vec<(Prefix, Option<RouteValue>)> =
@@ -563,15 +569,19 @@ impl Daemon {
         self.write(changes)
     }
 
-    fn write(
-        &mut self,
-        changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>,
-    ) -> Result<Written, Error> {
-        let written = self.tables.apply(changes);
-        let (routes, peers) = self.tables.fill();
-        self.metrics.route_entries.store(routes as u64, Ordering::Relaxed);
-        self.metrics.peer_entries.store(peers as u64, Ordering::Relaxed);
-        written
+    /// Write `changes`. What the maps refuse is the kernel's to route (see
+    /// [`Tables::apply`]): said once per change of what is refused, never once per entry.
+    fn write(&mut self, changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>) -> Written {
+        let before = self.tables.overflow();
+        let synced = self.tables.apply(changes);
+        let after = self.tables.overflow();
+        if let Some((level, words)) = overflow_words(&before, &after, self.tables.route_capacity()) {
+            log::log!(level, "{words}");
+        }
+        if let Some(e) = synced.failed.filter(|e| !e.is_map_full()) {
+            log::warn!("map sync: {}", e.chain());
+        }
+        synced.written
     }
 
     /// Carry out one attach decision. A failed attach is logged and counted, not fatal: the
@@ -616,6 +626,35 @@ impl Daemon {
             log::warn!("{}", e.chain());
         }
     }
+}
+
+/// What to say when what the maps refused changed (`None`: nothing did). A map that starts
+/// refusing is a warning, once, however many entries it refuses after (300 000 BGP routes are
+/// 300 000 route events); every entry fitting again is a note; any other change is a debug line.
+fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> Option<(log::Level, String)> {
+    if after.routes == before.routes && after.endpoints == before.endpoints {
+        return None;
+    }
+    if after.routes == 0 && after.endpoints == 0 {
+        return Some((log::Level::Info, "the maps have room again: every entry is written".into()));
+    }
+    let mut words = Vec::new();
+    if after.routes > 0 {
+        let example =
+            after.example.map(|(len, addr)| format!(", {addr}/{len} the longest")).unwrap_or_default();
+        words.push(format!(
+            "FP_ROUTES is full ({route_capacity} entries): {} prefixes are not in it{example}; the kernel routes them, and every entry covering one of them sends its traffic to the kernel until it fits (--route-capacity)",
+            after.routes
+        ));
+    }
+    if after.endpoints > 0 {
+        words.push(format!(
+            "FP_ENDPOINTS is full: {} local pods are not in it; their routes carry them (--endpoint-capacity)",
+            after.endpoints
+        ));
+    }
+    let starts = (before.routes == 0 && after.routes > 0) || (before.endpoints == 0 && after.endpoints > 0);
+    Some((if starts { log::Level::Warn } else { log::Level::Debug }, words.join("; ")))
 }
 
 /// The dumps of a start-up or a resync (every route and link, as netlink messages, and the old
@@ -743,6 +782,40 @@ mod tests {
         assert!(sends_ipip(EncapMode::Follow, true));
         assert!(!sends_ipip(EncapMode::Follow, false));
         assert!(!sends_ipip(EncapMode::Never, true));
+    }
+
+    #[test]
+    fn a_full_map_is_told_once_per_change() {
+        let none = Overflow::default();
+        let full = Overflow {
+            routes: 3,
+            endpoints: 0,
+            example: Some((32, std::net::Ipv4Addr::new(10, 244, 40, 40))),
+        };
+        assert_eq!(overflow_words(&none, &none, 64), None);
+        assert_eq!(overflow_words(&full, &full, 64), None, "the same refusals again: not a word");
+        let (level, words) = overflow_words(&none, &full, 64).unwrap();
+        assert_eq!(level, log::Level::Warn);
+        assert!(
+            words.starts_with(
+                "FP_ROUTES is full (64 entries): 3 prefixes are not in it, 10.244.40.40/32 the longest"
+            ),
+            "{words}"
+        );
+        let fewer = Overflow { routes: 1, ..full };
+        assert_eq!(overflow_words(&full, &fewer, 64).unwrap().0, log::Level::Debug);
+        assert_eq!(
+            overflow_words(&fewer, &full, 64).unwrap().0,
+            log::Level::Debug,
+            "fuller: not a warning again"
+        );
+        let endpoints_too = Overflow { endpoints: 1, ..full };
+        assert_eq!(overflow_words(&full, &endpoints_too, 64).unwrap().0, log::Level::Warn);
+        let (level, words) = overflow_words(&fewer, &none, 64).unwrap();
+        assert_eq!(
+            (level, words.as_str()),
+            (log::Level::Info, "the maps have room again: every entry is written")
+        );
     }
 
     #[test]

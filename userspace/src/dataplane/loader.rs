@@ -14,7 +14,10 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use fastpath_common::maps::{FLOWS, PINNED_MAPS};
+use fastpath_common::maps::{
+    MapLayout, ENDPOINTS, ENDPOINTS_MAX, FLOWS, FLOWS_DEFAULT_MAX, PINNED_MAPS, ROUTES, ROUTES_MAX,
+    TUNNEL_PEERS, TUNNEL_PEERS_MAX,
+};
 
 use crate::{
     daemon::attach::Link,
@@ -82,15 +85,63 @@ pub fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a 
     }
 }
 
+/// How many entries the maps the daemon sizes hold (`--route-capacity`, `--endpoint-capacity`,
+/// `--peer-capacity`, `--flow-table-size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub routes: u32,
+    pub endpoints: u32,
+    pub peers: u32,
+    pub flows: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Self {
+            routes: ROUTES_MAX,
+            endpoints: ENDPOINTS_MAX,
+            peers: TUNNEL_PEERS_MAX,
+            flows: FLOWS_DEFAULT_MAX,
+        }
+    }
+}
+
+impl Capacities {
+    /// Each sized map's name and size.
+    pub fn sizes(&self) -> [(&'static str, u32); 4] {
+        [(ROUTES, self.routes), (ENDPOINTS, self.endpoints), (TUNNEL_PEERS, self.peers), (FLOWS, self.flows)]
+    }
+
+    /// `layout` with its size as these capacities say.
+    pub fn layout(&self, layout: &MapLayout) -> MapLayout {
+        match self.sizes().iter().find(|(name, _)| *name == layout.name) {
+            Some((_, max_entries)) => MapLayout { max_entries: *max_entries, ..*layout },
+            None => *layout,
+        }
+    }
+}
+
 /// Parse the embedded object and create its maps, reusing the maps pinned in `dir` (pinning
-/// new ones there), after removing pins whose layout this version would misread. The flow table
-/// holds `flows` entries.
-pub fn load_pinned(log_level: log::LevelFilter, dir: &Path, flows: u32) -> Result<Ebpf, Error> {
-    pins::drop_incompatible_maps(dir, flows);
+/// new ones there), after removing pins whose layout (or size) this version would misread. A map
+/// whose pin is missing while others are there is created empty and filled by the daemon's first
+/// sync; the log says so.
+pub fn load_pinned(log_level: log::LevelFilter, dir: &Path, capacities: &Capacities) -> Result<Ebpf, Error> {
+    pins::drop_incompatible_maps(dir, capacities);
     let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect();
+    let missing: Vec<&str> = paths.iter().filter(|(_, path)| !path.exists()).map(|(name, _)| *name).collect();
+    if !missing.is_empty() && missing.len() < paths.len() {
+        log::info!(
+            "{} not pinned in {}: created anew, filled from the kernel",
+            missing.join(", "),
+            dir.display()
+        );
+    }
     let level = log_level as u8;
     let mut loader = EbpfLoader::new();
-    loader.override_global(aya_log::LEVEL, &level, false).map_max_entries(FLOWS, flows);
+    loader.override_global(aya_log::LEVEL, &level, false);
+    for (name, size) in capacities.sizes() {
+        loader.map_max_entries(name, size);
+    }
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }

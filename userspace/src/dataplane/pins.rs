@@ -10,9 +10,9 @@ use std::{
 };
 
 use aya::maps::{Array, Map, MapData};
-use fastpath_common::maps::{AgentInfo, MapLayout, AGENT, FLOWS, LAYOUTS, LAYOUT_VERSION};
+use fastpath_common::maps::{AgentInfo, MapLayout, AGENT, LAYOUTS, LAYOUT_VERSION};
 
-use crate::Error;
+use crate::{dataplane::loader::Capacities, Error};
 
 /// The sub-folder of the pin folder that holds the tcx links.
 pub const LINKS_DIR: &str = "links";
@@ -73,13 +73,13 @@ pub fn layout_mismatch(
 
 /// Remove the pins of maps whose layout differs from this version's, so the loader creates them
 /// anew instead of misreading them. Every map goes when the pinned agent says another layout
-/// version; the flow table goes when its size is not `flows` (it only caches the kernel's
-/// judgements). Says so in the log, one line per map.
-pub fn drop_incompatible_maps(dir: &Path, flows: u32) {
+/// version; a sized map (routes, endpoints, peers, flows) goes when its size is not what
+/// `capacities` says (the daemon fills it again from the kernel). Says so in the log, one line
+/// per map.
+pub fn drop_incompatible_maps(dir: &Path, capacities: &Capacities) {
     let other_version = pinned_layout_version(dir).filter(|v| *v != LAYOUT_VERSION);
     for layout in &LAYOUTS {
-        let layout =
-            &if layout.name == FLOWS { MapLayout { max_entries: flows, ..*layout } } else { *layout };
+        let layout = &capacities.layout(layout);
         let path = dir.join(layout.name);
         let Ok(data) = MapData::from_pin(&path) else { continue };
         let reason = match (other_version, data.info()) {

@@ -1,12 +1,12 @@
 //! The programs' route, node and peer maps, written from userspace.
 //!
 //! A mirror of what was written is kept so each sync writes only what changed
-//! ([`crate::daemon::reconcile::diff`]).
+//! ([`crate::daemon::reconcile`]).
 
 use std::{net::Ipv4Addr, path::Path};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray},
     Ebpf,
 };
 use fastpath_common::{
@@ -19,13 +19,24 @@ use fastpath_common::{
 
 use crate::{
     daemon::{
-        reconcile::{Mirror, Op},
+        reconcile::{self, Mirror, Op},
         routes::Prefix,
     },
     Error,
 };
 
 pub type RouteTrie<T> = LpmTrie<T, [u8; 4], RouteValue>;
+
+/// What the maps could not take, after a sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overflow {
+    /// Prefixes the route map refused.
+    pub routes: usize,
+    /// Local pods the endpoint map refused.
+    pub endpoints: usize,
+    /// The longest prefix refused.
+    pub example: Option<Prefix>,
+}
 
 pub struct Tables {
     routes: RouteTrie<MapData>,
@@ -42,6 +53,18 @@ pub struct Tables {
 pub struct Written {
     pub upserted: usize,
     pub removed: usize,
+}
+
+/// A route sync: what it wrote, and what the maps refused.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub written: Written,
+    /// Prefixes whose route (or peer) the maps refused in this sync: the kernel routes them.
+    pub refused: usize,
+    /// The route map refused a new prefix for want of room during this sync.
+    routes_full: bool,
+    /// The first write that failed, if any.
+    pub failed: Option<Error>,
 }
 
 impl Written {
@@ -82,13 +105,25 @@ impl Tables {
             .map(|e| e.map(|(k, v)| (Ipv4Addr::from(k), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: ENDPOINTS, source })?;
-        self.mirror = Mirror::new(route_entries(&self.routes)?, peers, endpoints);
+        self.mirror.reread(route_entries(&self.routes)?, peers, endpoints);
         Ok(())
     }
 
     /// Entries in the route and peer maps.
     pub fn fill(&self) -> (usize, usize) {
         self.mirror.len()
+    }
+
+    /// How many route and endpoint entries the maps refused and the kernel routes instead, and
+    /// the longest such prefix.
+    pub fn overflow(&self) -> Overflow {
+        let (routes, endpoints) = self.mirror.unwritten_counts();
+        Overflow { routes, endpoints, example: self.mirror.longest_unwritten() }
+    }
+
+    /// How many entries the route map can hold.
+    pub fn route_capacity(&self) -> u32 {
+        self.routes.map().info().map_or(0, |i| i.max_entries())
     }
 
     /// Whether some entry the route map holds now encapsulates in IPIP.
@@ -119,23 +154,78 @@ impl Tables {
         self.node.set(0, config, 0).map_err(|source| Error::WriteMap { name: NODE, source })
     }
 
-    /// Make each prefix map to its value (`None`: no entry), writing only what differs; then
-    /// drop peers no route needs. Stops at the first failed write; what was written stays
-    /// recorded, so a later sync finishes the job.
-    pub fn apply(
-        &mut self,
-        changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>,
-    ) -> Result<Written, Error> {
-        let mut written = Written::default();
+    /// Make each prefix map to its value (`None`: no entry), writing only what differs, removals
+    /// first and then the longest prefixes ([`reconcile::write_order`]); then drop peers and
+    /// endpoints no route needs. A write the map refuses (full) does not stop the rest: the
+    /// prefix is remembered as unwritten and the kernel routes it, every entry covering it
+    /// saying "kernel" meanwhile; it is tried again at every full sync, and as soon as a removal
+    /// makes room.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>) -> Synced {
+        let mut changes: Vec<_> = changes.into_iter().collect();
+        reconcile::write_order(&mut changes);
+        let mut synced = Synced::default();
         for (prefix, value) in changes {
-            for op in self.mirror.ops(prefix, value) {
-                self.write(&op, &mut written)?;
+            self.put(prefix, value, &mut synced);
+        }
+        if synced.written.removed > 0 && self.mirror.unwritten_counts().0 > 0 {
+            // Room may have come: the unwritten prefixes, longest first, until one is refused.
+            let refused_before = synced.refused;
+            for (prefix, value) in self.mirror.unwritten() {
+                self.put(prefix, Some(value), &mut synced);
+                if synced.refused > refused_before {
+                    break;
+                }
             }
         }
         for op in self.mirror.stale_peers().into_iter().chain(self.mirror.stale_endpoints()) {
-            self.write(&op, &mut written)?;
+            if let Err(e) = self.write(&op, &mut synced.written) {
+                synced.failed.get_or_insert(e);
+            }
         }
-        Ok(written)
+        synced
+    }
+
+    /// One prefix's writes (its peer, route and endpoint), then those of the entries covering
+    /// it, if it was refused or had been.
+    fn put(&mut self, prefix: Prefix, value: Option<RouteValue>, synced: &mut Synced) {
+        let mut refused = false;
+        for op in self.mirror.ops(prefix, value) {
+            let new_route = matches!(op, Op::PutRoute(p, _) if !self.mirror.holds(&p));
+            // Once the trie refused a new prefix for want of room, so will it the next ones of
+            // this batch (removals came first): they are not tried.
+            let result = if new_route && synced.routes_full {
+                Err(None)
+            } else {
+                self.write(&op, &mut synced.written).map_err(Some)
+            };
+            let Err(error) = result else { continue };
+            let full = error.as_ref().is_some_and(Error::is_map_full);
+            if let Some(error) = error {
+                synced.failed.get_or_insert(error);
+            }
+            match op {
+                Op::PutPeer(_) | Op::PutRoute(..) => {
+                    synced.routes_full |= new_route && full;
+                    synced.refused += 1;
+                    refused = true;
+                    break;
+                }
+                Op::PutEndpoint(pod, _) => self.mirror.refused_endpoint(pod),
+                Op::DelEndpoint(_) | Op::DelRoute(_) | Op::DelPeer(_) => {}
+            }
+        }
+        let after = match value {
+            Some(value) if refused => self.mirror.refused(prefix, value),
+            _ if refused => Vec::new(),
+            _ => self.mirror.settled(prefix),
+        };
+        for op in after {
+            // Entries covering the prefix are already in the map: these are updates, which a
+            // full map takes.
+            if let Err(e) = self.write(&op, &mut synced.written) {
+                synced.failed.get_or_insert(e);
+            }
+        }
     }
 
     fn write(&mut self, op: &Op, written: &mut Written) -> Result<(), Error> {

@@ -1,0 +1,87 @@
+//! How full each pinned map is: its entries and its capacity, for `fastpath status` and the
+//! metrics page.
+
+use std::path::Path;
+
+use aya::{
+    maps::{HashMap, IterableMap as _, MapData},
+    Pod,
+};
+use fastpath_common::{
+    flow::{FlowKey, FlowValue},
+    maps::{Endpoint, NextHopEntry, PathMtu, ENDPOINTS, FLOWS, NEXT_HOPS, PATH_MTU, ROUTES, TUNNEL_PEERS},
+};
+
+use crate::{
+    dataplane::{bpffs, tables},
+    Error,
+};
+
+/// One map's fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+impl MapFill {
+    /// Whether no further entry fits.
+    pub fn is_full(&self) -> bool {
+        self.entries >= self.capacity as usize
+    }
+}
+
+/// The fill of every map the daemon or the programs add entries to, as pinned in `dir`: the
+/// route, endpoint and peer maps, the flow table, the next-hop cache and the path MTU table.
+/// Counting walks each map's keys (a route map of 262 144 entries takes a fraction of a second).
+pub fn read(dir: &Path) -> Result<Vec<MapFill>, Error> {
+    let routes = tables::pinned_routes(dir)?;
+    let mut fills = vec![MapFill {
+        name: ROUTES,
+        entries: routes.keys().filter(Result::is_ok).count(),
+        capacity: capacity(routes.map(), ROUTES)?,
+    }];
+    fills.push(hash_fill::<[u8; 4], Endpoint>(dir, ENDPOINTS)?);
+    fills.push(hash_fill::<[u8; 4], u32>(dir, TUNNEL_PEERS)?);
+    fills.push(hash_fill::<FlowKey, FlowValue>(dir, FLOWS)?);
+    fills.push(hash_fill::<[u8; 4], NextHopEntry>(dir, NEXT_HOPS)?);
+    fills.push(hash_fill::<[u8; 4], PathMtu>(dir, PATH_MTU)?);
+    Ok(fills)
+}
+
+fn hash_fill<K: Pod, V: Pod>(dir: &Path, name: &'static str) -> Result<MapFill, Error> {
+    let map: HashMap<MapData, K, V> = bpffs::open_pinned_as(dir, name)?;
+    Ok(MapFill {
+        name,
+        entries: map.keys().filter(Result::is_ok).count(),
+        capacity: capacity(map.map(), name)?,
+    })
+}
+
+fn capacity(map: &MapData, name: &'static str) -> Result<u32, Error> {
+    map.info().map(|i| i.max_entries()).map_err(|source| Error::ReadMap { name, source })
+}
+
+/// `NAME ENTRIES/CAPACITY` for each map, `FULL` after a full one.
+pub fn words(fills: &[MapFill]) -> String {
+    let words: Vec<String> = fills
+        .iter()
+        .map(|f| format!("{} {}/{}{}", f.name, f.entries, f.capacity, if f.is_full() { " FULL" } else { "" }))
+        .collect();
+    words.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_map_says_so() {
+        let fills = [
+            MapFill { name: ROUTES, entries: 64, capacity: 64 },
+            MapFill { name: TUNNEL_PEERS, entries: 1, capacity: 16_384 },
+        ];
+        assert_eq!(words(&fills), "FP_ROUTES 64/64 FULL, FP_PEERS 1/16384");
+    }
+}
