@@ -133,7 +133,12 @@ fn completion_scripts_for_three_shells() {
         let script = String::from_utf8(out.stdout).unwrap();
         assert!(script.contains(marker), "{shell}: no {marker:?}");
         for word in ["status", "flows", "monitor", "completion", "--bpffs", "--resync-interval"] {
-            assert!(script.contains(word), "{shell}: no {word:?}");
+            // fish names a long option without its dashes: `-l bpffs`.
+            let word = match (shell, word.strip_prefix("--")) {
+                ("fish", Some(long)) => format!("-l {long}"),
+                _ => word.to_string(),
+            };
+            assert!(script.contains(&word), "{shell}: no {word:?}");
         }
     }
     // Bash can at least parse its own.
@@ -285,4 +290,31 @@ fn the_bpffs_is_never_mounted_over_a_folder_that_holds_files_and_a_failed_start_
     assert!(!log.contains("mounted bpffs"), "{log}");
     assert_eq!(scratch.mounts(), Vec::<String>::new());
     assert_eq!(scratch.entries(), ["full", "keep"]);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    require_root();
+    let ns = node_namespace("jlog");
+    let scratch = Scratch::new("jlog");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .arg(fastpath_bin())
+        .args(["run", "--trust", "routes", "--log-format", "json", "--bpffs"])
+        .arg(scratch.0.join("fastpath"))
+        .args(["--metrics-addr", "127.0.0.1:9479", "--health-addr", "127.0.0.1:9479"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8(out.stderr).unwrap();
+    let (logs, error) = text.trim_end().rsplit_once('\n').unwrap();
+    // The error that ends the daemon stays one plain line; every log record before it is JSON.
+    assert!(error.starts_with("error: cannot serve"), "{text}");
+    let records: Vec<serde_json::Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert!(records.iter().any(|r| r["level"] == "INFO"
+        && r["target"] == "fastpath::dataplane::bpffs"
+        && r["msg"].as_str().unwrap().starts_with("mounted bpffs at ")));
+    assert!(records.iter().all(|r| r["ts"].as_str().is_some_and(|t| t.ends_with('Z'))), "{text}");
+    assert_eq!(scratch.mounts(), Vec::<String>::new());
 }

@@ -187,6 +187,41 @@ fn monitor_streams_decisions_only_while_it_runs() {
     .unwrap();
     let control: serde_json::Value = serde_json::from_str(&control).unwrap();
     assert_eq!(control[0]["formatted"]["value"]["until_ns"], 0, "{control}");
+
+    // Filtered by verdict and reason, in JSON with names: only the decapsulated replies of
+    // three pings, though the requests were encapsulated meanwhile.
+    let monitor = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name])
+        .arg(fastpath_bin())
+        .args(["monitor", "--json", "--verdict", "redirect", "--reason", "decapsulated"])
+        .args(["--count", "3", "--duration", "10", "--bpffs", &dir])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ping(pod1, pod2.ip, 3, &[]).unwrap().received);
+    let out = monitor.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let events: Vec<fastpath::commands::stats::EventRow> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    for e in &events {
+        assert_eq!((e.verdict.as_str(), e.reason.as_str(), e.protocol.as_str()), ("redirect", "decapsulated", "icmp"));
+        assert_eq!((e.src, e.dst), (pod2.ip, pod1.ip), "{text}");
+        assert_eq!(e.program, "from_underlay");
+    }
+    // A drop filter over the same traffic shows nothing.
+    let quiet = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name])
+        .arg(fastpath_bin())
+        .args(["monitor", "--verdict", "drop", "--duration", "2", "--bpffs", &dir])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(ping(pod1, pod2.ip, 2, &[]).unwrap().received);
+    let out = quiet.wait_with_output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
 }
 
 const METRICS: &str = "127.0.0.1:9469";
