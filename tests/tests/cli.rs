@@ -127,7 +127,9 @@ fn bad_numeric_flags_are_one_line_and_exit_code_2() {
 
 #[test]
 fn completion_scripts_for_three_shells() {
-    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef fastpath"), ("fish", "complete -c fastpath")] {
+    for (shell, marker) in
+        [("bash", "complete -F"), ("zsh", "#compdef fastpath"), ("fish", "complete -c fastpath")]
+    {
         let out = fastpath(&["completion", shell]);
         assert!(out.status.success(), "{shell}: {out:?}");
         let script = String::from_utf8(out.stdout).unwrap();
@@ -164,13 +166,19 @@ fn version_names_the_client_and_its_revision_without_a_daemon() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with(concat!("client:  fastpath ", env!("CARGO_PKG_VERSION"), " (revision ")), "{text}");
+    assert!(
+        first.starts_with(concat!("client:  fastpath ", env!("CARGO_PKG_VERSION"), " (revision ")),
+        "{text}"
+    );
     let revision = first.rsplit_once("revision ").unwrap().1.trim_end_matches(')');
     assert!(revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit()), "{text}");
     assert!(text.lines().nth(1).unwrap().starts_with("daemon:  not running"), "{text}");
     let json = run(&["version", "-o", "json"]);
     let v: fastpath::commands::inspect::Version = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!((v.client.as_str(), v.revision.as_str(), v.daemon), (env!("CARGO_PKG_VERSION"), revision, None));
+    assert_eq!(
+        (v.client.as_str(), v.revision.as_str(), v.daemon),
+        (env!("CARGO_PKG_VERSION"), revision, None)
+    );
     // status --brief: one line, and exit code 1 without a (ready) daemon.
     let brief = run(&["status", "--brief"]);
     assert_eq!(brief.status.code(), Some(1), "{brief:?}");

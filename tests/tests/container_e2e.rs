@@ -108,7 +108,11 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
     };
     if let Some(selector) = &pod.node_selector {
         for (key, value) in selector {
-            assert_eq!((key.as_str(), value.as_str()), ("kubernetes.io/os", "linux"), "a node selector not modelled");
+            assert_eq!(
+                (key.as_str(), value.as_str()),
+                ("kubernetes.io/os", "linux"),
+                "a node selector not modelled"
+            );
         }
     }
     for port in c.ports.iter().flatten() {
@@ -222,7 +226,12 @@ fn quantity_bytes(q: &str) -> u64 {
 /// The manifest's port named `metrics`, which the scrape annotations name too.
 fn metrics_port(pod: &PodSpec) -> u16 {
     let c = &pod.containers[0];
-    let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics")).expect("a port named metrics");
+    let port = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("a port named metrics");
     u16::try_from(port.container_port).unwrap()
 }
 

@@ -207,7 +207,10 @@ fn monitor_streams_decisions_only_while_it_runs() {
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
     assert_eq!(events.len(), 3, "{text}");
     for e in &events {
-        assert_eq!((e.verdict.as_str(), e.reason.as_str(), e.protocol.as_str()), ("redirect", "decapsulated", "icmp"));
+        assert_eq!(
+            (e.verdict.as_str(), e.reason.as_str(), e.protocol.as_str()),
+            ("redirect", "decapsulated", "icmp")
+        );
         assert_eq!((e.src, e.dst), (pod2.ip, pod1.ip), "{text}");
         assert_eq!(e.program, "from_underlay");
     }
@@ -279,7 +282,9 @@ fn page_metrics(page: &str) -> BTreeSet<(String, String, Vec<String>)> {
                 else {
                     continue;
                 };
-                labels.extend(inside.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, _)| k.to_string()));
+                labels.extend(
+                    inside.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, _)| k.to_string()),
+                );
             }
             labels.remove("le");
             (name.to_string(), kind.to_string(), labels.into_iter().collect())
@@ -337,7 +342,10 @@ fn metrics_and_health_endpoints() {
     };
     assert!(sample("fastpath_packets_total", &[("reason", "encapsulated"), ("verdict", "redirect")]) >= 2.0);
     assert!(sample("fastpath_bytes_total", &[("reason", "decapsulated"), ("verdict", "redirect")]) > 0.0);
-    assert_eq!(sample("fastpath_packets_total", &[("reason", "dropped_spoofed_source"), ("verdict", "drop")]), 0.0);
+    assert_eq!(
+        sample("fastpath_packets_total", &[("reason", "dropped_spoofed_source"), ("verdict", "drop")]),
+        0.0
+    );
     assert_eq!(sample("fastpath_map_entries", &[("map", "FP_ROUTES")]), 3.0);
     assert_eq!(sample("fastpath_map_entries", &[("map", "FP_PEERS")]), 1.0);
     assert_eq!(sample("fastpath_map_capacity", &[("map", "FP_FLOWS")]), 65_536.0);
@@ -459,7 +467,11 @@ fn an_accept_flood_past_the_fd_limit_leaves_health_and_new_pods_alone() {
     let reached = fastpath_tests::wait::until(Duration::from_secs(10), || {
         ping(remote, new_pod, 1, &["-W", "1"]).ok().filter(|p| p.received).map(|_| ())
     });
-    assert!(reached.is_some(), "the pod created during the flood is not reachable:\n{}", bed.daemons[0].log());
+    assert!(
+        reached.is_some(),
+        "the pod created during the flood is not reachable:\n{}",
+        bed.daemons[0].log()
+    );
     let status: fastpath::commands::inspect::Status =
         serde_json::from_str(&bed.cli_ok(0, &["status", "-o", "json"])).unwrap();
     assert!(status.ready, "{status:?}");

@@ -561,8 +561,15 @@ mod tests {
 
     #[test]
     fn monitor_filters_by_verdict_and_reason() {
-        let cli = Cli::try_parse_from(["fastpath", "monitor", "--verdict", "drop", "--reason", "dropped_no_endpoint"])
-            .unwrap();
+        let cli = Cli::try_parse_from([
+            "fastpath",
+            "monitor",
+            "--verdict",
+            "drop",
+            "--reason",
+            "dropped_no_endpoint",
+        ])
+        .unwrap();
         let Command::Monitor(args) = cli.command else { panic!("not monitor") };
         assert_eq!(args.verdict, Some(VerdictArg::Drop));
         assert_eq!(args.reason, Some(fastpath_common::Reason::DropNoEndpoint));

@@ -13,9 +13,7 @@ use fastpath::{
     clock::{monotonic_ns, wall_ns},
     commands::{
         explain::{self, Question},
-        flows, inspect,
-        output,
-        show, stats,
+        flows, inspect, output, show, stats,
     },
     daemon,
     dataplane::tables,
@@ -70,9 +68,7 @@ fn inspect_command(command: Command) -> Result<(), Error> {
         Command::Stats(args) if args.watch => watch_stats(&args),
         Command::Stats(args) => print_stats(&args),
         Command::Routes(args) => print_routes(&args),
-        Command::Endpoints(args) => {
-            print(inspect::endpoints(&args.bpffs.dir, args.format(), interface_name))
-        }
+        Command::Endpoints(args) => print(inspect::endpoints(&args.bpffs.dir, args.format(), interface_name)),
         Command::Peers(args) => print(inspect::peers(&args.bpffs.dir, args.format())),
         Command::Flows(args) => print(flows::list_pinned(&args.bpffs.dir, args.format(), monotonic_ns())),
         Command::Version(args) => print(inspect::version(&args.list.bpffs.dir, args.list.format())),
@@ -223,7 +219,8 @@ async fn monitor(args: &MonitorArgs) -> Result<(), Error> {
 /// Whether `monitor --verdict` and `--reason` let `event` through.
 fn shown(args: &MonitorArgs, event: &fastpath_common::maps::MonitorEvent) -> bool {
     let verdict = fastpath_common::Verdict::from_tc_action(event.verdict);
-    args.verdict.is_none_or(|v| verdict == Some(v.into())) && args.reason.is_none_or(|r| event.reason == r.index())
+    args.verdict.is_none_or(|v| verdict == Some(v.into()))
+        && args.reason.is_none_or(|r| event.reason == r.index())
 }
 
 /// The name of an interface in this process's network namespace.

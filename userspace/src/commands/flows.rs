@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn json_has_one_object_per_direction() {
         let row = FlowRow::new(&flow(8080, FlowState::Approved), 1_000_000_000);
-        let json = output::json(&[row.clone()]).unwrap();
+        let json = output::json(std::slice::from_ref(&row)).unwrap();
         assert_eq!(serde_json::from_str::<Vec<FlowRow>>(&json).unwrap(), [row]);
         assert_eq!(
             json,

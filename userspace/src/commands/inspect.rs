@@ -204,7 +204,8 @@ pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result
         vxlan_mode: mode(agent.vxlan_mode),
         trust: if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" }.to_string(),
         hook: if agent.flags & AGENT_F_LEGACY_TC != 0 { "legacy-tc" } else { "tcx" }.to_string(),
-        underlay: ifname(node.underlay_ifindex).unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex)),
+        underlay: ifname(node.underlay_ifindex)
+            .unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex)),
         underlay_ifindex: node.underlay_ifindex,
         node_ip: Ipv4Addr::from(node.node_ip),
         node_mac: mac_string(node.node_mac),
@@ -412,7 +413,11 @@ fn path_mtus(dir: &Path) -> Vec<(Ipv4Addr, u32, u64)> {
 }
 
 /// `fastpath endpoints`: the local pods, from the route table.
-pub fn endpoints(dir: &Path, format: Format, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
+pub fn endpoints(
+    dir: &Path,
+    format: Format,
+    ifname: impl Fn(u32) -> Option<String>,
+) -> Result<String, Error> {
     let rows: Vec<show::RouteRow> = tables::route_entries(&tables::pinned_routes(dir)?)?
         .iter()
         .filter(|(_, v)| {
@@ -427,7 +432,9 @@ pub fn endpoints(dir: &Path, format: Format, ifname: impl Fn(u32) -> Option<Stri
             let iface = format!("{} ({})", r.iface.as_deref().unwrap_or("?"), r.ifindex.unwrap_or(0));
             let (mac, state) = match (&r.mac, &r.why) {
                 (Some(mac), _) => (mac.clone(), "fast path".to_string()),
-                (None, why) => ("-".into(), format!("kernel ({})", why.as_deref().unwrap_or("MAC not known yet"))),
+                (None, why) => {
+                    ("-".into(), format!("kernel ({})", why.as_deref().unwrap_or("MAC not known yet")))
+                }
             };
             let _ =
                 writeln!(out, "{:<18} {:<22} {:<18} {state}", r.prefix.trim_end_matches("/32"), iface, mac);
@@ -467,7 +474,9 @@ pub fn peers(dir: &Path, format: Format) -> Result<String, Error> {
             node,
             blocks: routes
                 .iter()
-                .filter(|(_, v)| v.kind == RouteKind::RemoteBlock as u32 && Ipv4Addr::from(v.next_hop) == node)
+                .filter(|(_, v)| {
+                    v.kind == RouteKind::RemoteBlock as u32 && Ipv4Addr::from(v.next_hop) == node
+                })
                 .map(|((len, addr), v)| PeerBlock {
                     block: format!("{addr}/{len}"),
                     encap: v.encap_name().to_string(),

@@ -155,7 +155,7 @@ mod tests {
             json,
             r#"[{"prefix":"10.244.166.128/26","kind":"remote","iface":null,"ifindex":null,"mac":null,"next_hop":"10.101.14.51","encap":"ipip","why":null}]"#
         );
-        assert_eq!(serde_json::from_str::<Vec<RouteRow>>(&json).unwrap(), [r.clone()]);
+        assert_eq!(serde_json::from_str::<Vec<RouteRow>>(&json).unwrap(), std::slice::from_ref(&r));
         let t = table(&[r]);
         assert!(t.lines().nth(1).unwrap().contains("10.101.14.51"), "{t}");
     }

@@ -129,14 +129,20 @@ impl EventRow {
             time_ns: wall_ns,
             ifindex: e.ifindex,
             iface,
-            program: if e.program == fastpath_common::maps::PROGRAM_FROM_POD { "from_pod" } else { "from_underlay" }
-                .to_string(),
+            program: if e.program == fastpath_common::maps::PROGRAM_FROM_POD {
+                "from_pod"
+            } else {
+                "from_underlay"
+            }
+            .to_string(),
             protocol: crate::commands::flows::protocol_name(e.protocol),
             src: std::net::Ipv4Addr::from(e.src),
             sport: e.sport,
             dst: std::net::Ipv4Addr::from(e.dst),
             dport: e.dport,
-            verdict: fastpath_common::Verdict::from_tc_action(e.verdict).map_or("other", |v| v.as_str()).to_string(),
+            verdict: fastpath_common::Verdict::from_tc_action(e.verdict)
+                .map_or("other", |v| v.as_str())
+                .to_string(),
             reason: Reason::try_from(e.reason).map_or("unknown", Reason::as_str).to_string(),
             len: e.len,
         }

@@ -287,7 +287,9 @@ mod process {
             cpu_seconds: field(14).zip(field(15)).map(|(u, s)| (u + s) as f64 / ticks),
             virtual_bytes: field(23),
             resident_bytes: field(24).map(|pages| pages * page.max(0) as u64),
-            start_time_seconds: field(22).zip(boot_time).map(|(start, boot)| boot as f64 + start as f64 / ticks),
+            start_time_seconds: field(22)
+                .zip(boot_time)
+                .map(|(start, boot)| boot as f64 + start as f64 / ticks),
             open_fds: fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64),
             max_fds: max_fds(),
         }

@@ -33,8 +33,8 @@ use crate::{
     daemon::{
         attach::{self, Action, Link, Selector},
         encap::{EncapMode, Modes},
-        kernel::{KernelState, Touched},
         http::{self, Endpoints},
+        kernel::{KernelState, Touched},
         metrics::Metrics,
         netlink::{Event, LinkState, Netlink},
         next_hops,

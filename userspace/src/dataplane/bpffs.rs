@@ -164,14 +164,18 @@ pub fn map_fill(dir: &Path, name: &'static str) -> Result<(u64, u64), Error> {
         _ => return Err(read(aya::maps::MapError::InvalidName { name: name.to_string() })),
     };
     let entries = match name {
-        fastpath_common::maps::ROUTES => LpmTrie::<_, [u8; 4], RouteValue>::try_from(map).map_err(read)?.keys().count(),
+        fastpath_common::maps::ROUTES => {
+            LpmTrie::<_, [u8; 4], RouteValue>::try_from(map).map_err(read)?.keys().count()
+        }
         fastpath_common::maps::ENDPOINTS => {
             HashMap::<_, [u8; 4], Endpoint>::try_from(map).map_err(read)?.keys().count()
         }
         fastpath_common::maps::TUNNEL_PEERS => {
             HashMap::<_, [u8; 4], u32>::try_from(map).map_err(read)?.keys().count()
         }
-        fastpath_common::maps::FLOWS => HashMap::<_, FlowKey, FlowValue>::try_from(map).map_err(read)?.keys().count(),
+        fastpath_common::maps::FLOWS => {
+            HashMap::<_, FlowKey, FlowValue>::try_from(map).map_err(read)?.keys().count()
+        }
         fastpath_common::maps::NEXT_HOPS => {
             HashMap::<_, [u8; 4], NextHopEntry>::try_from(map).map_err(read)?.keys().count()
         }
