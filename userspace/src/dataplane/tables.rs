@@ -86,11 +86,6 @@ impl Tables {
         Ok(())
     }
 
-    /// Entries in the route and peer maps.
-    pub fn fill(&self) -> (usize, usize) {
-        self.mirror.len()
-    }
-
     /// Whether some entry the route map holds now encapsulates in IPIP.
     pub fn any_ipip(&self) -> bool {
         self.mirror.routes().any(|(_, v)| v.tunnel() == Ok(Some(Tunnel::Ipip)))
