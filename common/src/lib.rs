@@ -16,7 +16,7 @@ pub mod route;
 pub mod tunnel;
 pub mod vxlan;
 
-pub use reason::Reason;
+pub use reason::{Reason, Verdict};
 
 /// The MAC Calico gives the host end of every pod veth, and the one we answer ARP with.
 pub const GATEWAY_MAC: [u8; 6] = [0xee; 6];

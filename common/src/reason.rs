@@ -252,6 +252,27 @@ impl Reason {
         )
     }
 
+    /// Which way a packet counted under this reason goes: dropped, handed to the kernel
+    /// unchanged, or sent on by the program itself (redirected, encapsulated, answered).
+    pub const fn verdict(self) -> Verdict {
+        if self.is_drop() {
+            return Verdict::Drop;
+        }
+        match self {
+            Reason::ArpReplied
+            | Reason::RedirectedLocal
+            | Reason::Encapsulated
+            | Reason::RoutedUnderlay
+            | Reason::Decapsulated
+            | Reason::IcmpFragNeeded
+            | Reason::EncapsulatedVxlan
+            | Reason::DecapsulatedVxlan
+            | Reason::RoutedFromUnderlay
+            | Reason::FlowApproved => Verdict::Redirect,
+            _ => Verdict::Pass,
+        }
+    }
+
     /// A code no program counts any more (kept so codes are never reused): listings leave it out.
     pub const fn is_retired(self) -> bool {
         matches!(
@@ -269,6 +290,41 @@ impl Reason {
     /// The counters slot of this reason.
     pub const fn index(self) -> u32 {
         self as u32
+    }
+}
+
+/// What a program's tc action does with a packet, as `monitor` and the metrics name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// To the kernel unchanged (`TC_ACT_UNSPEC`, or `TC_ACT_OK`).
+    Pass,
+    /// Sent on by the program (`TC_ACT_REDIRECT`).
+    Redirect,
+    /// Dropped (`TC_ACT_SHOT`).
+    Drop,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Redirect, Verdict::Drop];
+
+    /// The stable name used in metrics labels, `monitor` and its filters.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Redirect => "redirect",
+            Verdict::Drop => "drop",
+        }
+    }
+
+    /// A tc action as the programs return it (include/uapi/linux/pkt_cls.h): `TC_ACT_UNSPEC`
+    /// (-1) and `TC_ACT_OK` (0) pass, `TC_ACT_SHOT` (2) drops, `TC_ACT_REDIRECT` (7) redirects.
+    pub const fn from_tc_action(action: i32) -> Option<Self> {
+        match action {
+            -1 | 0 => Some(Verdict::Pass),
+            2 => Some(Verdict::Drop),
+            7 => Some(Verdict::Redirect),
+            _ => None,
+        }
     }
 }
 
@@ -309,6 +365,24 @@ mod tests {
             }
         }
         assert_eq!(Reason::try_from(Reason::COUNT as u32), Err(Reason::COUNT as u32));
+    }
+
+    #[test]
+    fn verdicts_agree_with_the_names() {
+        for reason in Reason::ALL.into_iter().filter(|r| !r.is_retired()) {
+            let name = reason.as_str();
+            let expected = if name.starts_with("dropped_") {
+                Verdict::Drop
+            } else if name.starts_with("passed_") || name == "path_mtu_learned" {
+                Verdict::Pass
+            } else {
+                Verdict::Redirect
+            };
+            assert_eq!(reason.verdict(), expected, "{name}");
+        }
+        assert_eq!(Verdict::from_tc_action(-1), Some(Verdict::Pass));
+        assert_eq!(Verdict::from_tc_action(7), Some(Verdict::Redirect));
+        assert_eq!(Verdict::from_tc_action(3), None);
     }
 
     #[test]

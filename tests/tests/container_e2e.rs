@@ -75,6 +75,8 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
         tolerations: pod.tolerations.clone(),
         automount_service_account_token: pod.automount_service_account_token,
         security_context: pod.security_context.clone(),
+        // Which nodes: this test's are Linux, as the selector asks.
+        node_selector: pod.node_selector.clone(),
         ..PodSpec::default()
     };
     assert_eq!(&acknowledged, pod, "the pod spec has a field this test does not model");
@@ -97,8 +99,25 @@ fn as_kubelet_runs(pod: &PodSpec, runtime: &Runtime, node: &Node, name: &str, im
         volume_mounts: c.volume_mounts.clone(),
         liveness_probe: c.liveness_probe.clone(),
         readiness_probe: c.readiness_probe.clone(),
+        // Where the kubelet takes the termination message from: its own business, after exit.
+        termination_message_policy: c.termination_message_policy.clone(),
+        // On the host network a container port opens nothing: it names the port the daemon
+        // listens on (checked against /metrics where the containers run).
+        ports: c.ports.clone(),
         ..core::Container::default()
     };
+    if let Some(selector) = &pod.node_selector {
+        for (key, value) in selector {
+            assert_eq!(
+                (key.as_str(), value.as_str()),
+                ("kubernetes.io/os", "linux"),
+                "a node selector not modelled"
+            );
+        }
+    }
+    for port in c.ports.iter().flatten() {
+        assert!(port.host_port.is_none() && port.host_ip.is_none(), "hostPort/hostIP are not modelled");
+    }
     assert_eq!(&acknowledged, c, "the container has a field this test does not model");
     assert_ne!(c.image_pull_policy.as_deref(), Some("Always"), "no registry: the image must not be pulled");
 
@@ -202,6 +221,18 @@ fn quantity_bytes(q: &str) -> u64 {
         "G" => 1_000_000_000,
         _ => panic!("quantity {q}: unit {unit} is not modelled"),
     }
+}
+
+/// The manifest's port named `metrics`, which the scrape annotations name too.
+fn metrics_port(pod: &PodSpec) -> u16 {
+    let c = &pod.containers[0];
+    let port = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .expect("a port named metrics");
+    u16::try_from(port.container_port).unwrap()
 }
 
 /// The manifest's probe endpoints: (host, port, path) of liveness and readiness.
@@ -311,6 +342,10 @@ impl Bed {
         &self.cluster.nodes[node].ns.name
     }
 
+    fn node_ip(&self, node: usize) -> String {
+        self.cluster.nodes[node].underlay_ip.to_string()
+    }
+
     /// The manifest's container on `node`, named `PREFIX-nNODE-NAME`, from `image`; with `args`
     /// instead of the manifest's when given.
     fn run_spec(
@@ -362,6 +397,11 @@ impl Bed {
             let line = http_get(self.netns(node), &host, port, &path).unwrap();
             assert!(line.starts_with("HTTP/1.1 200"), "node {node} {path}: {line}");
         }
+        // Prometheus scrapes the port named metrics at the node's address (the pod's, on the
+        // host network), not on loopback only.
+        let node_ip = self.node_ip(node);
+        let line = http_get(self.netns(node), &node_ip, metrics_port(pod), "/metrics").unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "node {node} /metrics on {node_ip}: {line}");
         let first_line = status.lines().next().unwrap_or_default();
         assert!(
             first_line.starts_with(concat!("fastpath ", env!("CARGO_PKG_VERSION"), " (pid 1)"))
@@ -635,7 +675,8 @@ fn the_manifest_in_podman_flags() {
         "--stop-timeout=30",
         "--env=FASTPATH_TRUST=kernel",
         "--env=FASTPATH_BPFFS=/sys/fs/bpf/fastpath",
-        "--env=FASTPATH_METRICS_ADDR=127.0.0.1:9469",
+        "--env=FASTPATH_METRICS_ADDR=0.0.0.0:9469",
+        "--env=FASTPATH_HEALTH_ADDR=127.0.0.1:9468",
         "localhost/fastpath:0.1.0 run",
     ] {
         assert!(args.contains(expected), "{expected:?} not in {args}");

@@ -2,6 +2,7 @@
 //! and health, restarts that lose nothing, cleanup, and maps of another layout.
 
 use std::{
+    collections::BTreeSet,
     io::{Read as _, Write as _},
     net::TcpStream,
     process::{Command, Stdio},
@@ -186,46 +187,318 @@ fn monitor_streams_decisions_only_while_it_runs() {
     .unwrap();
     let control: serde_json::Value = serde_json::from_str(&control).unwrap();
     assert_eq!(control[0]["formatted"]["value"]["until_ns"], 0, "{control}");
+
+    // Filtered by verdict and reason, in JSON with names: only the decapsulated replies of
+    // three pings, though the requests were encapsulated meanwhile.
+    let monitor = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name])
+        .arg(fastpath_bin())
+        .args(["monitor", "--json", "--verdict", "redirect", "--reason", "decapsulated"])
+        .args(["--count", "3", "--duration", "10", "--bpffs", &dir])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ping(pod1, pod2.ip, 3, &[]).unwrap().received);
+    let out = monitor.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let events: Vec<fastpath::commands::stats::EventRow> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    for e in &events {
+        assert_eq!(
+            (e.verdict.as_str(), e.reason.as_str(), e.protocol.as_str()),
+            ("redirect", "decapsulated", "icmp")
+        );
+        assert_eq!((e.src, e.dst), (pod2.ip, pod1.ip), "{text}");
+        assert_eq!(e.program, "from_underlay");
+    }
+    // A drop filter over the same traffic shows nothing.
+    let quiet = Command::new("ip")
+        .args(["netns", "exec", &bed.cluster.nodes[0].ns.name])
+        .arg(fastpath_bin())
+        .args(["monitor", "--verdict", "drop", "--duration", "2", "--bpffs", &dir])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(ping(pod1, pod2.ip, 2, &[]).unwrap().received);
+    let out = quiet.wait_with_output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+}
+
+const METRICS: &str = "127.0.0.1:9469";
+const HEALTH: &str = "127.0.0.1:9468";
+
+/// `GET path` on `addr` in namespace `ns`: the whole response.
+fn http_get(ns: &str, addr: &'static str, path: &'static str) -> String {
+    traffic::in_netns(ns, move || {
+        let mut stream = TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })
+    .unwrap()
+}
+
+/// The README's metrics table: (name, type, label names), from its `## Metrics and health`.
+fn readme_metrics() -> BTreeSet<(String, String, Vec<String>)> {
+    let readme = include_str!("../../README.md");
+    let section = readme.split("\n## Metrics and health\n").nth(1).expect("a Metrics section");
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let labels: BTreeSet<String> = cells[3]
+                .split(',')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .filter(|c| !c.is_empty() && c != "none")
+                .collect();
+            let labels = labels.into_iter().collect();
+            (cells[1].trim_matches('`').to_string(), cells[2].to_string(), labels)
+        })
+        .collect()
+}
+
+/// A page's families: (name, type, label names but a histogram's `le`), from its `# TYPE` lines
+/// and its samples.
+fn page_metrics(page: &str) -> BTreeSet<(String, String, Vec<String>)> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            let mut labels = BTreeSet::new();
+            for sample in page.lines().filter(|s| !s.starts_with('#')) {
+                let Some(rest) = sample.strip_prefix(name) else { continue };
+                let Some(inside) = rest
+                    .strip_prefix('{')
+                    .or_else(|| rest.strip_prefix("_bucket{"))
+                    .and_then(|r| r.split_once('}'))
+                    .map(|(inside, _)| inside)
+                else {
+                    continue;
+                };
+                labels.extend(
+                    inside.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, _)| k.to_string()),
+                );
+            }
+            labels.remove("le");
+            (name.to_string(), kind.to_string(), labels.into_iter().collect())
+        })
+        .collect()
 }
 
 #[test]
 fn metrics_and_health_endpoints() {
-    let bed = Bed::new("met", &["--metrics-addr", "127.0.0.1:9469"]);
+    let bed = Bed::new("met", &["--metrics-addr", METRICS, "--health-addr", HEALTH]);
     let (pod1, pod2) = bed.pods();
     assert!(ping(pod1, pod2.ip, 2, &[]).unwrap().received);
-    let get = |path: &'static str| {
-        traffic::in_netns(&bed.cluster.nodes[0].ns.name, move || {
-            let mut stream = TcpStream::connect("127.0.0.1:9469")?;
-            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .unwrap()
-    };
-    assert!(get("/healthz").starts_with("HTTP/1.1 200"), "healthz");
-    assert!(get("/readyz").starts_with("HTTP/1.1 200"), "readyz");
-    let page = get("/metrics");
-    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    for needle in [
-        "fastpath_packets_total{reason=\"encapsulated\"} ",
-        "fastpath_bytes_total{reason=\"decapsulated\"} ",
-        "fastpath_map_entries{map=\"FP_ROUTES\"} 3",
-        "fastpath_route_sync_seconds_count ",
-        "fastpath_netlink_events_total ",
-        "fastpath_attach_failures_total 0",
-        "fastpath_ready 1",
-    ] {
-        assert!(page.contains(needle), "missing {needle:?}:\n{page}");
+    let ns = bed.cluster.nodes[0].ns.name.clone();
+    assert!(http_get(&ns, HEALTH, "/healthz").starts_with("HTTP/1.1 200"), "healthz");
+    assert!(http_get(&ns, HEALTH, "/readyz").starts_with("HTTP/1.1 200"), "readyz");
+    // Apart: neither listener serves the other's endpoints.
+    assert!(http_get(&ns, HEALTH, "/metrics").starts_with("HTTP/1.1 404"));
+    assert!(http_get(&ns, METRICS, "/healthz").starts_with("HTTP/1.1 404"));
+    let response = http_get(&ns, METRICS, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("Content-Type: text/plain; version=0.0.4"), "{response}");
+    let page = response.split_once("\r\n\r\n").unwrap().1;
+
+    // Every sample parses with a parser of the text format, and each family has samples.
+    let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let raw_samples: Vec<&str> =
+        page.lines().filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains("_bucket{")).collect();
+    for line in &raw_samples {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        let metric = name.split('{').next().unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == metric
+                && match &s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => *v == value,
+                    prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => true,
+                }),
+            "not parsed: {line}"
+        );
     }
-    let encapsulated: u64 = page
+    let sample = |metric: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {metric} {labels:?} in:\n{page}"));
+        match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            other => panic!("{metric}: {other:?}"),
+        }
+    };
+    assert!(sample("fastpath_packets_total", &[("reason", "encapsulated"), ("verdict", "redirect")]) >= 2.0);
+    assert!(sample("fastpath_bytes_total", &[("reason", "decapsulated"), ("verdict", "redirect")]) > 0.0);
+    assert_eq!(
+        sample("fastpath_packets_total", &[("reason", "dropped_spoofed_source"), ("verdict", "drop")]),
+        0.0
+    );
+    assert_eq!(sample("fastpath_map_entries", &[("map", "FP_ROUTES")]), 3.0);
+    assert_eq!(sample("fastpath_map_entries", &[("map", "FP_PEERS")]), 1.0);
+    assert_eq!(sample("fastpath_map_capacity", &[("map", "FP_FLOWS")]), 65_536.0);
+    assert_eq!(sample("fastpath_map_capacity", &[("map", "FP_ROUTES")]), 262_144.0);
+    assert_eq!(sample("fastpath_attach_failures_total", &[]), 0.0);
+    assert_eq!(sample("fastpath_resync_repairs_total", &[]), 0.0);
+    assert_eq!(sample("fastpath_netlink_overruns_total", &[]), 0.0);
+    assert!(sample("fastpath_netlink_events_total", &[]) >= 0.0);
+    assert_eq!(sample("fastpath_ready", &[]), 1.0);
+    assert_eq!(sample("fastpath_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+    assert!(sample("process_resident_memory_bytes", &[]) > 1e6);
+    assert!(sample("process_open_fds", &[]) >= 10.0);
+    assert!(sample("process_cpu_seconds_total", &[]) > 0.0);
+    let sync = scrape.samples.iter().find(|s| s.metric == "fastpath_route_sync_seconds").unwrap();
+    assert!(matches!(&sync.value, prometheus_parse::Value::Histogram(b) if b.len() == 10), "{sync:?}");
+    // Each reason once per counter family: registered once, and no retired reason.
+    let reasons = scrape.samples.iter().filter(|s| s.metric == "fastpath_packets_total").count();
+    let live = fastpath_common::Reason::ALL.iter().filter(|r| !r.is_retired()).count();
+    assert_eq!(reasons, live);
+    assert_eq!(page.matches("# TYPE fastpath_packets_total ").count(), 1);
+
+    // What /metrics serves is what the README documents, and the README documents nothing else.
+    let (served, documented) = (page_metrics(page), readme_metrics());
+    assert!(!documented.is_empty());
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(undocumented.is_empty(), "served but not in the README's table (or otherwise): {undocumented:?}");
+    assert!(unserved.is_empty(), "in the README's table but not served (or otherwise): {unserved:?}");
+}
+
+#[test]
+fn every_listing_deserializes_into_its_struct() {
+    use fastpath::commands::{flows::FlowRow, inspect, show::RouteRow, stats::StatsListing};
+    let bed = Bed::new("lists", &[]);
+    let (pod1, pod2) = bed.pods();
+    assert!(ping(pod1, pod2.ip, 1, &[]).unwrap().received);
+    // Each in JSON (both spellings) and in YAML, into the one struct both render.
+    fn parse<T: serde::de::DeserializeOwned>(bed: &Bed, listing: &str) -> T {
+        let json = bed.cli_ok(0, &[listing, "--json"]);
+        assert_eq!(json, bed.cli_ok(0, &[listing, "-o", "json"]), "{listing}: --json is -o json");
+        let from_json: T = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{listing}: {e}: {json}"));
+        let yaml = bed.cli_ok(0, &[listing, "-o", "yaml"]);
+        let _: T = serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{listing}: {e}: {yaml}"));
+        from_json
+    }
+    let status: inspect::Status = parse(&bed, "status");
+    assert!(status.ready && status.running);
+    assert_eq!((status.ipip_mode.as_str(), status.vxlan_mode.as_str()), ("follow", "follow"));
+    assert_eq!((status.ipip_mtu, status.vxlan_mtu), (1480, 1450));
+    assert_eq!(status.maps["FP_ROUTES"].entries, 3);
+    let routes: Vec<RouteRow> = parse(&bed, "routes");
+    assert!(routes.iter().any(|r| r.prefix == "10.244.166.128/26" && r.encap.as_deref() == Some("ipip")));
+    let endpoints: Vec<RouteRow> = parse(&bed, "endpoints");
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0].iface.as_deref(), Some(pod1.host_iface.as_str()));
+    let peers: Vec<inspect::PeerRow> = parse(&bed, "peers");
+    assert_eq!(peers[0].node.to_string(), "10.101.14.51");
+    let flows: Vec<FlowRow> = parse(&bed, "flows");
+    assert!(flows.is_empty(), "--trust routes writes no flow: {flows:?}");
+    let stats: StatsListing = parse(&bed, "stats");
+    assert!(stats["encapsulated"].packets > 0);
+    assert_eq!(stats["dropped_no_endpoint"].verdict, "drop");
+    assert!(!stats.contains_key("flow_approved"), "a retired reason is listed");
+    let version: inspect::Version = parse(&bed, "version");
+    let daemon = version.daemon.expect("the running daemon's version");
+    assert_eq!((daemon.version.as_str(), daemon.pid), (env!("CARGO_PKG_VERSION"), bed.daemons[0].pid()));
+    // And the one-line readiness.
+    let brief = bed.cli(0, &["status", "--brief"]);
+    assert!(brief.status.success(), "{brief:?}");
+    assert!(String::from_utf8_lossy(&brief.stdout).starts_with("ready (fastpath "), "{brief:?}");
+}
+
+#[test]
+fn an_accept_flood_past_the_fd_limit_leaves_health_and_new_pods_alone() {
+    let mut bed = Bed::new("flood", &["--metrics-addr", METRICS, "--health-addr", HEALTH]);
+    let pid = bed.daemons[0].pid();
+    // systemd's default soft limit, which the flood below goes three times past.
+    cmd::run("prlimit", &["--pid", &pid.to_string(), "--nofile=1024:1024"]).unwrap();
+    let ns = bed.cluster.nodes[0].ns.name.clone();
+    // Hold 3 000 connections to /metrics, silent, in a thread of the node's namespace.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<usize>();
+    let flooder = {
+        let ns = ns.clone();
+        std::thread::spawn(move || {
+            traffic::in_netns(&ns, move || {
+                let addr = METRICS.parse()?;
+                let held: Vec<TcpStream> = (0..3000)
+                    .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok())
+                    .collect();
+                held_tx.send(held.len())?;
+                let _ = hold_rx.recv();
+                drop(held);
+                Ok(())
+            })
+            .unwrap();
+        })
+    };
+    let held = held_rx.recv_timeout(Duration::from_secs(60)).expect("the flood connected");
+    assert!(held > 1024, "only {held} connections held");
+    let cpu = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<u64> =
+            stat.rsplit_once(')').unwrap().1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // utime and stime (fields 14 and 15; the state, field 3, is not a number).
+        fields[10] + fields[11]
+    };
+    let (cpu_before, at) = (cpu(), Instant::now());
+
+    // Health answers at once, during the flood.
+    let started = Instant::now();
+    assert!(http_get(&ns, HEALTH, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&ns, HEALTH, "/readyz").starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() < Duration::from_secs(2), "health took {:?}", started.elapsed());
+    // A pod created during the flood is attached and reachable.
+    let new_pod = std::net::Ipv4Addr::new(10, 244, 40, 40);
+    bed.cluster.add_pod(0, new_pod).unwrap();
+    let remote = &bed.cluster.nodes[1].pods[0];
+    let reached = fastpath_tests::wait::until(Duration::from_secs(10), || {
+        ping(remote, new_pod, 1, &["-W", "1"]).ok().filter(|p| p.received).map(|_| ())
+    });
+    assert!(
+        reached.is_some(),
+        "the pod created during the flood is not reachable:\n{}",
+        bed.daemons[0].log()
+    );
+    let status: fastpath::commands::inspect::Status =
+        serde_json::from_str(&bed.cli_ok(0, &["status", "-o", "json"])).unwrap();
+    assert!(status.ready, "{status:?}");
+    // The daemon never spun while the flood lasted.
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu() - cpu_before;
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let busy = ticks as f64 / hz / at.elapsed().as_secs_f64();
+    assert!(busy < 0.5, "the daemon used {:.0} % of a CPU during the flood", busy * 100.0);
+
+    hold_tx.send(()).unwrap();
+    flooder.join().unwrap();
+    // Once the flood is gone, /metrics answers again and counted the connections it refused.
+    let page = fastpath_tests::wait::until(Duration::from_secs(10), || {
+        let r = http_get(&ns, METRICS, "/metrics");
+        r.starts_with("HTTP/1.1 200").then_some(r)
+    })
+    .expect("/metrics answers after the flood")
+    .0;
+    let refused: f64 = page
         .lines()
-        .find_map(|l| l.strip_prefix("fastpath_packets_total{reason=\"encapsulated\"} "))
+        .find_map(|l| l.strip_prefix("fastpath_http_refused_connections_total "))
         .unwrap()
         .parse()
         .unwrap();
-    assert!(encapsulated >= 2, "{page}");
+    assert!(refused > 1000.0, "{refused} connections refused");
 }
 
 #[test]

@@ -372,7 +372,7 @@ fn status_mtu(daemon: &Daemon, vxlan: bool) -> u64 {
     if vxlan {
         status["vxlan"]["mtu"].as_u64().unwrap_or(0)
     } else {
-        status["tunnel_mtu"].as_u64().unwrap_or(0)
+        status["ipip_mtu"].as_u64().unwrap_or(0)
     }
 }
 

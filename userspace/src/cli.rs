@@ -9,6 +9,7 @@ use fastpath_common::maps::{
 };
 
 use crate::{
+    commands::output::Format,
     daemon::encap::{EncapMode, Modes},
     dataplane::loader::Capacities,
 };
@@ -26,8 +27,8 @@ pub enum Command {
     /// Load the programs, attach them to every pod interface as pods come and go, and serve.
     Run(RunArgs),
     /// Show the daemon: mode, underlay, node address, attached interfaces, map fill, uptime
-    /// (exit code 1 when no daemon is running).
-    Status(ListArgs),
+    /// (exit code 1 when no daemon is running; with --brief, also when it is not ready).
+    Status(StatusArgs),
     /// Print the per-reason packet and byte counters.
     Stats(StatsArgs),
     /// Print the route table the programs follow.
@@ -47,6 +48,10 @@ pub enum Command {
     Verify(BpffsOnly),
     /// Remove every program, link and pin fastpath made (stops the fast path).
     Cleanup(BpffsOnly),
+    /// Print this binary's version and git revision, and the running daemon's version.
+    Version(VersionArgs),
+    /// Print a shell completion script (bash: `source <(fastpath completion bash)`).
+    Completion(CompletionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,13 +120,19 @@ pub struct RunArgs {
     #[command(flatten)]
     pub bpffs: BpffsArg,
 
-    /// Serve /metrics, /healthz and /readyz on this address (off when not given).
+    /// Serve /metrics (Prometheus) on this address (off when not given).
     #[arg(long, env = "FASTPATH_METRICS_ADDR", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Serve /healthz and /readyz (the kubelet's probes) on this address; keep it on loopback
+    /// (off when not given).
+    #[arg(long, env = "FASTPATH_HEALTH_ADDR", value_name = "ADDR:PORT")]
+    pub health_addr: Option<std::net::SocketAddr>,
+
     /// Every this many seconds, take the kernel's state whole and repair any drift of the maps
-    /// (0: never).
-    #[arg(long, env = "FASTPATH_RESYNC_INTERVAL", value_name = "SECONDS", default_value_t = 60)]
+    /// (0: never; at most a day).
+    #[arg(long, env = "FASTPATH_RESYNC_INTERVAL", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SECONDS))]
     pub resync_interval: u64,
 
     /// On exit, detach and unpin everything (development). Without it the programs keep
@@ -132,20 +143,54 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
     #[arg(long, env = "FASTPATH_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: log::LevelFilter,
+
+    /// Log format: text (one line per record) or json (one object per line: ts, level, target,
+    /// msg).
+    #[arg(long, env = "FASTPATH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The longest interval a flag takes, in seconds: a day.
+pub const MAX_SECONDS: u64 = 86_400;
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     #[command(flatten)]
-    pub bpffs: BpffsArg,
-
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    pub list: ListArgs,
 
     /// Refresh every second, in place, with rates per second (Ctrl-C to stop).
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "output"])]
     pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+
+    /// One line: ready, not ready or not running; exit code 0 only when ready.
+    #[arg(long, conflicts_with_all = ["json", "output"])]
+    pub brief: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -202,12 +247,21 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_prefix)]
     pub filter: Option<(std::net::Ipv4Addr, u8)>,
 
+    /// Show only packets with this verdict: pass (to the kernel), redirect (sent on by the
+    /// programs) or drop.
+    #[arg(long, value_enum)]
+    pub verdict: Option<VerdictArg>,
+
+    /// Show only packets counted under this reason (a name `fastpath stats` lists).
+    #[arg(long, value_name = "NAME", value_parser = parse_reason)]
+    pub reason: Option<fastpath_common::Reason>,
+
     /// Stop after this many packets.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
-    /// Stop after this many seconds.
-    #[arg(long)]
+    /// Stop after this many seconds (at most a day).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_SECONDS))]
     pub duration: Option<u64>,
 
     /// One JSON object per line instead of text.
@@ -223,9 +277,50 @@ pub struct ListArgs {
     #[command(flatten)]
     pub bpffs: BpffsArg,
 
-    /// Print JSON instead of a table.
-    #[arg(long)]
+    /// Print JSON instead of a table (the same as -o json).
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
+
+    /// Output format: table, json or yaml.
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<Format>,
+}
+
+impl ListArgs {
+    /// `-o`, or `--json`.
+    pub fn format(&self) -> Format {
+        match (self.json, self.output) {
+            (true, _) => Format::Json,
+            (false, Some(format)) => format,
+            (false, None) => Format::Table,
+        }
+    }
+}
+
+/// `monitor --verdict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictArg {
+    Pass,
+    Redirect,
+    Drop,
+}
+
+impl From<VerdictArg> for fastpath_common::Verdict {
+    fn from(v: VerdictArg) -> Self {
+        match v {
+            VerdictArg::Pass => Self::Pass,
+            VerdictArg::Redirect => Self::Redirect,
+            VerdictArg::Drop => Self::Drop,
+        }
+    }
+}
+
+/// A reason's name, as `stats` lists it (retired reasons are never counted, so never named).
+pub fn parse_reason(s: &str) -> Result<fastpath_common::Reason, String> {
+    fastpath_common::Reason::ALL
+        .into_iter()
+        .find(|r| !r.is_retired() && r.as_str() == s)
+        .ok_or_else(|| format!("'{s}' is no reason `fastpath stats` lists (for example encapsulated, passed_no_route, dropped_spoofed_source)"))
 }
 
 /// `--ipip` and `--vxlan`, as clap parses them.
@@ -476,6 +571,70 @@ mod tests {
         let line = usage_error_line(&err.render().to_string());
         assert!(line.starts_with("error: unexpected argument '--no-such-flag'"), "{line}");
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn numeric_flags_are_bounded_by_clap() {
+        for args in [
+            &["fastpath", "run", "--resync-interval", "18446744073709551615"][..],
+            &["fastpath", "run", "--resync-interval", "86401"],
+            &["fastpath", "run", "--resync-interval=-1"],
+            &["fastpath", "run", "--flow-table-size", "0"],
+            &["fastpath", "monitor", "--duration", "18446744073709551615"],
+            &["fastpath", "monitor", "--count", "0"],
+            &["fastpath", "explain", "--ttl", "256", "1.1.1.1", "2.2.2.2"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let line = usage_error_line(&err.render().to_string());
+            assert!(line.starts_with("error: invalid value"), "{args:?}: {line}");
+        }
+        let cli = Cli::try_parse_from(["fastpath", "run", "--resync-interval", "86400"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.resync_interval, 86_400);
+    }
+
+    #[test]
+    fn listings_take_json_or_an_output_format() {
+        let format = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Routes(list) = cli.command else { panic!("not routes") };
+            list.format()
+        };
+        assert_eq!(format(&["fastpath", "routes"]), Format::Table);
+        assert_eq!(format(&["fastpath", "routes", "--json"]), Format::Json);
+        assert_eq!(format(&["fastpath", "routes", "-o", "yaml"]), Format::Yaml);
+        assert_eq!(format(&["fastpath", "routes", "--output", "json"]), Format::Json);
+        assert!(Cli::try_parse_from(["fastpath", "routes", "--json", "-o", "yaml"]).is_err());
+        assert!(Cli::try_parse_from(["fastpath", "routes", "-o", "xml"]).is_err());
+        assert!(Cli::try_parse_from(["fastpath", "status", "--brief", "--json"]).is_err());
+    }
+
+    #[test]
+    fn monitor_filters_by_verdict_and_reason() {
+        let cli = Cli::try_parse_from([
+            "fastpath",
+            "monitor",
+            "--verdict",
+            "drop",
+            "--reason",
+            "dropped_no_endpoint",
+        ])
+        .unwrap();
+        let Command::Monitor(args) = cli.command else { panic!("not monitor") };
+        assert_eq!(args.verdict, Some(VerdictArg::Drop));
+        assert_eq!(args.reason, Some(fastpath_common::Reason::DropNoEndpoint));
+        assert!(parse_reason("flow_approved").is_err(), "a retired reason");
+        assert!(parse_reason("no_such_reason").is_err());
+        assert!(Cli::try_parse_from(["fastpath", "monitor", "--verdict", "reject"]).is_err());
+    }
+
+    #[test]
+    fn log_formats_parse() {
+        let cli = Cli::try_parse_from(["fastpath", "run", "--log-format", "json"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("not run") };
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["fastpath", "run", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -101,11 +101,25 @@ pub enum Error {
         source: rtnetlink::Error,
     },
 
-    #[error("cannot serve metrics on {addr}")]
-    Metrics {
+    #[error("cannot serve {what} on {addr}")]
+    Listen {
+        what: &'static str,
         addr: std::net::SocketAddr,
         #[source]
         source: io::Error,
+    },
+
+    #[error("cannot render the metrics (a collector failed; the daemon's log says which)")]
+    Scrape,
+
+    #[error("--bpffs {dir}: {parent} is not a bpffs and holds files, and so does {dir}; fastpath mounts a bpffs only on an empty or new folder: mount one yourself (mount -t bpf bpf DIR) or choose another --bpffs")]
+    PinDirOccupied { dir: PathBuf, parent: PathBuf },
+
+    #[error("cannot write the output as {format}")]
+    Output {
+        format: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     #[error("another fastpath daemon is running on {dir}; stop it first, or give this one another --bpffs")]

@@ -9,11 +9,11 @@ use std::{
 
 use clap::{error::ErrorKind, Parser as _};
 use fastpath::{
-    cli::{usage_error_line, Cli, Command, ExplainArgs, ListArgs, MonitorArgs, StatsArgs},
+    cli::{usage_error_line, Cli, Command, ExplainArgs, ListArgs, LogFormat, MonitorArgs, StatsArgs},
     clock::{monotonic_ns, wall_ns},
     commands::{
         explain::{self, Question},
-        flows, inspect, show, stats,
+        flows, inspect, output, show, stats,
     },
     daemon,
     dataplane::tables,
@@ -34,11 +34,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => {
-            init_logging(args.log_level);
+            init_logging(args.log_level, args.log_format);
             runtime().and_then(|rt| rt.block_on(daemon::run(args)))
         }
         command => {
-            init_logging(log::LevelFilter::Warn);
+            init_logging(log::LevelFilter::Warn, LogFormat::Text);
             inspect_command(command)
         }
     };
@@ -54,13 +54,29 @@ fn main() -> ExitCode {
 fn inspect_command(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(_) => unreachable!("handled by main"),
-        Command::Status(args) => print(inspect::status(&args.bpffs.dir, args.json, interface_name)),
+        Command::Status(args) if args.brief => {
+            let (line, ready) = inspect::status_brief(&args.list.bpffs.dir);
+            println!("{line}");
+            if !ready {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Status(args) => {
+            print(inspect::status(&args.list.bpffs.dir, args.list.format(), interface_name))
+        }
         Command::Stats(args) if args.watch => watch_stats(&args),
         Command::Stats(args) => print_stats(&args),
         Command::Routes(args) => print_routes(&args),
-        Command::Endpoints(args) => print(inspect::endpoints(&args.bpffs.dir, args.json, interface_name)),
-        Command::Peers(args) => print(inspect::peers(&args.bpffs.dir, args.json)),
-        Command::Flows(args) => print(flows::list_pinned(&args.bpffs.dir, args.json, monotonic_ns())),
+        Command::Endpoints(args) => print(inspect::endpoints(&args.bpffs.dir, args.format(), interface_name)),
+        Command::Peers(args) => print(inspect::peers(&args.bpffs.dir, args.format())),
+        Command::Flows(args) => print(flows::list_pinned(&args.bpffs.dir, args.format(), monotonic_ns())),
+        Command::Version(args) => print(inspect::version(&args.list.bpffs.dir, args.list.format())),
+        Command::Completion(args) => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(args.shell, &mut Cli::command(), "fastpath", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Explain(args) => explain(&args),
         Command::Monitor(args) => runtime().and_then(|rt| rt.block_on(monitor(&args))),
         Command::Cleanup(args) => print(inspect::cleanup(&args.bpffs.dir)),
@@ -95,17 +111,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 fn print_stats(args: &StatsArgs) -> Result<(), Error> {
-    let totals = stats::read_pinned(&args.bpffs.dir)?;
-    print(Ok(if args.json { stats::format_json(&totals) } else { stats::format_table(&totals) }))
+    let totals = stats::read_pinned(&args.list.bpffs.dir)?;
+    print(output::render(&stats::Listing(&totals), args.list.format(), |_| stats::format_table(&totals)))
 }
 
 /// Refresh in place every second with rates, until Ctrl-C.
 fn watch_stats(args: &StatsArgs) -> Result<(), Error> {
-    let mut previous = stats::read_pinned(&args.bpffs.dir)?;
+    let mut previous = stats::read_pinned(&args.list.bpffs.dir)?;
     let mut at = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let now = stats::read_pinned(&args.bpffs.dir)?;
+        let now = stats::read_pinned(&args.list.bpffs.dir)?;
         let elapsed = at.elapsed().as_secs_f64();
         at = Instant::now();
         print!("\x1b[H\x1b[2J{}", stats::format_rates(&previous, &now, elapsed));
@@ -120,7 +136,7 @@ fn print_routes(args: &ListArgs) -> Result<(), Error> {
         .iter()
         .map(|(prefix, value)| show::row(*prefix, value, interface_name))
         .collect();
-    print(Ok(if args.json { show::json(&rows) } else { show::table(&rows) }))
+    print(output::render(&rows, args.format(), |rows| show::table(rows)))
 }
 
 fn explain(args: &ExplainArgs) -> Result<(), Error> {
@@ -178,11 +194,12 @@ async fn monitor(args: &MonitorArgs) -> Result<(), Error> {
             _ = poll.tick() => {}
         }
         let offset = wall_ns().saturating_sub(u128::from(monotonic_ns()));
-        for event in monitor.drain() {
+        for event in monitor.drain().into_iter().filter(|e| shown(args, e)) {
+            let wall_ns = offset + u128::from(event.time_ns);
             let line = if args.json {
-                stats::event_json(&event, offset + u128::from(event.time_ns))
+                output::json(&stats::EventRow::new(&event, wall_ns, interface_name(event.ifindex)))?
             } else {
-                inspect::monitor_line(&event, offset + u128::from(event.time_ns), &interface_name)
+                inspect::monitor_line(&event, wall_ns, &interface_name)
             };
             println!("{line}");
             seen += 1;
@@ -197,6 +214,13 @@ async fn monitor(args: &MonitorArgs) -> Result<(), Error> {
     };
     monitor.stop();
     result
+}
+
+/// Whether `monitor --verdict` and `--reason` let `event` through.
+fn shown(args: &MonitorArgs, event: &fastpath_common::maps::MonitorEvent) -> bool {
+    let verdict = fastpath_common::Verdict::from_tc_action(event.verdict);
+    args.verdict.is_none_or(|v| verdict == Some(v.into()))
+        && args.reason.is_none_or(|r| event.reason == r.index())
 }
 
 /// The name of an interface in this process's network namespace.
@@ -219,14 +243,27 @@ fn interface_index(name: &str) -> Option<u32> {
 }
 
 /// `--log-level` sets the default; RUST_LOG, when set, refines or overrides it. aya's own debug
-/// output (relocations, feature probes) is only shown when RUST_LOG asks for it.
-fn init_logging(level: log::LevelFilter) {
+/// output (relocations, feature probes) is only shown when RUST_LOG asks for it. `--log-format
+/// json`: one object per line, `{"ts","level","target","msg"}`, for a log pipeline.
+fn init_logging(level: log::LevelFilter, format: LogFormat) {
     let library_level = level.min(log::LevelFilter::Info);
-    env_logger::Builder::new()
+    let mut builder = env_logger::Builder::new();
+    builder
         .filter_level(level)
         .filter_module("aya", library_level)
         .filter_module("aya_obj", library_level)
         .parse_env("RUST_LOG")
-        .format_timestamp_millis()
-        .init();
+        .format_timestamp_millis();
+    if format == LogFormat::Json {
+        builder.format(|buf, record| {
+            let line = serde_json::json!({
+                "ts": buf.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    builder.init();
 }

@@ -13,7 +13,11 @@ use fastpath_common::{
     maps::FLOWS,
 };
 
-use crate::{commands::show, dataplane::bpffs, Error};
+use crate::{
+    commands::output::{self, Format},
+    dataplane::bpffs,
+    Error,
+};
 
 /// One flow direction as the table holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,9 +53,58 @@ pub fn read_pinned(dir: &Path) -> Result<Vec<Flow>, Error> {
 }
 
 /// `fastpath flows`.
-pub fn list_pinned(dir: &Path, json: bool, now_ns: u64) -> Result<String, Error> {
+pub fn list_pinned(dir: &Path, format: Format, now_ns: u64) -> Result<String, Error> {
     let flows = read_pinned(dir)?;
-    Ok(if json { format_json(&flows, now_ns) } else { format_table(&flows, now_ns) })
+    let rows: Vec<FlowRow> = flows.iter().map(|f| FlowRow::new(f, now_ns)).collect();
+    output::render(&rows, format, |_| format_table(&flows, now_ns))
+}
+
+/// One flow direction as `flows -o json|yaml` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FlowRow {
+    /// `tcp`, `udp`, `icmp`, `sctp`, `dccp`, `udplite` or the protocol number.
+    pub protocol: String,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+    /// `approved` or `closing`.
+    pub state: String,
+    /// Where its packets may arrive from, in words.
+    pub arrives: String,
+    /// Whether conntrack translates it; `to_*` is what it leaves as.
+    pub nat: bool,
+    pub to_src: Ipv4Addr,
+    pub to_sport: u16,
+    pub to_dst: Ipv4Addr,
+    pub to_dport: u16,
+    /// Seconds since the fast path last carried a packet of it; `null` when it has carried none.
+    pub idle_seconds: Option<u64>,
+    pub fast_packets: u64,
+    pub kernel_packets: u64,
+}
+
+impl FlowRow {
+    pub fn new(f: &Flow, now_ns: u64) -> Self {
+        let to = f.value.leaves_as(&f.key);
+        Self {
+            protocol: protocol_name(f.key.protocol),
+            src: Ipv4Addr::from(f.key.src),
+            sport: f.key.sport,
+            dst: Ipv4Addr::from(f.key.dst),
+            dport: f.key.dport,
+            state: f.state_name().to_string(),
+            arrives: arrival_words(&f.value),
+            nat: f.value.nat != 0,
+            to_src: Ipv4Addr::from(to.src),
+            to_sport: to.sport,
+            to_dst: Ipv4Addr::from(to.dst),
+            to_dport: to.dport,
+            idle_seconds: f.idle_secs(now_ns),
+            fast_packets: f.value.fast_packets,
+            kernel_packets: f.value.kernel_packets,
+        }
+    }
 }
 
 pub fn protocol_name(protocol: u8) -> String {
@@ -149,34 +202,6 @@ pub fn format_table(flows: &[Flow], now_ns: u64) -> String {
     out
 }
 
-pub fn format_json(flows: &[Flow], now_ns: u64) -> String {
-    let items: Vec<String> = flows
-        .iter()
-        .map(|f| {
-            let to = f.value.leaves_as(&f.key);
-            format!(
-                r#"{{"protocol":{},"src":"{}","sport":{},"dst":"{}","dport":{},"state":{},"arrives":{},"nat":{},"to_src":"{}","to_sport":{},"to_dst":"{}","to_dport":{},"idle_seconds":{},"fast_packets":{},"kernel_packets":{}}}"#,
-                show::json_string(&protocol_name(f.key.protocol)),
-                Ipv4Addr::from(f.key.src),
-                f.key.sport,
-                Ipv4Addr::from(f.key.dst),
-                f.key.dport,
-                show::json_string(f.state_name()),
-                show::json_string(&arrival_words(&f.value)),
-                f.value.nat != 0,
-                Ipv4Addr::from(to.src),
-                to.sport,
-                Ipv4Addr::from(to.dst),
-                to.dport,
-                f.idle_secs(now_ns).map_or("null".to_string(), |s| s.to_string()),
-                f.value.fast_packets,
-                f.value.kernel_packets
-            )
-        })
-        .collect();
-    format!("[{}]", items.join(","))
-}
-
 #[cfg(test)]
 mod tests {
     use fastpath_common::flow::Arrived;
@@ -209,7 +234,9 @@ mod tests {
 
     #[test]
     fn json_has_one_object_per_direction() {
-        let json = format_json(&[flow(8080, FlowState::Approved)], 1_000_000_000);
+        let row = FlowRow::new(&flow(8080, FlowState::Approved), 1_000_000_000);
+        let json = output::json(std::slice::from_ref(&row)).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<FlowRow>>(&json).unwrap(), [row]);
         assert_eq!(
             json,
             r#"[{"protocol":"tcp","src":"10.244.40.36","sport":40000,"dst":"10.96.0.10","dport":80,"state":"approved","arrives":"from a pod, on ifindex 5","nat":true,"to_src":"10.244.40.36","to_sport":40000,"to_dst":"10.244.166.150","to_dport":8080,"idle_seconds":0,"fast_packets":7,"kernel_packets":1}]"#

@@ -10,16 +10,20 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
-        AGENT_F_READY, AGENT_F_TRUST_KERNEL, EVENTS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD, TUNNEL_PEERS,
+        AGENT_F_READY, AGENT_F_TRUST_KERNEL, ENDPOINTS, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU,
+        PROGRAM_FROM_POD, ROUTES, TUNNEL_PEERS,
     },
     route::RouteKind,
     tunnel::Tunnel,
-    Reason,
+    Reason, Verdict,
 };
 
 use crate::{
     clock::{monotonic_ns, unix_ms},
-    commands::show::{self, mac_string},
+    commands::{
+        output::{self, Format},
+        show::{self, mac_string},
+    },
     daemon::encap::EncapMode,
     dataplane::{bpffs, fill, loader, pins, tables},
     Error,
@@ -74,161 +78,247 @@ fn duration_words(ms: u64) -> String {
     }
 }
 
-/// `fastpath status`.
-pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
+/// `fastpath status -o json|yaml`: the daemon, its node, its maps and its attachments.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Always true: without a running daemon `status` fails (exit code 1).
+    pub running: bool,
+    /// The maps are synced and every matching interface is attached.
+    pub ready: bool,
+    /// The daemon's version.
+    pub version: String,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+    /// `--ipip`: follow, always, cross-subnet or never.
+    pub ipip_mode: String,
+    /// `--vxlan`: follow, always, cross-subnet or never.
+    pub vxlan_mode: String,
+    /// `--trust`: kernel or routes.
+    pub trust: String,
+    /// How the programs attach: tcx or legacy-tc.
+    pub hook: String,
+    /// The underlay interface's name.
+    pub underlay: String,
+    pub underlay_ifindex: u32,
+    pub node_ip: Ipv4Addr,
+    pub node_mac: String,
+    pub underlay_mtu: u32,
+    /// The largest inner packet IPIP carries (the underlay MTU less its header).
+    pub ipip_mtu: u32,
+    /// The largest inner packet VXLAN carries (the underlay MTU less its 50 bytes).
+    pub vxlan_mtu: u32,
+    /// The `vxlan.calico` device the programs stand in for; `null` when VXLAN is the kernel's.
+    pub vxlan: Option<VxlanStatus>,
+    /// Map name → its fill.
+    pub maps: std::collections::BTreeMap<String, MapFill>,
+    /// Pods and prefixes the kernel carries for a reason of its configuration.
+    pub kernel_path: Vec<KernelPath>,
+    /// Path MTUs routers taught the programs that still hold.
+    pub path_mtu: Vec<PathMtuRow>,
+    /// The pinned links of the programs (empty under legacy tc).
+    pub attached: Vec<AttachedRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VxlanStatus {
+    pub iface: String,
+    pub ifindex: u32,
+    pub vni: u32,
+    pub port: u16,
+    pub mac: String,
+    /// The UDP source ports, lowest and highest.
+    pub source_ports: [u16; 2],
+    /// The largest inner packet VXLAN carries.
+    pub mtu: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapFill {
+    pub entries: u64,
+    pub max: u64,
+    /// No further entry fits: what does not is the kernel's to route.
+    pub full: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelPath {
+    pub what: String,
+    pub why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PathMtuRow {
+    pub node: Ipv4Addr,
+    pub mtu: u32,
+    pub expires_in_seconds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttachedRow {
+    pub program: String,
+    pub ifindex: u32,
+    pub iface: Option<String>,
+    pub prog_id: u32,
+    pub link_id: u32,
+    /// `tcx ingress` or `tcx egress`.
+    pub attach: String,
+}
+
+/// The status of the daemon running on `dir`.
+pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result<Status, Error> {
     let agent = running_agent(dir)?;
     let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let entries = tables::route_entries(&tables::pinned_routes(dir)?)?;
-    let kernel_path = kernel_path(&entries, &ifname);
-    let path_mtus = path_mtus(dir);
-    let fills = fill::read(dir)?;
-    let links = attached(dir, &ifname);
-    let trust = if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" };
-    let legacy_tc = agent.flags & AGENT_F_LEGACY_TC != 0;
-    let uptime = unix_ms().saturating_sub(agent.started_unix_ms);
-    let ready = agent.flags & AGENT_F_READY != 0;
-    let underlay =
-        ifname(node.underlay_ifindex).unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex));
-    let mode = |code| EncapMode::from_code(code).map_or("unknown", EncapMode::name);
-    let ipip_mtu = node.tunnel_mtu(&Tunnel::Ipip);
-    let vxlan_mtu = node.tunnel_mtu(&Tunnel::Vxlan);
-    let vxlan_name = ifname(node.vxlan.ifindex).unwrap_or_else(|| format!("ifindex {}", node.vxlan.ifindex));
-    if json {
-        let links: Vec<String> = links
-            .iter()
-            .map(|l| {
-                format!(
-                    r#"{{"program":"{}","ifindex":{},"iface":{},"prog_id":{},"link_id":{},"attach":"{}"}}"#,
-                    l.program,
-                    l.ifindex,
-                    l.iface.as_deref().map_or("null".into(), show::json_string),
-                    l.prog_id,
-                    l.link_id,
-                    loader::attach_point(&l.program)
-                )
+    let mode = |code| EncapMode::from_code(code).map_or("unknown", EncapMode::name).to_string();
+    let maps = fill::read(dir)?
+        .into_iter()
+        .map(|f| {
+            let value = MapFill { entries: f.entries as u64, max: u64::from(f.capacity), full: f.is_full() };
+            (f.name.to_string(), value)
+        })
+        .collect();
+    let vxlan = node.has_vxlan().then(|| {
+        let v = node.vxlan;
+        VxlanStatus {
+            iface: ifname(v.ifindex).unwrap_or_else(|| format!("ifindex {}", v.ifindex)),
+            ifindex: v.ifindex,
+            vni: v.vni,
+            port: v.port,
+            mac: mac_string(v.mac),
+            source_ports: [v.port_min, v.port_max],
+            mtu: node.tunnel_mtu(&Tunnel::Vxlan),
+        }
+    });
+    Ok(Status {
+        running: true,
+        ready: agent.flags & AGENT_F_READY != 0,
+        version: show::unpadded(&agent.version),
+        pid: agent.pid,
+        uptime_seconds: unix_ms().saturating_sub(agent.started_unix_ms) / 1000,
+        ipip_mode: mode(agent.ipip_mode),
+        vxlan_mode: mode(agent.vxlan_mode),
+        trust: if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" }.to_string(),
+        hook: if agent.flags & AGENT_F_LEGACY_TC != 0 { "legacy-tc" } else { "tcx" }.to_string(),
+        underlay: ifname(node.underlay_ifindex)
+            .unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex)),
+        underlay_ifindex: node.underlay_ifindex,
+        node_ip: Ipv4Addr::from(node.node_ip),
+        node_mac: mac_string(node.node_mac),
+        underlay_mtu: node.underlay_mtu,
+        ipip_mtu: node.tunnel_mtu(&Tunnel::Ipip),
+        vxlan_mtu: node.tunnel_mtu(&Tunnel::Vxlan),
+        vxlan,
+        maps,
+        kernel_path: kernel_path(&entries, &ifname)
+            .into_iter()
+            .map(|(what, why)| KernelPath { what, why })
+            .collect(),
+        path_mtu: path_mtus(dir)
+            .into_iter()
+            .map(|(node, mtu, left)| PathMtuRow { node, mtu, expires_in_seconds: left })
+            .collect(),
+        attached: attached(dir, &ifname)
+            .into_iter()
+            .map(|l| AttachedRow {
+                attach: loader::attach_point(&l.program).to_string(),
+                program: l.program,
+                ifindex: l.ifindex,
+                iface: l.iface,
+                prog_id: l.prog_id,
+                link_id: l.link_id,
             })
-            .collect();
-        let vxlan = if node.has_vxlan() {
-            let v = node.vxlan;
+            .collect(),
+    })
+}
+
+/// `fastpath status`.
+pub fn status(dir: &Path, format: Format, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
+    output::render(&read_status(dir, ifname)?, format, status_text)
+}
+
+/// `fastpath status --brief`: one line, and whether the daemon is ready.
+pub fn status_brief(dir: &Path) -> (String, bool) {
+    match running_agent(dir) {
+        Ok(agent) if agent.flags & AGENT_F_READY != 0 => {
+            (format!("ready (fastpath {}, pid {})", show::unpadded(&agent.version), agent.pid), true)
+        }
+        Ok(agent) => (
             format!(
-                r#"{{"iface":{},"ifindex":{},"vni":{},"port":{},"mac":"{}","source_ports":[{},{}],"mtu":{vxlan_mtu}}}"#,
-                show::json_string(&vxlan_name),
-                v.ifindex,
-                v.vni,
-                v.port,
-                mac_string(v.mac),
-                v.port_min,
-                v.port_max
-            )
-        } else {
-            "null".to_string()
-        };
-        let kernel_path: Vec<String> = kernel_path
-            .iter()
-            .map(|(what, why)| {
-                format!(r#"{{"what":{},"why":{}}}"#, show::json_string(what), show::json_string(why))
-            })
-            .collect();
-        let path_mtus: Vec<String> = path_mtus
-            .iter()
-            .map(|(node, mtu, left)| {
-                format!(r#"{{"node":"{node}","mtu":{mtu},"expires_in_seconds":{left}}}"#)
-            })
-            .collect();
-        return Ok(format!(
-            r#"{{"running":true,"ready":{ready},"version":{},"pid":{},"uptime_seconds":{},"ipip":"{}","vxlan_mode":"{}","trust":"{trust}","hook":"{}","underlay":{},"underlay_ifindex":{},"node_ip":"{}","node_mac":"{}","underlay_mtu":{},"tunnel_mtu":{ipip_mtu},"vxlan":{vxlan},"maps":{{{}}},"kernel_path":[{}],"path_mtu":[{}],"attached":[{}]}}"#,
-            show::json_string(&show::unpadded(&agent.version)),
-            agent.pid,
-            uptime / 1000,
-            mode(agent.ipip_mode),
-            mode(agent.vxlan_mode),
-            if legacy_tc { "legacy-tc" } else { "tcx" },
-            show::json_string(&underlay),
-            node.underlay_ifindex,
-            Ipv4Addr::from(node.node_ip),
-            mac_string(node.node_mac),
-            node.underlay_mtu,
-            fills
-                .iter()
-                .map(|f| format!(
-                    r#""{}":{{"entries":{},"max":{},"full":{}}}"#,
-                    f.name,
-                    f.entries,
-                    f.capacity,
-                    f.is_full()
-                ))
-                .collect::<Vec<_>>()
-                .join(","),
-            kernel_path.join(","),
-            path_mtus.join(","),
-            links.join(",")
-        ));
+                "not ready: syncing or an interface is not attached (fastpath {}, pid {})",
+                show::unpadded(&agent.version),
+                agent.pid
+            ),
+            false,
+        ),
+        Err(e) => (format!("not running: {}", e.chain()), false),
     }
+}
+
+fn status_text(st: &Status) -> String {
     let mut out = format!(
         "fastpath {} (pid {}), up {}, {}\n",
-        show::unpadded(&agent.version),
-        agent.pid,
-        duration_words(uptime),
-        if ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
+        st.version,
+        st.pid,
+        duration_words(st.uptime_seconds * 1000),
+        if st.ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
     );
-    let trust_words = match trust {
+    let trust_words = match st.trust.as_str() {
         "kernel" => "trust kernel (a flow direction takes the fast path while the kernel's conntrack holds it, translated as it says)".to_string(),
         _ => "trust routes (every packet the routes allow)".to_string(),
     };
+    let _ = writeln!(out, "mode:      IPIP {}, VXLAN {}, {trust_words}", st.ipip_mode, st.vxlan_mode);
     let _ = writeln!(
         out,
-        "mode:      IPIP {}, VXLAN {}, {trust_words}",
-        mode(agent.ipip_mode),
-        mode(agent.vxlan_mode)
+        "underlay:  {} (ifindex {}), node {}, MAC {}, MTU {} (IPIP {}, VXLAN {})",
+        st.underlay, st.underlay_ifindex, st.node_ip, st.node_mac, st.underlay_mtu, st.ipip_mtu, st.vxlan_mtu,
     );
-    let _ = writeln!(
-        out,
-        "underlay:  {underlay} (ifindex {}), node {}, MAC {}, MTU {} (IPIP {ipip_mtu}, VXLAN {vxlan_mtu})",
-        node.underlay_ifindex,
-        Ipv4Addr::from(node.node_ip),
-        mac_string(node.node_mac),
-        node.underlay_mtu,
-    );
-    if node.has_vxlan() {
-        let v = node.vxlan;
-        let _ = writeln!(
-            out,
-            "vxlan:     {vxlan_name} (ifindex {}), VNI {}, port {}, MAC {}, source ports {}-{}",
-            v.ifindex,
-            v.vni,
-            v.port,
-            mac_string(v.mac),
-            v.port_min,
-            v.port_max
-        );
-    } else {
-        let _ = writeln!(out, "vxlan:     none the programs stand in for (VXLAN is the kernel's)");
+    match &st.vxlan {
+        Some(v) => {
+            let _ = writeln!(
+                out,
+                "vxlan:     {} (ifindex {}), VNI {}, port {}, MAC {}, source ports {}-{}",
+                v.iface, v.ifindex, v.vni, v.port, v.mac, v.source_ports[0], v.source_ports[1]
+            );
+        }
+        None => {
+            let _ = writeln!(out, "vxlan:     none the programs stand in for (VXLAN is the kernel's)");
+        }
     }
-    let _ = writeln!(out, "maps:      {}", fill::words(&fills));
-    if !kernel_path.is_empty() {
-        let words: Vec<String> = kernel_path.iter().map(|(what, why)| format!("{what} ({why})")).collect();
+    let fill: Vec<String> = [ROUTES, ENDPOINTS, TUNNEL_PEERS, FLOWS]
+        .iter()
+        .filter_map(|name| {
+            let m = st.maps.get(*name)?;
+            Some(format!("{name} {}/{}{}", m.entries, m.max, if m.full { " FULL" } else { "" }))
+        })
+        .collect();
+    let _ = writeln!(out, "maps:      {}", fill.join(", "));
+    if !st.kernel_path.is_empty() {
+        let words: Vec<String> = st.kernel_path.iter().map(|k| format!("{} ({})", k.what, k.why)).collect();
         let _ = writeln!(out, "kernel:    {}", words.join("; "));
     }
-    if !path_mtus.is_empty() {
-        let words: Vec<String> =
-            path_mtus.iter().map(|(node, mtu, left)| format!("to {node} {mtu} ({left}s left)")).collect();
+    if !st.path_mtu.is_empty() {
+        let words: Vec<String> = st
+            .path_mtu
+            .iter()
+            .map(|p| format!("to {} {} ({}s left)", p.node, p.mtu, p.expires_in_seconds))
+            .collect();
         let _ = writeln!(out, "path MTU:  {}", words.join("; "));
     }
-    if legacy_tc {
+    if st.hook == "legacy-tc" {
         let _ = writeln!(
             out,
             "attached:  as legacy tc filters (clsact, priority {}), which are not pinned links: `tc filter show dev IFACE ingress` lists them",
             crate::dataplane::legacy_tc::PRIORITY
         );
-        return Ok(out);
+        return out;
     }
-    let _ = writeln!(out, "attached:  {} links", links.len());
+    let _ = writeln!(out, "attached:  {} links", st.attached.len());
     let _ = writeln!(
         out,
         "  {:<16} {:>7}  {:<14} {:>7} {:>7}  ATTACH",
         "INTERFACE", "IFINDEX", "PROGRAM", "PROG ID", "LINK ID"
     );
-    for l in &links {
+    for l in &st.attached {
         let _ = writeln!(
             out,
             "  {:<16} {:>7}  {:<14} {:>7} {:>7}  {}",
@@ -237,26 +327,61 @@ pub fn status(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) ->
             l.program,
             l.prog_id,
             l.link_id,
-            loader::attach_point(&l.program)
+            l.attach
         );
     }
-    Ok(out)
+    out
 }
 
-/// The entries the kernel carries for a reason of its configuration (classic tc, ip rules) or
-/// for want of room in the route map, in words: (which pod or prefix, why).
+/// `fastpath version -o json|yaml`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Version {
+    /// This binary's version.
+    pub client: String,
+    /// The git revision this binary was built from.
+    pub revision: String,
+    /// The running daemon's, from its pinned agent slot: `null` when none runs on the folder.
+    pub daemon: Option<DaemonVersion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DaemonVersion {
+    pub version: String,
+    pub pid: u32,
+    /// The layout of the maps it pinned.
+    pub layout: u32,
+}
+
+/// `fastpath version`.
+pub fn version(dir: &Path, format: Format) -> Result<String, Error> {
+    let daemon = running_agent(dir).ok().map(|a| DaemonVersion {
+        version: show::unpadded(&a.version),
+        pid: a.pid,
+        layout: a.layout_version,
+    });
+    let v = Version {
+        client: env!("CARGO_PKG_VERSION").to_string(),
+        revision: crate::daemon::metrics::REVISION.to_string(),
+        daemon,
+    };
+    output::render(&v, format, |v| {
+        let daemon = match &v.daemon {
+            Some(d) => format!("fastpath {} (pid {}, map layout {})", d.version, d.pid, d.layout),
+            None => format!("not running on {}", dir.display()),
+        };
+        format!("client:  fastpath {} (revision {})\ndaemon:  {daemon}\n", v.client, v.revision)
+    })
+}
+
+/// The entries the kernel carries for a reason of its configuration (classic tc, ip rules), in
+/// words: (which pod or prefix, why).
 fn kernel_path(
     entries: &[(crate::daemon::routes::Prefix, fastpath_common::route::RouteValue)],
     ifname: &impl Fn(u32) -> Option<String>,
 ) -> Vec<(String, String)> {
     entries
         .iter()
-        .filter(|(_, v)| {
-            matches!(
-                v.kernel_reason(),
-                Reason::PassEndpointTc | Reason::PassPolicyRoute | Reason::PassMapOverflow
-            )
-        })
+        .filter(|(_, v)| matches!(v.kernel_reason(), Reason::PassEndpointTc | Reason::PassPolicyRoute))
         .filter(|(_, v)| v.kind == RouteKind::Kernel as u32)
         .map(|((len, addr), v)| {
             let what = match (len, v.ifindex) {
@@ -286,7 +411,11 @@ fn path_mtus(dir: &Path) -> Vec<(Ipv4Addr, u32, u64)> {
 }
 
 /// `fastpath endpoints`: the local pods, from the route table.
-pub fn endpoints(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>) -> Result<String, Error> {
+pub fn endpoints(
+    dir: &Path,
+    format: Format,
+    ifname: impl Fn(u32) -> Option<String>,
+) -> Result<String, Error> {
     let rows: Vec<show::RouteRow> = tables::route_entries(&tables::pinned_routes(dir)?)?
         .iter()
         .filter(|(_, v)| {
@@ -295,68 +424,80 @@ pub fn endpoints(dir: &Path, json: bool, ifname: impl Fn(u32) -> Option<String>)
         })
         .map(|(prefix, value)| show::row(*prefix, value, &ifname))
         .collect();
-    if json {
-        return Ok(show::json(&rows));
-    }
-    let mut out = format!("{:<18} {:<22} {:<18} {}\n", "POD", "INTERFACE", "MAC", "STATE");
-    for r in rows {
-        let iface = format!("{} ({})", r.iface.as_deref().unwrap_or("?"), r.ifindex.unwrap_or(0));
-        let (mac, state) = match (r.mac, r.why) {
-            (Some(mac), _) => (mac, "fast path".to_string()),
-            (None, why) => ("-".into(), format!("kernel ({})", why.unwrap_or("MAC not known yet"))),
-        };
-        let _ = writeln!(out, "{:<18} {:<22} {:<18} {state}", r.prefix.trim_end_matches("/32"), iface, mac);
-    }
-    Ok(out)
+    output::render(&rows, format, |rows| {
+        let mut out = format!("{:<18} {:<22} {:<18} {}\n", "POD", "INTERFACE", "MAC", "STATE");
+        for r in rows {
+            let iface = format!("{} ({})", r.iface.as_deref().unwrap_or("?"), r.ifindex.unwrap_or(0));
+            let (mac, state) = match (&r.mac, &r.why) {
+                (Some(mac), _) => (mac.clone(), "fast path".to_string()),
+                (None, why) => {
+                    ("-".into(), format!("kernel ({})", why.as_deref().unwrap_or("MAC not known yet")))
+                }
+            };
+            let _ =
+                writeln!(out, "{:<18} {:<22} {:<18} {state}", r.prefix.trim_end_matches("/32"), iface, mac);
+        }
+        out
+    })
+}
+
+/// A node whose tunnels the programs accept, as `peers -o json|yaml` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerRow {
+    pub node: Ipv4Addr,
+    pub blocks: Vec<PeerBlock>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerBlock {
+    /// `ADDR/LEN`.
+    pub block: String,
+    /// `ipip`, `vxlan` or `none`.
+    pub encap: String,
+    /// For VXLAN: the node's VTEP MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<String>,
 }
 
 /// `fastpath peers`: the nodes whose tunnels are accepted, with the blocks routed to each and
 /// how (for VXLAN, to which VTEP MAC).
-pub fn peers(dir: &Path, json: bool) -> Result<String, Error> {
+pub fn peers(dir: &Path, format: Format) -> Result<String, Error> {
     let map: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let mut nodes: Vec<Ipv4Addr> = map.keys().filter_map(Result::ok).map(Ipv4Addr::from).collect();
     nodes.sort();
     let routes = tables::route_entries(&tables::pinned_routes(dir)?)?;
-    let blocks_of = |node: Ipv4Addr| -> Vec<(String, &'static str, Option<String>)> {
-        routes
-            .iter()
-            .filter(|(_, v)| v.kind == RouteKind::RemoteBlock as u32 && Ipv4Addr::from(v.next_hop) == node)
-            .map(|((len, addr), v)| (format!("{addr}/{len}"), v.encap_name(), show::vtep_mac(v)))
-            .collect()
-    };
-    if json {
-        let items: Vec<String> = nodes
-            .iter()
-            .map(|n| {
-                let blocks: Vec<String> = blocks_of(*n)
-                    .iter()
-                    .map(|(b, encap, mac)| match mac {
-                        Some(mac) => {
-                            format!(
-                                r#"{{"block":"{b}","encap":"{encap}","vtep_mac":{}}}"#,
-                                show::json_string(mac)
-                            )
-                        }
-                        None => format!(r#"{{"block":"{b}","encap":"{encap}"}}"#),
-                    })
-                    .collect();
-                format!(r#"{{"node":"{n}","blocks":[{}]}}"#, blocks.join(","))
-            })
-            .collect();
-        return Ok(format!("[{}]", items.join(",")));
-    }
-    let mut out = format!("{:<16} {}\n", "NODE", "BLOCKS (ENCAP)");
-    for n in nodes {
-        let blocks: Vec<String> = blocks_of(n)
-            .iter()
-            .map(|(b, encap, mac)| match mac {
-                Some(mac) => format!("{b} ({encap}, VTEP {mac})"),
-                None => format!("{b} ({encap})"),
-            })
-            .collect();
-        let _ = writeln!(out, "{:<16} {}", n.to_string(), blocks.join(", "));
-    }
-    Ok(out)
+    let rows: Vec<PeerRow> = nodes
+        .into_iter()
+        .map(|node| PeerRow {
+            node,
+            blocks: routes
+                .iter()
+                .filter(|(_, v)| {
+                    v.kind == RouteKind::RemoteBlock as u32 && Ipv4Addr::from(v.next_hop) == node
+                })
+                .map(|((len, addr), v)| PeerBlock {
+                    block: format!("{addr}/{len}"),
+                    encap: v.encap_name().to_string(),
+                    vtep_mac: show::vtep_mac(v),
+                })
+                .collect(),
+        })
+        .collect();
+    output::render(&rows, format, |rows| {
+        let mut out = format!("{:<16} {}\n", "NODE", "BLOCKS (ENCAP)");
+        for r in rows {
+            let blocks: Vec<String> = r
+                .blocks
+                .iter()
+                .map(|b| match &b.vtep_mac {
+                    Some(mac) => format!("{} ({}, VTEP {mac})", b.block, b.encap),
+                    None => format!("{} ({})", b.block, b.encap),
+                })
+                .collect();
+            let _ = writeln!(out, "{:<16} {}", r.node.to_string(), blocks.join(", "));
+        }
+        out
+    })
 }
 
 /// `fastpath cleanup`.
@@ -391,11 +532,11 @@ pub fn monitor_line(e: &MonitorEvent, wall_ns: u128, ifname: &dyn Fn(u32) -> Opt
             format!("{}:{port}", Ipv4Addr::from(addr))
         }
     };
-    let verdict = match e.verdict {
-        0 => "PASS",
-        2 => "DROP",
-        7 => "REDIRECT",
-        _ => "OTHER",
+    let verdict = match Verdict::from_tc_action(e.verdict) {
+        Some(Verdict::Pass) => "PASS",
+        Some(Verdict::Drop) => "DROP",
+        Some(Verdict::Redirect) => "REDIRECT",
+        None => "OTHER",
     };
     let reason = Reason::try_from(e.reason).map_or("unknown", Reason::as_str);
     format!(

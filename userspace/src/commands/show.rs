@@ -10,18 +10,24 @@ use fastpath_common::{
 
 use crate::daemon::routes::Prefix;
 
-/// One entry, in words.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One entry, in words: a row of `fastpath routes` (and `endpoints`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteRow {
+    /// `ADDR/LEN`.
     pub prefix: String,
-    pub kind: &'static str,
+    /// `local`, `remote`, `blackhole` or `kernel`.
+    pub kind: String,
+    /// The pod's interface, for a local entry (or a kernel entry of a pod).
     pub iface: Option<String>,
     pub ifindex: Option<u32>,
+    /// The pod's MAC, or for a VXLAN block the other node's VTEP MAC.
     pub mac: Option<String>,
+    /// The node a remote block is routed via.
     pub next_hop: Option<Ipv4Addr>,
-    pub encap: Option<&'static str>,
+    /// For a remote block: `ipip`, `vxlan` or `none`.
+    pub encap: Option<String>,
     /// For a "kernel" entry: why the kernel routes it.
-    pub why: Option<&'static str>,
+    pub why: Option<String>,
 }
 
 /// Why the kernel routes to a "kernel" entry, in words (`None` for other kinds).
@@ -73,7 +79,7 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
         matches!(kind, Ok(RouteKind::LocalEndpoint)) || (kind == Ok(RouteKind::Kernel) && value.ifindex != 0);
     RouteRow {
         prefix: format!("{}/{}", prefix.1, prefix.0),
-        kind: kind_name(value.kind),
+        kind: kind_name(value.kind).to_string(),
         iface: has_iface.then(|| ifname(value.ifindex)).flatten(),
         ifindex: has_iface.then_some(value.ifindex),
         mac: match kind {
@@ -81,8 +87,8 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
             _ => vtep_mac(value),
         },
         next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
-        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| value.encap_name()),
-        why: kernel_why(value),
+        encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| value.encap_name().to_string()),
+        why: kernel_why(value).map(str::to_string),
     }
 }
 
@@ -114,49 +120,9 @@ pub fn table(rows: &[RouteRow]) -> String {
             iface,
             r.mac.as_deref().unwrap_or("-"),
             r.next_hop.map_or("-".to_string(), |h| h.to_string()),
-            r.encap.unwrap_or("-")
+            r.encap.as_deref().unwrap_or("-")
         );
     }
-    out
-}
-
-/// A JSON array of objects, one per entry.
-pub fn json(rows: &[RouteRow]) -> String {
-    let opt = |s: Option<String>| s.map_or("null".to_string(), |s| json_string(&s));
-    let items: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                r#"{{"prefix":{},"kind":{},"iface":{},"ifindex":{},"mac":{},"next_hop":{},"encap":{},"why":{}}}"#,
-                json_string(&r.prefix),
-                json_string(r.kind),
-                opt(r.iface.clone()),
-                r.ifindex.map_or("null".to_string(), |i| i.to_string()),
-                opt(r.mac.clone()),
-                opt(r.next_hop.map(|h| h.to_string())),
-                opt(r.encap.map(str::to_string)),
-                opt(r.why.map(str::to_string)),
-            )
-        })
-        .collect();
-    format!("[{}]", items.join(","))
-}
-
-/// A JSON string literal (interface names may hold any byte but '/', ':' and whitespace).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -184,11 +150,13 @@ mod tests {
         let value = RouteValue::remote([10, 101, 14, 51], true);
         let r = row((26, Ipv4Addr::new(10, 244, 166, 128)), &value, name);
         assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
-        assert_eq!(r.encap, Some("ipip"));
+        assert_eq!(r.encap.as_deref(), Some("ipip"));
+        let json = serde_json::to_string(std::slice::from_ref(&r)).unwrap();
         assert_eq!(
-            json(std::slice::from_ref(&r)),
+            json,
             r#"[{"prefix":"10.244.166.128/26","kind":"remote","iface":null,"ifindex":null,"mac":null,"next_hop":"10.101.14.51","encap":"ipip","why":null}]"#
         );
+        assert_eq!(serde_json::from_str::<Vec<RouteRow>>(&json).unwrap(), std::slice::from_ref(&r));
         let t = table(&[r]);
         assert!(t.lines().nth(1).unwrap().contains("10.101.14.51"), "{t}");
     }
@@ -197,16 +165,16 @@ mod tests {
     fn a_vxlan_block_names_its_vtep() {
         let value = RouteValue::vxlan([10, 101, 14, 51], [0x66, 0, 10, 101, 14, 51]);
         let r = row((26, Ipv4Addr::new(10, 244, 166, 128)), &value, name);
-        assert_eq!(r.encap, Some("vxlan"));
+        assert_eq!(r.encap.as_deref(), Some("vxlan"));
         assert_eq!(r.mac.as_deref(), Some("66:00:0a:65:0e:33"));
         assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
         let pending = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::kernel(), name);
-        assert_eq!((pending.kind, pending.iface, pending.encap), ("kernel", None, None));
-        assert_eq!(pending.why, Some("the kernel's route"));
+        assert_eq!((pending.kind.as_str(), pending.iface, pending.encap), ("kernel", None, None));
+        assert_eq!(pending.why.as_deref(), Some("the kernel's route"));
         let shaped = row((32, Ipv4Addr::new(10, 244, 40, 36)), &RouteValue::local_with_tc(7), name);
-        assert_eq!(shaped.why, Some("classic tc configuration"));
+        assert_eq!(shaped.why.as_deref(), Some("classic tc configuration"));
         let ruled = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::policy(0), name);
-        assert_eq!(ruled.why, Some("an ip rule routes it through another table"));
+        assert_eq!(ruled.why.as_deref(), Some("an ip rule routes it through another table"));
     }
 
     #[test]
@@ -214,12 +182,6 @@ mod tests {
         assert_eq!(unpadded(&padded("cali")), "cali");
         assert_eq!(unpadded(&padded("0.1.0")), "0.1.0");
         assert_eq!(unpadded(&padded("a-name-of-twenty-bytes")), "a-name-of-twenty");
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(json_string("\u{1}"), r#""\u0001""#);
     }
 
     #[test]

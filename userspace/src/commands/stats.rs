@@ -51,21 +51,36 @@ pub fn format_table(totals: &[ReasonTotal]) -> String {
     out
 }
 
-/// `{"reason": {"packets": N, "bytes": N}, ...}`; reason names are plain identifiers, so no
-/// escaping is needed.
-pub fn format_json(totals: &[ReasonTotal]) -> String {
-    let fields: Vec<String> = totals
-        .iter()
-        .map(|t| {
-            format!(
-                "\"{}\":{{\"packets\":{},\"bytes\":{}}}",
-                t.reason.as_str(),
-                t.total.packets,
-                t.total.bytes
-            )
-        })
-        .collect();
-    format!("{{{}}}", fields.join(","))
+/// One reason's line of `fastpath stats -o json|yaml`: the listing is an object keyed by reason
+/// name (retired reasons left out), in code order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReasonCount {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `pass`, `redirect` or `drop`: what the programs did with these packets.
+    pub verdict: String,
+}
+
+/// What `stats -o json|yaml` deserializes into: reason name → its count.
+pub type StatsListing = std::collections::BTreeMap<String, ReasonCount>;
+
+/// Every reason's count, keyed by name, for serde (a map, in code order).
+pub struct Listing<'a>(pub &'a [ReasonTotal]);
+
+impl serde::Serialize for Listing<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for t in self.0 {
+            let count = ReasonCount {
+                packets: t.total.packets,
+                bytes: t.total.bytes,
+                verdict: t.reason.verdict().as_str().to_string(),
+            };
+            map.serialize_entry(t.reason.as_str(), &count)?;
+        }
+        map.end()
+    }
 }
 
 /// The `--watch` screen: each reason that moved, with packets and bytes per second.
@@ -86,21 +101,52 @@ pub fn format_rates(before: &[ReasonTotal], after: &[ReasonTotal], seconds: f64)
     out
 }
 
-/// One monitor event as a JSON object.
-pub fn event_json(e: &fastpath_common::maps::MonitorEvent, wall_ns: u128) -> String {
-    let reason = Reason::try_from(e.reason).map_or("unknown", Reason::as_str);
-    format!(
-        r#"{{"time_ns":{wall_ns},"ifindex":{},"program":"{}","protocol":{},"src":"{}","sport":{},"dst":"{}","dport":{},"verdict":{},"reason":"{reason}","len":{}}}"#,
-        e.ifindex,
-        if e.program == fastpath_common::maps::PROGRAM_FROM_POD { "from_pod" } else { "from_underlay" },
-        e.protocol,
-        std::net::Ipv4Addr::from(e.src),
-        e.sport,
-        std::net::Ipv4Addr::from(e.dst),
-        e.dport,
-        e.verdict,
-        e.len
-    )
+/// One monitor event as `monitor --json` prints it: names where the table has names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventRow {
+    /// Wall-clock time, nanoseconds since the epoch.
+    pub time_ns: u128,
+    pub ifindex: u32,
+    pub iface: Option<String>,
+    /// `from_pod` or `from_underlay`.
+    pub program: String,
+    /// `tcp`, `udp`, `icmp`, … or the protocol number.
+    pub protocol: String,
+    pub src: std::net::Ipv4Addr,
+    pub sport: u16,
+    pub dst: std::net::Ipv4Addr,
+    pub dport: u16,
+    /// `pass`, `redirect` or `drop` (`other` for an action the monitor does not know).
+    pub verdict: String,
+    pub reason: String,
+    /// The packet's length as it arrived, in bytes.
+    pub len: u32,
+}
+
+impl EventRow {
+    pub fn new(e: &fastpath_common::maps::MonitorEvent, wall_ns: u128, iface: Option<String>) -> Self {
+        Self {
+            time_ns: wall_ns,
+            ifindex: e.ifindex,
+            iface,
+            program: if e.program == fastpath_common::maps::PROGRAM_FROM_POD {
+                "from_pod"
+            } else {
+                "from_underlay"
+            }
+            .to_string(),
+            protocol: crate::commands::flows::protocol_name(e.protocol),
+            src: std::net::Ipv4Addr::from(e.src),
+            sport: e.sport,
+            dst: std::net::Ipv4Addr::from(e.dst),
+            dport: e.dport,
+            verdict: fastpath_common::Verdict::from_tc_action(e.verdict)
+                .map_or("other", |v| v.as_str())
+                .to_string(),
+            reason: Reason::try_from(e.reason).map_or("unknown", Reason::as_str).to_string(),
+            len: e.len,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -143,10 +189,13 @@ mod tests {
     }
 
     #[test]
-    fn json_names_every_reason() {
+    fn json_names_every_reason_and_its_verdict() {
+        let json = serde_json::to_string(&Listing(&sample())).unwrap();
         assert_eq!(
-            format_json(&sample()),
-            r#"{"arp_replied":{"packets":3,"bytes":126},"passed_ipv4":{"packets":0,"bytes":0}}"#
+            json,
+            r#"{"arp_replied":{"packets":3,"bytes":126,"verdict":"redirect"},"passed_ipv4":{"packets":0,"bytes":0,"verdict":"pass"}}"#
         );
+        let back: StatsListing = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["arp_replied"].packets, 3);
     }
 }

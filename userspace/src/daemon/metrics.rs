@@ -1,268 +1,377 @@
-//! `/metrics` (Prometheus text format), `/healthz` and `/readyz`, served while the daemon runs.
+//! What the daemon tells Prometheus, through the Prometheus project's own client library
+//! (`prometheus-client`): every metric registered once in [`Metrics::registry`], named by the
+//! Prometheus conventions, rendered in the text format (0.0.4).
+//!
+//! The daemon's own counters are metrics it updates as it works. What lives in the kernel (the
+//! programs' per-reason counters, the maps' fill) and the process itself are read at scrape time
+//! by custom collectors, so a scrape shows the kernel's numbers of that moment.
 
 use std::{
-    fmt::Write as _,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    fmt,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+use fastpath_common::{
+    maps::{COUNTERS, ENDPOINTS, FLOWS, NEXT_HOPS, PATH_MTU, ROUTES, TUNNEL_PEERS},
+    Reason,
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{prometheus_text, DescriptorEncoder, EncodeMetric as _},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+        info::Info,
+        MetricType,
+    },
+    registry::Registry,
 };
 
-use crate::{
-    commands::stats,
-    dataplane::fill::{self, MapFill},
-    Error,
-};
+use crate::{commands::stats, dataplane::bpffs, Error};
 
 /// Upper bounds of the route-sync latency histogram, in seconds.
 pub const SYNC_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1];
 
-/// What the daemon counts about itself (the programs' counters are read from their map).
-#[derive(Debug, Default)]
+/// The `Content-Type` of a `/metrics` page.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The maps whose fill `fastpath_map_entries` and `fastpath_map_capacity` report: every map
+/// keyed by an address or a flow. (The counters, the node and agent slots and the monitor's
+/// control slot are fixed arrays, always full; the monitor's ring buffer has no entries.)
+pub const FILLED_MAPS: [&str; 6] = [ROUTES, ENDPOINTS, TUNNEL_PEERS, FLOWS, NEXT_HOPS, PATH_MTU];
+
+/// The git revision the binary was built from (`unknown` outside a git checkout).
+pub const REVISION: &str = env!("FASTPATH_REVISION");
+
+/// What the daemon counts about itself, and the registry that renders it with the collectors.
+#[derive(Debug)]
 pub struct Metrics {
-    pub netlink_events: AtomicU64,
-    pub attach_failures: AtomicU64,
-    pub resync_repairs: AtomicU64,
-    pub netlink_overruns: AtomicU64,
-    /// The maps are synced and every matching interface is attached.
-    pub ready: AtomicBool,
-    sync: Mutex<Histogram>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Histogram {
-    /// Observations at or below each of [`SYNC_BUCKETS`].
-    pub buckets: [u64; SYNC_BUCKETS.len()],
-    pub count: u64,
-    pub sum: f64,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(SYNC_BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
+    pub netlink_events: Counter,
+    pub netlink_overruns: Counter,
+    pub attach_failures: Counter,
+    pub resync_repairs: Counter,
+    /// Connections the metrics and health listeners closed at once: too many were open.
+    pub http_refused: Counter,
+    route_sync: Histogram,
+    /// 1 when the maps are synced and every matching interface is attached.
+    ready: Gauge,
+    registry: Registry,
 }
 
 impl Metrics {
+    /// Every metric, registered once; the kernel's numbers are read from the maps pinned in
+    /// `pin_dir` at each scrape.
+    pub fn new(pin_dir: &Path) -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            netlink_events: Counter::default(),
+            netlink_overruns: Counter::default(),
+            attach_failures: Counter::default(),
+            resync_repairs: Counter::default(),
+            http_refused: Counter::default(),
+            route_sync: Histogram::new(SYNC_BUCKETS),
+            ready: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "fastpath_build",
+            "The version and git revision of the running daemon (always 1).",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("revision", REVISION)]),
+        );
+        registry.register(
+            "fastpath_netlink_events",
+            "Netlink events the daemon handled (links, addresses, routes, neighbours, rules, qdiscs).",
+            m.netlink_events.clone(),
+        );
+        registry.register(
+            "fastpath_netlink_overruns",
+            "Times the kernel dropped netlink events for a full socket buffer (each followed by a full resync).",
+            m.netlink_overruns.clone(),
+        );
+        registry.register(
+            "fastpath_attach_failures",
+            "Attachments of the programs to an interface that failed.",
+            m.attach_failures.clone(),
+        );
+        registry.register(
+            "fastpath_resync_repairs",
+            "Map entries a periodic resync found drifted from the kernel and repaired.",
+            m.resync_repairs.clone(),
+        );
+        registry.register(
+            "fastpath_http_refused_connections",
+            "Connections to the metrics or health listener closed at once because too many were open.",
+            m.http_refused.clone(),
+        );
+        registry.register(
+            "fastpath_route_sync_seconds",
+            "From a netlink event's arrival to the maps holding its consequence.",
+            m.route_sync.clone(),
+        );
+        registry.register(
+            "fastpath_ready",
+            "1 when the maps are synced and every matching interface is attached.",
+            m.ready.clone(),
+        );
+        registry.register_collector(Box::new(ReasonCollector { pin_dir: pin_dir.to_path_buf() }));
+        registry.register_collector(Box::new(MapCollector { pin_dir: pin_dir.to_path_buf() }));
+        registry.register_collector(Box::new(ProcessCollector));
+        Self { registry, ..m }
+    }
+
     pub fn observe_sync(&self, elapsed: Duration) {
-        if let Ok(mut h) = self.sync.lock() {
-            h.observe(elapsed.as_secs_f64());
+        self.route_sync.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.get() == 1
+    }
+
+    /// The whole `/metrics` page.
+    pub fn render(&self) -> Result<String, Error> {
+        let mut page = String::new();
+        prometheus_text::encode(&mut page, &self.registry).map_err(|_| Error::Scrape)?;
+        Ok(page)
+    }
+}
+
+/// Which way a reason's packets went, as the `verdict` label says it.
+pub fn verdict_label(reason: Reason) -> &'static str {
+    reason.verdict().as_str()
+}
+
+/// `fastpath_packets_total` and `fastpath_bytes_total`, by reason and verdict, from the
+/// programs' per-CPU counters (retired reasons left out). A counter that cannot be read fails
+/// the scrape: a page without them would look like a quiet node.
+#[derive(Debug)]
+struct ReasonCollector {
+    pin_dir: PathBuf,
+}
+
+impl Collector for ReasonCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let totals = stats::read_pinned(&self.pin_dir).map_err(|e| {
+            log::warn!("scrape: cannot read {COUNTERS}: {}", e.chain());
+            fmt::Error
+        })?;
+        type Pick = fn(&stats::ReasonTotal) -> u64;
+        let families: [(&str, &str, Pick); 2] = [
+            ("fastpath_packets", "Packets the programs handled, by reason and verdict.", |t| t.total.packets),
+            ("fastpath_bytes", "Bytes the programs handled, by reason and verdict.", |t| t.total.bytes),
+        ];
+        for (name, help, pick) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for t in &totals {
+                let labels = [("reason", t.reason.as_str()), ("verdict", verdict_label(t.reason))];
+                ConstCounter::new(pick(t)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `fastpath_map_entries` and `fastpath_map_capacity` of each of [`FILLED_MAPS`], counted in the
+/// pinned maps. A map that cannot be read is left out of the page and logged.
+#[derive(Debug)]
+struct MapCollector {
+    pin_dir: PathBuf,
+}
+
+impl Collector for MapCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let fill: Vec<(&str, u64, u64)> = FILLED_MAPS
+            .iter()
+            .filter_map(|&name| match bpffs::map_fill(&self.pin_dir, name) {
+                Ok((entries, capacity)) => Some((name, entries, capacity)),
+                Err(e) => {
+                    log::debug!("scrape: {}", e.chain());
+                    None
+                }
+            })
+            .collect();
+        type Pick = fn(&(&str, u64, u64)) -> u64;
+        let families: [(&str, &str, Pick); 2] = [
+            ("fastpath_map_entries", "Entries in each BPF map keyed by address or flow.", |f| f.1),
+            ("fastpath_map_capacity", "The most entries each BPF map keyed by address or flow holds.", |f| {
+                f.2
+            }),
+        ];
+        for (name, help, pick) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for f in &fill {
+                ConstGauge::new(pick(f) as i64).encode(family.encode_family(&[("map", f.0)])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The process metrics every Prometheus client exports (`process_*`), from `/proc/self` and
+/// `getrlimit`. One that cannot be read (no descriptor left to open /proc) is left out.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let p = process::read();
+        if let Some(cpu) = p.cpu_seconds {
+            let counter = ConstCounter::new(cpu);
+            let e = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(e)?;
+        }
+        for (name, help, value) in [
+            ("process_resident_memory_bytes", "Resident memory size in bytes.", p.resident_bytes),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", p.virtual_bytes),
+            ("process_open_fds", "Number of open file descriptors.", p.open_fds),
+            ("process_max_fds", "Maximum number of open file descriptors.", p.max_fds),
+        ] {
+            if let Some(value) = value {
+                let gauge = ConstGauge::new(value as i64);
+                gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            }
+        }
+        if let Some(start) = p.start_time_seconds {
+            let gauge = ConstGauge::new(start);
+            gauge.encode(encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                None,
+                gauge.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+mod process {
+    use std::fs;
+
+    #[derive(Debug, Default)]
+    pub struct Process {
+        pub cpu_seconds: Option<f64>,
+        pub resident_bytes: Option<u64>,
+        pub virtual_bytes: Option<u64>,
+        pub open_fds: Option<u64>,
+        pub max_fds: Option<u64>,
+        pub start_time_seconds: Option<f64>,
+    }
+
+    pub fn read() -> Process {
+        // SAFETY: sysconf only reads a constant of the system.
+        let (page, ticks) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+        let stat = fs::read_to_string("/proc/self/stat").ok();
+        // Fields after the command name, which is in parentheses and may hold spaces
+        // (proc_pid_stat(5)): state is field 3, utime 14, stime 15, starttime 22, vsize 23, rss 24.
+        let fields: Vec<&str> = stat
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        let boot_time = fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+        });
+        let ticks = ticks.max(1) as f64;
+        Process {
+            cpu_seconds: field(14).zip(field(15)).map(|(u, s)| (u + s) as f64 / ticks),
+            virtual_bytes: field(23),
+            resident_bytes: field(24).map(|pages| pages * page.max(0) as u64),
+            start_time_seconds: field(22)
+                .zip(boot_time)
+                .map(|(start, boot)| boot as f64 + start as f64 / ticks),
+            open_fds: fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as u64),
+            max_fds: max_fds(),
         }
     }
 
-    fn sync_histogram(&self) -> Histogram {
-        self.sync.lock().map(|h| h.clone()).unwrap_or_default()
+    fn max_fds() -> Option<u64> {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct we own.
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
     }
-}
-
-/// The whole `/metrics` page.
-pub fn render(totals: &[stats::ReasonTotal], fills: &[MapFill], m: &Metrics) -> String {
-    let mut out = String::new();
-    let packets = family_line(
-        &mut out,
-        "fastpath_packets_total",
-        "counter",
-        "Packets the programs handled, by reason.",
-    );
-    for t in totals {
-        let _ = writeln!(out, "{packets}{{reason=\"{}\"}} {}", t.reason.as_str(), t.total.packets);
-    }
-    let bytes =
-        family_line(&mut out, "fastpath_bytes_total", "counter", "Bytes the programs handled, by reason.");
-    for t in totals {
-        let _ = writeln!(out, "{bytes}{{reason=\"{}\"}} {}", t.reason.as_str(), t.total.bytes);
-    }
-    let entries = family_line(&mut out, "fastpath_map_entries", "gauge", "Entries in each map.");
-    for f in fills {
-        let _ = writeln!(out, "{entries}{{map=\"{}\"}} {}", f.name, f.entries);
-    }
-    let capacity =
-        family_line(&mut out, "fastpath_map_capacity", "gauge", "Entries each map can hold (max_entries).");
-    for f in fills {
-        let _ = writeln!(out, "{capacity}{{map=\"{}\"}} {}", f.name, f.capacity);
-    }
-    let sync = family_line(
-        &mut out,
-        "fastpath_route_sync_seconds",
-        "histogram",
-        "From a netlink event's arrival to the maps holding its consequence.",
-    );
-    let h = m.sync_histogram();
-    for (count, bound) in h.buckets.iter().zip(SYNC_BUCKETS) {
-        let _ = writeln!(out, "{sync}_bucket{{le=\"{bound}\"}} {count}");
-    }
-    let _ = writeln!(
-        out,
-        "{sync}_bucket{{le=\"+Inf\"}} {}\n{sync}_sum {}\n{sync}_count {}",
-        h.count, h.sum, h.count
-    );
-    for (name, help, value) in [
-        (
-            "fastpath_netlink_events_total",
-            "Netlink events handled.",
-            m.netlink_events.load(Ordering::Relaxed),
-        ),
-        (
-            "fastpath_attach_failures_total",
-            "Attachments that failed.",
-            m.attach_failures.load(Ordering::Relaxed),
-        ),
-        (
-            "fastpath_resync_repairs_total",
-            "Map entries resyncs found drifted from the kernel and repaired.",
-            m.resync_repairs.load(Ordering::Relaxed),
-        ),
-        (
-            "fastpath_netlink_overruns_total",
-            "Times the kernel dropped netlink events (each followed by a resync).",
-            m.netlink_overruns.load(Ordering::Relaxed),
-        ),
-    ] {
-        let name = family_line(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    let ready = family_line(
-        &mut out,
-        "fastpath_ready",
-        "gauge",
-        "1 when the maps are synced and every matching interface is attached.",
-    );
-    let _ = writeln!(out, "{ready} {}", u8::from(m.ready.load(Ordering::Relaxed)));
-    out
-}
-
-fn family_line(out: &mut String, name: &str, kind: &str, help: &str) -> String {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    name.to_string()
-}
-
-/// Status line and body for a request line (`GET /path HTTP/1.1`).
-pub fn respond(
-    request_line: &str,
-    metrics: &Metrics,
-    page: impl FnOnce() -> Result<String, Error>,
-) -> (u16, String) {
-    let mut words = request_line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    if method != "GET" {
-        return (405, "only GET\n".into());
-    }
-    match path {
-        "/healthz" => (200, "ok\n".into()),
-        "/readyz" if metrics.ready.load(Ordering::Relaxed) => (200, "ready\n".into()),
-        "/readyz" => (503, "not ready: syncing or an interface is not attached\n".into()),
-        "/metrics" => match page() {
-            Ok(body) => (200, body),
-            Err(e) => (500, format!("{}\n", e.chain())),
-        },
-        _ => (404, "not found: try /metrics, /healthz or /readyz\n".into()),
-    }
-}
-
-/// Bind `addr` now (so a bad address fails the daemon's start), then serve in a task.
-pub async fn serve(addr: SocketAddr, pin_dir: PathBuf, metrics: Arc<Metrics>) -> Result<(), Error> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Metrics { addr, source })?;
-    log::info!("serving /metrics, /healthz and /readyz on http://{addr}");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let (dir, metrics) = (pin_dir.clone(), Arc::clone(&metrics));
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &dir, &metrics)).await;
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn answer(mut stream: TcpStream, dir: &std::path::Path, metrics: &Metrics) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    // Read the head only, and no more than 8 KiB of it.
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        request.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&request);
-    let line = head.lines().next().unwrap_or("");
-    let (status, body) =
-        respond(line, metrics, || Ok(render(&stats::read_pinned(dir)?, &fill::read(dir)?, metrics)));
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]
 mod tests {
-    use fastpath_common::{maps::Counter, Reason};
-
     use super::*;
 
+    /// Families of a page: (sample name, type), from its `# TYPE` lines.
+    fn families(page: &str) -> Vec<(String, String)> {
+        page.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                (name.to_string(), kind.to_string())
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_page_has_every_family() {
-        let m = Metrics::default();
+    fn every_family_is_registered_once_with_its_help() {
+        // No pins here: the counters' collector fails the scrape, so render the registry without.
+        let m = Metrics::new(Path::new("/nonexistent/fastpath-test"));
+        assert!(m.render().is_err(), "a scrape that cannot read the counters must fail");
+        let mut registry = Registry::default();
+        registry.register("fastpath_netlink_events", "x", m.netlink_events.clone());
+        let mut page = String::new();
+        prometheus_text::encode(&mut page, &registry).unwrap();
+        assert_eq!(families(&page), [("fastpath_netlink_events_total".into(), "counter".into())]);
+    }
+
+    #[test]
+    fn the_daemons_own_metrics_render() {
+        let m = Metrics::new(Path::new("/nonexistent/fastpath-test"));
         m.observe_sync(Duration::from_micros(80));
-        m.netlink_events.store(4, Ordering::Relaxed);
-        m.ready.store(true, Ordering::Relaxed);
-        let totals =
-            [stats::ReasonTotal { reason: Reason::Encapsulated, total: Counter { packets: 7, bytes: 700 } }];
-        let fills = [MapFill { name: "FP_ROUTES", entries: 64, capacity: 64 }];
-        let page = render(&totals, &fills, &m);
+        m.netlink_events.inc_by(4);
+        m.netlink_overruns.inc();
+        m.resync_repairs.inc_by(3);
+        m.set_ready(true);
+        assert!(m.is_ready());
+        // Render everything but the collectors that need pins.
+        let mut page = String::new();
+        let mut registry = Registry::default();
+        registry.register("fastpath_route_sync_seconds", "h", m.route_sync.clone());
+        registry.register("fastpath_netlink_overruns", "h", m.netlink_overruns.clone());
+        registry.register("fastpath_resync_repairs", "h", m.resync_repairs.clone());
+        registry.register("fastpath_ready", "h", m.ready.clone());
+        prometheus_text::encode(&mut page, &registry).unwrap();
         for line in [
-            "fastpath_packets_total{reason=\"encapsulated\"} 7",
-            "fastpath_bytes_total{reason=\"encapsulated\"} 700",
-            "fastpath_map_entries{map=\"FP_ROUTES\"} 64",
-            "fastpath_map_capacity{map=\"FP_ROUTES\"} 64",
-            "fastpath_route_sync_seconds_bucket{le=\"0.00005\"} 0",
             "fastpath_route_sync_seconds_bucket{le=\"0.0001\"} 1",
+            "fastpath_route_sync_seconds_bucket{le=\"5e-05\"} 0",
             "fastpath_route_sync_seconds_count 1",
-            "fastpath_netlink_events_total 4",
-            "fastpath_attach_failures_total 0",
-            "fastpath_resync_repairs_total 0",
+            "fastpath_netlink_overruns_total 1",
+            "fastpath_resync_repairs_total 3",
             "fastpath_ready 1",
-            "# TYPE fastpath_route_sync_seconds histogram",
         ] {
             assert!(page.lines().any(|l| l == line), "missing {line:?} in:\n{page}");
         }
     }
 
     #[test]
-    fn endpoints_answer_as_probes_expect() {
-        let m = Metrics::default();
-        let page = || Ok(String::from("page"));
-        assert_eq!(respond("GET /healthz HTTP/1.1", &m, page).0, 200);
-        assert_eq!(respond("GET /readyz HTTP/1.1", &m, page).0, 503);
-        m.ready.store(true, Ordering::Relaxed);
-        assert_eq!(respond("GET /readyz HTTP/1.1", &m, page).0, 200);
-        assert_eq!(respond("GET /metrics HTTP/1.1", &m, page), (200, "page".into()));
-        assert_eq!(respond("GET /nope HTTP/1.1", &m, page).0, 404);
-        assert_eq!(respond("POST /metrics HTTP/1.1", &m, page).0, 405);
+    fn process_metrics_are_read() {
+        let p = process::read();
+        assert!(p.cpu_seconds.is_some() && p.resident_bytes.unwrap() > 0 && p.virtual_bytes.unwrap() > 0);
+        assert!(p.open_fds.unwrap() >= 3 && p.max_fds.unwrap() >= p.open_fds.unwrap());
+        let start = p.start_time_seconds.unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0, "{start} vs {now}");
+    }
+
+    #[test]
+    fn verdict_labels_follow_the_reason() {
+        assert_eq!(verdict_label(Reason::DropSpoofedSource), "drop");
+        assert_eq!(verdict_label(Reason::Encapsulated), "redirect");
+        assert_eq!(verdict_label(Reason::PassNoRoute), "pass");
     }
 }

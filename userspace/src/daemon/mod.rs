@@ -6,6 +6,7 @@ pub mod classic_tc;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod encap;
+pub mod http;
 pub mod ipip;
 pub mod judge;
 pub mod kernel;

@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeSet, HashSet},
-    sync::{atomic::Ordering, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,8 +33,9 @@ use crate::{
     daemon::{
         attach::{self, Action, Link, Selector},
         encap::{EncapMode, Modes},
+        http::{self, Endpoints},
         kernel::{KernelState, Touched},
-        metrics::{self, Metrics},
+        metrics::Metrics,
         netlink::{Event, LinkState, Netlink},
         next_hops,
         node::{self, Node},
@@ -85,20 +86,42 @@ struct Daemon {
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     let modes = args.modes();
-    let capacities = args.capacities();
-    let selector = Selector { prefix: args.iface_prefix, explicit: args.ifaces };
+    let selector = Selector { prefix: args.iface_prefix.clone(), explicit: args.ifaces.clone() };
     // Subscribe before the dumps so nothing created in between is missed.
     let netlink = Netlink::new()?;
     // A missing --iface is the user's mistake: say so before anything about the environment.
     require_explicit_interfaces(&selector, &netlink.links().await?)?;
-    let Picture { links, node, kernel } =
-        picture::take(&netlink, args.underlay.as_deref(), &selector.prefix).await?;
+    let picture = picture::take(&netlink, args.underlay.as_deref(), &selector.prefix).await?;
     let mut signals = Signals::new()?;
-    let dir = args.bpffs.dir;
+    let dir = args.bpffs.dir.clone();
+    let folder = bpffs::ensure_pin_dir(&dir)?;
+    let mut serving = false;
+    let cleanup_on_exit = args.cleanup_on_exit;
+    let taken = Taken { picture, netlink, selector, modes };
+    let result = run_on(args, taken, &mut signals, &mut serving).await;
+    // Never leave a mount behind after a failed start: it would hide whatever its folder's
+    // parent later holds. After a start that served, the pins (and so the mount) outlive the
+    // daemon: the programs keep forwarding.
+    if (result.is_err() && !serving) || cleanup_on_exit {
+        folder.undo();
+    }
+    result
+}
 
-    bpffs::ensure_pin_dir(&dir)?;
+/// What `run` learnt before it touched the pin folder.
+struct Taken {
+    picture: Picture,
+    netlink: Netlink,
+    selector: Selector,
+    modes: Modes,
+}
+
+/// The daemon on its pin folder: load, attach, serve; `serving` turns true once it serves.
+async fn run_on(args: RunArgs, taken: Taken, signals: &mut Signals, serving: &mut bool) -> Result<(), Error> {
+    let Taken { picture: Picture { links, node, kernel }, netlink, selector, modes } = taken;
+    let dir = args.bpffs.dir.clone();
     let _lock = bpffs::lock(&dir)?;
-    let mut ebpf = loader::load_pinned(args.log_level, &dir, &capacities)?;
+    let mut ebpf = loader::load_pinned(args.log_level, &dir, &args.capacities())?;
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").
     let mut logger = ebpf_logger(&mut ebpf);
@@ -125,9 +148,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let tables = Tables::take(&mut ebpf)?;
     // Subscribed before the daemon starts, so no conntrack event in between is missed.
     let trust = if trust_kernel { Some((Trust::new()?, FlowTable::take(&mut ebpf)?)) } else { None };
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&dir));
     if let Some(addr) = args.metrics_addr {
-        metrics::serve(addr, dir.clone(), Arc::clone(&metrics)).await?;
+        http::serve(addr, Endpoints::Metrics, Arc::clone(&metrics)).await?;
+    }
+    if let Some(addr) = args.health_addr {
+        http::serve(addr, Endpoints::Health, Arc::clone(&metrics)).await?;
     }
     let agent = AgentInfo {
         layout_version: LAYOUT_VERSION,
@@ -164,7 +190,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let resync_every = (args.resync_interval > 0).then(|| Duration::from_secs(args.resync_interval));
 
     let result = match daemon.start(&links).await {
-        Ok(()) => daemon.serve(&mut logger, &mut signals, resync_every).await,
+        Ok(()) => {
+            *serving = true;
+            daemon.serve(&mut logger, signals, resync_every).await
+        }
         Err(e) => Err(e),
     };
     if args.cleanup_on_exit {
@@ -322,7 +351,7 @@ impl Daemon {
         let repaired = (written.upserted + written.removed + usize::from(node_drifted)) as u64;
         if repaired > 0 {
             self.agent.repairs += repaired;
-            self.metrics.resync_repairs.fetch_add(repaired, Ordering::Relaxed);
+            self.metrics.resync_repairs.inc_by(repaired);
             log::warn!(
                 "resync repaired {repaired} map entries that had drifted from the kernel{}",
                 if node_drifted { " (FP_NODE among them)" } else { "" }
@@ -337,9 +366,9 @@ impl Daemon {
     /// One kernel event: update the picture, the attachments, then the maps (only what changed).
     async fn handle(&mut self, event: Event) {
         let received = Instant::now();
-        self.metrics.netlink_events.fetch_add(1, Ordering::Relaxed);
+        self.metrics.netlink_events.inc();
         if event == Event::Overrun {
-            self.metrics.netlink_overruns.fetch_add(1, Ordering::Relaxed);
+            self.metrics.netlink_overruns.inc();
             log::warn!("netlink overflow: the kernel dropped events; resyncing from a full dump");
             return self.resync().await;
         }
@@ -598,7 +627,7 @@ impl Daemon {
                     }
                     Some(e) => {
                         log::warn!("{}", e.chain());
-                        self.metrics.attach_failures.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.attach_failures.inc();
                         self.unattached.insert(link.index);
                     }
                 }
@@ -614,7 +643,7 @@ impl Daemon {
 
     fn update_readiness(&mut self) {
         let ready = self.unattached.is_empty();
-        self.metrics.ready.store(ready, Ordering::Relaxed);
+        self.metrics.set_ready(ready);
         self.agent.flags = (self.agent.flags & !AGENT_F_READY) | if ready { AGENT_F_READY } else { 0 };
     }
 

@@ -16,15 +16,17 @@ use crate::Error;
 /// `__fsword_t` (signed), musl as `unsigned long`: compared as a `u64` it builds with both.
 const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
 
-/// Where bpffs must be mounted for `dir` to be a pin folder: its parent, as `/sys/fs/bpf` is for
-/// `/sys/fs/bpf/fastpath`; `dir` itself when it is the conventional mount point.
-pub fn mount_point_for(dir: &Path) -> PathBuf {
-    if dir == Path::new("/sys/fs/bpf") {
-        return dir.to_path_buf();
-    }
+/// Where a bpffs may be mounted for `dir` to be a pin folder, when none holds it yet: the
+/// parent, as `/sys/fs/bpf` is for `/sys/fs/bpf/fastpath`, when the parent is missing or
+/// empty; else `dir` itself, beside whatever the parent holds, when `dir` is missing or empty.
+/// Never over a folder that holds anything: that would hide it (a bpffs over `/run` hides the
+/// node's sockets and `/run/netns`). `None` when both hold something.
+pub fn mount_point_for(dir: &Path) -> Option<PathBuf> {
+    let free = |path: &Path| fs::read_dir(path).map_or(true, |mut entries| entries.next().is_none());
     match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => dir.to_path_buf(),
+        Some(parent) if !parent.as_os_str().is_empty() && free(parent) => Some(parent.to_path_buf()),
+        _ if free(dir) => Some(dir.to_path_buf()),
+        _ => None,
     }
 }
 
@@ -42,18 +44,78 @@ pub fn is_bpffs(path: &Path) -> io::Result<bool> {
     Ok(u64::try_from(buf.f_type).is_ok_and(|f_type| f_type == BPF_FS_MAGIC))
 }
 
-/// Make `dir` a usable pin folder: mount bpffs on its mount point when needed, then create it.
-/// Returns whether this call mounted bpffs.
-pub fn ensure_pin_dir(dir: &Path) -> Result<bool, Error> {
-    let mount_point = mount_point_for(dir);
-    let mounted = if is_bpffs(&mount_point).map_err(|source| mount_error(&mount_point, source))? {
-        false
-    } else {
-        mount(&mount_point)?;
-        true
-    };
-    fs::create_dir_all(dir).map_err(|source| Error::PinDir { path: dir.to_path_buf(), source })?;
-    Ok(mounted)
+/// What [`ensure_pin_dir`] made: a mount and the folders it created, so that a start that
+/// fails can take them away again ([`PinFolder::undo`]).
+#[derive(Debug, Default)]
+#[must_use = "a failed start must undo the pin folder"]
+pub struct PinFolder {
+    mounted: Option<PathBuf>,
+    /// Deepest first.
+    created: Vec<PathBuf>,
+}
+
+impl PinFolder {
+    /// Whether this start mounted a bpffs.
+    pub fn mounted(&self) -> Option<&Path> {
+        self.mounted.as_deref()
+    }
+
+    /// Unmount what this start mounted and remove the (empty) folders it created.
+    pub fn undo(self) {
+        if let Some(mount_point) = &self.mounted {
+            match unmount(mount_point) {
+                Ok(()) => log::info!("unmounted the bpffs this start mounted at {}", mount_point.display()),
+                Err(e) => log::warn!("cannot unmount {}: {e}", mount_point.display()),
+            }
+        }
+        for dir in &self.created {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Make `dir` a usable pin folder: on a bpffs already there, or on one mounted on
+/// [`mount_point_for`]'s folder, then create it.
+pub fn ensure_pin_dir(dir: &Path) -> Result<PinFolder, Error> {
+    let on_bpffs = |path: &Path| is_bpffs(path).map_err(|source| mount_error(path, source));
+    let mut made = PinFolder::default();
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if !on_bpffs(dir)? && !parent.map(on_bpffs).transpose()?.unwrap_or(false) {
+        let mount_point = mount_point_for(dir).ok_or_else(|| Error::PinDirOccupied {
+            dir: dir.to_path_buf(),
+            parent: parent.unwrap_or(dir).to_path_buf(),
+        })?;
+        made.created = missing_ancestors(&mount_point);
+        fs::create_dir_all(&mount_point).map_err(|source| mount_error(&mount_point, source))?;
+        if let Err(e) = mount(&mount_point) {
+            made.undo();
+            return Err(e);
+        }
+        made.mounted = Some(mount_point);
+    }
+    if !dir.exists() {
+        if let Err(source) = fs::create_dir_all(dir) {
+            made.undo();
+            return Err(Error::PinDir { path: dir.to_path_buf(), source });
+        }
+    }
+    Ok(made)
+}
+
+/// `path` and those of its ancestors that do not exist, deepest first.
+fn missing_ancestors(path: &Path) -> Vec<PathBuf> {
+    path.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect()
+}
+
+fn unmount(mount_point: &Path) -> io::Result<()> {
+    let target = CString::new(mount_point.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path. MNT_DETACH: a pinned object still open elsewhere
+    // does not keep the mount from going.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn mount(mount_point: &Path) -> Result<(), Error> {
@@ -82,6 +144,47 @@ pub fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map, Error> {
     let data = aya::maps::MapData::from_pin(&path)
         .map_err(|source| Error::OpenPinned { path: path.clone(), source })?;
     aya::maps::Map::from_map_data(data).map_err(|source| Error::OpenPinned { path, source })
+}
+
+/// How many entries map `name` pinned in `dir` holds, and how many it can: its keys counted
+/// one by one (`BPF_MAP_GET_NEXT_KEY`), `max_entries` from the kernel's map info.
+pub fn map_fill(dir: &Path, name: &'static str) -> Result<(u64, u64), Error> {
+    use aya::maps::{HashMap, LpmTrie, Map};
+    use fastpath_common::{
+        flow::{FlowKey, FlowValue},
+        maps::{Endpoint, NextHopEntry, PathMtu},
+        route::RouteValue,
+    };
+    let map = open_pinned(dir, name)?;
+    let read = |source| Error::ReadMap { name, source };
+    let capacity = match &map {
+        Map::HashMap(data) | Map::LruHashMap(data) | Map::LpmTrie(data) => {
+            data.info().map_err(read)?.max_entries()
+        }
+        _ => return Err(read(aya::maps::MapError::InvalidName { name: name.to_string() })),
+    };
+    let entries = match name {
+        fastpath_common::maps::ROUTES => {
+            LpmTrie::<_, [u8; 4], RouteValue>::try_from(map).map_err(read)?.keys().count()
+        }
+        fastpath_common::maps::ENDPOINTS => {
+            HashMap::<_, [u8; 4], Endpoint>::try_from(map).map_err(read)?.keys().count()
+        }
+        fastpath_common::maps::TUNNEL_PEERS => {
+            HashMap::<_, [u8; 4], u32>::try_from(map).map_err(read)?.keys().count()
+        }
+        fastpath_common::maps::FLOWS => {
+            HashMap::<_, FlowKey, FlowValue>::try_from(map).map_err(read)?.keys().count()
+        }
+        fastpath_common::maps::NEXT_HOPS => {
+            HashMap::<_, [u8; 4], NextHopEntry>::try_from(map).map_err(read)?.keys().count()
+        }
+        fastpath_common::maps::PATH_MTU => {
+            HashMap::<_, [u8; 4], PathMtu>::try_from(map).map_err(read)?.keys().count()
+        }
+        _ => return Err(read(aya::maps::MapError::InvalidName { name: name.to_string() })),
+    };
+    Ok((entries as u64, u64::from(capacity)))
 }
 
 /// Open map `name` pinned in `dir` as the typed map `M`.
@@ -133,20 +236,51 @@ pub fn remove_pins(dir: &Path, names: &[&str]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_parent_of_the_pin_folder_is_the_mount_point() {
-        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf/fastpath")), Path::new("/sys/fs/bpf"));
-        assert_eq!(mount_point_for(Path::new("/run/fp/bpf/node1")), Path::new("/run/fp/bpf"));
+    /// A scratch folder under the system's temporary folder, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("fastpath-bpffs-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
-    fn the_conventional_mount_point_is_its_own_mount_point() {
-        assert_eq!(mount_point_for(Path::new("/sys/fs/bpf")), Path::new("/sys/fs/bpf"));
+    fn an_empty_or_missing_parent_is_the_mount_point() {
+        let scratch = Scratch::new("empty");
+        let dir = scratch.0.join("bpf/fastpath");
+        assert_eq!(mount_point_for(&dir), Some(scratch.0.join("bpf")));
+        fs::create_dir(scratch.0.join("bpf")).unwrap();
+        assert_eq!(mount_point_for(&dir), Some(scratch.0.join("bpf")));
     }
 
     #[test]
-    fn a_relative_single_component_is_its_own_mount_point() {
-        assert_eq!(mount_point_for(Path::new("pins")), Path::new("pins"));
+    fn a_parent_that_holds_anything_is_never_mounted_over() {
+        let scratch = Scratch::new("full");
+        fs::write(scratch.0.join("socket-of-the-node"), b"").unwrap();
+        let dir = scratch.0.join("fastpath");
+        // Beside the parent's files: on the pin folder itself, while it is missing or empty.
+        assert_eq!(mount_point_for(&dir), Some(dir.clone()));
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(mount_point_for(&dir), Some(dir.clone()));
+        fs::write(dir.join("something"), b"").unwrap();
+        assert_eq!(mount_point_for(&dir), None);
+    }
+
+    #[test]
+    fn missing_ancestors_are_listed_deepest_first() {
+        let scratch = Scratch::new("anc");
+        let dir = scratch.0.join("a/b");
+        assert_eq!(missing_ancestors(&dir), [dir.clone(), scratch.0.join("a")]);
     }
 
     #[test]

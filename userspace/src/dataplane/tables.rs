@@ -109,11 +109,6 @@ impl Tables {
         Ok(())
     }
 
-    /// Entries in the route and peer maps.
-    pub fn fill(&self) -> (usize, usize) {
-        self.mirror.len()
-    }
-
     /// How many route and endpoint entries the maps refused and the kernel routes instead, and
     /// the longest such prefix.
     pub fn overflow(&self) -> Overflow {
