@@ -381,7 +381,12 @@ fn kernel_path(
 ) -> Vec<(String, String)> {
     entries
         .iter()
-        .filter(|(_, v)| matches!(v.kernel_reason(), Reason::PassEndpointTc | Reason::PassPolicyRoute))
+        .filter(|(_, v)| {
+            matches!(
+                v.kernel_reason(),
+                Reason::PassEndpointTc | Reason::PassPolicyRoute | Reason::PassMapOverflow
+            )
+        })
         .filter(|(_, v)| v.kind == RouteKind::Kernel as u32)
         .map(|((len, addr), v)| {
             let what = match (len, v.ifindex) {
