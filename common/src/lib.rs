@@ -11,6 +11,7 @@ pub mod flow;
 pub mod icmp;
 pub mod ipv4;
 pub mod maps;
+pub mod pipeline;
 pub mod reason;
 pub mod route;
 pub mod tunnel;

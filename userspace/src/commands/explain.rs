@@ -12,20 +12,16 @@ use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
 
 use aya::maps::{lpm_trie::Key, HashMap, MapData};
 use fastpath_common::{
-    arp::{self, ArpFields, ARP_IPV4_LEN},
-    flow::{self, Arrival, Arrived, FlowKey, FlowValue, Signal, Translation},
-    icmp,
-    ipv4::{
-        self, Ipv4Fields, OuterIpv4, FLAG_DF, FRAGMENT_MASK, HEADER_LEN, PROTO_ICMP, PROTO_IPIP, PROTO_TCP,
-        PROTO_UDP,
-    },
+    flow::{self, Admission, FlowKey, FlowValue},
+    ipv4::{self, OuterIpv4, FLAG_DF, HEADER_LEN, PROTO_TCP},
     maps::{
         AgentInfo, Endpoint, NextHopEntry, NodeConfig, PathMtu, AGENT, ENDPOINTS, NEXT_HOPS, NODE, PATH_MTU,
         TUNNEL_PEERS,
     },
-    route::{self, Forward, RouteKind, RouteValue},
+    pipeline::{self, Bytes, Limit, Note, Pending, Plan, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
+    route::{Forward, RouteKind, RouteValue},
     tunnel::Tunnel,
-    vxlan::{self, Received, VxlanConfig, INNER_ETH_LEN, UDP_HEADER_LEN},
+    vxlan::{self, VxlanConfig},
     Reason, GATEWAY_MAC,
 };
 
@@ -40,10 +36,6 @@ use crate::{
     dataplane::{bpffs, tables},
     Error,
 };
-
-const ETH_LEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_ARP: u16 = 0x0806;
 
 /// The program a frame meets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,665 +94,371 @@ pub struct Maps<'a> {
     pub ifname: &'a dyn Fn(u32) -> Option<String>,
 }
 
-/// Where a packet arrived, as the program that saw it can tell (`flow.rs::Seen`).
-enum Seen {
-    Pod(u32),
-    Tunnel(Arrival, [u8; 4]),
-    /// Plain from the underlay, with the frame's source MAC.
-    Plain([u8; 6]),
-}
+/// The maps as the shared walk reads them. `explain` cannot ask the kernel's FIB from here: a
+/// hop is what the FIB will say, on the underlay.
+impl Tables for Maps<'_> {
+    type Route = RouteValue;
+    type Flow = FlowValue;
+    type Hop = ();
 
-/// What the flow gate says.
-enum Gate {
-    /// `--trust routes`: no gate.
-    Routes,
-    /// `--trust kernel`, and the table holds no entry for the direction.
-    Pending,
-    /// An approved direction, and what it leaves as.
-    Approved(Translation),
-}
-
-/// How the programs' walk ends: a verdict, its reason, and the verdict in words.
-struct End {
-    verdict: Verdict,
-    reason: Reason,
-    words: String,
-}
-
-/// A step of the walk: `Err` ends it early, as `?` does in the programs.
-type Step<T> = Result<T, End>;
-
-/// The decision of `program` about `frame`.
-pub fn decide(program: Program, frame: &[u8], maps: &Maps) -> Decision {
-    let mut walk = Walk { maps, why: Vec::new(), once_approved: None };
-    let end = match program {
-        Program::FromPod { ingress } => walk.pod_frame(frame, ingress),
-        Program::FromUnderlay => walk.underlay_frame(frame),
-    }
-    .unwrap_or_else(|end| end);
-    Decision {
-        verdict: end.verdict,
-        reason: end.reason,
-        words: end.words,
-        why: walk.why,
-        once_approved: walk.once_approved,
-    }
-}
-
-struct Walk<'a, 'm> {
-    maps: &'m Maps<'a>,
-    why: Vec<String>,
-    once_approved: Option<String>,
-}
-
-impl Walk<'_, '_> {
-    /// `from_pod`: ARP is answered, IPv4 forwarded, the rest passed.
-    fn pod_frame(&mut self, frame: &[u8], ingress: u32) -> Step<End> {
-        match ether_type(frame) {
-            None => Err(self.refuse(Reason::PassTruncatedEthernet)),
-            Some(ETH_P_ARP) => self.arp(frame),
-            Some(ETH_P_IP) => self.forward(frame, ingress),
-            Some(_) => Err(self.refuse(Reason::PassOtherEthertype)),
-        }
-    }
-
-    fn arp(&mut self, frame: &[u8]) -> Step<End> {
-        let Some(a) =
-            frame.get(ETH_LEN..ETH_LEN + ARP_IPV4_LEN).and_then(|a| <&[u8; ARP_IPV4_LEN]>::try_from(a).ok())
-        else {
-            return Err(self.refuse(Reason::PassArpMalformed));
-        };
-        let fields = ArpFields::parse(a);
-        arp::classify_request(&fields).map_err(|reason| self.refuse(reason))?;
-        let (asker, target) = (Ipv4Addr::from(fields.spa), Ipv4Addr::from(fields.tpa));
-        self.why.push(format!(
-            "an ARP request from a pod for any address but its own is answered, as proxy_arp would ({asker} asks for {target})"
-        ));
-        Ok(act(
-            Reason::ArpReplied,
-            format!("ARP reply: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface"),
-        ))
-    }
-
-    /// `pod.rs::forward`: the source check, the flow gate, the destination (the one the flow's
-    /// conntrack entry translates it to), then carrying it.
-    fn forward(&mut self, frame: &[u8], ingress: u32) -> Step<End> {
-        let node = self.node()?;
-        let ip = self.forwardable(frame, ETH_LEN)?;
-        self.check_source(&ip, ingress)?;
-        match self.gate(frame, ETH_LEN, &ip, Seen::Pod(ingress))? {
-            Gate::Routes => {
-                let to = self.forward_to(ip.dst, node.node_ip)?;
-                Ok(self.carry(frame.len(), &ip, to))
-            }
-            // As the programs: the destination's own reason first, else the kernel first.
-            Gate::Pending => {
-                let to = self.forward_to(ip.dst, node.node_ip)?;
-                let carried = self.carry(frame.len(), &ip, to);
-                Err(self.pending(&carried.words))
-            }
-            Gate::Approved(t) => match self.forward_to(t.to_dst, node.node_ip) {
-                Ok(to) => Ok(self.carry(frame.len(), &ip, to)),
-                Err(end) if end.reason == Reason::PassNoRoute && t.nat != 0 => {
-                    self.why.pop();
-                    self.why.pop();
-                    let underlay = self.name(node.underlay_ifindex);
-                    self.fits(frame.len(), &ip, node.underlay_mtu, "the underlay MTU")?;
-                    Ok(act(
-                        Reason::RoutedUnderlay,
-                        format!(
-                            "route to {} as the kernel's FIB says, out of {underlay}",
-                            Ipv4Addr::from(t.to_dst)
-                        ),
-                    ))
-                }
-                Err(end) => Err(end),
-            },
-        }
-    }
-
-    /// `underlay.rs::handle`, then `tunnel.rs::deliver`: IPIP, or VXLAN to this node's
-    /// `vxlan.calico`, to this node from a known node, from a source of that node, for a pod here.
-    fn underlay_frame(&mut self, frame: &[u8]) -> Step<End> {
-        let node = self.node()?;
-        let Some(outer) = plain_frame(frame) else {
-            self.why.push("it is not a plain, option-less IPv4 frame".into());
-            return Err(self.refuse(Reason::PassUnderlayOther));
-        };
-        self.learn_path_mtu(frame, &node, &outer)?;
-        let (outer_src, this_node) = (Ipv4Addr::from(outer.src), Ipv4Addr::from(node.node_ip));
-        let tunnel = if outer.dst != node.node_ip {
-            self.why.push(format!("it is to {}, not to this node {this_node}", Ipv4Addr::from(outer.dst)));
-            None
-        } else if carries_ipip(&outer) {
-            Some(Tunnel::Ipip)
-        } else if is_vxlan_for(frame, &node, &outer) {
-            Some(Tunnel::Vxlan)
+    fn node(&self) -> Result<&NodeConfig, Reason> {
+        if self.node.ready() {
+            Ok(&self.node)
         } else {
-            self.why.push(if node.has_vxlan() {
-                format!("it is neither IPIP nor VXLAN (UDP to port {})", node.vxlan.port)
-            } else {
-                "it is not IPIP (and this node has no vxlan.calico the programs stand in for)".into()
-            });
-            None
-        };
-        let Some(tunnel) = tunnel else { return self.plain(frame, &node, &outer) };
-        let name = tunnel.name().to_uppercase();
-        if !(self.maps.is_peer)(outer.src) {
-            self.why.push(format!(
-                "{outer_src} is not a node in the route table (no remote block routes via it)"
-            ));
-            return Err(self.refuse(Reason::DropUnknownPeer));
-        }
-        self.why.push(format!("{name} from {outer_src}, a known node, to this node {this_node}"));
-        let (l3, delivered) = match tunnel {
-            Tunnel::Ipip => (ETH_LEN + HEADER_LEN, Reason::Decapsulated),
-            Tunnel::Vxlan => {
-                self.check_vxlan(frame, &node, &outer)?;
-                (ETH_LEN + vxlan::OVERHEAD, Reason::DecapsulatedVxlan)
-            }
-        };
-        let inner = self.forwardable(frame, l3)?;
-        self.check_inner_source(&inner, outer.src)?;
-        let arrival = if tunnel == Tunnel::Ipip { Arrival::Ipip } else { Arrival::Vxlan };
-        let dst = match self.gate(frame, l3, &inner, Seen::Tunnel(arrival, outer.src))? {
-            Gate::Routes => inner.dst,
-            Gate::Approved(t) => t.to_dst,
-            Gate::Pending => {
-                let Forward::Local { ifindex, mac } = self.deliver_after_decap(inner.dst, node.node_ip)?
-                else {
-                    return Err(self.refuse(Reason::PassDecapNotLocal));
-                };
-                let words = format!(
-                    "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
-                    self.name(ifindex),
-                    mac_string(mac)
-                );
-                return Err(self.pending(&words));
-            }
-        };
-        let Forward::Local { ifindex, mac } = self.deliver_after_decap(dst, node.node_ip)? else {
-            return Err(self.refuse(Reason::PassDecapNotLocal));
-        };
-        Ok(act(
-            delivered,
-            format!(
-                "decapsulate, then redirect to pod on {} (ifindex {ifindex}, MAC {})",
-                self.name(ifindex),
-                mac_string(mac)
-            ),
-        ))
-    }
-
-    /// `path_mtu.rs::learn`: a router's "fragmentation needed" about one of this node's tunnel
-    /// packets teaches the path MTU toward that node, and goes on to the kernel.
-    fn learn_path_mtu(&mut self, frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> Step<()> {
-        if outer.protocol != PROTO_ICMP || outer.dst != node.node_ip {
-            return Ok(());
-        }
-        let Some(message) = frame.get(ETH_LEN + HEADER_LEN..).and_then(|m| m.get(..icmp::ARRIVING_LEN))
-        else {
-            return Ok(());
-        };
-        let message: &[u8; icmp::ARRIVING_LEN] = message.try_into().expect("the length asked for");
-        let vxlan_port = node.has_vxlan().then_some(node.vxlan.port);
-        let Some((peer, mtu)) = icmp::path_mtu_report(message, node.node_ip, vxlan_port) else {
-            return Ok(());
-        };
-        let Some(learned) = PathMtu::learned(mtu, 0) else { return Ok(()) };
-        self.why.push(format!(
-            "a router says the path to node {} carries {} bytes (fragmentation needed about this node's tunnel packet)",
-            Ipv4Addr::from(peer),
-            learned.mtu
-        ));
-        Err(self.refuse(Reason::PathMtuLearned))
-    }
-
-    /// `vxlan.rs::Arriving::check`: the headers between the outer and inner IPv4 ones are this
-    /// node's `vxlan.calico`'s to take apart.
-    fn check_vxlan(&mut self, frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> Step<()> {
-        let v = node.vxlan;
-        let checked = received(frame).ok_or(Reason::PassVxlanOther);
-        match checked.and_then(|r| vxlan::check_received(outer.total_len, &r, &v)) {
-            Ok(()) => {
-                self.why.push(format!(
-                    "taken apart as {} would: UDP port {}, VNI {}, inner Ethernet to {}",
-                    self.name(v.ifindex),
-                    v.port,
-                    v.vni,
-                    mac_string(v.mac)
-                ));
-                Ok(())
-            }
-            Err(reason) => {
-                self.why.push(format!(
-                    "it is not what {} takes apart: VNI {}, flag I alone, a consistent UDP length, inner IPv4 to {}",
-                    self.name(v.ifindex),
-                    v.vni,
-                    mac_string(v.mac)
-                ));
-                Err(self.refuse(reason))
-            }
+            Err(Reason::PassNotReady)
         }
     }
 
-    /// `underlay.rs::plain`: under `--trust kernel`, plain traffic to a pod here or to this node
-    /// (the replies of a flow conntrack translated to it), from no pod of this node, by its flow's
-    /// conntrack entry, sent by the node or gateway its source is routed through.
-    fn plain(&mut self, frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> Step<End> {
-        let (src, dst) = (Ipv4Addr::from(outer.src), Ipv4Addr::from(outer.dst));
-        if !node.trusts_kernel() {
-            self.why
-                .push("--trust routes: plain traffic from another node is the kernel's to deliver".into());
-            return Err(self.refuse(Reason::PassUnderlayOther));
-        }
-        let to_node = outer.dst == node.node_ip;
-        if !to_node && (self.maps.endpoint)(outer.dst).is_none() {
-            self.why.push(format!("{dst} is no pod of this node"));
-            return Err(self.refuse(Reason::PassUnderlayOther));
-        }
-        if (self.maps.endpoint)(outer.src).is_some() {
-            self.why.push(format!("{src} is a pod of this node, which never sends from the underlay"));
-            return Err(self.refuse(Reason::PassUnderlayOther));
-        }
-        let ip = self.forwardable(frame, ETH_LEN)?;
-        let source_mac: [u8; 6] = frame.get(6..12).and_then(|m| m.try_into().ok()).unwrap_or([0; 6]);
-        let t = match self.gate(frame, ETH_LEN, &ip, Seen::Plain(source_mac))? {
-            Gate::Approved(t) => t,
-            Gate::Pending if to_node => {
-                self.why.pop();
-                self.why.push(format!(
-                    "plain IPv4 to this node {dst}, of no flow the fast path carries: the host's own"
-                ));
-                return Err(self.refuse(Reason::PassUnderlayOther));
-            }
-            Gate::Pending => {
-                let words = self.delivery_words(outer.dst);
-                return Err(self.pending(&words));
-            }
-            Gate::Routes => return Err(self.refuse(Reason::PassUnderlayOther)),
-        };
-        let Some(pod) = (self.maps.endpoint)(t.to_dst) else {
-            self.why.push(format!("{} is no pod of this node", Ipv4Addr::from(t.to_dst)));
-            return Err(self.refuse(Reason::PassDecapNotLocal));
-        };
-        self.why
-            .push(format!("plain IPv4 from the underlay to pod {} on this node", Ipv4Addr::from(t.to_dst)));
-        Ok(act(
-            Reason::RoutedFromUnderlay,
-            format!(
-                "redirect to pod on {} (ifindex {}, MAC {})",
-                self.name(pod.ifindex),
-                pod.ifindex,
-                mac_string(pod.mac)
-            ),
-        ))
+    fn route(&self, addr: [u8; 4]) -> Option<RouteValue> {
+        (self.route)(addr)
     }
 
-    fn delivery_words(&self, dst: [u8; 4]) -> String {
-        match (self.maps.endpoint)(dst) {
-            Some(pod) => format!(
-                "redirect to pod on {} (ifindex {}, MAC {})",
-                self.name(pod.ifindex),
-                pod.ifindex,
-                mac_string(pod.mac)
-            ),
-            None => "deliver it".into(),
-        }
+    fn endpoint(&self, addr: [u8; 4]) -> Option<Endpoint> {
+        (self.endpoint)(addr)
     }
 
-    fn node(&mut self) -> Step<NodeConfig> {
-        if self.maps.node.ready() {
-            Ok(self.maps.node)
-        } else {
-            Err(self.refuse(Reason::PassNotReady))
-        }
+    fn is_peer(&self, addr: [u8; 4]) -> bool {
+        (self.is_peer)(addr)
     }
 
-    /// `ip.rs::forwardable`: a header a router may forward without the kernel's judgement.
-    fn forwardable(&mut self, frame: &[u8], offset: usize) -> Step<Ipv4Fields> {
-        let Some(header) = ipv4_header(frame, offset) else {
-            return Err(self.refuse(Reason::PassIpv4Malformed));
-        };
-        let after_l2 = frame.len().saturating_sub(offset) as u32;
-        ipv4::check_forwardable(&header, after_l2).map_err(|reason| self.refuse(reason))?;
-        Ok(header)
+    fn path_mtu(&self, peer: [u8; 4]) -> Option<PathMtu> {
+        (self.path_mtu)(peer)
     }
 
-    /// `lookup.rs::check_source`: only from an address of the interface it arrives on.
-    fn check_source(&mut self, ip: &Ipv4Fields, ingress: u32) -> Step<()> {
-        let src = Ipv4Addr::from(ip.src);
-        let own = (self.maps.endpoint)(ip.src).is_some_and(|e| e.ifindex == ingress);
-        let route = (self.maps.route)(ip.src);
-        let own_by_route =
-            route.is_some_and(|r| r.kind == RouteKind::LocalEndpoint as u32 && r.ifindex == ingress);
-        match ingress {
-            0 => self.why.push("it arrives on no pod interface this node knows".into()),
-            _ if own || own_by_route => self.why.push(format!(
-                "it arrives on {} (ifindex {ingress}), the interface of pod {src}",
-                self.name(ingress)
-            )),
-            _ => self.why.push(format!("it arrives on {} (ifindex {ingress})", self.name(ingress))),
-        }
-        if own {
-            return Ok(());
-        }
-        route::check_source(route.as_ref(), ingress).map_err(|reason| {
-            self.why.push(match reason {
-                Reason::DropSpoofedSource => match route {
-                    Some(r) if r.kind == RouteKind::RemoteBlock as u32 => format!(
-                        "{src} is in a block of node {}: another pod's address, not one of the sender's interface",
-                        Ipv4Addr::from(r.next_hop)
-                    ),
-                    _ => format!("{src} belongs to another pod, not to the sender's interface"),
-                },
-                Reason::PassSourceUnallocated => format!("{src} is in this node's block, but no pod has it"),
-                Reason::PassSourceNotPod => {
-                    format!("{src} is no pod's address (a service, host or outside address)")
-                }
-                _ => format!("{src} is this pod's, but its MAC is not known yet"),
-            });
-            self.refuse(reason)
-        })
+    fn now_ns(&self) -> u64 {
+        self.now_ns
     }
 
-    /// `lookup.rs::check_inner_source`: the sending node itself, or a block routed via it.
-    fn check_inner_source(&mut self, inner: &Ipv4Fields, outer_src: [u8; 4]) -> Step<()> {
-        let (src, node) = (Ipv4Addr::from(inner.src), Ipv4Addr::from(outer_src));
-        route::check_inner_source(inner.src, outer_src, (self.maps.route)(inner.src).as_ref()).map_err(
-            |reason| {
-                self.why.push(format!(
-                    "the inner source {src} is neither node {node} nor in a block routed via it"
-                ));
-                self.refuse(reason)
-            },
-        )?;
-        self.why.push(if inner.src == outer_src {
-            format!("the inner source is node {node} itself")
-        } else {
-            format!("the inner source {src} is in a block routed via node {node}")
-        });
+    fn learn_path_mtu(&self, _: [u8; 4], _: PathMtu) {}
+
+    fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        (self.flow)(key)
+    }
+
+    fn settle(&self, _: &mut FlowValue, _: &FlowKey, _: &Admission) {}
+
+    fn hop(&self, _: [u8; 4]) -> Result<(), Reason> {
         Ok(())
     }
 
-    /// `lookup.rs::forward_to`: the endpoint table first, then the route trie.
-    fn forward_to(&mut self, dst: [u8; 4], node_ip: [u8; 4]) -> Step<Forward> {
-        let to = match self.local(dst, node_ip) {
-            Some(local) => Ok(local),
-            None => route::forward_to(dst, node_ip, (self.maps.route)(dst).as_ref()),
-        };
-        let dst = Ipv4Addr::from(dst);
-        match to {
-            Ok(Forward::Local { ifindex, .. }) => {
-                self.why.push(format!("{dst} is a pod on this node (a /32 via {})", self.name(ifindex)));
+    fn hop_ifindex(&self, _: &()) -> u32 {
+        self.node.underlay_ifindex
+    }
+
+    fn sender_mac(&self, addr: [u8; 4]) -> Option<[u8; 6]> {
+        (self.next_hop_mac)(addr)
+    }
+}
+
+/// The walk's notes, kept to be told.
+struct Notes(Vec<Note>);
+
+impl Trace for Notes {
+    fn note(&mut self, note: Note) {
+        self.0.push(note);
+    }
+}
+
+/// The decision of `program` about `frame`: the programs' own walk, then its notes in words.
+pub fn decide(program: Program, frame: &[u8], maps: &Maps) -> Decision {
+    let bytes = Bytes::new(frame);
+    let mut notes = Notes(Vec::new());
+    let decided = match program {
+        Program::FromPod { ingress } => pipeline::from_pod(&bytes, ingress, maps, &mut notes),
+        Program::FromUnderlay => pipeline::from_underlay(&bytes, maps, &mut notes),
+    };
+    let words = Words { maps };
+    let mut why = Vec::new();
+    for note in &notes.0 {
+        words.tell(note, &mut why);
+    }
+    let once_approved = notes.0.iter().find_map(|note| match note {
+        Note::Pending { then } => Some(words.pending(then)),
+        _ => None,
+    });
+    let (verdict, reason, text) = match decided {
+        Ok(plan) => (Verdict::Redirect, plan.reason(), words.plan(&plan, &notes.0, frame, &mut why)),
+        Err(reason) => {
+            why.push(describe(reason).into());
+            let how = if reason.is_drop() { "drop" } else { "kernel" };
+            let verdict = if reason.is_drop() { Verdict::Drop } else { Verdict::Kernel };
+            let text = match &once_approved {
+                Some(then) if reason == Reason::PassFlowPending => format!(
+                    "kernel first ({}), until the kernel's conntrack holds the flow; then: {then}",
+                    reason.as_str()
+                ),
+                _ => format!("{how}: {} (counted as {})", short(reason), reason.as_str()),
+            };
+            (verdict, reason, text)
+        }
+    };
+    Decision { verdict, reason, words: text, why, once_approved }
+}
+
+/// The walk in words.
+struct Words<'m, 'a> {
+    maps: &'m Maps<'a>,
+}
+
+impl Words<'_, '_> {
+    fn name(&self, ifindex: u32) -> String {
+        (self.maps.ifname)(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"))
+    }
+
+    fn pod(&self, ifindex: u32, mac: [u8; 6]) -> String {
+        format!("redirect to pod on {} (ifindex {ifindex}, MAC {})", self.name(ifindex), mac_string(mac))
+    }
+
+    /// Each note as the clauses after "because".
+    fn tell(&self, note: &Note, why: &mut Vec<String>) {
+        let node = &self.maps.node;
+        let this_node = Ipv4Addr::from(node.node_ip);
+        let v = node.vxlan;
+        match *note {
+            Note::ArpAnswered { asker, target } => why.push(format!(
+                "an ARP request from a pod for any address but its own is answered, as proxy_arp would ({} asks for {})",
+                Ipv4Addr::from(asker),
+                Ipv4Addr::from(target)
+            )),
+            Note::Source { src, ingress, own, route, verdict } => self.source(src, ingress, own, route, verdict, why),
+            Note::Destination { dst, to } => why.push(self.destination(dst, &to)),
+            Note::Delivery { dst } => why.push(format!("{} is a pod on this node", Ipv4Addr::from(dst))),
+            Note::TrustRoutes => why.push("--trust routes: every packet the routes allow takes the fast path".into()),
+            Note::TrustKernel => why.push("--trust kernel: a flow direction takes the fast path only while the kernel's conntrack holds a confirmed entry for it that the kernel forwarded, translated as that entry says".into()),
+            Note::Unnamed => why.push("no flow can be named for it (an ICMP error, a protocol without ports, a cut transport header)".into()),
+            Note::NoFlow { key } => why.push(format!("the flow table holds no {} yet", flows::describe(&key))),
+            Note::Flow { key, value, admission } => {
+                why.push(format!("{} is {}", flows::describe(&key), Flow { key, value }.state_name()));
+                match admission.verdict {
+                    Ok(()) if value.nat != 0 => {
+                        why.push(format!("conntrack translates it to {}", flows::describe(&value.leaves_as(&key))));
+                    }
+                    Err(Reason::PassFlowElsewhere) => why.push(format!(
+                        "it arrives elsewhere than its flow enters ({})",
+                        flows::arrival_words(&value)
+                    )),
+                    _ => {}
+                }
             }
-            Ok(Forward::Encapsulate { next_hop, tunnel, .. }) => self.why.push(format!(
+            Note::Pending { .. } => {}
+            Note::ByFib { dst } => why.push(format!(
+                "conntrack translates it to {}, which no route holds: it leaves by the underlay, as the kernel's FIB says",
+                Ipv4Addr::from(dst)
+            )),
+            Note::NoVxlanDevice => why.push("this node has no vxlan.calico the programs can stand in for".into()),
+            Note::TooBig { carried, mtu, limit } => {
+                let what = match limit {
+                    Limit::Underlay => "the underlay MTU".to_string(),
+                    Limit::Tunnel { tunnel, path: None, .. } => {
+                        format!("the {} tunnel MTU", tunnel.name().to_uppercase())
+                    }
+                    Limit::Tunnel { tunnel, peer, path: Some(outer) } => format!(
+                        "the {} tunnel MTU toward {} (a router said the path carries {outer})",
+                        tunnel.name().to_uppercase(),
+                        Ipv4Addr::from(peer)
+                    ),
+                };
+                why.push(format!("{carried} bytes do not fit {what} {mtu}"));
+            }
+            Note::NotPlainIpv4 => why.push("it is not a plain, option-less IPv4 frame".into()),
+            Note::PathMtuReport { peer, mtu } => why.push(format!(
+                "a router says the path to node {} carries {mtu} bytes (fragmentation needed about this node's tunnel packet)",
+                Ipv4Addr::from(peer)
+            )),
+            Note::NotToThisNode { dst } => {
+                why.push(format!("it is to {}, not to this node {this_node}", Ipv4Addr::from(dst)));
+            }
+            Note::NotATunnel => why.push(if node.has_vxlan() {
+                format!("it is neither IPIP nor VXLAN (UDP to port {})", v.port)
+            } else {
+                "it is not IPIP (and this node has no vxlan.calico the programs stand in for)".into()
+            }),
+            Note::UnknownPeer { node } => why.push(format!(
+                "{} is not a node in the route table (no remote block routes via it)",
+                Ipv4Addr::from(node)
+            )),
+            Note::TunnelFrom { tunnel, node } => why.push(format!(
+                "{} from {}, a known node, to this node {this_node}",
+                tunnel.name().to_uppercase(),
+                Ipv4Addr::from(node)
+            )),
+            Note::VxlanHeaders { accepted: true } => why.push(format!(
+                "taken apart as {} would: UDP port {}, VNI {}, inner Ethernet to {}",
+                self.name(v.ifindex),
+                v.port,
+                v.vni,
+                mac_string(v.mac)
+            )),
+            Note::VxlanHeaders { accepted: false } => why.push(format!(
+                "it is not what {} takes apart: VNI {}, flag I alone, a consistent UDP length, inner IPv4 to {}",
+                self.name(v.ifindex),
+                v.vni,
+                mac_string(v.mac)
+            )),
+            Note::InnerSource { src, node, verdict } => {
+                let (src, node) = (Ipv4Addr::from(src), Ipv4Addr::from(node));
+                why.push(match verdict {
+                    Ok(()) if src == node => format!("the inner source is node {node} itself"),
+                    Ok(()) => format!("the inner source {src} is in a block routed via node {node}"),
+                    Err(_) => format!("the inner source {src} is neither node {node} nor in a block routed via it"),
+                });
+            }
+            Note::PlainUnderRoutes => {
+                why.push("--trust routes: plain traffic from another node is the kernel's to deliver".into());
+            }
+            Note::NotOurPod { dst } => why.push(format!("{} is no pod of this node", Ipv4Addr::from(dst))),
+            Note::FromOurPod { src } => why.push(format!(
+                "{} is a pod of this node, which never sends from the underlay",
+                Ipv4Addr::from(src)
+            )),
+            Note::HostsOwn { dst } => why.push(format!(
+                "plain IPv4 to this node {}, of no flow the fast path carries: the host's own",
+                Ipv4Addr::from(dst)
+            )),
+        }
+    }
+
+    /// Where a pod's packet arrived, and what the source check made of its source.
+    fn source(
+        &self,
+        src: [u8; 4],
+        ingress: u32,
+        own: bool,
+        route: Option<RouteValue>,
+        verdict: Result<(), Reason>,
+        why: &mut Vec<String>,
+    ) {
+        let own_by_route =
+            route.is_some_and(|r| r.kind == RouteKind::LocalEndpoint as u32 && r.ifindex == ingress);
+        let src = Ipv4Addr::from(src);
+        why.push(match ingress {
+            0 => "it arrives on no pod interface this node knows".into(),
+            _ if own || own_by_route => {
+                format!(
+                    "it arrives on {} (ifindex {ingress}), the interface of pod {src}",
+                    self.name(ingress)
+                )
+            }
+            _ => format!("it arrives on {} (ifindex {ingress})", self.name(ingress)),
+        });
+        let Err(reason) = verdict else { return };
+        why.push(match reason {
+            Reason::DropSpoofedSource => match route {
+                Some(r) if r.kind == RouteKind::RemoteBlock as u32 => format!(
+                    "{src} is in a block of node {}: another pod's address, not one of the sender's interface",
+                    Ipv4Addr::from(r.next_hop)
+                ),
+                _ => format!("{src} belongs to another pod, not to the sender's interface"),
+            },
+            Reason::PassSourceUnallocated => format!("{src} is in this node's block, but no pod has it"),
+            Reason::PassSourceNotPod => format!("{src} is no pod's address (a service, host or outside address)"),
+            Reason::PassKernelRoute => format!("{src} is this pod's, but its MAC is not known yet"),
+            other => format!("{src} is this pod's, and its route is the kernel's: {}", short(other)),
+        });
+    }
+
+    fn destination(&self, dst: [u8; 4], to: &Forward) -> String {
+        let dst = Ipv4Addr::from(dst);
+        match *to {
+            Forward::Local { ifindex, .. } => {
+                format!("{dst} is a pod on this node (a /32 via {})", self.name(ifindex))
+            }
+            Forward::Encapsulate { next_hop, tunnel, .. } => format!(
                 "{dst} is in a block routed via node {}, with {}",
                 Ipv4Addr::from(next_hop),
                 tunnel.name().to_uppercase()
-            )),
-            Ok(Forward::Underlay { next_hop }) => self.why.push(format!(
-                "{dst} is in a block routed via node {}, without encapsulation",
-                Ipv4Addr::from(next_hop)
-            )),
-            Err(_) => {}
-        }
-        to.map_err(|reason| self.refuse(reason))
-    }
-
-    /// `lookup.rs::deliver_after_decap`: only to a pod on this node.
-    fn deliver_after_decap(&mut self, dst: [u8; 4], node_ip: [u8; 4]) -> Step<Forward> {
-        let to = match self.local(dst, node_ip) {
-            Some(local) => Ok(local),
-            None => route::deliver_after_decap(dst, node_ip, (self.maps.route)(dst).as_ref()),
-        };
-        if to.is_ok() {
-            self.why.push(format!("{} is a pod on this node", Ipv4Addr::from(dst)));
-        }
-        to.map_err(|reason| self.refuse(reason))
-    }
-
-    fn local(&self, dst: [u8; 4], node_ip: [u8; 4]) -> Option<Forward> {
-        if ipv4::is_special_destination(dst, node_ip) {
-            return None;
-        }
-        (self.maps.endpoint)(dst).map(|e| Forward::Local { ifindex: e.ifindex, mac: e.mac })
-    }
-
-    /// How the fast path carries a packet its route allows (`deliver.rs`, `ipip.rs`); the flow
-    /// gate comes first.
-    fn carry(&mut self, frame_len: usize, ip: &Ipv4Fields, to: Forward) -> End {
-        let node = self.maps.node;
-        let underlay = self.name(node.underlay_ifindex);
-        match to {
-            Forward::Local { ifindex, mac } => act(
-                Reason::RedirectedLocal,
-                format!(
-                    "redirect to pod on {} (ifindex {ifindex}, MAC {})",
-                    self.name(ifindex),
-                    mac_string(mac)
-                ),
             ),
-            Forward::Encapsulate { next_hop, tunnel, mac } => {
-                if tunnel == Tunnel::Vxlan && !node.has_vxlan() {
-                    self.why.push("this node has no vxlan.calico the programs can stand in for".into());
-                    return self.refuse(Reason::PassKernelRoute);
-                }
-                let name = tunnel.name().to_uppercase();
-                let (tunnel_mtu, what) = self.tunnel_mtu(&node, tunnel, next_hop);
-                let next_hop = Ipv4Addr::from(next_hop);
-                if let Err(end) = self.fits(frame_len, ip, tunnel_mtu, &format!("the {name} {what}")) {
-                    return end;
-                }
-                let outer_src = Ipv4Addr::from(node.node_ip);
-                match tunnel {
-                    Tunnel::Ipip => act(
-                        Reason::Encapsulated,
-                        format!(
-                            "IPIP to {next_hop} via {underlay} (outer {outer_src} → {next_hop}, protocol 4)"
-                        ),
-                    ),
-                    Tunnel::Vxlan => {
-                        let v = node.vxlan;
-                        self.why.push(format!(
-                            "as {} would send it: UDP port {}, VNI {}, inner Ethernet {} → {}",
-                            self.name(v.ifindex),
-                            v.port,
-                            v.vni,
-                            mac_string(v.mac),
-                            mac_string(mac)
-                        ));
-                        act(
-                            Reason::EncapsulatedVxlan,
-                            format!(
-                                "VXLAN to {next_hop} via {underlay} (outer {outer_src} → {next_hop}, UDP {}, VNI {}, inner MAC {})",
-                                v.port,
-                                v.vni,
-                                mac_string(mac)
-                            ),
-                        )
-                    }
-                }
-            }
             Forward::Underlay { next_hop } => {
-                if let Err(end) = self.fits(frame_len, ip, node.underlay_mtu, "the underlay MTU") {
-                    return end;
-                }
-                act(
-                    Reason::RoutedUnderlay,
-                    format!("route to {} via {underlay} without encapsulation", Ipv4Addr::from(next_hop)),
+                format!(
+                    "{dst} is in a block routed via node {}, without encapsulation",
+                    Ipv4Addr::from(next_hop)
                 )
             }
         }
     }
 
-    /// `path_mtu.rs::limit`: the tunnel's MTU, or less where a router said the path toward
-    /// `peer` is narrower and that still holds; with what it is, in words.
-    fn tunnel_mtu(&self, node: &NodeConfig, tunnel: Tunnel, peer: [u8; 4]) -> (u32, String) {
-        let mtu = node.tunnel_mtu(&tunnel);
-        let path = (self.maps.path_mtu)(peer)
-            .and_then(|p| Some((p.mtu, p.inner_mtu(tunnel.overhead(), self.maps.now_ns)?)))
-            .filter(|(_, inner)| *inner < mtu);
-        match path {
-            Some((outer, inner)) => (
-                inner,
+    /// What carrying a packet by route `to` is, in words.
+    fn carried(&self, to: &Forward) -> String {
+        let node = &self.maps.node;
+        let underlay = self.name(node.underlay_ifindex);
+        let outer_src = Ipv4Addr::from(node.node_ip);
+        match *to {
+            Forward::Local { ifindex, mac } => self.pod(ifindex, mac),
+            Forward::Encapsulate { next_hop, tunnel: Tunnel::Ipip, .. } => {
+                let next_hop = Ipv4Addr::from(next_hop);
+                format!("IPIP to {next_hop} via {underlay} (outer {outer_src} → {next_hop}, protocol 4)")
+            }
+            Forward::Encapsulate { next_hop, tunnel: Tunnel::Vxlan, mac } => {
+                let (next_hop, v) = (Ipv4Addr::from(next_hop), node.vxlan);
                 format!(
-                    "tunnel MTU toward {} (a router said the path carries {outer})",
-                    Ipv4Addr::from(peer)
-                ),
+                    "VXLAN to {next_hop} via {underlay} (outer {outer_src} → {next_hop}, UDP {}, VNI {}, inner MAC {})",
+                    v.port,
+                    v.vni,
+                    mac_string(mac)
+                )
+            }
+            Forward::Underlay { next_hop } => {
+                format!("route to {} via {underlay} without encapsulation", Ipv4Addr::from(next_hop))
+            }
+        }
+    }
+
+    /// What the fast path does, in words (the verdict's line); VXLAN adds how it is built.
+    fn plan(&self, plan: &Plan<()>, notes: &[Note], frame: &[u8], why: &mut Vec<String>) -> String {
+        match *plan {
+            Plan::AnswerArp => {
+                let target = notes.iter().find_map(|n| match n {
+                    Note::ArpAnswered { target, .. } => Some(Ipv4Addr::from(*target)),
+                    _ => None,
+                });
+                let target = target.map_or_else(String::new, |t| t.to_string());
+                format!("ARP reply: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface")
+            }
+            Plan::FragNeeded { mtu } => {
+                let src = frame.get(ETH_LEN + 12..ETH_LEN + 16).and_then(|s| <[u8; 4]>::try_from(s).ok());
+                let src = Ipv4Addr::from(src.unwrap_or_default());
+                format!("ICMP fragmentation needed (mtu = {mtu}) sent back to {src}")
+            }
+            Plan::ToPod { ifindex, mac, decap: Some(_), .. } => {
+                format!("decapsulate, then {}", self.pod(ifindex, mac))
+            }
+            Plan::ToPod { ifindex, mac, decap: None, .. } => self.pod(ifindex, mac),
+            Plan::Encapsulate { tunnel, next_hop, mac, .. } => {
+                if tunnel == Tunnel::Vxlan {
+                    let v = self.maps.node.vxlan;
+                    why.push(format!(
+                        "as {} would send it: UDP port {}, VNI {}, inner Ethernet {} → {}",
+                        self.name(v.ifindex),
+                        v.port,
+                        v.vni,
+                        mac_string(v.mac),
+                        mac_string(mac)
+                    ));
+                }
+                self.carried(&Forward::Encapsulate { next_hop, tunnel, mac })
+            }
+            Plan::ToUnderlay { next_hop: Some(next_hop), .. } => {
+                self.carried(&Forward::Underlay { next_hop })
+            }
+            Plan::ToUnderlay { next_hop: None, nat, .. } => format!(
+                "route to {} as the kernel's FIB says, out of {}",
+                Ipv4Addr::from(nat.to_dst),
+                self.name(self.maps.node.underlay_ifindex)
             ),
-            None => (mtu, "tunnel MTU".into()),
         }
     }
 
-    /// `tunnel.rs::too_big`: the bytes after the Ethernet header (what the way out carries,
-    /// even past the IP packet's own length) must fit `mtu`, else a router's answer.
-    fn fits(&mut self, frame_len: usize, ip: &Ipv4Fields, mtu: u32, what: &str) -> Step<()> {
-        let carried = frame_len.saturating_sub(ETH_LEN) as u32;
-        if carried <= mtu {
-            return Ok(());
-        }
-        self.why.push(format!("{carried} bytes do not fit {what} {mtu}"));
-        if !ip.dont_fragment() {
-            return Err(self.refuse(Reason::PassTooBig));
-        }
-        Err(act(
-            Reason::IcmpFragNeeded,
-            format!("ICMP fragmentation needed (mtu = {mtu}) sent back to {}", Ipv4Addr::from(ip.src)),
-        ))
-    }
-
-    /// `flow.rs::admit`: under `--trust kernel`, only a direction the kernel's conntrack holds a
-    /// confirmed entry for takes the fast path, arriving where its flow enters.
-    fn gate(&mut self, frame: &[u8], l3: usize, ip: &Ipv4Fields, seen: Seen) -> Step<Gate> {
-        if !self.maps.node.trusts_kernel() {
-            self.why.push("--trust routes: every packet the routes allow takes the fast path".into());
-            return Ok(Gate::Routes);
-        }
-        self.why.push("--trust kernel: a flow direction takes the fast path only while the kernel's conntrack holds a confirmed entry for it that the kernel forwarded, translated as that entry says".into());
-        let Some((key, signal)) = flow_name(frame, l3, ip) else {
-            self.why.push("no flow can be named for it (an ICMP error, a protocol without ports, a cut transport header)".into());
-            return Err(self.refuse(Reason::PassFlowUntracked));
-        };
-        let Some(value) = (self.maps.flow)(&key) else {
-            self.why.push(format!("the flow table holds no {} yet", flows::describe(&key)));
-            return Ok(Gate::Pending);
-        };
-        let arrived = match seen {
-            Seen::Pod(ifindex) => Arrived::from_pod(ifindex),
-            Seen::Tunnel(arrival, node) => Arrived::from_underlay(arrival, node),
-            Seen::Plain(source_mac) => {
-                let sender = (self.maps.next_hop_mac)(value.peer).filter(|mac| *mac == source_mac);
-                Arrived::from_underlay(Arrival::Plain, sender.map_or([0; 4], |_| value.peer))
-            }
-        };
-        let admission = flow::admission(&value, &arrived, signal);
-        self.why.push(format!("{} is {}", flows::describe(&key), Flow { key, value }.state_name()));
-        match admission.verdict {
-            Ok(()) => {
-                if value.nat != 0 {
-                    self.why.push(format!(
-                        "conntrack translates it to {}",
-                        flows::describe(&value.leaves_as(&key))
-                    ));
-                }
-                Ok(Gate::Approved(value.translation(&key)))
-            }
-            Err(reason) => {
-                if reason == Reason::PassFlowElsewhere {
-                    self.why.push(format!(
-                        "it arrives elsewhere than its flow enters ({})",
-                        flows::arrival_words(&value)
-                    ));
-                }
-                Err(self.refuse(reason))
-            }
+    /// What the fast path will do once conntrack approves the flow.
+    fn pending(&self, then: &Pending) -> String {
+        match *then {
+            Pending::Forward(to) => self.carried(&to),
+            Pending::Decapsulate { ifindex, mac } => format!("decapsulate, then {}", self.pod(ifindex, mac)),
+            Pending::Deliver { dst } => match (self.maps.endpoint)(dst) {
+                Some(pod) => self.pod(pod.ifindex, pod.mac),
+                None => "deliver it".into(),
+            },
         }
     }
-
-    /// The end of a walk whose flow the table does not hold: the kernel first, then the fast path.
-    fn pending(&mut self, carried: &str) -> End {
-        self.once_approved = Some(carried.to_string());
-        let mut end = self.refuse(Reason::PassFlowPending);
-        end.words = format!(
-            "kernel first ({}), until the kernel's conntrack holds the flow; then: {carried}",
-            Reason::PassFlowPending.as_str()
-        );
-        end
-    }
-
-    fn name(&self, ifindex: u32) -> String {
-        (self.maps.ifname)(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"))
-    }
-
-    /// The end of a walk that does not carry the packet: the kernel's, or dropped.
-    fn refuse(&mut self, reason: Reason) -> End {
-        self.why.push(describe(reason).into());
-        let (verdict, how) =
-            if reason.is_drop() { (Verdict::Drop, "drop") } else { (Verdict::Kernel, "kernel") };
-        End { verdict, reason, words: format!("{how}: {} (counted as {})", short(reason), reason.as_str()) }
-    }
-}
-
-fn act(reason: Reason, words: String) -> End {
-    End { verdict: Verdict::Redirect, reason, words }
-}
-
-fn ether_type(frame: &[u8]) -> Option<u16> {
-    frame.get(12..ETH_LEN).map(|t| u16::from_be_bytes([t[0], t[1]]))
-}
-
-fn ipv4_header(frame: &[u8], offset: usize) -> Option<Ipv4Fields> {
-    let header: &[u8; HEADER_LEN] = frame.get(offset..offset + HEADER_LEN)?.try_into().ok()?;
-    Some(Ipv4Fields::parse(header))
-}
-
-/// `ip.rs::plain_frame`: an IPv4 frame whose header is well-formed, option-less and not a
-/// fragment.
-fn plain_frame(frame: &[u8]) -> Option<Ipv4Fields> {
-    if ether_type(frame)? != ETH_P_IP {
-        return None;
-    }
-    let outer = ipv4_header(frame, ETH_LEN)?;
-    let after_l2 = frame.len().saturating_sub(ETH_LEN) as u32;
-    let plain = outer.version_ihl == 0x45 && outer.frag & FRAGMENT_MASK == 0;
-    (plain && ipv4::is_well_formed(&outer, after_l2)).then_some(outer)
-}
-
-/// `ipip.rs::carries_ipip`: protocol 4, with room for an inner header.
-fn carries_ipip(outer: &Ipv4Fields) -> bool {
-    outer.protocol == PROTO_IPIP && u32::from(outer.total_len) >= 2 * HEADER_LEN as u32
-}
-
-/// `vxlan.rs::is_vxlan_for`: UDP to this node's `vxlan.calico` port, with room for the whole
-/// VXLAN packet.
-fn is_vxlan_for(frame: &[u8], node: &NodeConfig, outer: &Ipv4Fields) -> bool {
-    outer.protocol == PROTO_UDP
-        && node.has_vxlan()
-        && u32::from(outer.total_len) >= (vxlan::OVERHEAD + HEADER_LEN) as u32
-        && received(frame).is_some_and(|r| vxlan::destination_port(&r.udp) == node.vxlan.port)
-}
-
-/// `vxlan.rs::received`: the UDP, VXLAN and inner Ethernet headers.
-fn received(frame: &[u8]) -> Option<Received> {
-    let udp = ETH_LEN + HEADER_LEN;
-    let header = udp + UDP_HEADER_LEN;
-    let inner_eth = header + vxlan::HEADER_LEN;
-    Some(Received {
-        udp: frame.get(udp..header)?.try_into().ok()?,
-        vxlan: frame.get(header..inner_eth)?.try_into().ok()?,
-        inner_eth: frame.get(inner_eth..inner_eth + INNER_ETH_LEN)?.try_into().ok()?,
-    })
-}
-
-/// `flow.rs::name`: the flow direction of the option-less packet at `l3`, and its TCP flags.
-fn flow_name(frame: &[u8], l3: usize, ip: &Ipv4Fields) -> Option<(FlowKey, Signal)> {
-    let l4 = frame.get(l3 + HEADER_LEN..).unwrap_or(&[]);
-    let signal =
-        if ip.protocol == PROTO_TCP { Signal::of_tcp_flags(*l4.get(13)?) } else { Signal::default() };
-    let head: &[u8; flow::PORTS_LEN] = l4.get(..flow::PORTS_LEN)?.try_into().ok()?;
-    let ports = flow::ports_of(ip.protocol, head)?;
-    Some((FlowKey::new(ip.src, ip.dst, ip.protocol, ports), signal))
 }
 
 fn short(reason: Reason) -> &'static str {
@@ -1078,7 +776,7 @@ pub fn explain_pinned(
 #[cfg(test)]
 mod tests {
     use fastpath_common::{
-        flow::FlowState,
+        flow::{Arrived, FlowState},
         maps::{NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN},
     };
 
@@ -1124,7 +822,7 @@ mod tests {
     }
 
     fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
-        route::endpoint_of(&route(addr)?)
+        fastpath_common::route::endpoint_of(&route(addr)?)
     }
 
     fn ask(src: &str, dst: &str) -> Question {

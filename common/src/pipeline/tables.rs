@@ -1,0 +1,48 @@
+//! What the decisions look up: the programs' maps (and the kernel's FIB), or the pinned maps
+//! `fastpath explain` reads. The lookups only; what to do with their answers is the walk's.
+
+use core::borrow::Borrow;
+
+use crate::{
+    flow::{Admission, FlowKey, FlowValue},
+    maps::{Endpoint, NodeConfig, PathMtu},
+    route::RouteValue,
+    Reason,
+};
+
+pub trait Tables {
+    /// A route as the trie hands it out (a reference to the map's value, or a copy).
+    type Route: Borrow<RouteValue>;
+    /// A flow direction's entry as the table hands it out (the programs' is the live value).
+    type Flow: Borrow<FlowValue>;
+    /// How to reach an address on the underlay, as the kernel's FIB says.
+    type Hop;
+
+    /// This node's settings, once the daemon has written them (else [`Reason::PassNotReady`]).
+    fn node(&self) -> Result<&NodeConfig, Reason>;
+    /// The route trie's longest match for `addr`.
+    fn route(&self, addr: [u8; 4]) -> Option<Self::Route>;
+    /// The pod on this node with address `addr`.
+    fn endpoint(&self, addr: [u8; 4]) -> Option<Endpoint>;
+    /// Whether `addr` is a node this one accepts tunnels from.
+    fn is_peer(&self, addr: [u8; 4]) -> bool;
+    /// What a router said about the path toward node `peer`.
+    fn path_mtu(&self, peer: [u8; 4]) -> Option<PathMtu>;
+    /// `bpf_ktime_get_ns()` now.
+    fn now_ns(&self) -> u64;
+    /// Remember what a router said about the path toward node `peer` (the programs write it;
+    /// `explain` only tells).
+    fn learn_path_mtu(&self, peer: [u8; 4], learned: PathMtu);
+    /// The flow table's entry for a direction (`--trust kernel`).
+    fn flow(&self, key: &FlowKey) -> Option<Self::Flow>;
+    /// Record what the gate decided for a packet of `flow`'s direction `key`: its state, its
+    /// counts, the other direction closed too (the programs; `explain` records nothing).
+    fn settle(&self, flow: &mut Self::Flow, key: &FlowKey, admission: &Admission);
+    /// How to reach `addr` over the underlay ([`Reason::PassFibFailed`] when the FIB cannot).
+    fn hop(&self, addr: [u8; 4]) -> Result<Self::Hop, Reason>;
+    /// The interface a hop leaves by.
+    fn hop_ifindex(&self, hop: &Self::Hop) -> u32;
+    /// The MAC of `addr` on the underlay, as the kernel knows it: who a plain packet routed
+    /// through `addr` comes from.
+    fn sender_mac(&self, addr: [u8; 4]) -> Option<[u8; 6]>;
+}
