@@ -1,43 +1,24 @@
-//! The ARP responder: validate, rewrite the request into a reply in place, send it back.
+//! The ARP responder's hands: rewrite the request into a reply in place, send it back (the
+//! request was judged by `fastpath_common::pipeline`).
 //!
 //! It stands in for the kernel's proxy_arp on the `cali*` end of a pod's veth: every IPv4 ARP
 //! request a pod sends (for its gateway 169.254.1.1 or anything else) is answered with
 //! `ee:ee:ee:ee:ee:ee`, so every packet the pod sends comes to us.
 
 use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
-use aya_log_ebpf::debug;
-use fastpath_common::{
-    arp::{classify_request, ArpFields, OP_REPLY},
-    Reason, GATEWAY_MAC,
-};
+use fastpath_common::{arp::OP_REPLY, Reason, GATEWAY_MAC};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
 use crate::{parse, stats::Outcome};
 
+/// Answer the request the walk accepted (`fastpath_common::pipeline`).
 #[inline(always)]
-pub fn respond(ctx: &TcContext, eth: *mut EthHdr) -> Outcome {
-    let Some(arp) = parse::header_mut::<ArpHdr>(ctx, EthHdr::LEN) else {
-        debug!(ctx, "arp: truncated frame of {} bytes", ctx.len());
-        return Err(Reason::PassArpMalformed);
-    };
-    // SAFETY: `header_mut` checked that the whole ARP header is inside the packet.
-    classify_request(&fields(unsafe { &*arp }))?;
-    // SAFETY: both headers were bounds-checked above and do not overlap.
+pub fn reply(ctx: &TcContext) -> Outcome {
+    let eth = parse::header_mut::<EthHdr>(ctx, 0).ok_or(Reason::PassArpMalformed)?;
+    let arp = parse::header_mut::<ArpHdr>(ctx, EthHdr::LEN).ok_or(Reason::PassArpMalformed)?;
+    // SAFETY: both headers were bounds-checked by `header_mut` and do not overlap.
     unsafe { rewrite_into_reply(&mut *eth, &mut *arp) };
     Ok((redirect_back(ctx), Reason::ArpReplied))
-}
-
-#[inline(always)]
-fn fields(arp: &ArpHdr) -> ArpFields {
-    ArpFields {
-        htype: u16::from_be_bytes(arp.htype),
-        ptype: u16::from_be_bytes(arp.ptype),
-        hlen: arp.hlen,
-        plen: arp.plen,
-        op: u16::from_be_bytes(arp.oper),
-        spa: arp.spa,
-        tpa: arp.tpa,
-    }
 }
 
 /// Turn the request into the reply a proxy would send: "target is at ee:ee:ee:ee:ee:ee",

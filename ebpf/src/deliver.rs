@@ -1,14 +1,13 @@
 //! The last step of forwarding: rewrite the Ethernet header, decrement the TTL, redirect.
 
 use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
-use fastpath_common::{ipv4::Ipv4Fields, maps::NodeConfig, Reason, GATEWAY_MAC};
+use fastpath_common::{Reason, GATEWAY_MAC};
 use network_types::eth::EthHdr;
 
 use crate::{
     fib::{self, NextHop},
     ip, parse,
     stats::Outcome,
-    tunnel,
 };
 
 /// Into the pod behind host-side `ifindex`: from ee:ee:ee:ee:ee:ee to the pod's MAC, TTL − 1,
@@ -20,16 +19,6 @@ pub fn to_pod(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Ou
     // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
     let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
     Ok((verdict, reason))
-}
-
-/// To another node over the underlay, unencapsulated, as the kernel's route would send it
-/// (a packet too big for the underlay gets what a router sends).
-#[inline(always)]
-pub fn to_node(ctx: &TcContext, node: &NodeConfig, header: &Ipv4Fields, next_hop: [u8; 4]) -> Outcome {
-    if let Some(outcome) = tunnel::too_big(ctx, node, header, node.underlay_mtu) {
-        return outcome;
-    }
-    to_hop(ctx, &fib::lookup(ctx, node, next_hop)?)
 }
 
 /// Out of the underlay toward `hop`, unencapsulated: with its MAC when the kernel knows it
@@ -53,4 +42,19 @@ pub fn rewrite(ctx: &TcContext, src: [u8; 6], dst: [u8; 6]) -> Result<(), Reason
         (*eth).dst_addr = dst;
     }
     ip::decrement_ttl_at(ctx, EthHdr::LEN)
+}
+
+/// Send an encapsulated packet out of the underlay toward `hop`, with the next hop's MAC when
+/// the kernel knows it (else `bpf_redirect_neigh` resolves it on the way out).
+#[inline(always)]
+pub fn send(ctx: &TcContext, hop: &NextHop, reason: Reason) -> Outcome {
+    if let NextHop::Resolved { smac, dmac, .. } = hop {
+        let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+        // SAFETY: bounds-checked by `header_mut`.
+        unsafe {
+            (*eth).src_addr = *smac;
+            (*eth).dst_addr = *dmac;
+        }
+    }
+    Ok((fib::redirect(hop), reason))
 }

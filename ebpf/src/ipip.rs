@@ -13,23 +13,24 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use fastpath_common::{
-    ipv4::{self, Ipv4Fields, HEADER_LEN, PROTO_IPIP},
+    ipv4::{self, Ipv4Fields, HEADER_LEN},
     maps::NodeConfig,
-    tunnel::{Tunnel, IPIP_OVERHEAD},
+    tunnel::IPIP_OVERHEAD,
     Reason,
 };
 use network_types::eth::EthHdr;
 
-use crate::{fib, ip, parse, stats::Outcome, tunnel};
+use crate::{deliver, fib::NextHop, ip, parse, stats::Outcome};
 
-/// Encapsulate toward `next_hop` and send it out of the underlay.
+/// Encapsulate toward `next_hop` and send it out of the underlay toward `hop`.
 #[inline(always)]
-pub fn encapsulate(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, next_hop: [u8; 4]) -> Outcome {
-    if let Some(outcome) = tunnel::too_big(ctx, node, inner, tunnel::mtu(node, Tunnel::Ipip, next_hop)) {
-        return outcome;
-    }
-    // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
-    let hop = fib::lookup(ctx, node, next_hop)?;
+pub fn encapsulate(
+    ctx: &TcContext,
+    node: &NodeConfig,
+    inner: &Ipv4Fields,
+    next_hop: [u8; 4],
+    hop: &NextHop,
+) -> Outcome {
     // A GSO packet keeps the segment size its pod chose (each segment was checked against the
     // tunnel MTU above), as the kernel's own tunnel segments the inner packet: without
     // BPF_F_ADJ_ROOM_FIXED_GSO the helper would lower it by the 20 bytes pushed.
@@ -38,40 +39,19 @@ pub fn encapsulate(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, next_
         .map_err(|_| Reason::PassEncapFailed)?;
     write_outer_header(ctx, node, inner, next_hop)?;
     ip::decrement_ttl_at(ctx, EthHdr::LEN + HEADER_LEN)?;
-    tunnel::send(ctx, &hop, Reason::Encapsulated)
+    deliver::send(ctx, hop, Reason::Encapsulated)
 }
 
-/// IPIP arriving at this node ([`tunnel::deliver`]).
-pub struct Arriving;
-
-impl tunnel::Arrival for Arriving {
-    const ARRIVAL: fastpath_common::flow::Arrival = fastpath_common::flow::Arrival::Ipip;
-    const INNER_L3: usize = EthHdr::LEN + HEADER_LEN;
-    const DELIVERED: Reason = Reason::Decapsulated;
-
-    /// Nothing lies between the two IPv4 headers.
-    #[inline(always)]
-    fn check(_: &TcContext, _: &NodeConfig, _: &Ipv4Fields) -> Result<(), Reason> {
-        Ok(())
-    }
-
-    /// Remove the outer header (the packet must start Ethernet, outer IPv4, inner IPv4). A GSO
-    /// packet keeps the segment size its sender chose: without `BPF_F_ADJ_ROOM_FIXED_GSO`,
-    /// `bpf_skb_net_shrink` would grow it by the 20 bytes removed, and a pod re-segmenting an
-    /// aggregate the kernel's own IPIP sent (forwarding it on) would send segments 20 bytes over
-    /// its MTU.
-    #[inline(always)]
-    fn strip(ctx: &TcContext) -> Result<(), Reason> {
-        let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
-        ctx.adjust_room(-(IPIP_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
-            .map_err(|_| Reason::PassEncapFailed)
-    }
-}
-
-/// Whether `outer` carries IPIP (with room for an inner header).
+/// Remove the outer header of IPIP arriving at this node (the packet must start Ethernet,
+/// outer IPv4, inner IPv4). A GSO packet keeps the segment size its sender chose: without
+/// `BPF_F_ADJ_ROOM_FIXED_GSO`, `bpf_skb_net_shrink` would grow it by the 20 bytes removed, and
+/// a pod re-segmenting an aggregate the kernel's own IPIP sent (forwarding it on) would send
+/// segments 20 bytes over its MTU.
 #[inline(always)]
-pub fn carries_ipip(outer: &Ipv4Fields) -> bool {
-    outer.protocol == PROTO_IPIP && u32::from(outer.total_len) >= 2 * HEADER_LEN as u32
+pub fn strip(ctx: &TcContext) -> Result<(), Reason> {
+    let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
+    ctx.adjust_room(-(IPIP_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
+        .map_err(|_| Reason::PassEncapFailed)
 }
 
 #[inline(always)]

@@ -4,23 +4,21 @@
 #![no_main]
 
 mod arp;
+mod carry;
 mod deliver;
 mod fib;
 mod flow;
+mod handle;
 mod icmp;
 mod ip;
 mod ipip;
-mod lookup;
 mod maps;
 mod monitor;
 mod nat;
 mod parse;
-mod path_mtu;
-mod pod;
 mod stats;
-mod tunnel;
-mod underlay;
 mod vxlan;
+mod walk;
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use fastpath_common::maps::{PROGRAM_FROM_POD, PROGRAM_FROM_UNDERLAY};
@@ -30,7 +28,7 @@ use fastpath_common::maps::{PROGRAM_FROM_POD, PROGRAM_FROM_UNDERLAY};
 pub fn from_pod(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_POD);
     let bytes = ctx.len();
-    stats::finish(bytes, pod::handle(&ctx), watched)
+    stats::finish(bytes, handle::from_pod(&ctx), watched)
 }
 
 /// tcx ingress on the underlay interface: IPIP and VXLAN from other nodes.
@@ -38,7 +36,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 pub fn from_underlay(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_UNDERLAY);
     let bytes = ctx.len();
-    stats::finish(bytes, underlay::handle(&ctx), watched)
+    stats::finish(bytes, handle::from_underlay(&ctx), watched)
 }
 
 #[cfg(not(test))]

@@ -8,13 +8,14 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use fastpath_common::{
     ipv4::{Ipv4Fields, HEADER_LEN, PROTO_IPIP, PROTO_TCP, PROTO_UDP},
     maps::MonitorEvent,
-    Reason,
+    pipeline, Reason,
 };
 use network_types::eth::{EthHdr, EtherType};
 
 use crate::{
     maps::{self, FP_EVENTS, FP_MONITOR},
     parse, vxlan,
+    walk::Packet,
 };
 
 /// The packet's addresses and ports, captured before anything changes it.
@@ -79,8 +80,8 @@ fn innermost_ipv4(ctx: &TcContext) -> Option<(Ipv4Fields, usize)> {
         }
     }
     if outer.protocol == PROTO_UDP && is_vxlan(ctx, &outer) {
-        if let Some(inner) = read_ipv4(ctx, vxlan::INNER_L3) {
-            return Some((inner, vxlan::INNER_L3));
+        if let Some(inner) = read_ipv4(ctx, pipeline::VXLAN_INNER_L3) {
+            return Some((inner, pipeline::VXLAN_INNER_L3));
         }
     }
     Some((outer, EthHdr::LEN))
@@ -91,7 +92,7 @@ fn innermost_ipv4(ctx: &TcContext) -> Option<(Ipv4Fields, usize)> {
 fn is_vxlan(ctx: &TcContext, outer: &Ipv4Fields) -> bool {
     maps::node().is_ok_and(|node| {
         vxlan::is_sent_by(ctx, node, outer)
-            || (outer.dst == node.node_ip && vxlan::is_vxlan_for(ctx, node, outer))
+            || (outer.dst == node.node_ip && pipeline::carries_vxlan_for(&Packet(ctx), node, outer))
     })
 }
 

@@ -18,24 +18,16 @@ use aya_ebpf::{
 };
 use fastpath_common::{
     flow::FlowKey,
-    ipv4::{Ipv4Fields, OuterIpv4, HEADER_LEN, PROTO_UDP},
+    ipv4::{Ipv4Fields, OuterIpv4, PROTO_UDP},
     maps::NodeConfig,
-    tunnel::{Tunnel, VXLAN_OVERHEAD},
-    vxlan::{self, Encap, Received, INNER_ETH_LEN, OVERHEAD, UDP_HEADER_LEN},
+    pipeline::{frame, VXLAN_INNER_L3},
+    tunnel::VXLAN_OVERHEAD,
+    vxlan::{self, Encap, INNER_ETH_LEN, OVERHEAD},
     Reason,
 };
 use network_types::eth::EthHdr;
 
-use crate::{fib, flow, ip, parse, stats::Outcome, tunnel};
-
-/// Where the UDP header starts.
-const UDP: usize = EthHdr::LEN + HEADER_LEN;
-/// Where the VXLAN header starts.
-const VXLAN: usize = UDP + UDP_HEADER_LEN;
-/// Where the inner Ethernet header starts.
-const INNER_ETH: usize = VXLAN + vxlan::HEADER_LEN;
-/// Where the inner IPv4 header starts.
-pub const INNER_L3: usize = EthHdr::LEN + OVERHEAD;
+use crate::{deliver, fib::NextHop, ip, parse, stats::Outcome, walk::Packet};
 
 const ENCAP_FLAGS: u32 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
     | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
@@ -46,7 +38,7 @@ const ENCAP_L2_LEN: u64 =
     ((INNER_ETH_LEN as u64) & BPF_ADJ_ROOM_ENCAP_L2_MASK as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT;
 
 /// Encapsulate toward the node `next_hop`, whose `vxlan.calico` has MAC `peer_mac`, and send it
-/// out of the underlay.
+/// out of the underlay toward `hop`.
 #[inline(always)]
 pub fn encapsulate(
     ctx: &TcContext,
@@ -54,16 +46,8 @@ pub fn encapsulate(
     inner: &Ipv4Fields,
     next_hop: [u8; 4],
     peer_mac: [u8; 6],
+    hop: &NextHop,
 ) -> Outcome {
-    // The daemon writes VXLAN routes only for a node whose device it understands; never guess.
-    if !node.has_vxlan() {
-        return Err(Reason::PassKernelRoute);
-    }
-    if let Some(outcome) = tunnel::too_big(ctx, node, inner, tunnel::mtu(node, Tunnel::Vxlan, next_hop)) {
-        return outcome;
-    }
-    // Ask the FIB before touching the packet, so a failure still leaves it to the kernel intact.
-    let hop = fib::lookup(ctx, node, next_hop)?;
     let encap = encap_of(ctx, node, inner, next_hop, peer_mac)?;
     // An outer packet over 65535 bytes cannot be: leave it to the kernel before touching it.
     if inner.total_len.checked_add(OVERHEAD as u16).is_none() {
@@ -76,8 +60,8 @@ pub fn encapsulate(
     if !vxlan::write_headers(unsafe { &mut *room }, &encap, inner.total_len) {
         return Err(Reason::DropRewriteFailed);
     }
-    ip::decrement_ttl_at(ctx, INNER_L3)?;
-    tunnel::send(ctx, &hop, Reason::EncapsulatedVxlan)
+    ip::decrement_ttl_at(ctx, VXLAN_INNER_L3)?;
+    deliver::send(ctx, hop, Reason::EncapsulatedVxlan)
 }
 
 /// This packet's outer header fields and UDP source port, read before the packet moves.
@@ -122,75 +106,31 @@ fn flow_hash(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
     if hash != 0 {
         return hash;
     }
-    flow::key(ctx, EthHdr::LEN, inner)
+    frame::flow_key(&Packet(ctx), EthHdr::LEN, inner)
         .unwrap_or(FlowKey::new(inner.src, inner.dst, inner.protocol, (0, 0)))
         .hash()
 }
 
-/// Whether `outer`, to this node, is UDP to its `vxlan.calico`'s port (with room for the whole
-/// VXLAN packet): VXLAN for this node, to take apart or to hand to the kernel.
-#[inline(always)]
-pub fn is_vxlan_for(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> bool {
-    outer.protocol == PROTO_UDP
-        && node.has_vxlan()
-        && u32::from(outer.total_len) >= (OVERHEAD + HEADER_LEN) as u32
-        && destination_port(ctx) == Some(node.vxlan.port)
-}
-
-#[inline(always)]
-fn destination_port(ctx: &TcContext) -> Option<u16> {
-    let udp: *const [u8; UDP_HEADER_LEN] = parse::header_mut(ctx, UDP)?;
-    // SAFETY: bounds-checked by `header_mut`.
-    Some(vxlan::destination_port(unsafe { &*udp }))
-}
-
 /// Whether `outer`, leaving the underlay, is this node's own VXLAN (the kernel's `vxlan.calico`
-/// or the programs') carrying IPv4 at [`INNER_L3`].
+/// or the programs') carrying IPv4 at [`VXLAN_INNER_L3`].
 #[inline(always)]
 pub fn is_sent_by(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> bool {
     if outer.src != node.node_ip || !node.has_vxlan() || outer.protocol != PROTO_UDP {
         return false;
     }
-    let Some(r) = received(ctx) else { return false };
+    let Some(r) = frame::vxlan_received(&Packet(ctx)) else { return false };
     vxlan::destination_port(&r.udp) == node.vxlan.port
         && r.vxlan[0] == vxlan::FLAG_VNI
         && u32::from_be_bytes([0, r.vxlan[4], r.vxlan[5], r.vxlan[6]]) == node.vxlan.vni
         && r.inner_eth[12..14] == [0x08, 0x00]
 }
 
-/// The UDP, VXLAN and inner Ethernet headers, if the packet holds them.
+/// Remove the outer IPv4, UDP, VXLAN and inner Ethernet headers of VXLAN arriving at this node:
+/// the outer Ethernet header (IPv4, like the inner) now leads the inner IPv4 packet. The segment
+/// size of a GSO packet stays what its sender chose.
 #[inline(always)]
-fn received(ctx: &TcContext) -> Option<Received> {
-    let udp: *const [u8; UDP_HEADER_LEN] = parse::header_mut(ctx, UDP)?;
-    let header: *const [u8; vxlan::HEADER_LEN] = parse::header_mut(ctx, VXLAN)?;
-    let inner_eth: *const [u8; INNER_ETH_LEN] = parse::header_mut(ctx, INNER_ETH)?;
-    // SAFETY: all three bounds-checked by `header_mut`; copied out at once.
-    Some(unsafe { Received { udp: *udp, vxlan: *header, inner_eth: *inner_eth } })
-}
-
-/// VXLAN arriving at this node ([`tunnel::deliver`]).
-pub struct Arriving;
-
-impl tunnel::Arrival for Arriving {
-    const ARRIVAL: fastpath_common::flow::Arrival = fastpath_common::flow::Arrival::Vxlan;
-    const INNER_L3: usize = INNER_L3;
-    const DELIVERED: Reason = Reason::DecapsulatedVxlan;
-
-    /// This device's VNI and flags, an inner IPv4 frame to this device's MAC
-    /// (`fastpath_common::vxlan::check_received`); anything else is the kernel's.
-    #[inline(always)]
-    fn check(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> Result<(), Reason> {
-        let r = received(ctx).ok_or(Reason::PassVxlanOther)?;
-        vxlan::check_received(outer.total_len, &r, &node.vxlan)
-    }
-
-    /// Remove the outer IPv4, UDP, VXLAN and inner Ethernet headers: the outer Ethernet header
-    /// (IPv4, like the inner) now leads the inner IPv4 packet. The segment size of a GSO packet
-    /// stays what its sender chose.
-    #[inline(always)]
-    fn strip(ctx: &TcContext) -> Result<(), Reason> {
-        let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
-        ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
-            .map_err(|_| Reason::PassEncapFailed)
-    }
+pub fn strip(ctx: &TcContext) -> Result<(), Reason> {
+    let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
+    ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
+        .map_err(|_| Reason::PassEncapFailed)
 }

@@ -8,7 +8,7 @@
 //! Everything here is `#[inline(always)]`: in the programs the walk must compile to the code a
 //! hand-written one would, within the verifier's 512 bytes of stack.
 
-mod frame;
+pub mod frame;
 mod steps;
 mod tables;
 mod trace;
@@ -215,7 +215,7 @@ fn carries_ipip(outer: &Ipv4Fields) -> bool {
 /// UDP to this node's `vxlan.calico` port, with room for the whole VXLAN packet: VXLAN for this
 /// node, to take apart or to hand to the kernel.
 #[inline(always)]
-fn carries_vxlan_for<F: Frame>(frame: &F, node: &NodeConfig, outer: &Ipv4Fields) -> bool {
+pub fn carries_vxlan_for<F: Frame>(frame: &F, node: &NodeConfig, outer: &Ipv4Fields) -> bool {
     outer.protocol == PROTO_UDP
         && node.has_vxlan()
         && u32::from(outer.total_len) >= (vxlan::OVERHEAD + HEADER_LEN) as u32

@@ -1,12 +1,11 @@
 //! `fastpath explain`: what the programs would do with a packet, and why.
 //!
-//! The decision takes a frame and walks the programs' own steps in their order (`ebpf/src/pod.rs`
-//! for a frame from a pod, `ebpf/src/underlay.rs` and `tunnel.rs` for one from the underlay,
-//! IPIP or VXLAN), over the same maps
-//! and through the same decision functions (`fastpath_common`). Because it takes a frame, a test
-//! feeds it the very frames the programs get through BPF_PROG_TEST_RUN and requires the same
-//! verdict and reason (`tests/tests/explain_agrees.rs`); the command builds its frame from the
-//! question on the command line.
+//! There is no decision here: `explain` runs the programs' own walk
+//! (`fastpath_common::pipeline`) on a frame, over the pinned maps, and puts the notes the walk
+//! took on its way, and the plan it ends with, into words. `tests/tests/explain_agrees.rs` feeds
+//! it the very frames the programs get through BPF_PROG_TEST_RUN and requires the same verdict
+//! and reason, as a safety net; the command builds its frame from the question on the command
+//! line.
 
 use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
 
