@@ -176,3 +176,40 @@ fn transport_header_len<F: Frame>(frame: &F, protocol: u8) -> u32 {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 TCP frame of `ip_len` IP bytes whose TCP header is 32 bytes long.
+    fn tcp_frame(ip_len: usize) -> [u8; 1514] {
+        let mut f = [0u8; 1514];
+        f[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        f[ETH_LEN] = 0x45;
+        f[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        f[ETH_LEN + 8] = 64;
+        f[ETH_LEN + 9] = PROTO_TCP;
+        f[ETH_LEN + HEADER_LEN + 12] = 8 << 4;
+        f
+    }
+
+    #[test]
+    fn reads_stop_at_the_end_of_the_frame() {
+        let f = tcp_frame(100);
+        let frame = Bytes::new(&f[..40]);
+        assert_eq!(frame.read::<6, _>(34, |b| *b), Some([0; 6]));
+        assert_eq!(frame.read::<7, _>(34, |b| *b), None);
+        assert_eq!(frame.read::<1, _>(usize::MAX, |b| *b), None);
+        assert_eq!(ether_type(&Bytes::new(&f[..13])), None);
+    }
+
+    #[test]
+    fn a_gso_packet_is_measured_by_its_segments() {
+        let f = tcp_frame(1500);
+        let ip = ipv4_at(&Bytes::new(&f), ETH_LEN).unwrap();
+        assert_eq!(largest_segment(&Bytes::new(&f[..1514]), &ip), 1500);
+        // A 64 KB super-packet of 1400-byte segments: each leaves as 20 + 32 + 1400 bytes.
+        let gso = Bytes { data: &f, gso_size: 1400 };
+        assert_eq!(largest_segment(&gso, &ip), 1452);
+    }
+}
