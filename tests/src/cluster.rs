@@ -506,6 +506,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// kube-proxy's DNAT on node `node`, as its iptables mode renders a ClusterIP: TCP to
+    /// `service`:80 is sent to `backend`.
+    pub fn expose_service(
+        &self,
+        node: usize,
+        service: Ipv4Addr,
+        backend: std::net::SocketAddr,
+    ) -> Result<()> {
+        let (service, backend) = (service.to_string(), backend.to_string());
+        let rule =
+            ["-t", "nat", "-A", "PREROUTING", "-d", &service, "-p", "tcp", "--dport", "80", "-j", "DNAT"];
+        cmd::in_ns_ok(
+            &self.nodes[node].ns.name,
+            "iptables",
+            &[&rule[..], &["--to-destination", &backend]].concat(),
+        )?;
+        Ok(())
+    }
+
     pub fn pod(&self, ip: Ipv4Addr) -> Option<&Pod> {
         self.nodes.iter().flat_map(|n| &n.pods).find(|p| p.ip == ip)
     }

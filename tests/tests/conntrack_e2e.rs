@@ -343,30 +343,6 @@ fn plain_packets_never_ride_an_approval_made_through_vxlan() {
 
 // --- Service traffic --------------------------------------------------------------------------
 
-/// kube-proxy's DNAT on the client's node: SERVICE:80 is `backend`:8080.
-fn expose_service(cluster: &Cluster, backend: Ipv4Addr) {
-    let to = format!("{backend}:{BACKEND_PORT}");
-    iptables(
-        &cluster.nodes[0].ns.name,
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-d",
-            &SERVICE.to_string(),
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ],
-    );
-}
-
 /// Calico's natOutgoing on the first node, and a host beyond the underlay's gateway: the switch
 /// namespace is the gateway 10.101.14.62 and holds OUTSIDE.
 fn add_outside(cluster: &Cluster) {
@@ -531,7 +507,7 @@ fn conntrack_delete_hands_it_to_the_kernel(cluster: &Cluster, daemon: &Daemon, c
 
 fn service_traffic(tag: &str, backend: Ipv4Addr) {
     let cluster = cluster(tag, ClusterSpec::seed());
-    expose_service(&cluster, backend);
+    cluster.expose_service(0, SERVICE, SocketAddr::from((backend, BACKEND_PORT))).unwrap();
     let (listen, connect) = (addr(backend, BACKEND_PORT), addr(SERVICE, 80));
     let server_ns = pod(&cluster, backend).ns.name.clone();
     // The kernel alone: the transfer through the service arrives whole (from the service
@@ -696,7 +672,7 @@ fn short_connections(tag: &str, service: bool) {
     }
     let listen = addr(REMOTE, BACKEND_PORT);
     let connect = if service {
-        expose_service(&cluster, REMOTE);
+        cluster.expose_service(0, SERVICE, SocketAddr::from((REMOTE, BACKEND_PORT))).unwrap();
         addr(SERVICE, 80)
     } else {
         listen

@@ -64,32 +64,6 @@ fn where_conntrack_tracks_nothing_no_flow_is_approved_and_the_daemon_says_why() 
     assert!(after.packets("passed_flow_pending") > before.packets("passed_flow_pending"));
 }
 
-/// kube-proxy's rule on the client's node: SERVICE:80 is `backend`:8080.
-fn expose_service(cluster: &Cluster, backend: Ipv4Addr) {
-    let to = format!("{backend}:{BACKEND_PORT}");
-    cmd::in_ns_ok(
-        &cluster.nodes[0].ns.name,
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-d",
-            &SERVICE.to_string(),
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &to,
-        ],
-    )
-    .unwrap();
-}
-
 fn flows(daemon: &Daemon) -> Vec<serde_json::Value> {
     let json = daemon.cli(&["flows", "--json"]).unwrap();
     serde_json::from_str::<serde_json::Value>(&json).unwrap().as_array().unwrap().clone()
@@ -109,7 +83,7 @@ fn flows_to(daemon: &Daemon, src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Vec<se
 #[test]
 fn under_trust_routes_the_same_service_breaks() {
     let (cluster, _daemons) = cluster("svcx", &["--trust", "routes"]);
-    expose_service(&cluster, B);
+    cluster.expose_service(0, SERVICE, SocketAddr::from((B, BACKEND_PORT))).unwrap();
     let _server = traffic::serve_echo(cluster.pod(B).unwrap(), BACKEND_PORT, 1).unwrap();
     let connected =
         traffic::connects(cluster.pod(A).unwrap(), SocketAddr::from((SERVICE, 80)), Duration::from_secs(2))

@@ -165,9 +165,7 @@ fn under_trust_kernel_a_mixed_cluster_fast_paths_a_dnat_service_whose_backend_is
     let daemon = Daemon::start(&node.ns.name, &["--trust", "kernel"]).unwrap();
     let (a, b) = (&node.pods[0], &cluster.nodes[1].pods[0]);
     // kube-proxy's rule on the client's node: SERVICE:80 is b:8080, on the kernel-only node.
-    let (service, backend) = (SERVICE.to_string(), format!("{}:{BACKEND_PORT}", b.ip));
-    let dnat = ["-t", "nat", "-A", "PREROUTING", "-d", &service, "-p", "tcp", "--dport", "80", "-j", "DNAT"];
-    cmd::in_ns_ok(&node.ns.name, "iptables", &[&dnat[..], &["--to-destination", &backend]].concat()).unwrap();
+    cluster.expose_service(0, SERVICE, SocketAddr::from((b.ip, BACKEND_PORT))).unwrap();
     let kernel_before = kernel_vxlan_packets(&node.ns.name);
     let before = daemon.counters().unwrap();
 
