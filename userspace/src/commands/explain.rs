@@ -178,7 +178,7 @@ pub fn decide(program: Program, frame: &[u8], maps: &Maps) -> Decision {
     let (verdict, reason, text) = match decided {
         Ok(plan) => (Verdict::Redirect, plan.reason(), words.plan(&plan, &notes.0, frame, &mut why)),
         Err(reason) => {
-            why.push(describe(reason).into());
+            why.push(reason.describe().into());
             let how = if reason.is_drop() { "drop" } else { "kernel" };
             let verdict = if reason.is_drop() { Verdict::Drop } else { Verdict::Kernel };
             let text = match &once_approved {
@@ -186,7 +186,7 @@ pub fn decide(program: Program, frame: &[u8], maps: &Maps) -> Decision {
                     "kernel first ({}), until the kernel's conntrack holds the flow; then: {then}",
                     reason.as_str()
                 ),
-                _ => format!("{how}: {} (counted as {})", short(reason), reason.as_str()),
+                _ => format!("{how}: {} (counted as {})", reason.short(), reason.as_str()),
             };
             (verdict, reason, text)
         }
@@ -352,7 +352,7 @@ impl Words<'_, '_> {
             Reason::PassSourceUnallocated => format!("{src} is in this node's block, but no pod has it"),
             Reason::PassSourceNotPod => format!("{src} is no pod's address (a service, host or outside address)"),
             Reason::PassKernelRoute => format!("{src} is this pod's, but its MAC is not known yet"),
-            other => format!("{src} is this pod's, and its route is the kernel's: {}", short(other)),
+            other => format!("{src} is this pod's, and its route is the kernel's: {}", other.short()),
         });
     }
 
@@ -457,80 +457,6 @@ impl Words<'_, '_> {
                 None => "deliver it".into(),
             },
         }
-    }
-}
-
-fn short(reason: Reason) -> &'static str {
-    match reason {
-        Reason::DropSpoofedSource => "spoofed source",
-        Reason::DropNoEndpoint => "no pod at this address of the node's block",
-        Reason::DropUnknownPeer => "a tunnel from an unknown node",
-        Reason::PassVxlanOther => "VXLAN the kernel's device judges",
-        Reason::PassUnderlayOther => "not a tunnel the programs take apart",
-        Reason::PassNoRoute => "no fastpath route",
-        Reason::PassKernelRoute => "the route is the kernel's",
-        Reason::PassSpecialDestination => "a destination never fast-pathed",
-        Reason::PassTtlExceeded => "TTL expiring",
-        Reason::PassTooBig => "too big for the tunnel",
-        Reason::PassNotReady => "the node is not configured yet",
-        Reason::PassDecapNotLocal => "not for a pod on this node",
-        Reason::PassArpGratuitous => "gratuitous ARP",
-        Reason::PassArpProbe => "duplicate-address probe",
-        Reason::PassSourceUnallocated => "the source is an unallocated address of this node's block",
-        Reason::PassSourceNotPod => "the source is no pod's address",
-        Reason::PassInnerSourceForeign => "the inner source does not belong to the sending node",
-        Reason::PassEndpointTc => "the pod's interface has classic tc configuration",
-        Reason::PassPolicyRoute => "an ip rule routes it through another table",
-        Reason::PassMapOverflow => "the route map had no room for its prefix",
-        Reason::PathMtuLearned => "a router's path MTU, noted",
-        _ => "not the fast path's to carry",
-    }
-}
-
-/// Why a reason applies, in a sentence.
-pub fn describe(reason: Reason) -> &'static str {
-    match reason {
-        Reason::PassNoRoute => "the route table has no fastpath entry for the destination (host, service or outside addresses)",
-        Reason::PassKernelRoute => "the route says the kernel routes it (a local pod whose MAC is not known yet, a VXLAN block whose neighbour or FDB entry is not, this node's tunnel address)",
-        Reason::PassSpecialDestination => {
-            "this node, loopback, 0.0.0.0/8, link-local (169.254.1.1) and multicast/broadcast never take the fast path"
-        }
-        Reason::PassTtlExceeded => "TTL ≤ 1: the kernel sends ICMP time exceeded, as a router must",
-        Reason::PassIpOptions | Reason::PassFragment => "IP options and fragments need the kernel's judgement",
-        Reason::PassTooBig => "it is too big for the tunnel but may be fragmented, which the kernel does",
-        Reason::PassNotReady => "the daemon has not written this node's settings",
-        Reason::PassDecapNotLocal => "after decapsulation the destination is not a pod on this node",
-        Reason::DropSpoofedSource => "the source check (Calico's RPF) drops a pod sending with another pod's address",
-        Reason::DropNoEndpoint => "the address is in this node's pod block (a blackhole route) but no pod has it",
-        Reason::DropUnknownPeer => "only nodes that own a block in the route table may send IPIP or VXLAN to this node",
-        Reason::PassUnderlayOther => "the kernel takes what is not a tunnel the programs stand in for",
-        Reason::PassVxlanOther => "VXLAN the programs do not take apart goes to the kernel's own vxlan device",
-        Reason::PassArpGratuitous => "a pod announcing its own address is the kernel's business",
-        Reason::PassArpProbe => "a duplicate-address probe (sender 0.0.0.0) must stay unanswered",
-        Reason::PassSourceUnallocated | Reason::PassSourceNotPod => {
-            "the fast path carries a pod's packet only from an address of its own interface; the kernel's rpfilter and FORWARD rules judge any other source"
-        }
-        Reason::PassInnerSourceForeign => {
-            "a node may send only its own pods' and its own packets; the kernel gets any other still encapsulated"
-        }
-        Reason::PassFlowPending => "the kernel's conntrack holds no confirmed entry of this flow direction yet",
-        Reason::PassFlowKernelOwned | Reason::PassFlowExpired => "a retired code, counted by no program",
-        Reason::PassFlowClosing => "TCP FIN or RST seen: the kernel carries the rest of the connection",
-        Reason::PassFlowUntracked => "only the kernel can relate it to a flow",
-        Reason::PassEndpointTc => {
-            "a pod whose interface has a qdisc, filter or action of classic tc (a bandwidth limit, say) is carried by the kernel both ways, so the configuration sees every packet"
-        }
-        Reason::PassPolicyRoute => {
-            "an ip rule sends the packet to a routing table other than main (WireGuard's, an egress gateway's), which the fast path does not reproduce"
-        }
-        Reason::PassFlowElsewhere => {
-            "conntrack's entry binds the flow to where it enters (a pod's interface, a node's tunnel, a sender on the underlay), and this packet arrives elsewhere"
-        }
-        Reason::PassMapOverflow => "the route map was full: a prefix inside this one could not be written, so the kernel routes it",
-        Reason::PathMtuLearned => {
-            "the tunnel toward that node now carries less, for 10 minutes, as the kernel's own tunnels learn it; the kernel gets the message too"
-        }
-        _ => "the programs hand it to the kernel unchanged",
     }
 }
 
@@ -695,7 +621,7 @@ pub fn explain(q: &Question, maps: &Maps) -> (String, Reason) {
         // between SRC and DST that are, and what conntrack's NAT makes of them.
         let asked = FlowKey::new(q.src.octets(), q.dst.octets(), PROTO_TCP, (0, 0));
         let unnamed = format!("the flow table holds no {} yet", flows::describe(&asked));
-        decision.why.retain(|line| *line != unnamed && *line != describe(Reason::PassFlowPending));
+        decision.why.retain(|line| *line != unnamed && *line != Reason::PassFlowPending.describe());
         let between: Vec<&Flow> = maps
             .flows
             .iter()
