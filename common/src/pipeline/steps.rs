@@ -11,7 +11,7 @@ use crate::{
     flow::{self, Arrival, Arrived, Translation},
     ipv4::{is_special_destination, Ipv4Fields},
     maps::{NodeConfig, PathMtu},
-    route::{self, Forward},
+    route::{self, Forward, RouteValue},
     Reason,
 };
 
@@ -76,10 +76,7 @@ pub fn destination<T: Tables, R: Trace>(
     node: &NodeConfig,
     dst: [u8; 4],
 ) -> Result<Forward, Reason> {
-    let to = match local(tables, node, dst) {
-        Some(local) => local,
-        None => route::forward_to(dst, node.node_ip, tables.route(dst).as_ref().map(Borrow::borrow))?,
-    };
+    let to = routed(tables, node, dst, route::forward_to)?;
     trace.note(Note::Destination { dst, to });
     Ok(to)
 }
@@ -92,14 +89,24 @@ pub fn delivery<T: Tables, R: Trace>(
     node: &NodeConfig,
     dst: [u8; 4],
 ) -> Result<Forward, Reason> {
-    let to = match local(tables, node, dst) {
-        Some(local) => local,
-        None => {
-            route::deliver_after_decap(dst, node.node_ip, tables.route(dst).as_ref().map(Borrow::borrow))?
-        }
-    };
+    let to = routed(tables, node, dst, route::deliver_after_decap)?;
     trace.note(Note::Delivery { dst });
     Ok(to)
+}
+
+/// `dst`'s way: an endpoint of this node by the exact-match table, else what `by_route` makes
+/// of its route.
+#[inline(always)]
+fn routed<T: Tables>(
+    tables: &T,
+    node: &NodeConfig,
+    dst: [u8; 4],
+    by_route: fn([u8; 4], [u8; 4], Option<&RouteValue>) -> Result<Forward, Reason>,
+) -> Result<Forward, Reason> {
+    match local(tables, node, dst) {
+        Some(local) => Ok(local),
+        None => by_route(dst, node.node_ip, tables.route(dst).as_ref().map(Borrow::borrow)),
+    }
 }
 
 #[inline(always)]
