@@ -4,7 +4,7 @@
 //! request a pod sends (for its gateway 169.254.1.1 or anything else) is answered with
 //! `ee:ee:ee:ee:ee:ee`, so every packet the pod sends comes to us.
 
-use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use aya_log_ebpf::debug;
 use fastpath_common::{
     arp::{classify_request, ArpFields, OP_REPLY},
@@ -12,19 +12,20 @@ use fastpath_common::{
 };
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
-use crate::{parse, stats::Outcome};
+use crate::{outcome::Outcome, parse, skb};
 
 #[inline(always)]
 pub fn respond(ctx: &TcContext, eth: *mut EthHdr) -> Outcome {
     let Some(arp) = parse::header_mut::<ArpHdr>(ctx, EthHdr::LEN) else {
-        debug!(ctx, "arp: truncated frame of {} bytes", ctx.len());
+        debug!(ctx, "arp: truncated frame of {} bytes", skb::len(ctx));
         return Err(Reason::PassArpMalformed);
     };
     // SAFETY: `header_mut` checked that the whole ARP header is inside the packet.
     classify_request(&fields(unsafe { &*arp }))?;
     // SAFETY: both headers were bounds-checked above and do not overlap.
     unsafe { rewrite_into_reply(&mut *eth, &mut *arp) };
-    Ok((redirect_back(ctx), Reason::ArpReplied))
+    // Send the reply back out of the interface it came in on: into the pod that asked.
+    Ok((skb::back_out(ctx), Reason::ArpReplied))
 }
 
 #[inline(always)]
@@ -50,13 +51,4 @@ fn rewrite_into_reply(eth: &mut EthHdr, arp: &mut ArpHdr) {
     arp.tha = arp.sha;
     arp.sha = GATEWAY_MAC;
     core::mem::swap(&mut arp.spa, &mut arp.tpa);
-}
-
-/// Send the reply back out of the interface it came in on: the `cali*` device's egress is the
-/// pod's ingress. With no flags, `bpf_redirect` cannot fail and returns TC_ACT_REDIRECT.
-#[inline(always)]
-fn redirect_back(ctx: &TcContext) -> i32 {
-    // SAFETY: reading the ingress ifindex from the context is always allowed for TC programs,
-    // and bpf_redirect only records the target for `skb_do_redirect`.
-    unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
 }

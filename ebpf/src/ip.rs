@@ -7,7 +7,7 @@ use fastpath_common::{
 };
 use network_types::eth::{EthHdr, EtherType};
 
-use crate::parse;
+use crate::{parse, skb};
 
 /// The IPv4 header at `offset`, if a router may forward it without the kernel
 /// ([`ipv4::check_forwardable`]).
@@ -16,7 +16,7 @@ pub fn forwardable(ctx: &TcContext, offset: usize) -> Result<Ipv4Fields, Reason>
     let header: *mut [u8; HEADER_LEN] = parse::header_mut(ctx, offset).ok_or(Reason::PassIpv4Malformed)?;
     // SAFETY: `header_mut` checked that the 20 bytes are inside the packet.
     let fields = Ipv4Fields::parse(unsafe { &*header });
-    let after_l2 = ctx.len().saturating_sub(offset as u32);
+    let after_l2 = skb::len(ctx).saturating_sub(offset as u32);
     ipv4::check_forwardable(&fields, after_l2)?;
     Ok(fields)
 }
@@ -28,7 +28,7 @@ pub fn plain(ctx: &TcContext, offset: usize) -> Option<Ipv4Fields> {
     let header: *const [u8; HEADER_LEN] = parse::header_mut(ctx, offset)?;
     // SAFETY: bounds-checked by `header_mut`.
     let fields = Ipv4Fields::parse(unsafe { &*header });
-    let after_l2 = ctx.len().saturating_sub(offset as u32);
+    let after_l2 = skb::len(ctx).saturating_sub(offset as u32);
     let plain = fields.version_ihl == 0x45 && fields.frag & FRAGMENT_MASK == 0;
     (plain && is_well_formed(&fields, after_l2)).then_some(fields)
 }

@@ -20,7 +20,7 @@ use fastpath_common::{
 };
 use network_types::eth::EthHdr;
 
-use crate::{fib, ip, parse, stats::Outcome, tunnel};
+use crate::{fib, ip, outcome::Outcome, parse, tunnel};
 
 /// Encapsulate toward `next_hop` and send it out of the underlay.
 #[inline(always)]

@@ -14,9 +14,11 @@ mod lookup;
 mod maps;
 mod monitor;
 mod nat;
+mod outcome;
 mod parse;
 mod path_mtu;
 mod pod;
+mod skb;
 mod stats;
 mod tunnel;
 mod underlay;
@@ -29,7 +31,7 @@ use fastpath_common::maps::{PROGRAM_FROM_POD, PROGRAM_FROM_UNDERLAY};
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_POD);
-    let bytes = ctx.len();
+    let bytes = skb::len(&ctx);
     stats::finish(bytes, pod::handle(&ctx), watched)
 }
 
@@ -37,7 +39,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_UNDERLAY);
-    let bytes = ctx.len();
+    let bytes = skb::len(&ctx);
     stats::finish(bytes, underlay::handle(&ctx), watched)
 }
 

@@ -15,11 +15,3 @@ pub fn header_mut<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     }
     Some((start + offset) as *mut T)
 }
-
-/// The interface the program runs on: the one the packet arrived on (ingress), or the one it
-/// leaves by (egress).
-#[inline(always)]
-pub fn device_ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: reading `ifindex` from the context is always allowed for TC programs.
-    unsafe { (*ctx.skb.skb).ifindex }
-}

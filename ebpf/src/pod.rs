@@ -15,9 +15,9 @@ use crate::{
     arp, deliver,
     fib::{self, NextHop},
     flow::{self, Seen},
-    ip, ipip, lookup, maps, nat, parse,
-    stats::Outcome,
-    tunnel, vxlan,
+    ip, ipip, lookup, maps, nat,
+    outcome::Outcome,
+    parse, skb, tunnel, vxlan,
 };
 
 #[inline(always)]
@@ -41,7 +41,7 @@ pub fn handle(ctx: &TcContext) -> Outcome {
 fn forward(ctx: &TcContext) -> Outcome {
     let node = maps::node()?;
     let header = ip::forwardable(ctx, EthHdr::LEN)?;
-    let ingress = parse::device_ifindex(ctx);
+    let ingress = skb::ifindex(ctx);
     lookup::check_source(header.src, ingress)?;
     let t = flow::admit(ctx, node, EthHdr::LEN, &header, Seen::Pod(ingress))
         // Without an entry, say why the destination would not take the fast path anyway.

@@ -16,8 +16,9 @@ use crate::{
     deliver,
     fib::{self, NextHop},
     flow::{self, Seen},
-    icmp, ip, lookup, maps, nat, parse, path_mtu,
-    stats::Outcome,
+    icmp, ip, lookup, maps, nat,
+    outcome::Outcome,
+    parse, path_mtu, skb,
 };
 
 /// The largest inner packet `tunnel` may carry toward node `next_hop`: the tunnel's MTU, or
@@ -59,10 +60,9 @@ pub fn too_big(ctx: &TcContext, node: &NodeConfig, inner: &Ipv4Fields, mtu: u32)
 /// super-packet one segment (gso_size plus its IP and TCP/UDP headers).
 #[inline(always)]
 fn largest_segment(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
-    // SAFETY: reading `gso_size` from the context is allowed for TC programs.
-    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    let gso_size = skb::gso_size(ctx);
     if gso_size == 0 {
-        return ctx.len().saturating_sub(EthHdr::LEN as u32);
+        return skb::len(ctx).saturating_sub(EthHdr::LEN as u32);
     }
     gso_size + HEADER_LEN as u32 + transport_header_len(ctx, inner.protocol)
 }

@@ -12,9 +12,9 @@ use network_types::eth::EthHdr;
 use crate::{
     deliver,
     flow::{self, Seen},
-    ip, ipip, maps, nat, path_mtu,
-    stats::Outcome,
-    tunnel, vxlan,
+    ip, ipip, maps, nat,
+    outcome::Outcome,
+    path_mtu, tunnel, vxlan,
 };
 
 #[inline(always)]

@@ -26,7 +26,7 @@ use fastpath_common::{
 };
 use network_types::eth::EthHdr;
 
-use crate::{fib, flow, ip, parse, stats::Outcome, tunnel};
+use crate::{fib, flow, ip, outcome::Outcome, parse, skb, tunnel};
 
 /// Where the UDP header starts.
 const UDP: usize = EthHdr::LEN + HEADER_LEN;
@@ -117,8 +117,7 @@ fn encap_of(
 /// (`bpf_get_hash_recalc`), which cost 160 ns a packet here (`tests/examples/program_cost.rs`).
 #[inline(always)]
 fn flow_hash(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
-    // SAFETY: reading `hash` from the context is allowed for TC programs.
-    let hash = unsafe { (*ctx.skb.skb).hash };
+    let hash = skb::hash(ctx);
     if hash != 0 {
         return hash;
     }
