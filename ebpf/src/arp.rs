@@ -5,11 +5,11 @@
 //! request a pod sends (for its gateway 169.254.1.1 or anything else) is answered with
 //! `ee:ee:ee:ee:ee:ee`, so every packet the pod sends comes to us.
 
-use aya_ebpf::{helpers::bpf_redirect, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use fastpath_common::{arp::OP_REPLY, Reason, GATEWAY_MAC};
 use network_types::{arp::ArpHdr, eth::EthHdr};
 
-use crate::{parse, stats::Outcome};
+use crate::{outcome::Outcome, parse, skb};
 
 /// Answer the request the walk accepted (`fastpath_common::pipeline`).
 #[inline(always)]
@@ -18,7 +18,7 @@ pub fn reply(ctx: &TcContext) -> Outcome {
     let arp = parse::header_mut::<ArpHdr>(ctx, EthHdr::LEN).ok_or(Reason::PassArpMalformed)?;
     // SAFETY: both headers were bounds-checked by `header_mut` and do not overlap.
     unsafe { rewrite_into_reply(&mut *eth, &mut *arp) };
-    Ok((redirect_back(ctx), Reason::ArpReplied))
+    Ok((skb::back_out(ctx), Reason::ArpReplied))
 }
 
 /// Turn the request into the reply a proxy would send: "target is at ee:ee:ee:ee:ee:ee",
@@ -31,13 +31,4 @@ fn rewrite_into_reply(eth: &mut EthHdr, arp: &mut ArpHdr) {
     arp.tha = arp.sha;
     arp.sha = GATEWAY_MAC;
     core::mem::swap(&mut arp.spa, &mut arp.tpa);
-}
-
-/// Send the reply back out of the interface it came in on: the `cali*` device's egress is the
-/// pod's ingress. With no flags, `bpf_redirect` cannot fail and returns TC_ACT_REDIRECT.
-#[inline(always)]
-fn redirect_back(ctx: &TcContext) -> i32 {
-    // SAFETY: reading the ingress ifindex from the context is always allowed for TC programs,
-    // and bpf_redirect only records the target for `skb_do_redirect`.
-    unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
 }

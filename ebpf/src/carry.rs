@@ -5,7 +5,7 @@
 use aya_ebpf::programs::TcContext;
 use fastpath_common::{maps::NodeConfig, pipeline::Plan, tunnel::Tunnel, Reason};
 
-use crate::{arp, deliver, fib::NextHop, icmp, ipip, nat, stats::Outcome, vxlan};
+use crate::{arp, deliver, fib::NextHop, icmp, ipip, nat, outcome::Outcome, vxlan};
 
 #[inline(always)]
 pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Plan<NextHop>) -> Outcome {

@@ -6,8 +6,9 @@ use network_types::eth::EthHdr;
 
 use crate::{
     fib::{self, NextHop},
-    ip, parse,
-    stats::Outcome,
+    ip,
+    outcome::Outcome,
+    parse,
 };
 
 /// Into the pod behind host-side `ifindex`: from ee:ee:ee:ee:ee:ee to the pod's MAC, TTL − 1,

@@ -5,8 +5,9 @@ use aya_ebpf::programs::TcContext;
 use fastpath_common::pipeline::{self, Silent};
 
 use crate::{
-    carry, parse,
-    stats::Outcome,
+    carry,
+    outcome::Outcome,
+    skb,
     walk::{Maps, Packet},
 };
 
@@ -14,7 +15,7 @@ use crate::{
 #[inline(always)]
 pub fn from_pod(ctx: &TcContext) -> Outcome {
     let tables = Maps::new(ctx);
-    let plan = pipeline::from_pod(&Packet(ctx), parse::device_ifindex(ctx), &tables, &mut Silent)?;
+    let plan = pipeline::from_pod(&Packet(ctx), skb::ifindex(ctx), &tables, &mut Silent)?;
     carry::out(ctx, tables.node, plan)
 }
 

@@ -7,7 +7,7 @@
 //! reply ever sits on the program's stack (which every path that may answer "too big" shares).
 
 use aya_ebpf::{
-    helpers::{bpf_csum_diff, bpf_redirect, bpf_skb_change_tail},
+    helpers::{bpf_csum_diff, bpf_skb_change_tail},
     programs::TcContext,
 };
 use fastpath_common::{
@@ -19,8 +19,8 @@ use fastpath_common::{
 use network_types::eth::EthHdr;
 
 use crate::{
-    parse,
-    stats::{self, Outcome, Packed},
+    outcome::{self, Outcome, Packed},
+    parse, skb,
 };
 
 const IP: usize = EthHdr::LEN;
@@ -31,17 +31,14 @@ const QUOTE: usize = ICMP + 8;
 /// Turn the packet into the ICMP reply and send it back to the pod it came from.
 #[inline(always)]
 pub fn frag_needed(ctx: &TcContext, node: &NodeConfig, mtu: u16) -> Outcome {
-    stats::unpack(reply(ctx, node, mtu))
+    outcome::unpack(reply(ctx, node, mtu))
 }
 
 /// A function of its own (a BPF subprogram), called from every path that may answer "too big".
 #[inline(never)]
 fn reply(ctx: &TcContext, node: &NodeConfig, mtu: u16) -> Packed {
-    stats::pack(rewrite(ctx, node, mtu).map(|()| {
-        // SAFETY: a plain helper call: back out of the pod's `cali*`, i.e. into the pod.
-        let verdict = unsafe { bpf_redirect(parse::device_ifindex(ctx), 0) } as i32;
-        (verdict, Reason::IcmpFragNeeded)
-    }))
+    // Back out of the pod's `cali*`, i.e. into the pod.
+    outcome::pack(rewrite(ctx, node, mtu).map(|()| (skb::back_out(ctx), Reason::IcmpFragNeeded)))
 }
 
 #[inline(always)]

@@ -20,7 +20,7 @@ use fastpath_common::{
 };
 use network_types::eth::EthHdr;
 
-use crate::{deliver, fib::NextHop, ip, parse, stats::Outcome};
+use crate::{deliver, fib::NextHop, ip, outcome::Outcome, parse};
 
 /// Encapsulate toward `next_hop` and send it out of the underlay toward `hop`.
 #[inline(always)]

@@ -15,7 +15,9 @@ mod ipip;
 mod maps;
 mod monitor;
 mod nat;
+mod outcome;
 mod parse;
+mod skb;
 mod stats;
 mod vxlan;
 mod walk;
@@ -27,7 +29,7 @@ use fastpath_common::maps::{PROGRAM_FROM_POD, PROGRAM_FROM_UNDERLAY};
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_POD);
-    let bytes = ctx.len();
+    let bytes = skb::len(&ctx);
     stats::finish(bytes, handle::from_pod(&ctx), watched)
 }
 
@@ -35,7 +37,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
     let watched = monitor::watch(&ctx, PROGRAM_FROM_UNDERLAY);
-    let bytes = ctx.len();
+    let bytes = skb::len(&ctx);
     stats::finish(bytes, handle::from_underlay(&ctx), watched)
 }
 

@@ -14,7 +14,7 @@ use network_types::eth::{EthHdr, EtherType};
 
 use crate::{
     maps::{self, FP_EVENTS, FP_MONITOR},
-    parse, vxlan,
+    parse, skb, vxlan,
     walk::Packet,
 };
 
@@ -38,7 +38,7 @@ pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
     let (sport, dport) = ports(ctx, offset + HEADER_LEN, ip.protocol);
     let event = MonitorEvent {
         time_ns: 0,
-        ifindex: parse::device_ifindex(ctx),
+        ifindex: skb::ifindex(ctx),
         program,
         src: ip.src,
         dst: ip.dst,
@@ -48,7 +48,7 @@ pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
         _pad: [0; 3],
         verdict: 0,
         reason: 0,
-        len: ctx.len(),
+        len: skb::len(ctx),
     };
     Some(Watched { event })
 }

@@ -15,18 +15,3 @@ pub fn header_mut<T>(ctx: &TcContext, offset: usize) -> Option<*mut T> {
     }
     Some((start + offset) as *mut T)
 }
-
-/// The interface the program runs on: the one the packet arrived on (ingress), or the one it
-/// leaves by (egress).
-#[inline(always)]
-pub fn device_ifindex(ctx: &TcContext) -> u32 {
-    // SAFETY: reading `ifindex` from the context is always allowed for TC programs.
-    unsafe { (*ctx.skb.skb).ifindex }
-}
-
-/// The payload size of each segment of a GSO super-packet; 0 for a plain packet.
-#[inline(always)]
-pub fn gso_size(ctx: &TcContext) -> u32 {
-    // SAFETY: reading `gso_size` from the context is allowed for TC programs.
-    unsafe { (*ctx.skb.skb).gso_size }
-}

@@ -27,7 +27,7 @@ use fastpath_common::{
 };
 use network_types::eth::EthHdr;
 
-use crate::{deliver, fib::NextHop, ip, parse, stats::Outcome, walk::Packet};
+use crate::{deliver, fib::NextHop, ip, outcome::Outcome, parse, skb, walk::Packet};
 
 const ENCAP_FLAGS: u32 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
     | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
@@ -101,8 +101,7 @@ fn encap_of(
 /// (`bpf_get_hash_recalc`), which cost 160 ns a packet here (`tests/examples/program_cost.rs`).
 #[inline(always)]
 fn flow_hash(ctx: &TcContext, inner: &Ipv4Fields) -> u32 {
-    // SAFETY: reading `hash` from the context is allowed for TC programs.
-    let hash = unsafe { (*ctx.skb.skb).hash };
+    let hash = skb::hash(ctx);
     if hash != 0 {
         return hash;
     }

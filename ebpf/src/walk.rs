@@ -14,7 +14,7 @@ use crate::{
     fib::{self, NextHop},
     flow,
     maps::{self, FP_FLOWS, FP_PATH_MTU},
-    parse,
+    parse, skb,
 };
 
 /// The packet, read in place.
@@ -23,7 +23,7 @@ pub struct Packet<'a>(pub &'a TcContext);
 impl Frame for Packet<'_> {
     #[inline(always)]
     fn length(&self) -> u32 {
-        self.0.len()
+        skb::len(self.0)
     }
 
     #[inline(always)]
@@ -35,7 +35,7 @@ impl Frame for Packet<'_> {
 
     #[inline(always)]
     fn gso_size(&self) -> u32 {
-        parse::gso_size(self.0)
+        skb::gso_size(self.0)
     }
 }
 
