@@ -94,6 +94,10 @@ pub fn delivery<T: Tables, R: Trace>(
     Ok(to)
 }
 
+/// What a route allows a packet to `dst` (the first address) from a node (the second):
+/// [`route::forward_to`] or [`route::deliver_after_decap`].
+type ByRoute = fn([u8; 4], [u8; 4], Option<&RouteValue>) -> Result<Forward, Reason>;
+
 /// `dst`'s way: an endpoint of this node by the exact-match table, else what `by_route` makes
 /// of its route.
 #[inline(always)]
@@ -101,7 +105,7 @@ fn routed<T: Tables>(
     tables: &T,
     node: &NodeConfig,
     dst: [u8; 4],
-    by_route: fn([u8; 4], [u8; 4], Option<&RouteValue>) -> Result<Forward, Reason>,
+    by_route: ByRoute,
 ) -> Result<Forward, Reason> {
     match local(tables, node, dst) {
         Some(local) => Ok(local),
