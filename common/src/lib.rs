@@ -10,6 +10,7 @@ pub mod arp;
 pub mod flow;
 pub mod icmp;
 pub mod ipv4;
+pub mod ipv6;
 pub mod maps;
 pub mod pipeline;
 pub mod reason;
