@@ -12,6 +12,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 pub mod maps;
+pub mod ndp;
 pub mod pipeline;
 pub mod reason;
 pub mod route;
