@@ -13,12 +13,20 @@
 //! a permanent neighbour entry and a permanent FDB entry: the kernel's own VXLAN path, real.
 //! Nodes whose addresses lie in different /28s sit on one bridge per subnet, and the switch
 //! namespace routes between them (the subnet's `.62`): a node across a router.
+//!
+//! With [`ClusterSpec::ipv6`] set the cluster is dual stack: every pod, node and block has an
+//! IPv6 address too, laid out as Calico does ([`crate::dual_stack`]).
 
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
 
-use crate::{bird::Bird, cmd, names, wait, Netns};
+use crate::{
+    bird::Bird,
+    cmd,
+    dual_stack::{self, Ipv6Layout, NodeIpv6, RemoteVia6},
+    names, wait, Netns,
+};
 
 /// The gateway every pod routes through; nobody owns it.
 pub const POD_GATEWAY: &str = "169.254.1.1";
@@ -89,6 +97,9 @@ pub struct ClusterSpec {
     /// itself stays enabled), so pod traffic that arrives proves fastpath carried it.
     pub kernel_forwarding: bool,
     pub routes: RouteSource,
+    /// Dual stack: an IPv6 address beside every IPv4 one, Calico's IPv6 layout on every pod and
+    /// node. `None` (the default): IPv4 only.
+    pub ipv6: Option<Ipv6Layout>,
 }
 
 impl ClusterSpec {
@@ -115,6 +126,7 @@ impl ClusterSpec {
             proxy_arp: false,
             kernel_forwarding: true,
             routes: RouteSource::Static,
+            ipv6: None,
         }
     }
 
@@ -167,6 +179,28 @@ impl ClusterSpec {
         spec
     }
 
+    /// `self` in dual stack, IPv6 crossing nodes as Calico would beside `self`'s IPv4: in
+    /// `vxlan-v6.calico` when IPv4 uses VXLAN (pod MTU 1430 then, IPv6 VXLAN's), plainly
+    /// otherwise (Calico has no IPv6 IPIP). IPv6 block routes are static even with BIRD.
+    pub fn dual_stack(self) -> Self {
+        let via = match self.remote_via {
+            RemoteVia::Underlay | RemoteVia::Tunl0 => RemoteVia6::Underlay,
+            RemoteVia::Vxlan => RemoteVia6::Vxlan,
+            RemoteVia::VxlanCrossSubnet => RemoteVia6::VxlanCrossSubnet,
+        };
+        self.with_ipv6(Ipv6Layout::new(via))
+    }
+
+    /// `self` in dual stack with IPv6 laid out as `layout` says (pod MTU lowered to IPv6
+    /// VXLAN's when it uses VXLAN).
+    pub fn with_ipv6(self, layout: Ipv6Layout) -> Self {
+        let pod_mtu = match layout.remote_via {
+            RemoteVia6::Underlay => self.pod_mtu,
+            RemoteVia6::Vxlan | RemoteVia6::VxlanCrossSubnet => self.pod_mtu.min(dual_stack::VXLAN6_POD_MTU),
+        };
+        Self { ipv6: Some(layout), pod_mtu, ..self }
+    }
+
     /// `self` with its block routes from BIRD instead (over the underlay, so remote blocks are
     /// routed via eth0; the kernel's FORWARD policy is kept).
     pub fn with_bird(self) -> Self {
@@ -180,6 +214,8 @@ pub struct Pod {
     pub ip: Ipv4Addr,
     /// The host end of the pod's veth, in the node's namespace.
     pub host_iface: String,
+    /// Its IPv6 address, in a dual-stack cluster.
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// A node's `vxlan.calico`: its MAC and its tunnel address (the first of its block, as Calico's
@@ -212,6 +248,8 @@ pub struct Node {
     /// Its `vxlan.calico`, in VXLAN mode.
     pub vtep: Option<Vtep>,
     pub kernel_only: bool,
+    /// Its IPv6 half, in a dual-stack cluster.
+    pub ipv6: Option<NodeIpv6>,
 }
 
 /// The /28 an underlay address lies in, and its router (`.62` of 10.101.14.48/28).
@@ -248,6 +286,7 @@ impl Cluster {
             if spec.remote_via.is_vxlan() {
                 cluster.add_vxlan_neighbours(i)?;
             }
+            cluster.route_remote_blocks6(i)?;
             for ip in &spec.nodes[i].pods {
                 cluster.add_pod(i, *ip)?;
             }
@@ -327,6 +366,11 @@ impl Cluster {
         }
         if subnets.len() > 1 {
             cmd::sysctl(&self.switch.name, "net.ipv4.ip_forward", "1")?;
+            if let Some(layout) = &self.spec.ipv6 {
+                let routers: Vec<_> =
+                    subnets.iter().enumerate().map(|(i, n)| (format!("br{i}"), subnet_of(*n).1)).collect();
+                dual_stack::add_subnets(&self.switch.name, layout, &routers)?;
+            }
         }
         Ok(())
     }
@@ -365,6 +409,18 @@ impl Cluster {
         if let Some(vtep) = vtep {
             add_vxlan_device(&ns.name, spec.underlay_ip, vtep)?;
         }
+        let ipv6 = match &self.spec.ipv6 {
+            Some(layout) => Some(dual_stack::add_node(
+                &ns.name,
+                layout,
+                spec.underlay_ip,
+                router,
+                spec.block,
+                self.spec.routes == RouteSource::Static,
+                !self.spec.kernel_forwarding && !spec.kernel_only,
+            )?),
+            None => None,
+        };
         self.nodes.push(Node {
             pods: Vec::new(),
             ns,
@@ -372,6 +428,7 @@ impl Cluster {
             block: spec.block,
             vtep,
             kernel_only: spec.kernel_only,
+            ipv6,
         });
         Ok(())
     }
@@ -400,6 +457,25 @@ impl Cluster {
             if j != index {
                 self.route_block(index, peer.block, peer.underlay_ip)?;
             }
+        }
+        Ok(())
+    }
+
+    /// In a dual-stack cluster, node `index`'s IPv6 routes (and VXLAN entries) to every other
+    /// node's IPv6 block.
+    fn route_remote_blocks6(&self, index: usize) -> Result<()> {
+        let (Some(layout), Some(_)) = (&self.spec.ipv6, self.nodes[index].ipv6) else { return Ok(()) };
+        let own_subnet = subnet_of(self.nodes[index].underlay_ip).0;
+        for (j, peer) in self.nodes.iter().enumerate() {
+            let Some(peer6) = peer.ipv6.filter(|_| j != index) else { continue };
+            let peer_subnet = subnet_of(peer.underlay_ip).0;
+            dual_stack::route_remote_block(
+                &self.nodes[index].ns.name,
+                layout,
+                own_subnet,
+                &peer6,
+                peer_subnet,
+            )?;
         }
         Ok(())
     }
@@ -443,6 +519,7 @@ impl Cluster {
     pub fn add_pod_with_mtu(&mut self, node_index: usize, ip: Ipv4Addr, mtu: u32) -> Result<&Pod> {
         let proxy_arp = if self.spec.proxy_arp || self.nodes[node_index].kernel_only { "1" } else { "0" };
         let mtu = mtu.to_string();
+        let ip6 = self.spec.ipv6.map(|layout| layout.pod(ip));
         let node = &mut self.nodes[node_index];
         let ns = Netns::new(format!("{}-n{}p{}", self.tag, node_index + 1, node.pods.len()))?;
         let host_iface = names::cali_name(&ns.name);
@@ -468,15 +545,27 @@ impl Cluster {
                 p,
             ],
         )?;
+        if ip6.is_some() {
+            dual_stack::prepare_pod(p)?;
+        }
         cmd::ip(p, &["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         cmd::ip(p, &["link", "set", "eth0", "up"])?;
+        if let Some(ip6) = ip6 {
+            dual_stack::address_pod(p, ip6)?;
+        }
         cmd::ip(p, &["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
         cmd::ip(p, &["route", "add", "default", "via", POD_GATEWAY, "dev", "eth0"])?;
         cmd::ip(n, &["link", "set", &host_iface, "address", "ee:ee:ee:ee:ee:ee"])?;
         cmd::sysctl(n, &format!("net.ipv4.conf.{host_iface}.proxy_arp"), proxy_arp)?;
+        if ip6.is_some() {
+            dual_stack::prepare_host_end(n, &host_iface)?;
+        }
         cmd::ip(n, &["link", "set", &host_iface, "up"])?;
         cmd::ip(n, &["route", "add", &ip.to_string(), "dev", &host_iface, "scope", "link"])?;
-        node.pods.push(Pod { ns, ip, host_iface });
+        if let Some(ip6) = ip6 {
+            dual_stack::route_to_pod(n, &host_iface, ip6)?;
+        }
+        node.pods.push(Pod { ns, ip, host_iface, ip6 });
         Ok(node.pods.last().expect("just pushed"))
     }
 

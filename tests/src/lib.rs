@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod container;
 pub mod containerd;
 pub mod daemon;
+pub mod dual_stack;
 pub mod names;
 pub mod netns;
 pub mod packets;

@@ -45,8 +45,16 @@ pub struct Ping {
 
 /// `ping -c COUNT -W 2 [extra...] DST` from a pod.
 pub fn ping(pod: &Pod, dst: Ipv4Addr, count: u32, extra: &[&str]) -> Result<Ping> {
+    ping_to(pod, dst.to_string(), count, extra)
+}
+
+/// `ping -6 -c COUNT -W 2 [extra...] DST` from a pod (`ttl` is then the reply's hop limit).
+pub fn ping6(pod: &Pod, dst: std::net::Ipv6Addr, count: u32, extra: &[&str]) -> Result<Ping> {
+    ping_to(pod, dst.to_string(), count, &[&["-6"], extra].concat())
+}
+
+fn ping_to(pod: &Pod, dst: String, count: u32, extra: &[&str]) -> Result<Ping> {
     let count = count.to_string();
-    let dst = dst.to_string();
     let mut args = vec!["-n", "-c", &count, "-W", "2", "-i", "0.2"];
     args.extend_from_slice(extra);
     args.push(&dst);

@@ -1,0 +1,388 @@
+//! The NDP responder's decision and the bytes of its answer, as pure functions both sides share:
+//! IPv6's counterpart of [`crate::arp`].
+//!
+//! Calico gives a pod `default via fe80::ecee:eeff:feee:eeee dev eth0`: the link-local address the
+//! kernel derives from the host end's MAC `ee:ee:ee:ee:ee:ee` (its CNI plugin reads it off the
+//! host veth, `cni-plugin/pkg/dataplane/linux/dataplane_linux.go`, and sets `proxy_ndp=1` there,
+//! without proxy entries). So the kernel answers a pod's Neighbour Solicitation for the gateway
+//! as one for its own address. The program answers it in its place (and, as a proxy would, one for
+//! any other unicast target), from the frame it was given:
+//!
+//! 1. [`classify_solicitation`] on the IPv6 header and the fixed part of the ICMPv6 message;
+//! 2. [`write_advertisement`] over the same bytes (86 bytes of frame in, 86 out when the
+//!    solicitation carried its source link-layer option, as the kernel's always do; 8 bytes more
+//!    otherwise), and [`ethernet_header`] back to the pod;
+//! 3. redirect to the interface it came in on.
+//!
+//! The fixtures in the tests are frames the kernel itself sent, captured with `tcpdump -xx`.
+//!
+//! Reasons: `reason.rs` has no NDP variants yet, so the outcomes use their ARP counterparts for now
+//! (the proposed variants are in the issue-20 groundwork report): not a solicitation →
+//! `PassArpNotRequest` (proposed `PassNdpNotSolicitation`), invalid → `PassArpMalformed`
+//! (`PassNdpMalformed`), a duplicate address detection probe → `PassArpProbe`
+//! (`PassNdpDadProbe`), a pod asking for its own address → `PassArpGratuitous`
+//! (`PassNdpOwnAddress`); answered → `NdpReplied`.
+
+use crate::{
+    ipv6::{self, is_multicast, same_address, Ipv6Fields, HEADER_LEN, NEXT_ICMPV6, UNSPECIFIED},
+    Reason, GATEWAY_MAC,
+};
+
+pub const TYPE_ROUTER_SOLICITATION: u8 = 133;
+pub const TYPE_ROUTER_ADVERTISEMENT: u8 = 134;
+pub const TYPE_NEIGHBOUR_SOLICITATION: u8 = 135;
+pub const TYPE_NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+pub const TYPE_REDIRECT: u8 = 137;
+
+/// The hop limit every NDP message is sent with and must arrive with (RFC 4861 §7.1): 255 proves
+/// it was not forwarded by a router, so it came from the link.
+pub const HOP_LIMIT: u8 = 255;
+
+/// The fixed part of a solicitation: type, code, checksum, reserved, target (RFC 4861 §4.3).
+pub const SOLICITATION_LEN: usize = 24;
+/// Option types (RFC 4861 §4.6.1).
+pub const OPTION_SOURCE_LINK_LAYER: u8 = 1;
+pub const OPTION_TARGET_LINK_LAYER: u8 = 2;
+/// The advertisement we send: its fixed part (24) and one target link-layer address option (8).
+pub const ADVERTISEMENT_MESSAGE_LEN: usize = 32;
+/// The advertisement after the Ethernet header: IPv6 header and ICMPv6 message.
+pub const ADVERTISEMENT_LEN: usize = HEADER_LEN + ADVERTISEMENT_MESSAGE_LEN;
+pub const ETHERNET_HEADER_LEN: usize = 14;
+
+/// Flags of a Neighbour Advertisement (RFC 4861 §4.4), the first byte of the word after the
+/// checksum: the sender is a router, the answer was solicited, it overrides a cached address.
+pub const FLAG_ROUTER: u8 = 0x80;
+pub const FLAG_SOLICITED: u8 = 0x40;
+pub const FLAG_OVERRIDE: u8 = 0x20;
+
+/// The flags the kernel answers with, which ours copy. For its own address (the gateway),
+/// forwarding on: Router, Solicited, Override (`ndisc_recv_ns` → `ndisc_send_na`). Router must
+/// stay set for the gateway: a pod that saw it cleared would drop it from its default router list
+/// (RFC 4861 §7.2.5). For any other target it answers as a proxy: Solicited only (Override clear,
+/// RFC 4861 §7.2.8, so a real owner's answer wins; Router only for proxy entries made `router`).
+pub const fn advertisement_flags(target: &[u8; 16]) -> u8 {
+    if same_address(target, &ipv6::GATEWAY_LINK_LOCAL) {
+        FLAG_ROUTER | FLAG_SOLICITED | FLAG_OVERRIDE
+    } else {
+        FLAG_SOLICITED
+    }
+}
+
+/// Decide whether a pod's ICMPv6 message gets our Neighbour Advertisement, and for which target.
+///
+/// `ip` is the packet's IPv6 header; `icmp` the first [`SOLICITATION_LEN`] bytes after it.
+/// `Ok(target)` means answer; `Err(reason)` means hand it to the kernel unchanged. We answer a
+/// valid solicitation (RFC 4861 §7.1.1: ICMPv6 right after the fixed header, hop limit 255, code 0,
+/// long enough, a target that is not multicast) for any target but two: a duplicate address
+/// detection probe (source `::`, RFC 4862 §5.4.2), which must stay unanswered or the pod would
+/// think its address taken, and a pod asking for its own address. Router solicitations,
+/// advertisements, redirects and everything else are the kernel's.
+///
+/// The ICMPv6 checksum is not checked here (it covers the whole message, options too): the caller
+/// checks it ([`verifies`] on the host, `bpf_csum_diff` over the payload in a program) before
+/// answering, since the kernel's `icmpv6_rcv` would drop a message whose checksum fails.
+pub const fn classify_solicitation(
+    ip: &Ipv6Fields,
+    icmp: &[u8; SOLICITATION_LEN],
+) -> Result<[u8; 16], Reason> {
+    if ip.next_header != NEXT_ICMPV6 || icmp[0] != TYPE_NEIGHBOUR_SOLICITATION {
+        return Err(Reason::PassArpNotRequest);
+    }
+    if ip.version != ipv6::VERSION
+        || ip.hop_limit != HOP_LIMIT
+        || icmp[1] != 0
+        || (ip.payload_len as usize) < SOLICITATION_LEN
+    {
+        return Err(Reason::PassArpMalformed);
+    }
+    let target = target_of(icmp);
+    if is_multicast(&target) {
+        return Err(Reason::PassArpMalformed);
+    }
+    if same_address(&ip.src, &UNSPECIFIED) {
+        return Err(Reason::PassArpProbe);
+    }
+    if same_address(&ip.src, &target) {
+        return Err(Reason::PassArpGratuitous);
+    }
+    Ok(target)
+}
+
+const fn target_of(icmp: &[u8; SOLICITATION_LEN]) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = icmp[8 + i];
+        i += 1;
+    }
+    t
+}
+
+/// Whether an ICMPv6 `message` (the whole of it, options included) from `src` to `dst` carries a
+/// valid checksum.
+pub const fn verifies(src: &[u8; 16], dst: &[u8; 16], message: &[u8]) -> bool {
+    ipv6::upper_layer_checksum(src, dst, NEXT_ICMPV6, message) == 0
+}
+
+/// Write a Neighbour Advertisement for `target` with `flags`, from `src` to `dst` (the
+/// solicitation's source), into `out`: the IPv6 header (hop limit 255, traffic class and flow
+/// label 0, as the kernel's `ndisc_send_na` sends it) and the ICMPv6 message with its target
+/// link-layer address option `ee:ee:ee:ee:ee:ee`, checksum included. `out` may be the packet's
+/// own bytes: nothing is read from it.
+pub const fn write_advertisement(
+    out: &mut [u8; ADVERTISEMENT_LEN],
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    target: &[u8; 16],
+    flags: u8,
+) {
+    let header = Ipv6Fields {
+        version: ipv6::VERSION,
+        traffic_class: 0,
+        flow_label: 0,
+        payload_len: ADVERTISEMENT_MESSAGE_LEN as u16,
+        next_header: NEXT_ICMPV6,
+        hop_limit: HOP_LIMIT,
+        src: *src,
+        dst: *dst,
+    }
+    .header();
+    let mut i = 0;
+    while i < HEADER_LEN {
+        out[i] = header[i];
+        i += 1;
+    }
+    let m = HEADER_LEN;
+    out[m] = TYPE_NEIGHBOUR_ADVERTISEMENT;
+    out[m + 1] = 0;
+    out[m + 2] = 0;
+    out[m + 3] = 0;
+    out[m + 4] = flags;
+    out[m + 5] = 0;
+    out[m + 6] = 0;
+    out[m + 7] = 0;
+    i = 0;
+    while i < 16 {
+        out[m + 8 + i] = target[i];
+        i += 1;
+    }
+    out[m + 24] = OPTION_TARGET_LINK_LAYER;
+    // Option length in units of 8 bytes.
+    out[m + 25] = 1;
+    i = 0;
+    while i < 6 {
+        out[m + 26 + i] = GATEWAY_MAC[i];
+        i += 1;
+    }
+    // Sum the message as written: a const fn cannot borrow a sub-array of `out`, so sum its words
+    // in place.
+    let mut sum = ipv6::pseudo_header_sum(src, dst, ADVERTISEMENT_MESSAGE_LEN as u32, NEXT_ICMPV6);
+    i = m;
+    while i < ADVERTISEMENT_LEN {
+        sum = (sum & 0xffff) + (sum >> 16) + u16::from_be_bytes([out[i], out[i + 1]]) as u32;
+        i += 2;
+    }
+    let check = ipv6::fold(sum).to_be_bytes();
+    out[m + 2] = check[0];
+    out[m + 3] = check[1];
+}
+
+/// The same, as a new array.
+pub const fn advertisement(
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    target: &[u8; 16],
+    flags: u8,
+) -> [u8; ADVERTISEMENT_LEN] {
+    let mut out = [0u8; ADVERTISEMENT_LEN];
+    write_advertisement(&mut out, src, dst, target, flags);
+    out
+}
+
+/// The answer to a solicitation `classify_solicitation` accepted from `ip`, for `target`: from the
+/// gateway's link-local address (as the kernel answers for its own address and as a proxy: the
+/// host end has no other), to the solicitation's source.
+pub const fn answer(ip: &Ipv6Fields, target: &[u8; 16]) -> [u8; ADVERTISEMENT_LEN] {
+    advertisement(&ipv6::GATEWAY_LINK_LOCAL, &ip.src, target, advertisement_flags(target))
+}
+
+/// The Ethernet header of our answer: to the pod's MAC (the solicitation's Ethernet source), from
+/// `ee:ee:ee:ee:ee:ee`.
+pub const fn ethernet_header(pod_mac: [u8; 6]) -> [u8; ETHERNET_HEADER_LEN] {
+    let t = ipv6::ETHERTYPE.to_be_bytes();
+    let g = GATEWAY_MAC;
+    [
+        pod_mac[0], pod_mac[1], pod_mac[2], pod_mac[3], pod_mac[4], pod_mac[5], g[0], g[1], g[2], g[3], g[4],
+        g[5], t[0], t[1],
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Frames the kernel sent, captured with `tcpdump -i cali0test -xx icmp6` (Linux 6.18) on the
+    // host end of a veth set up as Calico's CNI plugin sets up a pod: host end MAC
+    // ee:ee:ee:ee:ee:ee, forwarding=1, accept_dad=0, proxy_ndp=1, accept_ra=0; pod end MAC
+    // 0a:58:0a:f4:28:24 (link-local fe80::858:aff:fef4:2824), address
+    // fd5f:a1b2:c3d4::af4:2824/128, `default via fe80::ecee:eeff:feee:eeee dev eth0`.
+
+    /// The pod's solicitation for its gateway (`ping -6 fe80::ecee:eeff:feee:eeee%eth0`), to the
+    /// solicited-node group ff02::1:ffee:eeee, with its source link-layer option.
+    const GATEWAY_NS: [u8; 86] = [
+        0x33, 0x33, 0xff, 0xee, 0xee, 0xee, 0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0x86, 0xdd, 0x60, 0x00, 0x00,
+        0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x58, 0x0a, 0xff,
+        0xfe, 0xf4, 0x28, 0x24, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff,
+        0xee, 0xee, 0xee, 0x87, 0x00, 0x4b, 0x13, 0x00, 0x00, 0x00, 0x00, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0xec, 0xee, 0xee, 0xff, 0xfe, 0xee, 0xee, 0xee, 0x01, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x28,
+        0x24,
+    ];
+
+    /// The kernel's answer for its own address: Router, Solicited, Override.
+    const GATEWAY_NA: [u8; 86] = [
+        0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x86, 0xdd, 0x60, 0x00, 0x00,
+        0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xec, 0xee, 0xee, 0xff,
+        0xfe, 0xee, 0xee, 0xee, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x58, 0x0a, 0xff, 0xfe,
+        0xf4, 0x28, 0x24, 0x88, 0x00, 0xff, 0x49, 0xe0, 0x00, 0x00, 0x00, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0xec, 0xee, 0xee, 0xff, 0xfe, 0xee, 0xee, 0xee, 0x02, 0x01, 0xee, 0xee, 0xee, 0xee, 0xee,
+        0xee,
+    ];
+
+    /// The pod's solicitation for another pod's address it was told is on-link
+    /// (`ip -6 route add fd5f:a1b2:c3d4::af4:a696 dev eth0`), from its global address.
+    const PROXY_NS: [u8; 86] = [
+        0x33, 0x33, 0xff, 0xf4, 0xa6, 0x96, 0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0x86, 0xdd, 0x60, 0x00, 0x00,
+        0x00, 0x00, 0x20, 0x3a, 0xff, 0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x0a, 0xf4, 0x28, 0x24, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff,
+        0xf4, 0xa6, 0x96, 0x87, 0x00, 0xea, 0x32, 0x00, 0x00, 0x00, 0x00, 0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0xf4, 0xa6, 0x96, 0x01, 0x01, 0x0a, 0x58, 0x0a, 0xf4, 0x28,
+        0x24,
+    ];
+
+    /// The kernel's answer as a proxy (`ip -6 neigh add proxy fd5f:a1b2:c3d4::af4:a696 dev
+    /// cali0test`): from the host end's link-local address, Solicited only.
+    const PROXY_NA: [u8; 86] = [
+        0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x86, 0xdd, 0x60, 0x00, 0x00,
+        0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xec, 0xee, 0xee, 0xff,
+        0xfe, 0xee, 0xee, 0xee, 0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a,
+        0xf4, 0x28, 0x24, 0x88, 0x00, 0xf6, 0x17, 0x40, 0x00, 0x00, 0x00, 0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0xf4, 0xa6, 0x96, 0x02, 0x01, 0xee, 0xee, 0xee, 0xee, 0xee,
+        0xee,
+    ];
+
+    /// The pod's router solicitation to ff02::2 (sent on its own when eth0 came up).
+    const ROUTER_SOLICITATION: [u8; 70] = [
+        0x33, 0x33, 0x00, 0x00, 0x00, 0x02, 0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0x86, 0xdd, 0x60, 0x00, 0x00,
+        0x00, 0x00, 0x10, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x58, 0x0a, 0xff,
+        0xfe, 0xf4, 0x28, 0x24, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x02, 0x85, 0x00, 0x04, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01, 0x0a, 0x58, 0x0a, 0xf4,
+        0x28, 0x24,
+    ];
+
+    const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24];
+
+    /// The IPv6 header and the first 24 bytes of ICMPv6 of a frame (zero-padded when shorter).
+    fn split(frame: &[u8]) -> (Ipv6Fields, [u8; SOLICITATION_LEN]) {
+        let ip = Ipv6Fields::parse(frame[14..54].try_into().unwrap());
+        let mut icmp = [0u8; SOLICITATION_LEN];
+        let rest = &frame[54..];
+        let n = rest.len().min(SOLICITATION_LEN);
+        icmp[..n].copy_from_slice(&rest[..n]);
+        (ip, icmp)
+    }
+
+    #[test]
+    fn the_gateway_solicitation_is_answered_exactly_as_the_kernel_answers_it() {
+        let (ip, icmp) = split(&GATEWAY_NS);
+        assert!(verifies(&ip.src, &ip.dst, &GATEWAY_NS[54..]));
+        let target = classify_solicitation(&ip, &icmp).unwrap();
+        assert_eq!(target, ipv6::GATEWAY_LINK_LOCAL);
+        assert_eq!(advertisement_flags(&target), FLAG_ROUTER | FLAG_SOLICITED | FLAG_OVERRIDE);
+        assert_eq!(&answer(&ip, &target)[..], &GATEWAY_NA[14..]);
+        assert_eq!(ethernet_header(POD_MAC), GATEWAY_NA[..14]);
+    }
+
+    #[test]
+    fn another_target_is_answered_as_the_kernels_proxy_answers_it() {
+        let (ip, icmp) = split(&PROXY_NS);
+        assert!(verifies(&ip.src, &ip.dst, &PROXY_NS[54..]));
+        let target = classify_solicitation(&ip, &icmp).unwrap();
+        assert_eq!(&target[..], &PROXY_NS[62..78]);
+        assert_eq!(advertisement_flags(&target), FLAG_SOLICITED);
+        assert_eq!(&answer(&ip, &target)[..], &PROXY_NA[14..]);
+        assert_eq!(ethernet_header(POD_MAC), PROXY_NA[..14]);
+    }
+
+    #[test]
+    fn the_advertisement_can_be_written_over_the_solicitation_in_place() {
+        let (ip, icmp) = split(&GATEWAY_NS);
+        let target = classify_solicitation(&ip, &icmp).unwrap();
+        let mut frame = GATEWAY_NS;
+        let bytes: &mut [u8; ADVERTISEMENT_LEN] = (&mut frame[14..]).try_into().unwrap();
+        write_advertisement(bytes, &ipv6::GATEWAY_LINK_LOCAL, &ip.src, &target, advertisement_flags(&target));
+        frame[..14].copy_from_slice(&ethernet_header(POD_MAC));
+        assert_eq!(frame, GATEWAY_NA);
+    }
+
+    #[test]
+    fn the_advertisement_checksum_verifies_for_any_addresses() {
+        for (i, flags) in
+            [0u8, FLAG_SOLICITED, FLAG_ROUTER | FLAG_SOLICITED | FLAG_OVERRIDE].into_iter().enumerate()
+        {
+            let src = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, i as u8];
+            let dst = [0xff; 16];
+            let na = advertisement(&src, &dst, &[0xfd; 16], flags);
+            assert!(verifies(&src, &dst, &na[HEADER_LEN..]), "{flags:#x}");
+            assert_eq!(na[HEADER_LEN + 4], flags);
+        }
+    }
+
+    #[test]
+    fn dad_probe_goes_to_the_kernel() {
+        let (mut ip, icmp) = split(&PROXY_NS);
+        ip.src = UNSPECIFIED;
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpProbe));
+    }
+
+    #[test]
+    fn a_pod_asking_for_its_own_address_goes_to_the_kernel() {
+        let (mut ip, icmp) = split(&PROXY_NS);
+        ip.src.copy_from_slice(&icmp[8..24]);
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpGratuitous));
+    }
+
+    #[test]
+    fn router_solicitation_and_other_messages_go_to_the_kernel() {
+        let (ip, icmp) = split(&ROUTER_SOLICITATION);
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpNotRequest));
+        let (ip, icmp) = split(&GATEWAY_NA);
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpNotRequest));
+        let (ip, mut icmp) = split(&GATEWAY_NS);
+        for kind in [TYPE_ROUTER_ADVERTISEMENT, TYPE_REDIRECT, 128, 129, 1] {
+            icmp[0] = kind;
+            assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpNotRequest), "type {kind}");
+        }
+        let (ip, icmp) = split(&GATEWAY_NS);
+        let not_icmp = Ipv6Fields { next_header: ipv6::NEXT_HOP_BY_HOP, ..ip };
+        assert_eq!(classify_solicitation(&not_icmp, &icmp), Err(Reason::PassArpNotRequest));
+    }
+
+    #[test]
+    fn invalid_solicitations_go_to_the_kernel() {
+        let (ip, icmp) = split(&GATEWAY_NS);
+        // Forwarded by a router: not from the link.
+        let forwarded = Ipv6Fields { hop_limit: 254, ..ip };
+        assert_eq!(classify_solicitation(&forwarded, &icmp), Err(Reason::PassArpMalformed));
+        let short = Ipv6Fields { payload_len: 23, ..ip };
+        assert_eq!(classify_solicitation(&short, &icmp), Err(Reason::PassArpMalformed));
+        let mut coded = icmp;
+        coded[1] = 1;
+        assert_eq!(classify_solicitation(&ip, &coded), Err(Reason::PassArpMalformed));
+        let mut multicast_target = icmp;
+        multicast_target[8] = 0xff;
+        assert_eq!(classify_solicitation(&ip, &multicast_target), Err(Reason::PassArpMalformed));
+        let mut corrupt = GATEWAY_NS;
+        corrupt[60] ^= 1;
+        assert!(!verifies(&ip.src, &ip.dst, &corrupt[54..]));
+    }
+}

@@ -1,0 +1,170 @@
+//! IPv6 in dual-stack clusters, the kernel alone: the floor fastpath's IPv6 must stand on
+//! (issue 20). Calico's IPv6 layout ([`fastpath_tests::dual_stack`]) carries pod traffic with no
+//! fastpath at all:
+//!
+//! - between two pods of one node, one router hop: hop limit 63;
+//! - across nodes on plain IPv6 block routes, and in `vxlan-v6.calico`: two hops, hop limit 62;
+//! - the pods find their gateway `fe80::ecee:eeff:feee:eeee` by NDP, answered by the kernel;
+//! - with `ip6tables -P FORWARD DROP` nothing crosses.
+//!
+//! Every ping is bounded (count and `-W`), every capture by `timeout`.
+
+use std::{
+    net::Ipv6Addr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use fastpath_tests::{
+    cluster::{Cluster, ClusterSpec, RemoteVia},
+    cmd,
+    dual_stack::{RemoteVia6, POD_GATEWAY6, VXLAN6_DEVICE},
+    require_root,
+    traffic::ping6,
+    Pod,
+};
+
+/// The kernel's own path: forwarding open, proxy_arp on (for IPv4; IPv6's gateway is the host
+/// end's own address).
+fn kernel_spec(spec: ClusterSpec) -> ClusterSpec {
+    ClusterSpec { kernel_forwarding: true, proxy_arp: true, ..spec }.dual_stack()
+}
+
+fn ip6(pod: &Pod) -> Ipv6Addr {
+    pod.ip6.expect("a dual-stack pod has an IPv6 address")
+}
+
+/// `from` pings `to` over IPv6 once; the reply must come with `hop_limit`.
+fn assert_reaches(from: &Pod, to: &Pod, hop_limit: u8) {
+    let result = ping6(from, ip6(to), 1, &[]).unwrap();
+    assert!(result.received, "{} -> {}: {}", ip6(from), ip6(to), result.output);
+    assert_eq!(result.ttl, Some(hop_limit), "{} -> {}: {}", ip6(from), ip6(to), result.output);
+}
+
+/// What a node's link `device` carried: (received, sent) packets.
+fn link_packets(ns: &str, device: &str) -> (u64, u64) {
+    let json = cmd::ip(ns, &["-j", "-s", "link", "show", device]).unwrap();
+    let link: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stats = &link[0]["stats64"];
+    (stats["rx"]["packets"].as_u64().unwrap(), stats["tx"]["packets"].as_u64().unwrap())
+}
+
+/// Run `during` while tcpdump captures up to `count` packets matching `filter` on node namespace
+/// `ns`'s eth0 (for at most 10 s); returns what it printed.
+fn capture(ns: &str, filter: &str, count: u32, during: impl FnOnce()) -> String {
+    let count = count.to_string();
+    let capture = Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "10", "tcpdump", "-n", "-l", "-c", &count, "-i", "eth0"])
+        .arg(filter)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    during();
+    String::from_utf8_lossy(&capture.wait_with_output().unwrap().stdout).into_owned()
+}
+
+#[test]
+fn two_pods_on_one_node_reach_each_other_with_hop_limit_63() {
+    require_root();
+    let spec = kernel_spec(ClusterSpec { remote_via: RemoteVia::Underlay, ..ClusterSpec::grid(1, 2) });
+    let cluster = Cluster::build("v6local", &spec).unwrap();
+    let pods = &cluster.nodes[0].pods;
+    assert_reaches(&pods[0], &pods[1], 63);
+    assert_reaches(&pods[1], &pods[0], 63);
+}
+
+#[test]
+fn pods_across_nodes_reach_each_other_on_plain_routes_with_hop_limit_62() {
+    require_root();
+    let spec = kernel_spec(ClusterSpec::seed());
+    assert_eq!(spec.ipv6.map(|l| l.remote_via), Some(RemoteVia6::Underlay));
+    let cluster = Cluster::build("v6plain", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    // The pods' IPv6 packets cross the underlay unencapsulated, between the pods' addresses.
+    let seen = capture(&cluster.nodes[1].ns.name, &format!("icmp6 and host {}", ip6(a)), 2, || {
+        assert_reaches(a, b, 62);
+    });
+    assert!(seen.contains(&format!("{} > {}", ip6(a), ip6(b))), "on node 2's eth0: {seen}");
+    assert_reaches(b, a, 62);
+}
+
+#[test]
+fn pods_across_nodes_reach_each_other_in_ipv6_vxlan_with_hop_limit_62() {
+    require_root();
+    let spec = kernel_spec(ClusterSpec::seed().with_vxlan());
+    assert_eq!(spec.ipv6.map(|l| l.remote_via), Some(RemoteVia6::Vxlan));
+    assert_eq!(spec.pod_mtu, 1430, "IPv6 VXLAN's pod MTU (1500 - 70)");
+    let cluster = Cluster::build("v6vxlan", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let before = link_packets(&node1.ns.name, VXLAN6_DEVICE);
+    // On the underlay: UDP to port 4789 between the nodes' IPv6 addresses.
+    let seen = capture(&node2.ns.name, "ip6 and udp port 4789", 2, || assert_reaches(a, b, 62));
+    let (n1, n2) = (node1.ipv6.unwrap().underlay_ip, node2.ipv6.unwrap().underlay_ip);
+    assert!(
+        seen.contains(&format!("{n1}.")) && seen.contains(&format!("{n2}.4789")),
+        "on node 2's eth0: {seen}"
+    );
+    let after = link_packets(&node1.ns.name, VXLAN6_DEVICE);
+    assert!(after.0 > before.0 && after.1 > before.1, "{VXLAN6_DEVICE} on node 1: {before:?} -> {after:?}");
+    assert_reaches(b, a, 62);
+}
+
+#[test]
+fn pods_resolve_their_gateway_by_ndp_answered_by_the_kernel() {
+    require_root();
+    let spec = kernel_spec(ClusterSpec { remote_via: RemoteVia::Underlay, ..ClusterSpec::grid(1, 2) });
+    let cluster = Cluster::build("v6ndp", &spec).unwrap();
+    let pods = &cluster.nodes[0].pods;
+    assert_reaches(&pods[0], &pods[1], 63);
+    for pod in pods {
+        // The node found the pod by NDP on its host end (to deliver the ping or its reply).
+        let node_side =
+            cmd::ip(&cluster.nodes[0].ns.name, &["-6", "neigh", "show", &ip6(pod).to_string()]).unwrap();
+        assert!(node_side.contains(&pod.host_iface) && node_side.contains("lladdr"), "{node_side}");
+        // A pod that heard the node's solicitation first learnt the gateway from it, without the
+        // Router flag (a solicitation has none): forget it, and solicit.
+        cmd::ip(&pod.ns.name, &["-6", "neigh", "flush", "dev", "eth0"]).unwrap();
+        let gateway = ping6(pod, POD_GATEWAY6.parse().unwrap(), 1, &["-I", "eth0"]).unwrap();
+        assert!(gateway.received, "{}: {}", ip6(pod), gateway.output);
+        let neigh = cmd::ip(&pod.ns.name, &["-6", "neigh", "show", POD_GATEWAY6, "dev", "eth0"]).unwrap();
+        // "fe80::ecee:eeff:feee:eeee lladdr ee:ee:ee:ee:ee:ee router REACHABLE": the kernel's
+        // advertisement came from ee:ee:ee:ee:ee:ee with the Router flag.
+        assert!(
+            neigh.contains("lladdr ee:ee:ee:ee:ee:ee")
+                && neigh.contains("router")
+                && neigh.contains("REACHABLE"),
+            "{}: {neigh}",
+            ip6(pod)
+        );
+    }
+}
+
+#[test]
+fn with_ip6tables_forward_closed_nothing_crosses() {
+    require_root();
+    let spec = ClusterSpec {
+        kernel_forwarding: false,
+        proxy_arp: true,
+        remote_via: RemoteVia::Underlay,
+        ..ClusterSpec::grid(2, 2)
+    }
+    .dual_stack();
+    let cluster = Cluster::build("v6closed", &spec).unwrap();
+    for node in &cluster.nodes {
+        let policy = cmd::in_ns_ok(&node.ns.name, "ip6tables", &["-S", "FORWARD"]).unwrap();
+        assert!(policy.contains("-P FORWARD DROP"), "{policy}");
+    }
+    let pods: Vec<_> = cluster.pods().map(|(_, p)| p).collect();
+    for from in &pods {
+        for to in pods.iter().filter(|to| to.ip != from.ip) {
+            let result = ping6(from, ip6(to), 1, &["-W", "1"]).unwrap();
+            assert!(!result.received, "the kernel carried {} -> {}: {}", ip6(from), ip6(to), result.output);
+        }
+    }
+    // The gateway itself still answers (NDP and the ping are the node's own, not forwarded).
+    let gateway = ping6(pods[0], POD_GATEWAY6.parse().unwrap(), 1, &["-I", "eth0"]).unwrap();
+    assert!(gateway.received, "{}", gateway.output);
+}
