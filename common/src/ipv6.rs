@@ -11,6 +11,7 @@
 //! nearest existing reason (listed on each function); the variants IPv6 needs are proposed in
 //! the issue-20 groundwork report.
 
+pub use crate::icmp::fold;
 use crate::Reason;
 
 pub const HEADER_LEN: usize = 40;
@@ -171,26 +172,24 @@ pub const fn is_well_formed(ip: &Ipv6Fields, packet_len_after_l2: u32) -> bool {
 /// routing headers, fragments, IPsec), hop-limit expiry (it sends ICMPv6 time exceeded,
 /// `ip6_forward`) and upper layers the fast path cannot name flows for.
 ///
-/// Reasons, until `reason.rs` has IPv6 variants: malformed → `PassIpv4Malformed` (proposed
-/// `PassIpv6Malformed`); a fragment header → `PassFragment`; any other extension header →
-/// `PassIpOptions` (proposed `PassIpv6ExtensionHeader`); hop limit ≤ 1 → `PassTtlExceeded`;
-/// another upper layer → `PassOtherEthertype`, what all IPv6 counts as today (proposed
-/// `PassIpv6OtherNextHeader`).
+/// Reasons: `PassIpv6Malformed`; a fragment header `PassFragment`; any other extension header
+/// `PassIpv6ExtensionHeader`; hop limit ≤ 1 `PassTtlExceeded`; another upper layer
+/// `PassIpv6OtherNextHeader`.
 pub const fn check_forwardable(ip: &Ipv6Fields, packet_len_after_l2: u32) -> Result<(), Reason> {
     if !is_well_formed(ip, packet_len_after_l2) {
-        return Err(Reason::PassIpv4Malformed);
+        return Err(Reason::PassIpv6Malformed);
     }
     if ip.next_header == NEXT_FRAGMENT {
         return Err(Reason::PassFragment);
     }
     if is_extension_header(ip.next_header) {
-        return Err(Reason::PassIpOptions);
+        return Err(Reason::PassIpv6ExtensionHeader);
     }
     if ip.hop_limit <= 1 {
         return Err(Reason::PassTtlExceeded);
     }
     if !is_carried_transport(ip.next_header) {
-        return Err(Reason::PassOtherEthertype);
+        return Err(Reason::PassIpv6OtherNextHeader);
     }
     Ok(())
 }
@@ -259,14 +258,6 @@ pub const fn pseudo_header_sum(src: &[u8; 16], dst: &[u8; 16], upper_len: u32, n
     sum += u16::from_be_bytes([len[0], len[1]]) as u32;
     sum += u16::from_be_bytes([len[2], len[3]]) as u32;
     sum + next_header as u32
-}
-
-/// Fold a 32-bit one's-complement sum into 16 bits and complement it: the checksum field, in
-/// host order (store it with `to_be_bytes`). Zero when a packet carrying its checksum verifies.
-pub const fn fold(sum: u32) -> u16 {
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }
 
 /// The checksum of an upper-layer message (`upper`, its checksum field zero) carried from `src`
@@ -371,29 +362,29 @@ mod tests {
         for next_header in [0, 43, 50, 51, 60, 135, 139, 140, 253, 254] {
             assert_eq!(
                 check_forwardable(&Ipv6Fields { next_header, ..ok }, len),
-                Err(Reason::PassIpOptions),
+                Err(Reason::PassIpv6ExtensionHeader),
                 "next header {next_header}"
             );
         }
         for next_header in [NEXT_NONE, 4, 41, 47, 1, 2] {
             assert_eq!(
                 check_forwardable(&Ipv6Fields { next_header, ..ok }, len),
-                Err(Reason::PassOtherEthertype),
+                Err(Reason::PassIpv6OtherNextHeader),
                 "next header {next_header}"
             );
         }
-        assert_eq!(check_forwardable(&Ipv6Fields { version: 4, ..ok }, len), Err(Reason::PassIpv4Malformed));
+        assert_eq!(check_forwardable(&Ipv6Fields { version: 4, ..ok }, len), Err(Reason::PassIpv6Malformed));
         assert_eq!(
             check_forwardable(&ok, len - 1),
-            Err(Reason::PassIpv4Malformed),
+            Err(Reason::PassIpv6Malformed),
             "payload beyond the packet"
         );
         let mut multicast_source = ok;
         multicast_source.src[0] = 0xff;
-        assert_eq!(check_forwardable(&multicast_source, len), Err(Reason::PassIpv4Malformed));
+        assert_eq!(check_forwardable(&multicast_source, len), Err(Reason::PassIpv6Malformed));
         assert_eq!(
             check_forwardable(&Ipv6Fields { hop_limit: 1, version: 5, ..ok }, len),
-            Err(Reason::PassIpv4Malformed),
+            Err(Reason::PassIpv6Malformed),
             "malformed is judged first"
         );
     }

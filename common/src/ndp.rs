@@ -16,12 +16,9 @@
 //!
 //! The fixtures in the tests are frames the kernel itself sent, captured with `tcpdump -xx`.
 //!
-//! Reasons: `reason.rs` has no NDP variants yet, so the outcomes use their ARP counterparts for now
-//! (the proposed variants are in the issue-20 groundwork report): not a solicitation →
-//! `PassArpNotRequest` (proposed `PassNdpNotSolicitation`), invalid → `PassArpMalformed`
-//! (`PassNdpMalformed`), a duplicate address detection probe → `PassArpProbe`
-//! (`PassNdpDadProbe`), a pod asking for its own address → `PassArpGratuitous`
-//! (`PassNdpOwnAddress`); answered → `NdpReplied`.
+//! Reasons: not a solicitation `PassNdpNotSolicitation`, invalid `PassNdpMalformed`, a duplicate
+//! address detection probe `PassNdpDadProbe`, a pod asking for its own address
+//! `PassNdpOwnAddress`.
 
 use crate::{
     ipv6::{self, is_multicast, same_address, Ipv6Fields, HEADER_LEN, NEXT_ICMPV6, UNSPECIFIED},
@@ -86,24 +83,24 @@ pub const fn classify_solicitation(
     icmp: &[u8; SOLICITATION_LEN],
 ) -> Result<[u8; 16], Reason> {
     if ip.next_header != NEXT_ICMPV6 || icmp[0] != TYPE_NEIGHBOUR_SOLICITATION {
-        return Err(Reason::PassArpNotRequest);
+        return Err(Reason::PassNdpNotSolicitation);
     }
     if ip.version != ipv6::VERSION
         || ip.hop_limit != HOP_LIMIT
         || icmp[1] != 0
         || (ip.payload_len as usize) < SOLICITATION_LEN
     {
-        return Err(Reason::PassArpMalformed);
+        return Err(Reason::PassNdpMalformed);
     }
     let target = target_of(icmp);
     if is_multicast(&target) {
-        return Err(Reason::PassArpMalformed);
+        return Err(Reason::PassNdpMalformed);
     }
     if same_address(&ip.src, &UNSPECIFIED) {
-        return Err(Reason::PassArpProbe);
+        return Err(Reason::PassNdpDadProbe);
     }
     if same_address(&ip.src, &target) {
-        return Err(Reason::PassArpGratuitous);
+        return Err(Reason::PassNdpOwnAddress);
     }
     Ok(target)
 }
@@ -182,7 +179,7 @@ pub const fn write_advertisement(
         sum = (sum & 0xffff) + (sum >> 16) + u16::from_be_bytes([out[i], out[i + 1]]) as u32;
         i += 2;
     }
-    let check = ipv6::fold(sum).to_be_bytes();
+    let check = crate::icmp::fold(sum).to_be_bytes();
     out[m + 2] = check[0];
     out[m + 3] = check[1];
 }
@@ -341,30 +338,30 @@ mod tests {
     fn dad_probe_goes_to_the_kernel() {
         let (mut ip, icmp) = split(&PROXY_NS);
         ip.src = UNSPECIFIED;
-        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpProbe));
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassNdpDadProbe));
     }
 
     #[test]
     fn a_pod_asking_for_its_own_address_goes_to_the_kernel() {
         let (mut ip, icmp) = split(&PROXY_NS);
         ip.src.copy_from_slice(&icmp[8..24]);
-        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpGratuitous));
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassNdpOwnAddress));
     }
 
     #[test]
     fn router_solicitation_and_other_messages_go_to_the_kernel() {
         let (ip, icmp) = split(&ROUTER_SOLICITATION);
-        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpNotRequest));
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassNdpNotSolicitation));
         let (ip, icmp) = split(&GATEWAY_NA);
-        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpNotRequest));
+        assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassNdpNotSolicitation));
         let (ip, mut icmp) = split(&GATEWAY_NS);
         for kind in [TYPE_ROUTER_ADVERTISEMENT, TYPE_REDIRECT, 128, 129, 1] {
             icmp[0] = kind;
-            assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassArpNotRequest), "type {kind}");
+            assert_eq!(classify_solicitation(&ip, &icmp), Err(Reason::PassNdpNotSolicitation), "type {kind}");
         }
         let (ip, icmp) = split(&GATEWAY_NS);
         let not_icmp = Ipv6Fields { next_header: ipv6::NEXT_HOP_BY_HOP, ..ip };
-        assert_eq!(classify_solicitation(&not_icmp, &icmp), Err(Reason::PassArpNotRequest));
+        assert_eq!(classify_solicitation(&not_icmp, &icmp), Err(Reason::PassNdpNotSolicitation));
     }
 
     #[test]
@@ -372,15 +369,15 @@ mod tests {
         let (ip, icmp) = split(&GATEWAY_NS);
         // Forwarded by a router: not from the link.
         let forwarded = Ipv6Fields { hop_limit: 254, ..ip };
-        assert_eq!(classify_solicitation(&forwarded, &icmp), Err(Reason::PassArpMalformed));
+        assert_eq!(classify_solicitation(&forwarded, &icmp), Err(Reason::PassNdpMalformed));
         let short = Ipv6Fields { payload_len: 23, ..ip };
-        assert_eq!(classify_solicitation(&short, &icmp), Err(Reason::PassArpMalformed));
+        assert_eq!(classify_solicitation(&short, &icmp), Err(Reason::PassNdpMalformed));
         let mut coded = icmp;
         coded[1] = 1;
-        assert_eq!(classify_solicitation(&ip, &coded), Err(Reason::PassArpMalformed));
+        assert_eq!(classify_solicitation(&ip, &coded), Err(Reason::PassNdpMalformed));
         let mut multicast_target = icmp;
         multicast_target[8] = 0xff;
-        assert_eq!(classify_solicitation(&ip, &multicast_target), Err(Reason::PassArpMalformed));
+        assert_eq!(classify_solicitation(&ip, &multicast_target), Err(Reason::PassNdpMalformed));
         let mut corrupt = GATEWAY_NS;
         corrupt[60] ^= 1;
         assert!(!verifies(&ip.src, &ip.dst, &corrupt[54..]));

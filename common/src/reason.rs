@@ -389,6 +389,50 @@ reasons! {
             short: "it arrives elsewhere than its flow enters",
             describe: "conntrack's entry binds the flow to where it enters (a pod's interface, a node's tunnel, a sender on the underlay), and this packet arrives elsewhere",
         },
+        /// ICMPv6 from a pod that is not a neighbour solicitation (a router solicitation, an
+        /// advertisement, a redirect, ...): the kernel's business.
+        PassNdpNotSolicitation = 51 {
+            label: "passed_ndp_not_solicitation",
+            short: "ICMPv6 that is not a neighbour solicitation",
+            describe: "only a pod's neighbour solicitations are answered; router solicitations and every other ICMPv6 message are the kernel's",
+        },
+        /// A neighbour solicitation RFC 4861 §7.1.1 calls invalid (hop limit not 255, code not 0,
+        /// too short, a multicast target).
+        PassNdpMalformed = 52 {
+            label: "passed_ndp_malformed",
+            short: "an invalid neighbour solicitation",
+            describe: "a solicitation with a hop limit other than 255, a code other than 0, a multicast target or too few bytes is the kernel's to judge",
+        },
+        /// A neighbour solicitation from the unspecified address (duplicate address detection).
+        PassNdpDadProbe = 53 {
+            label: "passed_ndp_dad_probe",
+            short: "duplicate-address probe",
+            describe: "a duplicate-address probe (source ::) must stay unanswered",
+        },
+        /// A pod soliciting its own address: the kernel's business.
+        PassNdpOwnAddress = 54 {
+            label: "passed_ndp_own_address",
+            short: "a pod asking for its own address",
+            describe: "a pod soliciting its own address is checking it, which is the kernel's business",
+        },
+        /// Not a well-formed IPv6 header (version, payload length, a multicast source).
+        PassIpv6Malformed = 55 {
+            label: "passed_ipv6_malformed",
+            short: "malformed IPv6",
+            describe: "the IPv6 header is not well-formed (version, payload length past the frame, a multicast source)",
+        },
+        /// IPv6 with an extension header (hop-by-hop, routing, destination options, AH, ESP, ...).
+        PassIpv6ExtensionHeader = 56 {
+            label: "passed_ipv6_extension_header",
+            short: "IPv6 with an extension header",
+            describe: "extension headers need the kernel's judgement, as IPv4 options do",
+        },
+        /// IPv6 whose upper layer is not one the fast path carries.
+        PassIpv6OtherNextHeader = 57 {
+            label: "passed_ipv6_other_next_header",
+            short: "IPv6 of an upper layer the fast path does not carry",
+            describe: "the fast path carries only TCP, UDP, UDP-Lite, SCTP, DCCP and ICMPv6 over IPv6",
+        },
     }
 }
 
@@ -541,7 +585,7 @@ mod tests {
         assert_eq!(Reason::DropUnknownPeer.as_str(), "dropped_unknown_tunnel_peer");
         assert_eq!(Reason::EncapsulatedVxlan.as_str(), "encapsulated_vxlan");
         assert_eq!(Reason::PassFlowElsewhere.as_str(), "passed_flow_elsewhere");
-        assert_eq!(Reason::COUNT, 51);
+        assert_eq!(Reason::COUNT, 58);
     }
 
     #[test]
