@@ -125,6 +125,7 @@ const fn same(a: &[u8; 16], b: &[u8; 16]) -> bool {
 }
 
 /// Whether two addresses are equal (a `const` `==`).
+#[inline(always)]
 pub const fn same_address(a: &[u8; 16], b: &[u8; 16]) -> bool {
     same(a, b)
 }
@@ -175,6 +176,7 @@ pub const fn is_well_formed(ip: &Ipv6Fields, packet_len_after_l2: u32) -> bool {
 /// Reasons: `PassIpv6Malformed`; a fragment header `PassFragment`; any other extension header
 /// `PassIpv6ExtensionHeader`; hop limit ≤ 1 `PassTtlExceeded`; another upper layer
 /// `PassIpv6OtherNextHeader`.
+#[inline(always)]
 pub const fn check_forwardable(ip: &Ipv6Fields, packet_len_after_l2: u32) -> Result<(), Reason> {
     if !is_well_formed(ip, packet_len_after_l2) {
         return Err(Reason::PassIpv6Malformed);
@@ -198,6 +200,7 @@ pub const fn check_forwardable(ip: &Ipv6Fields, packet_len_after_l2: u32) -> Res
 /// loopback address, link-local `fe80::/10` (`fe80::ecee:eeff:feee:eeee` is the pods' gateway),
 /// multicast `ff00::/8` (neighbour discovery among it), IPv4-mapped `::ffff:0:0/96` (never on
 /// the wire, RFC 4291 §2.5.5.2), and the node's own address.
+#[inline(always)]
 pub const fn is_special_destination(dst: [u8; 16], node_ip6: [u8; 16]) -> bool {
     same(&dst, &node_ip6)
         || same(&dst, &UNSPECIFIED)
@@ -213,6 +216,7 @@ pub const fn is_link_local(a: &[u8; 16]) -> bool {
 }
 
 /// `ff00::/8`.
+#[inline(always)]
 pub const fn is_multicast(a: &[u8; 16]) -> bool {
     a[0] == 0xff
 }
@@ -231,6 +235,7 @@ pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
 
 /// The one's-complement sum (RFC 1071), not yet folded, of `bytes` taken as big-endian 16-bit
 /// words, an odd last byte padded with zero.
+#[inline(always)]
 pub const fn sum_words(bytes: &[u8]) -> u32 {
     let mut sum: u32 = 0;
     let mut i = 0;
@@ -246,6 +251,7 @@ pub const fn sum_words(bytes: &[u8]) -> u32 {
 /// The partial sum of the IPv6 pseudo-header (RFC 8200 §8.1): source, destination, the
 /// upper-layer packet length as 32 bits, three zero bytes and the next header (the upper
 /// layer's, after any extension header). Add the upper layer's own words and [`fold`].
+#[inline(always)]
 pub const fn pseudo_header_sum(src: &[u8; 16], dst: &[u8; 16], upper_len: u32, next_header: u8) -> u32 {
     let len = upper_len.to_be_bytes();
     let mut sum: u32 = 0;

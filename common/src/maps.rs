@@ -11,6 +11,10 @@ pub const ROUTES: &str = "FP_ROUTES";
 /// programs look here before the route trie: an exact match costs less than a prefix match.
 pub const ENDPOINTS: &str = "FP_ENDPOINTS";
 
+/// Hash: pod IPv6 (`[u8; 16]`) → [`Endpoint`], every pod on this node with an IPv6 address
+/// whose MAC is known: a dual-stack pod's second family, on the same interface.
+pub const ENDPOINTS6: &str = "FP_ENDPOINTS6";
+
 /// One-slot array: this node's [`NodeConfig`].
 pub const NODE: &str = "FP_NODE";
 
@@ -81,8 +85,20 @@ pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 11] =
-    [COUNTERS, ROUTES, ENDPOINTS, NODE, TUNNEL_PEERS, AGENT, MONITOR, EVENTS, FLOWS, NEXT_HOPS, PATH_MTU];
+pub const PINNED_MAPS: [&str; 12] = [
+    COUNTERS,
+    ROUTES,
+    ENDPOINTS,
+    NODE,
+    TUNNEL_PEERS,
+    AGENT,
+    MONITOR,
+    EVENTS,
+    FLOWS,
+    NEXT_HOPS,
+    PATH_MTU,
+    ENDPOINTS6,
+];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +115,7 @@ const fn size<T>() -> u32 {
 
 /// The layout of every pinned map, from the same types and constants the programs use.
 /// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
-pub const LAYOUTS: [MapLayout; 11] = [
+pub const LAYOUTS: [MapLayout; 12] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -133,6 +149,7 @@ pub const LAYOUTS: [MapLayout; 11] = [
         max_entries: NEXT_HOPS_MAX,
     },
     MapLayout { name: PATH_MTU, key_size: 4, value_size: size::<PathMtu>(), max_entries: PATH_MTU_MAX },
+    MapLayout { name: ENDPOINTS6, key_size: 16, value_size: size::<Endpoint>(), max_entries: ENDPOINTS_MAX },
 ];
 
 /// The path MTU toward another node (the value of [`PATH_MTU`]).

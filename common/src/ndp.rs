@@ -78,6 +78,7 @@ pub const fn advertisement_flags(target: &[u8; 16]) -> u8 {
 /// The ICMPv6 checksum is not checked here (it covers the whole message, options too): the caller
 /// checks it ([`verifies`] on the host, `bpf_csum_diff` over the payload in a program) before
 /// answering, since the kernel's `icmpv6_rcv` would drop a message whose checksum fails.
+#[inline(always)]
 pub const fn classify_solicitation(
     ip: &Ipv6Fields,
     icmp: &[u8; SOLICITATION_LEN],
@@ -184,6 +185,63 @@ pub const fn write_advertisement(
     out[m + 3] = check[1];
 }
 
+/// Turn a solicitation [`classify_solicitation`] accepted into its answer where it lies: `p` is
+/// the packet from its IPv6 header on, holding the solicitation's 64 bytes (header and message;
+/// the 8 bytes after them are overwritten by the target link-layer option). The answer is
+/// [`answer`]'s, byte for byte: from the gateway's link-local address to the solicitation's
+/// source, for the target it asked about, which stays where it is. Nothing but a few scalars is
+/// kept aside, so a program's stack holds no copy of either message.
+pub const fn answer_in_place(p: &mut [u8; ADVERTISEMENT_LEN]) {
+    // The destination becomes the asker (bytes 8..24 move to 24..40), the source the gateway.
+    let mut i = 0;
+    while i < 16 {
+        p[24 + i] = p[8 + i];
+        p[8 + i] = ipv6::GATEWAY_LINK_LOCAL[i];
+        i += 1;
+    }
+    let len = (ADVERTISEMENT_MESSAGE_LEN as u16).to_be_bytes();
+    p[0] = ipv6::VERSION << 4;
+    p[1] = 0;
+    p[2] = 0;
+    p[3] = 0;
+    p[4] = len[0];
+    p[5] = len[1];
+    p[6] = NEXT_ICMPV6;
+    p[7] = HOP_LIMIT;
+    let m = HEADER_LEN;
+    let mut target = [0u8; 16];
+    i = 0;
+    while i < 16 {
+        target[i] = p[m + 8 + i];
+        i += 1;
+    }
+    p[m] = TYPE_NEIGHBOUR_ADVERTISEMENT;
+    p[m + 1] = 0;
+    p[m + 2] = 0;
+    p[m + 3] = 0;
+    p[m + 4] = advertisement_flags(&target);
+    p[m + 5] = 0;
+    p[m + 6] = 0;
+    p[m + 7] = 0;
+    p[m + 24] = OPTION_TARGET_LINK_LAYER;
+    p[m + 25] = 1;
+    i = 0;
+    while i < 6 {
+        p[m + 26 + i] = GATEWAY_MAC[i];
+        i += 1;
+    }
+    // The pseudo-header's addresses, length and next header, then the message, as written.
+    let mut sum: u32 = ADVERTISEMENT_MESSAGE_LEN as u32 + NEXT_ICMPV6 as u32;
+    i = 8;
+    while i < ADVERTISEMENT_LEN {
+        sum = (sum & 0xffff) + (sum >> 16) + u16::from_be_bytes([p[i], p[i + 1]]) as u32;
+        i += 2;
+    }
+    let check = crate::icmp::fold(sum).to_be_bytes();
+    p[m + 2] = check[0];
+    p[m + 3] = check[1];
+}
+
 /// The same, as a new array.
 pub const fn advertisement(
     src: &[u8; 16],
@@ -214,19 +272,17 @@ pub const fn ethernet_header(pod_mac: [u8; 6]) -> [u8; ETHERNET_HEADER_LEN] {
     ]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Frames the kernel sent, captured with `tcpdump -i cali0test -xx icmp6` (Linux 6.18) on the
-    // host end of a veth set up as Calico's CNI plugin sets up a pod: host end MAC
-    // ee:ee:ee:ee:ee:ee, forwarding=1, accept_dad=0, proxy_ndp=1, accept_ra=0; pod end MAC
-    // 0a:58:0a:f4:28:24 (link-local fe80::858:aff:fef4:2824), address
-    // fd5f:a1b2:c3d4::af4:2824/128, `default via fe80::ecee:eeff:feee:eeee dev eth0`.
-
+/// Frames the kernel itself sent and answered: the fixtures of the NDP tests here and of the
+/// programs' (`tests/tests/ipv6_program.rs`). Captured with `tcpdump -i cali0test -xx icmp6`
+/// (Linux 6.18) on the host end of a veth set up as Calico's CNI plugin sets up a pod: host end
+/// MAC ee:ee:ee:ee:ee:ee, forwarding=1, accept_dad=0, proxy_ndp=1, accept_ra=0; pod end MAC
+/// 0a:58:0a:f4:28:24 (link-local fe80::858:aff:fef4:2824), address fd5f:a1b2:c3d4::af4:2824/128,
+/// `default via fe80::ecee:eeff:feee:eeee dev eth0`.
+#[cfg(any(test, feature = "user"))]
+pub mod captured {
     /// The pod's solicitation for its gateway (`ping -6 fe80::ecee:eeff:feee:eeee%eth0`), to the
     /// solicited-node group ff02::1:ffee:eeee, with its source link-layer option.
-    const GATEWAY_NS: [u8; 86] = [
+    pub const GATEWAY_NS: [u8; 86] = [
         0x33, 0x33, 0xff, 0xee, 0xee, 0xee, 0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0x86, 0xdd, 0x60, 0x00, 0x00,
         0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x58, 0x0a, 0xff,
         0xfe, 0xf4, 0x28, 0x24, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff,
@@ -236,7 +292,7 @@ mod tests {
     ];
 
     /// The kernel's answer for its own address: Router, Solicited, Override.
-    const GATEWAY_NA: [u8; 86] = [
+    pub const GATEWAY_NA: [u8; 86] = [
         0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x86, 0xdd, 0x60, 0x00, 0x00,
         0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xec, 0xee, 0xee, 0xff,
         0xfe, 0xee, 0xee, 0xee, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x58, 0x0a, 0xff, 0xfe,
@@ -247,7 +303,7 @@ mod tests {
 
     /// The pod's solicitation for another pod's address it was told is on-link
     /// (`ip -6 route add fd5f:a1b2:c3d4::af4:a696 dev eth0`), from its global address.
-    const PROXY_NS: [u8; 86] = [
+    pub const PROXY_NS: [u8; 86] = [
         0x33, 0x33, 0xff, 0xf4, 0xa6, 0x96, 0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0x86, 0xdd, 0x60, 0x00, 0x00,
         0x00, 0x00, 0x20, 0x3a, 0xff, 0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x0a, 0xf4, 0x28, 0x24, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff,
@@ -258,7 +314,7 @@ mod tests {
 
     /// The kernel's answer as a proxy (`ip -6 neigh add proxy fd5f:a1b2:c3d4::af4:a696 dev
     /// cali0test`): from the host end's link-local address, Solicited only.
-    const PROXY_NA: [u8; 86] = [
+    pub const PROXY_NA: [u8; 86] = [
         0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0x86, 0xdd, 0x60, 0x00, 0x00,
         0x00, 0x00, 0x20, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xec, 0xee, 0xee, 0xff,
         0xfe, 0xee, 0xee, 0xee, 0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a,
@@ -268,7 +324,7 @@ mod tests {
     ];
 
     /// The pod's router solicitation to ff02::2 (sent on its own when eth0 came up).
-    const ROUTER_SOLICITATION: [u8; 70] = [
+    pub const ROUTER_SOLICITATION: [u8; 70] = [
         0x33, 0x33, 0x00, 0x00, 0x00, 0x02, 0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24, 0x86, 0xdd, 0x60, 0x00, 0x00,
         0x00, 0x00, 0x10, 0x3a, 0xff, 0xfe, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x58, 0x0a, 0xff,
         0xfe, 0xf4, 0x28, 0x24, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -276,7 +332,12 @@ mod tests {
         0x28, 0x24,
     ];
 
-    const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24];
+    pub const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x28, 0x24];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{captured::*, *};
 
     /// The IPv6 header and the first 24 bytes of ICMPv6 of a frame (zero-padded when shorter).
     fn split(frame: &[u8]) -> (Ipv6Fields, [u8; SOLICITATION_LEN]) {
@@ -381,5 +442,21 @@ mod tests {
         let mut corrupt = GATEWAY_NS;
         corrupt[60] ^= 1;
         assert!(!verifies(&ip.src, &ip.dst, &corrupt[54..]));
+    }
+
+    #[test]
+    fn the_answer_written_in_place_is_the_kernels() {
+        for (solicitation, answer) in [(GATEWAY_NS, GATEWAY_NA), (PROXY_NS, PROXY_NA)] {
+            let mut frame = solicitation;
+            let p: &mut [u8; ADVERTISEMENT_LEN] = (&mut frame[ETHERNET_HEADER_LEN..]).try_into().unwrap();
+            answer_in_place(p);
+            assert_eq!(frame[ETHERNET_HEADER_LEN..], answer[ETHERNET_HEADER_LEN..]);
+        }
+        let mut frame = PROXY_NS;
+        let ip = Ipv6Fields::parse(frame[14..54].try_into().unwrap());
+        let target = classify_solicitation(&ip, frame[54..78].try_into().unwrap()).unwrap();
+        let p: &mut [u8; ADVERTISEMENT_LEN] = (&mut frame[ETHERNET_HEADER_LEN..]).try_into().unwrap();
+        answer_in_place(p);
+        assert_eq!(*p, answer(&ip, &target));
     }
 }

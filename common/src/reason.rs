@@ -397,11 +397,12 @@ reasons! {
             describe: "only a pod's neighbour solicitations are answered; router solicitations and every other ICMPv6 message are the kernel's",
         },
         /// A neighbour solicitation RFC 4861 §7.1.1 calls invalid (hop limit not 255, code not 0,
-        /// too short, a multicast target).
+        /// too short, a multicast target, a bad checksum), or one with options the programs do not
+        /// read.
         PassNdpMalformed = 52 {
             label: "passed_ndp_malformed",
             short: "an invalid neighbour solicitation",
-            describe: "a solicitation with a hop limit other than 255, a code other than 0, a multicast target or too few bytes is the kernel's to judge",
+            describe: "a solicitation with a hop limit other than 255, a code other than 0, a multicast target, too few bytes, a bad checksum or options beyond the sender's link-layer address is the kernel's to judge",
         },
         /// A neighbour solicitation from the unspecified address (duplicate address detection).
         PassNdpDadProbe = 53 {
@@ -433,6 +434,18 @@ reasons! {
             short: "IPv6 of an upper layer the fast path does not carry",
             describe: "the fast path carries only TCP, UDP, UDP-Lite, SCTP, DCCP and ICMPv6 over IPv6",
         },
+        /// A pod's IPv6 neighbour solicitation answered with `ee:ee:ee:ee:ee:ee`.
+        NdpReplied = 58 {
+            label: "ndp_replied",
+            short: "a neighbour solicitation answered",
+            describe: "the programs answer a pod's neighbour solicitation with ee:ee:ee:ee:ee:ee, as the host end's own address (the gateway) or a proxy would, so the pod sends every IPv6 packet to the node",
+        },
+        /// `--trust kernel`: IPv6, whose flows the daemon does not judge yet: the kernel carries it.
+        PassIpv6Untrusted = 59 {
+            label: "passed_ipv6_untrusted",
+            short: "IPv6 under --trust kernel",
+            describe: "under --trust kernel the daemon does not judge IPv6 flows yet, so the kernel carries IPv6",
+        },
     }
 }
 
@@ -456,6 +469,7 @@ impl Reason {
         }
         match self {
             Reason::ArpReplied
+            | Reason::NdpReplied
             | Reason::RedirectedLocal
             | Reason::Encapsulated
             | Reason::RoutedUnderlay
@@ -585,7 +599,7 @@ mod tests {
         assert_eq!(Reason::DropUnknownPeer.as_str(), "dropped_unknown_tunnel_peer");
         assert_eq!(Reason::EncapsulatedVxlan.as_str(), "encapsulated_vxlan");
         assert_eq!(Reason::PassFlowElsewhere.as_str(), "passed_flow_elsewhere");
-        assert_eq!(Reason::COUNT, 58);
+        assert_eq!(Reason::COUNT, 60);
     }
 
     #[test]

@@ -3,14 +3,22 @@
 //! to the kernel.
 
 use aya_ebpf::programs::TcContext;
-use fastpath_common::{maps::NodeConfig, pipeline::Plan, tunnel::Tunnel, Reason};
+use fastpath_common::{
+    maps::NodeConfig,
+    pipeline::{Plan, Plan6},
+    tunnel::Tunnel,
+    Reason,
+};
 
-use crate::{arp, deliver, fib::NextHop, icmp, ipip, nat, outcome::Outcome, vxlan};
+use crate::{arp, deliver, fib::NextHop, icmp, ipip, nat, ndp, outcome::Outcome, vxlan};
 
 #[inline(always)]
 pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Plan<NextHop>) -> Outcome {
     match plan {
         Plan::AnswerArp => arp::reply(ctx),
+        // IPv6 is walked and carried in a subprogram of its own (`handle.rs`, `out_ipv6`): the walks
+        // `out` carries never plan it.
+        Plan::AnswerNdp | Plan::ToPodV6 { .. } => Err(Reason::PassOtherEthertype),
         Plan::FragNeeded { mtu } => icmp::frag_needed(ctx, node?, mtu),
         Plan::ToPod { ifindex, mac, decap, nat, reason } => {
             match decap {
@@ -33,5 +41,14 @@ pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Pla
             nat::apply(ctx, &nat)?;
             deliver::to_hop(ctx, &hop)
         }
+    }
+}
+
+/// What the IPv6 walk decides (`pipeline::from_pod_ipv6`), carried out in its own subprogram.
+#[inline(always)]
+pub fn out_ipv6(ctx: &TcContext, plan: Plan6) -> Outcome {
+    match plan {
+        Plan6::AnswerNdp => ndp::answer(ctx),
+        Plan6::ToPod { ifindex, mac } => deliver::to_pod_v6(ctx, ifindex, mac),
     }
 }

@@ -22,6 +22,24 @@ pub fn to_pod(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Ou
     Ok((verdict, reason))
 }
 
+/// IPv6 into the pod behind host-side `ifindex`: from ee:ee:ee:ee:ee:ee to the pod's MAC, hop
+/// limit − 1 (IPv6 has no header checksum to patch), then `bpf_redirect_peer`.
+#[inline(always)]
+pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6]) -> Outcome {
+    let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+    // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
+    let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: both bounds-checked by `header_mut`.
+    unsafe {
+        (*eth).src_addr = GATEWAY_MAC;
+        (*eth).dst_addr = mac;
+        *hop_limit -= 1;
+    }
+    // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
+    let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
+    Ok((verdict, Reason::RedirectedLocal))
+}
+
 /// Out of the underlay toward `hop`, unencapsulated: with its MAC when the kernel knows it
 /// (else `bpf_redirect_neigh` resolves it on the way out), TTL − 1.
 #[inline(always)]

@@ -15,6 +15,7 @@ mod ipip;
 mod maps;
 mod monitor;
 mod nat;
+mod ndp;
 mod outcome;
 mod parse;
 mod skb;

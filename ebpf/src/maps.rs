@@ -28,6 +28,10 @@ pub static FP_ROUTES: LpmTrie<[u8; 4], RouteValue, { ROUTES_MAX as usize }> = Lp
 #[btf_map]
 pub static FP_ENDPOINTS: HashMap<[u8; 4], Endpoint, { ENDPOINTS_MAX as usize }> = HashMap::new();
 
+/// This node's pods by IPv6 address (name: `fastpath_common::maps::ENDPOINTS6`).
+#[btf_map]
+pub static FP_ENDPOINTS6: HashMap<[u8; 16], Endpoint, { ENDPOINTS_MAX as usize }> = HashMap::new();
+
 /// This node's settings, one slot (name: `fastpath_common::maps::NODE`).
 #[btf_map]
 pub static FP_NODE: Array<NodeConfig, 1> = Array::new();
@@ -63,11 +67,16 @@ pub static FP_NEXT_HOPS: LruHashMap<[u8; 4], NextHopEntry, { NEXT_HOPS_MAX as us
 #[btf_map]
 pub static FP_PATH_MTU: LruHashMap<[u8; 4], PathMtu, { PATH_MTU_MAX as usize }> = LruHashMap::new();
 
-/// Room for the FIB lookup's 64 bytes of parameters, per CPU, so they sit in no program's stack
-/// frame (the kernel allows 512 bytes for a whole call chain). Not pinned: nothing outlives one
-/// lookup.
+/// Room per CPU for what would otherwise sit in a program's stack frame (the kernel allows 512
+/// bytes for a whole call chain): slot [`SCRATCH_FIB`] the FIB lookup's 64 bytes of parameters,
+/// slot [`SCRATCH_MONITOR`] the packet a monitor watches. Not pinned: nothing outlives one run.
 #[btf_map]
-pub static FP_SCRATCH: PerCpuArray<[u64; 8], 1> = PerCpuArray::new();
+pub static FP_SCRATCH: PerCpuArray<[u64; 8], 2> = PerCpuArray::new();
+
+/// [`FP_SCRATCH`]'s slot for `bpf_fib_lookup`'s parameters.
+pub const SCRATCH_FIB: u32 = 0;
+/// [`FP_SCRATCH`]'s slot for the monitor's event.
+pub const SCRATCH_MONITOR: u32 = 1;
 
 /// The most specific route for `addr`.
 #[inline(always)]
@@ -80,6 +89,13 @@ pub fn route(addr: [u8; 4]) -> Option<&'static RouteValue> {
 pub fn endpoint(addr: [u8; 4]) -> Option<Endpoint> {
     // SAFETY: the pointer is to a live map value; it is copied out at once.
     FP_ENDPOINTS.get_ptr(addr).map(|e| unsafe { *e })
+}
+
+/// The pod on this node with IPv6 address `addr`, if any.
+#[inline(always)]
+pub fn endpoint6(addr: &[u8; 16]) -> Option<Endpoint> {
+    // SAFETY: the pointer is to a live map value; it is copied out at once.
+    FP_ENDPOINTS6.get_ptr(addr).map(|e| unsafe { *e })
 }
 
 /// This node's settings, once the daemon has written them: the map's own value, not a copy (a

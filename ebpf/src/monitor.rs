@@ -13,14 +13,16 @@ use fastpath_common::{
 use network_types::eth::{EthHdr, EtherType};
 
 use crate::{
-    maps::{self, FP_EVENTS, FP_MONITOR},
+    maps::{self, FP_EVENTS, FP_MONITOR, FP_SCRATCH, SCRATCH_MONITOR},
     parse, skb, vxlan,
     walk::Packet,
 };
 
-/// The packet's addresses and ports, captured before anything changes it.
+/// The packet's addresses and ports, captured before anything changes it: in this CPU's
+/// scratch slot, not on the stack, where 48 bytes would sit in every path's frame for a monitor
+/// that is rarely there.
 pub struct Watched {
-    event: MonitorEvent,
+    event: &'static mut MonitorEvent,
 }
 
 /// Capture the packet if a monitor wants it.
@@ -36,32 +38,36 @@ pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
         return None;
     }
     let (sport, dport) = ports(ctx, offset + HEADER_LEN, ip.protocol);
-    let event = MonitorEvent {
-        time_ns: 0,
-        ifindex: skb::ifindex(ctx),
-        program,
-        src: ip.src,
-        dst: ip.dst,
-        sport,
-        dport,
-        protocol: ip.protocol,
-        _pad: [0; 3],
-        verdict: 0,
-        reason: 0,
-        len: skb::len(ctx),
-    };
+    let slot = FP_SCRATCH.get_ptr_mut(SCRATCH_MONITOR)?.cast::<MonitorEvent>();
+    // SAFETY: this CPU's slot, of 64 bytes and 8-byte alignment (`[u64; 8]`) for the event's 48;
+    // nothing else uses it until this program returns (TC programs are not preempted on their
+    // CPU). Written field by field, and only the fields this capture knows: the time, verdict and
+    // reason are the report's, and the padding is never written by anyone, so it stays as the map
+    // was created, zero. (Zeroing it here becomes a `memset` call whose return the verifier then
+    // refuses to follow.)
+    let event = unsafe { &mut *slot };
+    event.ifindex = skb::ifindex(ctx);
+    event.program = program;
+    event.src = ip.src;
+    event.dst = ip.dst;
+    event.sport = sport;
+    event.dport = dport;
+    event.protocol = ip.protocol;
+    event.len = skb::len(ctx);
     Some(Watched { event })
 }
 
 /// Send the captured packet's decision to the monitor.
 #[inline(always)]
 pub fn report(watched: Option<Watched>, verdict: i32, reason: Reason) {
-    let Some(mut watched) = watched else { return };
+    let Some(watched) = watched else { return };
     // SAFETY: a plain helper call.
     watched.event.time_ns = unsafe { bpf_ktime_get_ns() };
     watched.event.verdict = verdict;
     watched.event.reason = reason.index();
-    let _ = FP_EVENTS.output(watched.event, 0);
+    // By reference: the event goes from the scratch slot to the ring, never through the stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let _ = FP_EVENTS.output(&*watched.event, 0);
 }
 
 /// The IPv4 header to report: for IPIP and this node's VXLAN, the inner one (the pods'

@@ -74,6 +74,11 @@ impl Tables for Maps<'_> {
     }
 
     #[inline(always)]
+    fn endpoint6(&self, addr: &[u8; 16]) -> Option<Endpoint> {
+        maps::endpoint6(addr)
+    }
+
+    #[inline(always)]
     fn is_peer(&self, addr: [u8; 4]) -> bool {
         maps::is_tunnel_peer(addr)
     }

@@ -20,7 +20,10 @@ mod support;
 
 use aya::Ebpf;
 use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY};
-use fastpath_common::flow::{Arrival, Arrived, FlowKey};
+use fastpath_common::{
+    flow::{Arrival, Arrived, FlowKey},
+    ndp::captured,
+};
 use fastpath_tests::packets::{self, TCP_ACK};
 use support::*;
 
@@ -61,8 +64,10 @@ fn cases() -> Vec<Case> {
     let ipip = Arrived::from_underlay(Arrival::Ipip, PEER_IP);
     let vxlan = Arrived::from_underlay(Arrival::Vxlan, PEER_IP);
     let mut cases = vec![
-        case("baseline: not IPv4 or ARP (from_pod)", FROM_POD, ipv6_frame()),
+        case("baseline: not IPv4, IPv6 or ARP (from_pod)", FROM_POD, lldp_frame()),
         case("same node, redirected (routes)", FROM_POD, pod(POD, OTHER_LOCAL_POD)),
+        case("IPv6 same node, redirected (routes)", FROM_POD, packets::ipv6_frame(POD6, OTHER6, 64, 58)),
+        case("IPv6 neighbour solicitation answered", FROM_POD, captured::GATEWAY_NS.to_vec()),
         case("cross node, IPIP (routes)", FROM_POD, pod(POD, REMOTE_POD)),
         case("cross node, plain (routes)", FROM_POD, pod(POD, [10, 244, 7, 9])),
         case("decapsulated (routes)", FROM_UNDERLAY, tunnelled(REMOTE_POD, POD)),
@@ -163,8 +168,9 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-fn ipv6_frame() -> Vec<u8> {
-    let mut frame = packets::ethernet([0xee; 6], packets::POD_MAC, packets::ETH_P_IPV6);
+/// LLDP: a frame `from_pod` hands on at once.
+fn lldp_frame() -> Vec<u8> {
+    let mut frame = packets::ethernet([0x01, 0x80, 0xc2, 0, 0, 0x0e], packets::POD_MAC, 0x88cc);
     frame.resize(14 + 40, 0);
     frame
 }

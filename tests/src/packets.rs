@@ -229,6 +229,27 @@ pub fn ipv4_frame(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
     pod_frame(&icmp_echo(src, dst, ttl))
 }
 
+/// An IPv6 frame from a pod (MAC `POD_MAC`) to the gateway: an ICMPv6 echo request from `src` to
+/// `dst` with `hop_limit`, after `next_header` (another number than ICMPv6's puts 8 bytes of an
+/// extension header naming ICMPv6 before the message).
+pub fn ipv6_frame(src: [u8; 16], dst: [u8; 16], hop_limit: u8, next_header: u8) -> Vec<u8> {
+    const ICMPV6: u8 = 58;
+    let mut payload = Vec::new();
+    if next_header != ICMPV6 {
+        payload.extend_from_slice(&[ICMPV6, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    payload.extend_from_slice(&[128, 0, 0, 0, 0x12, 0x34, 0, 1]);
+    payload.extend_from_slice(&[0xab; 56]);
+    let mut frame = ethernet([0xee; 6], POD_MAC, ETH_P_IPV6);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[next_header, hop_limit]);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&payload);
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,7 +111,8 @@ fn ipv4_passes_to_the_kernel_until_the_node_is_configured() {
 
 #[test]
 fn other_ethertypes_pass() {
-    let mut frame = packets::ethernet(BROADCAST, POD_MAC, ETH_P_IPV6);
+    // LLDP: neither ARP, IPv4 nor IPv6 (which `ipv6_program.rs` covers).
+    let mut frame = packets::ethernet(BROADCAST, POD_MAC, 0x88cc);
     frame.extend_from_slice(&[0u8; 40]);
     assert_passes_unchanged(&frame, Reason::PassOtherEthertype);
 }

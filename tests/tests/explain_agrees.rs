@@ -24,8 +24,8 @@ use fastpath::{
 use fastpath_common::{
     flow::{FlowKey, FlowState, FlowValue},
     maps::{
-        Counter, Endpoint, NextHopEntry, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, FLOWS, NEXT_HOPS, NODE,
-        PATH_MTU, ROUTES, TUNNEL_PEERS,
+        Counter, Endpoint, NextHopEntry, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, ENDPOINTS6, FLOWS,
+        NEXT_HOPS, NODE, PATH_MTU, ROUTES, TUNNEL_PEERS,
     },
     route::RouteValue,
     Reason,
@@ -56,6 +56,8 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
     let node: NodeConfig = Array::try_from(ebpf.map(NODE).unwrap()).unwrap().get(&0, 0).unwrap();
     let trie: LpmTrie<_, [u8; 4], RouteValue> = LpmTrie::try_from(ebpf.map(ROUTES).unwrap()).unwrap();
     let endpoints: HashMap<_, [u8; 4], Endpoint> = HashMap::try_from(ebpf.map(ENDPOINTS).unwrap()).unwrap();
+    let endpoints6: HashMap<_, [u8; 16], Endpoint> =
+        HashMap::try_from(ebpf.map(ENDPOINTS6).unwrap()).unwrap();
     let peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map(TUNNEL_PEERS).unwrap()).unwrap();
     let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map(FLOWS).unwrap()).unwrap();
     let path_mtus: HashMap<_, [u8; 4], PathMtu> = HashMap::try_from(ebpf.map(PATH_MTU).unwrap()).unwrap();
@@ -69,6 +71,7 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
         },
         route: &|addr| trie.get(&Key::new(32, addr), 0).ok(),
         endpoint: &|addr| endpoints.get(&addr, 0).ok(),
+        endpoint6: &|addr| endpoints6.get(&addr, 0).ok(),
         is_peer: &|addr| peers.get(&addr, 0).is_ok(),
         path_mtu: &|addr| path_mtus.get(&addr, 0).ok(),
         flow: &|key| flows.get(key, 0).ok(),
@@ -306,6 +309,7 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
                     next_hop_mac: &|_| None,
                     route: &|_| None,
                     endpoint: &|_| None,
+                    endpoint6: &|_| None,
                     is_peer: &|_| false,
                     path_mtu: &|_| None,
                     flow: &|_| None,

@@ -15,6 +15,7 @@ use crate::{
 pub const ETH_LEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = crate::ipv6::ETHERTYPE;
 /// Where the UDP header of an outer IPv4 packet starts.
 const UDP: usize = ETH_LEN + HEADER_LEN;
 /// Where the inner IPv4 header of IPIP starts.
@@ -86,6 +87,12 @@ pub fn arp<F: Frame>(frame: &F) -> Option<ArpFields> {
 #[inline(always)]
 pub fn ipv4_at<F: Frame>(frame: &F, offset: usize) -> Option<Ipv4Fields> {
     frame.read::<HEADER_LEN, _>(offset, Ipv4Fields::parse)
+}
+
+/// The IPv6 fixed header at `offset`, as read.
+#[inline(always)]
+pub fn ipv6_at<F: Frame>(frame: &F, offset: usize) -> Option<crate::ipv6::Ipv6Fields> {
+    frame.read::<{ crate::ipv6::HEADER_LEN }, _>(offset, crate::ipv6::Ipv6Fields::parse)
 }
 
 /// The IPv4 header at `offset`, if a router may forward it without the kernel

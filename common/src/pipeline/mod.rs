@@ -12,8 +12,9 @@ pub mod frame;
 mod steps;
 mod tables;
 mod trace;
+mod v6;
 
-pub use frame::{Bytes, Frame, ETH_LEN, ETH_P_ARP, ETH_P_IP, IPIP_INNER_L3, VXLAN_INNER_L3};
+pub use frame::{Bytes, Frame, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPIP_INNER_L3, VXLAN_INNER_L3};
 use steps::Seen;
 pub use tables::Tables;
 pub use trace::{Limit, Note, Pending, Silent, Trace};
@@ -33,6 +34,11 @@ use crate::{
 pub enum Plan<H> {
     /// Turn the ARP request into the reply a proxy would send, and send it back to the pod.
     AnswerArp,
+    /// Turn the pod's neighbour solicitation into the advertisement the host end would send
+    /// (`ndp::answer_in_place`), and send it back to the pod.
+    AnswerNdp,
+    /// IPv6 into the pod behind host-side `ifindex`, with Ethernet destination `mac`.
+    ToPodV6 { ifindex: u32, mac: [u8; 6] },
     /// Answer with ICMP "fragmentation needed" carrying `mtu`, back to the pod.
     FragNeeded { mtu: u16 },
     /// Into the pod behind host-side `ifindex` (after taking `decap` apart, for a tunnel),
@@ -58,6 +64,8 @@ impl<H> Plan<H> {
     pub const fn reason(&self) -> Reason {
         match self {
             Plan::AnswerArp => Reason::ArpReplied,
+            Plan::AnswerNdp => Reason::NdpReplied,
+            Plan::ToPodV6 { .. } => Reason::RedirectedLocal,
             Plan::FragNeeded { .. } => Reason::IcmpFragNeeded,
             Plan::ToPod { reason, .. } => *reason,
             Plan::Encapsulate { tunnel: Tunnel::Ipip, .. } => Reason::Encapsulated,
@@ -70,10 +78,36 @@ impl<H> Plan<H> {
 /// `Ok`: what the fast path does; `Err`: why it does not.
 pub type Decision<H> = Result<Plan<H>, Reason>;
 
-/// `from_pod`, on tcx ingress of the `cali*` interface `ingress`: ARP is answered, IPv4
-/// forwarded, the rest passed.
+/// `from_pod`, on tcx ingress of the `cali*` interface `ingress`: ARP and neighbour
+/// solicitations are answered, IPv4 forwarded, IPv6 carried to a pod on this node, the rest
+/// passed.
 #[inline(always)]
 pub fn from_pod<F: Frame, T: Tables, R: Trace>(
+    frame: &F,
+    ingress: u32,
+    tables: &T,
+    trace: &mut R,
+) -> Decision<T::Hop> {
+    if is_ipv6(frame) {
+        from_pod_ipv6(frame, ingress, tables, trace).map(Plan::from)
+    } else {
+        from_pod_ipv4(frame, ingress, tables, trace)
+    }
+}
+
+/// Whether the frame is IPv6: [`from_pod_ipv6`]'s, else [`from_pod_ipv4`]'s. The programs make
+/// this split themselves and walk IPv6 in a BPF subprogram of its own: inline beside the IPv4
+/// walk, its code leads LLVM to share registers across the two in ways the verifier refuses.
+#[inline(always)]
+pub fn is_ipv6<F: Frame>(frame: &F) -> bool {
+    frame::ether_type(frame) == Some(ETH_P_IPV6)
+}
+
+pub use v6::{from_pod as from_pod_ipv6, Plan6};
+
+/// `from_pod` for every frame but IPv6: ARP is answered, IPv4 forwarded, the rest passed.
+#[inline(always)]
+pub fn from_pod_ipv4<F: Frame, T: Tables, R: Trace>(
     frame: &F,
     ingress: u32,
     tables: &T,

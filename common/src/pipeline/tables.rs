@@ -24,6 +24,8 @@ pub trait Tables {
     fn route(&self, addr: [u8; 4]) -> Option<Self::Route>;
     /// The pod on this node with address `addr`.
     fn endpoint(&self, addr: [u8; 4]) -> Option<Endpoint>;
+    /// The pod on this node with IPv6 address `addr`.
+    fn endpoint6(&self, addr: &[u8; 16]) -> Option<Endpoint>;
     /// Whether `addr` is a node this one accepts tunnels from.
     fn is_peer(&self, addr: [u8; 4]) -> bool;
     /// What a router said about the path toward node `peer`.

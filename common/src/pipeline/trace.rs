@@ -14,6 +14,12 @@ use crate::{
 pub enum Note {
     /// An ARP request from a pod, answered: `asker` asks for `target`.
     ArpAnswered { asker: [u8; 4], target: [u8; 4] },
+    /// A pod's IPv6 neighbour solicitation, answered: `asker` asks for `target`.
+    NdpAnswered { asker: [u8; 16], target: [u8; 16] },
+    /// The source check of an IPv6 packet from a pod that arrived on `ingress`.
+    Source6 { src: [u8; 16], ingress: u32, verdict: Result<(), Reason> },
+    /// An IPv6 packet to `dst`, a pod on this node behind `ifindex`.
+    Destination6 { dst: [u8; 16], ifindex: u32 },
     /// The source check of a packet from a pod: it arrived on `ingress`; `own` when the
     /// endpoint table holds `src` on that interface (then the route was not looked up).
     Source { src: [u8; 4], ingress: u32, own: bool, route: Option<RouteValue>, verdict: Result<(), Reason> },

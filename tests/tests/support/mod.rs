@@ -11,7 +11,7 @@ use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     flow::{Arrival, Arrived, FlowKey, FlowValue},
     maps::{
-        Counter, Endpoint, NextHopEntry, NodeConfig, COUNTERS, ENDPOINTS, FLOWS, NEXT_HOPS, NODE,
+        Counter, Endpoint, NextHopEntry, NodeConfig, COUNTERS, ENDPOINTS, ENDPOINTS6, FLOWS, NEXT_HOPS, NODE,
         NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN, ROUTES, TUNNEL_PEERS,
     },
     route::RouteValue,
@@ -404,6 +404,11 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const VXLAN_IFINDEX: u32 = 77;
 /// BPF_PROG_TEST_RUN runs the program on the loopback device: ifindex 1.
 pub const TEST_IFINDEX: u32 = 1;
+/// A pod on the test's interface, by its IPv6 address (`fd5f:a1b2:c3d4::af4:2824`, the pod of
+/// `fastpath_common::ndp::captured`).
+pub const POD6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x28, 0x24];
+/// Another pod on this node, on `OTHER_IFINDEX`.
+pub const OTHER6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x28, 0x25];
 pub const OTHER_IFINDEX: u32 = 42;
 
 /// The node as the test namespace has it.
@@ -496,10 +501,18 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
     let mut peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS).unwrap()).unwrap();
     peers.insert(PEER_IP, 1, 0).unwrap();
     // The daemon writes every local endpoint in the exact-match table too.
-    let mut endpoints: HashMap<_, [u8; 4], Endpoint> =
-        HashMap::try_from(ebpf.map_mut(ENDPOINTS).unwrap()).unwrap();
-    for (pod, ifindex, mac) in [(POD, TEST_IFINDEX, POD_MAC), (OTHER_LOCAL_POD, OTHER_IFINDEX, OTHER_POD_MAC)]
-    {
+    put_endpoints(
+        ebpf,
+        ENDPOINTS,
+        [(POD, TEST_IFINDEX, POD_MAC), (OTHER_LOCAL_POD, OTHER_IFINDEX, OTHER_POD_MAC)],
+    );
+    put_endpoints(ebpf, ENDPOINTS6, [(POD6, TEST_IFINDEX, POD_MAC), (OTHER6, OTHER_IFINDEX, OTHER_POD_MAC)]);
+}
+
+/// This node's pods, by address (IPv4 or IPv6), in the endpoint table `map`.
+fn put_endpoints<A: aya::Pod>(ebpf: &mut Ebpf, map: &str, pods: [(A, u32, [u8; 6]); 2]) {
+    let mut endpoints: HashMap<_, A, Endpoint> = HashMap::try_from(ebpf.map_mut(map).unwrap()).unwrap();
+    for (pod, ifindex, mac) in pods {
         endpoints.insert(pod, Endpoint { ifindex, mac, _pad: [0; 2] }, 0).unwrap();
     }
 }

@@ -7,15 +7,19 @@
 //! and reason, as a safety net; the command builds its frame from the question on the command
 //! line.
 
-use std::{fmt::Write as _, net::Ipv4Addr, path::Path};
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use aya::maps::{lpm_trie::Key, HashMap, MapData};
 use fastpath_common::{
     flow::{self, Admission, FlowKey, FlowValue},
     ipv4::{self, OuterIpv4, FLAG_DF, HEADER_LEN, PROTO_TCP},
     maps::{
-        AgentInfo, Endpoint, NextHopEntry, NodeConfig, PathMtu, AGENT, ENDPOINTS, NEXT_HOPS, NODE, PATH_MTU,
-        TUNNEL_PEERS,
+        AgentInfo, Endpoint, NextHopEntry, NodeConfig, PathMtu, AGENT, ENDPOINTS, ENDPOINTS6, NEXT_HOPS,
+        NODE, PATH_MTU, TUNNEL_PEERS,
     },
     pipeline::{self, Bytes, Limit, Note, Pending, Plan, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
     route::{Forward, RouteKind, RouteValue},
@@ -78,6 +82,8 @@ pub struct Maps<'a> {
     pub route: &'a dyn Fn([u8; 4]) -> Option<RouteValue>,
     /// The endpoint table's exact match.
     pub endpoint: &'a dyn Fn([u8; 4]) -> Option<Endpoint>,
+    /// The IPv6 endpoint table's exact match.
+    pub endpoint6: &'a dyn Fn([u8; 16]) -> Option<Endpoint>,
     pub is_peer: &'a dyn Fn([u8; 4]) -> bool,
     /// The path MTU toward a node, as a router taught the programs.
     pub path_mtu: &'a dyn Fn([u8; 4]) -> Option<PathMtu>,
@@ -114,6 +120,10 @@ impl Tables for Maps<'_> {
 
     fn endpoint(&self, addr: [u8; 4]) -> Option<Endpoint> {
         (self.endpoint)(addr)
+    }
+
+    fn endpoint6(&self, addr: &[u8; 16]) -> Option<Endpoint> {
+        (self.endpoint6)(*addr)
     }
 
     fn is_peer(&self, addr: [u8; 4]) -> bool {
@@ -221,6 +231,24 @@ impl Words<'_, '_> {
             )),
             Note::Source { src, ingress, own, route, verdict } => self.source(src, ingress, own, route, verdict, why),
             Note::Destination { dst, to } => why.push(self.destination(dst, &to)),
+            Note::NdpAnswered { asker, target } => why.push(format!(
+                "a neighbour solicitation from a pod is answered, as the host end of its veth would ({} asks for {})",
+                Ipv6Addr::from(asker),
+                Ipv6Addr::from(target)
+            )),
+            Note::Source6 { src, ingress, verdict } => {
+                let src = Ipv6Addr::from(src);
+                why.push(match verdict {
+                    Ok(()) => format!("it arrives on {} (ifindex {ingress}), the interface of pod {src}", self.name(ingress)),
+                    Err(Reason::DropSpoofedSource) => format!("{src} belongs to another pod, not to the sender's interface"),
+                    Err(_) => format!("{src} is no pod's IPv6 address on this node"),
+                });
+            }
+            Note::Destination6 { dst, ifindex } => why.push(format!(
+                "{} is a pod on this node (a /128 via {})",
+                Ipv6Addr::from(dst),
+                self.name(ifindex)
+            )),
             Note::Delivery { dst } => why.push(format!("{} is a pod on this node", Ipv4Addr::from(dst))),
             Note::TrustRoutes => why.push("--trust routes: every packet the routes allow takes the fast path".into()),
             Note::TrustKernel => why.push("--trust kernel: a flow direction takes the fast path only while the kernel's conntrack holds a confirmed entry for it that the kernel forwarded, translated as that entry says".into()),
@@ -413,6 +441,15 @@ impl Words<'_, '_> {
                 let target = target.map_or_else(String::new, |t| t.to_string());
                 format!("ARP reply: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface")
             }
+            Plan::AnswerNdp => {
+                let target = notes.iter().find_map(|n| match n {
+                    Note::NdpAnswered { target, .. } => Some(Ipv6Addr::from(*target)),
+                    _ => None,
+                });
+                let target = target.map_or_else(String::new, |t| t.to_string());
+                format!("neighbour advertisement: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface")
+            }
+            Plan::ToPodV6 { ifindex, mac } => self.pod(ifindex, mac),
             Plan::FragNeeded { mtu } => {
                 let src = frame.get(ETH_LEN + 12..ETH_LEN + 16).and_then(|s| <[u8; 4]>::try_from(s).ok());
                 let src = Ipv4Addr::from(src.unwrap_or_default());
@@ -669,6 +706,10 @@ pub fn explain_pinned(
     // The kernel's LPM lookup: the most specific prefix containing the address.
     let route = |addr: [u8; 4]| trie.get(&Key::new(32, addr), 0).ok();
     let endpoint = |addr: [u8; 4]| endpoints.get(&addr, 0).ok();
+    // A pin folder of an older version has no IPv6 endpoint table: then no pod has IPv6 here.
+    let endpoints6: Option<HashMap<MapData, [u8; 16], Endpoint>> =
+        bpffs::open_pinned_as(dir, ENDPOINTS6).ok();
+    let endpoint6 = |addr: [u8; 16]| endpoints6.as_ref().and_then(|m| m.get(&addr, 0).ok());
     let is_peer = |addr: [u8; 4]| peers.get(&addr, 0).is_ok();
     // A pin folder of an older version has no path MTU table: then no router said anything.
     let path_mtus: Option<HashMap<MapData, [u8; 4], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU).ok();
@@ -688,6 +729,7 @@ pub fn explain_pinned(
         next_hop_mac: &next_hop_mac,
         route: &route,
         endpoint: &endpoint,
+        endpoint6: &endpoint6,
         is_peer: &is_peer,
         path_mtu: &path_mtu,
         flow: &flow,
@@ -780,6 +822,7 @@ mod tests {
             next_hop_mac: &|_| None,
             route: &route,
             endpoint: &endpoint,
+            endpoint6: &|_| None,
             is_peer: &is_peer,
             path_mtu: &|_| None,
             flow: &flow,
@@ -951,6 +994,7 @@ mod tests {
             next_hop_mac: &|_| None,
             route: &route,
             endpoint: &endpoint,
+            endpoint6: &|_| None,
             is_peer: &is_peer,
             path_mtu: &|_| None,
             flow: &|_| None,
@@ -960,8 +1004,10 @@ mod tests {
         };
         let pod = Program::FromPod { ingress: 5 };
         assert_eq!(decide(pod, &[0; 10], &maps).reason, Reason::PassTruncatedEthernet);
-        let ipv6 = ethernet(GATEWAY_MAC, POD_MAC, 0x86dd);
-        assert_eq!(decide(pod, &ipv6, &maps).reason, Reason::PassOtherEthertype);
+        let lldp = ethernet(GATEWAY_MAC, POD_MAC, 0x88cc);
+        assert_eq!(decide(pod, &lldp, &maps).reason, Reason::PassOtherEthertype);
+        let cut_ipv6 = ethernet(GATEWAY_MAC, POD_MAC, 0x86dd);
+        assert_eq!(decide(pod, &cut_ipv6, &maps).reason, Reason::PassIpv6Malformed);
         let mut cut = ethernet(GATEWAY_MAC, POD_MAC, ETH_P_IP);
         cut.extend_from_slice(&[0x45; 10]);
         let decision = decide(pod, &cut, &maps);
