@@ -9,9 +9,9 @@ use fastpath_common::maps::{
 };
 
 use crate::{
-    commands::output::Format,
     daemon::encap::{EncapMode, Modes},
     dataplane::loader::Capacities,
+    output::Format,
 };
 
 /// An eBPF fast path for Calico-style pod networking.

@@ -12,5 +12,7 @@ pub mod commands;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod output;
+pub mod text;
 
 pub use error::Error;

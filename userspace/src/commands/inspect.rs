@@ -20,12 +20,11 @@ use fastpath_common::{
 
 use crate::{
     clock::{monotonic_ns, unix_ms},
-    commands::{
-        output::{self, Format},
-        show::{self, mac_string},
-    },
+    commands::show,
     daemon::encap::EncapMode,
     dataplane::{bpffs, fill, loader, pins, tables},
+    output::{self, Format},
+    text::{mac_string, unpadded},
     Error,
 };
 
@@ -192,7 +191,7 @@ pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result
     Ok(Status {
         running: true,
         ready: agent.flags & AGENT_F_READY != 0,
-        version: show::unpadded(&agent.version),
+        version: unpadded(&agent.version),
         pid: agent.pid,
         uptime_seconds: unix_ms().saturating_sub(agent.started_unix_ms) / 1000,
         ipip_mode: mode(agent.ipip_mode),
@@ -240,12 +239,12 @@ pub fn status(dir: &Path, format: Format, ifname: impl Fn(u32) -> Option<String>
 pub fn status_brief(dir: &Path) -> (String, bool) {
     match running_agent(dir) {
         Ok(agent) if agent.flags & AGENT_F_READY != 0 => {
-            (format!("ready (fastpath {}, pid {})", show::unpadded(&agent.version), agent.pid), true)
+            (format!("ready (fastpath {}, pid {})", unpadded(&agent.version), agent.pid), true)
         }
         Ok(agent) => (
             format!(
                 "not ready: syncing or an interface is not attached (fastpath {}, pid {})",
-                show::unpadded(&agent.version),
+                unpadded(&agent.version),
                 agent.pid
             ),
             false,
@@ -355,7 +354,7 @@ pub struct DaemonVersion {
 /// `fastpath version`.
 pub fn version(dir: &Path, format: Format) -> Result<String, Error> {
     let daemon = running_agent(dir).ok().map(|a| DaemonVersion {
-        version: show::unpadded(&a.version),
+        version: unpadded(&a.version),
         pid: a.pid,
         layout: a.layout_version,
     });

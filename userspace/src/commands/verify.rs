@@ -19,7 +19,7 @@ use fastpath_common::{
 };
 
 use crate::{
-    commands::show::{kind_name, mac_string, unpadded},
+    commands::show::kind_name,
     daemon::{
         encap::{EncapMode, Modes},
         netlink::Netlink,
@@ -27,6 +27,7 @@ use crate::{
         routes::{self, Mapping, Prefix},
     },
     dataplane::{bpffs, loader, pins, tables},
+    text::{mac_string, unpadded},
     Error,
 };
 

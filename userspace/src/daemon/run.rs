@@ -29,7 +29,6 @@ use tokio::{
 use crate::{
     cli::{self, RunArgs, TcAttach},
     clock::unix_ms,
-    commands::{show, stats},
     daemon::{
         attach::{self, Action, Link, Selector},
         encap::{EncapMode, Modes},
@@ -45,14 +44,14 @@ use crate::{
         trust::{RouteTable, Trust, Untracked},
     },
     dataplane::{
-        bpffs,
+        bpffs, counters,
         flow_table::FlowTable,
         legacy_tc,
         loader::{self, Attachments, Hook},
         pins,
         tables::{Overflow, Tables, Written},
     },
-    Error,
+    text, Error,
 };
 
 type Logger = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
@@ -164,8 +163,8 @@ async fn run_on(args: RunArgs, taken: Taken, signals: &mut Signals, serving: &mu
         vxlan_mode: modes.vxlan as u32,
         _pad: 0,
         flags: mode_flags(trust_kernel, hook),
-        version: show::padded(env!("CARGO_PKG_VERSION")),
-        iface_prefix: show::padded(&selector.prefix),
+        version: text::padded(env!("CARGO_PKG_VERSION")),
+        iface_prefix: text::padded(&selector.prefix),
         repairs: 0,
     };
     let mut daemon = Daemon {
@@ -523,7 +522,7 @@ impl Daemon {
 
     /// The programs' count of packets under `reason`, over every CPU (0 if unreadable).
     fn counted(&self, reason: Reason) -> u64 {
-        stats::totals(&self.tables.counters)
+        counters::totals(&self.tables.counters)
             .map(|totals| totals.iter().filter(|t| t.reason == reason).map(|t| t.total.packets).sum())
             .unwrap_or(0)
     }

@@ -2,6 +2,7 @@
 //! and the maps. Both the daemon and the inspection commands use it.
 
 pub mod bpffs;
+pub mod counters;
 pub mod fill;
 pub mod flow_table;
 pub mod legacy_tc;
