@@ -12,6 +12,7 @@ pub mod commands;
 pub mod daemon;
 pub mod dataplane;
 pub mod error;
+pub mod model;
 pub mod output;
 pub mod text;
 

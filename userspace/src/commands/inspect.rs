@@ -375,7 +375,7 @@ pub fn version(dir: &Path, format: Format) -> Result<String, Error> {
 /// The entries the kernel carries for a reason of its configuration (classic tc, ip rules), in
 /// words: (which pod or prefix, why).
 fn kernel_path(
-    entries: &[(crate::daemon::routes::Prefix, fastpath_common::route::RouteValue)],
+    entries: &[(crate::model::route::Prefix, fastpath_common::route::RouteValue)],
     ifname: &impl Fn(u32) -> Option<String>,
 ) -> Vec<(String, String)> {
     entries

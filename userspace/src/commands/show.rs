@@ -8,7 +8,7 @@ use fastpath_common::{
     Reason,
 };
 
-use crate::{daemon::routes::Prefix, text::mac_string};
+use crate::{model::route::Prefix, text::mac_string};
 
 /// One entry, in words: a row of `fastpath routes` (and `endpoints`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -24,9 +24,10 @@ use crate::{
         encap::{EncapMode, Modes},
         netlink::Netlink,
         picture,
-        routes::{self, Mapping, Prefix},
+        routes::{self, Mapping},
     },
     dataplane::{bpffs, loader, pins, tables},
+    model::route::Prefix,
     text::{mac_string, unpadded},
     Error,
 };

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::daemon::routes::Underlay;
+use crate::model::route::Underlay;
 
 /// One tunnel's mode; the numbers are what the agent map stores.
 #[repr(u32)]

@@ -9,9 +9,11 @@ use fastpath_common::{
 use crate::{
     daemon::{
         ipip::TUNNEL_DEVICE,
-        netlink::{Address, LinkState},
-        routes::{KernelRoute, Underlay, MAIN_TABLE},
         vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN_DEVICE},
+    },
+    model::{
+        link::{Address, LinkState},
+        route::{KernelRoute, Underlay, MAIN_TABLE},
     },
     Error,
 };

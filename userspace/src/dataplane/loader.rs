@@ -20,8 +20,8 @@ use fastpath_common::maps::{
 };
 
 use crate::{
-    daemon::attach::Link,
     dataplane::{legacy_tc, pins},
+    model::link::Link,
     Error,
 };
 

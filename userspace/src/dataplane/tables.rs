@@ -18,10 +18,8 @@ use fastpath_common::{
 };
 
 use crate::{
-    daemon::{
-        reconcile::{self, Mirror, Op},
-        routes::Prefix,
-    },
+    daemon::reconcile::{self, Mirror, Op},
+    model::route::Prefix,
     Error,
 };
 
