@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod error;
 pub mod model;
+pub mod modes;
 pub mod output;
 pub mod text;
 

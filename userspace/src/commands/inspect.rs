@@ -10,8 +10,8 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
-        AGENT_F_READY, AGENT_F_TRUST_KERNEL, ENDPOINTS, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU,
-        PROGRAM_FROM_POD, ROUTES, TUNNEL_PEERS,
+        AGENT_F_READY, ENDPOINTS, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD, ROUTES,
+        TUNNEL_PEERS,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -21,8 +21,8 @@ use fastpath_common::{
 use crate::{
     clock::{monotonic_ns, unix_ms},
     commands::show,
-    daemon::encap::EncapMode,
     dataplane::{bpffs, fill, loader, pins, tables},
+    modes::{EncapMode, Trust},
     output::{self, Format},
     text::{mac_string, unpadded},
     Error,
@@ -93,7 +93,7 @@ pub struct Status {
     /// `--vxlan`: follow, always, cross-subnet or never.
     pub vxlan_mode: String,
     /// `--trust`: kernel or routes.
-    pub trust: String,
+    pub trust: Trust,
     /// How the programs attach: tcx or legacy-tc.
     pub hook: String,
     /// The underlay interface's name.
@@ -196,7 +196,7 @@ pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result
         uptime_seconds: unix_ms().saturating_sub(agent.started_unix_ms) / 1000,
         ipip_mode: mode(agent.ipip_mode),
         vxlan_mode: mode(agent.vxlan_mode),
-        trust: if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" }.to_string(),
+        trust: Trust::from_agent_flags(agent.flags),
         hook: if agent.flags & AGENT_F_LEGACY_TC != 0 { "legacy-tc" } else { "tcx" }.to_string(),
         underlay: ifname(node.underlay_ifindex)
             .unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex)),
@@ -261,9 +261,9 @@ fn status_text(st: &Status) -> String {
         duration_words(st.uptime_seconds * 1000),
         if st.ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
     );
-    let trust_words = match st.trust.as_str() {
-        "kernel" => "trust kernel (a flow direction takes the fast path while the kernel's conntrack holds it, translated as it says)".to_string(),
-        _ => "trust routes (every packet the routes allow)".to_string(),
+    let trust_words = match st.trust {
+        Trust::Kernel => "trust kernel (a flow direction takes the fast path while the kernel's conntrack holds it, translated as it says)".to_string(),
+        Trust::Routes => "trust routes (every packet the routes allow)".to_string(),
     };
     let _ = writeln!(out, "mode:      IPIP {}, VXLAN {}, {trust_words}", st.ipip_mode, st.vxlan_mode);
     let _ = writeln!(

@@ -5,7 +5,6 @@ pub mod attach;
 pub mod classic_tc;
 pub mod conntrack;
 pub mod ctnetlink;
-pub mod encap;
 pub mod http;
 pub mod ipip;
 pub mod judge;

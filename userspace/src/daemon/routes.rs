@@ -20,7 +20,6 @@ use fastpath_common::route::RouteValue;
 
 use crate::{
     daemon::{
-        encap::{Modes, UnderlayChoice},
         ipip,
         rules::{Decision, Policy, Routes},
         vxlan::{self, Vteps, VxlanDevice},
@@ -29,6 +28,7 @@ use crate::{
         route::{KernelRoute, Prefix, RouteKindOf, Underlay, LOCAL_TABLE, MAIN_TABLE},
         rule::Rule,
     },
+    modes::{Modes, UnderlayChoice},
 };
 
 /// An interface, as the mapping needs it.
@@ -159,7 +159,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::daemon::encap::{EncapMode, Modes};
+    use crate::modes::{EncapMode, Modes};
 
     const CALI: u32 = 507;
     const ETH0: u32 = 2;

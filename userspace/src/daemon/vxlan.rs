@@ -21,12 +21,12 @@ use fastpath_common::{
 };
 
 use crate::{
-    daemon::encap::EncapMode,
     model::{
         link::{LinkState, VxlanLink},
         neighbour::{Neighbour, NeighbourTable},
         route::Underlay,
     },
+    modes::EncapMode,
 };
 
 /// Calico's VXLAN device.
