@@ -9,7 +9,7 @@ use fastpath_common::maps::{
 };
 
 use crate::{
-    dataplane::loader::Capacities,
+    dataplane::capacities::Capacities,
     modes::{EncapMode, Modes, Trust},
     output::Format,
 };

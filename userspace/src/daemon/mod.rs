@@ -14,7 +14,6 @@ pub mod netlink;
 pub mod next_hops;
 pub mod node;
 pub mod picture;
-pub mod reconcile;
 pub mod routes;
 pub mod rules;
 mod run;
