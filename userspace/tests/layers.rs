@@ -225,7 +225,7 @@ fn module_of(file: &str) -> String {
 }
 
 /// The file a path (`daemon::routes::Prefix`) names: the deepest module file along it, through
-/// the re-exports (`pub use a::B;`) of a crate root or `mod.rs`.
+/// the re-exports (`pub use a::B;`) of the file it lands in.
 fn resolve(files: &BTreeMap<String, String>, path: &[String]) -> Option<String> {
     let mut file = "lib.rs".to_string();
     let mut dir = String::new();
@@ -240,7 +240,8 @@ fn resolve(files: &BTreeMap<String, String>, path: &[String]) -> Option<String> 
             // Not a module: an item of `file`, or one it re-exports.
             let source = code_only(&files[&file]);
             for statement in source.split(';') {
-                let Some(tree) = statement.trim().strip_prefix("pub use ") else { continue };
+                let Some(at) = statement.find("pub use ") else { continue };
+                let tree = &statement[at + "pub use ".len()..];
                 let (paths, _) = use_tree(tree);
                 if let Some(target) = paths.iter().find(|p| p.last() == Some(segment)) {
                     let mut full: Vec<String> = if target.first().map(String::as_str) == Some("crate") {
