@@ -15,11 +15,11 @@ use aya::{
 };
 use fastpath::{
     cli::Encap,
-    commands::{
-        explain::{self, Maps, Program, Verdict},
-        stats,
+    commands::explain::{self, Maps, Program, Verdict},
+    dataplane::{
+        counters,
+        loader::{FROM_POD, FROM_UNDERLAY},
     },
-    dataplane::loader::{FROM_POD, FROM_UNDERLAY},
 };
 use fastpath_common::{
     flow::{FlowKey, FlowState, FlowValue},
@@ -44,7 +44,7 @@ const MUTATED_FRAMES: usize = 3000;
 /// Every counter, summed over CPUs, by reason code.
 fn counters(ebpf: &Ebpf) -> Vec<u64> {
     let map: PerCpuArray<_, Counter> = PerCpuArray::try_from(ebpf.map(COUNTERS).unwrap()).unwrap();
-    let totals = stats::totals(&map).unwrap();
+    let totals = counters::totals(&map).unwrap();
     Reason::ALL
         .iter()
         .map(|r| totals.iter().find(|t| t.reason == *r).map_or(0, |t| t.total.packets))

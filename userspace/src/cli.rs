@@ -9,9 +9,9 @@ use fastpath_common::maps::{
 };
 
 use crate::{
-    commands::output::Format,
-    daemon::encap::{EncapMode, Modes},
-    dataplane::loader::Capacities,
+    dataplane::capacities::Capacities,
+    modes::{EncapMode, Modes, Trust},
+    output::Format,
 };
 
 /// An eBPF fast path for Calico-style pod networking.
@@ -71,14 +71,14 @@ pub struct RunArgs {
     /// When to encapsulate toward another node in IPIP (Calico's ipipMode): follow (as the
     /// routes say: via tunl0 means IPIP), always, cross-subnet (only to nodes outside the underlay
     /// subnet), never.
-    #[arg(long, env = "FASTPATH_IPIP", value_enum, default_value_t = TunnelMode::Follow)]
-    pub ipip: TunnelMode,
+    #[arg(long, env = "FASTPATH_IPIP", value_enum, default_value_t = EncapMode::Follow)]
+    pub ipip: EncapMode,
 
     /// When to encapsulate toward another node in VXLAN (Calico's vxlanMode): follow (as the
     /// routes say: via vxlan.calico means VXLAN), always, cross-subnet, never. At most one of
     /// --ipip and --vxlan may be always or cross-subnet.
-    #[arg(long, env = "FASTPATH_VXLAN", value_enum, default_value_t = TunnelMode::Follow)]
-    pub vxlan: TunnelMode,
+    #[arg(long, env = "FASTPATH_VXLAN", value_enum, default_value_t = EncapMode::Follow)]
+    pub vxlan: EncapMode,
 
     /// Which packets take the fast path. kernel: a flow direction only while the kernel's
     /// conntrack holds a confirmed entry for it that the kernel forwarded, translated as that
@@ -323,30 +323,10 @@ pub fn parse_reason(s: &str) -> Result<fastpath_common::Reason, String> {
         .ok_or_else(|| format!("'{s}' is no reason `fastpath stats` lists (for example encapsulated, passed_no_route, dropped_spoofed_source)"))
 }
 
-/// `--ipip` and `--vxlan`, as clap parses them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TunnelMode {
-    Follow,
-    Always,
-    CrossSubnet,
-    Never,
-}
-
-impl From<TunnelMode> for EncapMode {
-    fn from(mode: TunnelMode) -> Self {
-        match mode {
-            TunnelMode::Follow => Self::Follow,
-            TunnelMode::Always => Self::Always,
-            TunnelMode::CrossSubnet => Self::CrossSubnet,
-            TunnelMode::Never => Self::Never,
-        }
-    }
-}
-
 impl RunArgs {
     /// `--ipip` and `--vxlan` together.
     pub fn modes(&self) -> Modes {
-        Modes { ipip: self.ipip.into(), vxlan: self.vxlan.into() }
+        Modes { ipip: self.ipip, vxlan: self.vxlan }
     }
 
     /// The sizes of the maps the flags size.
@@ -387,13 +367,6 @@ pub enum TcAttach {
     Auto,
     Tcx,
     Legacy,
-}
-
-/// `--trust`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Trust {
-    Kernel,
-    Routes,
 }
 
 /// The pin folder, shared by every subcommand.
@@ -466,8 +439,8 @@ mod tests {
         assert_eq!(args.log_level, log::LevelFilter::Info);
         assert!(args.ifaces.is_empty());
         assert_eq!(args.underlay, None);
-        assert_eq!(args.ipip, TunnelMode::Follow);
-        assert_eq!(args.vxlan, TunnelMode::Follow);
+        assert_eq!(args.ipip, EncapMode::Follow);
+        assert_eq!(args.vxlan, EncapMode::Follow);
         assert_eq!(args.trust, Trust::Kernel);
         assert_eq!(args.flow_table_size, FLOWS_DEFAULT_MAX);
         assert_eq!(args.capacities(), Capacities::default());
@@ -496,7 +469,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["fastpath", "run", "--ipip", "cross-subnet", "--underlay", "eth1"]).unwrap();
         let Command::Run(args) = cli.command else { panic!("not run") };
-        assert_eq!(args.ipip, TunnelMode::CrossSubnet);
+        assert_eq!(args.ipip, EncapMode::CrossSubnet);
         assert_eq!(args.underlay.as_deref(), Some("eth1"));
         assert!(Cli::try_parse_from(["fastpath", "run", "--ipip", "sometimes"]).is_err());
     }

@@ -13,11 +13,11 @@ use fastpath::{
     clock::{monotonic_ns, wall_ns},
     commands::{
         explain::{self, Question},
-        flows, inspect, output, show, stats,
+        flows, inspect, show, stats,
     },
     daemon,
-    dataplane::tables,
-    Error,
+    dataplane::{counters, tables},
+    output, Error,
 };
 
 fn main() -> ExitCode {
@@ -111,17 +111,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 fn print_stats(args: &StatsArgs) -> Result<(), Error> {
-    let totals = stats::read_pinned(&args.list.bpffs.dir)?;
+    let totals = counters::read_pinned(&args.list.bpffs.dir)?;
     print(output::render(&stats::Listing(&totals), args.list.format(), |_| stats::format_table(&totals)))
 }
 
 /// Refresh in place every second with rates, until Ctrl-C.
 fn watch_stats(args: &StatsArgs) -> Result<(), Error> {
-    let mut previous = stats::read_pinned(&args.list.bpffs.dir)?;
+    let mut previous = counters::read_pinned(&args.list.bpffs.dir)?;
     let mut at = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let now = stats::read_pinned(&args.list.bpffs.dir)?;
+        let now = counters::read_pinned(&args.list.bpffs.dir)?;
         let elapsed = at.elapsed().as_secs_f64();
         at = Instant::now();
         print!("\x1b[H\x1b[2J{}", stats::format_rates(&previous, &now, elapsed));

@@ -141,7 +141,7 @@ pub fn count(ebpf: &Ebpf, reason: Reason) -> u64 {
     let map: PerCpuArray<_, Counter> =
         PerCpuArray::try_from(ebpf.map(COUNTERS).expect("counters map")).unwrap();
     // A retired code is in no listing: nothing counts it.
-    fastpath::commands::stats::totals(&map)
+    fastpath::dataplane::counters::totals(&map)
         .unwrap()
         .iter()
         .find(|t| t.reason == reason)

@@ -31,12 +31,10 @@ use fastpath_common::{
 use crate::{
     cli::Encap,
     clock::monotonic_ns,
-    commands::{
-        flows::{self, Flow},
-        show::{mac_string, unpadded},
-    },
+    commands::flows::{self, Flow},
     daemon::{netlink::Netlink, picture, routes},
     dataplane::{bpffs, tables},
+    text::{mac_string, unpadded},
     Error,
 };
 

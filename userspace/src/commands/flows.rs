@@ -14,8 +14,8 @@ use fastpath_common::{
 };
 
 use crate::{
-    commands::output::{self, Format},
     dataplane::bpffs,
+    output::{self, Format},
     Error,
 };
 

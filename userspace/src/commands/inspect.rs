@@ -10,8 +10,8 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
-        AGENT_F_READY, AGENT_F_TRUST_KERNEL, ENDPOINTS, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU,
-        PROGRAM_FROM_POD, ROUTES, TUNNEL_PEERS,
+        AGENT_F_READY, ENDPOINTS, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD, ROUTES,
+        TUNNEL_PEERS,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -20,12 +20,11 @@ use fastpath_common::{
 
 use crate::{
     clock::{monotonic_ns, unix_ms},
-    commands::{
-        output::{self, Format},
-        show::{self, mac_string},
-    },
-    daemon::encap::EncapMode,
+    commands::show,
     dataplane::{bpffs, fill, loader, pins, tables},
+    modes::{EncapMode, Trust},
+    output::{self, Format},
+    text::{mac_string, unpadded},
     Error,
 };
 
@@ -94,7 +93,7 @@ pub struct Status {
     /// `--vxlan`: follow, always, cross-subnet or never.
     pub vxlan_mode: String,
     /// `--trust`: kernel or routes.
-    pub trust: String,
+    pub trust: Trust,
     /// How the programs attach: tcx or legacy-tc.
     pub hook: String,
     /// The underlay interface's name.
@@ -192,12 +191,12 @@ pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result
     Ok(Status {
         running: true,
         ready: agent.flags & AGENT_F_READY != 0,
-        version: show::unpadded(&agent.version),
+        version: unpadded(&agent.version),
         pid: agent.pid,
         uptime_seconds: unix_ms().saturating_sub(agent.started_unix_ms) / 1000,
         ipip_mode: mode(agent.ipip_mode),
         vxlan_mode: mode(agent.vxlan_mode),
-        trust: if agent.flags & AGENT_F_TRUST_KERNEL != 0 { "kernel" } else { "routes" }.to_string(),
+        trust: Trust::from_agent_flags(agent.flags),
         hook: if agent.flags & AGENT_F_LEGACY_TC != 0 { "legacy-tc" } else { "tcx" }.to_string(),
         underlay: ifname(node.underlay_ifindex)
             .unwrap_or_else(|| format!("ifindex {}", node.underlay_ifindex)),
@@ -240,12 +239,12 @@ pub fn status(dir: &Path, format: Format, ifname: impl Fn(u32) -> Option<String>
 pub fn status_brief(dir: &Path) -> (String, bool) {
     match running_agent(dir) {
         Ok(agent) if agent.flags & AGENT_F_READY != 0 => {
-            (format!("ready (fastpath {}, pid {})", show::unpadded(&agent.version), agent.pid), true)
+            (format!("ready (fastpath {}, pid {})", unpadded(&agent.version), agent.pid), true)
         }
         Ok(agent) => (
             format!(
                 "not ready: syncing or an interface is not attached (fastpath {}, pid {})",
-                show::unpadded(&agent.version),
+                unpadded(&agent.version),
                 agent.pid
             ),
             false,
@@ -262,9 +261,9 @@ fn status_text(st: &Status) -> String {
         duration_words(st.uptime_seconds * 1000),
         if st.ready { "ready" } else { "NOT READY: syncing or an interface is not attached" }
     );
-    let trust_words = match st.trust.as_str() {
-        "kernel" => "trust kernel (a flow direction takes the fast path while the kernel's conntrack holds it, translated as it says)".to_string(),
-        _ => "trust routes (every packet the routes allow)".to_string(),
+    let trust_words = match st.trust {
+        Trust::Kernel => "trust kernel (a flow direction takes the fast path while the kernel's conntrack holds it, translated as it says)".to_string(),
+        Trust::Routes => "trust routes (every packet the routes allow)".to_string(),
     };
     let _ = writeln!(out, "mode:      IPIP {}, VXLAN {}, {trust_words}", st.ipip_mode, st.vxlan_mode);
     let _ = writeln!(
@@ -355,7 +354,7 @@ pub struct DaemonVersion {
 /// `fastpath version`.
 pub fn version(dir: &Path, format: Format) -> Result<String, Error> {
     let daemon = running_agent(dir).ok().map(|a| DaemonVersion {
-        version: show::unpadded(&a.version),
+        version: unpadded(&a.version),
         pid: a.pid,
         layout: a.layout_version,
     });
@@ -376,7 +375,7 @@ pub fn version(dir: &Path, format: Format) -> Result<String, Error> {
 /// The entries the kernel carries for a reason of its configuration (classic tc, ip rules), in
 /// words: (which pod or prefix, why).
 fn kernel_path(
-    entries: &[(crate::daemon::routes::Prefix, fastpath_common::route::RouteValue)],
+    entries: &[(crate::model::route::Prefix, fastpath_common::route::RouteValue)],
     ifname: &impl Fn(u32) -> Option<String>,
 ) -> Vec<(String, String)> {
     entries

@@ -5,7 +5,6 @@
 pub mod explain;
 pub mod flows;
 pub mod inspect;
-pub mod output;
 pub mod show;
 pub mod stats;
 pub mod verify;

@@ -8,7 +8,7 @@ use fastpath_common::{
     Reason,
 };
 
-use crate::daemon::routes::Prefix;
+use crate::{model::route::Prefix, text::mac_string};
 
 /// One entry, in words: a row of `fastpath routes` (and `endpoints`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,24 +52,6 @@ pub fn kind_name(kind: u32) -> &'static str {
         Ok(RouteKind::Blackhole) => "blackhole",
         Err(_) => "unknown",
     }
-}
-
-/// `text` NUL-padded (cut) to 16 bytes, as the agent map stores names.
-pub fn padded(text: &str) -> [u8; 16] {
-    let mut bytes = [0u8; 16];
-    let len = text.len().min(bytes.len());
-    bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-    bytes
-}
-
-/// The text of a NUL-padded field.
-pub fn unpadded(bytes: &[u8; 16]) -> String {
-    let len = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..len]).into_owned()
-}
-
-pub fn mac_string(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Describe an entry; `ifname` names an ifindex (in the caller's namespace).
@@ -175,13 +157,6 @@ mod tests {
         assert_eq!(shaped.why.as_deref(), Some("classic tc configuration"));
         let ruled = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::policy(0), name);
         assert_eq!(ruled.why.as_deref(), Some("an ip rule routes it through another table"));
-    }
-
-    #[test]
-    fn padded_names_round_trip_and_are_cut_at_16_bytes() {
-        assert_eq!(unpadded(&padded("cali")), "cali");
-        assert_eq!(unpadded(&padded("0.1.0")), "0.1.0");
-        assert_eq!(unpadded(&padded("a-name-of-twenty-bytes")), "a-name-of-twenty");
     }
 
     #[test]

@@ -1,44 +1,11 @@
-//! The counters: read them from the pinned map, sum them over CPUs, print them.
+//! The counters in words: a table, rates, a listing; and the monitor's events as rows. Reading
+//! and summing them is [`crate::dataplane::counters`]'s.
 
-use std::{borrow::Borrow, fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
-use aya::maps::{MapData, PerCpuArray};
-use fastpath_common::{
-    maps::{Counter, COUNTERS},
-    Reason,
-};
+use fastpath_common::Reason;
 
-use crate::Error;
-
-/// One reason's packets and bytes, summed over every CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReasonTotal {
-    pub reason: Reason,
-    pub total: Counter,
-}
-
-/// Sum each reason's per-CPU counters in `map`.
-pub fn totals<T: Borrow<MapData>>(map: &PerCpuArray<T, Counter>) -> Result<Vec<ReasonTotal>, Error> {
-    Reason::ALL
-        .iter()
-        .filter(|reason| !reason.is_retired())
-        .map(|&reason| {
-            let per_cpu =
-                map.get(&reason.index(), 0).map_err(|source| Error::ReadMap { name: COUNTERS, source })?;
-            Ok(ReasonTotal { reason, total: sum(per_cpu.iter().copied()) })
-        })
-        .collect()
-}
-
-/// Open the counters pinned in `dir` by a running daemon and sum them.
-pub fn read_pinned(dir: &Path) -> Result<Vec<ReasonTotal>, Error> {
-    let map: PerCpuArray<MapData, Counter> = crate::dataplane::bpffs::open_pinned_as(dir, COUNTERS)?;
-    totals(&map)
-}
-
-pub fn sum(values: impl IntoIterator<Item = Counter>) -> Counter {
-    values.into_iter().fold(Counter::default(), Counter::add)
-}
+use crate::dataplane::counters::ReasonTotal;
 
 /// A table of every reason, aligned, with a header.
 pub fn format_table(totals: &[ReasonTotal]) -> String {
@@ -151,6 +118,8 @@ impl EventRow {
 
 #[cfg(test)]
 mod tests {
+    use fastpath_common::maps::Counter;
+
     use super::*;
 
     fn sample() -> Vec<ReasonTotal> {
@@ -158,13 +127,6 @@ mod tests {
             ReasonTotal { reason: Reason::ArpReplied, total: Counter { packets: 3, bytes: 126 } },
             ReasonTotal { reason: Reason::PassIpv4, total: Counter { packets: 0, bytes: 0 } },
         ]
-    }
-
-    #[test]
-    fn per_cpu_values_are_summed() {
-        let total = sum([Counter { packets: 1, bytes: 42 }, Counter { packets: 2, bytes: 84 }]);
-        assert_eq!(total, Counter { packets: 3, bytes: 126 });
-        assert_eq!(sum([]), Counter::default());
     }
 
     #[test]

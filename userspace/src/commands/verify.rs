@@ -10,23 +10,22 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use fastpath_common::{
-    maps::{
-        AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_LEGACY_TC, AGENT_F_TRUST_KERNEL, ENDPOINTS, NODE,
-        TUNNEL_PEERS,
-    },
+    maps::{AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_LEGACY_TC, ENDPOINTS, NODE, TUNNEL_PEERS},
     route::{endpoint_of, RouteKind, RouteValue},
     tunnel::Tunnel,
 };
 
 use crate::{
-    commands::show::{kind_name, mac_string, unpadded},
+    commands::show::kind_name,
     daemon::{
-        encap::{EncapMode, Modes},
         netlink::Netlink,
         picture,
-        routes::{self, Mapping, Prefix},
+        routes::{self, Mapping},
     },
     dataplane::{bpffs, loader, pins, tables},
+    model::route::Prefix,
+    modes::{EncapMode, Modes, Trust},
+    text::{mac_string, unpadded},
     Error,
 };
 
@@ -183,10 +182,9 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
     let actual: BTreeMap<Prefix, RouteValue> =
         tables::route_entries(&tables::pinned_routes(dir)?)?.into_iter().collect();
     let mut drift = route_drift(&desired, &actual);
-    let trust_kernel = agent.flags & AGENT_F_TRUST_KERNEL != 0;
     drift.extend(node_drift(
         &node_config,
-        &picture.node.config(trust_kernel, node_config.next_hop_generation),
+        &picture.node.config(Trust::from_agent_flags(agent.flags), node_config.next_hop_generation),
     ));
 
     let desired_peers: BTreeSet<Ipv4Addr> = desired

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::model::link::Link;
+
 /// The interfaces the daemon should serve: every name with the prefix, plus any named explicitly.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
@@ -13,13 +15,6 @@ impl Selector {
     pub fn wants(&self, name: &str) -> bool {
         name.starts_with(&self.prefix) || self.explicit.iter().any(|e| e == name)
     }
-}
-
-/// One interface as netlink reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
 }
 
 /// What the daemon must do about one link event.

@@ -4,20 +4,10 @@
 //! The fast path would skip all of it (`bpf_redirect_peer` skips the host veth's qdisc, and a
 //! redirect never meets a filter), so such an endpoint's traffic stays with the kernel, both ways.
 
-use crate::dataplane::{legacy_tc, loader::HOOKS};
-
-/// A qdisc or filter as netlink reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcObject {
-    /// The qdisc's or the filter's kind: `tbf`, `u32`, `bpf`…
-    pub kind: String,
-    /// `tcm_handle`.
-    pub handle: u32,
-    /// `tcm_parent`.
-    pub parent: u32,
-    /// A filter's priority (the high half of `tcm_info`).
-    pub priority: u16,
-}
+use crate::{
+    dataplane::{legacy_tc, loader::HOOKS},
+    model::tc::TcObject,
+};
 
 const TC_H_ROOT: u32 = 0xFFFF_FFFF;
 const TC_H_INGRESS: u32 = 0xFFFF_FFF1;

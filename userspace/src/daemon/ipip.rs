@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use fastpath_common::route::RouteValue;
 
-use crate::daemon::encap::EncapMode;
+use crate::modes::EncapMode;
 
 /// Calico's IPIP device; this kernel need not have it for its routes to mean "IPIP".
 pub const TUNNEL_DEVICE: &str = "tunl0";

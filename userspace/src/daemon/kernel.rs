@@ -4,11 +4,19 @@
 
 use std::collections::{hash_map::Entry, HashMap};
 
-use crate::daemon::{
-    netlink::{Event, LinkState, Neighbour},
-    routes::{Interface, KernelRoute, Prefix, LOCAL_TABLE, MAIN_TABLE},
-    rules::{self, Routes, Rule, Verb},
-    vxlan::{Vteps, VXLAN_DEVICE},
+use crate::{
+    daemon::{
+        netlink::Event,
+        routes::Interface,
+        rules::{self, Routes},
+        vxlan::{Vteps, VXLAN_DEVICE},
+    },
+    model::{
+        link::LinkState,
+        neighbour::Neighbour,
+        route::{KernelRoute, Prefix, LOCAL_TABLE, MAIN_TABLE},
+        rule::{Rule, Verb},
+    },
 };
 
 #[derive(Debug, Default)]
@@ -340,7 +348,7 @@ mod tests {
 
     #[test]
     fn only_vxlan_calicos_neighbours_touch_the_entries() {
-        use crate::daemon::netlink::{Neighbour, NeighbourTable};
+        use crate::model::neighbour::NeighbourTable;
         let vxlan = LinkState { index: 9, name: "vxlan.calico".into(), up: true, ..LinkState::default() };
         let mut state = KernelState::new(&[vxlan.clone(), cali(7, true, None)], vec![], &[], vec![]);
         let neighbour = |ifindex| Neighbour {
@@ -366,7 +374,8 @@ mod tests {
     #[test]
     fn a_route_in_a_table_the_rules_look_up_touches_everything() {
         let wireguard = Rule { invert: true, fwmark: Some((0x10_0000, 0x10_0000)), ..Rule::lookup(99, 1) };
-        let mut state = KernelState::new(&[cali(7, true, None)], vec![], &[], rules::default_rules());
+        let mut state =
+            KernelState::new(&[cali(7, true, None)], vec![], &[], crate::model::rule::default_rules());
         let block = KernelRoute::main_unicast(Ipv4Addr::new(10, 244, 166, 128), 26, Some(3), None);
         let in_wg = KernelRoute { table: 1, ..block.clone() };
         assert_eq!(

@@ -29,7 +29,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{commands::stats, dataplane::bpffs, Error};
+use crate::{
+    dataplane::{bpffs, counters},
+    Error,
+};
 
 /// Upper bounds of the route-sync latency histogram, in seconds.
 pub const SYNC_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1];
@@ -156,11 +159,11 @@ struct ReasonCollector {
 
 impl Collector for ReasonCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let totals = stats::read_pinned(&self.pin_dir).map_err(|e| {
+        let totals = counters::read_pinned(&self.pin_dir).map_err(|e| {
             log::warn!("scrape: cannot read {COUNTERS}: {}", e.chain());
             fmt::Error
         })?;
-        type Pick = fn(&stats::ReasonTotal) -> u64;
+        type Pick = fn(&counters::ReasonTotal) -> u64;
         let families: [(&str, &str, Pick); 2] = [
             ("fastpath_packets", "Packets the programs handled, by reason and verdict.", |t| t.total.packets),
             ("fastpath_bytes", "Bytes the programs handled, by reason and verdict.", |t| t.total.bytes),

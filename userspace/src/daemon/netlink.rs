@@ -22,10 +22,13 @@ use rtnetlink::{
 };
 
 use crate::{
-    daemon::{
-        classic_tc::{self, TcObject},
-        routes::{KernelRoute, RouteKindOf},
-        rules::{Rule, Verb},
+    daemon::classic_tc,
+    model::{
+        link::{Address, LinkState, VxlanLink},
+        neighbour::{Neighbour, NeighbourTable},
+        route::{KernelRoute, RouteKindOf},
+        rule::{Rule, Verb},
+        tc::TcObject,
     },
     Error,
 };
@@ -35,77 +38,6 @@ const EVENT_BUFFER_BYTES: libc::c_int = 8 << 20;
 
 /// IFLA_TARGET_NETNSID (include/uapi/linux/if_link.h): ask about a link in another namespace.
 const IFLA_TARGET_NETNSID: u16 = 46;
-
-/// An interface as netlink reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LinkState {
-    pub index: u32,
-    pub name: String,
-    pub mac: Option<[u8; 6]>,
-    pub mtu: u32,
-    pub up: bool,
-    /// For a veth whose other end is in another namespace: (that namespace's id as seen from
-    /// here, the other end's ifindex there).
-    pub peer: Option<(i32, u32)>,
-    /// For a vxlan device: its settings.
-    pub vxlan: Option<VxlanLink>,
-}
-
-/// A vxlan device's settings as netlink reports them (`IFLA_VXLAN_*`; ports in host order).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VxlanLink {
-    pub vni: Option<u32>,
-    pub port: Option<u16>,
-    pub local: Option<Ipv4Addr>,
-    /// The interface its packets go out of (`dev`), if it names one.
-    pub link: Option<u32>,
-    /// `srcport LOW HIGH`; (0, 0) or absent: the namespace's local port range.
-    pub port_range: Option<(u16, u16)>,
-    /// 0: the route's hop limit (the namespace's default TTL).
-    pub ttl: u8,
-    pub ttl_inherit: bool,
-    /// 1: inherit the inner DS field.
-    pub tos: u8,
-    /// `IFLA_VXLAN_DF`: 0 unset, 1 set, 2 inherit.
-    pub df: u8,
-    /// `external`: no VNI of its own, metadata from the stack.
-    pub collect_metadata: bool,
-    /// GBP, GPE or remote checksum offload.
-    pub extensions: bool,
-}
-
-/// Which neighbour table an entry is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NeighbourTable {
-    /// ARP: IPv4 address → MAC.
-    Ipv4,
-    /// The bridge FDB (`bridge fdb`): MAC → a vxlan device's destination address.
-    Bridge,
-}
-
-/// A neighbour or FDB entry, as netlink reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Neighbour {
-    pub ifindex: u32,
-    pub table: NeighbourTable,
-    /// `NDA_DST`: the neighbour's address, or an FDB entry's destination (IPv4 only).
-    pub addr: Option<Ipv4Addr>,
-    /// `NDA_LLADDR`.
-    pub mac: Option<[u8; 6]>,
-    /// The entry holds a usable MAC (not incomplete or failed).
-    pub resolved: bool,
-    /// An FDB entry with its own port, VNI or interface (`NDA_PORT`, `NDA_VNI`, `NDA_IFINDEX`,
-    /// `NDA_SRC_VNI`), which the kernel reports only where they differ from the device's.
-    pub overridden: bool,
-}
-
-/// An IPv4 address on an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Address {
-    pub index: u32,
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
-}
 
 /// A change in the kernel's state.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use crate::daemon::{
-    netlink::{Event, NeighbourTable},
-    routes::Interface,
+use crate::{
+    daemon::{netlink::Event, routes::Interface},
+    model::neighbour::NeighbourTable,
 };
 
 /// Whether `event` may change a FIB answer for a next hop on the underlay `underlay_ifindex`: a
@@ -43,10 +43,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::daemon::{
-        netlink::{LinkState, Neighbour},
-        routes::KernelRoute,
-    };
+    use crate::model::{link::LinkState, neighbour::Neighbour, route::KernelRoute};
 
     const ETH0: u32 = 2;
     const CALI: u32 = 7;

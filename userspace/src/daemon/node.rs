@@ -2,17 +2,20 @@
 //! programs (pure).
 
 use fastpath_common::{
-    maps::{NodeConfig, NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN},
+    maps::{NodeConfig, NODE_F_READY, NODE_F_VXLAN},
     tunnel::Tunnel,
 };
 
 use crate::{
     daemon::{
         ipip::TUNNEL_DEVICE,
-        netlink::{Address, LinkState},
-        routes::{KernelRoute, Underlay, MAIN_TABLE},
         vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN_DEVICE},
     },
+    model::{
+        link::{Address, LinkState},
+        route::{KernelRoute, Underlay, MAIN_TABLE},
+    },
+    modes::Trust,
     Error,
 };
 
@@ -34,8 +37,7 @@ pub struct Node {
 impl Node {
     /// The programs' settings: this node, `--trust`'s, and the generation of the programs'
     /// next-hop cache.
-    pub fn config(&self, trust_kernel: bool, next_hop_generation: u32) -> NodeConfig {
-        let trust = if trust_kernel { NODE_F_TRUST_KERNEL } else { 0 };
+    pub fn config(&self, trust: Trust, next_hop_generation: u32) -> NodeConfig {
         let vxlan = self.usable_vxlan();
         NodeConfig {
             underlay_ifindex: self.underlay.ifindex,
@@ -43,7 +45,7 @@ impl Node {
             node_mac: self.mac,
             _pad: [0; 2],
             underlay_mtu: self.mtu,
-            flags: NODE_F_READY | trust | if vxlan.is_some() { NODE_F_VXLAN } else { 0 },
+            flags: NODE_F_READY | trust.node_flag() | if vxlan.is_some() { NODE_F_VXLAN } else { 0 },
             next_hop_generation,
             vxlan: vxlan.map(|d| d.config).unwrap_or_default(),
             ipip_mtu: self.tunnel_mtu(Tunnel::Ipip),
@@ -179,7 +181,7 @@ mod tests {
         assert_eq!(node.underlay.ifindex, 2);
         assert_eq!(node.underlay.addr, Ipv4Addr::new(10, 101, 14, 50));
         assert_eq!(node.underlay.gateway, Some(Ipv4Addr::new(10, 101, 14, 62)));
-        let config = node.config(false, 0);
+        let config = node.config(Trust::Routes, 0);
         assert_eq!(config.node_ip, [10, 101, 14, 50]);
         assert_eq!(config.underlay_mtu, 1500);
         assert!(config.ready());
@@ -224,7 +226,7 @@ mod tests {
         assert_eq!(node.tunnel_mtu(Tunnel::Ipip), 1480);
         let tunl0 = LinkState { index: 5, name: "tunl0".into(), mtu: 1400, up: true, ..LinkState::default() };
         let lowered = updated(&node, &tunl0).unwrap();
-        assert_eq!(lowered.config(false, 0).tunnel_mtu(&Tunnel::Ipip), 1400);
+        assert_eq!(lowered.config(Trust::Routes, 0).tunnel_mtu(&Tunnel::Ipip), 1400);
         let higher = LinkState { mtu: 9000, ..tunl0.clone() };
         assert_eq!(
             updated(&lowered, &higher).unwrap().tunnel_mtu(Tunnel::Ipip),

@@ -5,10 +5,11 @@
 use crate::{
     daemon::{
         kernel::{KernelState, PeerQuery},
-        netlink::{LinkState, Netlink},
+        netlink::Netlink,
         node::{self, Node},
         vxlan::Sysctls,
     },
+    model::link::LinkState,
     Error,
 };
 

@@ -14,84 +14,22 @@
 //! sends to another table is a "kernel" entry, and a pod whose interface has classic tc
 //! configuration ([`Interface::classic_tc`]) a "kernel" entry too.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::collections::HashMap;
 
 use fastpath_common::route::RouteValue;
 
-use crate::daemon::{
-    encap::{Modes, UnderlayChoice},
-    ipip,
-    rules::{Decision, Policy, Routes, Rule},
-    vxlan::{self, Vteps, VxlanDevice},
+use crate::{
+    daemon::{
+        ipip,
+        rules::{Decision, Policy, Routes},
+        vxlan::{self, Vteps, VxlanDevice},
+    },
+    model::{
+        route::{KernelRoute, Prefix, RouteKindOf, Underlay, LOCAL_TABLE, MAIN_TABLE},
+        rule::Rule,
+    },
+    modes::{Modes, UnderlayChoice},
 };
-
-/// The main routing table's id.
-pub const MAIN_TABLE: u32 = 254;
-/// The local table's id: addresses of this host, consulted before any other.
-pub const LOCAL_TABLE: u32 = 255;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RouteKindOf {
-    Unicast,
-    Blackhole,
-    /// An address of this host (`local`, in the local table).
-    Local,
-    /// `throw`: the lookup in this table ends without a route, and the rules go on.
-    Throw,
-    Other,
-}
-
-/// An IPv4 route from the kernel, reduced to what the mapping needs.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KernelRoute {
-    pub dst: Ipv4Addr,
-    pub prefix_len: u8,
-    pub kind: RouteKindOf,
-    pub table: u32,
-    pub priority: u32,
-    pub tos: u8,
-    pub oif: Option<u32>,
-    pub gateway: Option<Ipv4Addr>,
-}
-
-/// What identifies a route in the kernel: a second route with the same id replaces the first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteId {
-    pub dst: Ipv4Addr,
-    pub prefix_len: u8,
-    pub table: u32,
-    pub tos: u8,
-    pub priority: u32,
-}
-
-impl KernelRoute {
-    /// A unicast route of the main table, metric 0, TOS 0: what Calico's routes are.
-    pub fn main_unicast(dst: Ipv4Addr, prefix_len: u8, oif: Option<u32>, gateway: Option<Ipv4Addr>) -> Self {
-        Self {
-            dst,
-            prefix_len,
-            kind: RouteKindOf::Unicast,
-            table: MAIN_TABLE,
-            priority: 0,
-            tos: 0,
-            oif,
-            gateway,
-        }
-    }
-
-    pub fn id(&self) -> RouteId {
-        RouteId {
-            dst: self.dst,
-            prefix_len: self.prefix_len,
-            table: self.table,
-            tos: self.tos,
-            priority: self.priority,
-        }
-    }
-}
-
-/// A prefix of the route table: (length, address).
-pub type Prefix = (u8, Ipv4Addr);
 
 /// An interface, as the mapping needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -104,23 +42,6 @@ pub struct Interface {
     /// For a pod's interface: its classic tc configuration, in words, when it has any (a qdisc
     /// other than the default, or a filter): only the kernel's path honours it.
     pub classic_tc: Option<String>,
-}
-
-/// The node's underlay interface and address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Underlay {
-    pub ifindex: u32,
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
-    /// The default route's gateway: routes through it lead out of the cluster, not to a node.
-    pub gateway: Option<Ipv4Addr>,
-}
-
-impl Underlay {
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
-        u32::from(addr) & mask == u32::from(self.addr) & mask
-    }
 }
 
 /// Everything a route's meaning depends on besides the route itself.
@@ -235,8 +156,10 @@ fn pod_interface(routes: &[KernelRoute], m: &Mapping) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
-    use crate::daemon::encap::{EncapMode, Modes};
+    use crate::modes::{EncapMode, Modes};
 
     const CALI: u32 = 507;
     const ETH0: u32 = 2;
@@ -401,7 +324,7 @@ mod tests {
     /// This node's device, and the tables Felix writes for node 10.101.14.51 (tunnel address
     /// 10.244.166.128) and node 10.101.15.9 (tunnel address 10.244.7.0), across a router.
     fn vxlan_node() -> (VxlanDevice, Vteps) {
-        use crate::daemon::netlink::{Neighbour, NeighbourTable};
+        use crate::model::neighbour::{Neighbour, NeighbourTable};
         let link = crate::daemon::vxlan::felix_link(UNDERLAY.addr);
         assert_eq!(link.index, VXLAN);
         let device =
@@ -517,7 +440,7 @@ mod tests {
 
     #[test]
     fn a_destination_a_rule_sends_elsewhere_is_the_kernels() {
-        use crate::daemon::rules::{default_rules, Rule};
+        use crate::model::rule::default_rules;
         let interfaces = interfaces(Some(POD_MAC));
         let mut rules = default_rules();
         rules.push(Rule { invert: true, fwmark: Some((0x10_0000, 0x10_0000)), ..Rule::lookup(99, 1) });

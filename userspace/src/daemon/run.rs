@@ -13,10 +13,7 @@ use std::{
 use aya::Ebpf;
 use aya_log::EbpfLogger;
 use fastpath_common::{
-    maps::{
-        AgentInfo, NodeConfig, AGENT_F_LEGACY_TC, AGENT_F_READY, AGENT_F_TRUST_KERNEL, LAYOUT_VERSION,
-        PINNED_MAPS,
-    },
+    maps::{AgentInfo, NodeConfig, AGENT_F_LEGACY_TC, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS},
     route::RouteValue,
     tunnel::Tunnel,
     Reason,
@@ -27,32 +24,35 @@ use tokio::{
 };
 
 use crate::{
-    cli::{self, RunArgs, TcAttach},
+    cli::{RunArgs, TcAttach},
     clock::unix_ms,
-    commands::{show, stats},
     daemon::{
-        attach::{self, Action, Link, Selector},
-        encap::{EncapMode, Modes},
+        attach::{self, Action, Selector},
         http::{self, Endpoints},
         kernel::{KernelState, Touched},
         metrics::Metrics,
-        netlink::{Event, LinkState, Netlink},
+        netlink::{Event, Netlink},
         next_hops,
         node::{self, Node},
         picture::{self, Picture},
-        routes::{self, Mapping, Prefix},
+        routes::{self, Mapping},
         rules::Policy,
         trust::{RouteTable, Trust, Untracked},
     },
     dataplane::{
-        bpffs,
+        bpffs, counters,
         flow_table::FlowTable,
         legacy_tc,
         loader::{self, Attachments, Hook},
         pins,
         tables::{Overflow, Tables, Written},
     },
-    Error,
+    model::{
+        link::{Link, LinkState},
+        route::Prefix,
+    },
+    modes::{self, EncapMode, Modes},
+    text, Error,
 };
 
 type Logger = AsyncFd<EbpfLogger<&'static dyn log::Log>>;
@@ -125,7 +125,6 @@ async fn run_on(args: RunArgs, taken: Taken, signals: &mut Signals, serving: &mu
     // The logger owns the log ring buffer; it must live as long as the programs or their load
     // fails ("fd is not pointing to valid bpf_map").
     let mut logger = ebpf_logger(&mut ebpf);
-    let trust_kernel = args.trust == cli::Trust::Kernel;
     let hook = hook_for(args.tc_attach, legacy_tc::kernel_has_tcx());
     let mut programs = |list: &[(&'static str, _)]| -> Result<Vec<Attachments>, Error> {
         list.iter()
@@ -147,7 +146,11 @@ async fn run_on(args: RunArgs, taken: Taken, signals: &mut Signals, serving: &mu
     }
     let tables = Tables::take(&mut ebpf)?;
     // Subscribed before the daemon starts, so no conntrack event in between is missed.
-    let trust = if trust_kernel { Some((Trust::new()?, FlowTable::take(&mut ebpf)?)) } else { None };
+    let trust = if args.trust == modes::Trust::Kernel {
+        Some((Trust::new()?, FlowTable::take(&mut ebpf)?))
+    } else {
+        None
+    };
     let metrics = Arc::new(Metrics::new(&dir));
     if let Some(addr) = args.metrics_addr {
         http::serve(addr, Endpoints::Metrics, Arc::clone(&metrics)).await?;
@@ -163,9 +166,9 @@ async fn run_on(args: RunArgs, taken: Taken, signals: &mut Signals, serving: &mu
         ipip_mode: modes.ipip as u32,
         vxlan_mode: modes.vxlan as u32,
         _pad: 0,
-        flags: mode_flags(trust_kernel, hook),
-        version: show::padded(env!("CARGO_PKG_VERSION")),
-        iface_prefix: show::padded(&selector.prefix),
+        flags: mode_flags(args.trust, hook),
+        version: text::padded(env!("CARGO_PKG_VERSION")),
+        iface_prefix: text::padded(&selector.prefix),
         repairs: 0,
     };
     let mut daemon = Daemon {
@@ -242,7 +245,7 @@ impl Daemon {
             self.node.underlay.ifindex,
             self.modes.describe(),
             self.node.vxlan_words(),
-            if self.trust_kernel() { "kernel" } else { "routes" },
+            self.trust().name(),
             self.kernel.route_count(),
             self.selector.prefix,
             self.selector.explicit.iter().map(|e| format!(" and {e}")).collect::<String>(),
@@ -257,7 +260,7 @@ impl Daemon {
     /// cannot decapsulate them: they are lost. Said once, at start.
     async fn warn_if_ipip_cannot_return(&self) {
         let sends_ipip = sends_ipip(self.modes.ipip, self.tables.any_ipip());
-        if !self.trust_kernel() || !sends_ipip {
+        if self.trust() != modes::Trust::Kernel || !sends_ipip {
             return;
         }
         match self.netlink.has_ipip_device().await {
@@ -461,11 +464,16 @@ impl Daemon {
     }
 
     fn node_config(&self) -> NodeConfig {
-        self.node.config(self.trust_kernel(), self.next_hop_generation)
+        self.node.config(self.trust(), self.next_hop_generation)
     }
 
-    fn trust_kernel(&self) -> bool {
-        self.trust.is_some()
+    /// `--trust`, as the daemon follows it: conntrack is followed only under `--trust kernel`.
+    fn trust(&self) -> modes::Trust {
+        if self.trust.is_some() {
+            modes::Trust::Kernel
+        } else {
+            modes::Trust::Routes
+        }
     }
 
     /// `--trust kernel`: conntrack's entries taken whole and the flow table made to match.
@@ -523,7 +531,7 @@ impl Daemon {
 
     /// The programs' count of packets under `reason`, over every CPU (0 if unreadable).
     fn counted(&self, reason: Reason) -> u64 {
-        stats::totals(&self.tables.counters)
+        counters::totals(&self.tables.counters)
             .map(|totals| totals.iter().filter(|t| t.reason == reason).map(|t| t.total.packets).sum())
             .unwrap_or(0)
     }
@@ -723,10 +731,9 @@ fn hook_for(choice: TcAttach, kernel_has_tcx: bool) -> Hook {
 }
 
 /// The agent's mode flags: `--trust kernel`, legacy tc.
-fn mode_flags(trust_kernel: bool, hook: Hook) -> u32 {
-    let trust = if trust_kernel { AGENT_F_TRUST_KERNEL } else { 0 };
+fn mode_flags(trust: modes::Trust, hook: Hook) -> u32 {
     let legacy = if hook == Hook::LegacyTc { AGENT_F_LEGACY_TC } else { 0 };
-    trust | legacy
+    trust.agent_flag() | legacy
 }
 
 fn link_of(link: &LinkState) -> Link {
@@ -794,6 +801,8 @@ impl Signals {
 
 #[cfg(test)]
 mod tests {
+    use fastpath_common::maps::AGENT_F_TRUST_KERNEL;
+
     use super::*;
 
     #[test]
@@ -849,7 +858,10 @@ mod tests {
 
     #[test]
     fn mode_flags_say_trust_and_hook() {
-        assert_eq!(mode_flags(false, Hook::Tcx), 0);
-        assert_eq!(mode_flags(true, Hook::LegacyTc), AGENT_F_TRUST_KERNEL | AGENT_F_LEGACY_TC);
+        assert_eq!(mode_flags(modes::Trust::Routes, Hook::Tcx), 0);
+        assert_eq!(
+            mode_flags(modes::Trust::Kernel, Hook::LegacyTc),
+            AGENT_F_TRUST_KERNEL | AGENT_F_LEGACY_TC
+        );
     }
 }

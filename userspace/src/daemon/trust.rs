@@ -306,7 +306,7 @@ impl Timeouts {
 /// Addresses as the route table the programs follow places them: the judge's [`Places`].
 pub struct RouteTable<'a> {
     pub tables: &'a crate::dataplane::tables::Tables,
-    pub underlay: &'a crate::daemon::routes::Underlay,
+    pub underlay: &'a crate::model::route::Underlay,
 }
 
 impl Places for RouteTable<'_> {

@@ -20,10 +20,13 @@ use fastpath_common::{
     vxlan::{VxlanConfig, DF_INHERIT, DF_SET, DF_UNSET, TTL_INHERIT},
 };
 
-use crate::daemon::{
-    encap::EncapMode,
-    netlink::{LinkState, Neighbour, NeighbourTable, VxlanLink},
-    routes::Underlay,
+use crate::{
+    model::{
+        link::{LinkState, VxlanLink},
+        neighbour::{Neighbour, NeighbourTable},
+        route::Underlay,
+    },
+    modes::EncapMode,
 };
 
 /// Calico's VXLAN device.

@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use fastpath_common::maps::{AgentInfo, MapLayout, AGENT, LAYOUTS, LAYOUT_VERSION};
 
-use crate::{dataplane::loader::Capacities, Error};
+use crate::{dataplane::capacities::Capacities, Error};
 
 /// The sub-folder of the pin folder that holds the tcx links.
 pub const LINKS_DIR: &str = "links";

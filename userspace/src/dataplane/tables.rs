@@ -1,7 +1,7 @@
 //! The programs' route, node and peer maps, written from userspace.
 //!
 //! A mirror of what was written is kept so each sync writes only what changed
-//! ([`crate::daemon::reconcile`]).
+//! ([`crate::dataplane::reconcile`]).
 
 use std::{net::Ipv4Addr, path::Path};
 
@@ -18,10 +18,8 @@ use fastpath_common::{
 };
 
 use crate::{
-    daemon::{
-        reconcile::{self, Mirror, Op},
-        routes::Prefix,
-    },
+    dataplane::reconcile::{self, Mirror, Op},
+    model::route::Prefix,
     Error,
 };
 

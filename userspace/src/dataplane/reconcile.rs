@@ -22,7 +22,7 @@ use fastpath_common::{
     route::{endpoint_of, RouteKind, RouteValue},
 };
 
-use crate::daemon::routes::Prefix;
+use crate::model::route::Prefix;
 
 /// One map write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,3 +1,7 @@
+//! How the operator asks the fast path to work: `--ipip`, `--vxlan` and `--trust`, one type
+//! each. clap parses them (`ValueEnum`), the daemon decides with them, and they become the agent
+//! and node maps' codes and flag bits here, once.
+//!
 //! When to encapsulate toward another node, and in which tunnel (pure): what `--ipip` and
 //! `--vxlan` share. Each flag has the shape of a Calico IPPool's `ipipMode`/`vxlanMode`
 //! (Always, CrossSubnet, Never), plus `follow`: as the kernel's routes say.
@@ -9,20 +13,27 @@
 
 use std::net::Ipv4Addr;
 
-use crate::daemon::routes::Underlay;
+use fastpath_common::maps::{AGENT_F_TRUST_KERNEL, NODE_F_TRUST_KERNEL};
 
-/// One tunnel's mode; the numbers are what the agent map stores.
+use crate::model::route::Underlay;
+
+/// One tunnel's mode (`--ipip`, `--vxlan`); the numbers are what the agent map stores. The flags'
+/// help words the values; the variants' docs stay out of it (`help = None`).
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum EncapMode {
     /// As the routes say: via the tunnel device is the tunnel, via the underlay is plain.
     #[default]
+    #[value(help = None::<&str>)]
     Follow,
     /// Every remote block, those routed via the underlay too.
+    #[value(help = None::<&str>)]
     Always,
     /// Remote blocks whose node is outside the underlay subnet (Calico's CrossSubnet).
+    #[value(help = None::<&str>)]
     CrossSubnet,
     /// None: remote blocks are routed plain, even via the tunnel device.
+    #[value(help = None::<&str>)]
     Never,
 }
 
@@ -54,6 +65,54 @@ impl EncapMode {
     /// Whether this mode may claim routes via the underlay at all.
     fn claims_underlay_routes(self) -> bool {
         matches!(self, Self::Always | Self::CrossSubnet)
+    }
+}
+
+/// `--trust`: which packets take the fast path. The flag's help words the values, as for
+/// [`EncapMode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// A flow direction only while the kernel's conntrack holds a confirmed entry for it.
+    #[value(help = None::<&str>)]
+    Kernel,
+    /// Every packet the routes allow.
+    #[value(help = None::<&str>)]
+    Routes,
+}
+
+impl Trust {
+    /// The flag value that selects it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Routes => "routes",
+        }
+    }
+
+    /// Its bit in the agent map's `flags`.
+    pub fn agent_flag(self) -> u32 {
+        match self {
+            Self::Kernel => AGENT_F_TRUST_KERNEL,
+            Self::Routes => 0,
+        }
+    }
+
+    /// The trust the agent map's `flags` say.
+    pub fn from_agent_flags(flags: u32) -> Self {
+        if flags & AGENT_F_TRUST_KERNEL != 0 {
+            Self::Kernel
+        } else {
+            Self::Routes
+        }
+    }
+
+    /// Its bit in the node map's `flags` (the programs read it there).
+    pub fn node_flag(self) -> u32 {
+        match self {
+            Self::Kernel => NODE_F_TRUST_KERNEL,
+            Self::Routes => 0,
+        }
     }
 }
 
@@ -125,6 +184,26 @@ mod tests {
         }
         assert_eq!(EncapMode::from_code(4), None);
         assert_eq!(EncapMode::CrossSubnet.name(), "cross-subnet");
+    }
+
+    #[test]
+    fn names_are_the_flag_values_clap_takes() {
+        use clap::ValueEnum as _;
+        for mode in EncapMode::value_variants() {
+            assert_eq!(mode.to_possible_value().unwrap().get_name(), mode.name());
+        }
+        for trust in Trust::value_variants() {
+            assert_eq!(trust.to_possible_value().unwrap().get_name(), trust.name());
+        }
+    }
+
+    #[test]
+    fn trust_round_trips_through_the_agent_flags() {
+        for trust in [Trust::Kernel, Trust::Routes] {
+            assert_eq!(Trust::from_agent_flags(trust.agent_flag() | 1 << 31), trust);
+        }
+        assert_eq!(Trust::Kernel.node_flag(), NODE_F_TRUST_KERNEL);
+        assert_eq!(Trust::Routes.node_flag(), 0);
     }
 
     #[test]

@@ -1,0 +1,42 @@
+//! The sizes of the maps the daemon sizes from its flags.
+
+use fastpath_common::maps::{
+    MapLayout, ENDPOINTS, ENDPOINTS_MAX, FLOWS, FLOWS_DEFAULT_MAX, ROUTES, ROUTES_MAX, TUNNEL_PEERS,
+    TUNNEL_PEERS_MAX,
+};
+
+/// How many entries the maps the daemon sizes hold (`--route-capacity`, `--endpoint-capacity`,
+/// `--peer-capacity`, `--flow-table-size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub routes: u32,
+    pub endpoints: u32,
+    pub peers: u32,
+    pub flows: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Self {
+            routes: ROUTES_MAX,
+            endpoints: ENDPOINTS_MAX,
+            peers: TUNNEL_PEERS_MAX,
+            flows: FLOWS_DEFAULT_MAX,
+        }
+    }
+}
+
+impl Capacities {
+    /// Each sized map's name and size.
+    pub fn sizes(&self) -> [(&'static str, u32); 4] {
+        [(ROUTES, self.routes), (ENDPOINTS, self.endpoints), (TUNNEL_PEERS, self.peers), (FLOWS, self.flows)]
+    }
+
+    /// `layout` with its size as these capacities say.
+    pub fn layout(&self, layout: &MapLayout) -> MapLayout {
+        match self.sizes().iter().find(|(name, _)| *name == layout.name) {
+            Some((_, max_entries)) => MapLayout { max_entries: *max_entries, ..*layout },
+            None => *layout,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! IPv4 routes and the underlay they lead over.
+
+use std::net::Ipv4Addr;
+
+/// The main routing table's id.
+pub const MAIN_TABLE: u32 = 254;
+/// The local table's id: addresses of this host, consulted before any other.
+pub const LOCAL_TABLE: u32 = 255;
+/// The kernel's `default` table (consulted last by the default rules).
+pub const DEFAULT_TABLE: u32 = 253;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKindOf {
+    Unicast,
+    Blackhole,
+    /// An address of this host (`local`, in the local table).
+    Local,
+    /// `throw`: the lookup in this table ends without a route, and the rules go on.
+    Throw,
+    Other,
+}
+
+/// An IPv4 route from the kernel, reduced to what the mapping needs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelRoute {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub kind: RouteKindOf,
+    pub table: u32,
+    pub priority: u32,
+    pub tos: u8,
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What identifies a route in the kernel: a second route with the same id replaces the first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteId {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub table: u32,
+    pub tos: u8,
+    pub priority: u32,
+}
+
+impl KernelRoute {
+    /// A unicast route of the main table, metric 0, TOS 0: what Calico's routes are.
+    pub fn main_unicast(dst: Ipv4Addr, prefix_len: u8, oif: Option<u32>, gateway: Option<Ipv4Addr>) -> Self {
+        Self {
+            dst,
+            prefix_len,
+            kind: RouteKindOf::Unicast,
+            table: MAIN_TABLE,
+            priority: 0,
+            tos: 0,
+            oif,
+            gateway,
+        }
+    }
+
+    pub fn id(&self) -> RouteId {
+        RouteId {
+            dst: self.dst,
+            prefix_len: self.prefix_len,
+            table: self.table,
+            tos: self.tos,
+            priority: self.priority,
+        }
+    }
+}
+
+/// A prefix of the route table: (length, address).
+pub type Prefix = (u8, Ipv4Addr);
+
+/// The node's underlay interface and address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    pub ifindex: u32,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    /// The default route's gateway: routes through it lead out of the cluster, not to a node.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl Underlay {
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+        u32::from(addr) & mask == u32::from(self.addr) & mask
+    }
+}
