@@ -601,3 +601,20 @@ pub fn send_udp(ns: &str, from: SocketAddr, to: SocketAddr, payload: &[u8], coun
         Ok(())
     })
 }
+
+/// Run `during` while tcpdump captures up to `count` packets matching `filter` on node namespace
+/// `ns`'s eth0 (for at most 10 s, link-level headers shown, and for VXLAN the packet inside);
+/// returns what it printed.
+pub fn captured_on_eth0(ns: &str, filter: &str, count: u32, during: impl FnOnce()) -> String {
+    let count = count.to_string();
+    let capture = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "10", "tcpdump", "-e", "-n", "-l", "-c", &count, "-i", "eth0"])
+        .arg(filter)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump in the node's namespace");
+    std::thread::sleep(Duration::from_millis(700));
+    during();
+    capture.wait_with_output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}

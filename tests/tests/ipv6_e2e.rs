@@ -9,18 +9,14 @@
 //!
 //! Every ping is bounded (count and `-W`), every capture by `timeout`.
 
-use std::{
-    net::Ipv6Addr,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::net::Ipv6Addr;
 
 use fastpath_tests::{
     cluster::{Cluster, ClusterSpec, RemoteVia},
     cmd,
     dual_stack::{RemoteVia6, POD_GATEWAY6, VXLAN6_DEVICE},
     require_root,
-    traffic::ping6,
+    traffic::{self, ping6},
     Pod,
 };
 
@@ -49,22 +45,6 @@ fn link_packets(ns: &str, device: &str) -> (u64, u64) {
     (stats["rx"]["packets"].as_u64().unwrap(), stats["tx"]["packets"].as_u64().unwrap())
 }
 
-/// Run `during` while tcpdump captures up to `count` packets matching `filter` on node namespace
-/// `ns`'s eth0 (for at most 10 s); returns what it printed.
-fn capture(ns: &str, filter: &str, count: u32, during: impl FnOnce()) -> String {
-    let count = count.to_string();
-    let capture = Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "10", "tcpdump", "-n", "-l", "-c", &count, "-i", "eth0"])
-        .arg(filter)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    during();
-    String::from_utf8_lossy(&capture.wait_with_output().unwrap().stdout).into_owned()
-}
-
 #[test]
 fn two_pods_on_one_node_reach_each_other_with_hop_limit_63() {
     require_root();
@@ -83,9 +63,14 @@ fn pods_across_nodes_reach_each_other_on_plain_routes_with_hop_limit_62() {
     let cluster = Cluster::build("v6plain", &spec).unwrap();
     let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     // The pods' IPv6 packets cross the underlay unencapsulated, between the pods' addresses.
-    let seen = capture(&cluster.nodes[1].ns.name, &format!("icmp6 and host {}", ip6(a)), 2, || {
-        assert_reaches(a, b, 62);
-    });
+    let seen = traffic::captured_on_eth0(
+        &cluster.nodes[1].ns.name,
+        &format!("icmp6 and host {}", ip6(a)),
+        2,
+        || {
+            assert_reaches(a, b, 62);
+        },
+    );
     assert!(seen.contains(&format!("{} > {}", ip6(a), ip6(b))), "on node 2's eth0: {seen}");
     assert_reaches(b, a, 62);
 }
@@ -101,7 +86,8 @@ fn pods_across_nodes_reach_each_other_in_ipv6_vxlan_with_hop_limit_62() {
     let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
     let before = link_packets(&node1.ns.name, VXLAN6_DEVICE);
     // On the underlay: UDP to port 4789 between the nodes' IPv6 addresses.
-    let seen = capture(&node2.ns.name, "ip6 and udp port 4789", 2, || assert_reaches(a, b, 62));
+    let seen =
+        traffic::captured_on_eth0(&node2.ns.name, "ip6 and udp port 4789", 2, || assert_reaches(a, b, 62));
     let (n1, n2) = (node1.ipv6.unwrap().underlay_ip, node2.ipv6.unwrap().underlay_ip);
     assert!(
         seen.contains(&format!("{n1}.")) && seen.contains(&format!("{n2}.4789")),

@@ -11,7 +11,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -26,22 +25,6 @@ const TEN_MB: usize = 10 << 20;
 const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const BACKEND_PORT: u16 = 8080;
 const SERVICE_CONNECTIONS: usize = 20;
-
-/// Run `during` while tcpdump captures up to `count` packets matching `filter` on node
-/// namespace `ns`'s eth0 (link-level headers and the VXLAN inside shown); returns what it saw.
-fn capture(ns: &str, filter: &str, count: u32, during: impl FnOnce()) -> String {
-    let count = count.to_string();
-    let capture = Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "10", "tcpdump", "-e", "-n", "-l", "-c", &count, "-i", "eth0"])
-        .arg(filter)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
-    during();
-    String::from_utf8_lossy(&capture.wait_with_output().unwrap().stdout).into_owned()
-}
 
 /// What the kernel's own `vxlan.calico` on node namespace `ns` carried: (received, sent) packets.
 fn kernel_vxlan_packets(ns: &str) -> (u64, u64) {
@@ -97,7 +80,7 @@ fn the_underlay_carries_vxlan_vni_4096_between_the_node_addresses_and_vteps() {
         cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
     let (from, to) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     assert!(ping(from, to.ip, 1, &[]).unwrap().received);
-    let seen = capture(&cluster.nodes[0].ns.name, "udp port 4789", 2, || {
+    let seen = traffic::captured_on_eth0(&cluster.nodes[0].ns.name, "udp port 4789", 2, || {
         assert!(ping(from, to.ip, 3, &[]).unwrap().received);
     });
     let (vtep1, vtep2) =
@@ -211,7 +194,7 @@ fn vxlan_cross_subnet_is_plain_to_the_same_subnet_and_vxlan_across_the_router() 
     assert!(routes.lines().any(|l| l.starts_with("10.244.12.0/26") && l.ends_with(" vxlan")), "{routes}");
 
     let before = daemons[0].counters().unwrap();
-    let seen = capture(&cluster.nodes[0].ns.name, "icmp or udp port 4789", 4, || {
+    let seen = traffic::captured_on_eth0(&cluster.nodes[0].ns.name, "icmp or udp port 4789", 4, || {
         for to in [same, across] {
             let result = ping(a, to.ip, 1, &[]).unwrap();
             assert!(result.received, "{} -> {}: {}", a.ip, to.ip, result.output);
