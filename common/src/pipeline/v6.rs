@@ -116,22 +116,14 @@ fn answer_solicitation<F: Frame, R: Trace>(frame: &F, trace: &mut R) -> Result<P
     // Without options, or with the source link-layer address option alone (8 bytes); summed where
     // it lies, with the pseudo-header (RFC 8200 §8.1).
     let verified = match payload_len as usize {
-        SOLICITATION_LEN => frame.read::<{ HEADER_LEN + SOLICITATION_LEN }, _>(ETH_LEN, verifies),
-        _ if payload_len as usize == SOLICITATION_LEN + 8 => frame.read::<WITH_OPTION, _>(ETH_LEN, verifies),
+        SOLICITATION_LEN => frame.read::<{ HEADER_LEN + SOLICITATION_LEN }, _>(ETH_LEN, ndp::verifies),
+        _ if payload_len as usize == SOLICITATION_LEN + 8 => {
+            frame.read::<WITH_OPTION, _>(ETH_LEN, ndp::verifies)
+        }
         _ => None,
     };
     if verified != Some(true) {
         return Err(Reason::PassNdpMalformed);
     }
     Ok(Plan6::AnswerNdp)
-}
-
-/// Whether the ICMPv6 message after the IPv6 header in `p` (all of `p` after it) carries a valid
-/// checksum: the pseudo-header's addresses, length and next header, and the message's words.
-#[inline(always)]
-fn verifies<const N: usize>(p: &[u8; N]) -> bool {
-    let (header, message) = p.split_at(HEADER_LEN);
-    let addresses = ipv6::sum_words(&header[8..HEADER_LEN]);
-    let sum = addresses + message.len() as u32 + u32::from(NEXT_ICMPV6) + ipv6::sum_words(message);
-    ipv6::fold(sum) == 0
 }
