@@ -757,7 +757,19 @@ async fn next_conntrack(trust: &mut Option<(Trust, FlowTable)>) -> Option<crate:
 
 /// Start forwarding eBPF log records to `log`. Without it the programs still run; say so.
 fn ebpf_logger(ebpf: &mut Ebpf) -> Option<Logger> {
-    let logger = EbpfLogger::init(ebpf).map_err(|e| log::warn!("eBPF logs will not be shown: {e}")).ok()?;
+    let logger = match EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        // The object has no log map when no program writes a log statement (today's build):
+        // there is nothing to show, so this is not worth a warning on every start.
+        Err(aya_log::Error::MapNotFound) => {
+            log::debug!("the programs write no eBPF logs");
+            return None;
+        }
+        Err(e) => {
+            log::warn!("eBPF logs will not be shown: {e}");
+            return None;
+        }
+    };
     // SAFETY: the logger owns the ring buffer's fd and keeps it open, unchanged, for as long as
     // the AsyncFd that owns the logger lives.
     unsafe { AsyncFd::register(logger) }.map_err(|e| log::warn!("eBPF logs will not be shown: {e}")).ok()
