@@ -32,6 +32,10 @@ impl Counters {
         self.0.get(reason).map_or(0, |c| c.packets)
     }
 
+    pub fn bytes(&self, reason: &str) -> u64 {
+        self.0.get(reason).map_or(0, |c| c.bytes)
+    }
+
     /// What was counted between `before` and these counters, reason by reason.
     pub fn since(&self, before: &Counters) -> Counters {
         let counts = self.0.iter().map(|(reason, after)| {

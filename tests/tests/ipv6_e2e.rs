@@ -1,15 +1,25 @@
-//! IPv6 in dual-stack clusters, the kernel alone: the floor fastpath's IPv6 must stand on
-//! (issue 20). Calico's IPv6 layout ([`fastpath_tests::dual_stack`]) carries pod traffic with no
-//! fastpath at all:
+//! IPv6 in dual-stack clusters (issue 20).
+//!
+//! First the kernel alone, the floor fastpath's IPv6 must stand on. Calico's IPv6 layout
+//! ([`fastpath_tests::dual_stack`]) carries pod traffic with no fastpath at all:
 //!
 //! - between two pods of one node, one router hop: hop limit 63;
 //! - across nodes on plain IPv6 block routes, and in `vxlan-v6.calico`: two hops, hop limit 62;
 //! - the pods find their gateway `fe80::ecee:eeff:feee:eeee` by NDP, answered by the kernel;
 //! - with `ip6tables -P FORWARD DROP` nothing crosses.
 //!
+//! Then fastpath under `--trust routes`, with the kernel's FORWARD chains closed for both
+//! families, so that what arrives was carried by the programs: on one node, the pods resolve
+//! their gateway by the programs' NDP answer, reach each other with hop limit 63, and move 10 MB
+//! each way; `endpoints` and `verify` show the pods' IPv6 addresses; a pod's packets from an
+//! address that is not its own reach nobody.
+//!
 //! Every ping is bounded (count and `-W`), every capture by `timeout`.
 
-use std::net::Ipv6Addr;
+use std::{
+    net::{Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
 use fastpath_tests::{
     cluster::{Cluster, ClusterSpec, RemoteVia},
@@ -17,7 +27,7 @@ use fastpath_tests::{
     dual_stack::{RemoteVia6, POD_GATEWAY6, VXLAN6_DEVICE},
     require_root,
     traffic::{self, ping6},
-    Pod,
+    wait, Daemon, Pod,
 };
 
 /// The kernel's own path: forwarding open, proxy_arp on (for IPv4; IPv6's gateway is the host
@@ -153,4 +163,125 @@ fn with_ip6tables_forward_closed_nothing_crosses() {
     // The gateway itself still answers (NDP and the ping are the node's own, not forwarded).
     let gateway = ping6(pods[0], POD_GATEWAY6.parse().unwrap(), 1, &["-I", "eth0"]).unwrap();
     assert!(gateway.received, "{}", gateway.output);
+}
+
+/// One node of `pods` dual-stack pods that only fastpath may carry (FORWARD closed for both
+/// families, proxy_arp off), with its daemon under `--trust routes`.
+fn fastpath_node(tag: &str, pods: u8) -> (Cluster, Daemon) {
+    require_root();
+    let spec = ClusterSpec {
+        remote_via: RemoteVia::Underlay,
+        kernel_forwarding: false,
+        ..ClusterSpec::grid(1, pods)
+    }
+    .dual_stack();
+    let cluster = Cluster::build(tag, &spec).unwrap();
+    for family in ["iptables", "ip6tables"] {
+        let policy = cmd::in_ns_ok(&cluster.nodes[0].ns.name, family, &["-S", "FORWARD"]).unwrap();
+        assert!(policy.contains("-P FORWARD DROP"), "{family}: {policy}");
+    }
+    let daemon = Daemon::start(&cluster.nodes[0].ns.name, &[]).unwrap();
+    (cluster, daemon)
+}
+
+/// ICMPv6 echo requests a pod's kernel has received (`Icmp6InEchos` in its /proc/net/snmp6).
+fn echoes6_received(pod: &Pod) -> u64 {
+    let snmp = cmd::in_ns_ok(&pod.ns.name, "cat", &["/proc/net/snmp6"]).unwrap();
+    snmp.lines()
+        .find_map(|l| l.strip_prefix("Icmp6InEchos"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Icmp6InEchos")
+}
+
+/// The rows of `fastpath endpoints --json` for IPv6 addresses: (address, state) pairs.
+fn ipv6_endpoints(daemon: &Daemon) -> Vec<(String, Option<String>)> {
+    let rows: serde_json::Value =
+        serde_json::from_str(&daemon.cli(&["endpoints", "--json"]).unwrap()).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            let prefix = r["prefix"].as_str()?.strip_suffix("/128")?;
+            Some((prefix.to_string(), r["mac"].as_str().map(str::to_string)))
+        })
+        .collect()
+}
+
+#[test]
+fn fastpath_carries_ipv6_between_pods_of_one_node_with_forward_closed() {
+    let (cluster, daemon) = fastpath_node("v6fpone", 2);
+    let pods = &cluster.nodes[0].pods;
+    // The daemon wrote both pods' IPv6 addresses, with their MACs.
+    let listed = ipv6_endpoints(&daemon);
+    let mut want: Vec<String> = pods.iter().map(|p| ip6(p).to_string()).collect();
+    want.sort();
+    assert_eq!(listed.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>(), want, "{listed:?}");
+    assert!(listed.iter().all(|(_, mac)| mac.is_some()), "{listed:?}");
+    let verify = daemon.cli(&["verify"]).unwrap();
+    assert!(!verify.contains("FP_ENDPOINTS6"), "{verify}");
+
+    // The gateway by NDP, answered by the program, then one router hop.
+    let before = daemon.counters().unwrap();
+    for pod in pods {
+        cmd::ip(&pod.ns.name, &["-6", "neigh", "flush", "dev", "eth0"]).unwrap();
+    }
+    assert_reaches(&pods[0], &pods[1], 63);
+    assert_reaches(&pods[1], &pods[0], 63);
+    let neigh = cmd::ip(&pods[0].ns.name, &["-6", "neigh", "show", POD_GATEWAY6, "dev", "eth0"]).unwrap();
+    assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee") && neigh.contains("router"), "{neigh}");
+
+    // 10 MB each way over TCP, contents checked.
+    for (from, to) in [(&pods[0], &pods[1]), (&pods[1], &pods[0])] {
+        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 10 << 20).unwrap();
+    }
+    let carried = daemon.counters().unwrap().since(&before);
+    assert!(carried.packets("ndp_replied") >= 2, "both pods solicited the gateway: {carried:?}");
+    // Both transfers' 20 MiB went through the programs (in GRO aggregates: bytes, not packets,
+    // are what to count).
+    assert!(carried.bytes("redirected_local") >= 2 * (10 << 20), "{carried:?}");
+    assert_eq!(carried.packets("passed_no_route"), 0, "{carried:?}");
+
+    // A pod's /128 route goes: its entry goes with it, and the kernel has no route to it either.
+    let host_iface = &pods[1].host_iface;
+    let node = &cluster.nodes[0].ns.name;
+    let route = format!("{}/128", ip6(&pods[1]));
+    cmd::ip(node, &["-6", "route", "del", &route, "dev", host_iface]).unwrap();
+    let gone = wait::until(Duration::from_secs(3), || (ipv6_endpoints(&daemon).len() == 1).then_some(()));
+    assert!(gone.is_some(), "{:?}\n{}", ipv6_endpoints(&daemon), daemon.log());
+    let result = ping6(&pods[0], ip6(&pods[1]), 1, &["-W", "1"]).unwrap();
+    assert!(!result.received, "{}", result.output);
+    cmd::ip(node, &["-6", "route", "add", &route, "dev", host_iface, "scope", "link"]).unwrap();
+    let back = wait::until(Duration::from_secs(3), || (ipv6_endpoints(&daemon).len() == 2).then_some(()));
+    assert!(back.is_some(), "{:?}\n{}", ipv6_endpoints(&daemon), daemon.log());
+    assert_reaches(&pods[0], &pods[1], 63);
+}
+
+#[test]
+fn a_pods_ipv6_packets_from_an_address_not_its_own_reach_nobody() {
+    let (cluster, daemon) = fastpath_node("v6fpsrc", 3);
+    let (a, b, c) = (&cluster.nodes[0].pods[0], &cluster.nodes[0].pods[1], &cluster.nodes[0].pods[2]);
+    assert_reaches(a, b, 63);
+    // Pod A takes addresses that are not its own onto its eth0, as a hostile pod could: pod C's,
+    // an unallocated one of the node's block, and one outside the cluster.
+    let unallocated = Ipv6Addr::from(u128::from(ip6(c)) + 40);
+    let outside: Ipv6Addr = "2001:db8::7".parse().unwrap();
+    let spoofed = [
+        (ip6(c), "dropped_spoofed_source"),
+        (unallocated, "passed_source_not_pod"),
+        (outside, "passed_source_not_pod"),
+    ];
+    for (addr, _) in &spoofed {
+        cmd::ip(&a.ns.name, &["-6", "addr", "add", &format!("{addr}/128"), "dev", "eth0", "nodad"]).unwrap();
+    }
+    for (addr, reason) in spoofed {
+        let (before, echoes) = (daemon.counters().unwrap(), echoes6_received(b));
+        let result = ping6(a, ip6(b), 1, &["-W", "1", "-I", &addr.to_string()]).unwrap();
+        assert!(!result.received, "from {addr}: {}", result.output);
+        assert_eq!(echoes6_received(b), echoes, "from {addr}: pod B received the echo");
+        let counted = daemon.counters().unwrap().since(&before);
+        assert!(counted.packets(reason) >= 1, "from {addr}: not counted as {reason}: {counted:?}");
+        assert_eq!(counted.packets("redirected_local"), 0, "from {addr}: {counted:?}");
+    }
+    // From its own address it still does.
+    assert_reaches(a, b, 63);
 }

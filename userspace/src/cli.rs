@@ -100,8 +100,9 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(64..=16_777_216))]
     pub route_capacity: u32,
 
-    /// Pods on this node the endpoint map holds; one that does not fit is carried through its
-    /// route instead. A new size recreates the map.
+    /// Pods on this node the endpoint maps hold (FP_ENDPOINTS, and FP_ENDPOINTS6 for their IPv6
+    /// addresses); one that does not fit is carried through its route instead (its IPv6 address
+    /// by the kernel). A new size recreates the map.
     #[arg(long, env = "FASTPATH_ENDPOINT_CAPACITY", value_name = "ENTRIES", default_value_t = ENDPOINTS_MAX,
           value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub endpoint_capacity: u32,

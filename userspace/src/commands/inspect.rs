@@ -1,7 +1,12 @@
 //! The inspection commands. All of them read the pinned maps, so they work from a second
 //! process (or container) while the daemon runs.
 
-use std::{fmt::Write as _, net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf},
@@ -9,9 +14,9 @@ use aya::{
 };
 use fastpath_common::{
     maps::{
-        AgentInfo, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
-        AGENT_F_READY, ENDPOINTS, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD, ROUTES,
-        TUNNEL_PEERS,
+        AgentInfo, Endpoint, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
+        AGENT_F_READY, ENDPOINTS, ENDPOINTS6, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD,
+        ROUTES, TUNNEL_PEERS,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -414,13 +419,14 @@ fn path_mtus(dir: &Path) -> Vec<(Ipv4Addr, u32, u64)> {
     held
 }
 
-/// `fastpath endpoints`: the local pods, from the route table.
+/// `fastpath endpoints`: the local pods, from the route table, then their IPv6 addresses, from
+/// `FP_ENDPOINTS6` (an address the daemon leaves to the kernel has no entry there).
 pub fn endpoints(
     dir: &Path,
     format: Format,
     ifname: impl Fn(u32) -> Option<String>,
 ) -> Result<String, Error> {
-    let rows: Vec<show::RouteRow> = tables::route_entries(&tables::pinned_routes(dir)?)?
+    let mut rows: Vec<show::RouteRow> = tables::route_entries(&tables::pinned_routes(dir)?)?
         .iter()
         .filter(|(_, v)| {
             v.kind == RouteKind::LocalEndpoint as u32
@@ -428,8 +434,13 @@ pub fn endpoints(
         })
         .map(|(prefix, value)| show::row(*prefix, value, &ifname))
         .collect();
+    let ipv6: HashMap<MapData, [u8; 16], Endpoint> = bpffs::open_pinned_as(dir, ENDPOINTS6)?;
+    let mut ipv6: Vec<(Ipv6Addr, Endpoint)> =
+        ipv6.iter().filter_map(Result::ok).map(|(addr, e)| (Ipv6Addr::from(addr), e)).collect();
+    ipv6.sort_by_key(|(addr, _)| *addr);
+    rows.extend(ipv6.iter().map(|(addr, e)| show::endpoint6_row(*addr, e, &ifname)));
     output::render(&rows, format, |rows| {
-        let mut out = format!("{:<18} {:<22} {:<18} {}\n", "POD", "INTERFACE", "MAC", "STATE");
+        let mut out = format!("{:<26} {:<22} {:<18} {}\n", "POD", "INTERFACE", "MAC", "STATE");
         for r in rows {
             let iface = format!("{} ({})", r.iface.as_deref().unwrap_or("?"), r.ifindex.unwrap_or(0));
             let (mac, state) = match (&r.mac, &r.why) {
@@ -438,8 +449,8 @@ pub fn endpoints(
                     ("-".into(), format!("kernel ({})", why.as_deref().unwrap_or("MAC not known yet")))
                 }
             };
-            let _ =
-                writeln!(out, "{:<18} {:<22} {:<18} {state}", r.prefix.trim_end_matches("/32"), iface, mac);
+            let pod = r.prefix.trim_end_matches("/32").trim_end_matches("/128");
+            let _ = writeln!(out, "{pod:<26} {iface:<22} {mac:<18} {state}");
         }
         out
     })

@@ -1,8 +1,12 @@
 //! Route table entries in words, for `fastpath routes` (pure).
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use fastpath_common::{
+    maps::Endpoint,
     route::{RouteKind, RouteValue},
     tunnel::Tunnel,
     Reason,
@@ -71,6 +75,20 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
         next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
         encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| value.encap_name().to_string()),
         why: kernel_why(value).map(str::to_string),
+    }
+}
+
+/// A pod's IPv6 address as `FP_ENDPOINTS6` holds it, as a row of `fastpath endpoints`.
+pub fn endpoint6_row(addr: Ipv6Addr, e: &Endpoint, ifname: impl Fn(u32) -> Option<String>) -> RouteRow {
+    RouteRow {
+        prefix: format!("{addr}/128"),
+        kind: kind_name(RouteKind::LocalEndpoint as u32).to_string(),
+        iface: ifname(e.ifindex),
+        ifindex: Some(e.ifindex),
+        mac: Some(mac_string(e.mac)),
+        next_hop: None,
+        encap: None,
+        why: None,
     }
 }
 

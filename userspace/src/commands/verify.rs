@@ -4,13 +4,15 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Display,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use fastpath_common::{
-    maps::{AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_LEGACY_TC, ENDPOINTS, NODE, TUNNEL_PEERS},
+    maps::{
+        AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_LEGACY_TC, ENDPOINTS, ENDPOINTS6, NODE, TUNNEL_PEERS,
+    },
     route::{endpoint_of, RouteKind, RouteValue},
     tunnel::Tunnel,
 };
@@ -18,6 +20,7 @@ use fastpath_common::{
 use crate::{
     commands::show::kind_name,
     daemon::{
+        endpoints6,
         netlink::Netlink,
         picture,
         routes::{self, Mapping},
@@ -209,6 +212,18 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         .collect();
     drift.extend(set_drift("FP_ENDPOINTS", &desired_endpoints, &actual_endpoints));
 
+    let desired_endpoints6: BTreeSet<String> = endpoints6::wanted(&picture.kernel, &pod_prefix)
+        .iter()
+        .map(|(addr, e)| endpoint_line(*addr, e))
+        .collect();
+    let endpoints6: BpfHashMap<MapData, [u8; 16], Endpoint> = bpffs::open_pinned_as(dir, ENDPOINTS6)?;
+    let actual_endpoints6: BTreeSet<String> = endpoints6
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(addr, e)| endpoint_line(Ipv6Addr::from(addr), &e))
+        .collect();
+    drift.extend(set_drift("FP_ENDPOINTS6", &desired_endpoints6, &actual_endpoints6));
+
     let pod_links = picture.links.iter().filter(|l| l.name.starts_with(&pod_prefix)).map(|l| l.index);
     let mut wanted: BTreeSet<(String, u32)> = pod_links
         .flat_map(|index| loader::POD_PROGRAMS.iter().map(move |(p, _)| (p.to_string(), index)))
@@ -225,7 +240,7 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
     Ok(drift)
 }
 
-fn endpoint_line(addr: Ipv4Addr, e: &Endpoint) -> String {
+fn endpoint_line(addr: impl std::fmt::Display, e: &Endpoint) -> String {
     format!("{addr} (ifindex {}, MAC {})", e.ifindex, mac_string(e.mac))
 }
 

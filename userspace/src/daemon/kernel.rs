@@ -1,6 +1,6 @@
-//! The daemon's picture of the kernel: interfaces (with their classic tc configuration), IPv4
-//! rules and routes of every table, and the layer-2 tables of `vxlan.calico`, kept current from
-//! netlink events (pure: events in, state out).
+//! The daemon's picture of the kernel: interfaces (with their classic tc configuration), the rules
+//! and routes of every table of both families, and the layer-2 tables of `vxlan.calico`, kept
+//! current from netlink events (pure: events in, state out).
 
 use std::collections::{hash_map::Entry, HashMap};
 
@@ -14,7 +14,7 @@ use crate::{
     model::{
         link::LinkState,
         neighbour::Neighbour,
-        route::{KernelRoute, Prefix, LOCAL_TABLE, MAIN_TABLE},
+        route::{KernelRoute, KernelRoute6, Prefix, Prefix6, LOCAL_TABLE, MAIN_TABLE},
         rule::{Rule, Verb},
     },
 };
@@ -28,6 +28,10 @@ pub struct KernelState {
     pub vteps: Vteps,
     /// The IPv4 rules, in the kernel's order.
     pub rules: Vec<Rule>,
+    /// Every IPv6 route, by destination prefix.
+    routes6: HashMap<Prefix6, Vec<KernelRoute6>>,
+    /// The IPv6 rules, in the kernel's order.
+    pub rules6: Vec<Rule>,
 }
 
 /// Which fastpath entries an event may have changed.
@@ -38,8 +42,10 @@ pub enum Touched {
     /// These prefixes' entries (a main route event that other tables' prefixes inside it copy).
     Prefixes(Vec<Prefix>),
     /// Possibly any entry (a link event: names, pod MACs and routes via it; a neighbour or FDB
-    /// entry of `vxlan.calico`: the routes through it).
+    /// entry of `vxlan.calico`: the routes through it), of either family.
     Everything,
+    /// Only IPv6 entries (an IPv6 route or rule event).
+    Ipv6,
     /// No entry (a neighbour of another interface).
     Nothing,
 }
@@ -64,7 +70,7 @@ impl KernelState {
             state.link_present(link);
         }
         for route in routes {
-            state.add_route(route);
+            add(&mut state.routes, route);
         }
         for neighbour in neighbours {
             state.neighbour(neighbour, true);
@@ -84,31 +90,18 @@ impl KernelState {
         self.routes.values().map(Vec::len).sum()
     }
 
-    fn add_route(&mut self, route: KernelRoute) {
-        let routes = match self.routes.entry((route.prefix_len, route.dst)) {
-            // Most prefixes have one route: a vector of exactly one, not the four a first push
-            // would reserve (100 000 routes make that difference count).
-            Entry::Vacant(slot) => {
-                slot.insert(vec![route]);
-                return;
-            }
-            Entry::Occupied(slot) => slot.into_mut(),
-        };
-        let id = route.id();
-        match routes.iter_mut().find(|r| r.id() == id) {
-            Some(existing) => *existing = route,
-            None => routes.push(route),
+    /// The IPv6 side of the picture: its routes and rules (dumped apart from IPv4's).
+    pub fn with_ipv6(mut self, routes: Vec<KernelRoute6>, rules: Vec<Rule>) -> Self {
+        self.rules6 = rules;
+        for route in routes {
+            add(&mut self.routes6, route);
         }
+        self
     }
 
-    fn remove_route(&mut self, route: &KernelRoute) {
-        let prefix = (route.prefix_len, route.dst);
-        if let Some(routes) = self.routes.get_mut(&prefix) {
-            routes.retain(|r| r.id() != route.id());
-            if routes.is_empty() {
-                self.routes.remove(&prefix);
-            }
-        }
+    /// Every IPv6 route, with its prefix.
+    pub fn routes6(&self) -> impl Iterator<Item = (&Prefix6, &[KernelRoute6])> {
+        self.routes6.iter().map(|(p, r)| (p, r.as_slice()))
     }
 
     /// Apply one event. Returns which entries it may have changed, and the peer to ask for a MAC
@@ -126,6 +119,9 @@ impl KernelState {
                 }
                 self.interfaces.remove(&link.index);
                 self.drop_routes_via(link.index);
+                // IPv6 keeps a down device's routes (marked linkdown, see `Interface::up`), but
+                // not a deleted one's.
+                drop_via(&mut self.routes6, link.index);
                 (Touched::Everything, None)
             }
             Event::NeighbourPresent(n) | Event::NeighbourGone(n) => {
@@ -133,12 +129,30 @@ impl KernelState {
                 (if changed { Touched::Everything } else { Touched::Nothing }, None)
             }
             Event::RouteAdded(route) => {
-                self.add_route(route.clone());
+                add(&mut self.routes, route.clone());
                 (self.touched_by(route), None)
             }
             Event::RouteRemoved(route) => {
-                self.remove_route(route);
+                remove(&mut self.routes, route);
                 (self.touched_by(route), None)
+            }
+            Event::Route6Added(route) => {
+                add(&mut self.routes6, route.clone());
+                (Touched::Ipv6, None)
+            }
+            Event::Route6Removed(route) => {
+                remove(&mut self.routes6, route);
+                (Touched::Ipv6, None)
+            }
+            Event::Rule6Added(rule) => {
+                self.rules6.push(rule.clone());
+                (Touched::Ipv6, None)
+            }
+            Event::Rule6Removed(rule) => {
+                if let Some(i) = self.rules6.iter().position(|r| r == rule) {
+                    self.rules6.remove(i);
+                }
+                (Touched::Ipv6, None)
             }
             Event::RuleAdded(rule) => {
                 self.rules.push(rule.clone());
@@ -253,17 +267,62 @@ impl KernelState {
             }
             // The qdiscs and filters belong to the device, whatever its name.
             let classic_tc = entry.classic_tc.take();
-            *entry = Interface { name: link.name.clone(), peer_mac: None, peer: link.peer, classic_tc };
+            *entry = Interface {
+                name: link.name.clone(),
+                peer_mac: None,
+                peer: link.peer,
+                classic_tc,
+                up: link.up,
+            };
         }
+        entry.up = link.up;
         changed
     }
 
     fn drop_routes_via(&mut self, ifindex: u32) {
-        for routes in self.routes.values_mut() {
-            routes.retain(|r| r.oif != Some(ifindex));
-        }
-        self.routes.retain(|_, routes| !routes.is_empty());
+        drop_via(&mut self.routes, ifindex);
     }
+}
+
+/// Record `route` under its prefix, replacing the route with the same identity.
+fn add<A: Copy + Eq + std::hash::Hash>(
+    table: &mut HashMap<(u8, A), Vec<KernelRoute<A>>>,
+    route: KernelRoute<A>,
+) {
+    let routes = match table.entry((route.prefix_len, route.dst)) {
+        // Most prefixes have one route: a vector of exactly one, not the four a first push
+        // would reserve (100 000 routes make that difference count).
+        Entry::Vacant(slot) => {
+            slot.insert(vec![route]);
+            return;
+        }
+        Entry::Occupied(slot) => slot.into_mut(),
+    };
+    let id = route.id();
+    match routes.iter_mut().find(|r| r.id() == id) {
+        Some(existing) => *existing = route,
+        None => routes.push(route),
+    }
+}
+
+fn remove<A: Copy + Eq + std::hash::Hash>(
+    table: &mut HashMap<(u8, A), Vec<KernelRoute<A>>>,
+    route: &KernelRoute<A>,
+) {
+    let prefix = (route.prefix_len, route.dst);
+    if let Some(routes) = table.get_mut(&prefix) {
+        routes.retain(|r| r.id() != route.id());
+        if routes.is_empty() {
+            table.remove(&prefix);
+        }
+    }
+}
+
+fn drop_via<A: Eq + std::hash::Hash>(table: &mut HashMap<(u8, A), Vec<KernelRoute<A>>>, ifindex: u32) {
+    for routes in table.values_mut() {
+        routes.retain(|r| r.oif != Some(ifindex));
+    }
+    table.retain(|_, routes| !routes.is_empty());
 }
 
 impl Routes for KernelState {

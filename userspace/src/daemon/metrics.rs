@@ -12,10 +12,7 @@ use std::{
     time::Duration,
 };
 
-use fastpath_common::{
-    maps::{COUNTERS, ENDPOINTS, FLOWS, NEXT_HOPS, PATH_MTU, ROUTES, TUNNEL_PEERS},
-    Reason,
-};
+use fastpath_common::{maps::COUNTERS, Reason};
 use prometheus_client::{
     collector::Collector,
     encoding::{prometheus_text, DescriptorEncoder, EncodeMetric as _},
@@ -30,7 +27,10 @@ use prometheus_client::{
 };
 
 use crate::{
-    dataplane::{bpffs, counters},
+    dataplane::{
+        counters,
+        fill::{self, FILLED_MAPS},
+    },
     Error,
 };
 
@@ -39,11 +39,6 @@ pub const SYNC_BUCKETS: [f64; 9] = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
 
 /// The `Content-Type` of a `/metrics` page.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
-
-/// The maps whose fill `fastpath_map_entries` and `fastpath_map_capacity` report: every map
-/// keyed by an address or a flow. (The counters, the node and agent slots and the monitor's
-/// control slot are fixed arrays, always full; the monitor's ring buffer has no entries.)
-pub const FILLED_MAPS: [&str; 6] = [ROUTES, ENDPOINTS, TUNNEL_PEERS, FLOWS, NEXT_HOPS, PATH_MTU];
 
 /// The git revision the binary was built from (`unknown` outside a git checkout).
 pub const REVISION: &str = env!("FASTPATH_REVISION");
@@ -180,7 +175,9 @@ impl Collector for ReasonCollector {
 }
 
 /// `fastpath_map_entries` and `fastpath_map_capacity` of each of [`FILLED_MAPS`], counted in the
-/// pinned maps. A map that cannot be read is left out of the page and logged.
+/// pinned maps: every map keyed by an address or a flow. (The counters, the node and agent slots
+/// and the monitor's control slot are fixed arrays, always full; the monitor's ring buffer has no
+/// entries.) A map that cannot be read is left out of the page and logged.
 #[derive(Debug)]
 struct MapCollector {
     pin_dir: PathBuf,
@@ -190,8 +187,8 @@ impl Collector for MapCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let fill: Vec<(&str, u64, u64)> = FILLED_MAPS
             .iter()
-            .filter_map(|&name| match bpffs::map_fill(&self.pin_dir, name) {
-                Ok((entries, capacity)) => Some((name, entries, capacity)),
+            .filter_map(|&name| match fill::fill_of(&self.pin_dir, name) {
+                Ok(f) => Some((name, f.entries as u64, u64::from(f.capacity))),
                 Err(e) => {
                     log::debug!("scrape: {}", e.chain());
                     None

@@ -5,6 +5,7 @@ pub mod attach;
 pub mod classic_tc;
 pub mod conntrack;
 pub mod ctnetlink;
+pub mod endpoints6;
 pub mod http;
 pub mod ipip;
 pub mod judge;

@@ -3,7 +3,7 @@
 //! interfaces' qdiscs and filters at start, then events. Messages become plain structs here;
 //! what they mean is decided elsewhere.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::{channel::mpsc::UnboundedReceiver, StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
@@ -26,7 +26,7 @@ use crate::{
     model::{
         link::{Address, LinkState, VxlanLink},
         neighbour::{Neighbour, NeighbourTable},
-        route::{KernelRoute, RouteKindOf},
+        route::{KernelRoute, KernelRoute6, RouteKindOf},
         rule::{Rule, Verb},
         tc::TcObject,
     },
@@ -48,6 +48,8 @@ pub enum Event {
     LinkGone(LinkState),
     RouteAdded(KernelRoute),
     RouteRemoved(KernelRoute),
+    Route6Added(KernelRoute6),
+    Route6Removed(KernelRoute6),
     /// RTM_NEWNEIGH: a neighbour or FDB entry added or changed.
     NeighbourPresent(Neighbour),
     /// RTM_DELNEIGH.
@@ -56,6 +58,10 @@ pub enum Event {
     RuleAdded(Rule),
     /// RTM_DELRULE (IPv4).
     RuleRemoved(Rule),
+    /// RTM_NEWRULE (IPv6), with its addresses as selectors ([`rule6`]).
+    Rule6Added(Rule),
+    /// RTM_DELRULE (IPv6).
+    Rule6Removed(Rule),
     /// A qdisc, filter or filter chain of this interface was added, changed or removed.
     TrafficControl(u32),
     /// The kernel dropped events because our socket's buffer was full (ENOBUFS): the picture
@@ -79,8 +85,10 @@ impl Netlink {
         let (mut connection, handle, messages) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Route,
             MulticastGroup::Neigh,
             MulticastGroup::Ipv4Rule,
+            MulticastGroup::Ipv6Rule,
             MulticastGroup::Tc,
         ])
         .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
@@ -125,8 +133,16 @@ impl Netlink {
     }
 
     pub async fn ipv4_routes(&self) -> Result<Vec<KernelRoute>, Error> {
+        self.routes().await
+    }
+
+    pub async fn ipv6_routes(&self) -> Result<Vec<KernelRoute6>, Error> {
+        self.routes().await
+    }
+
+    async fn routes<A: RouteFamily>(&self) -> Result<Vec<KernelRoute<A>>, Error> {
         let mut request = RouteMessage::default();
-        request.header.address_family = AddressFamily::Inet;
+        request.header.address_family = A::FAMILY;
         let stream = self.handle.route().get(request).execute();
         collect(stream, "route dump", |msg| kernel_route(&msg)).await
     }
@@ -135,6 +151,12 @@ impl Netlink {
     pub async fn ipv4_rules(&self) -> Result<Vec<Rule>, Error> {
         let stream = self.handle.rule().get(IpVersion::V4).execute();
         collect(stream, "rule dump", |msg| rule(&msg)).await
+    }
+
+    /// Every IPv6 rule, in the kernel's order ([`rule6`]).
+    pub async fn ipv6_rules(&self) -> Result<Vec<Rule>, Error> {
+        let stream = self.handle.rule().get(IpVersion::V6).execute();
+        collect(stream, "rule dump", |msg| rule6(&msg)).await
     }
 
     /// The classic tc configuration of interface `ifindex`, in words (`None`: nothing but the
@@ -228,10 +250,10 @@ pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
             Some(Event::LinkGone(link_state(msg)))
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(msg)) => {
-            kernel_route(msg).map(Event::RouteAdded)
+            kernel_route(msg).map(Event::RouteAdded).or_else(|| kernel_route(msg).map(Event::Route6Added))
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(msg)) => {
-            kernel_route(msg).map(Event::RouteRemoved)
+            kernel_route(msg).map(Event::RouteRemoved).or_else(|| kernel_route(msg).map(Event::Route6Removed))
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(msg)) => {
             neighbour(msg).map(Event::NeighbourPresent)
@@ -239,8 +261,12 @@ pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(msg)) => {
             neighbour(msg).map(Event::NeighbourGone)
         }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(msg)) => rule(msg).map(Event::RuleAdded),
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRule(msg)) => rule(msg).map(Event::RuleRemoved),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRule(msg)) => {
+            rule(msg).map(Event::RuleAdded).or_else(|| rule6(msg).map(Event::Rule6Added))
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRule(msg)) => {
+            rule(msg).map(Event::RuleRemoved).or_else(|| rule6(msg).map(Event::Rule6Removed))
+        }
         NetlinkPayload::InnerMessage(
             RouteNetlinkMessage::NewQueueDiscipline(msg)
             | RouteNetlinkMessage::DelQueueDiscipline(msg)
@@ -273,9 +299,17 @@ fn tc_object(msg: &TcMessage, ifindex: u32) -> Option<TcObject> {
 
 /// An IPv4 rule; `None` for other families.
 pub fn rule(msg: &RuleMessage) -> Option<Rule> {
-    if msg.header.family != AddressFamily::Inet {
-        return None;
-    }
+    (msg.header.family == AddressFamily::Inet).then(|| any_rule(msg))
+}
+
+/// An IPv6 rule; `None` for other families. [`Rule`]'s prefixes are IPv4's: an IPv6 source or
+/// destination selector is kept as one of its `other_selectors`, which is all the IPv6 fast path
+/// asks of a rule (whether it is one of the kernel's defaults).
+pub fn rule6(msg: &RuleMessage) -> Option<Rule> {
+    (msg.header.family == AddressFamily::Inet6).then(|| any_rule(msg))
+}
+
+fn any_rule(msg: &RuleMessage) -> Rule {
     let verb = match msg.header.action {
         RuleAction::ToTable => Verb::Lookup(u32::from(msg.header.table)),
         RuleAction::Goto => Verb::Goto(0),
@@ -305,6 +339,9 @@ pub fn rule(msg: &RuleMessage) -> Option<Rule> {
             RuleAttribute::Goto(target) => rule.verb = Verb::Goto(*target),
             RuleAttribute::Source(IpAddr::V4(addr)) => rule.src = Some((msg.header.src_len, *addr)),
             RuleAttribute::Destination(IpAddr::V4(addr)) => rule.dst = Some((msg.header.dst_len, *addr)),
+            RuleAttribute::Source(IpAddr::V6(_)) | RuleAttribute::Destination(IpAddr::V6(_)) => {
+                rule.other_selectors = true
+            }
             RuleAttribute::Iifname(name) => rule.iif = Some(name.clone()),
             RuleAttribute::Oifname(name) => rule.oif = Some(name.clone()),
             RuleAttribute::FwMark(m) => mark = Some(*m),
@@ -325,7 +362,7 @@ pub fn rule(msg: &RuleMessage) -> Option<Rule> {
     }
     // A mark without a mask is matched whole (`fwmark 0x10` is `0x10/0xffffffff`).
     rule.fwmark = mark.map(|m| (m, mask.unwrap_or(u32::MAX))).filter(|(m, mask)| *m != 0 || *mask != 0);
-    Some(rule)
+    rule
 }
 
 pub fn link_state(msg: &LinkMessage) -> LinkState {
@@ -433,13 +470,43 @@ fn address(msg: &AddressMessage) -> Option<Address> {
     Some(Address { index: msg.header.index, addr, prefix_len: msg.header.prefix_len })
 }
 
-/// An IPv4 route as the mapping sees it; `None` for other families.
-pub fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
-    if msg.header.address_family != AddressFamily::Inet {
+/// An address family of routes: IPv4 or IPv6.
+pub trait RouteFamily: Copy + Sized {
+    const FAMILY: AddressFamily;
+    const UNSPECIFIED: Self;
+    /// The address, if it is of this family.
+    fn of(address: &RouteAddress) -> Option<Self>;
+}
+
+impl RouteFamily for Ipv4Addr {
+    const FAMILY: AddressFamily = AddressFamily::Inet;
+    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
+    fn of(address: &RouteAddress) -> Option<Self> {
+        match address {
+            RouteAddress::Inet(addr) => Some(*addr),
+            _ => None,
+        }
+    }
+}
+
+impl RouteFamily for Ipv6Addr {
+    const FAMILY: AddressFamily = AddressFamily::Inet6;
+    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
+    fn of(address: &RouteAddress) -> Option<Self> {
+        match address {
+            RouteAddress::Inet6(addr) => Some(*addr),
+            _ => None,
+        }
+    }
+}
+
+/// A route of family `A` as the mapping sees it; `None` for other families.
+pub fn kernel_route<A: RouteFamily>(msg: &RouteMessage) -> Option<KernelRoute<A>> {
+    if msg.header.address_family != A::FAMILY {
         return None;
     }
     let mut route = KernelRoute {
-        dst: Ipv4Addr::UNSPECIFIED,
+        dst: A::UNSPECIFIED,
         prefix_len: msg.header.destination_prefix_length,
         kind: match msg.header.kind {
             RouteType::Unicast => RouteKindOf::Unicast,
@@ -456,8 +523,8 @@ pub fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
     };
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(addr)) => route.dst = *addr,
-            RouteAttribute::Gateway(RouteAddress::Inet(addr)) => route.gateway = Some(*addr),
+            RouteAttribute::Destination(addr) => route.dst = A::of(addr)?,
+            RouteAttribute::Gateway(addr) => route.gateway = A::of(addr),
             RouteAttribute::Oif(index) => route.oif = Some(*index),
             RouteAttribute::Priority(priority) => route.priority = *priority,
             // The header's table field is 8 bits; RTA_TABLE carries the full id.
@@ -670,9 +737,17 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_routes_are_ignored() {
+    fn each_family_is_read_by_its_own_parser() {
+        let pod: Ipv6Addr = "fd5f:a1b2:c3d4::a0a:2824".parse().unwrap();
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet6;
-        assert_eq!(kernel_route(&msg), None);
+        msg.header.destination_prefix_length = 128;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.table = 254;
+        msg.attributes = vec![RouteAttribute::Destination(RouteAddress::Inet6(pod)), RouteAttribute::Oif(7)];
+        assert_eq!(kernel_route::<Ipv4Addr>(&msg), None);
+        assert_eq!(kernel_route::<Ipv6Addr>(&msg), Some(KernelRoute::main_unicast(pod, 128, Some(7), None)));
+        let event = NetlinkMessage::from(RouteNetlinkMessage::DelRoute(msg));
+        assert!(matches!(event_of(&event), Some(Event::Route6Removed(r)) if r.dst == pod));
     }
 }

@@ -34,7 +34,12 @@ pub fn may_change(
         Event::LinkPresent(link) | Event::LinkGone(link) => link.index == underlay_ifindex,
         // The FIB follows the rules too, for the underlay's next hops as for anything else.
         Event::RuleAdded(_) | Event::RuleRemoved(_) | Event::Overrun => true,
-        Event::TrafficControl(_) => false,
+        // The next hops are IPv4's.
+        Event::TrafficControl(_)
+        | Event::Route6Added(_)
+        | Event::Route6Removed(_)
+        | Event::Rule6Added(_)
+        | Event::Rule6Removed(_) => false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! The kernel's state, taken whole: links, the node's underlay and `vxlan.calico`, every IPv4
-//! rule, route and neighbour entry, with the pods' MACs and classic tc configuration asked for. The daemon takes one at start and again at each resync; `fastpath
+//! The kernel's state, taken whole: links, the node's underlay and `vxlan.calico`, every rule and
+//! route of both families, every IPv4 neighbour entry, with the pods' MACs and classic tc configuration asked for. The daemon takes one at start and again at each resync; `fastpath
 //! verify` takes one to compare the maps with.
 
 use crate::{
@@ -26,8 +26,9 @@ pub async fn take(netlink: &Netlink, underlay: Option<&str>, pod_prefix: &str) -
     let routes = netlink.ipv4_routes().await?;
     let neighbours = netlink.neighbours().await?;
     let rules = netlink.ipv4_rules().await?;
+    let (routes6, rules6) = (netlink.ipv6_routes().await?, netlink.ipv6_rules().await?);
     let node = node::choose(underlay, &links, &addresses, &routes, sysctls())?;
-    let mut kernel = KernelState::new(&links, routes, &neighbours, rules);
+    let mut kernel = KernelState::new(&links, routes, &neighbours, rules).with_ipv6(routes6, rules6);
     for query in KernelState::peer_queries(&links, pod_prefix) {
         learn_peer_mac(netlink, &mut kernel, query).await;
     }

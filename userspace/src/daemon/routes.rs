@@ -42,6 +42,9 @@ pub struct Interface {
     /// For a pod's interface: its classic tc configuration, in words, when it has any (a qdisc
     /// other than the default, or a filter): only the kernel's path honours it.
     pub classic_tc: Option<String>,
+    /// Whether the link is up. IPv4 drops the routes through a link that goes down; IPv6 keeps
+    /// them, marked linkdown, and forwards nothing through it.
+    pub up: bool,
 }
 
 /// Everything a route's meaning depends on besides the route itself.
@@ -176,6 +179,7 @@ mod tests {
                     peer_mac: pod_mac,
                     peer: Some((17, 4)),
                     classic_tc: None,
+                    up: true,
                 },
             ),
             (ETH0, Interface { name: "eth0".into(), ..Interface::default() }),

@@ -28,6 +28,7 @@ use crate::{
     clock::unix_ms,
     daemon::{
         attach::{self, Action, Selector},
+        endpoints6,
         http::{self, Endpoints},
         kernel::{KernelState, Touched},
         metrics::Metrics,
@@ -406,6 +407,10 @@ impl Daemon {
             }
             Event::RouteAdded(_)
             | Event::RouteRemoved(_)
+            | Event::Route6Added(_)
+            | Event::Route6Removed(_)
+            | Event::Rule6Added(_)
+            | Event::Rule6Removed(_)
             | Event::NeighbourPresent(_)
             | Event::NeighbourGone(_)
             | Event::RuleAdded(_)
@@ -422,6 +427,7 @@ impl Daemon {
             Touched::Prefix(prefix) => self.sync_prefixes(vec![prefix]),
             Touched::Prefixes(prefixes) => self.sync_prefixes(prefixes),
             Touched::Everything => self.sync(),
+            Touched::Ipv6 => self.sync6(),
             Touched::Nothing => Written::default(),
         };
         if written.any() {
@@ -594,7 +600,19 @@ impl Daemon {
         prefixes.extend(self.tables.written_prefixes());
         let changes: Vec<(Prefix, Option<RouteValue>)> =
             prefixes.into_iter().map(|p| (p, routes::entry_for(p, &self.kernel, &mapping))).collect();
-        self.write(changes)
+        let ipv4 = self.write(changes);
+        let ipv6 = self.sync6();
+        Written { upserted: ipv4.upserted + ipv6.upserted, removed: ipv4.removed + ipv6.removed }
+    }
+
+    /// Every IPv6 endpoint against the kernel: after IPv6 route and rule events, and with
+    /// [`Self::sync`].
+    fn sync6(&mut self) -> Written {
+        let wanted = endpoints6::wanted(&self.kernel, &self.selector.prefix);
+        let before = self.tables.overflow();
+        let synced = self.tables.apply_endpoints6(&wanted);
+        self.tell_overflow(&before, synced.failed);
+        synced.written
     }
 
     /// Some prefixes' entries: after a route event, whatever the size of the table.
@@ -611,14 +629,19 @@ impl Daemon {
     fn write(&mut self, changes: impl IntoIterator<Item = (Prefix, Option<RouteValue>)>) -> Written {
         let before = self.tables.overflow();
         let synced = self.tables.apply(changes);
+        self.tell_overflow(&before, synced.failed);
+        synced.written
+    }
+
+    /// Say what changed in what the maps refuse, and any write that failed otherwise.
+    fn tell_overflow(&self, before: &Overflow, failed: Option<Error>) {
         let after = self.tables.overflow();
-        if let Some((level, words)) = overflow_words(&before, &after, self.tables.route_capacity()) {
+        if let Some((level, words)) = overflow_words(before, &after, self.tables.route_capacity()) {
             log::log!(level, "{words}");
         }
-        if let Some(e) = synced.failed.filter(|e| !e.is_map_full()) {
+        if let Some(e) = failed.filter(|e| !e.is_map_full()) {
             log::warn!("map sync: {}", e.chain());
         }
-        synced.written
     }
 
     /// Carry out one attach decision. A failed attach is logged and counted, not fatal: the
@@ -669,10 +692,11 @@ impl Daemon {
 /// refusing is a warning, once, however many entries it refuses after (300 000 BGP routes are
 /// 300 000 route events); every entry fitting again is a note; any other change is a debug line.
 fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> Option<(log::Level, String)> {
-    if after.routes == before.routes && after.endpoints == before.endpoints {
+    let refused = |o: &Overflow| (o.routes, o.endpoints, o.endpoints6);
+    if refused(after) == refused(before) {
         return None;
     }
-    if after.routes == 0 && after.endpoints == 0 {
+    if refused(after) == (0, 0, 0) {
         return Some((log::Level::Info, "the maps have room again: every entry is written".into()));
     }
     let mut words = Vec::new();
@@ -690,7 +714,15 @@ fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> O
             after.endpoints
         ));
     }
-    let starts = (before.routes == 0 && after.routes > 0) || (before.endpoints == 0 && after.endpoints > 0);
+    if after.endpoints6 > 0 {
+        words.push(format!(
+            "FP_ENDPOINTS6 is full: {} local pods' IPv6 addresses are not in it; the kernel carries them (--endpoint-capacity)",
+            after.endpoints6
+        ));
+    }
+    let starts = (before.routes == 0 && after.routes > 0)
+        || (before.endpoints == 0 && after.endpoints > 0)
+        || (before.endpoints6 == 0 && after.endpoints6 > 0);
     Some((if starts { log::Level::Warn } else { log::Level::Debug }, words.join("; ")))
 }
 
@@ -840,6 +872,7 @@ mod tests {
         let full = Overflow {
             routes: 3,
             endpoints: 0,
+            endpoints6: 0,
             example: Some((32, std::net::Ipv4Addr::new(10, 244, 40, 40))),
         };
         assert_eq!(overflow_words(&none, &none, 64), None);

@@ -146,47 +146,6 @@ pub fn open_pinned(dir: &Path, name: &str) -> Result<aya::maps::Map, Error> {
     aya::maps::Map::from_map_data(data).map_err(|source| Error::OpenPinned { path, source })
 }
 
-/// How many entries map `name` pinned in `dir` holds, and how many it can: its keys counted
-/// one by one (`BPF_MAP_GET_NEXT_KEY`), `max_entries` from the kernel's map info.
-pub fn map_fill(dir: &Path, name: &'static str) -> Result<(u64, u64), Error> {
-    use aya::maps::{HashMap, LpmTrie, Map};
-    use fastpath_common::{
-        flow::{FlowKey, FlowValue},
-        maps::{Endpoint, NextHopEntry, PathMtu},
-        route::RouteValue,
-    };
-    let map = open_pinned(dir, name)?;
-    let read = |source| Error::ReadMap { name, source };
-    let capacity = match &map {
-        Map::HashMap(data) | Map::LruHashMap(data) | Map::LpmTrie(data) => {
-            data.info().map_err(read)?.max_entries()
-        }
-        _ => return Err(read(aya::maps::MapError::InvalidName { name: name.to_string() })),
-    };
-    let entries = match name {
-        fastpath_common::maps::ROUTES => {
-            LpmTrie::<_, [u8; 4], RouteValue>::try_from(map).map_err(read)?.keys().count()
-        }
-        fastpath_common::maps::ENDPOINTS => {
-            HashMap::<_, [u8; 4], Endpoint>::try_from(map).map_err(read)?.keys().count()
-        }
-        fastpath_common::maps::TUNNEL_PEERS => {
-            HashMap::<_, [u8; 4], u32>::try_from(map).map_err(read)?.keys().count()
-        }
-        fastpath_common::maps::FLOWS => {
-            HashMap::<_, FlowKey, FlowValue>::try_from(map).map_err(read)?.keys().count()
-        }
-        fastpath_common::maps::NEXT_HOPS => {
-            HashMap::<_, [u8; 4], NextHopEntry>::try_from(map).map_err(read)?.keys().count()
-        }
-        fastpath_common::maps::PATH_MTU => {
-            HashMap::<_, [u8; 4], PathMtu>::try_from(map).map_err(read)?.keys().count()
-        }
-        _ => return Err(read(aya::maps::MapError::InvalidName { name: name.to_string() })),
-    };
-    Ok((entries as u64, u64::from(capacity)))
-}
-
 /// Open map `name` pinned in `dir` as the typed map `M`.
 pub fn open_pinned_as<M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     dir: &Path,

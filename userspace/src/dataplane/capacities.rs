@@ -1,8 +1,8 @@
 //! The sizes of the maps the daemon sizes from its flags.
 
 use fastpath_common::maps::{
-    MapLayout, ENDPOINTS, ENDPOINTS_MAX, FLOWS, FLOWS_DEFAULT_MAX, ROUTES, ROUTES_MAX, TUNNEL_PEERS,
-    TUNNEL_PEERS_MAX,
+    MapLayout, ENDPOINTS, ENDPOINTS6, ENDPOINTS_MAX, FLOWS, FLOWS_DEFAULT_MAX, ROUTES, ROUTES_MAX,
+    TUNNEL_PEERS, TUNNEL_PEERS_MAX,
 };
 
 /// How many entries the maps the daemon sizes hold (`--route-capacity`, `--endpoint-capacity`,
@@ -27,9 +27,15 @@ impl Default for Capacities {
 }
 
 impl Capacities {
-    /// Each sized map's name and size.
-    pub fn sizes(&self) -> [(&'static str, u32); 4] {
-        [(ROUTES, self.routes), (ENDPOINTS, self.endpoints), (TUNNEL_PEERS, self.peers), (FLOWS, self.flows)]
+    /// Each sized map's name and size. A pod's IPv6 address takes the room its IPv4 one does.
+    pub fn sizes(&self) -> [(&'static str, u32); 5] {
+        [
+            (ROUTES, self.routes),
+            (ENDPOINTS, self.endpoints),
+            (ENDPOINTS6, self.endpoints),
+            (TUNNEL_PEERS, self.peers),
+            (FLOWS, self.flows),
+        ]
     }
 
     /// `layout` with its size as these capacities say.

@@ -9,7 +9,10 @@ use aya::{
 };
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
-    maps::{Endpoint, NextHopEntry, PathMtu, ENDPOINTS, FLOWS, NEXT_HOPS, PATH_MTU, ROUTES, TUNNEL_PEERS},
+    maps::{
+        Endpoint, NextHopEntry, PathMtu, ENDPOINTS, ENDPOINTS6, FLOWS, NEXT_HOPS, PATH_MTU, ROUTES,
+        TUNNEL_PEERS,
+    },
 };
 
 use crate::{
@@ -32,22 +35,39 @@ impl MapFill {
     }
 }
 
-/// The fill of every map the daemon or the programs add entries to, as pinned in `dir`: the
-/// route, endpoint and peer maps, the flow table, the next-hop cache and the path MTU table.
-/// Counting walks each map's keys (a route map of 262 144 entries takes a fraction of a second).
+/// The maps the daemon or the programs add entries to: the route, endpoint and peer maps, the
+/// flow table, the next-hop cache and the path MTU table.
+pub const FILLED_MAPS: [&str; 7] = [ROUTES, ENDPOINTS, ENDPOINTS6, TUNNEL_PEERS, FLOWS, NEXT_HOPS, PATH_MTU];
+
+/// The fill of each of [`FILLED_MAPS`], as pinned in `dir`.
 pub fn read(dir: &Path) -> Result<Vec<MapFill>, Error> {
-    let routes = tables::pinned_routes(dir)?;
-    let mut fills = vec![MapFill {
-        name: ROUTES,
-        entries: routes.keys().filter(Result::is_ok).count(),
-        capacity: capacity(routes.map(), ROUTES)?,
-    }];
-    fills.push(hash_fill::<[u8; 4], Endpoint>(dir, ENDPOINTS)?);
-    fills.push(hash_fill::<[u8; 4], u32>(dir, TUNNEL_PEERS)?);
-    fills.push(hash_fill::<FlowKey, FlowValue>(dir, FLOWS)?);
-    fills.push(hash_fill::<[u8; 4], NextHopEntry>(dir, NEXT_HOPS)?);
-    fills.push(hash_fill::<[u8; 4], PathMtu>(dir, PATH_MTU)?);
-    Ok(fills)
+    FILLED_MAPS.iter().map(|name| fill_of(dir, name)).collect()
+}
+
+/// The fill of map `name` (one of [`FILLED_MAPS`]) pinned in `dir`: its keys counted one by one
+/// (`BPF_MAP_GET_NEXT_KEY`; a route map of 262 144 entries takes a fraction of a second), its
+/// capacity from the kernel's map info.
+pub fn fill_of(dir: &Path, name: &'static str) -> Result<MapFill, Error> {
+    match name {
+        ROUTES => {
+            let routes = tables::pinned_routes(dir)?;
+            Ok(MapFill {
+                name: ROUTES,
+                entries: routes.keys().filter(Result::is_ok).count(),
+                capacity: capacity(routes.map(), ROUTES)?,
+            })
+        }
+        ENDPOINTS => hash_fill::<[u8; 4], Endpoint>(dir, ENDPOINTS),
+        ENDPOINTS6 => hash_fill::<[u8; 16], Endpoint>(dir, ENDPOINTS6),
+        TUNNEL_PEERS => hash_fill::<[u8; 4], u32>(dir, TUNNEL_PEERS),
+        FLOWS => hash_fill::<FlowKey, FlowValue>(dir, FLOWS),
+        NEXT_HOPS => hash_fill::<[u8; 4], NextHopEntry>(dir, NEXT_HOPS),
+        PATH_MTU => hash_fill::<[u8; 4], PathMtu>(dir, PATH_MTU),
+        other => Err(Error::ReadMap {
+            name: other,
+            source: aya::maps::MapError::InvalidName { name: other.to_string() },
+        }),
+    }
 }
 
 fn hash_fill<K: Pod, V: Pod>(dir: &Path, name: &'static str) -> Result<MapFill, Error> {

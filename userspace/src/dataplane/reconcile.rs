@@ -60,6 +60,18 @@ fn peer_of(value: &RouteValue) -> Option<Ipv4Addr> {
     (remote || overflowed_remote).then(|| Ipv4Addr::from(value.next_hop))
 }
 
+/// The writes that make a table holding `held` hold `wanted` (for a table that follows no route,
+/// like `FP_ENDPOINTS6`): removals first, as they make room, then what is new or changed, each
+/// in key order. `None` removes.
+pub fn table_ops<K: Ord + Copy, V: PartialEq + Copy>(
+    held: &BTreeMap<K, V>,
+    wanted: &BTreeMap<K, V>,
+) -> Vec<(K, Option<V>)> {
+    let removals = held.keys().filter(|k| !wanted.contains_key(k)).map(|k| (*k, None));
+    let puts = wanted.iter().filter(|(k, v)| held.get(k) != Some(v)).map(|(k, v)| (*k, Some(*v)));
+    removals.chain(puts).collect()
+}
+
 /// The order a batch of changes is written in: removals first (they make room), then the longest
 /// prefixes, so an entry is written after every entry inside it and knows which did not fit.
 pub fn write_order(changes: &mut [(Prefix, Option<RouteValue>)]) {
@@ -333,6 +345,14 @@ mod tests {
             mirror.record(op);
         }
         ops
+    }
+
+    #[test]
+    fn a_table_is_brought_to_what_is_wanted_removals_first() {
+        let held = BTreeMap::from([(1, 'a'), (2, 'b'), (3, 'c')]);
+        let wanted = BTreeMap::from([(0, 'z'), (2, 'b'), (3, 'd')]);
+        assert_eq!(table_ops(&held, &wanted), vec![(1, None), (0, Some('z')), (3, Some('d'))]);
+        assert!(table_ops(&wanted, &wanted).is_empty());
     }
 
     #[test]

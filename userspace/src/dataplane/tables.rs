@@ -3,7 +3,11 @@
 //! A mirror of what was written is kept so each sync writes only what changed
 //! ([`crate::dataplane::reconcile`]).
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray},
@@ -11,7 +15,8 @@ use aya::{
 };
 use fastpath_common::{
     maps::{
-        AgentInfo, Counter, Endpoint, NodeConfig, AGENT, COUNTERS, ENDPOINTS, NODE, ROUTES, TUNNEL_PEERS,
+        AgentInfo, Counter, Endpoint, NodeConfig, AGENT, COUNTERS, ENDPOINTS, ENDPOINTS6, NODE, ROUTES,
+        TUNNEL_PEERS,
     },
     route::RouteValue,
     tunnel::Tunnel,
@@ -32,6 +37,8 @@ pub struct Overflow {
     pub routes: usize,
     /// Local pods the endpoint map refused.
     pub endpoints: usize,
+    /// Local pods' IPv6 addresses the IPv6 endpoint map refused.
+    pub endpoints6: usize,
     /// The longest prefix refused.
     pub example: Option<Prefix>,
 }
@@ -41,9 +48,14 @@ pub struct Tables {
     node: Array<MapData, NodeConfig>,
     peers: HashMap<MapData, [u8; 4], u32>,
     endpoints: HashMap<MapData, [u8; 4], Endpoint>,
+    endpoints6: HashMap<MapData, [u8; 16], Endpoint>,
     agent: Array<MapData, AgentInfo>,
     pub counters: PerCpuArray<MapData, Counter>,
     mirror: Mirror,
+    /// What `FP_ENDPOINTS6` holds.
+    held6: BTreeMap<Ipv6Addr, Endpoint>,
+    /// IPv6 addresses `FP_ENDPOINTS6` refused (full): the kernel carries them.
+    unwritten6: BTreeSet<Ipv6Addr>,
 }
 
 /// How many entries a sync wrote and removed.
@@ -80,9 +92,12 @@ impl Tables {
             node: take(ebpf, NODE)?,
             peers: take(ebpf, TUNNEL_PEERS)?,
             endpoints: take(ebpf, ENDPOINTS)?,
+            endpoints6: take(ebpf, ENDPOINTS6)?,
             agent: take(ebpf, AGENT)?,
             counters: take(ebpf, COUNTERS)?,
             mirror: Mirror::default(),
+            held6: BTreeMap::new(),
+            unwritten6: BTreeSet::new(),
         };
         tables.reread()?;
         Ok(tables)
@@ -104,14 +119,57 @@ impl Tables {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: ENDPOINTS, source })?;
         self.mirror.reread(route_entries(&self.routes)?, peers, endpoints);
+        self.held6 = self
+            .endpoints6
+            .iter()
+            .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|source| Error::ReadMap { name: ENDPOINTS6, source })?;
         Ok(())
+    }
+
+    /// Make `FP_ENDPOINTS6` hold `wanted`, writing only what differs. An address the full map
+    /// refuses is the kernel's to carry (the programs find no entry and pass its packets on);
+    /// it is tried again at every sync.
+    pub fn apply_endpoints6(&mut self, wanted: &BTreeMap<Ipv6Addr, Endpoint>) -> Synced {
+        let mut synced = Synced::default();
+        self.unwritten6.retain(|addr| wanted.contains_key(addr));
+        for (addr, endpoint) in reconcile::table_ops(&self.held6, wanted) {
+            let result = match endpoint {
+                Some(endpoint) => self
+                    .endpoints6
+                    .insert(addr.octets(), endpoint, 0)
+                    .map_err(|source| Error::WriteMap { name: ENDPOINTS6, source }),
+                None => remove_ok_if_gone(self.endpoints6.remove(&addr.octets()), ENDPOINTS6),
+            };
+            match (result, endpoint) {
+                (Ok(()), Some(endpoint)) => {
+                    self.held6.insert(addr, endpoint);
+                    self.unwritten6.remove(&addr);
+                    synced.written.upserted += 1;
+                }
+                (Ok(()), None) => {
+                    self.held6.remove(&addr);
+                    synced.written.removed += 1;
+                }
+                (Err(error), _) => {
+                    if error.is_map_full() {
+                        self.unwritten6.insert(addr);
+                        synced.refused += 1;
+                    }
+                    synced.failed.get_or_insert(error);
+                }
+            }
+        }
+        synced
     }
 
     /// How many route and endpoint entries the maps refused and the kernel routes instead, and
     /// the longest such prefix.
     pub fn overflow(&self) -> Overflow {
         let (routes, endpoints) = self.mirror.unwritten_counts();
-        Overflow { routes, endpoints, example: self.mirror.longest_unwritten() }
+        let endpoints6 = self.unwritten6.len();
+        Overflow { routes, endpoints, endpoints6, example: self.mirror.longest_unwritten() }
     }
 
     /// How many entries the route map can hold.

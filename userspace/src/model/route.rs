@@ -1,6 +1,6 @@
-//! IPv4 routes and the underlay they lead over.
+//! Routes of both families and the underlay they lead over.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The main routing table's id.
 pub const MAIN_TABLE: u32 = 254;
@@ -20,32 +20,36 @@ pub enum RouteKindOf {
     Other,
 }
 
-/// An IPv4 route from the kernel, reduced to what the mapping needs.
+/// A route from the kernel, reduced to what the mapping needs: IPv4 unless said otherwise
+/// ([`KernelRoute6`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KernelRoute {
-    pub dst: Ipv4Addr,
+pub struct KernelRoute<A = Ipv4Addr> {
+    pub dst: A,
     pub prefix_len: u8,
     pub kind: RouteKindOf,
     pub table: u32,
     pub priority: u32,
     pub tos: u8,
     pub oif: Option<u32>,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<A>,
 }
+
+/// An IPv6 route from the kernel.
+pub type KernelRoute6 = KernelRoute<Ipv6Addr>;
 
 /// What identifies a route in the kernel: a second route with the same id replaces the first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteId {
-    pub dst: Ipv4Addr,
+pub struct RouteId<A = Ipv4Addr> {
+    pub dst: A,
     pub prefix_len: u8,
     pub table: u32,
     pub tos: u8,
     pub priority: u32,
 }
 
-impl KernelRoute {
+impl<A: Copy> KernelRoute<A> {
     /// A unicast route of the main table, metric 0, TOS 0: what Calico's routes are.
-    pub fn main_unicast(dst: Ipv4Addr, prefix_len: u8, oif: Option<u32>, gateway: Option<Ipv4Addr>) -> Self {
+    pub fn main_unicast(dst: A, prefix_len: u8, oif: Option<u32>, gateway: Option<A>) -> Self {
         Self {
             dst,
             prefix_len,
@@ -58,7 +62,7 @@ impl KernelRoute {
         }
     }
 
-    pub fn id(&self) -> RouteId {
+    pub fn id(&self) -> RouteId<A> {
         RouteId {
             dst: self.dst,
             prefix_len: self.prefix_len,
@@ -71,6 +75,9 @@ impl KernelRoute {
 
 /// A prefix of the route table: (length, address).
 pub type Prefix = (u8, Ipv4Addr);
+
+/// An IPv6 prefix: (length, address).
+pub type Prefix6 = (u8, Ipv6Addr);
 
 /// The node's underlay interface and address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
