@@ -203,6 +203,11 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             Reason::PassTtlExceeded,
             Reason::EncapsulatedVxlan,
             Reason::DecapsulatedVxlan,
+            // IPv6's walk: a solicitation answered, others left, headers the kernel keeps.
+            Reason::NdpReplied,
+            Reason::PassNdpNotSolicitation,
+            Reason::PassIpv6ExtensionHeader,
+            Reason::PassSpecialDestination,
         ] {
             assert!(
                 routes_mode.contains(&reason),
@@ -222,6 +227,7 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             Reason::RedirectedLocal,
             Reason::PassSourceNotPod,
             Reason::PassInnerSourceForeign,
+            Reason::PassIpv6Untrusted,
         ] {
             assert!(
                 kernel_mode.contains(&reason),

@@ -13,9 +13,6 @@ use fastpath_common::{
 use fastpath_tests::packets;
 use support::*;
 
-/// A pod of another node.
-const REMOTE6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0xa6, 0x96];
-
 fn assert_passes_unchanged(frame: Vec<u8>, reason: Reason, trust_kernel_too: bool) {
     in_node(move |ebpf, _| {
         if trust_kernel_too {
@@ -101,8 +98,8 @@ fn a_pod_using_another_pods_address_is_dropped() {
 fn what_the_fast_path_does_not_carry_goes_to_the_kernel() {
     let multicast = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     for (frame, reason) in [
-        (packets::ipv6_frame(REMOTE6, OTHER6, 64, NEXT_ICMPV6), Reason::PassSourceNotPod),
-        (packets::ipv6_frame(POD6, REMOTE6, 64, NEXT_ICMPV6), Reason::PassNoRoute),
+        (packets::ipv6_frame(REMOTE_POD6, OTHER6, 64, NEXT_ICMPV6), Reason::PassSourceNotPod),
+        (packets::ipv6_frame(POD6, REMOTE_POD6, 64, NEXT_ICMPV6), Reason::PassNoRoute),
         (packets::ipv6_frame(POD6, OTHER6, 1, NEXT_ICMPV6), Reason::PassTtlExceeded),
         (packets::ipv6_frame(POD6, OTHER6, 64, NEXT_HOP_BY_HOP), Reason::PassIpv6ExtensionHeader),
         (packets::ipv6_frame(POD6, multicast, 64, NEXT_ICMPV6), Reason::PassSpecialDestination),

@@ -230,8 +230,26 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
         // A router's "fragmentation needed" about this node's IPIP and VXLAN.
         frag_needed_from_router(4, 0, 1400),
         frag_needed_from_router(17, VXLAN_PORT, 1400),
+        // IPv6: the kernel's own capture of a pod soliciting its gateway, and of a router
+        // solicitation; TCP and UDP to a pod here, to a pod of another node, from another pod's
+        // address, with a hop-by-hop header, with hop limit 1, to all nodes.
+        fastpath_common::ndp::captured::GATEWAY_NS.to_vec(),
+        fastpath_common::ndp::captured::ROUTER_SOLICITATION.to_vec(),
+        packets::ipv6_frame(POD6, OTHER6, 64, 6),
+        packets::ipv6_frame(POD6, OTHER6, 64, 17),
+        packets::ipv6_frame(POD6, REMOTE_POD6, 64, 6),
+        packets::ipv6_frame(OTHER6, POD6, 64, 6),
+        packets::ipv6_frame(POD6, OTHER6, 64, fastpath_common::ipv6::NEXT_HOP_BY_HOP),
+        packets::ipv6_frame(POD6, OTHER6, 1, 6),
+        packets::ipv6_frame(POD6, ALL_NODES6, 64, 58),
     ]
 }
+
+/// A pod of another node, by its IPv6 address.
+pub const REMOTE_POD6: [u8; 16] =
+    [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0xa6, 0x96];
+/// `ff02::1`.
+const ALL_NODES6: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// A seed with bytes overwritten (in the first 80 bytes: VXLAN's headers end at 64), a length
 /// field or header length bent, and cut or padded; or bytes at random.
