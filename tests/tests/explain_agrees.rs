@@ -270,8 +270,8 @@ fn explain_decides_mutated_frames_as_the_programs_do() {
 fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
     in_node(|ebpf, _| {
         let ask = |src: [u8; 4], dst: [u8; 4]| explain::Question {
-            src: Ipv4Addr::from(src),
-            dst: Ipv4Addr::from(dst),
+            src: src.into(),
+            dst: dst.into(),
             arp: false,
             from_underlay: None,
             encap: Encap::Ipip,
@@ -279,6 +279,11 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
             ttl: 64,
             size: 84,
             df: true,
+        };
+        let ask6 = |src: [u8; 16], dst: [u8; 16]| explain::Question {
+            src: src.into(),
+            dst: dst.into(),
+            ..ask(POD, POD)
         };
         let questions = [
             ask(POD, OTHER_LOCAL_POD),
@@ -306,6 +311,13 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
                 encap: Encap::None,
                 ..ask(REMOTE_POD, POD)
             },
+            // IPv6: to a pod here and elsewhere, the gateway's solicitation, another pod's
+            // source, hop limit 1.
+            ask6(POD6, OTHER6),
+            ask6(POD6, REMOTE_POD6),
+            explain::Question { arp: true, ..ask6(POD6, fastpath_common::ipv6::GATEWAY_LINK_LOCAL) },
+            ask6(OTHER6, POD6),
+            explain::Question { ttl: 1, ..ask6(POD6, OTHER6) },
         ];
         for q in questions {
             let (program, frame) = {

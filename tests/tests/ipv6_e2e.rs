@@ -219,6 +219,14 @@ fn fastpath_carries_ipv6_between_pods_of_one_node_with_forward_closed() {
     assert!(listed.iter().all(|(_, mac)| mac.is_some()), "{listed:?}");
     let verify = daemon.cli(&["verify"]).unwrap();
     assert!(!verify.contains("FP_ENDPOINTS6"), "{verify}");
+    let (a, b) = (ip6(&pods[0]).to_string(), ip6(&pods[1]).to_string());
+    let explain = daemon.cli(&["explain", &a, &b]).unwrap();
+    assert!(explain.starts_with(&format!("redirect to pod on {}", pods[1].host_iface)), "{explain}");
+    let explain = daemon.cli(&["explain", "--arp", &a, POD_GATEWAY6]).unwrap();
+    assert!(
+        explain.starts_with("neighbour advertisement: fe80::ecee:eeff:feee:eeee is at ee:ee:ee:ee:ee:ee"),
+        "{explain}"
+    );
 
     // The gateway by NDP, answered by the program, then one router hop.
     let before = daemon.counters().unwrap();

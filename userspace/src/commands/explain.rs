@@ -9,7 +9,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
@@ -17,10 +17,12 @@ use aya::maps::{lpm_trie::Key, HashMap, MapData};
 use fastpath_common::{
     flow::{self, Admission, FlowKey, FlowValue},
     ipv4::{self, OuterIpv4, FLAG_DF, HEADER_LEN, PROTO_TCP},
+    ipv6,
     maps::{
         AgentInfo, Endpoint, NextHopEntry, NodeConfig, PathMtu, AGENT, ENDPOINTS, ENDPOINTS6, NEXT_HOPS,
         NODE, PATH_MTU, TUNNEL_PEERS,
     },
+    ndp,
     pipeline::{self, Bytes, Limit, Note, Pending, Plan, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
     route::{Forward, RouteKind, RouteValue},
     tunnel::Tunnel,
@@ -498,8 +500,9 @@ impl Words<'_, '_> {
 /// The packet `fastpath explain SRC DST` asks about.
 #[derive(Clone, Copy, Debug)]
 pub struct Question {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// How SRC resolves DST: an ARP request, or for IPv6 a neighbour solicitation.
     pub arp: bool,
     /// It arrives from this node on the underlay.
     pub from_underlay: Option<Ipv4Addr>,
@@ -512,24 +515,28 @@ pub struct Question {
     pub df: bool,
 }
 
+/// The MAC of the pod side of a veth, in a question's frame (the programs do not read it).
+const POD_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
 /// The frame a question describes, and the program it meets: an ARP request, or a TCP segment
 /// of `size` IP bytes (in IPIP, or VXLAN as a node's `vxlan.calico` sends it, to this node when
 /// it comes from the underlay).
 pub fn question_frame(q: &Question, maps: &Maps) -> (Program, Vec<u8>) {
-    const POD_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    let (src, dst) = match (q.src, q.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => (src, dst),
+        // `cli::check` lets only two addresses of one family through.
+        (src, dst) => return ipv6_question_frame(q, v6(src), v6(dst), maps),
+    };
     if q.arp {
         let mut frame = ethernet([0xff; 6], POD_SIDE_MAC, ETH_P_ARP);
         frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
         frame.extend_from_slice(&POD_SIDE_MAC);
-        frame.extend_from_slice(&q.src.octets());
+        frame.extend_from_slice(&src.octets());
         frame.extend_from_slice(&[0; 6]);
-        frame.extend_from_slice(&q.dst.octets());
-        return (
-            Program::FromPod { ingress: q.ingress.unwrap_or_else(|| pod_interface(q.src, maps)) },
-            frame,
-        );
+        frame.extend_from_slice(&dst.octets());
+        return (Program::FromPod { ingress: q.ingress.unwrap_or_else(|| pod_interface(src, maps)) }, frame);
     }
-    let inner = tcp_packet(q);
+    let inner = tcp_packet(q, src, dst);
     match q.from_underlay {
         Some(node) if q.encap == Encap::Vxlan => {
             let mut frame = ethernet(maps.node.node_mac, POD_SIDE_MAC, ETH_P_IP);
@@ -564,9 +571,68 @@ pub fn question_frame(q: &Question, maps: &Maps) -> (Program, Vec<u8>) {
         None => {
             let mut frame = ethernet(GATEWAY_MAC, POD_SIDE_MAC, ETH_P_IP);
             frame.extend_from_slice(&inner);
-            (Program::FromPod { ingress: q.ingress.unwrap_or_else(|| pod_interface(q.src, maps)) }, frame)
+            (Program::FromPod { ingress: q.ingress.unwrap_or_else(|| pod_interface(src, maps)) }, frame)
         }
     }
+}
+
+impl Question {
+    /// SRC and DST, when they are IPv4 addresses.
+    fn ipv4(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        match (self.src, self.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => Some((src, dst)),
+            _ => None,
+        }
+    }
+}
+
+/// An IPv6 address (the other family cannot reach here: `cli::check`).
+fn v6(addr: IpAddr) -> Ipv6Addr {
+    match addr {
+        IpAddr::V6(addr) => addr,
+        IpAddr::V4(addr) => addr.to_ipv6_mapped(),
+    }
+}
+
+/// The IPv6 frame a question describes, from a pod: a neighbour solicitation for DST (to its
+/// solicited-node group, hop limit 255, with the sender's link-layer address, as a pod's kernel
+/// sends it), or a TCP segment of `size` IP bytes.
+fn ipv6_question_frame(q: &Question, src: Ipv6Addr, dst: Ipv6Addr, maps: &Maps) -> (Program, Vec<u8>) {
+    let ingress = q.ingress.unwrap_or_else(|| (maps.endpoint6)(src.octets()).map_or(0, |e| e.ifindex));
+    let (ip_dst, hop_limit, upper) = if q.arp {
+        let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+        group[13..].copy_from_slice(&dst.octets()[13..]);
+        let mut message = vec![ndp::TYPE_NEIGHBOUR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+        message.extend_from_slice(&dst.octets());
+        message.extend_from_slice(&[1, 1]);
+        message.extend_from_slice(&POD_SIDE_MAC);
+        (group, 255, message)
+    } else {
+        let mut segment = vec![0u8; usize::from(q.size).saturating_sub(ipv6::HEADER_LEN).max(20)];
+        segment[12] = 0x50;
+        segment[13] = 0x10;
+        (dst.octets(), q.ttl, segment)
+    };
+    let next_header = if q.arp { ipv6::NEXT_ICMPV6 } else { ipv6::NEXT_TCP };
+    let mut upper = upper;
+    if q.arp {
+        let sum = ipv6::upper_layer_checksum(&src.octets(), &ip_dst, next_header, &upper);
+        upper[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    let header = ipv6::Ipv6Fields {
+        payload_len: upper.len() as u16,
+        next_header,
+        hop_limit,
+        src: src.octets(),
+        dst: ip_dst,
+        version: ipv6::VERSION,
+        traffic_class: 0,
+        flow_label: 0,
+    };
+    let mut frame = ethernet(GATEWAY_MAC, POD_SIDE_MAC, ipv6::ETHERTYPE);
+    frame.extend_from_slice(&header.header());
+    frame.extend_from_slice(&upper);
+    (Program::FromPod { ingress }, frame)
 }
 
 /// The host side of the pod with address `addr` on this node, 0 when none.
@@ -589,15 +655,15 @@ fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16) -> Vec<u8> {
 
 /// An IPv4 packet of `q.size` bytes (at least a header's worth of bytes), carrying the start of
 /// a TCP segment with no ports and ACK set: a packet of no flow in particular.
-fn tcp_packet(q: &Question) -> Vec<u8> {
+fn tcp_packet(q: &Question, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let mut packet = vec![0u8; usize::from(q.size).max(HEADER_LEN)];
     packet[0] = 0x45;
     packet[2..4].copy_from_slice(&q.size.to_be_bytes());
     packet[6..8].copy_from_slice(&(if q.df { FLAG_DF } else { 0 }).to_be_bytes());
     packet[8] = q.ttl;
     packet[9] = PROTO_TCP;
-    packet[12..16].copy_from_slice(&q.src.octets());
-    packet[16..20].copy_from_slice(&q.dst.octets());
+    packet[12..16].copy_from_slice(&src.octets());
+    packet[16..20].copy_from_slice(&dst.octets());
     let header: [u8; HEADER_LEN] = packet[..HEADER_LEN].try_into().expect("20 bytes");
     packet[10..12].copy_from_slice(&ipv4::header_checksum(&header).to_be_bytes());
     if let Some(tcp) = packet.get_mut(HEADER_LEN..HEADER_LEN + 14) {
@@ -612,9 +678,12 @@ fn tcp_packet(q: &Question) -> Vec<u8> {
 /// pod with the kernel. Read through netlink, so run it in the node's network namespace; one
 /// clause each.
 pub async fn kernel_detail(dir: &Path, reason: Reason, q: &Question) -> Result<Vec<String>, Error> {
-    if !matches!(reason, Reason::PassPolicyRoute | Reason::PassEndpointTc) {
+    // Both are decisions of IPv4's walk only.
+    let Some((src, dst)) =
+        q.ipv4().filter(|_| matches!(reason, Reason::PassPolicyRoute | Reason::PassEndpointTc))
+    else {
         return Ok(Vec::new());
-    }
+    };
     let agent: AgentInfo = bpffs::read_pinned_slot(dir, AGENT)?;
     let node: NodeConfig = bpffs::read_pinned_slot(dir, NODE)?;
     let pod_prefix = unpadded(&agent.iface_prefix);
@@ -630,9 +699,9 @@ pub async fn kernel_detail(dir: &Path, reason: Reason, q: &Question) -> Result<V
     if reason == Reason::PassPolicyRoute {
         let policy =
             routes::pod_policy(&kernel.rules, &kernel.interfaces, &picture.node.underlay, &pod_prefix);
-        detail.extend([q.dst, q.src].iter().filter_map(|addr| policy.why_diverted(*addr, kernel, &name)));
+        detail.extend([dst, src].iter().filter_map(|addr| policy.why_diverted(*addr, kernel, &name)));
     } else {
-        for addr in [q.src, q.dst] {
+        for addr in [src, dst] {
             let configured = kernel.routes_of(&(32, addr)).iter().find_map(|r| {
                 let interface = kernel.interfaces.get(&r.oif?)?;
                 Some((interface.name.clone(), interface.classic_tc.clone()?))
@@ -651,17 +720,15 @@ pub async fn kernel_detail(dir: &Path, reason: Reason, q: &Question) -> Result<V
 pub fn explain(q: &Question, maps: &Maps) -> (String, Reason) {
     let (program, frame) = question_frame(q, maps);
     let mut decision = decide(program, &frame, maps);
-    if maps.node.trusts_kernel() {
+    // The daemon judges IPv4 flows only.
+    if let Some((src, dst)) = q.ipv4().filter(|_| maps.node.trusts_kernel()) {
         // The question names no ports, so its own flow is never in the table: tell the flows
         // between SRC and DST that are, and what conntrack's NAT makes of them.
-        let asked = FlowKey::new(q.src.octets(), q.dst.octets(), PROTO_TCP, (0, 0));
+        let asked = FlowKey::new(src.octets(), dst.octets(), PROTO_TCP, (0, 0));
         let unnamed = format!("the flow table holds no {} yet", flows::describe(&asked));
         decision.why.retain(|line| *line != unnamed && *line != Reason::PassFlowPending.describe());
-        let between: Vec<&Flow> = maps
-            .flows
-            .iter()
-            .filter(|f| f.key.src == q.src.octets() && f.key.dst == q.dst.octets())
-            .collect();
+        let between: Vec<&Flow> =
+            maps.flows.iter().filter(|f| f.key.src == src.octets() && f.key.dst == dst.octets()).collect();
         for f in &between {
             let translated = if f.value.nat == 0 {
                 String::new()
@@ -671,7 +738,7 @@ pub fn explain(q: &Question, maps: &Maps) -> (String, Reason) {
             decision.why.push(format!("{} is {}{translated}", flows::describe(&f.key), f.state_name()));
         }
         if between.is_empty() {
-            decision.why.push(format!("the flow table holds no flow from {} to {} yet", q.src, q.dst));
+            decision.why.push(format!("the flow table holds no flow from {} to {} yet", src, dst));
         }
         let approved = between.iter().filter(|f| f.state() == Some(flow::FlowState::Approved)).count();
         if approved > 0 {
@@ -790,6 +857,17 @@ mod tests {
         fastpath_common::route::endpoint_of(&route(addr)?)
     }
 
+    /// Two pods of this node, by their IPv6 addresses (ifindex 5 and 7).
+    fn endpoint6(addr: [u8; 16]) -> Option<Endpoint> {
+        let addr = Ipv6Addr::from(addr);
+        let pod = |ifindex, mac| Some(Endpoint { ifindex, mac, _pad: [0; 2] });
+        match addr.to_string().as_str() {
+            "fd5f:a1b2:c3d4::af4:2824" => pod(5, POD_MAC),
+            "fd5f:a1b2:c3d4::af4:2825" => pod(7, [2, 0, 0, 0, 0, 7]),
+            _ => None,
+        }
+    }
+
     fn ask(src: &str, dst: &str) -> Question {
         Question {
             src: src.parse().unwrap(),
@@ -820,7 +898,7 @@ mod tests {
             next_hop_mac: &|_| None,
             route: &route,
             endpoint: &endpoint,
-            endpoint6: &|_| None,
+            endpoint6: &endpoint6,
             is_peer: &is_peer,
             path_mtu: &|_| None,
             flow: &flow,
@@ -953,9 +1031,34 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_questions_are_walked_as_the_programs_walk_ipv6() {
+        let (a, b) = ("fd5f:a1b2:c3d4::af4:2824", "fd5f:a1b2:c3d4::af4:2825");
+        assert_eq!(first(ask(a, b)), "redirect to pod on cali7 (ifindex 7, MAC 02:00:00:00:00:07)");
+        let why = explained(ask(a, b));
+        assert!(why.contains(&format!("because {b} is a pod on this node")), "{why}");
+        assert_eq!(
+            first(Question { arp: true, ..ask(a, "fe80::ecee:eeff:feee:eeee") }),
+            "neighbour advertisement: fe80::ecee:eeff:feee:eeee is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface"
+        );
+        // Pod b's address, sent from pod a's interface.
+        let spoofed = Question { ingress: Some(5), ..ask(b, "fd5f:a1b2:c3d4::af4:2826") };
+        assert!(first(spoofed).starts_with("drop: spoofed source"), "{}", explained(spoofed));
+        assert!(
+            first(ask(a, "fd5f:a1b2:c3d4::af4:a696")).starts_with("kernel"),
+            "{}",
+            explained(ask(a, "fd5f:a1b2:c3d4::af4:a696"))
+        );
+        assert!(first(Question { ttl: 1, ..ask(a, b) }).starts_with("kernel"));
+        // The daemon judges IPv4 flows only.
+        let untrusted = explained_with(ask(a, b), NODE_F_TRUST_KERNEL, &[]);
+        assert!(untrusted.contains("passed_ipv6_untrusted"), "{untrusted}");
+    }
+
+    #[test]
     fn under_trust_kernel_only_approved_flows_are_fast() {
         let q = ask("10.244.40.36", "10.244.166.150");
-        let key = FlowKey::new(q.src.octets(), q.dst.octets(), 6, (40000, 80));
+        let (src, dst) = q.ipv4().unwrap();
+        let key = FlowKey::new(src.octets(), dst.octets(), 6, (40000, 80));
         let approved_value = FlowValue::approved(&key, &Arrived::from_pod(5), &key);
         let with = |value| explained_with(q, NODE_F_TRUST_KERNEL, &[Flow { key, value }]);
         let none = explained_with(q, NODE_F_TRUST_KERNEL, &[]);
