@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the seed write-ups' cluster, carried by fastpath alone (`--trust routes`),
-//! then beside a kube-proxy-style service NAT with the kernel's path open (`--trust kernel`).
+//! then beside a kube-proxy-style service NAT with the kernel's path open (`--trust kernel`),
+//! then dual-stack: every pod with an IPv6 address beside its IPv4 one.
 //! `--vxlan`: the same in Calico's VXLAN mode, the second act on a cluster fastpath is being rolled
 //! out to (the second node runs only the kernel's own VXLAN device).
 
@@ -15,6 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use fastpath_tests::{
     cluster::{POD_GATEWAY, VXLAN_DEVICE},
+    dual_stack::POD_GATEWAY6,
     traffic, Cluster, ClusterSpec, Daemon,
 };
 
@@ -156,6 +158,7 @@ pub fn run(keep: bool, vxlan: bool) -> Result<()> {
             vxlan_rollout(&step)?;
         } else {
             trust_kernel(&step)?;
+            dual_stack(&step)?;
         }
     }
     println!("\n=== tearing down: daemons stopped, namespaces deleted");
@@ -236,6 +239,65 @@ fn vxlan_rollout(step: &dyn Fn(&str) -> Result<()>) -> Result<()> {
         "ip",
         &["-s", "link", "show", VXLAN_DEVICE],
     )?;
+    Ok(())
+}
+
+/// The third act: dual-stack pods (Calico's IPv6 layout: a /128 per pod, its default route via
+/// `fe80::ecee:eeff:feee:eeee`), the kernel's FORWARD closed for both families, fastpath
+/// `--trust routes`. IPv6 between two pods of one node takes the fast path; IPv6 between nodes is
+/// still the kernel's.
+fn dual_stack(step: &dyn Fn(&str) -> Result<()>) -> Result<()> {
+    step("dual stack: pods 10.244.40.36 and 10.244.40.37 on node 10.101.14.50, 10.244.166.150 on node 10.101.14.51, each with an IPv6 address too; FORWARD closed for both families")?;
+    let mut spec = ClusterSpec::seed_fastpath_only().dual_stack();
+    spec.nodes[0].pods.push(std::net::Ipv4Addr::new(10, 244, 40, 37));
+    let cluster = Cluster::build("demo-ds", &spec)?;
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (pod, neighbour, remote) = (&node1.pods[0], &node1.pods[1], &node2.pods[0]);
+    let ip6 = |p: &fastpath_tests::Pod| p.ip6.map(|a| a.to_string()).unwrap_or_default();
+    show("the pod's addresses", &pod.ns.name, "ip", &["-brief", "addr", "show", "dev", "eth0"])?;
+    show("the pod's IPv6 routes (Calico's)", &pod.ns.name, "ip", &["-6", "route"])?;
+    show("node 10.101.14.50's IPv6 routes", &node1.ns.name, "ip", &["-6", "route"])?;
+    show(
+        "without fastpath: IPv6 to the pod beside it",
+        &pod.ns.name,
+        "ping",
+        &["-6", "-c", "2", "-W", "1", &ip6(neighbour)],
+    )?;
+    let daemons: Vec<Daemon> = cluster
+        .nodes
+        .iter()
+        .map(|n| Daemon::start(&n.ns.name, &["--trust", "routes"]))
+        .collect::<Result<_>>()?;
+    step("with fastpath: the pod resolves its IPv6 gateway by the program's answer, and pings the pod beside it (hop limit 63)")?;
+    show("forget the gateway", &pod.ns.name, "ip", &["-6", "neigh", "flush", "dev", "eth0"])?;
+    show(
+        "ping over IPv6 on one node",
+        &pod.ns.name,
+        "ping",
+        &["-6", "-c", "3", "-i", "0.2", &ip6(neighbour)],
+    )?;
+    show("the pod's IPv6 neighbour table", &pod.ns.name, "ip", &["-6", "neigh", "show", POD_GATEWAY6])?;
+    show("and IPv4 beside it", &pod.ns.name, "ping", &["-c", "2", "-i", "0.2", &remote.ip.to_string()])?;
+    step("with fastpath: 10 MB over TCP on IPv6 each way, checked end to end")?;
+    let started = Instant::now();
+    for (from, to) in [(pod, neighbour), (neighbour, pod)] {
+        let at = std::net::SocketAddr::from((to.ip6.context("a dual-stack pod")?, 0));
+        traffic::transfer_via(from, &to.ns.name, at, None, 10 << 20)?;
+    }
+    println!("20 MB in {:.2?}, contents verified", started.elapsed());
+    step("between nodes IPv6 is still the kernel's, whose FORWARD is closed: nothing crosses")?;
+    show("ping over IPv6 across nodes", &pod.ns.name, "ping", &["-6", "-c", "2", "-W", "1", &ip6(remote)])?;
+    step("node 10.101.14.50 (`fastpath endpoints`, `explain`, `stats`)")?;
+    for args in [
+        &["endpoints"][..],
+        &["explain", &ip6(pod), &ip6(neighbour)],
+        &["explain", "--arp", &ip6(pod), POD_GATEWAY6],
+        &["explain", &ip6(pod), &ip6(remote)],
+    ] {
+        println!("$ fastpath {}", args.join(" "));
+        print!("{}", daemons[0].cli(args)?);
+    }
+    print!("{}", nonzero(&daemons[0].cli(&["stats"])?));
     Ok(())
 }
 
