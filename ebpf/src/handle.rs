@@ -18,14 +18,20 @@ use crate::{
 /// stack together would pass the 512 bytes; the two meet here as one integer each.
 #[inline(always)]
 pub fn from_pod(ctx: &TcContext) -> Outcome {
-    let packed =
-        if pipeline::is_ipv6(&Packet(ctx)) { from_pod_ipv6(ctx) } else { outcome::pack(from_pod_ipv4(ctx)) };
+    let packed = if pipeline::is_ipv6(&Packet(ctx)) { from_pod_ipv6(ctx) } else { from_pod_ipv4(ctx) };
     outcome::unpack(packed)
 }
 
-/// Everything but IPv6 from a pod.
+/// Everything but IPv6 from a pod, as a BPF subprogram too: the kernel allows 512 bytes of stack
+/// for a whole call chain, and the IPv4 walk's frame alone takes most of them. Inline in
+/// `from_pod`, it would sit under the IPv6 subprogram's frame as well.
+#[inline(never)]
+fn from_pod_ipv4(ctx: &TcContext) -> Packed {
+    outcome::pack(walk_ipv4(ctx))
+}
+
 #[inline(always)]
-fn from_pod_ipv4(ctx: &TcContext) -> Outcome {
+fn walk_ipv4(ctx: &TcContext) -> Outcome {
     let tables = Maps::new(ctx);
     let plan = pipeline::from_pod_ipv4(&Packet(ctx), skb::ifindex(ctx), &tables, &mut Silent)?;
     carry::out(ctx, tables.node, plan)
