@@ -397,7 +397,8 @@ fn vxlan_link(infos: &[LinkInfo]) -> Option<VxlanLink> {
         match attribute {
             InfoVxlan::Id(vni) => v.vni = Some(*vni),
             InfoVxlan::Port(port) => v.port = Some(*port),
-            InfoVxlan::Local(addr) => v.local = Some(*addr).filter(|a| !a.is_unspecified()),
+            InfoVxlan::Local(addr) => v.local = Some(IpAddr::V4(*addr)).filter(|a| !a.is_unspecified()),
+            InfoVxlan::Local6(addr) => v.local = Some(IpAddr::V6(*addr)).filter(|a| !a.is_unspecified()),
             InfoVxlan::Link(index) => v.link = Some(*index),
             InfoVxlan::PortRange(range) => v.port_range = Some(*range),
             InfoVxlan::Ttl(ttl) => v.ttl = *ttl,
@@ -651,7 +652,7 @@ mod tests {
             Some(VxlanLink {
                 vni: Some(4096),
                 port: Some(4789),
-                local: Some(Ipv4Addr::new(10, 101, 14, 50)),
+                local: Some(IpAddr::V4(Ipv4Addr::new(10, 101, 14, 50))),
                 link: Some(2),
                 port_range: Some((0, 0)),
                 ..VxlanLink::default()

@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
 };
 
 use fastpath_common::{
@@ -63,7 +63,7 @@ pub enum Unusable {
     NotVxlan,
     NoMac,
     /// Its `local` address is not the node's (the outer source would differ).
-    Local(Option<Ipv4Addr>),
+    Local(Option<IpAddr>),
     /// It sends through another interface than the underlay.
     OtherLink(u32),
     /// A feature whose packets the programs do not build or take apart.
@@ -87,15 +87,27 @@ impl fmt::Display for Unusable {
 impl VxlanDevice {
     /// The device `link`, if the programs can send and receive exactly what it would.
     pub fn from_link(link: &LinkState, underlay: &Underlay, sysctls: &Sysctls) -> Result<Self, Unusable> {
+        Self::sending_from(link, IpAddr::V4(underlay.addr), underlay.ifindex, sysctls)
+    }
+
+    /// The device `link` whose packets leave from `local` on interface `underlay` (IPv4's
+    /// `vxlan.calico`, or IPv6's `vxlan-v6.calico`), if the programs can send and receive
+    /// exactly what it would.
+    pub fn sending_from(
+        link: &LinkState,
+        local: IpAddr,
+        underlay: u32,
+        sysctls: &Sysctls,
+    ) -> Result<Self, Unusable> {
         let vxlan = link.vxlan.as_ref().ok_or(Unusable::NotVxlan)?;
         if !link.up {
             return Err(Unusable::Down);
         }
         let mac = link.mac.ok_or(Unusable::NoMac)?;
-        if vxlan.local != Some(underlay.addr) {
+        if vxlan.local != Some(local) {
             return Err(Unusable::Local(vxlan.local));
         }
-        if let Some(index) = vxlan.link.filter(|i| *i != 0 && *i != underlay.ifindex) {
+        if let Some(index) = vxlan.link.filter(|i| *i != 0 && *i != underlay) {
             return Err(Unusable::OtherLink(index));
         }
         if let Some(feature) = unsupported_feature(vxlan) {
@@ -265,7 +277,7 @@ pub(crate) fn felix_link(local: std::net::Ipv4Addr) -> LinkState {
         vxlan: Some(VxlanLink {
             vni: Some(4096),
             port: Some(4789),
-            local: Some(local),
+            local: Some(local.into()),
             link: Some(2),
             ..VxlanLink::default()
         }),
@@ -349,7 +361,7 @@ mod tests {
         assert_eq!(with(|l| l.up = false), "it is down");
         assert_eq!(with(|l| l.vxlan = None), "it is not a vxlan device");
         assert_eq!(
-            with(|l| l.vxlan.as_mut().unwrap().local = Some(Ipv4Addr::new(10, 0, 0, 1))),
+            with(|l| l.vxlan.as_mut().unwrap().local = Some(Ipv4Addr::new(10, 0, 0, 1).into())),
             "its local address 10.0.0.1 is not the node's"
         );
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Interfaces and their addresses, as netlink reports them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One interface by index and name, as netlink reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +29,8 @@ pub struct LinkState {
 pub struct VxlanLink {
     pub vni: Option<u32>,
     pub port: Option<u16>,
-    pub local: Option<Ipv4Addr>,
+    /// `local`: IPv4 (`IFLA_VXLAN_LOCAL`) or IPv6 (`IFLA_VXLAN_LOCAL6`).
+    pub local: Option<IpAddr>,
     /// The interface its packets go out of (`dev`), if it names one.
     pub link: Option<u32>,
     /// `srcport LOW HIGH`; (0, 0) or absent: the namespace's local port range.
@@ -47,10 +48,13 @@ pub struct VxlanLink {
     pub extensions: bool,
 }
 
-/// An IPv4 address on an interface.
+/// An address on an interface: IPv4 unless said otherwise ([`Address6`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Address {
+pub struct Address<A = Ipv4Addr> {
     pub index: u32,
-    pub addr: Ipv4Addr,
+    pub addr: A,
     pub prefix_len: u8,
 }
+
+/// A global IPv6 address on an interface.
+pub type Address6 = Address<Ipv6Addr>;
