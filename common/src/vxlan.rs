@@ -329,6 +329,37 @@ pub const fn write_headers6(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &
     true
 }
 
+/// Bytes [`flow_hash6`] reads: the inner fixed header and the 4 bytes after it.
+pub const FLOW6_LEN: usize = ipv6::HEADER_LEN + 4;
+
+/// A hash of an IPv6 packet's flow (addresses, next header, and for TCP and UDP the ports that
+/// follow the fixed header), for the UDP source port when the skb carries no hash of its own:
+/// every packet of a flow the same, flows spread (never 0, which [`source_port`] reads as none).
+pub const fn flow_hash6(p: &[u8; FLOW6_LEN]) -> u32 {
+    let next_header = p[6];
+    let mut h = (next_header as u32).wrapping_mul(0x9e37_79b9);
+    let mut i = 0;
+    while i < 8 {
+        let at = 8 + 4 * i;
+        let word = u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+        h = (h ^ word).rotate_left(5).wrapping_mul(0x85eb_ca6b);
+        i += 1;
+    }
+    if next_header == ipv6::NEXT_TCP || next_header == ipv6::NEXT_UDP {
+        h ^= u32::from_be_bytes([p[40], p[41], p[42], p[43]]);
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
 /// Whether IPv6 VXLAN that arrived from a known node, with an outer payload of `payload_len`
 /// bytes, is one the fast path may take apart for this node's `vxlan-v6.calico`: UDP length
 /// consistent, a UDP checksum (the kernel's device drops one without, as RFC 8200 asks; a
@@ -541,7 +572,8 @@ mod tests {
 
     fn udp_checksum_holds(outer: &[u8]) -> bool {
         let ip = ipv6::Ipv6Fields::parse(outer[..40].try_into().unwrap());
-        outer[46..48] != [0, 0] && ipv6::upper_layer_checksum(&ip.src, &ip.dst, ipv6::NEXT_UDP, &outer[40..]) == 0
+        outer[46..48] != [0, 0]
+            && ipv6::upper_layer_checksum(&ip.src, &ip.dst, ipv6::NEXT_UDP, &outer[40..]) == 0
     }
 
     #[test]
@@ -622,6 +654,28 @@ mod tests {
         r.inner_eth.copy_from_slice(&p[56..70]);
         r.inner_eth[..6].copy_from_slice(&ME);
         (u16::from_be_bytes([p[4], p[5]]), r)
+    }
+
+    #[test]
+    fn the_flow_hash_follows_the_flow() {
+        let mut p = [0u8; FLOW6_LEN];
+        p[6] = ipv6::NEXT_TCP;
+        p[8..24].copy_from_slice(&NODE6);
+        p[24..40].copy_from_slice(&PEER6);
+        p[40..44].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        let h = flow_hash6(&p);
+        assert_ne!(h, 0);
+        let mut other_port = p;
+        other_port[41] = 0x41;
+        assert_ne!(flow_hash6(&other_port), h, "another connection");
+        let mut other_payload_len = p;
+        other_payload_len[5] = 99;
+        assert_eq!(flow_hash6(&other_payload_len), h, "the same flow");
+        let mut icmp = p;
+        icmp[6] = ipv6::NEXT_ICMPV6;
+        let mut other_checksum = icmp;
+        other_checksum[42] = 0x77;
+        assert_eq!(flow_hash6(&icmp), flow_hash6(&other_checksum), "ICMPv6's bytes there are no ports");
     }
 
     #[test]

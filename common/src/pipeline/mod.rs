@@ -34,11 +34,8 @@ use crate::{
 pub enum Plan<H> {
     /// Turn the ARP request into the reply a proxy would send, and send it back to the pod.
     AnswerArp,
-    /// Turn the pod's neighbour solicitation into the advertisement the host end would send
-    /// (`ndp::answer_in_place`), and send it back to the pod.
-    AnswerNdp,
-    /// IPv6 into the pod behind host-side `ifindex`, with Ethernet destination `mac`.
-    ToPodV6 { ifindex: u32, mac: [u8; 6] },
+    /// What the IPv6 walk plans ([`Plan6`]).
+    Ipv6(Plan6<H>),
     /// Answer with ICMP "fragmentation needed" carrying `mtu`, back to the pod.
     FragNeeded { mtu: u16 },
     /// Into the pod behind host-side `ifindex` (after taking `decap` apart, for a tunnel),
@@ -64,8 +61,7 @@ impl<H> Plan<H> {
     pub const fn reason(&self) -> Reason {
         match self {
             Plan::AnswerArp => Reason::ArpReplied,
-            Plan::AnswerNdp => Reason::NdpReplied,
-            Plan::ToPodV6 { .. } => Reason::RedirectedLocal,
+            Plan::Ipv6(plan) => plan.reason(),
             Plan::FragNeeded { .. } => Reason::IcmpFragNeeded,
             Plan::ToPod { reason, .. } => *reason,
             Plan::Encapsulate { tunnel: Tunnel::Ipip, .. } => Reason::Encapsulated,
@@ -82,14 +78,14 @@ pub type Decision<H> = Result<Plan<H>, Reason>;
 /// solicitations are answered, IPv4 forwarded, IPv6 carried to a pod on this node, the rest
 /// passed.
 #[inline(always)]
-pub fn from_pod<F: Frame, T: Tables, R: Trace>(
+pub fn from_pod<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
     frame: &F,
     ingress: u32,
     tables: &T,
     trace: &mut R,
-) -> Decision<T::Hop> {
+) -> Decision<H> {
     if is_ipv6(frame) {
-        from_pod_ipv6(frame, ingress, tables, trace).map(Plan::from)
+        from_pod_ipv6(frame, ingress, tables, trace).map(Plan::Ipv6)
     } else {
         from_pod_ipv4(frame, ingress, tables, trace)
     }
@@ -103,7 +99,7 @@ pub fn is_ipv6<F: Frame>(frame: &F) -> bool {
     frame::ether_type(frame) == Some(ETH_P_IPV6)
 }
 
-pub use v6::{from_pod as from_pod_ipv6, Plan6};
+pub use v6::{from_pod as from_pod_ipv6, from_underlay as from_underlay_ipv6, Plan6};
 
 /// `from_pod` for every frame but IPv6: ARP is answered, IPv4 forwarded, the rest passed.
 #[inline(always)]
@@ -217,7 +213,21 @@ fn carry<T: Tables>(tables: &T, to: Forward, inner: Ipv4Fields, nat: Translation
 /// plain traffic to a pod here (or to this node, of a flow conntrack translated to it) is
 /// delivered too by its flow's entry. The rest is the kernel's.
 #[inline(always)]
-pub fn from_underlay<F: Frame, T: Tables, R: Trace>(
+pub fn from_underlay<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
+    frame: &F,
+    tables: &T,
+    trace: &mut R,
+) -> Decision<H> {
+    if is_ipv6(frame) {
+        return from_underlay_ipv6(frame, tables, trace).map(Plan::Ipv6);
+    }
+    from_underlay_ipv4(frame, tables, trace)
+}
+
+/// `from_underlay` for every frame but IPv6 ([`from_underlay_ipv6`]'s): the programs make this
+/// split themselves, as `from_pod`'s.
+#[inline(always)]
+pub fn from_underlay_ipv4<F: Frame, T: Tables, R: Trace>(
     frame: &F,
     tables: &T,
     trace: &mut R,
