@@ -26,20 +26,6 @@ fn assert_passes_unchanged(ebpf: &mut aya::Ebpf, program: &'static str, frame: &
     assert_eq!(count(ebpf, reason), 1, "{reason:?}");
 }
 
-/// A TCP segment over IPv6 from a pod, checksum made, `payload` bytes after a 20-byte header.
-fn tcp6(src: [u8; 16], dst: [u8; 16], payload: usize) -> Vec<u8> {
-    let mut tcp = vec![0u8; 20 + payload];
-    tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
-    tcp[12] = 5 << 4;
-    tcp[13] = packets::TCP_ACK;
-    for (i, b) in tcp[20..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    let sum = ipv6::upper_layer_checksum(&src, &dst, ipv6::NEXT_TCP, &tcp);
-    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-    ip6_frame(src, dst, ipv6::NEXT_TCP, &tcp)
-}
-
 /// A UDP datagram over IPv6 from a pod; without a checksum when `checksum` is false.
 fn udp6(src: [u8; 16], dst: [u8; 16], checksum: bool) -> Vec<u8> {
     let mut udp = vec![0x9c, 0x40, 0, 53, 0, 13, 0, 0];
@@ -49,23 +35,6 @@ fn udp6(src: [u8; 16], dst: [u8; 16], checksum: bool) -> Vec<u8> {
         udp[6..8].copy_from_slice(&sum.to_be_bytes());
     }
     ip6_frame(src, dst, ipv6::NEXT_UDP, &udp)
-}
-
-fn ip6_frame(src: [u8; 16], dst: [u8; 16], next_header: u8, upper: &[u8]) -> Vec<u8> {
-    let mut frame = packets::ethernet(GATEWAY_MAC, POD_MAC, packets::ETH_P_IPV6);
-    let header = Ipv6Fields {
-        version: 6,
-        traffic_class: 0,
-        flow_label: 0x4_5678,
-        payload_len: upper.len() as u16,
-        next_header,
-        hop_limit: 64,
-        src,
-        dst,
-    };
-    frame.extend_from_slice(&header.header());
-    frame.extend_from_slice(upper);
-    frame
 }
 
 /// Check `out` is `sent` in IPv6 VXLAN from this node to the next, as `vxlan-v6.calico` sends it.

@@ -635,6 +635,40 @@ pub fn vxlan6_frame(
     frame
 }
 
+/// A TCP segment (ACK) over IPv6 from a pod, checksum made, `payload` bytes after a 20-byte
+/// header.
+pub fn tcp6(src: [u8; 16], dst: [u8; 16], payload: usize) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20 + payload];
+    tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+    tcp[12] = 5 << 4;
+    tcp[13] = packets::TCP_ACK;
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let sum = fastpath_common::ipv6::upper_layer_checksum(&src, &dst, 6, &tcp);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    ip6_frame(src, dst, 6, &tcp)
+}
+
+/// An IPv6 frame from a pod to its gateway MAC: `upper` after a fixed header naming
+/// `next_header`, hop limit 64.
+pub fn ip6_frame(src: [u8; 16], dst: [u8; 16], next_header: u8, upper: &[u8]) -> Vec<u8> {
+    let mut frame = packets::ethernet(fastpath_common::GATEWAY_MAC, POD_MAC, packets::ETH_P_IPV6);
+    let header = fastpath_common::ipv6::Ipv6Fields {
+        version: 6,
+        traffic_class: 0,
+        flow_label: 0x4_5678,
+        payload_len: upper.len() as u16,
+        next_header,
+        hop_limit: 64,
+        src,
+        dst,
+    };
+    frame.extend_from_slice(&header.header());
+    frame.extend_from_slice(upper);
+    frame
+}
+
 /// An ICMPv6 echo request from a pod (`packets::ipv6_frame`) with its checksum made, as the pod's
 /// kernel sends it.
 pub fn echo6(src: [u8; 16], dst: [u8; 16], hop_limit: u8) -> Vec<u8> {
