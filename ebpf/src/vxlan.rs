@@ -14,7 +14,7 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
         BPF_F_ADJ_ROOM_FIXED_GSO,
     },
-    helpers::bpf_get_prandom_u32,
+    helpers::{bpf_csum_diff, bpf_get_prandom_u32},
     programs::TcContext,
 };
 use fastpath_common::{
@@ -149,6 +149,8 @@ const ENCAP6_FLAGS: u32 =
     BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
 /// Where the inner IPv6 header lies once encapsulated.
 const INNER6: usize = EthHdr::LEN + OVERHEAD6;
+/// Where the UDP checksum lies in the 70 bytes.
+const UDP6_CHECK: usize = fastpath_common::ipv6::HEADER_LEN + 6;
 
 /// Encapsulate in IPv6 VXLAN toward node `next_hop`, whose `vxlan-v6.calico` has MAC
 /// `peer_mac`, and send it out of the underlay toward `hop`.
@@ -186,6 +188,27 @@ pub fn encapsulate6(
     if !vxlan::write_headers6(unsafe { &mut *room }, &encap, &first8) {
         return Err(Reason::DropRewriteFailed);
     }
+    // The UDP checksum: the 60 bytes from the outer addresses to the inner Ethernet type summed by
+    // the kernel where they lie (one helper call, where a loop over them would cost a hundred
+    // instructions more), the rest from the inner header's first 8 bytes.
+    const SUMMED_LEN: usize = vxlan::SUMMED6.end - vxlan::SUMMED6.start;
+    let summed: *mut [u8; SUMMED_LEN] =
+        parse::header_mut(ctx, EthHdr::LEN + vxlan::SUMMED6.start).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: the pointer is to `SUMMED_LEN` bytes of the packet, bounds-checked by `header_mut`.
+    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, summed.cast(), SUMMED_LEN as u32, 0) };
+    if sum < 0 {
+        return Err(Reason::DropRewriteFailed);
+    }
+    // The kernel sums the machine's own 16-bit words: folded, its bytes are the big-endian sum's
+    // (RFC 1071 §2(B)), which `udp_checksum6` takes.
+    let sum = sum as u32;
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let folded = ((sum & 0xffff) + (sum >> 16)) as u16;
+    let check = vxlan::udp_checksum6(u32::from(u16::from_be_bytes(folded.to_ne_bytes())), &first8);
+    let field: *mut [u8; 2] =
+        parse::header_mut(ctx, EthHdr::LEN + UDP6_CHECK).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    unsafe { *field = check.to_be_bytes() };
     let hop_limit: *mut u8 = parse::header_mut(ctx, INNER6 + 7).ok_or(Reason::DropRewriteFailed)?;
     // SAFETY: bounds-checked by `header_mut`.
     unsafe { *hop_limit = first8[7] };
