@@ -13,7 +13,7 @@ use fastpath_common::{
 use crate::{
     arp, deliver,
     fib::{NextHop, NextHop6},
-    icmp, ipip, maps, nat, ndp,
+    icmp, icmp6, ipip, maps, nat, ndp,
     outcome::Outcome,
     vxlan,
 };
@@ -69,5 +69,6 @@ pub fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
             let node6 = maps::node6().ok_or(Reason::PassNotReady)?;
             vxlan::encapsulate6(ctx, node6, &next_hop, mac, &hop)
         }
+        Plan6::TooBig { mtu } => icmp6::packet_too_big(ctx, mtu),
     }
 }

@@ -210,6 +210,10 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             Reason::PassTtlExceeded,
             Reason::EncapsulatedVxlan,
             Reason::DecapsulatedVxlan,
+            Reason::NdpReplied,
+            Reason::RoutedUnderlay,
+            Reason::DropNoEndpoint,
+            Reason::Icmp6PacketTooBig,
         ] {
             assert!(
                 routes_mode.contains(&reason),

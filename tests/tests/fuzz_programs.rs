@@ -5,7 +5,7 @@
 //! - the verdict is PASS, TC_ACT_SHOT or TC_ACT_REDIRECT;
 //! - a frame handed to the kernel (PASS) leaves unchanged: fail open;
 //! - only a valid ARP request produces an ARP reply;
-//! - a frame that is not valid IPv4 (or ARP) is never redirected;
+//! - a frame that is not valid IPv4 or IPv6 (or ARP) is never redirected;
 //! - every run is counted under exactly one reason (checked every 256 frames: the counters grew
 //!   by exactly the number of runs, since reading them costs a syscall per reason).
 //!
@@ -24,9 +24,10 @@ use fastpath::dataplane::loader::{FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     arp::{classify_request, ArpFields},
     ipv4::{is_well_formed, Ipv4Fields, HEADER_LEN},
+    ipv6::{self, Ipv6Fields},
     Reason,
 };
-use fastpath_tests::packets::{ETH_P_ARP, ETH_P_IP};
+use fastpath_tests::packets::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6};
 use proptest::{
     strategy::{Strategy as _, ValueTree as _},
     test_runner::{Config, TestRunner},
@@ -49,6 +50,16 @@ fn is_valid_arp_request(frame: &[u8]) -> bool {
 
 fn is_arp_reply(frame: &[u8]) -> bool {
     frame.len() >= 42 && frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[20..22] == [0, 2]
+}
+
+/// A well-formed IPv6 header (the kernel's `ip6_rcv_core` would take it): what a neighbour
+/// solicitation, a packet forwarded or IPv6 VXLAN taken apart starts with.
+fn is_valid_ipv6(frame: &[u8]) -> bool {
+    if frame.len() < 14 + ipv6::HEADER_LEN || frame[12..14] != ETH_P_IPV6.to_be_bytes() {
+        return false;
+    }
+    let header: &[u8; ipv6::HEADER_LEN] = frame[14..14 + ipv6::HEADER_LEN].try_into().unwrap();
+    ipv6::is_well_formed(&Ipv6Fields::parse(header), (frame.len() - 14) as u32)
 }
 
 fn is_valid_ipv4(frame: &[u8]) -> bool {
@@ -82,8 +93,12 @@ fn check(ebpf: &mut Ebpf, program: &'static str, frame: &[u8]) -> Result<Checked
     if is_arp_reply(&out) && !is_arp_reply(frame) && !is_valid_arp_request(frame) {
         return fail("an ARP reply to something that is not a valid request");
     }
-    if verdict == TC_ACT_REDIRECT && !is_valid_ipv4(frame) && !is_valid_arp_request(frame) {
-        return fail("redirected a frame that is neither valid IPv4 nor a valid ARP request");
+    if verdict == TC_ACT_REDIRECT
+        && !is_valid_ipv4(frame)
+        && !is_valid_ipv6(frame)
+        && !is_valid_arp_request(frame)
+    {
+        return fail("redirected a frame that is neither valid IPv4 or IPv6 nor a valid ARP request");
     }
     Ok(Checked::Held)
 }

@@ -118,8 +118,24 @@ fn icmpv6_tcp_and_udp_leave_in_ipv6_vxlan_as_vxlan_v6_calico_sends_them() {
     });
 }
 
+/// Check `out` is ICMPv6 "packet too big" with `mtu` from this node to the pod that sent `sent`,
+/// quoting its header and the 8 bytes after it.
+fn assert_packet_too_big(out: &[u8], sent: &[u8], mtu: u32) {
+    assert_eq!(out.len(), 14 + 40 + 8 + 48);
+    assert_eq!(&out[..6], &POD_MAC, "back to the pod");
+    assert_eq!(&out[6..12], &GATEWAY_MAC);
+    assert_eq!(&out[12..14], &[0x86, 0xdd]);
+    assert_eq!(&out[14..22], &[0x60, 0, 0, 0, 0, 56, 58, 64], "ICMPv6, hop limit 64");
+    assert_eq!(&out[22..38], &NODE6_IP, "from this node");
+    assert_eq!(&out[38..54], &sent[22..38], "to the sender");
+    assert_eq!(&out[54..56], &[2, 0], "packet too big");
+    assert_eq!(&out[58..62], &mtu.to_be_bytes());
+    assert_eq!(&out[62..], &sent[14..62], "the header and 8 bytes after it");
+    assert_eq!(ipv6::upper_layer_checksum(&NODE6_IP, &POD6, 58, &out[54..]), 0, "the checksum verifies");
+}
+
 #[test]
-fn the_largest_packet_the_tunnel_carries_leaves_and_one_byte_more_is_the_kernels() {
+fn the_largest_packet_the_tunnel_carries_leaves_and_one_byte_more_is_answered_packet_too_big() {
     in_node(|ebpf, underlay| {
         let fits = tcp6(POD6, VXLAN6_POD, VXLAN6_MTU as usize - 60);
         let (verdict, out) = run(ebpf, FROM_POD, &fits);
@@ -127,10 +143,17 @@ fn the_largest_packet_the_tunnel_carries_leaves_and_one_byte_more_is_the_kernels
         assert_vxlan6(&out, &fits, underlay);
         assert_eq!(out.len() - 14, 1500, "an underlay packet of the underlay's MTU");
         let too_big = tcp6(POD6, VXLAN6_POD, VXLAN6_MTU as usize - 59);
-        assert_passes_unchanged(ebpf, FROM_POD, &too_big, Reason::PassTooBig);
+        let (verdict, out) = run(ebpf, FROM_POD, &too_big);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "back out of the pod's interface");
+        assert_packet_too_big(&out, &too_big, VXLAN6_MTU);
+        assert_eq!(count(ebpf, Reason::Icmp6PacketTooBig), 1);
     });
     in_node(|ebpf, _| {
-        assert_passes_unchanged(ebpf, FROM_POD, &tcp6(POD6, PLAIN6_POD, 1500 - 59), Reason::PassTooBig);
+        let too_big = tcp6(POD6, PLAIN6_POD, 1500 - 59);
+        let (verdict, out) = run(ebpf, FROM_POD, &too_big);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_packet_too_big(&out, &too_big, 1500);
+        assert_eq!(count(ebpf, Reason::Icmp6PacketTooBig), 1);
     });
 }
 
@@ -158,9 +181,10 @@ fn a_gso_packet_on_a_plain_route_is_measured_by_its_segments() {
         let (verdict, out, _) = run_gso(ebpf, FROM_POD, &frame, 1440, 3);
         assert_eq!(verdict, TC_ACT_REDIRECT, "40 + 20 + 1440 fits the underlay's 1500");
         assert_eq!(out[14 + 7], 63);
-        let (verdict, _, _) = run_gso(ebpf, FROM_POD, &frame, 1441, 3);
-        assert_eq!(verdict, PASS);
-        assert_eq!(count(ebpf, Reason::PassTooBig), 1);
+        let (verdict, out, _) = run_gso(ebpf, FROM_POD, &frame, 1441, 3);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "a segment of 1501 bytes: packet too big");
+        assert_packet_too_big(&out, &frame, 1500);
+        assert_eq!(count(ebpf, Reason::Icmp6PacketTooBig), 1);
     });
 }
 

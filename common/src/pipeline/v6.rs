@@ -38,6 +38,8 @@ pub enum Plan6<H> {
     ToUnderlay { next_hop: [u8; 16], hop: H },
     /// In IPv6 VXLAN to node `next_hop`, whose `vxlan-v6.calico` has MAC `mac`, out toward `hop`.
     Encapsulate { next_hop: [u8; 16], mac: [u8; 6], hop: H },
+    /// Answer with ICMPv6 "packet too big" carrying `mtu`, back to the pod.
+    TooBig { mtu: u32 },
 }
 
 impl<H> Plan6<H> {
@@ -49,6 +51,7 @@ impl<H> Plan6<H> {
             Plan6::ToPod { decap: true, .. } => Reason::DecapsulatedVxlan,
             Plan6::ToUnderlay { .. } => Reason::RoutedUnderlay,
             Plan6::Encapsulate { .. } => Reason::EncapsulatedVxlan,
+            Plan6::TooBig { .. } => Reason::Icmp6PacketTooBig,
         }
     }
 }
@@ -126,7 +129,9 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
         Forward6::Underlay { next_hop } => {
             // The FIB is asked from this node's IPv6 address, which the daemon writes.
             tables.node6().ok_or(Reason::PassNotReady)?;
-            fits(frame, trace, next_header, node.underlay_mtu, Limit::Underlay)?;
+            if let Some(mtu) = too_big(frame, trace, next_header, node.underlay_mtu, Limit::Underlay) {
+                return Ok(Plan6::TooBig { mtu });
+            }
             let hop = tables.hop6(&next_hop)?;
             Ok(Plan6::ToUnderlay { next_hop, hop })
         }
@@ -139,7 +144,9 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
                 return Err(Reason::PassKernelRoute);
             }
             summable(frame, payload_len, next_header)?;
-            fits(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6)?;
+            if let Some(mtu) = too_big(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6) {
+                return Ok(Plan6::TooBig { mtu });
+            }
             let hop = tables.hop6(&next_hop)?;
             Ok(Plan6::Encapsulate { next_hop, mac, hop })
         }
@@ -167,17 +174,17 @@ fn summable<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> Result<()
     }
 }
 
-/// `Ok` when the packet (each segment, for a GSO packet) fits `mtu`. A router never fragments
-/// IPv6 (RFC 8200 §5): one too big goes to the kernel, which answers it with ICMPv6 "packet too
-/// big" carrying its route's MTU.
+/// `Some(mtu)` when the packet (a segment, for a GSO packet) does not fit `mtu`. A router never
+/// fragments IPv6 (RFC 8200 §5): it answers with ICMPv6 "packet too big" carrying the MTU, as
+/// the kernel's `ip6_forward` does, whatever the packet.
 #[inline(always)]
-fn fits<F: Frame, R: Trace>(
+fn too_big<F: Frame, R: Trace>(
     frame: &F,
     trace: &mut R,
     next_header: u8,
     mtu: u32,
     limit: Limit,
-) -> Result<(), Reason> {
+) -> Option<u32> {
     let gso_size = frame.gso_size();
     let carried = if gso_size == 0 {
         frame.length().saturating_sub(ETH_LEN as u32)
@@ -192,10 +199,10 @@ fn fits<F: Frame, R: Trace>(
         gso_size + HEADER_LEN as u32 + transport
     };
     if carried <= mtu {
-        return Ok(());
+        return None;
     }
     trace.note(Note::TooBig { carried, mtu, limit });
-    Err(Reason::PassTooBig)
+    Some(mtu)
 }
 
 /// IPv6 from the underlay: IPv6 VXLAN to this node's `vxlan-v6.calico` port from a known node,

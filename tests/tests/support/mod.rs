@@ -232,6 +232,24 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
         // A router's "fragmentation needed" about this node's IPIP and VXLAN.
         frag_needed_from_router(4, 0, 1400),
         frag_needed_from_router(17, VXLAN_PORT, 1400),
+        // IPv6: a neighbour solicitation, to a pod here, to the next node in VXLAN and plain, to
+        // this node's block, too big for the tunnel; IPv6 VXLAN from the next node (for a pod
+        // here, with a third node's inner source) and from a stranger.
+        fastpath_common::ndp::captured::GATEWAY_NS.to_vec(),
+        echo6(POD6, OTHER6, 64),
+        tcp6(POD6, VXLAN6_POD, 0),
+        echo6(POD6, PLAIN6_POD, 64),
+        echo6(POD6, UNALLOCATED6, 64),
+        tcp6(POD6, VXLAN6_POD, VXLAN6_MTU as usize),
+        vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &tcp6(VXLAN6_POD, POD6, 0)[14..]),
+        vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &echo6(UNRESOLVED6_POD, POD6, 63)[14..]),
+        vxlan6_frame(
+            node6([10, 101, 14, 60]),
+            NODE6_IP,
+            VNI,
+            NODE_VTEP6_MAC,
+            &echo6(VXLAN6_POD, POD6, 63)[14..],
+        ),
     ]
 }
 

@@ -512,6 +512,11 @@ impl Words<'_, '_> {
             Plan::Ipv6(Plan6::ToPod { ifindex, mac, decap: true }) => {
                 format!("decapsulate, then {}", self.pod(ifindex, mac))
             }
+            Plan::Ipv6(Plan6::TooBig { mtu }) => {
+                let src = frame.get(ETH_LEN + 8..ETH_LEN + 24).and_then(|s| <[u8; 16]>::try_from(s).ok());
+                let src = Ipv6Addr::from(src.unwrap_or_default());
+                format!("ICMPv6 packet too big (mtu = {mtu}) sent back to {src}")
+            }
             Plan::Ipv6(Plan6::ToUnderlay { next_hop, .. }) => format!(
                 "route to node {} over the underlay, out of {}",
                 Ipv6Addr::from(next_hop),
