@@ -13,7 +13,7 @@ use fastpath_common::{
     route6::RouteValue6,
     Reason, GATEWAY_MAC,
 };
-use fastpath_tests::packets::{self, POD_MAC};
+use fastpath_tests::packets::POD_MAC;
 use support::*;
 
 /// The next node's MAC on the underlay (its permanent neighbour entry).
