@@ -120,6 +120,13 @@ pub const fn check_inner_source6(
     if same_address(inner_src, outer_src) {
         return Ok(());
     }
+    routed_via(outer_src, route)
+}
+
+/// The second half of [`check_inner_source6`], for a walk that compared the addresses already
+/// (and looks the route up only when they differ): whether the inner source's route is a block
+/// of node `outer_src`.
+pub const fn routed_via(outer_src: &[u8; 16], route: Option<&RouteValue6>) -> Result<(), Reason> {
     match route {
         Some(r) if r.kind == RouteKind::RemoteBlock as u32 && same_address(&r.next_hop, outer_src) => Ok(()),
         _ => Err(Reason::PassInnerSourceForeign),

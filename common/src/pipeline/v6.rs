@@ -279,7 +279,7 @@ pub fn from_underlay<F: Frame, T: Tables, R: Trace>(
                 Ok(())
             } else {
                 let route = tables.route6(inner_src);
-                route6::check_inner_source6(inner_src, outer_src, route.as_ref().map(Borrow::borrow))
+                route6::routed_via(outer_src, route.as_ref().map(Borrow::borrow))
             };
             trace.note(Note::InnerSource6 { src: *inner_src, node: *outer_src, verdict });
             verdict
