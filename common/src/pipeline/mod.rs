@@ -75,8 +75,9 @@ impl<H> Plan<H> {
 pub type Decision<H> = Result<Plan<H>, Reason>;
 
 /// `from_pod`, on tcx ingress of the `cali*` interface `ingress`: ARP and neighbour
-/// solicitations are answered, IPv4 forwarded, IPv6 carried to a pod on this node, the rest
-/// passed.
+/// solicitations are answered, IPv4 and IPv6 forwarded, the rest passed. Both families' plans in
+/// one type want one hop type: `explain`'s (which has `()` for both) and the tests'. The programs
+/// split the families themselves ([`from_pod_ipv4`], [`from_pod_ipv6`]), each with its own.
 #[inline(always)]
 pub fn from_pod<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
     frame: &F,
@@ -211,7 +212,8 @@ fn carry<T: Tables>(tables: &T, to: Forward, inner: Ipv4Fields, nat: Translation
 /// that node, is taken apart and delivered into the pod (under `--trust kernel`, only by its
 /// flow's conntrack entry); a tunnel to us from anyone else is dropped. Under `--trust kernel`,
 /// plain traffic to a pod here (or to this node, of a flow conntrack translated to it) is
-/// delivered too by its flow's entry. The rest is the kernel's.
+/// delivered too by its flow's entry. IPv6 VXLAN is [`from_underlay_ipv6`]'s. The rest is the
+/// kernel's.
 #[inline(always)]
 pub fn from_underlay<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
     frame: &F,
@@ -225,7 +227,9 @@ pub fn from_underlay<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
 }
 
 /// `from_underlay` for every frame but IPv6 ([`from_underlay_ipv6`]'s): the programs make this
-/// split themselves, as `from_pod`'s.
+/// split themselves, walking IPv4 first and IPv6 only when this found no IPv4 frame (an IPv6
+/// frame ends here with [`Reason::PassUnderlayOther`], or [`Reason::PassNotReady`] as IPv6's
+/// walk would), so the IPv4 decisions keep their cost.
 #[inline(always)]
 pub fn from_underlay_ipv4<F: Frame, T: Tables, R: Trace>(
     frame: &F,
