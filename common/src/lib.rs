@@ -16,6 +16,7 @@ pub mod ndp;
 pub mod pipeline;
 pub mod reason;
 pub mod route;
+pub mod route6;
 pub mod tunnel;
 pub mod vxlan;
 

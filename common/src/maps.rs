@@ -18,6 +18,25 @@ pub const ENDPOINTS6: &str = "FP_ENDPOINTS6";
 /// One-slot array: this node's [`NodeConfig`].
 pub const NODE: &str = "FP_NODE";
 
+/// LPM trie: IPv6 prefix → [`crate::route6::RouteValue6`] (other nodes' blocks, plain or VXLAN,
+/// this node's block as a blackhole, what the kernel must route). The key is aya's
+/// `lpm_trie::Key<[u8; 16]>`: `prefix_len: u32` then the address in network order. Local pods
+/// are [`ENDPOINTS6`]'s, not this trie's.
+pub const ROUTES6: &str = "FP_ROUTES6";
+
+/// Hash: node IPv6 address on the underlay (`[u8; 16]`) → 1, the nodes whose IPv6 VXLAN this
+/// node accepts (IPv4's [`TUNNEL_PEERS`], for the other family).
+pub const TUNNEL_PEERS6: &str = "FP_PEERS6";
+
+/// One-slot array: this node's [`Node6Config`], its IPv6 side. Until the daemon sets
+/// [`NODE6_F_READY`], IPv6 for other nodes goes to the kernel (pods here are carried as before).
+pub const NODE6: &str = "FP_NODE6";
+
+/// LRU hash: next hop IPv6 (`[u8; 16]`) → [`NextHopEntry`], [`NEXT_HOPS`] for IPv6 next hops
+/// (the same generation, [`NodeConfig::next_hop_generation`]: the daemon bumps it on a change of
+/// the underlay's IPv6 neighbours or routes too). Written by the programs only.
+pub const NEXT_HOPS6: &str = "FP_NEXT_HOPS6";
+
 /// Hash: node IPv4 (`[u8; 4]`) → 1, the nodes whose tunnels (IPIP, VXLAN) this node accepts.
 pub const TUNNEL_PEERS: &str = "FP_PEERS";
 
@@ -64,6 +83,9 @@ pub const ENDPOINTS_MAX: u32 = 16_384;
 /// Room in the peer table (nodes in the cluster).
 pub const TUNNEL_PEERS_MAX: u32 = 16_384;
 
+/// Room in the IPv6 route trie (one block per node, a few kernel entries).
+pub const ROUTES6_MAX: u32 = 65_536;
+
 /// Room in the next-hop cache (one per node the fast path sends to; the least recently used
 /// is forgotten first).
 pub const NEXT_HOPS_MAX: u32 = 16_384;
@@ -85,7 +107,7 @@ pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 16] = [
     COUNTERS,
     ROUTES,
     ENDPOINTS,
@@ -98,6 +120,10 @@ pub const PINNED_MAPS: [&str; 12] = [
     NEXT_HOPS,
     PATH_MTU,
     ENDPOINTS6,
+    ROUTES6,
+    TUNNEL_PEERS6,
+    NODE6,
+    NEXT_HOPS6,
 ];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
@@ -115,7 +141,7 @@ const fn size<T>() -> u32 {
 
 /// The layout of every pinned map, from the same types and constants the programs use.
 /// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
-pub const LAYOUTS: [MapLayout; 12] = [
+pub const LAYOUTS: [MapLayout; 16] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -150,6 +176,21 @@ pub const LAYOUTS: [MapLayout; 12] = [
     },
     MapLayout { name: PATH_MTU, key_size: 4, value_size: size::<PathMtu>(), max_entries: PATH_MTU_MAX },
     MapLayout { name: ENDPOINTS6, key_size: 16, value_size: size::<Endpoint>(), max_entries: ENDPOINTS_MAX },
+    // The trie's key is the prefix length (u32) and the IPv6 address.
+    MapLayout {
+        name: ROUTES6,
+        key_size: 20,
+        value_size: size::<crate::route6::RouteValue6>(),
+        max_entries: ROUTES6_MAX,
+    },
+    MapLayout { name: TUNNEL_PEERS6, key_size: 16, value_size: 4, max_entries: TUNNEL_PEERS_MAX },
+    MapLayout { name: NODE6, key_size: 4, value_size: size::<Node6Config>(), max_entries: 1 },
+    MapLayout {
+        name: NEXT_HOPS6,
+        key_size: 16,
+        value_size: size::<NextHopEntry>(),
+        max_entries: NEXT_HOPS_MAX,
+    },
 ];
 
 /// The path MTU toward another node (the value of [`PATH_MTU`]).
@@ -273,6 +314,45 @@ impl NodeConfig {
     }
 }
 
+/// `Node6Config::flags`: the daemon has filled this node's IPv6 side (its address); until then
+/// IPv6 for other nodes is the kernel's, both ways.
+pub const NODE6_F_READY: u32 = 1;
+/// `Node6Config::flags`: this node has a `vxlan-v6.calico` the programs can stand in for
+/// (`Node6Config::vxlan` holds its settings); without it IPv6 VXLAN is the kernel's, both ways.
+pub const NODE6_F_VXLAN: u32 = 2;
+
+/// This node's IPv6 side, the one value of [`NODE6`]. The rest ([`NodeConfig`]: the underlay,
+/// its MTU, the trust mode, the next-hop generation) is shared with IPv4, and must be ready too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Node6Config {
+    /// `NODE6_F_*`.
+    pub flags: u32,
+    /// The largest inner packet IPv6 VXLAN carries: the underlay's MTU less 70
+    /// ([`crate::vxlan::OVERHEAD6`]), or `vxlan-v6.calico`'s own MTU when that is lower.
+    pub vxlan_mtu: u32,
+    /// This node's IPv6 address on the underlay: the source of its IPv6 VXLAN and of its FIB
+    /// lookups, the destination of the IPv6 VXLAN it accepts.
+    pub node_ip: [u8; 16],
+    /// This node's `vxlan-v6.calico`, when `NODE6_F_VXLAN` says there is one: read as IPv4's
+    /// `vxlan.calico` is, `ttl` being the outer hop limit (the device's `ttl`, or the underlay's
+    /// `hop_limit` sysctl, 64, when the device says 0; [`crate::vxlan::TTL_INHERIT`] for `ttl
+    /// inherit`), `tos` the outer traffic class; `df` means nothing for IPv6.
+    pub vxlan: crate::vxlan::VxlanConfig,
+}
+
+const _: () = assert!(core::mem::size_of::<Node6Config>() == 48);
+
+impl Node6Config {
+    pub const fn ready(&self) -> bool {
+        self.flags & NODE6_F_READY != 0
+    }
+
+    pub const fn has_vxlan(&self) -> bool {
+        self.flags & NODE6_F_VXLAN != 0
+    }
+}
+
 /// Packets and bytes seen under one reason on one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -391,7 +471,9 @@ mod user {
     unsafe impl aya::Pod for super::AgentInfo {}
     unsafe impl aya::Pod for super::MonitorControl {}
     unsafe impl aya::Pod for super::MonitorEvent {}
+    unsafe impl aya::Pod for super::Node6Config {}
     unsafe impl aya::Pod for crate::route::RouteValue {}
+    unsafe impl aya::Pod for crate::route6::RouteValue6 {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::flow::FlowValue {}
 }

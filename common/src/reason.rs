@@ -201,7 +201,7 @@ reasons! {
         PassTooBig = 21 {
             label: "passed_too_big",
             short: "too big for the tunnel",
-            describe: "it is too big for the tunnel but may be fragmented, which the kernel does",
+            describe: "it is too big for the tunnel but may be fragmented, which the kernel does (IPv6: the kernel answers it with ICMPv6 packet too big)",
         },
         /// The daemon has not configured this node yet.
         PassNotReady = 22 {
@@ -213,7 +213,7 @@ reasons! {
         PassFibFailed = 23 {
             label: "passed_fib_failed",
             short: "no usable route to the next hop",
-            describe: "the kernel's FIB (bpf_fib_lookup) has no usable route to the next hop out of the underlay: the kernel routes it",
+            describe: "the kernel's FIB (bpf_fib_lookup) has no usable route to the next hop out of the underlay (for IPv6 also: its next hop is a router the kernel has no neighbour entry for yet): the kernel routes it",
         },
         /// DF packet too big for the tunnel: answered with ICMP fragmentation needed.
         IcmpFragNeeded = 24 {
@@ -446,6 +446,22 @@ reasons! {
             short: "IPv6 under --trust kernel",
             describe: "under --trust kernel the daemon does not judge IPv6 flows yet, so the kernel carries IPv6",
         },
+        /// IPv6 VXLAN needs a real UDP checksum (the kernel's `vxlan-v6.calico` drops a zero one),
+        /// which the programs make without reading the payload only for a whole TCP, UDP or
+        /// ICMPv6 packet: a GSO packet (each segment needs its own), another upper layer, a UDP
+        /// datagram without a checksum or a frame with bytes after its packet go to the kernel.
+        PassVxlan6Checksum = 60 {
+            label: "passed_vxlan6_checksum",
+            short: "IPv6 VXLAN whose UDP checksum the program cannot make",
+            describe: "IPv6 VXLAN must carry a real UDP checksum; the program makes it from the inner packet's own checksum only for a whole TCP, UDP or ICMPv6 packet, so a GSO packet, another upper layer or a datagram without a checksum goes to the kernel's vxlan-v6.calico",
+        },
+        /// An IPv6 packet too big for the tunnel or the underlay: answered with ICMPv6 "packet too
+        /// big" carrying that MTU (a router never fragments IPv6).
+        Icmp6PacketTooBig = 61 {
+            label: "icmp6_packet_too_big_sent",
+            short: "answered with ICMPv6 packet too big",
+            describe: "an IPv6 packet is too big for the tunnel or the underlay, and IPv6 is never fragmented on the way: the program answers the sender with ICMPv6 packet too big carrying the MTU, as the kernel would",
+        },
     }
 }
 
@@ -475,6 +491,7 @@ impl Reason {
             | Reason::RoutedUnderlay
             | Reason::Decapsulated
             | Reason::IcmpFragNeeded
+            | Reason::Icmp6PacketTooBig
             | Reason::EncapsulatedVxlan
             | Reason::DecapsulatedVxlan
             | Reason::RoutedFromUnderlay
@@ -599,7 +616,7 @@ mod tests {
         assert_eq!(Reason::DropUnknownPeer.as_str(), "dropped_unknown_tunnel_peer");
         assert_eq!(Reason::EncapsulatedVxlan.as_str(), "encapsulated_vxlan");
         assert_eq!(Reason::PassFlowElsewhere.as_str(), "passed_flow_elsewhere");
-        assert_eq!(Reason::COUNT, 60);
+        assert_eq!(Reason::COUNT, 62);
     }
 
     #[test]

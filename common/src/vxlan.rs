@@ -6,7 +6,7 @@
 
 use crate::{
     ipv4::{self, OuterIpv4, PROTO_UDP},
-    Reason,
+    ipv6, Reason,
 };
 
 /// The UDP header.
@@ -214,9 +214,213 @@ pub const fn check_received(outer_total_len: u16, r: &Received, config: &VxlanCo
     Ok(())
 }
 
+// IPv6 VXLAN, as `vxlan-v6.calico` sends it: outer IPv6 instead of IPv4, and a real UDP
+// checksum (RFC 8200 §8.1: UDP over IPv6 has one; the kernel's device without `udp6zerocsumrx`
+// drops a zero one, `udp6_csum_init`).
+
+/// Bytes pushed in front of an inner IPv6 packet: outer IPv6, UDP, VXLAN, inner Ethernet (the
+/// 70 bytes Calico takes off the MTU for IPv6 VXLAN).
+pub const OVERHEAD6: usize = ipv6::HEADER_LEN + UDP_HEADER_LEN + HEADER_LEN + INNER_ETH_LEN;
+const ETH_P_IPV6: [u8; 2] = ipv6::ETHERTYPE.to_be_bytes();
+
+/// One IPv6 packet's encapsulation: the outer addresses and fields, and the two VTEPs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encap6<'a> {
+    /// This node's IPv6 address on the underlay.
+    pub src: &'a [u8; 16],
+    /// The other node's.
+    pub dst: &'a [u8; 16],
+    /// The outer traffic class ([`outer_tos`] of the inner one).
+    pub traffic_class: u8,
+    /// The outer hop limit ([`outer_ttl`]).
+    pub hop_limit: u8,
+    pub source_port: u16,
+    pub config: &'a VxlanConfig,
+    /// The other node's `vxlan-v6.calico` MAC.
+    pub peer_mac: [u8; 6],
+}
+
+/// What the inner IPv6 packet adds to the outer UDP checksum, from its first 8 bytes as they
+/// leave (hop limit already decremented), for a packet whose upper layer (`next_header`, right
+/// after the fixed header) carries a correct checksum over the pseudo-header and all of its bytes
+/// (TCP, UDP, ICMPv6), as it will once it leaves: the kernel completes a CHECKSUM_PARTIAL one on
+/// the way out, at the offsets `bpf_skb_adjust_room` keeps.
+///
+/// Such an upper layer's bytes sum to the complement of its pseudo-header (RFC 8200 §8.1):
+/// addresses, payload length and next header. Those addresses and that length are the fixed
+/// header's own, so they cancel out of the header's sum, and what is left is the first two words,
+/// the next header/hop limit word, and the complement of the pseudo-header's next-header word.
+/// The payload is never read (the kernel's vxlan gets the same sum from `lco_csum`).
+pub const fn inner_contribution(first8: &[u8; 8]) -> u32 {
+    let w0 = u16::from_be_bytes([first8[0], first8[1]]) as u32;
+    let w1 = u16::from_be_bytes([first8[2], first8[3]]) as u32;
+    let next = u16::from_be_bytes([first8[6], first8[7]]) as u32;
+    w0 + w1 + next + (0xffff - first8[6] as u32)
+}
+
+/// Write the 70 bytes in front of an inner IPv6 packet whose first 8 bytes, as it leaves, are
+/// `inner_first8` into `h` (the packet's own bytes, in a program): outer IPv6 (version 6, the
+/// traffic class, flow label 0 as the kernel's device sends without `flowlabel`, next header
+/// UDP), UDP (its checksum still 0: [`udp_checksum6`] makes it), VXLAN (flag I, the VNI), inner
+/// Ethernet from this node's VTEP MAC to the other's, IPv6. `false`, writing nothing, when the
+/// UDP length would exceed 65535.
+pub const fn write_headers6(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &[u8; 8]) -> bool {
+    let payload_len = u16::from_be_bytes([inner_first8[4], inner_first8[5]]) as u32;
+    // UDP, VXLAN, inner Ethernet and the inner packet (its fixed header and payload).
+    let udp_len = (UDP_HEADER_LEN + HEADER_LEN + INNER_ETH_LEN + ipv6::HEADER_LEN) as u32 + payload_len;
+    if udp_len > 0xffff {
+        return false;
+    }
+    let udp_len_bytes = (udp_len as u16).to_be_bytes();
+    h[0] = (ipv6::VERSION << 4) | (e.traffic_class >> 4);
+    h[1] = e.traffic_class << 4;
+    h[2] = 0;
+    h[3] = 0;
+    h[4] = udp_len_bytes[0];
+    h[5] = udp_len_bytes[1];
+    h[6] = ipv6::NEXT_UDP;
+    h[7] = e.hop_limit;
+    let mut i = 0;
+    while i < 16 {
+        h[8 + i] = e.src[i];
+        h[24 + i] = e.dst[i];
+        i += 1;
+    }
+    let udp = ipv6::HEADER_LEN;
+    let sport = e.source_port.to_be_bytes();
+    let dport = e.config.port.to_be_bytes();
+    h[udp] = sport[0];
+    h[udp + 1] = sport[1];
+    h[udp + 2] = dport[0];
+    h[udp + 3] = dport[1];
+    h[udp + 4] = udp_len_bytes[0];
+    h[udp + 5] = udp_len_bytes[1];
+    h[udp + 6] = 0;
+    h[udp + 7] = 0;
+    let vxlan = udp + UDP_HEADER_LEN;
+    let vni = e.config.vni.to_be_bytes();
+    h[vxlan] = FLAG_VNI;
+    h[vxlan + 1] = 0;
+    h[vxlan + 2] = 0;
+    h[vxlan + 3] = 0;
+    h[vxlan + 4] = vni[1];
+    h[vxlan + 5] = vni[2];
+    h[vxlan + 6] = vni[3];
+    h[vxlan + 7] = 0;
+    let eth = vxlan + HEADER_LEN;
+    let mut i = 0;
+    while i < 6 {
+        h[eth + i] = e.peer_mac[i];
+        h[eth + 6 + i] = e.config.mac[i];
+        i += 1;
+    }
+    h[eth + 12] = ETH_P_IPV6[0];
+    h[eth + 13] = ETH_P_IPV6[1];
+    true
+}
+
+/// Where the bytes [`udp_checksum6`] takes summed begin and end in [`write_headers6`]'s 70:
+/// the outer addresses, the UDP header, VXLAN and the inner Ethernet header but its last word
+/// (60 bytes: a multiple of 4, as `bpf_csum_diff` wants).
+pub const SUMMED6: core::ops::Range<usize> = 8..68;
+
+/// The UDP checksum field of IPv6 VXLAN whose headers [`write_headers6`] wrote, given `summed`,
+/// the one's-complement sum of the big-endian 16-bit words of `h[SUMMED6]` (a program has the
+/// kernel sum them where they lie): the rest of the pseudo-header (length, next header), the
+/// inner Ethernet type, and the inner packet ([`inner_contribution`]).
+pub const fn udp_checksum6(summed: u32, inner_first8: &[u8; 8]) -> u16 {
+    let payload_len = u16::from_be_bytes([inner_first8[4], inner_first8[5]]) as u32;
+    let udp_len = (UDP_HEADER_LEN + HEADER_LEN + INNER_ETH_LEN + ipv6::HEADER_LEN) as u32 + payload_len;
+    let summed = (summed & 0xffff) + (summed >> 16);
+    let sum = summed
+        + udp_len
+        + ipv6::NEXT_UDP as u32
+        + u16::from_be_bytes(ETH_P_IPV6) as u32
+        + inner_contribution(inner_first8);
+    ipv6::udp_checksum_field(crate::icmp::fold(sum))
+}
+
+/// [`write_headers6`], then the checksum summed here: the host's whole computation (the
+/// programs sum with `bpf_csum_diff`).
+pub const fn write_headers6_summed(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &[u8; 8]) -> bool {
+    if !write_headers6(h, e, inner_first8) {
+        return false;
+    }
+    let mut summed = 0u32;
+    let mut at = SUMMED6.start;
+    while at < SUMMED6.end {
+        summed += u16::from_be_bytes([h[at], h[at + 1]]) as u32;
+        at += 2;
+    }
+    let check = udp_checksum6(summed, inner_first8).to_be_bytes();
+    h[ipv6::HEADER_LEN + 6] = check[0];
+    h[ipv6::HEADER_LEN + 7] = check[1];
+    true
+}
+
+/// Bytes [`flow_hash6`] reads: the inner fixed header and the 4 bytes after it.
+pub const FLOW6_LEN: usize = ipv6::HEADER_LEN + 4;
+
+/// A hash of an IPv6 packet's flow (the interface identifiers of its addresses, next header, and
+/// for TCP and UDP the ports that follow the fixed header), for the UDP source port when the skb
+/// carries no hash of its own: every packet of a flow the same, flows spread (never 0, which
+/// [`source_port`] reads as none). The addresses' first halves are left out: a cluster's pods
+/// share their /64 (Calico's pool), so they would cost the programs 16 reads and spread nothing.
+pub const fn flow_hash6(p: &[u8; FLOW6_LEN]) -> u32 {
+    let next_header = p[6];
+    let mut h = (next_header as u32).wrapping_mul(0x9e37_79b9);
+    let mut i = 0;
+    while i < 4 {
+        // Bytes 8..16 of the source (16..24 of the header), then of the destination (32..40).
+        let at = if i < 2 { 16 + 4 * i } else { 32 + 4 * (i - 2) };
+        let word = u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+        h = (h ^ word).rotate_left(5).wrapping_mul(0x85eb_ca6b);
+        i += 1;
+    }
+    if next_header == ipv6::NEXT_TCP || next_header == ipv6::NEXT_UDP {
+        h ^= u32::from_be_bytes([p[40], p[41], p[42], p[43]]);
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// Whether IPv6 VXLAN that arrived from a known node, with an outer payload of `payload_len`
+/// bytes, is one the fast path may take apart for this node's `vxlan-v6.calico`: UDP length
+/// consistent, a UDP checksum (the kernel's device drops one without, as RFC 8200 asks; a
+/// checksum it has is not verified, as over IPv4: the inner packet's own checksums are, by the
+/// pod), flags exactly "I", this device's VNI, an inner Ethernet frame to this device's MAC
+/// carrying IPv6. Anything else is the kernel's ([`Reason::PassVxlanOther`]).
+pub const fn check_received6(payload_len: u16, r: &Received, config: &VxlanConfig) -> Result<(), Reason> {
+    let udp_len = u16::from_be_bytes([r.udp[4], r.udp[5]]);
+    let has_checksum = r.udp[6] != 0 || r.udp[7] != 0;
+    let vni = u32::from_be_bytes([0, r.vxlan[4], r.vxlan[5], r.vxlan[6]]);
+    let v = &r.vxlan;
+    let flags_ok = v[0] == FLAG_VNI && v[1] == 0 && v[2] == 0 && v[3] == 0 && v[7] == 0;
+    let e = &r.inner_eth;
+    let m = &config.mac;
+    let to_me = e[0] == m[0] && e[1] == m[1] && e[2] == m[2] && e[3] == m[3] && e[4] == m[4] && e[5] == m[5];
+    let carries_ipv6 = e[12] == ETH_P_IPV6[0] && e[13] == ETH_P_IPV6[1];
+    if payload_len != udp_len || !has_checksum || !flags_ok || vni != config.vni || !to_me || !carries_ipv6 {
+        return Err(Reason::PassVxlanOther);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
+
+    use std::vec::Vec;
+
     use crate::ipv4::{internet_checksum, FLAG_DF};
 
     const ME: [u8; 6] = [0x66, 0, 10, 101, 14, 50];
@@ -345,6 +549,186 @@ mod tests {
         ];
         for (what, len, r) in cases {
             assert_eq!(check_received(len, &r, &config()), Err(Reason::PassVxlanOther), "{what}");
+        }
+    }
+
+    const NODE6: [u8; 16] = [0xfd, 0, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x65, 0x0e, 0x32];
+    const PEER6: [u8; 16] = [0xfd, 0, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x65, 0x0e, 0x33];
+
+    /// An inner IPv6 packet from `src` to `dst` of `next_header` whose upper layer is `upper`
+    /// with its checksum (at `check_at`) made, hop limit 63.
+    fn inner6(next_header: u8, upper: &[u8], check_at: usize) -> Vec<u8> {
+        let src = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x28, 0x24];
+        let dst = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0xa6, 0x96];
+        let header = ipv6::Ipv6Fields {
+            version: 6,
+            traffic_class: 0x2a,
+            flow_label: 0x12345,
+            payload_len: upper.len() as u16,
+            next_header,
+            hop_limit: 63,
+            src,
+            dst,
+        };
+        let mut upper = upper.to_vec();
+        upper[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+        let sum = ipv6::upper_layer_checksum(&src, &dst, next_header, &upper);
+        let sum = if next_header == ipv6::NEXT_UDP { ipv6::udp_checksum_field(sum) } else { sum };
+        upper[check_at..check_at + 2].copy_from_slice(&sum.to_be_bytes());
+        let mut packet = header.header().to_vec();
+        packet.extend_from_slice(&upper);
+        packet
+    }
+
+    fn encap6<'a>(config: &'a VxlanConfig) -> Encap6<'a> {
+        Encap6 {
+            src: &NODE6,
+            dst: &PEER6,
+            traffic_class: 0,
+            hop_limit: 64,
+            source_port: 40000,
+            config,
+            peer_mac: PEER,
+        }
+    }
+
+    /// The outer packet: the 70 bytes, then `inner`.
+    fn encapsulated6(inner: &[u8]) -> Vec<u8> {
+        let config = config();
+        let mut h = [0u8; OVERHEAD6];
+        assert!(write_headers6_summed(&mut h, &encap6(&config), inner[..8].try_into().unwrap()));
+        let mut packet = h.to_vec();
+        packet.extend_from_slice(inner);
+        packet
+    }
+
+    fn udp_checksum_holds(outer: &[u8]) -> bool {
+        let ip = ipv6::Ipv6Fields::parse(outer[..40].try_into().unwrap());
+        outer[46..48] != [0, 0]
+            && ipv6::upper_layer_checksum(&ip.src, &ip.dst, ipv6::NEXT_UDP, &outer[40..]) == 0
+    }
+
+    #[test]
+    fn ipv6_headers_are_what_vxlan_v6_calico_sends() {
+        let mut echo = [0u8; 64];
+        echo[0] = 128;
+        echo[4..8].copy_from_slice(&[0x12, 0x34, 0, 1]);
+        let inner = inner6(ipv6::NEXT_ICMPV6, &echo, 2);
+        let p = encapsulated6(&inner);
+        // Outer IPv6: traffic class 0, flow label 0, 8 + 8 + 14 + 104 bytes of UDP, hop limit 64.
+        assert_eq!(&p[..8], &[0x60, 0, 0, 0, 0, 134, 17, 64]);
+        assert_eq!(&p[8..24], &NODE6);
+        assert_eq!(&p[24..40], &PEER6);
+        assert_eq!(&p[40..46], &[0x9c, 0x40, 0x12, 0xb5, 0, 134]);
+        assert_eq!(&p[48..56], &[0x08, 0, 0, 0, 0, 0x10, 0, 0]);
+        assert_eq!(&p[56..62], &PEER);
+        assert_eq!(&p[62..68], &ME);
+        assert_eq!(&p[68..70], &[0x86, 0xdd]);
+        assert!(udp_checksum_holds(&p), "a real UDP checksum");
+        let config = config();
+        let tc = Encap6 { traffic_class: 0xb9, ..encap6(&config) };
+        let mut h = [0u8; OVERHEAD6];
+        assert!(write_headers6(&mut h, &tc, inner[..8].try_into().unwrap()));
+        assert_eq!(&h[..2], &[0x6b, 0x90], "the traffic class across the version and flow label");
+        let mut huge = [0u8; 8];
+        huge[4..6].copy_from_slice(&(65535u16 - 69).to_be_bytes());
+        assert!(!write_headers6(&mut h, &encap6(&config), &huge), "a UDP length over 64 KiB");
+        huge[4..6].copy_from_slice(&(65535u16 - 70).to_be_bytes());
+        assert!(write_headers6(&mut h, &encap6(&config), &huge));
+    }
+
+    #[test]
+    fn the_udp_checksum_holds_for_tcp_udp_and_icmpv6_without_reading_their_payload() {
+        let mut tcp = [0u8; 40];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x10;
+        tcp[20..].copy_from_slice(&[0x5a; 20]);
+        let mut udp = [0u8; 21];
+        udp[..6].copy_from_slice(&[0x9c, 0x40, 0, 53, 0, 21]);
+        udp[8..].copy_from_slice(b"odd body, 13!");
+        for (next_header, upper, check_at) in
+            [(ipv6::NEXT_TCP, &tcp[..], 16), (ipv6::NEXT_UDP, &udp[..], 6), (ipv6::NEXT_ICMPV6, &tcp[..], 2)]
+        {
+            let inner = inner6(next_header, upper, check_at);
+            assert!(udp_checksum_holds(&encapsulated6(&inner)), "next header {next_header}");
+            // The headers depend on the inner packet's first 8 bytes alone.
+            let mut other_payload = inner.clone();
+            *other_payload.last_mut().unwrap() ^= 0xff;
+            assert_eq!(encapsulated6(&other_payload)[..70], encapsulated6(&inner)[..70]);
+        }
+    }
+
+    #[test]
+    fn a_checksum_the_kernel_completes_later_makes_the_same_outer_checksum() {
+        // CHECKSUM_PARTIAL, as a pod's TCP hands it over: the field holds the pseudo-header's
+        // folded sum, the kernel writes the real checksum on the way out.
+        let mut tcp = [0u8; 40];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        tcp[12] = 5 << 4;
+        tcp[20..].copy_from_slice(&[0x33; 20]);
+        let complete = inner6(ipv6::NEXT_TCP, &tcp, 16);
+        let ip = ipv6::Ipv6Fields::parse(complete[..40].try_into().unwrap());
+        let mut partial = complete.clone();
+        let pseudo = !crate::icmp::fold(ipv6::pseudo_header_sum(&ip.src, &ip.dst, 40, ipv6::NEXT_TCP));
+        partial[40 + 16..40 + 18].copy_from_slice(&pseudo.to_be_bytes());
+        let mut sent = encapsulated6(&partial);
+        sent[70..].copy_from_slice(&complete);
+        assert!(udp_checksum_holds(&sent));
+    }
+
+    fn received6() -> (u16, Received) {
+        let inner = inner6(ipv6::NEXT_ICMPV6, &[128, 0, 0, 0, 0, 0, 0, 1], 2);
+        let p = encapsulated6(&inner);
+        let mut r = Received { udp: [0; 8], vxlan: [0; 8], inner_eth: [0; 14] };
+        r.udp.copy_from_slice(&p[40..48]);
+        r.vxlan.copy_from_slice(&p[48..56]);
+        r.inner_eth.copy_from_slice(&p[56..70]);
+        r.inner_eth[..6].copy_from_slice(&ME);
+        (u16::from_be_bytes([p[4], p[5]]), r)
+    }
+
+    #[test]
+    fn the_flow_hash_follows_the_flow() {
+        let mut p = [0u8; FLOW6_LEN];
+        p[6] = ipv6::NEXT_TCP;
+        p[8..24].copy_from_slice(&NODE6);
+        p[24..40].copy_from_slice(&PEER6);
+        p[40..44].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        let h = flow_hash6(&p);
+        assert_ne!(h, 0);
+        let mut other_port = p;
+        other_port[41] = 0x41;
+        assert_ne!(flow_hash6(&other_port), h, "another connection");
+        let mut other_payload_len = p;
+        other_payload_len[5] = 99;
+        assert_eq!(flow_hash6(&other_payload_len), h, "the same flow");
+        let mut icmp = p;
+        icmp[6] = ipv6::NEXT_ICMPV6;
+        let mut other_checksum = icmp;
+        other_checksum[42] = 0x77;
+        assert_eq!(flow_hash6(&icmp), flow_hash6(&other_checksum), "ICMPv6's bytes there are no ports");
+    }
+
+    #[test]
+    fn ipv6_vxlan_for_this_device_is_taken_apart_and_anything_else_is_the_kernels() {
+        let (len, good) = received6();
+        assert_eq!(check_received6(len, &good, &config()), Ok(()));
+        let with = |change: fn(&mut Received)| {
+            let mut r = good;
+            change(&mut r);
+            r
+        };
+        let cases = [
+            ("no UDP checksum", len, with(|r| r.udp[6..8].copy_from_slice(&[0, 0]))),
+            ("another VNI", len, with(|r| r.vxlan[6] = 1)),
+            ("other flags", len, with(|r| r.vxlan[0] = 0x0c)),
+            ("a UDP length that disagrees", len + 1, good),
+            ("to another VTEP", len, with(|r| r.inner_eth[0] ^= 1)),
+            ("IPv4 inside", len, with(|r| r.inner_eth[12..14].copy_from_slice(&[0x08, 0x00]))),
+        ];
+        for (what, len, r) in cases {
+            assert_eq!(check_received6(len, &r, &config()), Err(Reason::PassVxlanOther), "{what}");
         }
     }
 }
