@@ -185,7 +185,12 @@ pub const LAYOUTS: [MapLayout; 16] = [
     },
     MapLayout { name: TUNNEL_PEERS6, key_size: 16, value_size: 4, max_entries: TUNNEL_PEERS_MAX },
     MapLayout { name: NODE6, key_size: 4, value_size: size::<Node6Config>(), max_entries: 1 },
-    MapLayout { name: NEXT_HOPS6, key_size: 16, value_size: size::<NextHopEntry>(), max_entries: NEXT_HOPS_MAX },
+    MapLayout {
+        name: NEXT_HOPS6,
+        key_size: 16,
+        value_size: size::<NextHopEntry>(),
+        max_entries: NEXT_HOPS_MAX,
+    },
 ];
 
 /// The path MTU toward another node (the value of [`PATH_MTU`]).

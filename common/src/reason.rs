@@ -455,6 +455,13 @@ reasons! {
             short: "IPv6 VXLAN whose UDP checksum the program cannot make",
             describe: "IPv6 VXLAN must carry a real UDP checksum; the program makes it from the inner packet's own checksum only for a whole TCP, UDP or ICMPv6 packet, so a GSO packet, another upper layer or a datagram without a checksum goes to the kernel's vxlan-v6.calico",
         },
+        /// An IPv6 packet too big for the tunnel or the underlay: answered with ICMPv6 "packet too
+        /// big" carrying that MTU (a router never fragments IPv6).
+        Icmp6PacketTooBig = 61 {
+            label: "icmp6_packet_too_big_sent",
+            short: "answered with ICMPv6 packet too big",
+            describe: "an IPv6 packet is too big for the tunnel or the underlay, and IPv6 is never fragmented on the way: the program answers the sender with ICMPv6 packet too big carrying the MTU, as the kernel would",
+        },
     }
 }
 
@@ -484,6 +491,7 @@ impl Reason {
             | Reason::RoutedUnderlay
             | Reason::Decapsulated
             | Reason::IcmpFragNeeded
+            | Reason::Icmp6PacketTooBig
             | Reason::EncapsulatedVxlan
             | Reason::DecapsulatedVxlan
             | Reason::RoutedFromUnderlay
@@ -608,7 +616,7 @@ mod tests {
         assert_eq!(Reason::DropUnknownPeer.as_str(), "dropped_unknown_tunnel_peer");
         assert_eq!(Reason::EncapsulatedVxlan.as_str(), "encapsulated_vxlan");
         assert_eq!(Reason::PassFlowElsewhere.as_str(), "passed_flow_elsewhere");
-        assert_eq!(Reason::COUNT, 61);
+        assert_eq!(Reason::COUNT, 62);
     }
 
     #[test]

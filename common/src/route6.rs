@@ -63,9 +63,12 @@ impl RouteValue6 {
     }
 }
 
-/// Where an IPv6 packet for another node goes.
+/// Where an IPv6 packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Forward6 {
+    /// Into the pod behind host-side `ifindex`, with Ethernet destination `mac` (the endpoint
+    /// table's; never [`forward6`]'s).
+    Local { ifindex: u32, mac: [u8; 6] },
     /// Out of the underlay as it is, to node `next_hop`.
     Underlay { next_hop: [u8; 16] },
     /// In IPv6 VXLAN to node `next_hop`, inner Ethernet to its VTEP MAC `mac`.
@@ -117,6 +120,13 @@ pub const fn check_inner_source6(
     if same_address(inner_src, outer_src) {
         return Ok(());
     }
+    routed_via(outer_src, route)
+}
+
+/// The second half of [`check_inner_source6`], for a walk that compared the addresses already
+/// (and looks the route up only when they differ): whether the inner source's route is a block
+/// of node `outer_src`.
+pub const fn routed_via(outer_src: &[u8; 16], route: Option<&RouteValue6>) -> Result<(), Reason> {
     match route {
         Some(r) if r.kind == RouteKind::RemoteBlock as u32 && same_address(&r.next_hop, outer_src) => Ok(()),
         _ => Err(Reason::PassInnerSourceForeign),
@@ -147,7 +157,11 @@ mod tests {
         let ipip = RouteValue6 { flags: ROUTE_F_ENCAP, ..RouteValue6::plain(NODE_B) };
         assert_eq!(forward6(Some(&ipip)), Err(Reason::PassKernelRoute), "no IPIP over IPv6");
         let local = RouteValue6 { kind: RouteKind::LocalEndpoint as u32, ..RouteValue6::plain(NODE_B) };
-        assert_eq!(forward6(Some(&local)), Err(Reason::PassKernelRoute), "local pods are the endpoint table's");
+        assert_eq!(
+            forward6(Some(&local)),
+            Err(Reason::PassKernelRoute),
+            "local pods are the endpoint table's"
+        );
         let unknown = RouteValue6 { kind: 9, ..RouteValue6::plain(NODE_B) };
         assert_eq!(forward6(Some(&unknown)), Err(Reason::PassKernelRoute));
     }

@@ -261,9 +261,9 @@ pub const fn inner_contribution(first8: &[u8; 8]) -> u32 {
 /// Write the 70 bytes in front of an inner IPv6 packet whose first 8 bytes, as it leaves, are
 /// `inner_first8` into `h` (the packet's own bytes, in a program): outer IPv6 (version 6, the
 /// traffic class, flow label 0 as the kernel's device sends without `flowlabel`, next header
-/// UDP), UDP (with its checksum, [`inner_contribution`]), VXLAN (flag I, the VNI), inner Ethernet
-/// from this node's VTEP MAC to the other's, IPv6. `false`, writing nothing, when the UDP length
-/// would exceed 65535.
+/// UDP), UDP (its checksum still 0: [`udp_checksum6`] makes it), VXLAN (flag I, the VNI), inner
+/// Ethernet from this node's VTEP MAC to the other's, IPv6. `false`, writing nothing, when the
+/// UDP length would exceed 65535.
 pub const fn write_headers6(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &[u8; 8]) -> bool {
     let payload_len = u16::from_be_bytes([inner_first8[4], inner_first8[5]]) as u32;
     // UDP, VXLAN, inner Ethernet and the inner packet (its fixed header and payload).
@@ -295,6 +295,8 @@ pub const fn write_headers6(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &
     h[udp + 3] = dport[1];
     h[udp + 4] = udp_len_bytes[0];
     h[udp + 5] = udp_len_bytes[1];
+    h[udp + 6] = 0;
+    h[udp + 7] = 0;
     let vxlan = udp + UDP_HEADER_LEN;
     let vni = e.config.vni.to_be_bytes();
     h[vxlan] = FLAG_VNI;
@@ -314,19 +316,80 @@ pub const fn write_headers6(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &
     }
     h[eth + 12] = ETH_P_IPV6[0];
     h[eth + 13] = ETH_P_IPV6[1];
-    // The UDP checksum: pseudo-header, the UDP header (checksum 0), VXLAN, inner Ethernet, the
-    // inner packet. Every word but the inner packet's is summed from what was just written.
-    let mut sum = ipv6::pseudo_header_sum(e.src, e.dst, udp_len, ipv6::NEXT_UDP);
-    let mut at = udp;
-    while at < OVERHEAD6 {
-        sum += u16::from_be_bytes([h[at], h[at + 1]]) as u32;
+    true
+}
+
+/// Where the bytes [`udp_checksum6`] takes summed begin and end in [`write_headers6`]'s 70:
+/// the outer addresses, the UDP header, VXLAN and the inner Ethernet header but its last word
+/// (60 bytes: a multiple of 4, as `bpf_csum_diff` wants).
+pub const SUMMED6: core::ops::Range<usize> = 8..68;
+
+/// The UDP checksum field of IPv6 VXLAN whose headers [`write_headers6`] wrote, given `summed`,
+/// the one's-complement sum of the big-endian 16-bit words of `h[SUMMED6]` (a program has the
+/// kernel sum them where they lie): the rest of the pseudo-header (length, next header), the
+/// inner Ethernet type, and the inner packet ([`inner_contribution`]).
+pub const fn udp_checksum6(summed: u32, inner_first8: &[u8; 8]) -> u16 {
+    let payload_len = u16::from_be_bytes([inner_first8[4], inner_first8[5]]) as u32;
+    let udp_len = (UDP_HEADER_LEN + HEADER_LEN + INNER_ETH_LEN + ipv6::HEADER_LEN) as u32 + payload_len;
+    let summed = (summed & 0xffff) + (summed >> 16);
+    let sum = summed
+        + udp_len
+        + ipv6::NEXT_UDP as u32
+        + u16::from_be_bytes(ETH_P_IPV6) as u32
+        + inner_contribution(inner_first8);
+    ipv6::udp_checksum_field(crate::icmp::fold(sum))
+}
+
+/// [`write_headers6`], then the checksum summed here: the host's whole computation (the
+/// programs sum with `bpf_csum_diff`).
+pub const fn write_headers6_summed(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &[u8; 8]) -> bool {
+    if !write_headers6(h, e, inner_first8) {
+        return false;
+    }
+    let mut summed = 0u32;
+    let mut at = SUMMED6.start;
+    while at < SUMMED6.end {
+        summed += u16::from_be_bytes([h[at], h[at + 1]]) as u32;
         at += 2;
     }
-    sum += inner_contribution(inner_first8);
-    let check = ipv6::udp_checksum_field(crate::icmp::fold(sum)).to_be_bytes();
-    h[udp + 6] = check[0];
-    h[udp + 7] = check[1];
+    let check = udp_checksum6(summed, inner_first8).to_be_bytes();
+    h[ipv6::HEADER_LEN + 6] = check[0];
+    h[ipv6::HEADER_LEN + 7] = check[1];
     true
+}
+
+/// Bytes [`flow_hash6`] reads: the inner fixed header and the 4 bytes after it.
+pub const FLOW6_LEN: usize = ipv6::HEADER_LEN + 4;
+
+/// A hash of an IPv6 packet's flow (the interface identifiers of its addresses, next header, and
+/// for TCP and UDP the ports that follow the fixed header), for the UDP source port when the skb
+/// carries no hash of its own: every packet of a flow the same, flows spread (never 0, which
+/// [`source_port`] reads as none). The addresses' first halves are left out: a cluster's pods
+/// share their /64 (Calico's pool), so they would cost the programs 16 reads and spread nothing.
+pub const fn flow_hash6(p: &[u8; FLOW6_LEN]) -> u32 {
+    let next_header = p[6];
+    let mut h = (next_header as u32).wrapping_mul(0x9e37_79b9);
+    let mut i = 0;
+    while i < 4 {
+        // Bytes 8..16 of the source (16..24 of the header), then of the destination (32..40).
+        let at = if i < 2 { 16 + 4 * i } else { 32 + 4 * (i - 2) };
+        let word = u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+        h = (h ^ word).rotate_left(5).wrapping_mul(0x85eb_ca6b);
+        i += 1;
+    }
+    if next_header == ipv6::NEXT_TCP || next_header == ipv6::NEXT_UDP {
+        h ^= u32::from_be_bytes([p[40], p[41], p[42], p[43]]);
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    if h == 0 {
+        1
+    } else {
+        h
+    }
 }
 
 /// Whether IPv6 VXLAN that arrived from a known node, with an outer payload of `payload_len`
@@ -533,7 +596,7 @@ mod tests {
     fn encapsulated6(inner: &[u8]) -> Vec<u8> {
         let config = config();
         let mut h = [0u8; OVERHEAD6];
-        assert!(write_headers6(&mut h, &encap6(&config), inner[..8].try_into().unwrap()));
+        assert!(write_headers6_summed(&mut h, &encap6(&config), inner[..8].try_into().unwrap()));
         let mut packet = h.to_vec();
         packet.extend_from_slice(inner);
         packet
@@ -541,7 +604,8 @@ mod tests {
 
     fn udp_checksum_holds(outer: &[u8]) -> bool {
         let ip = ipv6::Ipv6Fields::parse(outer[..40].try_into().unwrap());
-        outer[46..48] != [0, 0] && ipv6::upper_layer_checksum(&ip.src, &ip.dst, ipv6::NEXT_UDP, &outer[40..]) == 0
+        outer[46..48] != [0, 0]
+            && ipv6::upper_layer_checksum(&ip.src, &ip.dst, ipv6::NEXT_UDP, &outer[40..]) == 0
     }
 
     #[test]
@@ -622,6 +686,28 @@ mod tests {
         r.inner_eth.copy_from_slice(&p[56..70]);
         r.inner_eth[..6].copy_from_slice(&ME);
         (u16::from_be_bytes([p[4], p[5]]), r)
+    }
+
+    #[test]
+    fn the_flow_hash_follows_the_flow() {
+        let mut p = [0u8; FLOW6_LEN];
+        p[6] = ipv6::NEXT_TCP;
+        p[8..24].copy_from_slice(&NODE6);
+        p[24..40].copy_from_slice(&PEER6);
+        p[40..44].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        let h = flow_hash6(&p);
+        assert_ne!(h, 0);
+        let mut other_port = p;
+        other_port[41] = 0x41;
+        assert_ne!(flow_hash6(&other_port), h, "another connection");
+        let mut other_payload_len = p;
+        other_payload_len[5] = 99;
+        assert_eq!(flow_hash6(&other_payload_len), h, "the same flow");
+        let mut icmp = p;
+        icmp[6] = ipv6::NEXT_ICMPV6;
+        let mut other_checksum = icmp;
+        other_checksum[42] = 0x77;
+        assert_eq!(flow_hash6(&icmp), flow_hash6(&other_checksum), "ICMPv6's bytes there are no ports");
     }
 
     #[test]

@@ -10,7 +10,13 @@ use fastpath_common::{
     Reason,
 };
 
-use crate::{arp, deliver, fib::NextHop, icmp, ipip, nat, ndp, outcome::Outcome, vxlan};
+use crate::{
+    arp, deliver,
+    fib::{NextHop, NextHop6},
+    icmp, icmp6, ipip, maps, nat, ndp,
+    outcome::Outcome,
+    vxlan,
+};
 
 #[inline(always)]
 pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Plan<NextHop>) -> Outcome {
@@ -18,7 +24,7 @@ pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Pla
         Plan::AnswerArp => arp::reply(ctx),
         // IPv6 is walked and carried in a subprogram of its own (`handle.rs`, `out_ipv6`): the walks
         // `out` carries never plan it.
-        Plan::AnswerNdp | Plan::ToPodV6 { .. } => Err(Reason::PassOtherEthertype),
+        Plan::Ipv6(_) => Err(Reason::PassOtherEthertype),
         Plan::FragNeeded { mtu } => icmp::frag_needed(ctx, node?, mtu),
         Plan::ToPod { ifindex, mac, decap, nat, reason } => {
             match decap {
@@ -44,11 +50,25 @@ pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Pla
     }
 }
 
-/// What the IPv6 walk decides (`pipeline::from_pod_ipv6`), carried out in its own subprogram.
+/// What the IPv6 walks decide (`pipeline::from_pod_ipv6`, `from_underlay_ipv6`), carried out in
+/// their own subprograms.
 #[inline(always)]
-pub fn out_ipv6(ctx: &TcContext, plan: Plan6) -> Outcome {
+pub fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
     match plan {
         Plan6::AnswerNdp => ndp::answer(ctx),
-        Plan6::ToPod { ifindex, mac } => deliver::to_pod_v6(ctx, ifindex, mac),
+        Plan6::ToPod { ifindex, mac, decap: false } => {
+            deliver::to_pod_v6(ctx, ifindex, mac, Reason::RedirectedLocal)
+        }
+        Plan6::ToPod { ifindex, mac, decap: true } => {
+            vxlan::strip6(ctx)?;
+            deliver::to_pod_v6(ctx, ifindex, mac, Reason::DecapsulatedVxlan)
+        }
+        Plan6::ToUnderlay { hop, .. } => deliver::to_hop6(ctx, &hop),
+        Plan6::Encapsulate { next_hop, mac, hop } => {
+            // The walk found it ready; the map's own value, not a copy.
+            let node6 = maps::node6().ok_or(Reason::PassNotReady)?;
+            vxlan::encapsulate6(ctx, node6, &next_hop, mac, &hop)
+        }
+        Plan6::TooBig { mtu } => icmp6::packet_too_big(ctx, mtu),
     }
 }

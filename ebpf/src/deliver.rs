@@ -5,7 +5,7 @@ use fastpath_common::{Reason, GATEWAY_MAC};
 use network_types::eth::EthHdr;
 
 use crate::{
-    fib::{self, NextHop},
+    fib::{self, NextHop, NextHop6},
     ip,
     outcome::Outcome,
     parse,
@@ -25,7 +25,7 @@ pub fn to_pod(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Ou
 /// IPv6 into the pod behind host-side `ifindex`: from ee:ee:ee:ee:ee:ee to the pod's MAC, hop
 /// limit − 1 (IPv6 has no header checksum to patch), then `bpf_redirect_peer`.
 #[inline(always)]
-pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6]) -> Outcome {
+pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Outcome {
     let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
     // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
     let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
@@ -37,7 +37,32 @@ pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6]) -> Outcome {
     }
     // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
     let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
-    Ok((verdict, Reason::RedirectedLocal))
+    Ok((verdict, reason))
+}
+
+/// IPv6 out of the underlay toward `hop`, unencapsulated: with its MACs when the kernel knows
+/// them (else `bpf_redirect_neigh` resolves them on the way out), hop limit − 1.
+#[inline(always)]
+pub fn to_hop6(ctx: &TcContext, hop: &NextHop6) -> Outcome {
+    // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
+    let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    unsafe { *hop_limit -= 1 };
+    send6(ctx, hop, Reason::RoutedUnderlay)
+}
+
+/// [`send`] for an IPv6 next hop.
+#[inline(always)]
+pub fn send6(ctx: &TcContext, hop: &NextHop6, reason: Reason) -> Outcome {
+    if let NextHop6::Resolved { smac, dmac, .. } = hop {
+        let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+        // SAFETY: bounds-checked by `header_mut`.
+        unsafe {
+            (*eth).src_addr = *smac;
+            (*eth).dst_addr = *dmac;
+        }
+    }
+    Ok((fib::redirect6(hop), reason))
 }
 
 /// Out of the underlay toward `hop`, unencapsulated: with its MAC when the kernel knows it

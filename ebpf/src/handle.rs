@@ -2,7 +2,10 @@
 //! `carry.rs` does what it decided.
 
 use aya_ebpf::programs::TcContext;
-use fastpath_common::pipeline::{self, Silent};
+use fastpath_common::{
+    pipeline::{self, Silent},
+    Reason,
+};
 
 use crate::{
     carry,
@@ -46,10 +49,27 @@ fn from_pod_ipv6(ctx: &TcContext) -> Packed {
 }
 
 /// What arrives on the underlay: tunnels from other nodes taken apart, and under `--trust
-/// kernel` plain packets of approved flows delivered; the rest is the kernel's.
+/// kernel` plain packets of approved flows delivered; the rest is the kernel's. Split by family
+/// as `from_pod` is, IPv6 in a subprogram of its own.
 #[inline(always)]
 pub fn from_underlay(ctx: &TcContext) -> Outcome {
     let tables = Maps::new(ctx);
-    let plan = pipeline::from_underlay(&Packet(ctx), &tables, &mut Silent)?;
+    // IPv4 first, as before IPv6 was carried: IPv6 is asked for only when IPv4's walk found no
+    // IPv4 frame, so the IPv4 paths keep their code.
+    let plan = match pipeline::from_underlay_ipv4(&Packet(ctx), &tables, &mut Silent) {
+        Ok(plan) => plan,
+        Err(Reason::PassUnderlayOther) if pipeline::is_ipv6(&Packet(ctx)) => {
+            return outcome::unpack(from_underlay_ipv6(ctx));
+        }
+        Err(reason) => return Err(reason),
+    };
     carry::out(ctx, tables.node, plan)
+}
+
+/// IPv6 from the underlay, as a BPF subprogram.
+#[inline(never)]
+fn from_underlay_ipv6(ctx: &TcContext) -> Packed {
+    let tables = Maps::new(ctx);
+    let decided = pipeline::from_underlay_ipv6(&Packet(ctx), &tables, &mut Silent);
+    outcome::pack(decided.and_then(|plan| carry::out_ipv6(ctx, plan)))
 }

@@ -10,6 +10,7 @@ mod fib;
 mod flow;
 mod handle;
 mod icmp;
+mod icmp6;
 mod ip;
 mod ipip;
 mod maps;

@@ -7,12 +7,13 @@ use aya_ebpf::{
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
-        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NextHopEntry, NodeConfig, PathMtu,
-        ENDPOINTS_MAX, EVENTS_BYTES, FLOWS_DEFAULT_MAX, NEXT_HOPS_MAX, PATH_MTU_MAX, ROUTES_MAX,
-        TUNNEL_PEERS_MAX,
+        AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NextHopEntry, Node6Config, NodeConfig,
+        PathMtu, ENDPOINTS_MAX, EVENTS_BYTES, FLOWS_DEFAULT_MAX, NEXT_HOPS_MAX, PATH_MTU_MAX, ROUTES6_MAX,
+        ROUTES_MAX, TUNNEL_PEERS_MAX,
     },
     reason::COUNTER_SLOTS,
     route::RouteValue,
+    route6::RouteValue6,
     Reason,
 };
 
@@ -31,6 +32,24 @@ pub static FP_ENDPOINTS: HashMap<[u8; 4], Endpoint, { ENDPOINTS_MAX as usize }> 
 /// This node's pods by IPv6 address (name: `fastpath_common::maps::ENDPOINTS6`).
 #[btf_map]
 pub static FP_ENDPOINTS6: HashMap<[u8; 16], Endpoint, { ENDPOINTS_MAX as usize }> = HashMap::new();
+
+/// IPv6 prefix → what to do (name: `fastpath_common::maps::ROUTES6`).
+#[btf_map]
+pub static FP_ROUTES6: LpmTrie<[u8; 16], RouteValue6, { ROUTES6_MAX as usize }> = LpmTrie::new();
+
+/// Nodes whose IPv6 VXLAN we accept, by their IPv6 address (name:
+/// `fastpath_common::maps::TUNNEL_PEERS6`).
+#[btf_map]
+pub static FP_PEERS6: HashMap<[u8; 16], u32, { TUNNEL_PEERS_MAX as usize }> = HashMap::new();
+
+/// This node's IPv6 side, one slot (name: `fastpath_common::maps::NODE6`).
+#[btf_map]
+pub static FP_NODE6: Array<Node6Config, 1> = Array::new();
+
+/// IPv6 next hops on the underlay as the FIB last said, per generation (name:
+/// `fastpath_common::maps::NEXT_HOPS6`).
+#[btf_map]
+pub static FP_NEXT_HOPS6: LruHashMap<[u8; 16], NextHopEntry, { NEXT_HOPS_MAX as usize }> = LruHashMap::new();
 
 /// This node's settings, one slot (name: `fastpath_common::maps::NODE`).
 #[btf_map]
@@ -82,6 +101,23 @@ pub const SCRATCH_MONITOR: u32 = 1;
 #[inline(always)]
 pub fn route(addr: [u8; 4]) -> Option<&'static RouteValue> {
     FP_ROUTES.get(&Key::new(32, addr))
+}
+
+/// The most specific IPv6 route for `addr`.
+#[inline(always)]
+pub fn route6(addr: &[u8; 16]) -> Option<&'static RouteValue6> {
+    FP_ROUTES6.get(&Key::new(128, *addr))
+}
+
+/// This node's IPv6 side, once the daemon has written it (the map's own value).
+#[inline(always)]
+pub fn node6() -> Option<&'static Node6Config> {
+    FP_NODE6.get(0).filter(|node| node.ready())
+}
+
+#[inline(always)]
+pub fn is_tunnel_peer6(addr: &[u8; 16]) -> bool {
+    FP_PEERS6.get_ptr(addr).is_some()
 }
 
 /// The pod on this node with address `addr`, if any.

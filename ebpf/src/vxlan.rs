@@ -10,24 +10,32 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_MASK, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_FIXED_GSO,
     },
-    helpers::bpf_get_prandom_u32,
+    helpers::{bpf_csum_diff, bpf_get_prandom_u32},
     programs::TcContext,
 };
 use fastpath_common::{
     flow::FlowKey,
     ipv4::{Ipv4Fields, OuterIpv4, PROTO_UDP},
-    maps::NodeConfig,
-    pipeline::{frame, VXLAN_INNER_L3},
+    maps::{Node6Config, NodeConfig},
+    pipeline::{frame, Frame, VXLAN_INNER_L3},
     tunnel::VXLAN_OVERHEAD,
-    vxlan::{self, Encap, INNER_ETH_LEN, OVERHEAD},
+    vxlan::{self, Encap, Encap6, FLOW6_LEN, INNER_ETH_LEN, OVERHEAD, OVERHEAD6},
     Reason,
 };
 use network_types::eth::EthHdr;
 
-use crate::{deliver, fib::NextHop, ip, outcome::Outcome, parse, skb, walk::Packet};
+use crate::{
+    deliver,
+    fib::{NextHop, NextHop6},
+    ip,
+    outcome::Outcome,
+    parse, skb,
+    walk::Packet,
+};
 
 const ENCAP_FLAGS: u32 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4
     | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
@@ -131,5 +139,98 @@ pub fn is_sent_by(ctx: &TcContext, node: &NodeConfig, outer: &Ipv4Fields) -> boo
 pub fn strip(ctx: &TcContext) -> Result<(), Reason> {
     let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
     ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
+        .map_err(|_| Reason::PassEncapFailed)
+}
+
+/// IPv6 VXLAN: outer IPv6 instead of IPv4. No GSO packet comes here (the walk leaves those to
+/// the kernel: `bpf_skb_adjust_room` can mark one only `SKB_GSO_UDP_TUNNEL`, whose segments would
+/// all carry the first one's UDP checksum).
+const ENCAP6_FLAGS: u32 =
+    BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+/// Where the inner IPv6 header lies once encapsulated.
+const INNER6: usize = EthHdr::LEN + OVERHEAD6;
+/// Where the UDP checksum lies in the 70 bytes.
+const UDP6_CHECK: usize = fastpath_common::ipv6::HEADER_LEN + 6;
+
+/// Encapsulate in IPv6 VXLAN toward node `next_hop`, whose `vxlan-v6.calico` has MAC
+/// `peer_mac`, and send it out of the underlay toward `hop`.
+#[inline(always)]
+pub fn encapsulate6(
+    ctx: &TcContext,
+    node6: &Node6Config,
+    next_hop: &[u8; 16],
+    peer_mac: [u8; 6],
+    hop: &NextHop6,
+) -> Outcome {
+    // The inner header's first 8 bytes as they will leave (hop limit − 1; the walk checked it is
+    // above 1): all the outer headers depend on, the UDP checksum included.
+    let mut first8 = Packet(ctx).read::<8, _>(EthHdr::LEN, |h| *h).ok_or(Reason::PassIpv6Malformed)?;
+    first8[7] -= 1;
+    let config = &node6.vxlan;
+    let traffic_class = (first8[0] << 4) | (first8[1] >> 4);
+    let encap = Encap6 {
+        src: &node6.node_ip,
+        dst: next_hop,
+        traffic_class: vxlan::outer_tos(config.tos, traffic_class),
+        hop_limit: vxlan::outer_ttl(config.ttl, first8[7]),
+        source_port: vxlan::source_port(flow_hash6(ctx), config.port_min, config.port_max),
+        config,
+        peer_mac,
+    };
+    // A UDP length over 65535 cannot be: leave it to the kernel before touching it.
+    if usize::from(u16::from_be_bytes([first8[4], first8[5]])) + OVERHEAD6 > 0xffff {
+        return Err(Reason::PassEncapFailed);
+    }
+    ctx.adjust_room(OVERHEAD6 as i32, BPF_ADJ_ROOM_MAC, u64::from(ENCAP6_FLAGS) | ENCAP_L2_LEN)
+        .map_err(|_| Reason::PassEncapFailed)?;
+    let room: *mut [u8; OVERHEAD6] = parse::header_mut(ctx, EthHdr::LEN).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`; written in place.
+    if !vxlan::write_headers6(unsafe { &mut *room }, &encap, &first8) {
+        return Err(Reason::DropRewriteFailed);
+    }
+    // The UDP checksum: the 60 bytes from the outer addresses to the inner Ethernet type summed by
+    // the kernel where they lie (one helper call, where a loop over them would cost a hundred
+    // instructions more), the rest from the inner header's first 8 bytes.
+    const SUMMED_LEN: usize = vxlan::SUMMED6.end - vxlan::SUMMED6.start;
+    let summed: *mut [u8; SUMMED_LEN] =
+        parse::header_mut(ctx, EthHdr::LEN + vxlan::SUMMED6.start).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: the pointer is to `SUMMED_LEN` bytes of the packet, bounds-checked by `header_mut`.
+    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, summed.cast(), SUMMED_LEN as u32, 0) };
+    if sum < 0 {
+        return Err(Reason::DropRewriteFailed);
+    }
+    // The kernel sums the machine's own 16-bit words: folded, its bytes are the big-endian sum's
+    // (RFC 1071 §2(B)), which `udp_checksum6` takes.
+    let sum = sum as u32;
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let folded = ((sum & 0xffff) + (sum >> 16)) as u16;
+    let check = vxlan::udp_checksum6(u32::from(u16::from_be_bytes(folded.to_ne_bytes())), &first8);
+    let field: *mut [u8; 2] =
+        parse::header_mut(ctx, EthHdr::LEN + UDP6_CHECK).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    unsafe { *field = check.to_be_bytes() };
+    let hop_limit: *mut u8 = parse::header_mut(ctx, INNER6 + 7).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: bounds-checked by `header_mut`.
+    unsafe { *hop_limit = first8[7] };
+    deliver::send6(ctx, hop, Reason::EncapsulatedVxlan)
+}
+
+/// The hash the UDP source port is folded from: the skb's own when it has one, else
+/// [`vxlan::flow_hash6`] of the inner flow.
+#[inline(always)]
+fn flow_hash6(ctx: &TcContext) -> u32 {
+    let hash = skb::hash(ctx);
+    if hash != 0 {
+        return hash;
+    }
+    Packet(ctx).read::<FLOW6_LEN, _>(EthHdr::LEN, vxlan::flow_hash6).unwrap_or(1)
+}
+
+/// Remove the outer IPv6, UDP, VXLAN and inner Ethernet headers of IPv6 VXLAN arriving at this
+/// node: the outer Ethernet header (IPv6, like the inner) now leads the inner IPv6 packet.
+#[inline(always)]
+pub fn strip6(ctx: &TcContext) -> Result<(), Reason> {
+    let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV6 | BPF_F_ADJ_ROOM_FIXED_GSO;
+    ctx.adjust_room(-(OVERHEAD6 as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
         .map_err(|_| Reason::PassEncapFailed)
 }

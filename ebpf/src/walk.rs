@@ -4,14 +4,15 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use fastpath_common::{
     flow::{Admission, FlowKey, FlowValue},
-    maps::{Endpoint, NodeConfig, PathMtu},
+    maps::{Endpoint, Node6Config, NodeConfig, PathMtu},
     pipeline::{Frame, Tables},
     route::RouteValue,
+    route6::RouteValue6,
     Reason,
 };
 
 use crate::{
-    fib::{self, NextHop},
+    fib::{self, NextHop, NextHop6},
     flow,
     maps::{self, FP_FLOWS, FP_PATH_MTU},
     parse, skb,
@@ -57,6 +58,8 @@ impl Tables for Maps<'_> {
     type Route = &'static RouteValue;
     type Flow = &'static mut FlowValue;
     type Hop = NextHop;
+    type Route6 = &'static RouteValue6;
+    type Hop6 = NextHop6;
 
     #[inline(always)]
     fn node(&self) -> Result<&NodeConfig, Reason> {
@@ -131,6 +134,26 @@ impl Tables for Maps<'_> {
     #[inline(always)]
     fn hop_ifindex(&self, hop: &NextHop) -> u32 {
         fib::ifindex(hop)
+    }
+
+    #[inline(always)]
+    fn node6(&self) -> Option<&Node6Config> {
+        maps::node6().map(|node| node as &Node6Config)
+    }
+
+    #[inline(always)]
+    fn route6(&self, addr: &[u8; 16]) -> Option<&'static RouteValue6> {
+        maps::route6(addr)
+    }
+
+    #[inline(always)]
+    fn is_peer6(&self, addr: &[u8; 16]) -> bool {
+        maps::is_tunnel_peer6(addr)
+    }
+
+    #[inline(always)]
+    fn hop6(&self, addr: &[u8; 16]) -> Result<NextHop6, Reason> {
+        fib::lookup6(self.ctx, self.node?, maps::node6().ok_or(Reason::PassNotReady)?, addr)
     }
 
     #[inline(always)]

@@ -73,6 +73,13 @@ fn cases() -> Vec<Case> {
         case("decapsulated (routes)", FROM_UNDERLAY, tunnelled(REMOTE_POD, POD)),
         case("cross node, VXLAN (routes)", FROM_POD, pod(POD, VXLAN_POD)),
         case("VXLAN decapsulated (routes)", FROM_UNDERLAY, vxlan_from_peer(&tcp(VXLAN_POD, POD))),
+        case("IPv6 cross node, plain (routes)", FROM_POD, tcp6(POD6, PLAIN6_POD, 0)),
+        case("IPv6 cross node, VXLAN (routes)", FROM_POD, tcp6(POD6, VXLAN6_POD, 0)),
+        case(
+            "IPv6 VXLAN decapsulated (routes)",
+            FROM_UNDERLAY,
+            vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &tcp6(VXLAN6_POD, POD6, 0)[14..]),
+        ),
         approved(
             "same node, redirected (kernel, approved)",
             FROM_POD,

@@ -291,6 +291,11 @@ impl Cluster {
                 cluster.add_pod(i, *ip)?;
             }
         }
+        if spec.ipv6.is_some() {
+            for node in &cluster.nodes {
+                dual_stack::wait_addresses_usable(&node.ns.name)?;
+            }
+        }
         if spec.routes == RouteSource::Bird {
             for i in 0..spec.nodes.len() {
                 cluster.start_bird(i)?;

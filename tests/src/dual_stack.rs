@@ -32,13 +32,16 @@
 //!
 //! `kernel_forwarding: false` closes `ip6tables`' FORWARD as it closes `iptables`'.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::{
     cluster::{VXLAN_PORT, VXLAN_VNI},
-    cmd,
+    cmd, wait,
 };
 
 /// Felix's IPv6 VXLAN device.
@@ -184,6 +187,21 @@ pub fn add_node(
         add_vxlan6_device(ns, node.underlay_ip, vtep)?;
     }
     Ok(node)
+}
+
+/// Wait (at most 5 s) until no address in node namespace `ns` is tentative. A node's `eth0`
+/// link-local address runs duplicate address detection for about a second after the link comes
+/// up, and until it ends the kernel sends no neighbour solicitation from it: the first packet
+/// across nodes would wait for the next retransmission, a second per node on the way.
+pub fn wait_addresses_usable(ns: &str) -> Result<()> {
+    let settled = || cmd::ip(ns, &["-6", "addr", "show", "tentative"]).ok()?.trim().is_empty().then_some(());
+    match wait::until(Duration::from_secs(5), settled) {
+        Some(_) => Ok(()),
+        None => bail!(
+            "{ns}: IPv6 addresses still tentative after 5 s: {}",
+            cmd::ip(ns, &["-6", "addr", "show", "tentative"])?
+        ),
+    }
 }
 
 /// Felix's `vxlan-v6.calico` in node namespace `ns`.

@@ -24,10 +24,11 @@ use fastpath::{
 use fastpath_common::{
     flow::{FlowKey, FlowState, FlowValue},
     maps::{
-        Counter, Endpoint, NextHopEntry, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, ENDPOINTS6, FLOWS,
-        NEXT_HOPS, NODE, PATH_MTU, ROUTES, TUNNEL_PEERS,
+        Counter, Endpoint, NextHopEntry, Node6Config, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, ENDPOINTS6,
+        FLOWS, NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::RouteValue,
+    route6::RouteValue6,
     Reason,
 };
 use fastpath_tests::packets;
@@ -63,6 +64,9 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
     let path_mtus: HashMap<_, [u8; 4], PathMtu> = HashMap::try_from(ebpf.map(PATH_MTU).unwrap()).unwrap();
     let next_hops: HashMap<_, [u8; 4], NextHopEntry> =
         HashMap::try_from(ebpf.map(NEXT_HOPS).unwrap()).unwrap();
+    let node6: Node6Config = Array::try_from(ebpf.map(NODE6).unwrap()).unwrap().get(&0, 0).unwrap();
+    let trie6: LpmTrie<_, [u8; 16], RouteValue6> = LpmTrie::try_from(ebpf.map(ROUTES6).unwrap()).unwrap();
+    let peers6: HashMap<_, [u8; 16], u32> = HashMap::try_from(ebpf.map(TUNNEL_PEERS6).unwrap()).unwrap();
     let maps = Maps {
         node,
         next_hop_mac: &|addr| {
@@ -73,6 +77,9 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
         endpoint: &|addr| endpoints.get(&addr, 0).ok(),
         endpoint6: &|addr| endpoints6.get(&addr, 0).ok(),
         is_peer: &|addr| peers.get(&addr, 0).is_ok(),
+        node6,
+        route6: &|addr| trie6.get(&Key::new(128, addr), 0).ok(),
+        is_peer6: &|addr| peers6.get(&addr, 0).is_ok(),
         path_mtu: &|addr| path_mtus.get(&addr, 0).ok(),
         flow: &|key| flows.get(key, 0).ok(),
         flows: &[],
@@ -203,11 +210,15 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             Reason::PassTtlExceeded,
             Reason::EncapsulatedVxlan,
             Reason::DecapsulatedVxlan,
-            // IPv6's walk: a solicitation answered, others left, headers the kernel keeps.
+            // IPv6's walk: a solicitation answered, others left, headers the kernel keeps, and
+            // across nodes: the underlay, no endpoint after decapsulation, packet too big.
             Reason::NdpReplied,
             Reason::PassNdpNotSolicitation,
             Reason::PassIpv6ExtensionHeader,
             Reason::PassSpecialDestination,
+            Reason::RoutedUnderlay,
+            Reason::DropNoEndpoint,
+            Reason::Icmp6PacketTooBig,
         ] {
             assert!(
                 routes_mode.contains(&reason),
@@ -329,6 +340,9 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
                     endpoint: &|_| None,
                     endpoint6: &|_| None,
                     is_peer: &|_| false,
+                    node6: Node6Config::default(),
+                    route6: &|_| None,
+                    is_peer6: &|_| false,
                     path_mtu: &|_| None,
                     flow: &|_| None,
                     flows: &[],

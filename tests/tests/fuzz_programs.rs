@@ -52,21 +52,22 @@ fn is_arp_reply(frame: &[u8]) -> bool {
     frame.len() >= 42 && frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[20..22] == [0, 2]
 }
 
-fn is_valid_ipv4(frame: &[u8]) -> bool {
-    if frame.len() < 14 + HEADER_LEN || frame[12..14] != ETH_P_IP.to_be_bytes() {
-        return false;
-    }
-    let header: &[u8; HEADER_LEN] = frame[14..14 + HEADER_LEN].try_into().unwrap();
-    is_well_formed(&Ipv4Fields::parse(header), (frame.len() - 14) as u32)
-}
-
-/// An IPv6 header whose lengths hold (a neighbour solicitation the programs answer is one).
+/// A well-formed IPv6 header (the kernel's `ip6_rcv_core` would take it): what a neighbour
+/// solicitation, a packet forwarded or IPv6 VXLAN taken apart starts with.
 fn is_valid_ipv6(frame: &[u8]) -> bool {
     if frame.len() < 14 + ipv6::HEADER_LEN || frame[12..14] != ETH_P_IPV6.to_be_bytes() {
         return false;
     }
     let header: &[u8; ipv6::HEADER_LEN] = frame[14..14 + ipv6::HEADER_LEN].try_into().unwrap();
     ipv6::is_well_formed(&Ipv6Fields::parse(header), (frame.len() - 14) as u32)
+}
+
+fn is_valid_ipv4(frame: &[u8]) -> bool {
+    if frame.len() < 14 + HEADER_LEN || frame[12..14] != ETH_P_IP.to_be_bytes() {
+        return false;
+    }
+    let header: &[u8; HEADER_LEN] = frame[14..14 + HEADER_LEN].try_into().unwrap();
+    is_well_formed(&Ipv4Fields::parse(header), (frame.len() - 14) as u32)
 }
 
 /// What one frame through one program came to.

@@ -34,11 +34,8 @@ use crate::{
 pub enum Plan<H> {
     /// Turn the ARP request into the reply a proxy would send, and send it back to the pod.
     AnswerArp,
-    /// Turn the pod's neighbour solicitation into the advertisement the host end would send
-    /// (`ndp::answer_in_place`), and send it back to the pod.
-    AnswerNdp,
-    /// IPv6 into the pod behind host-side `ifindex`, with Ethernet destination `mac`.
-    ToPodV6 { ifindex: u32, mac: [u8; 6] },
+    /// What the IPv6 walk plans ([`Plan6`]).
+    Ipv6(Plan6<H>),
     /// Answer with ICMP "fragmentation needed" carrying `mtu`, back to the pod.
     FragNeeded { mtu: u16 },
     /// Into the pod behind host-side `ifindex` (after taking `decap` apart, for a tunnel),
@@ -64,8 +61,7 @@ impl<H> Plan<H> {
     pub const fn reason(&self) -> Reason {
         match self {
             Plan::AnswerArp => Reason::ArpReplied,
-            Plan::AnswerNdp => Reason::NdpReplied,
-            Plan::ToPodV6 { .. } => Reason::RedirectedLocal,
+            Plan::Ipv6(plan) => plan.reason(),
             Plan::FragNeeded { .. } => Reason::IcmpFragNeeded,
             Plan::ToPod { reason, .. } => *reason,
             Plan::Encapsulate { tunnel: Tunnel::Ipip, .. } => Reason::Encapsulated,
@@ -79,17 +75,18 @@ impl<H> Plan<H> {
 pub type Decision<H> = Result<Plan<H>, Reason>;
 
 /// `from_pod`, on tcx ingress of the `cali*` interface `ingress`: ARP and neighbour
-/// solicitations are answered, IPv4 forwarded, IPv6 carried to a pod on this node, the rest
-/// passed.
+/// solicitations are answered, IPv4 and IPv6 forwarded, the rest passed. Both families' plans in
+/// one type want one hop type: `explain`'s (which has `()` for both) and the tests'. The programs
+/// split the families themselves ([`from_pod_ipv4`], [`from_pod_ipv6`]), each with its own.
 #[inline(always)]
-pub fn from_pod<F: Frame, T: Tables, R: Trace>(
+pub fn from_pod<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
     frame: &F,
     ingress: u32,
     tables: &T,
     trace: &mut R,
-) -> Decision<T::Hop> {
+) -> Decision<H> {
     if is_ipv6(frame) {
-        from_pod_ipv6(frame, ingress, tables, trace).map(Plan::from)
+        from_pod_ipv6(frame, ingress, tables, trace).map(Plan::Ipv6)
     } else {
         from_pod_ipv4(frame, ingress, tables, trace)
     }
@@ -103,7 +100,7 @@ pub fn is_ipv6<F: Frame>(frame: &F) -> bool {
     frame::ether_type(frame) == Some(ETH_P_IPV6)
 }
 
-pub use v6::{from_pod as from_pod_ipv6, Plan6};
+pub use v6::{from_pod as from_pod_ipv6, from_underlay as from_underlay_ipv6, Plan6};
 
 /// `from_pod` for every frame but IPv6: ARP is answered, IPv4 forwarded, the rest passed.
 #[inline(always)]
@@ -215,9 +212,26 @@ fn carry<T: Tables>(tables: &T, to: Forward, inner: Ipv4Fields, nat: Translation
 /// that node, is taken apart and delivered into the pod (under `--trust kernel`, only by its
 /// flow's conntrack entry); a tunnel to us from anyone else is dropped. Under `--trust kernel`,
 /// plain traffic to a pod here (or to this node, of a flow conntrack translated to it) is
-/// delivered too by its flow's entry. The rest is the kernel's.
+/// delivered too by its flow's entry. IPv6 VXLAN is [`from_underlay_ipv6`]'s. The rest is the
+/// kernel's.
 #[inline(always)]
-pub fn from_underlay<F: Frame, T: Tables, R: Trace>(
+pub fn from_underlay<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
+    frame: &F,
+    tables: &T,
+    trace: &mut R,
+) -> Decision<H> {
+    if is_ipv6(frame) {
+        return from_underlay_ipv6(frame, tables, trace).map(Plan::Ipv6);
+    }
+    from_underlay_ipv4(frame, tables, trace)
+}
+
+/// `from_underlay` for every frame but IPv6 ([`from_underlay_ipv6`]'s): the programs make this
+/// split themselves, walking IPv4 first and IPv6 only when this found no IPv4 frame (an IPv6
+/// frame ends here with [`Reason::PassUnderlayOther`], or [`Reason::PassNotReady`] as IPv6's
+/// walk would), so the IPv4 decisions keep their cost.
+#[inline(always)]
+pub fn from_underlay_ipv4<F: Frame, T: Tables, R: Trace>(
     frame: &F,
     tables: &T,
     trace: &mut R,

@@ -5,8 +5,9 @@ use core::borrow::Borrow;
 
 use crate::{
     flow::{Admission, FlowKey, FlowValue},
-    maps::{Endpoint, NodeConfig, PathMtu},
+    maps::{Endpoint, Node6Config, NodeConfig, PathMtu},
     route::RouteValue,
+    route6::RouteValue6,
     Reason,
 };
 
@@ -17,6 +18,10 @@ pub trait Tables {
     type Flow: Borrow<FlowValue>;
     /// How to reach an address on the underlay, as the kernel's FIB says.
     type Hop;
+    /// An IPv6 route as the trie hands it out.
+    type Route6: Borrow<RouteValue6>;
+    /// How to reach an IPv6 address on the underlay, as the kernel's FIB says.
+    type Hop6;
 
     /// This node's settings, once the daemon has written them (else [`Reason::PassNotReady`]).
     fn node(&self) -> Result<&NodeConfig, Reason>;
@@ -44,6 +49,14 @@ pub trait Tables {
     fn hop(&self, addr: [u8; 4]) -> Result<Self::Hop, Reason>;
     /// The interface a hop leaves by.
     fn hop_ifindex(&self, hop: &Self::Hop) -> u32;
+    /// This node's IPv6 side, once the daemon has written it.
+    fn node6(&self) -> Option<&Node6Config>;
+    /// The IPv6 route trie's longest match for `addr`.
+    fn route6(&self, addr: &[u8; 16]) -> Option<Self::Route6>;
+    /// Whether `addr` is a node this one accepts IPv6 VXLAN from.
+    fn is_peer6(&self, addr: &[u8; 16]) -> bool;
+    /// How to reach `addr` over the underlay ([`Reason::PassFibFailed`] when the FIB cannot).
+    fn hop6(&self, addr: &[u8; 16]) -> Result<Self::Hop6, Reason>;
     /// The MAC of `addr` on the underlay, as the kernel knows it: who a plain packet routed
     /// through `addr` comes from.
     fn sender_mac(&self, addr: [u8; 4]) -> Option<[u8; 6]>;

@@ -20,6 +20,14 @@ pub enum Note {
     Source6 { src: [u8; 16], ingress: u32, verdict: Result<(), Reason> },
     /// An IPv6 packet to `dst`, a pod on this node behind `ifindex`.
     Destination6 { dst: [u8; 16], ifindex: u32 },
+    /// An IPv6 packet to `dst`, no pod here: what the IPv6 route trie says.
+    Route6 { dst: [u8; 16], to: Result<crate::route6::Forward6, Reason> },
+    /// IPv6 VXLAN to this node from `node`: whether it is a node this one accepts tunnels from.
+    TunnelFrom6 { node: [u8; 16], known: bool },
+    /// The source check of a packet decapsulated from IPv6 VXLAN.
+    InnerSource6 { src: [u8; 16], node: [u8; 16], verdict: Result<(), Reason> },
+    /// A packet decapsulated from IPv6 VXLAN is for `dst`: whether that is a pod here.
+    Delivery6 { dst: [u8; 16], pod: bool },
     /// The source check of a packet from a pod: it arrived on `ingress`; `own` when the
     /// endpoint table holds `src` on that interface (then the route was not looked up).
     Source { src: [u8; 4], ingress: u32, own: bool, route: Option<RouteValue>, verdict: Result<(), Reason> },
@@ -90,6 +98,8 @@ pub enum Limit {
     Tunnel { tunnel: Tunnel, peer: [u8; 4], path: Option<u32> },
     /// The underlay's MTU.
     Underlay,
+    /// `vxlan-v6.calico`'s MTU.
+    Vxlan6,
 }
 
 pub trait Trace {

@@ -1,38 +1,57 @@
-//! IPv6 from a pod, the second family of a dual-stack pod (issue 20, first step): a neighbour
-//! solicitation is answered as the host end of the veth would answer it, and a packet to another
-//! pod on this node is carried into it. Everything else of IPv6 (other nodes, a router's
-//! judgement, `--trust kernel`'s flows) is still the kernel's.
+//! IPv6, the second family of a dual-stack pod (issue 20): from a pod, a neighbour solicitation
+//! is answered as the host end of the veth would answer it, a packet to another pod on this node
+//! is carried into it, and one to another node's block (`FP_ROUTES6`) leaves over the underlay,
+//! plain or in IPv6 VXLAN as `vxlan-v6.calico` would send it; from the underlay, IPv6 VXLAN from
+//! a known node is taken apart and delivered into the pod. The rules are IPv4's: the same source
+//! checks, the same blackhole, the same peer and inner-source checks. `--trust kernel`'s flows
+//! are still IPv4's only: under it the kernel carries IPv6.
 //!
 //! Every step judges the packet's bytes where they lie, inside [`Frame::read`]: an IPv6 header
-//! is 40 bytes, and copies of it would not fit beside the IPv4 walk in `from_pod`'s 512 bytes of
-//! stack. The endpoint table is even looked up with the address in the packet as its key.
+//! is 40 bytes, and copies of it would crowd the programs' 512 bytes of stack. The tables are
+//! even looked up with the address in the packet as their key.
+
+use core::borrow::Borrow;
 
 use super::{
     frame::{Frame, ETH_LEN},
-    Note, Plan, Tables, Trace,
+    Limit, Note, Tables, Trace,
 };
 use crate::{
-    ipv6::{self, Ipv6Fields, HEADER_LEN, NEXT_ICMPV6, UNSPECIFIED},
+    flow::PROTO_TCP,
+    ipv6::{self, same_address, Ipv6Fields, HEADER_LEN, NEXT_ICMPV6, NEXT_UDP, UNSPECIFIED},
     ndp::{self, SOLICITATION_LEN, TYPE_NEIGHBOUR_SOLICITATION, TYPE_REDIRECT, TYPE_ROUTER_SOLICITATION},
+    route6::{self, Forward6},
+    vxlan::{self, Received, INNER_ETH_LEN, OVERHEAD6, UDP_HEADER_LEN},
     Reason,
 };
 
-/// What the fast path does with an IPv6 frame it carries: [`Plan`]'s IPv6 variants, in a type
-/// of their own, so that a program's IPv6 subprogram holds 12 bytes of answer, not a whole
-/// `Plan`.
+/// What the fast path does with an IPv6 frame it carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Plan6 {
-    /// [`Plan::AnswerNdp`].
+pub enum Plan6<H> {
+    /// Turn the pod's neighbour solicitation into the advertisement the host end would send
+    /// (`ndp::answer_in_place`), and send it back to the pod.
     AnswerNdp,
-    /// [`Plan::ToPodV6`].
-    ToPod { ifindex: u32, mac: [u8; 6] },
+    /// Into the pod behind host-side `ifindex`, with Ethernet destination `mac`, after taking
+    /// IPv6 VXLAN apart when `decap`.
+    ToPod { ifindex: u32, mac: [u8; 6], decap: bool },
+    /// Out of the underlay as it is, toward `hop`: node `next_hop`'s block route.
+    ToUnderlay { next_hop: [u8; 16], hop: H },
+    /// In IPv6 VXLAN to node `next_hop`, whose `vxlan-v6.calico` has MAC `mac`, out toward `hop`.
+    Encapsulate { next_hop: [u8; 16], mac: [u8; 6], hop: H },
+    /// Answer with ICMPv6 "packet too big" carrying `mtu`, back to the pod.
+    TooBig { mtu: u32 },
 }
 
-impl<H> From<Plan6> for Plan<H> {
-    fn from(plan: Plan6) -> Self {
-        match plan {
-            Plan6::AnswerNdp => Plan::AnswerNdp,
-            Plan6::ToPod { ifindex, mac } => Plan::ToPodV6 { ifindex, mac },
+impl<H> Plan6<H> {
+    /// The counter a carried frame is counted under.
+    pub const fn reason(&self) -> Reason {
+        match self {
+            Plan6::AnswerNdp => Reason::NdpReplied,
+            Plan6::ToPod { decap: false, .. } => Reason::RedirectedLocal,
+            Plan6::ToPod { decap: true, .. } => Reason::DecapsulatedVxlan,
+            Plan6::ToUnderlay { .. } => Reason::RoutedUnderlay,
+            Plan6::Encapsulate { .. } => Reason::EncapsulatedVxlan,
+            Plan6::TooBig { .. } => Reason::Icmp6PacketTooBig,
         }
     }
 }
@@ -40,6 +59,9 @@ impl<H> From<Plan6> for Plan<H> {
 /// Where the source and the destination address lie.
 const SRC: usize = ETH_LEN + 8;
 const DST: usize = ETH_LEN + 24;
+/// Where an outer IPv6 packet's UDP header starts, and the inner IPv6 header of IPv6 VXLAN.
+const UDP: usize = ETH_LEN + HEADER_LEN;
+const INNER: usize = ETH_LEN + OVERHEAD6;
 
 /// An IPv6 packet from the pod behind `ingress`.
 #[inline(always)]
@@ -48,7 +70,7 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
     ingress: u32,
     tables: &T,
     trace: &mut R,
-) -> Result<Plan6, Reason> {
+) -> Result<Plan6<T::Hop6>, Reason> {
     // Neighbour discovery (RFC 4861's messages, types 133 to 137): a solicitation is answered,
     // the rest is the kernel's.
     let discovery = frame.read::<{ HEADER_LEN + 1 }, _>(ETH_LEN, |h| {
@@ -62,8 +84,11 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
     }
     let node = tables.node()?;
     let after_l2 = frame.length().saturating_sub(ETH_LEN as u32);
-    frame
-        .read::<HEADER_LEN, _>(ETH_LEN, |h| ipv6::check_forwardable(&Ipv6Fields::parse(h), after_l2))
+    let (payload_len, next_header) = frame
+        .read::<HEADER_LEN, _>(ETH_LEN, |h| {
+            let ip = Ipv6Fields::parse(h);
+            ipv6::check_forwardable(&ip, after_l2).map(|()| (ip.payload_len, ip.next_header))
+        })
         .ok_or(Reason::PassIpv6Malformed)??;
     // A pod sends only from a /128 of its own interface. Another local pod's address is spoofed;
     // any other source is the kernel's to judge (its rpfilter and FORWARD rules), as for IPv4.
@@ -82,19 +107,198 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
     if node.trusts_kernel() {
         return Err(Reason::PassIpv6Untrusted);
     }
-    // This node's own addresses are the kernel's too, but none of them is a pod's /128: the
-    // endpoint table settles it.
-    let pod = frame
+    // This node's own addresses are the kernel's too, but none of them is a pod's /128 or in a
+    // block the route trie holds.
+    let to = frame
         .read::<16, _>(DST, |dst| {
             if ipv6::is_special_destination(*dst, UNSPECIFIED) {
                 return Err(Reason::PassSpecialDestination);
             }
-            let pod = tables.endpoint6(dst).ok_or(Reason::PassNoRoute)?;
-            trace.note(Note::Destination6 { dst: *dst, ifindex: pod.ifindex });
-            Ok(pod)
+            if let Some(pod) = tables.endpoint6(dst) {
+                trace.note(Note::Destination6 { dst: *dst, ifindex: pod.ifindex });
+                return Ok(Forward6::Local { ifindex: pod.ifindex, mac: pod.mac });
+            }
+            let route = tables.route6(dst);
+            let to = route6::forward6(route.as_ref().map(Borrow::borrow));
+            trace.note(Note::Route6 { dst: *dst, to });
+            to
         })
         .ok_or(Reason::PassIpv6Malformed)??;
-    Ok(Plan6::ToPod { ifindex: pod.ifindex, mac: pod.mac })
+    match to {
+        Forward6::Local { ifindex, mac } => Ok(Plan6::ToPod { ifindex, mac, decap: false }),
+        Forward6::Underlay { next_hop } => {
+            // The FIB is asked from this node's IPv6 address, which the daemon writes.
+            tables.node6().ok_or(Reason::PassNotReady)?;
+            if let Some(mtu) = too_big(frame, trace, next_header, node.underlay_mtu, Limit::Underlay) {
+                return Ok(Plan6::TooBig { mtu });
+            }
+            let hop = tables.hop6(&next_hop)?;
+            Ok(Plan6::ToUnderlay { next_hop, hop })
+        }
+        Forward6::Vxlan { next_hop, mac } => {
+            let node6 = tables.node6().ok_or(Reason::PassNotReady)?;
+            if !node6.has_vxlan() {
+                // The daemon writes IPv6 VXLAN routes only for a node whose device it
+                // understands; never guess.
+                trace.note(Note::NoVxlanDevice);
+                return Err(Reason::PassKernelRoute);
+            }
+            summable(frame, payload_len, next_header)?;
+            if let Some(mtu) = too_big(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6) {
+                return Ok(Plan6::TooBig { mtu });
+            }
+            let hop = tables.hop6(&next_hop)?;
+            Ok(Plan6::Encapsulate { next_hop, mac, hop })
+        }
+    }
+}
+
+/// Whether the outer UDP checksum of this packet in IPv6 VXLAN can be made from its first 8
+/// bytes ([`vxlan::inner_contribution`]): one whole packet (not a GSO one, whose segments each
+/// need their own, and with no bytes after it that the checksum would have to cover) of an upper
+/// layer whose own checksum covers all of it and the pseudo-header (TCP, ICMPv6, UDP with a
+/// checksum).
+#[inline(always)]
+fn summable<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> Result<(), Reason> {
+    let whole =
+        frame.gso_size() == 0 && frame.length() == (ETH_LEN + HEADER_LEN) as u32 + u32::from(payload_len);
+    let covered = match next_header {
+        PROTO_TCP | NEXT_ICMPV6 => true,
+        NEXT_UDP => frame.read::<UDP_HEADER_LEN, _>(UDP, |u| u[6] != 0 || u[7] != 0) == Some(true),
+        _ => false,
+    };
+    if whole && covered {
+        Ok(())
+    } else {
+        Err(Reason::PassVxlan6Checksum)
+    }
+}
+
+/// `Some(mtu)` when the packet (a segment, for a GSO packet) does not fit `mtu`. A router never
+/// fragments IPv6 (RFC 8200 §5): it answers with ICMPv6 "packet too big" carrying the MTU, as
+/// the kernel's `ip6_forward` does, whatever the packet.
+#[inline(always)]
+fn too_big<F: Frame, R: Trace>(
+    frame: &F,
+    trace: &mut R,
+    next_header: u8,
+    mtu: u32,
+    limit: Limit,
+) -> Option<u32> {
+    let gso_size = frame.gso_size();
+    let carried = if gso_size == 0 {
+        frame.length().saturating_sub(ETH_LEN as u32)
+    } else {
+        // One segment: its payload, the fixed header and the transport header (TCP's data offset
+        // is byte 12 of its header).
+        let transport = match next_header {
+            PROTO_TCP => frame.read::<13, _>(UDP, |tcp| u32::from(tcp[12] >> 4) * 4).unwrap_or(20),
+            NEXT_UDP => UDP_HEADER_LEN as u32,
+            _ => 0,
+        };
+        gso_size + HEADER_LEN as u32 + transport
+    };
+    if carried <= mtu {
+        return None;
+    }
+    trace.note(Note::TooBig { carried, mtu, limit });
+    Some(mtu)
+}
+
+/// IPv6 from the underlay: IPv6 VXLAN to this node's `vxlan-v6.calico` port from a known node,
+/// from an inner source that belongs to that node, to a pod here, is taken apart and delivered
+/// into the pod; IPv6 VXLAN to us from anyone else is dropped, as IPv4's is. Everything else
+/// (plain IPv6, VXLAN the programs do not take apart, `--trust kernel`) is the kernel's.
+#[inline(always)]
+pub fn from_underlay<F: Frame, T: Tables, R: Trace>(
+    frame: &F,
+    tables: &T,
+    trace: &mut R,
+) -> Result<Plan6<T::Hop6>, Reason> {
+    let node = tables.node()?;
+    let Some(node6) = tables.node6().filter(|n| n.has_vxlan()) else {
+        trace.note(Note::NotATunnel);
+        return Err(Reason::PassUnderlayOther);
+    };
+    let after_l2 = frame.length().saturating_sub(ETH_LEN as u32);
+    // UDP to this node's address and port, with room for a whole VXLAN packet.
+    let for_us = frame.read::<{ HEADER_LEN + UDP_HEADER_LEN }, _>(ETH_LEN, |h| {
+        let payload_len = u16::from_be_bytes([h[4], h[5]]);
+        let dst: &[u8; 16] = h[24..40].try_into().unwrap_or(&UNSPECIFIED);
+        let to_us = h[0] >> 4 == ipv6::VERSION
+            && h[6] == NEXT_UDP
+            && same_address(dst, &node6.node_ip)
+            && u16::from_be_bytes([h[42], h[43]]) == node6.vxlan.port
+            && u32::from(payload_len) + HEADER_LEN as u32 <= after_l2
+            && usize::from(payload_len) >= UDP_HEADER_LEN + vxlan::HEADER_LEN + INNER_ETH_LEN + HEADER_LEN;
+        to_us.then_some(payload_len)
+    });
+    let Some(payload_len) = for_us.flatten() else {
+        trace.note(Note::NotATunnel);
+        return Err(Reason::PassUnderlayOther);
+    };
+    frame
+        .read::<16, _>(SRC, |src| {
+            let known = tables.is_peer6(src);
+            trace.note(Note::TunnelFrom6 { node: *src, known });
+            if known {
+                Ok(())
+            } else {
+                Err(Reason::DropUnknownPeer)
+            }
+        })
+        .ok_or(Reason::PassIpv6Malformed)??;
+    // This device's VNI and flags, an inner IPv6 frame to this device's MAC; anything else is the
+    // kernel's.
+    let checked = frame
+        .read::<{ UDP_HEADER_LEN + vxlan::HEADER_LEN + INNER_ETH_LEN }, _>(UDP, |p| {
+            let r = Received {
+                udp: *p.first_chunk().unwrap_or(&[0; UDP_HEADER_LEN]),
+                vxlan: *p[UDP_HEADER_LEN..].first_chunk().unwrap_or(&[0; vxlan::HEADER_LEN]),
+                inner_eth: *p[UDP_HEADER_LEN + vxlan::HEADER_LEN..]
+                    .first_chunk()
+                    .unwrap_or(&[0; INNER_ETH_LEN]),
+            };
+            vxlan::check_received6(payload_len, &r, &node6.vxlan)
+        })
+        .unwrap_or(Err(Reason::PassVxlanOther));
+    trace.note(Note::VxlanHeaders { accepted: checked.is_ok() });
+    checked?;
+    let inner_len = frame.length().saturating_sub(INNER as u32);
+    frame
+        .read::<HEADER_LEN, _>(INNER, |h| ipv6::check_forwardable(&Ipv6Fields::parse(h), inner_len))
+        .ok_or(Reason::PassIpv6Malformed)??;
+    // A node must not pose as a pod of a third node, nor of this one: another source goes to the
+    // kernel still encapsulated. Both addresses are read where they lie, in one read.
+    const INNER_SRC: usize = INNER + 8 - SRC;
+    frame
+        .read::<{ INNER_SRC + 16 }, _>(SRC, |p| {
+            let outer_src: &[u8; 16] = p.first_chunk().unwrap_or(&UNSPECIFIED);
+            let inner_src: &[u8; 16] = p[INNER_SRC..].first_chunk().unwrap_or(&UNSPECIFIED);
+            // The route first: a pod of the node (the common case) then costs one comparison of
+            // 16 bytes, not two; the node's own address (its host network) the other.
+            let route = tables.route6(inner_src);
+            let verdict = route6::routed_via(outer_src, route.as_ref().map(Borrow::borrow))
+                .or_else(|foreign| if same_address(inner_src, outer_src) { Ok(()) } else { Err(foreign) });
+            trace.note(Note::InnerSource6 { src: *inner_src, node: *outer_src, verdict });
+            verdict
+        })
+        .ok_or(Reason::PassIpv6Malformed)??;
+    if node.trusts_kernel() {
+        return Err(Reason::PassIpv6Untrusted);
+    }
+    // Only into a pod here.
+    let pod = frame
+        .read::<16, _>(INNER + 24, |dst| {
+            if ipv6::is_special_destination(*dst, UNSPECIFIED) {
+                return Err(Reason::PassSpecialDestination);
+            }
+            let pod = tables.endpoint6(dst).ok_or(Reason::PassDecapNotLocal);
+            trace.note(Note::Delivery6 { dst: *dst, pod: pod.is_ok() });
+            pod
+        })
+        .ok_or(Reason::PassIpv6Malformed)??;
+    Ok(Plan6::ToPod { ifindex: pod.ifindex, mac: pod.mac, decap: true })
 }
 
 /// The neighbour solicitation a pod sends for its gateway (`fe80::ecee:eeff:feee:eeee`, the host
@@ -102,7 +306,7 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
 /// message whose checksum holds is answered (the kernel's `icmpv6_rcv` drops any other), and only
 /// one that carries nothing but the sender's link-layer address, the options the programs read.
 #[inline(always)]
-fn answer_solicitation<F: Frame, R: Trace>(frame: &F, trace: &mut R) -> Result<Plan6, Reason> {
+fn answer_solicitation<F: Frame, H, R: Trace>(frame: &F, trace: &mut R) -> Result<Plan6<H>, Reason> {
     const WITH_OPTION: usize = HEADER_LEN + SOLICITATION_LEN + 8;
     let judged = frame.read::<{ HEADER_LEN + SOLICITATION_LEN }, _>(ETH_LEN, |p| {
         let (header, message) = p.split_at(HEADER_LEN);

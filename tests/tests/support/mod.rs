@@ -11,10 +11,12 @@ use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     flow::{Arrival, Arrived, FlowKey, FlowValue},
     maps::{
-        Counter, Endpoint, NextHopEntry, NodeConfig, COUNTERS, ENDPOINTS, ENDPOINTS6, FLOWS, NEXT_HOPS, NODE,
-        NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN, ROUTES, TUNNEL_PEERS,
+        Counter, Endpoint, NextHopEntry, Node6Config, NodeConfig, COUNTERS, ENDPOINTS, ENDPOINTS6, FLOWS,
+        NEXT_HOPS, NODE, NODE6, NODE6_F_READY, NODE6_F_VXLAN, NODE_F_READY, NODE_F_TRUST_KERNEL,
+        NODE_F_VXLAN, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::RouteValue,
+    route6::RouteValue6,
     vxlan::VxlanConfig,
     Reason,
 };
@@ -242,6 +244,22 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
         packets::ipv6_frame(POD6, OTHER6, 64, fastpath_common::ipv6::NEXT_HOP_BY_HOP),
         packets::ipv6_frame(POD6, OTHER6, 1, 6),
         packets::ipv6_frame(POD6, ALL_NODES6, 64, 58),
+        // IPv6 across nodes: to the next node in VXLAN and plain, to this node's block, too big
+        // for the tunnel; IPv6 VXLAN from the next node (for a pod here, with a third node's
+        // inner source) and from a stranger.
+        tcp6(POD6, VXLAN6_POD, 0),
+        echo6(POD6, PLAIN6_POD, 64),
+        echo6(POD6, UNALLOCATED6, 64),
+        tcp6(POD6, VXLAN6_POD, VXLAN6_MTU as usize),
+        vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &tcp6(VXLAN6_POD, POD6, 0)[14..]),
+        vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &echo6(UNRESOLVED6_POD, POD6, 63)[14..]),
+        vxlan6_frame(
+            node6([10, 101, 14, 60]),
+            NODE6_IP,
+            VNI,
+            NODE_VTEP6_MAC,
+            &echo6(VXLAN6_POD, POD6, 63)[14..],
+        ),
     ]
 }
 
@@ -429,6 +447,60 @@ pub const POD6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0
 pub const OTHER6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x28, 0x25];
 pub const OTHER_IFINDEX: u32 = 42;
 
+/// Calico's IPv6 layout, as `fastpath_tests::dual_stack` builds it: pods in fd5f:a1b2:c3d4::/96
+/// and nodes in fd00:101::/96, each mapped from its IPv4 address.
+pub const fn pod6(v4: [u8; 4]) -> [u8; 16] {
+    [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, v4[0], v4[1], v4[2], v4[3]]
+}
+pub const fn node6(v4: [u8; 4]) -> [u8; 16] {
+    [0xfd, 0, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, v4[0], v4[1], v4[2], v4[3]]
+}
+/// This node's IPv6 address on the underlay, the next node's, and one the neighbour table does
+/// not know.
+pub const NODE6_IP: [u8; 16] = node6(NODE_IP);
+pub const PEER6_IP: [u8; 16] = node6(PEER_IP);
+pub const UNRESOLVED_PEER6_IP: [u8; 16] = node6(UNRESOLVED_PEER_IP);
+/// A pod of the next node's block routed in IPv6 VXLAN, one of its block routed plain, one of a
+/// block of the unresolved node (plain), and an address of this node's block with no pod.
+pub const VXLAN6_POD: [u8; 16] = pod6(VXLAN_POD);
+pub const PLAIN6_POD: [u8; 16] = pod6(PLAIN_POD);
+pub const UNRESOLVED6_POD: [u8; 16] = pod6([10, 244, 9, 9]);
+pub const UNALLOCATED6: [u8; 16] = pod6([10, 244, 40, 50]);
+/// This node's `vxlan-v6.calico` MAC, and the next node's.
+pub const NODE_VTEP6_MAC: [u8; 6] = [0x66, 0x06, 10, 101, 14, 50];
+pub const PEER_VTEP6_MAC: [u8; 6] = [0x66, 0x06, 10, 101, 14, 51];
+pub const VXLAN6_IFINDEX: u32 = 78;
+/// `vxlan-v6.calico`'s MTU on a 1500 underlay.
+pub const VXLAN6_MTU: u32 = 1430;
+
+/// What the daemon writes for this node's IPv6 side: `vxlan-v6.calico` as Felix makes it (VNI
+/// 4096, port 4789, the kernel's default port range, hop limit 64).
+pub fn node6_config() -> Node6Config {
+    Node6Config {
+        flags: NODE6_F_READY | NODE6_F_VXLAN,
+        vxlan_mtu: VXLAN6_MTU,
+        node_ip: NODE6_IP,
+        vxlan: VxlanConfig {
+            ifindex: VXLAN6_IFINDEX,
+            vni: VNI,
+            mac: NODE_VTEP6_MAC,
+            port: VXLAN_PORT,
+            port_min: 32768,
+            port_max: 60999,
+            ttl: 64,
+            tos: 0,
+            df: 0,
+            _pad: 0,
+        },
+    }
+}
+
+/// Write `node6` as this node's IPv6 side.
+pub fn set_node6(ebpf: &mut Ebpf, node6: Node6Config) {
+    let mut array: Array<_, Node6Config> = Array::try_from(ebpf.map_mut(NODE6).unwrap()).unwrap();
+    array.set(0, node6, 0).unwrap();
+}
+
 /// The node as the test namespace has it.
 pub struct Underlay {
     pub ifindex: u32,
@@ -447,11 +519,31 @@ pub fn in_node(test: impl FnOnce(&mut Ebpf, &Underlay) + Send + 'static) {
     // bpf_fib_lookup refuses on an interface that does not forward (BPF_FIB_LKUP_RET_FWD_DISABLED),
     // as a router's FIB would; every Kubernetes node forwards.
     cmd::sysctl(&ns.name, "net.ipv4.ip_forward", "1").unwrap();
+    // The same for IPv6 (`bpf_ipv6_fib_lookup` checks the interface's forwarding too); the
+    // address without duplicate address detection, so the FIB may use it at once.
+    cmd::sysctl(&ns.name, "net.ipv6.conf.all.forwarding", "1").unwrap();
+    cmd::ip(&ns.name, &["-6", "addr", "add", "fd00:101::a65:e32/96", "dev", "eth0", "nodad"]).unwrap();
     cmd::ip(&ns.name, &["link", "set", "eth0", "up"]).unwrap();
     cmd::ip(&ns.name, &["link", "set", "peer0", "up"]).unwrap();
     cmd::ip(
         &ns.name,
         &["neigh", "add", "10.101.14.51", "lladdr", "02:00:00:00:00:51", "dev", "eth0", "nud", "permanent"],
+    )
+    .unwrap();
+    cmd::ip(
+        &ns.name,
+        &[
+            "-6",
+            "neigh",
+            "add",
+            "fd00:101::a65:e33",
+            "lladdr",
+            "02:00:00:00:00:51",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
     )
     .unwrap();
     let link: serde_json::Value =
@@ -525,6 +617,99 @@ fn fill_maps(ebpf: &mut Ebpf, underlay: &Underlay) {
         [(POD, TEST_IFINDEX, POD_MAC), (OTHER_LOCAL_POD, OTHER_IFINDEX, OTHER_POD_MAC)],
     );
     put_endpoints(ebpf, ENDPOINTS6, [(POD6, TEST_IFINDEX, POD_MAC), (OTHER6, OTHER_IFINDEX, OTHER_POD_MAC)]);
+    // IPv6: this node's /122 a blackhole, the next node's blocks in VXLAN and plain, a block of
+    // the unresolved node plain. 10.244.166.128's twin has no IPv6 route.
+    set_node6(ebpf, node6_config());
+    let mut routes6: LpmTrie<_, [u8; 16], RouteValue6> =
+        LpmTrie::try_from(ebpf.map_mut(ROUTES6).unwrap()).unwrap();
+    for (len, addr, value) in [
+        (122, pod6([10, 244, 40, 0]), RouteValue6::blackhole()),
+        (122, pod6([10, 244, 8, 0]), RouteValue6::vxlan(PEER6_IP, PEER_VTEP6_MAC)),
+        (122, pod6([10, 244, 7, 0]), RouteValue6::plain(PEER6_IP)),
+        (122, pod6([10, 244, 9, 0]), RouteValue6::plain(UNRESOLVED_PEER6_IP)),
+    ] {
+        routes6.insert(&Key::new(len, addr), value, 0).unwrap();
+    }
+    let mut peers6: HashMap<_, [u8; 16], u32> =
+        HashMap::try_from(ebpf.map_mut(TUNNEL_PEERS6).unwrap()).unwrap();
+    peers6.insert(PEER6_IP, 1, 0).unwrap();
+}
+
+/// IPv6 VXLAN from `outer_src` to `outer_dst` (VNI `vni`, inner Ethernet to `inner_dst_mac`,
+/// from the next node's VTEP) around the IPv6 packet `inner`, with its UDP checksum, as
+/// `vxlan-v6.calico` sends it and the underlay brings it.
+pub fn vxlan6_frame(
+    outer_src: [u8; 16],
+    outer_dst: [u8; 16],
+    vni: u32,
+    inner_dst_mac: [u8; 6],
+    inner: &[u8],
+) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&51000u16.to_be_bytes());
+    udp.extend_from_slice(&VXLAN_PORT.to_be_bytes());
+    udp.extend_from_slice(&((8 + 8 + 14 + inner.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&[0x08, 0, 0, 0]);
+    udp.extend_from_slice(&vni.to_be_bytes()[1..]);
+    udp.push(0);
+    udp.extend_from_slice(&inner_dst_mac);
+    udp.extend_from_slice(&PEER_VTEP6_MAC);
+    udp.extend_from_slice(&packets::ETH_P_IPV6.to_be_bytes());
+    udp.extend_from_slice(inner);
+    let sum = fastpath_common::ipv6::upper_layer_checksum(&outer_src, &outer_dst, 17, &udp);
+    udp[6..8].copy_from_slice(&fastpath_common::ipv6::udp_checksum_field(sum).to_be_bytes());
+    let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], PEER_MAC, packets::ETH_P_IPV6);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[17, 64]);
+    frame.extend_from_slice(&outer_src);
+    frame.extend_from_slice(&outer_dst);
+    frame.extend_from_slice(&udp);
+    frame
+}
+
+/// A TCP segment (ACK) over IPv6 from a pod, checksum made, `payload` bytes after a 20-byte
+/// header.
+pub fn tcp6(src: [u8; 16], dst: [u8; 16], payload: usize) -> Vec<u8> {
+    let mut tcp = vec![0u8; 20 + payload];
+    tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+    tcp[12] = 5 << 4;
+    tcp[13] = packets::TCP_ACK;
+    for (i, b) in tcp[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let sum = fastpath_common::ipv6::upper_layer_checksum(&src, &dst, 6, &tcp);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    ip6_frame(src, dst, 6, &tcp)
+}
+
+/// An IPv6 frame from a pod to its gateway MAC: `upper` after a fixed header naming
+/// `next_header`, hop limit 64.
+pub fn ip6_frame(src: [u8; 16], dst: [u8; 16], next_header: u8, upper: &[u8]) -> Vec<u8> {
+    let mut frame = packets::ethernet(fastpath_common::GATEWAY_MAC, POD_MAC, packets::ETH_P_IPV6);
+    let header = fastpath_common::ipv6::Ipv6Fields {
+        version: 6,
+        traffic_class: 0,
+        flow_label: 0x4_5678,
+        payload_len: upper.len() as u16,
+        next_header,
+        hop_limit: 64,
+        src,
+        dst,
+    };
+    frame.extend_from_slice(&header.header());
+    frame.extend_from_slice(upper);
+    frame
+}
+
+/// An ICMPv6 echo request from a pod (`packets::ipv6_frame`) with its checksum made, as the pod's
+/// kernel sends it.
+pub fn echo6(src: [u8; 16], dst: [u8; 16], hop_limit: u8) -> Vec<u8> {
+    let mut frame = packets::ipv6_frame(src, dst, hop_limit, 58);
+    let sum = fastpath_common::ipv6::upper_layer_checksum(&src, &dst, 58, &frame[54..]);
+    frame[56..58].copy_from_slice(&sum.to_be_bytes());
+    frame
 }
 
 /// This node's pods, by address (IPv4 or IPv6), in the endpoint table `map`.

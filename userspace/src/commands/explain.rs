@@ -19,12 +19,13 @@ use fastpath_common::{
     ipv4::{self, OuterIpv4, FLAG_DF, HEADER_LEN, PROTO_TCP},
     ipv6,
     maps::{
-        AgentInfo, Endpoint, NextHopEntry, NodeConfig, PathMtu, AGENT, ENDPOINTS, ENDPOINTS6, NEXT_HOPS,
-        NODE, PATH_MTU, TUNNEL_PEERS,
+        AgentInfo, Endpoint, NextHopEntry, Node6Config, NodeConfig, PathMtu, AGENT, ENDPOINTS, ENDPOINTS6,
+        NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     ndp,
-    pipeline::{self, Bytes, Limit, Note, Pending, Plan, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
+    pipeline::{self, Bytes, Limit, Note, Pending, Plan, Plan6, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
     route::{Forward, RouteKind, RouteValue},
+    route6::{Forward6, RouteValue6},
     tunnel::Tunnel,
     vxlan::{self, VxlanConfig},
     Reason, GATEWAY_MAC,
@@ -85,6 +86,12 @@ pub struct Maps<'a> {
     /// The IPv6 endpoint table's exact match.
     pub endpoint6: &'a dyn Fn([u8; 16]) -> Option<Endpoint>,
     pub is_peer: &'a dyn Fn([u8; 4]) -> bool,
+    /// This node's IPv6 side, as pinned (the programs read it only when ready).
+    pub node6: Node6Config,
+    /// The IPv6 route trie's longest match.
+    pub route6: &'a dyn Fn([u8; 16]) -> Option<RouteValue6>,
+    /// Whether a node's IPv6 VXLAN is accepted.
+    pub is_peer6: &'a dyn Fn([u8; 16]) -> bool,
     /// The path MTU toward a node, as a router taught the programs.
     pub path_mtu: &'a dyn Fn([u8; 4]) -> Option<PathMtu>,
     /// The MAC the programs' next-hop cache holds for a node or gateway on the underlay (as of
@@ -105,6 +112,8 @@ impl Tables for Maps<'_> {
     type Route = RouteValue;
     type Flow = FlowValue;
     type Hop = ();
+    type Route6 = RouteValue6;
+    type Hop6 = ();
 
     fn node(&self) -> Result<&NodeConfig, Reason> {
         if self.node.ready() {
@@ -156,6 +165,22 @@ impl Tables for Maps<'_> {
 
     fn sender_mac(&self, addr: [u8; 4]) -> Option<[u8; 6]> {
         (self.next_hop_mac)(addr)
+    }
+
+    fn node6(&self) -> Option<&Node6Config> {
+        Some(&self.node6).filter(|n| n.ready())
+    }
+
+    fn route6(&self, addr: &[u8; 16]) -> Option<RouteValue6> {
+        (self.route6)(*addr)
+    }
+
+    fn is_peer6(&self, addr: &[u8; 16]) -> bool {
+        (self.is_peer6)(*addr)
+    }
+
+    fn hop6(&self, _: &[u8; 16]) -> Result<(), Reason> {
+        Ok(())
     }
 }
 
@@ -249,6 +274,41 @@ impl Words<'_, '_> {
                 Ipv6Addr::from(dst),
                 self.name(ifindex)
             )),
+            Note::Route6 { dst, to } => why.push(match to {
+                Ok(Forward6::Underlay { next_hop }) => format!(
+                    "{} is in a block of node {} routed over the underlay",
+                    Ipv6Addr::from(dst),
+                    Ipv6Addr::from(next_hop)
+                ),
+                Ok(Forward6::Vxlan { next_hop, mac }) => format!(
+                    "{} is in a block of node {} reached in IPv6 VXLAN (its VTEP {})",
+                    Ipv6Addr::from(dst),
+                    Ipv6Addr::from(next_hop),
+                    mac_string(mac)
+                ),
+                Ok(Forward6::Local { ifindex, .. }) => {
+                    format!("{} is a pod on this node (via {})", Ipv6Addr::from(dst), self.name(ifindex))
+                }
+                Err(reason) => format!("{}: {}", Ipv6Addr::from(dst), reason.short()),
+            }),
+            Note::TunnelFrom6 { node, known } => why.push(if known {
+                format!("it is IPv6 VXLAN from node {}", Ipv6Addr::from(node))
+            } else {
+                format!("it is IPv6 VXLAN from {}, which is no node this one accepts tunnels from", Ipv6Addr::from(node))
+            }),
+            Note::InnerSource6 { src, node, verdict } => why.push(match verdict {
+                Ok(()) => format!("its inner source {} belongs to node {}", Ipv6Addr::from(src), Ipv6Addr::from(node)),
+                Err(_) => format!(
+                    "its inner source {} is neither node {} nor in a block routed via it",
+                    Ipv6Addr::from(src),
+                    Ipv6Addr::from(node)
+                ),
+            }),
+            Note::Delivery6 { dst, pod } => why.push(if pod {
+                format!("{} is a pod on this node", Ipv6Addr::from(dst))
+            } else {
+                format!("{} is no pod on this node", Ipv6Addr::from(dst))
+            }),
             Note::Delivery { dst } => why.push(format!("{} is a pod on this node", Ipv4Addr::from(dst))),
             Note::TrustRoutes => why.push("--trust routes: every packet the routes allow takes the fast path".into()),
             Note::TrustKernel => why.push("--trust kernel: a flow direction takes the fast path only while the kernel's conntrack holds a confirmed entry for it that the kernel forwarded, translated as that entry says".into()),
@@ -276,6 +336,7 @@ impl Words<'_, '_> {
             Note::TooBig { carried, mtu, limit } => {
                 let what = match limit {
                     Limit::Underlay => "the underlay MTU".to_string(),
+                    Limit::Vxlan6 => "the IPv6 VXLAN tunnel MTU".to_string(),
                     Limit::Tunnel { tunnel, path: None, .. } => {
                         format!("the {} tunnel MTU", tunnel.name().to_uppercase())
                     }
@@ -441,7 +502,7 @@ impl Words<'_, '_> {
                 let target = target.map_or_else(String::new, |t| t.to_string());
                 format!("ARP reply: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface")
             }
-            Plan::AnswerNdp => {
+            Plan::Ipv6(Plan6::AnswerNdp) => {
                 let target = notes.iter().find_map(|n| match n {
                     Note::NdpAnswered { target, .. } => Some(Ipv6Addr::from(*target)),
                     _ => None,
@@ -449,7 +510,36 @@ impl Words<'_, '_> {
                 let target = target.map_or_else(String::new, |t| t.to_string());
                 format!("neighbour advertisement: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface")
             }
-            Plan::ToPodV6 { ifindex, mac } => self.pod(ifindex, mac),
+            Plan::Ipv6(Plan6::ToPod { ifindex, mac, decap: false }) => self.pod(ifindex, mac),
+            Plan::Ipv6(Plan6::ToPod { ifindex, mac, decap: true }) => {
+                format!("decapsulate, then {}", self.pod(ifindex, mac))
+            }
+            Plan::Ipv6(Plan6::TooBig { mtu }) => {
+                let src = frame.get(ETH_LEN + 8..ETH_LEN + 24).and_then(|s| <[u8; 16]>::try_from(s).ok());
+                let src = Ipv6Addr::from(src.unwrap_or_default());
+                format!("ICMPv6 packet too big (mtu = {mtu}) sent back to {src}")
+            }
+            Plan::Ipv6(Plan6::ToUnderlay { next_hop, .. }) => format!(
+                "route to node {} over the underlay, out of {}",
+                Ipv6Addr::from(next_hop),
+                self.name(self.maps.node.underlay_ifindex)
+            ),
+            Plan::Ipv6(Plan6::Encapsulate { next_hop, mac, .. }) => {
+                let v = self.maps.node6.vxlan;
+                why.push(format!(
+                    "as {} would send it: UDP port {}, VNI {}, a real UDP checksum, inner Ethernet {} → {}",
+                    self.name(v.ifindex),
+                    v.port,
+                    v.vni,
+                    mac_string(v.mac),
+                    mac_string(mac)
+                ));
+                format!(
+                    "encapsulate in IPv6 VXLAN to node {}, out of {}",
+                    Ipv6Addr::from(next_hop),
+                    self.name(self.maps.node.underlay_ifindex)
+                )
+            }
             Plan::FragNeeded { mtu } => {
                 let src = frame.get(ETH_LEN + 12..ETH_LEN + 16).and_then(|s| <[u8; 4]>::try_from(s).ok());
                 let src = Ipv4Addr::from(src.unwrap_or_default());
@@ -776,6 +866,14 @@ pub fn explain_pinned(
         bpffs::open_pinned_as(dir, ENDPOINTS6).ok();
     let endpoint6 = |addr: [u8; 16]| endpoints6.as_ref().and_then(|m| m.get(&addr, 0).ok());
     let is_peer = |addr: [u8; 4]| peers.get(&addr, 0).is_ok();
+    // A pin folder of an older version has no IPv6 routes, peers or node: then IPv6 for other
+    // nodes is the kernel's.
+    let node6: Node6Config = bpffs::read_pinned_slot(dir, NODE6).unwrap_or_default();
+    let trie6: Option<aya::maps::LpmTrie<MapData, [u8; 16], RouteValue6>> =
+        bpffs::open_pinned_as(dir, ROUTES6).ok();
+    let route6 = |addr: [u8; 16]| trie6.as_ref().and_then(|t| t.get(&Key::new(128, addr), 0).ok());
+    let peers6: Option<HashMap<MapData, [u8; 16], u32>> = bpffs::open_pinned_as(dir, TUNNEL_PEERS6).ok();
+    let is_peer6 = |addr: [u8; 16]| peers6.as_ref().is_some_and(|m| m.get(&addr, 0).is_ok());
     // A pin folder of an older version has no path MTU table: then no router said anything.
     let path_mtus: Option<HashMap<MapData, [u8; 4], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU).ok();
     let path_mtu = |addr: [u8; 4]| path_mtus.as_ref().and_then(|m| m.get(&addr, 0).ok());
@@ -796,6 +894,9 @@ pub fn explain_pinned(
         endpoint: &endpoint,
         endpoint6: &endpoint6,
         is_peer: &is_peer,
+        node6,
+        route6: &route6,
+        is_peer6: &is_peer6,
         path_mtu: &path_mtu,
         flow: &flow,
         flows: &flows,
@@ -900,6 +1001,9 @@ mod tests {
             endpoint: &endpoint,
             endpoint6: &endpoint6,
             is_peer: &is_peer,
+            node6: Node6Config::default(),
+            route6: &|_| None,
+            is_peer6: &|_| false,
             path_mtu: &|_| None,
             flow: &flow,
             flows,
@@ -1097,6 +1201,9 @@ mod tests {
             endpoint: &endpoint,
             endpoint6: &|_| None,
             is_peer: &is_peer,
+            node6: Node6Config::default(),
+            route6: &|_| None,
+            is_peer6: &|_| false,
             path_mtu: &|_| None,
             flow: &|_| None,
             flows: &[],
