@@ -293,3 +293,72 @@ fn a_pods_ipv6_packets_from_an_address_not_its_own_reach_nobody() {
     // From its own address it still does.
     assert_reaches(a, b, 63);
 }
+
+#[test]
+fn fastpath_carries_ipv6_to_another_nodes_pods_on_plain_routes() {
+    require_root();
+    let spec = ClusterSpec { kernel_forwarding: false, ..ClusterSpec::seed() }.dual_stack();
+    assert_eq!(spec.ipv6.map(|l| l.remote_via), Some(RemoteVia6::Underlay));
+    let cluster = Cluster::build("v6fpplain", &spec).unwrap();
+    // Both FORWARD chains are closed, but IPv6 arriving from the underlay is let through: plain
+    // IPv6 from another node is the kernel's to deliver under --trust routes (nothing tells a
+    // node's packet from anyone's), so what the kernel cannot forward is only what pods send.
+    for node in &cluster.nodes {
+        cmd::in_ns_ok(&node.ns.name, "ip6tables", &["-A", "FORWARD", "-i", "eth0", "-j", "ACCEPT"]).unwrap();
+    }
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    // The floor: the kernel alone carries nothing between them here.
+    for (from, to) in [(a, b), (b, a)] {
+        let result = ping6(from, ip6(to), 1, &["-W", "1"]).unwrap();
+        assert!(!result.received, "the kernel carried {} -> {}: {}", ip6(from), ip6(to), result.output);
+    }
+
+    let daemons: Vec<Daemon> =
+        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
+    for (node, daemon) in cluster.nodes.iter().zip(&daemons) {
+        let ipv6 = node.ipv6.unwrap().underlay_ip;
+        assert!(daemon.log().contains(&format!("IPv6 {ipv6} ")), "{}", daemon.log());
+    }
+    let explain = daemons[0].cli(&["explain", &ip6(a).to_string(), &ip6(b).to_string()]).unwrap();
+    let node2 = cluster.nodes[1].ipv6.unwrap().underlay_ip;
+    assert!(explain.contains(&node2.to_string()), "{explain}");
+
+    // Out of each node by the programs (hop limit − 1), into the other pod by its kernel (− 1).
+    let before: Vec<_> = daemons.iter().map(|d| d.counters().unwrap()).collect();
+    assert_reaches(a, b, 62);
+    assert_reaches(b, a, 62);
+    for (from, to) in [(a, b), (b, a)] {
+        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 10 << 20).unwrap();
+    }
+    for (daemon, before) in daemons.iter().zip(&before) {
+        let carried = daemon.counters().unwrap().since(before);
+        // Each node sent one transfer's 10 MiB (in GSO aggregates: bytes, not packets).
+        assert!(carried.bytes("routed_underlay") >= 10 << 20, "{carried:?}");
+        assert_eq!(carried.packets("passed_no_route"), 0, "{carried:?}");
+    }
+
+    // An address of this node's block with no pod: the blackhole, as the kernel's route says.
+    let unallocated = Ipv6Addr::from(u128::from(ip6(a)) + 1);
+    let before = daemons[0].counters().unwrap();
+    let result = ping6(a, unallocated, 1, &["-W", "1"]).unwrap();
+    assert!(!result.received, "{}", result.output);
+    let counted = daemons[0].counters().unwrap().since(&before);
+    assert!(counted.packets("dropped_no_endpoint") >= 1, "{counted:?}");
+
+    // The block's route goes on node 1: its entry goes with it, and nothing carries a → b.
+    let block = cluster.nodes[1].ipv6.unwrap().block;
+    let block = format!("{}/{}", block.0, block.1);
+    let node1 = &cluster.nodes[0].ns.name;
+    let via = node2.to_string();
+    cmd::ip(node1, &["-6", "route", "del", &block, "via", &via, "dev", "eth0"]).unwrap();
+    let gone = wait::until(Duration::from_secs(3), || {
+        let result = ping6(a, ip6(b), 1, &["-W", "1"]).unwrap();
+        (!result.received).then_some(())
+    });
+    assert!(gone.is_some(), "{}", daemons[0].log());
+    cmd::ip(node1, &["-6", "route", "add", &block, "via", &via, "dev", "eth0"]).unwrap();
+    let back = wait::until(Duration::from_secs(3), || {
+        ping6(a, ip6(b), 1, &["-W", "1"]).unwrap().received.then_some(())
+    });
+    assert!(back.is_some(), "{}", daemons[0].log());
+}

@@ -9,7 +9,7 @@ use crate::{
         netlink::Event,
         routes::Interface,
         rules::{self, Routes},
-        vxlan::{Vteps, VXLAN_DEVICE},
+        vxlan::{Vteps, Vteps6, VXLAN6_DEVICE, VXLAN_DEVICE},
     },
     model::{
         link::LinkState,
@@ -26,6 +26,8 @@ pub struct KernelState {
     routes: HashMap<Prefix, Vec<KernelRoute>>,
     /// The neighbour and FDB entries of `vxlan.calico`.
     pub vteps: Vteps,
+    /// The neighbour and FDB entries of `vxlan-v6.calico`.
+    pub vteps6: Vteps6,
     /// The IPv4 rules, in the kernel's order.
     pub rules: Vec<Rule>,
     /// Every IPv6 route, by destination prefix.
@@ -114,8 +116,9 @@ impl KernelState {
                 (Touched::Everything, query)
             }
             Event::LinkGone(link) => {
-                if self.is_vxlan_device(link.index) {
-                    self.vteps.clear();
+                if let Some(interface) = self.interfaces.get(&link.index) {
+                    let name = interface.name.clone();
+                    self.forget_vteps_of(&name);
                 }
                 self.interfaces.remove(&link.index);
                 self.drop_routes_via(link.index);
@@ -238,11 +241,21 @@ impl KernelState {
     /// Record a neighbour or FDB entry if it is one of `vxlan.calico`'s; whether that changed
     /// anything.
     fn neighbour(&mut self, n: &Neighbour, present: bool) -> bool {
-        self.is_vxlan_device(n.ifindex) && self.vteps.apply(n, present)
+        match self.interfaces.get(&n.ifindex).map(|i| i.name.as_str()) {
+            Some(VXLAN_DEVICE) => self.vteps.apply(n, present),
+            Some(VXLAN6_DEVICE) => self.vteps6.apply(n, present),
+            _ => false,
+        }
     }
 
-    fn is_vxlan_device(&self, ifindex: u32) -> bool {
-        self.interfaces.get(&ifindex).is_some_and(|i| i.name == VXLAN_DEVICE)
+    /// The device named `name` is going, or no longer has a VXLAN device's name: its entries
+    /// are no longer the ones to follow.
+    fn forget_vteps_of(&mut self, name: &str) {
+        match name {
+            VXLAN_DEVICE => self.vteps.clear(),
+            VXLAN6_DEVICE => self.vteps6.clear(),
+            _ => {}
+        }
     }
 
     pub fn set_peer_mac(&mut self, ifindex: u32, mac: Option<[u8; 6]>) {
@@ -258,13 +271,14 @@ impl KernelState {
             // (fib_disable_ip), so the picture must drop them too.
             self.drop_routes_via(link.index);
         }
+        let known = self.interfaces.get(&link.index).map(|i| (i.name.clone(), i.peer));
+        let changed = known.as_ref() != Some(&(link.name.clone(), link.peer));
+        if let Some((old_name, _)) = known.filter(|(name, _)| *name != link.name) {
+            // Renamed away from Calico's name: its entries are no longer the ones to follow.
+            self.forget_vteps_of(&old_name);
+        }
         let entry = self.interfaces.entry(link.index).or_default();
-        let changed = entry.name != link.name || entry.peer != link.peer;
         if changed {
-            if entry.name == VXLAN_DEVICE {
-                // Renamed away from Calico's name: its entries are no longer the ones to follow.
-                self.vteps.clear();
-            }
             // The qdiscs and filters belong to the device, whatever its name.
             let classic_tc = entry.classic_tc.take();
             *entry = Interface {
@@ -413,7 +427,7 @@ mod tests {
         let neighbour = |ifindex| Neighbour {
             ifindex,
             table: NeighbourTable::Ipv4,
-            addr: Some(Ipv4Addr::new(10, 244, 166, 128)),
+            addr: Some(Ipv4Addr::new(10, 244, 166, 128).into()),
             mac: Some([0x66; 6]),
             resolved: true,
             overridden: false,

@@ -16,6 +16,7 @@ pub mod next_hops;
 pub mod node;
 pub mod picture;
 pub mod routes;
+pub mod routes6;
 pub mod rules;
 mod run;
 pub mod trust;

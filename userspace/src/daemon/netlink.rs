@@ -9,7 +9,7 @@ use futures::{channel::mpsc::UnboundedReceiver, StreamExt as _, TryStreamExt as 
 use rtnetlink::{
     packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST},
     packet_route::{
-        address::{AddressAttribute, AddressMessage},
+        address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope},
         link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
@@ -24,7 +24,7 @@ use rtnetlink::{
 use crate::{
     daemon::classic_tc,
     model::{
-        link::{Address, LinkState, VxlanLink},
+        link::{Address, Address6, LinkState, VxlanLink},
         neighbour::{Neighbour, NeighbourTable},
         route::{KernelRoute, KernelRoute6, RouteKindOf},
         rule::{Rule, Verb},
@@ -132,6 +132,12 @@ impl Netlink {
         collect(stream, "address dump", |msg| address(&msg)).await
     }
 
+    /// The global IPv6 addresses usable as a source (see [`address6`]).
+    pub async fn ipv6_addresses(&self) -> Result<Vec<Address6>, Error> {
+        let stream = self.handle.address().get().execute();
+        collect(stream, "address dump", |msg| address6(&msg)).await
+    }
+
     pub async fn ipv4_routes(&self) -> Result<Vec<KernelRoute>, Error> {
         self.routes().await
     }
@@ -179,10 +185,10 @@ impl Netlink {
         Ok(classic_tc::describe(&qdiscs, &filters))
     }
 
-    /// Every IPv4 neighbour and every bridge FDB entry (a vxlan device's included).
+    /// Every neighbour of both families and every bridge FDB entry (a vxlan device's included).
     pub async fn neighbours(&self) -> Result<Vec<Neighbour>, Error> {
         let mut all = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Bridge] {
+        for family in [AddressFamily::Inet, AddressFamily::Inet6, AddressFamily::Bridge] {
             let stream = self.handle.neighbours().get().set_address_family(family).execute();
             all.extend(collect(stream, "neighbour dump", |msg| neighbour(&msg)).await?);
         }
@@ -419,6 +425,7 @@ fn vxlan_link(infos: &[LinkInfo]) -> Option<VxlanLink> {
 pub fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
     let table = match msg.header.family {
         AddressFamily::Inet => NeighbourTable::Ipv4,
+        AddressFamily::Inet6 => NeighbourTable::Ipv6,
         AddressFamily::Bridge => NeighbourTable::Bridge,
         _ => return None,
     };
@@ -430,10 +437,15 @@ pub fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
         Neighbour { ifindex: msg.header.ifindex, table, addr: None, mac: None, resolved, overridden: false };
     for attribute in &msg.attributes {
         match attribute {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => n.addr = Some(*addr),
-            // An FDB entry's destination comes as raw bytes (its family is AF_BRIDGE).
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)) => n.addr = Some((*addr).into()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(addr)) => n.addr = Some((*addr).into()),
+            // An FDB entry's destination comes as raw bytes (its family is AF_BRIDGE), 4 or 16.
             NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-                n.addr = <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from);
+                n.addr = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                    _ => None,
+                };
             }
             NeighbourAttribute::LinkLayerAddress(bytes) => n.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             NeighbourAttribute::Port(_)
@@ -457,14 +469,37 @@ fn address(msg: &AddressMessage) -> Option<Address> {
     if msg.header.family != AddressFamily::Inet {
         return None;
     }
+    address_of(msg, |ip| match ip {
+        IpAddr::V4(addr) => Some(*addr),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// A global IPv6 address this host can send from: universe scope, and neither tentative (still
+/// in duplicate address detection) nor found a duplicate.
+fn address6(msg: &AddressMessage) -> Option<Address6> {
+    let unusable = AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed;
+    let usable = msg.header.family == AddressFamily::Inet6
+        && msg.header.scope == AddressScope::Universe
+        && !msg.header.flags.intersects(unusable);
+    if !usable {
+        return None;
+    }
+    address_of(msg, |ip| match ip {
+        IpAddr::V6(addr) => Some(*addr),
+        IpAddr::V4(_) => None,
+    })
+}
+
+fn address_of<A>(msg: &AddressMessage, family: impl Fn(&IpAddr) -> Option<A>) -> Option<Address<A>> {
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point links.
     let local = msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(IpAddr::V4(addr)) => Some(*addr),
+        AddressAttribute::Local(ip) => family(ip),
         _ => None,
     });
     let addr = local.or_else(|| {
         msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(addr)) => Some(*addr),
+            AddressAttribute::Address(ip) => family(ip),
             _ => None,
         })
     })?;
@@ -680,7 +715,7 @@ mod tests {
             (n.table, n.addr, n.mac, n.resolved),
             (
                 NeighbourTable::Ipv4,
-                Some(Ipv4Addr::new(10, 244, 166, 128)),
+                Some(Ipv4Addr::new(10, 244, 166, 128).into()),
                 Some([0x66, 0, 10, 101, 14, 51]),
                 true
             )
@@ -691,8 +726,18 @@ mod tests {
         let n = neighbour(&fdb).unwrap();
         assert_eq!(
             (n.table, n.addr, n.overridden),
-            (NeighbourTable::Bridge, Some(Ipv4Addr::new(10, 101, 14, 51)), false)
+            (NeighbourTable::Bridge, Some(Ipv4Addr::new(10, 101, 14, 51).into()), false)
         );
+        // IPv6: vxlan-v6.calico's neighbour entry, and an FDB entry with a 16-byte destination.
+        let (tunnel, node): (Ipv6Addr, Ipv6Addr) =
+            ("fd5f:a1b2:c3d4::af4:a680".parse().unwrap(), "fd00:101::a65:e33".parse().unwrap());
+        let mut ndp = arp.clone();
+        ndp.header.family = AddressFamily::Inet6;
+        ndp.attributes[0] = NeighbourAttribute::Destination(NeighbourAddress::Inet6(tunnel));
+        let n = neighbour(&ndp).unwrap();
+        assert_eq!((n.table, n.addr), (NeighbourTable::Ipv6, Some(tunnel.into())));
+        fdb.attributes[0] = NeighbourAttribute::Destination(NeighbourAddress::Other(node.octets().to_vec()));
+        assert_eq!(neighbour(&fdb).unwrap().addr, Some(IpAddr::V6(node)));
         fdb.attributes.push(NeighbourAttribute::Port(8472));
         assert!(neighbour(&fdb).unwrap().overridden);
         let mut failed = arp.clone();

@@ -21,34 +21,42 @@ pub fn may_change(
     pod_prefix: &str,
 ) -> bool {
     match event {
+        // Either family's neighbours: FP_NEXT_HOPS6 shares the generation.
         Event::NeighbourPresent(n) | Event::NeighbourGone(n) => {
-            n.table == NeighbourTable::Ipv4 && n.ifindex == underlay_ifindex
+            n.table != NeighbourTable::Bridge && n.ifindex == underlay_ifindex
         }
         Event::RouteAdded(route) | Event::RouteRemoved(route) => {
-            let via_pod = route
-                .oif
-                .and_then(|oif| interfaces.get(&oif))
-                .is_some_and(|i| i.name.starts_with(pod_prefix));
-            !(route.prefix_len == 32 && via_pod)
+            !(route.prefix_len == 32 && via_pod(route.oif, interfaces, pod_prefix))
+        }
+        Event::Route6Added(route) | Event::Route6Removed(route) => {
+            !(route.prefix_len == 128 && via_pod(route.oif, interfaces, pod_prefix))
         }
         Event::LinkPresent(link) | Event::LinkGone(link) => link.index == underlay_ifindex,
         // The FIB follows the rules too, for the underlay's next hops as for anything else.
-        Event::RuleAdded(_) | Event::RuleRemoved(_) | Event::Overrun => true,
-        // The next hops are IPv4's.
-        Event::TrafficControl(_)
-        | Event::Route6Added(_)
-        | Event::Route6Removed(_)
+        Event::RuleAdded(_)
+        | Event::RuleRemoved(_)
         | Event::Rule6Added(_)
-        | Event::Rule6Removed(_) => false,
+        | Event::Rule6Removed(_)
+        | Event::Overrun => true,
+        Event::TrafficControl(_) => false,
     }
+}
+
+/// A route through a pod's interface: a pod's own address, which no next hop is.
+fn via_pod(oif: Option<u32>, interfaces: &HashMap<u32, Interface>, pod_prefix: &str) -> bool {
+    oif.and_then(|oif| interfaces.get(&oif)).is_some_and(|i| i.name.starts_with(pod_prefix))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::model::{link::LinkState, neighbour::Neighbour, route::KernelRoute};
+    use crate::model::{
+        link::LinkState,
+        neighbour::Neighbour,
+        route::{KernelRoute, KernelRoute6},
+    };
 
     const ETH0: u32 = 2;
     const CALI: u32 = 7;
@@ -64,7 +72,7 @@ mod tests {
         Neighbour {
             ifindex,
             table,
-            addr: Some(Ipv4Addr::new(10, 101, 14, 51)),
+            addr: Some(Ipv4Addr::new(10, 101, 14, 51).into()),
             mac: Some([2; 6]),
             resolved: true,
             overridden: false,
@@ -85,6 +93,9 @@ mod tests {
         assert!(changes(Event::NeighbourGone(neighbour(ETH0, NeighbourTable::Ipv4))));
         assert!(!changes(Event::NeighbourPresent(neighbour(CALI, NeighbourTable::Ipv4))));
         assert!(!changes(Event::NeighbourPresent(neighbour(ETH0, NeighbourTable::Bridge))));
+        // FP_NEXT_HOPS6 shares the generation: the underlay's IPv6 neighbours count too.
+        assert!(changes(Event::NeighbourGone(neighbour(ETH0, NeighbourTable::Ipv6))));
+        assert!(!changes(Event::NeighbourGone(neighbour(CALI, NeighbourTable::Ipv6))));
     }
 
     #[test]
@@ -94,6 +105,12 @@ mod tests {
         assert!(changes(Event::RouteAdded(route([10, 101, 14, 0], 24, ETH0))));
         assert!(changes(Event::RouteAdded(route([10, 101, 14, 51], 32, ETH0))));
         assert!(changes(Event::RouteRemoved(route([10, 244, 166, 128], 26, ETH0))));
+        let route6 =
+            |dst: Ipv6Addr, prefix_len, oif| KernelRoute6::main_unicast(dst, prefix_len, Some(oif), None);
+        let pod6 = Ipv6Addr::new(0xfd5f, 0xa1b2, 0xc3d4, 0, 0, 0, 0x0af4, 0x2824);
+        assert!(!changes(Event::Route6Added(route6(pod6, 128, CALI))));
+        assert!(changes(Event::Route6Removed(route6(pod6, 122, ETH0))));
+        assert!(changes(Event::Rule6Added(crate::model::rule::default_rules()[0].clone())));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Which interface is the underlay, this node's `vxlan.calico`, and this node's settings for the
 //! programs (pure).
 
+use std::net::Ipv6Addr;
+
 use fastpath_common::{
-    maps::{NodeConfig, NODE_F_READY, NODE_F_VXLAN},
+    maps::{Node6Config, NodeConfig, NODE6_F_READY, NODE_F_READY, NODE_F_VXLAN},
     tunnel::Tunnel,
+    vxlan::{VxlanConfig, OVERHEAD6},
 };
 
 use crate::{
@@ -12,7 +15,7 @@ use crate::{
         vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN_DEVICE},
     },
     model::{
-        link::{Address, LinkState},
+        link::{Address, Address6, LinkState},
         route::{KernelRoute, Underlay, MAIN_TABLE},
     },
     modes::Trust,
@@ -32,6 +35,9 @@ pub struct Node {
     pub sysctls: Sysctls,
     /// The MTU of `tunl0`, when the node has one (Felix sets it from its configuration).
     pub tunl0_mtu: Option<u32>,
+    /// This node's IPv6 address on the underlay (a global one it can send from), if it has one:
+    /// without it IPv6 for other nodes is the kernel's.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Node {
@@ -53,6 +59,24 @@ impl Node {
         }
     }
 
+    /// The programs' IPv6 settings: ready once the node has an IPv6 address on the underlay.
+    /// `vxlan-v6.calico` is not described yet, so IPv6 VXLAN, both ways, stays the kernel's.
+    pub fn config6(&self) -> Node6Config {
+        let Some(addr) = self.ipv6 else { return Node6Config::default() };
+        Node6Config {
+            flags: NODE6_F_READY,
+            vxlan_mtu: self.mtu.saturating_sub(OVERHEAD6 as u32),
+            node_ip: addr.octets(),
+            vxlan: VxlanConfig::default(),
+        }
+    }
+
+    /// The same node with its IPv6 address: the first of `addresses` on the underlay.
+    pub fn with_ipv6(self, addresses: &[Address6]) -> Self {
+        let ipv6 = addresses.iter().find(|a| a.index == self.underlay.ifindex).map(|a| a.addr);
+        Self { ipv6, ..self }
+    }
+
     /// The largest inner packet `tunnel` carries from this node: the underlay's MTU less the
     /// tunnel's headers, or the tunnel device's own MTU when that is lower, as the kernel's
     /// forwarding checks a packet against the device its route goes through.
@@ -68,6 +92,14 @@ impl Node {
     /// `vxlan.calico`, if the programs can stand in for it.
     pub fn usable_vxlan(&self) -> Option<&VxlanDevice> {
         self.vxlan.as_ref().and_then(|d| d.as_ref().ok())
+    }
+
+    /// What a log line says about the node's IPv6 side.
+    pub fn ipv6_words(&self) -> String {
+        match self.ipv6 {
+            Some(addr) => format!("IPv6 {addr} (IPv6 VXLAN left to the kernel)"),
+            None => "no IPv6 address on the underlay (IPv6 between nodes left to the kernel)".into(),
+        }
     }
 
     /// What a log line says about `vxlan.calico`.
@@ -113,7 +145,15 @@ pub fn choose(
     let vxlan =
         links.iter().find(|l| l.name == VXLAN_DEVICE).map(|l| VxlanDevice::from_link(l, &underlay, &sysctls));
     let tunl0_mtu = links.iter().find(|l| l.name == TUNNEL_DEVICE).map(|l| l.mtu);
-    Ok(Node { underlay, mac: link.mac.unwrap_or_default(), mtu: link.mtu, vxlan, sysctls, tunl0_mtu })
+    Ok(Node {
+        underlay,
+        mac: link.mac.unwrap_or_default(),
+        mtu: link.mtu,
+        vxlan,
+        sysctls,
+        tunl0_mtu,
+        ipv6: None,
+    })
 }
 
 /// The same node with what a link event changed, if it did: the underlay's MTU or MAC, or
@@ -187,6 +227,21 @@ mod tests {
         assert!(config.ready());
         assert_eq!(config.tunnel_mtu(&fastpath_common::tunnel::Tunnel::Ipip), 1480);
         assert!(!config.has_vxlan());
+    }
+
+    #[test]
+    fn the_node_is_ready_for_ipv6_once_the_underlay_has_an_ipv6_address() {
+        let node = choose(None, &[eth0()], &addresses(), &[default_route()], Sysctls::default()).unwrap();
+        assert_eq!(node.config6(), Node6Config::default(), "no IPv6 address: not ready");
+        let addr = Ipv6Addr::new(0xfd00, 0x101, 0, 0, 0, 0, 0x0a65, 0x0e32);
+        let elsewhere = Address6 { index: 9, addr: Ipv6Addr::LOCALHOST, prefix_len: 128 };
+        let on_eth0 = Address6 { index: 2, addr, prefix_len: 124 };
+        assert_eq!(node.with_ipv6(&[elsewhere]).ipv6, None);
+        let config = node.with_ipv6(&[elsewhere, on_eth0]).config6();
+        assert!(config.ready());
+        assert!(!config.has_vxlan(), "vxlan-v6.calico stays the kernel's");
+        assert_eq!(config.node_ip, addr.octets());
+        assert_eq!(config.vxlan_mtu, 1430, "1500 less IPv6 VXLAN's 70");
     }
 
     #[test]

@@ -23,11 +23,12 @@ pub struct Picture {
 pub async fn take(netlink: &Netlink, underlay: Option<&str>, pod_prefix: &str) -> Result<Picture, Error> {
     let links = netlink.links().await?;
     let addresses = netlink.ipv4_addresses().await?;
+    let addresses6 = netlink.ipv6_addresses().await?;
     let routes = netlink.ipv4_routes().await?;
     let neighbours = netlink.neighbours().await?;
     let rules = netlink.ipv4_rules().await?;
     let (routes6, rules6) = (netlink.ipv6_routes().await?, netlink.ipv6_rules().await?);
-    let node = node::choose(underlay, &links, &addresses, &routes, sysctls())?;
+    let node = node::choose(underlay, &links, &addresses, &routes, sysctls())?.with_ipv6(&addresses6);
     let mut kernel = KernelState::new(&links, routes, &neighbours, rules).with_ipv6(routes6, rules6);
     for query in KernelState::peer_queries(&links, pod_prefix) {
         learn_peer_mac(netlink, &mut kernel, query).await;

@@ -13,7 +13,9 @@ use std::{
 use aya::Ebpf;
 use aya_log::EbpfLogger;
 use fastpath_common::{
-    maps::{AgentInfo, NodeConfig, AGENT_F_LEGACY_TC, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS},
+    maps::{
+        AgentInfo, NodeConfig, AGENT_F_LEGACY_TC, AGENT_F_READY, LAYOUT_VERSION, PINNED_MAPS, ROUTES6_MAX,
+    },
     route::RouteValue,
     tunnel::Tunnel,
     Reason,
@@ -37,6 +39,7 @@ use crate::{
         node::{self, Node},
         picture::{self, Picture},
         routes::{self, Mapping},
+        routes6,
         rules::Policy,
         trust::{RouteTable, Trust, Untracked},
     },
@@ -221,7 +224,7 @@ impl Daemon {
     async fn start(&mut self, links: &[LinkState]) -> Result<(), Error> {
         let started = Instant::now();
         self.sync();
-        self.tables.set_node(&self.node_config())?;
+        self.write_node()?;
         self.judge_all().await;
         if let Some(underlay) = links.iter().find(|l| l.index == self.node.underlay.ifindex) {
             for programs in &mut self.underlay {
@@ -240,12 +243,13 @@ impl Daemon {
         release_freed_memory();
         // Tests and operators wait for this line: everything present at start is served now.
         log::info!(
-            "fastpath {} running: underlay {} ({}), {}, {}, trust {}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
+            "fastpath {} running: underlay {} ({}), {}, {}, {}, trust {}, {} routes, attaching to interfaces named {}*{} (ready in {:?})",
             env!("CARGO_PKG_VERSION"),
             self.node.underlay.addr,
             self.node.underlay.ifindex,
             self.modes.describe(),
             self.node.vxlan_words(),
+            self.node.ipv6_words(),
             self.trust().name(),
             self.kernel.route_count(),
             self.selector.prefix,
@@ -473,6 +477,12 @@ impl Daemon {
         self.node.config(self.trust(), self.next_hop_generation)
     }
 
+    /// This node's settings, both families', into the maps.
+    fn write_node(&mut self) -> Result<(), Error> {
+        self.tables.set_node(&self.node_config())?;
+        self.tables.set_node6(&self.node.config6())
+    }
+
     /// `--trust`, as the daemon follows it: conntrack is followed only under `--trust kernel`.
     fn trust(&self) -> modes::Trust {
         if self.trust.is_some() {
@@ -546,7 +556,7 @@ impl Daemon {
     /// neighbours or routes changed): each is asked of the FIB again on its next packet.
     fn forget_next_hops(&mut self) {
         self.next_hop_generation = self.next_hop_generation.wrapping_add(1);
-        if let Err(e) = self.tables.set_node(&self.node_config()) {
+        if let Err(e) = self.write_node() {
             log::warn!("{}", e.chain());
         }
     }
@@ -565,8 +575,11 @@ impl Daemon {
         if node.vxlan != self.node.vxlan {
             log::info!("{}", node.vxlan_words());
         }
+        if node.ipv6 != self.node.ipv6 {
+            log::info!("{}", node.ipv6_words());
+        }
         self.node = node;
-        if let Err(e) = self.tables.set_node(&self.node_config()) {
+        if let Err(e) = self.write_node() {
             log::warn!("{}", e.chain());
         }
     }
@@ -602,17 +615,18 @@ impl Daemon {
             prefixes.into_iter().map(|p| (p, routes::entry_for(p, &self.kernel, &mapping))).collect();
         let ipv4 = self.write(changes);
         let ipv6 = self.sync6();
-        Written { upserted: ipv4.upserted + ipv6.upserted, removed: ipv4.removed + ipv6.removed }
+        ipv4 + ipv6
     }
 
-    /// Every IPv6 endpoint against the kernel: after IPv6 route and rule events, and with
-    /// [`Self::sync`].
+    /// Every IPv6 endpoint and route against the kernel: after IPv6 route and rule events, and
+    /// with [`Self::sync`].
     fn sync6(&mut self) -> Written {
-        let wanted = endpoints6::wanted(&self.kernel, &self.selector.prefix);
         let before = self.tables.overflow();
-        let synced = self.tables.apply_endpoints6(&wanted);
-        self.tell_overflow(&before, synced.failed);
-        synced.written
+        let endpoints =
+            self.tables.apply_endpoints6(&endpoints6::wanted(&self.kernel, &self.selector.prefix));
+        let routes = self.tables.apply_routes6(&routes6::wanted(&self.kernel, &self.node));
+        self.tell_overflow(&before, endpoints.failed.or(routes.failed));
+        endpoints.written + routes.written
     }
 
     /// Some prefixes' entries: after a route event, whatever the size of the table.
@@ -692,11 +706,11 @@ impl Daemon {
 /// refusing is a warning, once, however many entries it refuses after (300 000 BGP routes are
 /// 300 000 route events); every entry fitting again is a note; any other change is a debug line.
 fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> Option<(log::Level, String)> {
-    let refused = |o: &Overflow| (o.routes, o.endpoints, o.endpoints6);
+    let refused = |o: &Overflow| (o.routes, o.endpoints, o.endpoints6, o.routes6);
     if refused(after) == refused(before) {
         return None;
     }
-    if refused(after) == (0, 0, 0) {
+    if refused(after) == (0, 0, 0, 0) {
         return Some((log::Level::Info, "the maps have room again: every entry is written".into()));
     }
     let mut words = Vec::new();
@@ -720,9 +734,16 @@ fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> O
             after.endpoints6
         ));
     }
+    if after.routes6 > 0 {
+        words.push(format!(
+            "FP_ROUTES6 is full ({ROUTES6_MAX} entries): {} IPv6 prefixes are not in it; the kernel routes them, and every entry covering one of them sends its traffic to the kernel",
+            after.routes6
+        ));
+    }
     let starts = (before.routes == 0 && after.routes > 0)
         || (before.endpoints == 0 && after.endpoints > 0)
-        || (before.endpoints6 == 0 && after.endpoints6 > 0);
+        || (before.endpoints6 == 0 && after.endpoints6 > 0)
+        || (before.routes6 == 0 && after.routes6 > 0);
     Some((if starts { log::Level::Warn } else { log::Level::Debug }, words.join("; ")))
 }
 
@@ -873,6 +894,7 @@ mod tests {
             routes: 3,
             endpoints: 0,
             endpoints6: 0,
+            routes6: 0,
             example: Some((32, std::net::Ipv4Addr::new(10, 244, 40, 40))),
         };
         assert_eq!(overflow_words(&none, &none, 64), None);
@@ -894,6 +916,9 @@ mod tests {
         );
         let endpoints_too = Overflow { endpoints: 1, ..full };
         assert_eq!(overflow_words(&full, &endpoints_too, 64).unwrap().0, log::Level::Warn);
+        let (level, words) = overflow_words(&none, &Overflow { routes6: 2, ..none }, 64).unwrap();
+        assert_eq!(level, log::Level::Warn);
+        assert!(words.starts_with("FP_ROUTES6 is full (65536 entries): 2 IPv6 prefixes"), "{words}");
         let (level, words) = overflow_words(&fewer, &none, 64).unwrap();
         assert_eq!(
             (level, words.as_str()),

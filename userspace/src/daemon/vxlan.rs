@@ -10,9 +10,9 @@
 //! stays the kernel's until both entries are known.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use fastpath_common::{
@@ -31,6 +31,8 @@ use crate::{
 
 /// Calico's VXLAN device.
 pub const VXLAN_DEVICE: &str = "vxlan.calico";
+/// Calico's IPv6 VXLAN device.
+pub const VXLAN6_DEVICE: &str = "vxlan-v6.calico";
 
 /// The namespace's settings the kernel's vxlan device falls back on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,46 +155,80 @@ fn unsupported_feature(v: &VxlanLink) -> Option<&'static str> {
     }
 }
 
+/// The address family of a VXLAN device's tunnel and node addresses: `vxlan.calico`'s IPv4,
+/// `vxlan-v6.calico`'s IPv6.
+pub trait VtepFamily: Copy + Ord + std::hash::Hash + fmt::Debug {
+    /// The neighbour table that maps the device's tunnel addresses to MACs.
+    const TABLE: NeighbourTable;
+    fn of(addr: IpAddr) -> Option<Self>;
+}
+
+impl VtepFamily for Ipv4Addr {
+    const TABLE: NeighbourTable = NeighbourTable::Ipv4;
+
+    fn of(addr: IpAddr) -> Option<Self> {
+        match addr {
+            IpAddr::V4(addr) => Some(addr),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl VtepFamily for Ipv6Addr {
+    const TABLE: NeighbourTable = NeighbourTable::Ipv6;
+
+    fn of(addr: IpAddr) -> Option<Self> {
+        match addr {
+            IpAddr::V6(addr) => Some(addr),
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
 /// Another node's VTEP: where VXLAN to it goes, and the inner destination MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Vtep {
-    pub node: Ipv4Addr,
+pub struct Vtep<A = Ipv4Addr> {
+    pub node: A,
     pub mac: [u8; 6],
 }
 
 /// One FDB destination of a MAC (`bridge fdb ... dst NODE [port P] [vni V] [via IFACE]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Remote {
-    node: Ipv4Addr,
+struct Remote<A> {
+    node: A,
     /// Per-entry port, VNI or interface that differ from the device's: not the device's own
     /// packets, so not the programs' to build.
     overridden: bool,
 }
 
-/// The layer-2 tables of `vxlan.calico`, as the kernel holds them: its neighbour table (tunnel
-/// address → that node's VTEP MAC) and its FDB (VTEP MAC → node address).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Vteps {
-    neighbours: HashMap<Ipv4Addr, [u8; 6]>,
-    fdb: HashMap<[u8; 6], BTreeSet<Remote>>,
+/// The layer-2 tables of `vxlan.calico` (or, over IPv6, `vxlan-v6.calico`), as the kernel holds
+/// them: its neighbour table (tunnel address → that node's VTEP MAC) and its FDB (VTEP MAC →
+/// node address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vteps<A = Ipv4Addr> {
+    neighbours: BTreeMap<A, [u8; 6]>,
+    fdb: HashMap<[u8; 6], BTreeSet<Remote<A>>>,
 }
 
-impl Vteps {
+/// `vxlan-v6.calico`'s tables.
+pub type Vteps6 = Vteps<Ipv6Addr>;
+
+impl<A> Default for Vteps<A> {
+    fn default() -> Self {
+        Self { neighbours: BTreeMap::new(), fdb: HashMap::new() }
+    }
+}
+
+impl<A: VtepFamily> Vteps<A> {
     /// Record a neighbour or FDB entry of the device appearing (`present`) or going. Returns
     /// whether the tables changed.
     pub fn apply(&mut self, n: &Neighbour, present: bool) -> bool {
+        let addr = n.addr.and_then(A::of);
         match n.table {
-            NeighbourTable::Ipv4 => {
-                let Some(addr) = n.addr else { return false };
-                match n.mac.filter(|_| present && n.resolved) {
-                    Some(mac) => self.neighbours.insert(addr, mac) != Some(mac),
-                    None => self.neighbours.remove(&addr).is_some(),
-                }
-            }
             NeighbourTable::Bridge => {
                 // The all-zero MAC is the default destination of broadcast and unknown
                 // unicast: flooding, never a node's VTEP.
-                let (Some(mac), Some(node)) = (n.mac.filter(|m| *m != [0; 6]), n.addr) else { return false };
+                let (Some(mac), Some(node)) = (n.mac.filter(|m| *m != [0; 6]), addr) else { return false };
                 let remote = Remote { node, overridden: n.overridden };
                 if present {
                     self.fdb.entry(mac).or_default().insert(remote)
@@ -205,6 +241,14 @@ impl Vteps {
                     removed
                 }
             }
+            table if table == A::TABLE => {
+                let Some(addr) = addr else { return false };
+                match n.mac.filter(|_| present && n.resolved) {
+                    Some(mac) => self.neighbours.insert(addr, mac) != Some(mac),
+                    None => self.neighbours.remove(&addr).is_some(),
+                }
+            }
+            _ => false,
         }
     }
 
@@ -216,20 +260,20 @@ impl Vteps {
 
     /// The node behind the tunnel address `gateway`: its neighbour entry's MAC, then that MAC's
     /// FDB destination, when there is exactly one and it is the device's own kind of packet.
-    pub fn via_tunnel_address(&self, gateway: Ipv4Addr) -> Option<Vtep> {
+    pub fn via_tunnel_address(&self, gateway: A) -> Option<Vtep<A>> {
         let mac = *self.neighbours.get(&gateway)?;
         Some(Vtep { node: self.only_destination(&mac)?, mac })
     }
 
     /// The VTEP whose FDB entry leads to node `node` (for a route via the underlay that
     /// `--vxlan always` or `cross-subnet` encapsulates): exactly one MAC, or none.
-    pub fn of_node(&self, node: Ipv4Addr) -> Option<Vtep> {
+    pub fn of_node(&self, node: A) -> Option<Vtep<A>> {
         let mut macs = self.fdb.keys().filter(|mac| self.only_destination(mac) == Some(node));
         let mac = *macs.next()?;
         macs.next().is_none().then_some(Vtep { node, mac })
     }
 
-    fn only_destination(&self, mac: &[u8; 6]) -> Option<Ipv4Addr> {
+    fn only_destination(&self, mac: &[u8; 6]) -> Option<A> {
         let remotes = self.fdb.get(mac)?;
         match remotes.iter().collect::<Vec<_>>()[..] {
             [Remote { node, overridden: false }] => Some(*node),
@@ -302,7 +346,7 @@ mod tests {
         Neighbour {
             ifindex: 9,
             table: NeighbourTable::Ipv4,
-            addr: Some(addr),
+            addr: Some(addr.into()),
             mac: Some(mac),
             resolved: true,
             overridden: false,

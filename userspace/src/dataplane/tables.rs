@@ -15,16 +15,17 @@ use aya::{
 };
 use fastpath_common::{
     maps::{
-        AgentInfo, Counter, Endpoint, NodeConfig, AGENT, COUNTERS, ENDPOINTS, ENDPOINTS6, NODE, ROUTES,
-        TUNNEL_PEERS,
+        AgentInfo, Counter, Endpoint, Node6Config, NodeConfig, AGENT, COUNTERS, ENDPOINTS, ENDPOINTS6, NODE,
+        NODE6, ROUTES, ROUTES6, TUNNEL_PEERS,
     },
-    route::RouteValue,
+    route::{RouteValue, ROUTE_F_OVERFLOW},
+    route6::RouteValue6,
     tunnel::Tunnel,
 };
 
 use crate::{
     dataplane::reconcile::{self, Mirror, Op},
-    model::route::Prefix,
+    model::route::{contains6, Prefix, Prefix6},
     Error,
 };
 
@@ -39,6 +40,8 @@ pub struct Overflow {
     pub endpoints: usize,
     /// Local pods' IPv6 addresses the IPv6 endpoint map refused.
     pub endpoints6: usize,
+    /// IPv6 prefixes the IPv6 route map refused.
+    pub routes6: usize,
     /// The longest prefix refused.
     pub example: Option<Prefix>,
 }
@@ -49,13 +52,57 @@ pub struct Tables {
     peers: HashMap<MapData, [u8; 4], u32>,
     endpoints: HashMap<MapData, [u8; 4], Endpoint>,
     endpoints6: HashMap<MapData, [u8; 16], Endpoint>,
+    routes6: LpmTrie<MapData, [u8; 16], RouteValue6>,
+    node6: Array<MapData, Node6Config>,
     agent: Array<MapData, AgentInfo>,
     pub counters: PerCpuArray<MapData, Counter>,
     mirror: Mirror,
-    /// What `FP_ENDPOINTS6` holds.
-    held6: BTreeMap<Ipv6Addr, Endpoint>,
-    /// IPv6 addresses `FP_ENDPOINTS6` refused (full): the kernel carries them.
-    unwritten6: BTreeSet<Ipv6Addr>,
+    endpoints6_held: Held<Ipv6Addr, Endpoint>,
+    routes6_held: Held<Prefix6, RouteValue6>,
+}
+
+/// What a map that follows no route (IPv6's) holds, and the keys it refused when full: the
+/// kernel carries theirs, and they are tried again at every sync.
+struct Held<K, V> {
+    held: BTreeMap<K, V>,
+    unwritten: BTreeSet<K>,
+}
+
+impl<K: Ord + Copy, V: PartialEq + Copy> Held<K, V> {
+    fn new(held: BTreeMap<K, V>) -> Self {
+        Self { held, unwritten: BTreeSet::new() }
+    }
+
+    /// Write (`Some`) or remove (`None`) with `write` what makes the map hold `wanted`.
+    fn apply(
+        &mut self,
+        wanted: &BTreeMap<K, V>,
+        mut write: impl FnMut(K, Option<V>) -> Result<(), Error>,
+    ) -> Synced {
+        let mut synced = Synced::default();
+        self.unwritten.retain(|key| wanted.contains_key(key));
+        for (key, value) in reconcile::table_ops(&self.held, wanted) {
+            match (write(key, value), value) {
+                (Ok(()), Some(value)) => {
+                    self.held.insert(key, value);
+                    self.unwritten.remove(&key);
+                    synced.written.upserted += 1;
+                }
+                (Ok(()), None) => {
+                    self.held.remove(&key);
+                    synced.written.removed += 1;
+                }
+                (Err(error), _) => {
+                    if error.is_map_full() {
+                        self.unwritten.insert(key);
+                        synced.refused += 1;
+                    }
+                    synced.failed.get_or_insert(error);
+                }
+            }
+        }
+        synced
+    }
 }
 
 /// How many entries a sync wrote and removed.
@@ -77,6 +124,14 @@ pub struct Synced {
     pub failed: Option<Error>,
 }
 
+impl std::ops::Add for Written {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self { upserted: self.upserted + other.upserted, removed: self.removed + other.removed }
+    }
+}
+
 impl Written {
     pub fn any(&self) -> bool {
         self.upserted + self.removed > 0
@@ -93,11 +148,13 @@ impl Tables {
             peers: take(ebpf, TUNNEL_PEERS)?,
             endpoints: take(ebpf, ENDPOINTS)?,
             endpoints6: take(ebpf, ENDPOINTS6)?,
+            routes6: take(ebpf, ROUTES6)?,
+            node6: take(ebpf, NODE6)?,
             agent: take(ebpf, AGENT)?,
             counters: take(ebpf, COUNTERS)?,
             mirror: Mirror::default(),
-            held6: BTreeMap::new(),
-            unwritten6: BTreeSet::new(),
+            endpoints6_held: Held::new(BTreeMap::new()),
+            routes6_held: Held::new(BTreeMap::new()),
         };
         tables.reread()?;
         Ok(tables)
@@ -119,12 +176,20 @@ impl Tables {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: ENDPOINTS, source })?;
         self.mirror.reread(route_entries(&self.routes)?, peers, endpoints);
-        self.held6 = self
-            .endpoints6
-            .iter()
-            .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
-            .collect::<Result<_, _>>()
-            .map_err(|source| Error::ReadMap { name: ENDPOINTS6, source })?;
+        self.endpoints6_held = Held::new(
+            self.endpoints6
+                .iter()
+                .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
+                .collect::<Result<_, _>>()
+                .map_err(|source| Error::ReadMap { name: ENDPOINTS6, source })?,
+        );
+        self.routes6_held = Held::new(
+            self.routes6
+                .iter()
+                .map(|e| e.map(|(k, v)| ((k.prefix_len() as u8, Ipv6Addr::from(k.data())), v)))
+                .collect::<Result<_, _>>()
+                .map_err(|source| Error::ReadMap { name: ROUTES6, source })?,
+        );
         Ok(())
     }
 
@@ -132,44 +197,52 @@ impl Tables {
     /// refuses is the kernel's to carry (the programs find no entry and pass its packets on);
     /// it is tried again at every sync.
     pub fn apply_endpoints6(&mut self, wanted: &BTreeMap<Ipv6Addr, Endpoint>) -> Synced {
-        let mut synced = Synced::default();
-        self.unwritten6.retain(|addr| wanted.contains_key(addr));
-        for (addr, endpoint) in reconcile::table_ops(&self.held6, wanted) {
-            let result = match endpoint {
-                Some(endpoint) => self
-                    .endpoints6
-                    .insert(addr.octets(), endpoint, 0)
-                    .map_err(|source| Error::WriteMap { name: ENDPOINTS6, source }),
-                None => remove_ok_if_gone(self.endpoints6.remove(&addr.octets()), ENDPOINTS6),
-            };
-            match (result, endpoint) {
-                (Ok(()), Some(endpoint)) => {
-                    self.held6.insert(addr, endpoint);
-                    self.unwritten6.remove(&addr);
-                    synced.written.upserted += 1;
+        let map = &mut self.endpoints6;
+        self.endpoints6_held.apply(wanted, |addr, endpoint| match endpoint {
+            Some(endpoint) => map
+                .insert(addr.octets(), endpoint, 0)
+                .map_err(|source| Error::WriteMap { name: ENDPOINTS6, source }),
+            None => remove_ok_if_gone(map.remove(&addr.octets()), ENDPOINTS6),
+        })
+    }
+
+    /// Make `FP_ROUTES6` hold `wanted`, as [`Self::apply_endpoints6`]. A prefix that holds one
+    /// the full map refused is written as the kernel's (`ROUTE_F_OVERFLOW`), never as what would
+    /// carry the refused prefix's packets by the wider entry's rule.
+    pub fn apply_routes6(&mut self, wanted: &BTreeMap<Prefix6, RouteValue6>) -> Synced {
+        let unwritten: Vec<Prefix6> = self.routes6_held.unwritten.iter().copied().collect();
+        let wanted: BTreeMap<Prefix6, RouteValue6> = wanted
+            .iter()
+            .map(|(prefix, value)| {
+                let covers_refused =
+                    unwritten.iter().any(|inner| inner.0 > prefix.0 && contains6(*prefix, inner.1));
+                (*prefix, if covers_refused { RouteValue6::kernel(ROUTE_F_OVERFLOW) } else { *value })
+            })
+            .collect();
+        let map = &mut self.routes6;
+        self.routes6_held.apply(&wanted, |(len, addr), value| {
+            let key = Key::new(u32::from(len), addr.octets());
+            match value {
+                Some(value) => {
+                    map.insert(&key, value, 0).map_err(|source| Error::WriteMap { name: ROUTES6, source })
                 }
-                (Ok(()), None) => {
-                    self.held6.remove(&addr);
-                    synced.written.removed += 1;
-                }
-                (Err(error), _) => {
-                    if error.is_map_full() {
-                        self.unwritten6.insert(addr);
-                        synced.refused += 1;
-                    }
-                    synced.failed.get_or_insert(error);
-                }
+                None => remove_ok_if_gone(map.remove(&key), ROUTES6),
             }
-        }
-        synced
+        })
+    }
+
+    /// This node's IPv6 settings.
+    pub fn set_node6(&mut self, config: &Node6Config) -> Result<(), Error> {
+        self.node6.set(0, config, 0).map_err(|source| Error::WriteMap { name: NODE6, source })
     }
 
     /// How many route and endpoint entries the maps refused and the kernel routes instead, and
     /// the longest such prefix.
     pub fn overflow(&self) -> Overflow {
         let (routes, endpoints) = self.mirror.unwritten_counts();
-        let endpoints6 = self.unwritten6.len();
-        Overflow { routes, endpoints, endpoints6, example: self.mirror.longest_unwritten() }
+        let endpoints6 = self.endpoints6_held.unwritten.len();
+        let routes6 = self.routes6_held.unwritten.len();
+        Overflow { routes, endpoints, endpoints6, routes6, example: self.mirror.longest_unwritten() }
     }
 
     /// How many entries the route map can hold.

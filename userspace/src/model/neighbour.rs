@@ -1,12 +1,14 @@
 //! The neighbour tables: ARP, and the bridge FDB of a vxlan device.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Which neighbour table an entry is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NeighbourTable {
     /// ARP: IPv4 address → MAC.
     Ipv4,
+    /// NDP: IPv6 address → MAC.
+    Ipv6,
     /// The bridge FDB (`bridge fdb`): MAC → a vxlan device's destination address.
     Bridge,
 }
@@ -16,8 +18,8 @@ pub enum NeighbourTable {
 pub struct Neighbour {
     pub ifindex: u32,
     pub table: NeighbourTable,
-    /// `NDA_DST`: the neighbour's address, or an FDB entry's destination (IPv4 only).
-    pub addr: Option<Ipv4Addr>,
+    /// `NDA_DST`: the neighbour's address, or an FDB entry's destination.
+    pub addr: Option<IpAddr>,
     /// `NDA_LLADDR`.
     pub mac: Option<[u8; 6]>,
     /// The entry holds a usable MAC (not incomplete or failed).

@@ -79,6 +79,12 @@ pub type Prefix = (u8, Ipv4Addr);
 /// An IPv6 prefix: (length, address).
 pub type Prefix6 = (u8, Ipv6Addr);
 
+/// Whether IPv6 `prefix` holds `addr`.
+pub fn contains6((len, net): Prefix6, addr: Ipv6Addr) -> bool {
+    let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+    u128::from(addr) & mask == u128::from(net) & mask
+}
+
 /// The node's underlay interface and address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Underlay {
