@@ -70,5 +70,9 @@ pub fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
             vxlan::encapsulate6(ctx, node6, &next_hop, mac, &hop)
         }
         Plan6::TooBig { mtu } => icmp6::packet_too_big(ctx, mtu),
+        Plan6::ByVxlanDevice { mac } => {
+            let device = maps::node6().ok_or(Reason::PassNotReady)?.vxlan;
+            deliver::to_device_v6(ctx, device.ifindex, device.mac, mac)
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The last step of forwarding: rewrite the Ethernet header, decrement the TTL, redirect.
 
-use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
+use aya_ebpf::{
+    helpers::{bpf_redirect, bpf_redirect_peer},
+    programs::TcContext,
+};
 use fastpath_common::{Reason, GATEWAY_MAC};
 use network_types::eth::EthHdr;
 
@@ -38,6 +41,26 @@ pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) ->
     // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
     let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
     Ok((verdict, reason))
+}
+
+/// IPv6 into this node's `vxlan-v6.calico` (`ifindex`, MAC `src`) for it to encapsulate: inner
+/// Ethernet from the device to the other node's VTEP MAC `dst` (the device's FDB finds the node
+/// by it), hop limit − 1, then `bpf_redirect` to the device's transmit, past the kernel's
+/// forwarding.
+#[inline(always)]
+pub fn to_device_v6(ctx: &TcContext, ifindex: u32, src: [u8; 6], dst: [u8; 6]) -> Outcome {
+    let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+    // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
+    let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: both bounds-checked by `header_mut`.
+    unsafe {
+        (*eth).src_addr = src;
+        (*eth).dst_addr = dst;
+        *hop_limit -= 1;
+    }
+    // SAFETY: a plain helper call; with flags 0 (egress) it returns TC_ACT_REDIRECT.
+    let verdict = unsafe { bpf_redirect(ifindex, 0) } as i32;
+    Ok((verdict, Reason::Vxlan6ByDevice))
 }
 
 /// IPv6 out of the underlay toward `hop`, unencapsulated: with its MACs when the kernel knows

@@ -317,7 +317,7 @@ fn fastpath_carries_ipv6_to_another_nodes_pods_on_plain_routes() {
         cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
     for (node, daemon) in cluster.nodes.iter().zip(&daemons) {
         let ipv6 = node.ipv6.unwrap().underlay_ip;
-        assert!(daemon.log().contains(&format!("IPv6 {ipv6} ")), "{}", daemon.log());
+        assert!(daemon.log().contains(&format!("IPv6 {ipv6}, no {VXLAN6_DEVICE}")), "{}", daemon.log());
     }
     let explain = daemons[0].cli(&["explain", &ip6(a).to_string(), &ip6(b).to_string()]).unwrap();
     let node2 = cluster.nodes[1].ipv6.unwrap().underlay_ip;
@@ -361,4 +361,96 @@ fn fastpath_carries_ipv6_to_another_nodes_pods_on_plain_routes() {
         ping6(a, ip6(b), 1, &["-W", "1"]).unwrap().received.then_some(())
     });
     assert!(back.is_some(), "{}", daemons[0].log());
+}
+
+/// Bytes counted under `label` by each of `daemons` since `before`.
+fn bytes_since(daemons: &[Daemon], before: &[fastpath_tests::daemon::Counters], label: &str) -> Vec<u64> {
+    daemons.iter().zip(before).map(|(d, b)| d.counters().unwrap().since(b).bytes(label)).collect()
+}
+
+/// IPv6 VXLAN each of `daemons` sent since `before`, in bytes: encapsulated by the programs, or
+/// handed to `vxlan-v6.calico` (a GSO packet, whose segments' UDP checksums the device makes).
+fn sent_in_vxlan6(daemons: &[Daemon], before: &[fastpath_tests::daemon::Counters]) -> Vec<u64> {
+    let encapsulated = bytes_since(daemons, before, "encapsulated_vxlan");
+    let by_device = bytes_since(daemons, before, "redirected_vxlan6_device");
+    encapsulated.iter().zip(by_device).map(|(e, d)| e + d).collect()
+}
+
+/// Each of `daemons` sent at least `bytes` in IPv6 VXLAN and took as many apart.
+fn assert_sent_and_taken_apart(daemons: &[Daemon], before: &[fastpath_tests::daemon::Counters], bytes: u64) {
+    let (sent, taken_apart) =
+        (sent_in_vxlan6(daemons, before), bytes_since(daemons, before, "decapsulated_vxlan"));
+    assert!(
+        sent.iter().chain(&taken_apart).all(|b| *b >= bytes),
+        "sent {sent:?}, taken apart {taken_apart:?}"
+    );
+}
+
+#[test]
+fn fastpath_carries_ipv6_vxlan_between_nodes_with_forward_closed() {
+    require_root();
+    let spec = ClusterSpec::seed_vxlan_fastpath_only().dual_stack();
+    assert_eq!(spec.ipv6.map(|l| l.remote_via), Some(RemoteVia6::Vxlan));
+    let cluster = Cluster::build("v6fpvxlan", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    // The floor: with FORWARD closed the kernel's vxlan-v6.calico carries nothing between them.
+    for (from, to) in [(a, b), (b, a)] {
+        let result = ping6(from, ip6(to), 1, &["-W", "1"]).unwrap();
+        assert!(!result.received, "the kernel carried {} -> {}: {}", ip6(from), ip6(to), result.output);
+    }
+
+    let daemons: Vec<Daemon> =
+        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
+    for daemon in &daemons {
+        assert!(daemon.log().contains(&format!("{VXLAN6_DEVICE} VNI 4096 port 4789")), "{}", daemon.log());
+    }
+    let node1 = &cluster.nodes[0].ns.name;
+    let device_before = link_packets(node1, VXLAN6_DEVICE);
+    let before: Vec<_> = daemons.iter().map(|d| d.counters().unwrap()).collect();
+    // Encapsulated by one node's programs, taken apart by the other's: two hops.
+    assert_reaches(a, b, 62);
+    assert_reaches(b, a, 62);
+    for (from, to) in [(a, b), (b, a)] {
+        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 10 << 20).unwrap();
+    }
+    // Each node sent one transfer's 10 MiB, and took the other's apart.
+    assert_sent_and_taken_apart(&daemons, &before, 10 << 20);
+    // The kernel's device took apart none of it (thousands of packets went by): only what the
+    // programs handed it to encapsulate went through it.
+    let device_after = link_packets(node1, VXLAN6_DEVICE);
+    assert!(device_after.0 - device_before.0 < 50, "{VXLAN6_DEVICE}: {device_before:?} -> {device_after:?}");
+
+    // Pod A and its host end at 1500, above the tunnel's 1430: a full-size packet is answered
+    // with "packet too big" carrying 1430, and TCP still gets through.
+    cmd::ip(&a.ns.name, &["link", "set", "eth0", "mtu", "1500"]).unwrap();
+    cmd::ip(node1, &["link", "set", &a.host_iface, "mtu", "1500"]).unwrap();
+    let before: Vec<_> = daemons.iter().map(|d| d.counters().unwrap()).collect();
+    let result = ping6(a, ip6(b), 1, &["-W", "1", "-M", "do", "-s", "1452"]).unwrap();
+    assert!(!result.received && result.output.contains("mtu=1430"), "{}", result.output);
+    let counted = daemons[0].counters().unwrap().since(&before[0]);
+    assert!(counted.packets("icmp6_packet_too_big_sent") >= 1, "{counted:?}");
+    traffic::transfer_via(a, &b.ns.name, SocketAddr::from((ip6(b), 0)), None, 1 << 20).unwrap();
+    assert!(sent_in_vxlan6(&daemons, &before)[0] >= 1 << 20);
+}
+
+#[test]
+fn a_mixed_cluster_carries_ipv6_vxlan_both_ways() {
+    require_root();
+    // Node 1 runs fastpath with FORWARD closed; node 2 only the kernel's vxlan-v6.calico.
+    let spec = ClusterSpec::seed_vxlan_mixed().dual_stack();
+    let cluster = Cluster::build("v6mixed", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let daemons = [Daemon::start(&cluster.nodes[0].ns.name, &[]).unwrap()];
+    let before = [daemons[0].counters().unwrap()];
+    assert_reaches(a, b, 62);
+    assert_reaches(b, a, 62);
+    for (from, to) in [(a, b), (b, a)] {
+        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 4 << 20).unwrap();
+    }
+    // The kernel's device took apart what the programs sent (a real UDP checksum), and the
+    // programs what it sent.
+    assert_sent_and_taken_apart(&daemons, &before, 4 << 20);
+    let node2 = link_packets(&cluster.nodes[1].ns.name, VXLAN6_DEVICE);
+    // 4 MiB each way is at least 64 GRO aggregates of 64 KiB each way through its device.
+    assert!(node2.0 >= 64 && node2.1 >= 64, "node 2's {VXLAN6_DEVICE}: {node2:?}");
 }

@@ -40,6 +40,9 @@ pub enum Plan6<H> {
     Encapsulate { next_hop: [u8; 16], mac: [u8; 6], hop: H },
     /// Answer with ICMPv6 "packet too big" carrying `mtu`, back to the pod.
     TooBig { mtu: u32 },
+    /// Hand to this node's `vxlan-v6.calico`, inner Ethernet to the VTEP MAC `mac` of the node
+    /// it goes to, for the device to encapsulate and checksum (see [`Reason::Vxlan6ByDevice`]).
+    ByVxlanDevice { mac: [u8; 6] },
 }
 
 impl<H> Plan6<H> {
@@ -52,6 +55,7 @@ impl<H> Plan6<H> {
             Plan6::ToUnderlay { .. } => Reason::RoutedUnderlay,
             Plan6::Encapsulate { .. } => Reason::EncapsulatedVxlan,
             Plan6::TooBig { .. } => Reason::Icmp6PacketTooBig,
+            Plan6::ByVxlanDevice { .. } => Reason::Vxlan6ByDevice,
         }
     }
 }
@@ -143,9 +147,11 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
                 trace.note(Note::NoVxlanDevice);
                 return Err(Reason::PassKernelRoute);
             }
-            summable(frame, payload_len, next_header)?;
             if let Some(mtu) = too_big(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6) {
                 return Ok(Plan6::TooBig { mtu });
+            }
+            if !summable(frame, payload_len, next_header) {
+                return Ok(Plan6::ByVxlanDevice { mac });
             }
             let hop = tables.hop6(&next_hop)?;
             Ok(Plan6::Encapsulate { next_hop, mac, hop })
@@ -159,7 +165,7 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
 /// layer whose own checksum covers all of it and the pseudo-header (TCP, ICMPv6, UDP with a
 /// checksum).
 #[inline(always)]
-fn summable<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> Result<(), Reason> {
+fn summable<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> bool {
     let whole =
         frame.gso_size() == 0 && frame.length() == (ETH_LEN + HEADER_LEN) as u32 + u32::from(payload_len);
     let covered = match next_header {
@@ -167,11 +173,7 @@ fn summable<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> Result<()
         NEXT_UDP => frame.read::<UDP_HEADER_LEN, _>(UDP, |u| u[6] != 0 || u[7] != 0) == Some(true),
         _ => false,
     };
-    if whole && covered {
-        Ok(())
-    } else {
-        Err(Reason::PassVxlan6Checksum)
-    }
+    whole && covered
 }
 
 /// `Some(mtu)` when the packet (a segment, for a GSO packet) does not fit `mtu`. A router never

@@ -524,6 +524,13 @@ impl Words<'_, '_> {
                 Ipv6Addr::from(next_hop),
                 self.name(self.maps.node.underlay_ifindex)
             ),
+            Plan::Ipv6(Plan6::ByVxlanDevice { mac }) => {
+                let device = self.name(self.maps.node6.vxlan.ifindex);
+                why.push(format!(
+                    "the program makes IPv6 VXLAN's UDP checksum only for a whole TCP, UDP or ICMPv6 packet; {device} checksums this one (each segment of a GSO packet)"
+                ));
+                format!("hand to {device} to encapsulate, inner Ethernet to {}", mac_string(mac))
+            }
             Plan::Ipv6(Plan6::Encapsulate { next_hop, mac, .. }) => {
                 let v = self.maps.node6.vxlan;
                 why.push(format!(

@@ -4,15 +4,15 @@
 use std::net::Ipv6Addr;
 
 use fastpath_common::{
-    maps::{Node6Config, NodeConfig, NODE6_F_READY, NODE_F_READY, NODE_F_VXLAN},
+    maps::{Node6Config, NodeConfig, NODE6_F_READY, NODE6_F_VXLAN, NODE_F_READY, NODE_F_VXLAN},
     tunnel::Tunnel,
-    vxlan::{VxlanConfig, OVERHEAD6},
+    vxlan::OVERHEAD6,
 };
 
 use crate::{
     daemon::{
         ipip::TUNNEL_DEVICE,
-        vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN_DEVICE},
+        vxlan::{Sysctls, Unusable, VxlanDevice, VXLAN6_DEVICE, VXLAN_DEVICE},
     },
     model::{
         link::{Address, Address6, LinkState},
@@ -38,6 +38,8 @@ pub struct Node {
     /// This node's IPv6 address on the underlay (a global one it can send from), if it has one:
     /// without it IPv6 for other nodes is the kernel's.
     pub ipv6: Option<Ipv6Addr>,
+    /// `vxlan-v6.calico`, as `vxlan` (its `local` must be `ipv6`).
+    pub vxlan6: Option<Result<VxlanDevice, Unusable>>,
 }
 
 impl Node {
@@ -59,22 +61,46 @@ impl Node {
         }
     }
 
-    /// The programs' IPv6 settings: ready once the node has an IPv6 address on the underlay.
-    /// `vxlan-v6.calico` is not described yet, so IPv6 VXLAN, both ways, stays the kernel's.
+    /// The programs' IPv6 settings: ready once the node has an IPv6 address on the underlay,
+    /// with `vxlan-v6.calico` when the programs can stand in for it.
     pub fn config6(&self) -> Node6Config {
         let Some(addr) = self.ipv6 else { return Node6Config::default() };
+        let vxlan = self.usable_vxlan6();
         Node6Config {
-            flags: NODE6_F_READY,
-            vxlan_mtu: self.mtu.saturating_sub(OVERHEAD6 as u32),
+            flags: NODE6_F_READY | if vxlan.is_some() { NODE6_F_VXLAN } else { 0 },
+            vxlan_mtu: self.vxlan6_mtu(),
             node_ip: addr.octets(),
-            vxlan: VxlanConfig::default(),
+            vxlan: vxlan.map(|d| d.config).unwrap_or_default(),
         }
     }
 
-    /// The same node with its IPv6 address: the first of `addresses` on the underlay.
-    pub fn with_ipv6(self, addresses: &[Address6]) -> Self {
+    /// The largest inner packet IPv6 VXLAN carries from this node: the underlay's MTU less 70,
+    /// or `vxlan-v6.calico`'s own when that is lower.
+    pub fn vxlan6_mtu(&self) -> u32 {
+        let underlay = self.mtu.saturating_sub(OVERHEAD6 as u32);
+        self.usable_vxlan6().map(|d| d.mtu).filter(|mtu| *mtu < underlay).unwrap_or(underlay)
+    }
+
+    /// The same node with its IPv6 address (the first of `addresses` on the underlay) and its
+    /// `vxlan-v6.calico`, among `links`.
+    pub fn with_ipv6(self, addresses: &[Address6], links: &[LinkState]) -> Self {
         let ipv6 = addresses.iter().find(|a| a.index == self.underlay.ifindex).map(|a| a.addr);
-        Self { ipv6, ..self }
+        let node = Self { ipv6, ..self };
+        let vxlan6 = links.iter().find(|l| l.name == VXLAN6_DEVICE).map(|l| node.vxlan6_of(l));
+        Self { vxlan6, ..node }
+    }
+
+    /// `link`, Felix's `vxlan-v6.calico`, understood: it sends from this node's IPv6 address,
+    /// with the IPv6 hop limit when it sets no TTL.
+    fn vxlan6_of(&self, link: &LinkState) -> Result<VxlanDevice, Unusable> {
+        let local = self.ipv6.ok_or(Unusable::Local(None))?;
+        let sysctls = Sysctls { default_ttl: self.sysctls.hop_limit6, ..self.sysctls };
+        VxlanDevice::sending_from(link, local.into(), self.underlay.ifindex, &sysctls)
+    }
+
+    /// `vxlan-v6.calico`, if the programs can stand in for it.
+    pub fn usable_vxlan6(&self) -> Option<&VxlanDevice> {
+        self.vxlan6.as_ref().and_then(|d| d.as_ref().ok())
     }
 
     /// The largest inner packet `tunnel` carries from this node: the underlay's MTU less the
@@ -97,7 +123,13 @@ impl Node {
     /// What a log line says about the node's IPv6 side.
     pub fn ipv6_words(&self) -> String {
         match self.ipv6 {
-            Some(addr) => format!("IPv6 {addr} (IPv6 VXLAN left to the kernel)"),
+            Some(addr) => match &self.vxlan6 {
+                None => format!("IPv6 {addr}, no {VXLAN6_DEVICE}"),
+                Some(Ok(d)) => {
+                    format!("IPv6 {addr}, {VXLAN6_DEVICE} VNI {} port {}", d.config.vni, d.config.port)
+                }
+                Some(Err(why)) => format!("IPv6 {addr}, {VXLAN6_DEVICE} left to the kernel: {why}"),
+            },
             None => "no IPv6 address on the underlay (IPv6 between nodes left to the kernel)".into(),
         }
     }
@@ -153,19 +185,24 @@ pub fn choose(
         sysctls,
         tunl0_mtu,
         ipv6: None,
+        vxlan6: None,
     })
 }
 
 /// The same node with what a link event changed, if it did: the underlay's MTU or MAC, or
-/// `vxlan.calico`'s settings.
+/// `vxlan.calico`'s or `vxlan-v6.calico`'s settings.
 pub fn updated(node: &Node, link: &LinkState) -> Option<Node> {
     let next = if link.index == node.underlay.ifindex {
         Node { mac: link.mac.unwrap_or(node.mac), mtu: link.mtu, ..*node }
     } else if link.name == VXLAN_DEVICE {
         Node { vxlan: Some(VxlanDevice::from_link(link, &node.underlay, &node.sysctls)), ..*node }
-    } else if is_vxlan_device(node, link.index) {
+    } else if is_device(&node.vxlan, link.index) {
         // Renamed: no longer Calico's device.
         Node { vxlan: None, ..*node }
+    } else if link.name == VXLAN6_DEVICE {
+        Node { vxlan6: Some(node.vxlan6_of(link)), ..*node }
+    } else if is_device(&node.vxlan6, link.index) {
+        Node { vxlan6: None, ..*node }
     } else if link.name == TUNNEL_DEVICE {
         Node { tunl0_mtu: Some(link.mtu), ..*node }
     } else {
@@ -174,10 +211,13 @@ pub fn updated(node: &Node, link: &LinkState) -> Option<Node> {
     (next != *node).then_some(next)
 }
 
-/// The same node without `vxlan.calico` or `tunl0`, if the link that went was one of them.
+/// The same node without `vxlan.calico`, `vxlan-v6.calico` or `tunl0`, if the link that went
+/// was one of them.
 pub fn without(node: &Node, link: &LinkState) -> Option<Node> {
-    if link.name == VXLAN_DEVICE || is_vxlan_device(node, link.index) {
+    if link.name == VXLAN_DEVICE || is_device(&node.vxlan, link.index) {
         Some(Node { vxlan: None, ..*node })
+    } else if link.name == VXLAN6_DEVICE || is_device(&node.vxlan6, link.index) {
+        Some(Node { vxlan6: None, ..*node })
     } else if link.name == TUNNEL_DEVICE {
         Some(Node { tunl0_mtu: None, ..*node })
     } else {
@@ -185,8 +225,8 @@ pub fn without(node: &Node, link: &LinkState) -> Option<Node> {
     }
 }
 
-fn is_vxlan_device(node: &Node, ifindex: u32) -> bool {
-    matches!(node.vxlan, Some(Ok(d)) if d.config.ifindex == ifindex)
+fn is_device(device: &Option<Result<VxlanDevice, Unusable>>, ifindex: u32) -> bool {
+    matches!(device, Some(Ok(d)) if d.config.ifindex == ifindex)
 }
 
 #[cfg(test)]
@@ -236,12 +276,32 @@ mod tests {
         let addr = Ipv6Addr::new(0xfd00, 0x101, 0, 0, 0, 0, 0x0a65, 0x0e32);
         let elsewhere = Address6 { index: 9, addr: Ipv6Addr::LOCALHOST, prefix_len: 128 };
         let on_eth0 = Address6 { index: 2, addr, prefix_len: 124 };
-        assert_eq!(node.with_ipv6(&[elsewhere]).ipv6, None);
-        let config = node.with_ipv6(&[elsewhere, on_eth0]).config6();
+        assert_eq!(node.with_ipv6(&[elsewhere], &[]).ipv6, None);
+        let config = node.with_ipv6(&[elsewhere, on_eth0], &[eth0()]).config6();
         assert!(config.ready());
-        assert!(!config.has_vxlan(), "vxlan-v6.calico stays the kernel's");
+        assert!(!config.has_vxlan(), "no vxlan-v6.calico");
         assert_eq!(config.node_ip, addr.octets());
         assert_eq!(config.vxlan_mtu, 1430, "1500 less IPv6 VXLAN's 70");
+
+        // Felix's vxlan-v6.calico, sending from the node's IPv6 address with no TTL of its own.
+        let mut vxlan6 = crate::daemon::vxlan::felix_link(Ipv4Addr::new(10, 101, 14, 50));
+        vxlan6.name = VXLAN6_DEVICE.into();
+        vxlan6.mtu = 1400;
+        vxlan6.vxlan.as_mut().unwrap().local = Some(addr.into());
+        let node = Node { sysctls: Sysctls { hop_limit6: 60, ..Sysctls::default() }, ..node };
+        let with_device = node.with_ipv6(&[on_eth0], &[eth0(), vxlan6.clone()]);
+        let config = with_device.config6();
+        assert!(config.has_vxlan());
+        assert_eq!((config.vxlan.vni, config.vxlan.port, config.vxlan.ttl), (4096, 4789, 60));
+        assert_eq!(config.vxlan_mtu, 1400, "the device's own MTU is lower");
+        // Its local address is not the node's: the kernel's, both ways.
+        let elsewhere = Address6 { addr: Ipv6Addr::LOCALHOST, ..on_eth0 };
+        let config = node.with_ipv6(&[elsewhere], &[eth0(), vxlan6.clone()]).config6();
+        assert!(config.ready() && !config.has_vxlan());
+        // It goes, and comes back down.
+        assert!(!without(&with_device, &vxlan6).unwrap().config6().has_vxlan());
+        let down = LinkState { up: false, ..vxlan6 };
+        assert!(!updated(&with_device, &down).unwrap().config6().has_vxlan());
     }
 
     #[test]

@@ -28,7 +28,11 @@ pub async fn take(netlink: &Netlink, underlay: Option<&str>, pod_prefix: &str) -
     let neighbours = netlink.neighbours().await?;
     let rules = netlink.ipv4_rules().await?;
     let (routes6, rules6) = (netlink.ipv6_routes().await?, netlink.ipv6_rules().await?);
-    let node = node::choose(underlay, &links, &addresses, &routes, sysctls())?.with_ipv6(&addresses6);
+    let mut node = node::choose(underlay, &links, &addresses, &routes, sysctls())?;
+    if let Some(link) = links.iter().find(|l| l.index == node.underlay.ifindex) {
+        node.sysctls.hop_limit6 = hop_limit6(&link.name);
+    }
+    let node = node.with_ipv6(&addresses6, &links);
     let mut kernel = KernelState::new(&links, routes, &neighbours, rules).with_ipv6(routes6, rules6);
     for query in KernelState::peer_queries(&links, pod_prefix) {
         learn_peer_mac(netlink, &mut kernel, query).await;
@@ -72,15 +76,24 @@ pub async fn learn_peer_mac(netlink: &Netlink, kernel: &mut KernelState, query: 
 /// The namespace's settings the kernel's vxlan device falls back on, read from `/proc/sys` (per
 /// network namespace); the kernel's defaults where they cannot be read.
 fn sysctls() -> Sysctls {
-    let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok();
+    let read = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/{name}")).ok();
     let defaults = Sysctls::default();
-    let local_port_range = read("ip_local_port_range")
+    let local_port_range = read("ipv4/ip_local_port_range")
         .and_then(|text| {
             let mut ports = text.split_whitespace().map(str::parse::<u16>);
             Some((ports.next()?.ok()?, ports.next()?.ok()?))
         })
         .unwrap_or(defaults.local_port_range);
     let default_ttl =
-        read("ip_default_ttl").and_then(|t| t.trim().parse().ok()).unwrap_or(defaults.default_ttl);
-    Sysctls { local_port_range, default_ttl }
+        read("ipv4/ip_default_ttl").and_then(|t| t.trim().parse().ok()).unwrap_or(defaults.default_ttl);
+    Sysctls { local_port_range, default_ttl, ..defaults }
+}
+
+/// The hop limit IPv6 leaving by `underlay` gets when its sender sets none (the kernel's vxlan
+/// device takes its route's device's, `ip6_dst_hoplimit`); 64 where it cannot be read.
+fn hop_limit6(underlay: &str) -> u8 {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{underlay}/hop_limit"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(Sysctls::default().hop_limit6)
 }

@@ -4,9 +4,11 @@
 //! |---|---|
 //! | `fd5f:a1b2:c3d4::af4:a680/122 via fd00:101::a65:e33 dev eth0` (a global gateway on the underlay that is not its default route's) | remote block, plain to that node |
 //! | `blackhole fd5f:a1b2:c3d4::af4:2800/122` (this node's block) | blackhole: an address in it with no pod is dropped |
-//! | `fd5f:a1b2:c3d4::af4:a680/122 via … dev vxlan-v6.calico onlink` | "kernel": IPv6 VXLAN is left to the kernel's device (the daemon does not describe `vxlan-v6.calico` yet) |
+//! | `fd5f:a1b2:c3d4::af4:a680/122 via fd5f:a1b2:c3d4::af4:a680 dev vxlan-v6.calico onlink` | remote block in IPv6 VXLAN, to the node the device's neighbour and FDB entries name; "kernel" until both are known, or while the programs cannot stand in for the device |
 //! | an address of this host (`local … table local`) inside one of the above | "kernel": the kernel delivers it to this host |
 //! | anything else (the default route, the underlay's subnet, a pod's /128, which is `FP_ENDPOINTS6`'s) | none: the kernel routes it |
+//!
+//! `FP_PEERS6` holds the nodes the IPv6 VXLAN entries send to: their IPv6 VXLAN is taken apart.
 //!
 //! Nothing at all while the node has no IPv6 address on the underlay (the programs could not ask
 //! the FIB from it) or the IPv6 rules are not the kernel's defaults (a rule may send a pod's
@@ -14,7 +16,10 @@
 
 use std::{collections::BTreeMap, net::Ipv6Addr};
 
-use fastpath_common::route6::RouteValue6;
+use fastpath_common::{
+    route::{RouteKind, ROUTE_F_VXLAN},
+    route6::RouteValue6,
+};
 
 use crate::{
     daemon::{endpoints6::rules_are_defaults, kernel::KernelState, node::Node, vxlan::VXLAN6_DEVICE},
@@ -71,7 +76,7 @@ fn entry(
     }
     let interface = kernel.interfaces.get(&route.oif?)?;
     if interface.name == VXLAN6_DEVICE {
-        return Some(RouteValue6::kernel(0));
+        return Some(via_vxlan6(route, kernel, node));
     }
     let gateway = route.gateway?;
     let plain = route.oif == Some(node.underlay.ifindex)
@@ -82,15 +87,41 @@ fn entry(
     plain.then(|| RouteValue6::plain(gateway.octets()))
 }
 
+/// `BLOCK via TUNNEL_ADDRESS dev vxlan-v6.calico onlink`: IPv6 VXLAN to the node the neighbour
+/// and FDB entries lead to, or the kernel's until both are known or while the device is one the
+/// programs cannot stand in for.
+fn via_vxlan6(route: &KernelRoute6, kernel: &KernelState, node: &Node) -> RouteValue6 {
+    // A route to a tunnel address itself may have no gateway: the address is the neighbour.
+    let gateway = route.gateway.or((route.prefix_len == 128).then_some(route.dst));
+    match (gateway.and_then(|g| kernel.vteps6.via_tunnel_address(g)), node.usable_vxlan6()) {
+        (Some(vtep), Some(_)) => RouteValue6::vxlan(vtep.node.octets(), vtep.mac),
+        _ => RouteValue6::kernel(0),
+    }
+}
+
+/// The nodes whose IPv6 VXLAN this node takes apart (`FP_PEERS6`): those its IPv6 VXLAN
+/// entries send to.
+pub fn peers(routes: &BTreeMap<Prefix6, RouteValue6>) -> BTreeMap<Ipv6Addr, u32> {
+    routes
+        .values()
+        .filter(|r| r.kind == RouteKind::RemoteBlock as u32 && r.flags & ROUTE_F_VXLAN != 0)
+        .map(|r| (Ipv6Addr::from(r.next_hop), 1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
     use crate::{
-        daemon::{routes::Interface, vxlan::Sysctls},
+        daemon::{
+            routes::Interface,
+            vxlan::{Sysctls, Unusable, VxlanDevice},
+        },
         model::{
-            link::{Address, Address6, LinkState},
+            link::{Address, Address6, LinkState, VxlanLink},
+            neighbour::{Neighbour, NeighbourTable},
             route::KernelRoute,
             rule::Rule,
         },
@@ -114,7 +145,7 @@ mod tests {
             crate::daemon::node::choose(Some("eth0"), &[eth0], &[address], &[], Sysctls::default()).unwrap();
         let addresses: Vec<Address6> =
             ipv6.into_iter().map(|addr| Address6 { index: ETH0, addr, prefix_len: 124 }).collect();
-        node.with_ipv6(&addresses)
+        node.with_ipv6(&addresses, &[])
     }
 
     fn route(dst: Ipv6Addr, len: u8, oif: u32, gateway: Option<Ipv6Addr>) -> KernelRoute6 {
@@ -178,6 +209,74 @@ mod tests {
         assert_eq!(wanted.get(&(122, PEER_BLOCK)), Some(&RouteValue6::kernel(0)));
         assert_eq!(wanted.get(&(128, tunnel_ip)), Some(&RouteValue6::kernel(0)));
         assert_eq!(wanted.get(&(128, NODE)), None, "outside every entry: no route reaches it anyway");
+    }
+
+    /// Felix's `vxlan-v6.calico` on the node with IPv6 address `local`.
+    fn vxlan6_link(local: Ipv6Addr) -> LinkState {
+        LinkState {
+            index: VXLAN6,
+            name: VXLAN6_DEVICE.into(),
+            mac: Some([0x66, 6, 10, 101, 14, 50]),
+            mtu: 1430,
+            up: true,
+            vxlan: Some(VxlanLink {
+                vni: Some(4096),
+                port: Some(4789),
+                local: Some(local.into()),
+                link: Some(ETH0),
+                ..VxlanLink::default()
+            }),
+            ..LinkState::default()
+        }
+    }
+
+    #[test]
+    fn a_vxlan6_block_follows_its_neighbour_and_fdb_entries_and_its_node_is_a_peer() {
+        let peer_mac = [0x66, 6, 10, 101, 14, 51];
+        let mut routes = calico_node();
+        routes[2] = route(PEER_BLOCK, 122, VXLAN6, Some(PEER_BLOCK));
+        let mut state = kernel(routes);
+        let node = node(Some(NODE));
+        let node = Node {
+            vxlan6: Some(Ok(VxlanDevice::sending_from(
+                &vxlan6_link(NODE),
+                NODE.into(),
+                ETH0,
+                &Sysctls::default(),
+            )
+            .unwrap())),
+            ..node
+        };
+        assert_eq!(
+            wanted(&state, &node).get(&(122, PEER_BLOCK)),
+            Some(&RouteValue6::kernel(0)),
+            "nothing known yet"
+        );
+        let neighbour = Neighbour {
+            ifindex: VXLAN6,
+            table: NeighbourTable::Ipv6,
+            addr: Some(PEER_BLOCK.into()),
+            mac: Some(peer_mac),
+            resolved: true,
+            overridden: false,
+        };
+        state.vteps6.apply(&neighbour, true);
+        assert_eq!(
+            wanted(&state, &node).get(&(122, PEER_BLOCK)),
+            Some(&RouteValue6::kernel(0)),
+            "no FDB entry yet"
+        );
+        state
+            .vteps6
+            .apply(&Neighbour { table: NeighbourTable::Bridge, addr: Some(PEER.into()), ..neighbour }, true);
+        let routes = wanted(&state, &node);
+        assert_eq!(routes.get(&(122, PEER_BLOCK)), Some(&RouteValue6::vxlan(PEER.octets(), peer_mac)));
+        assert_eq!(peers(&routes), BTreeMap::from([(PEER, 1)]));
+        // A device the programs cannot stand in for: the kernel's, and no peer.
+        let unusable = Node { vxlan6: Some(Err(Unusable::Down)), ..node };
+        let routes = wanted(&state, &unusable);
+        assert_eq!(routes.get(&(122, PEER_BLOCK)), Some(&RouteValue6::kernel(0)));
+        assert!(peers(&routes).is_empty());
     }
 
     #[test]

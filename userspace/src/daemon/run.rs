@@ -624,9 +624,12 @@ impl Daemon {
         let before = self.tables.overflow();
         let endpoints =
             self.tables.apply_endpoints6(&endpoints6::wanted(&self.kernel, &self.selector.prefix));
-        let routes = self.tables.apply_routes6(&routes6::wanted(&self.kernel, &self.node));
-        self.tell_overflow(&before, endpoints.failed.or(routes.failed));
-        endpoints.written + routes.written
+        let wanted = routes6::wanted(&self.kernel, &self.node);
+        // Peers first: a node is accepted before anything is sent to it in IPv6 VXLAN.
+        let peers = self.tables.apply_peers6(&routes6::peers(&wanted));
+        let routes = self.tables.apply_routes6(&wanted);
+        self.tell_overflow(&before, endpoints.failed.or(peers.failed).or(routes.failed));
+        endpoints.written + peers.written + routes.written
     }
 
     /// Some prefixes' entries: after a route event, whatever the size of the table.

@@ -41,12 +41,14 @@ pub struct Sysctls {
     pub local_port_range: (u16, u16),
     /// `net.ipv4.ip_default_ttl`: the outer TTL when the device sets none.
     pub default_ttl: u8,
+    /// `net.ipv6.conf.all.hop_limit`: the outer hop limit when an IPv6 device sets none.
+    pub hop_limit6: u8,
 }
 
 impl Default for Sysctls {
     /// The kernel's defaults.
     fn default() -> Self {
-        Self { local_port_range: (32768, 60999), default_ttl: 64 }
+        Self { local_port_range: (32768, 60999), default_ttl: 64, hop_limit6: 64 }
     }
 }
 

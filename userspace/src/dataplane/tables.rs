@@ -16,7 +16,7 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, Counter, Endpoint, Node6Config, NodeConfig, AGENT, COUNTERS, ENDPOINTS, ENDPOINTS6, NODE,
-        NODE6, ROUTES, ROUTES6, TUNNEL_PEERS,
+        NODE6, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::{RouteValue, ROUTE_F_OVERFLOW},
     route6::RouteValue6,
@@ -53,12 +53,14 @@ pub struct Tables {
     endpoints: HashMap<MapData, [u8; 4], Endpoint>,
     endpoints6: HashMap<MapData, [u8; 16], Endpoint>,
     routes6: LpmTrie<MapData, [u8; 16], RouteValue6>,
+    peers6: HashMap<MapData, [u8; 16], u32>,
     node6: Array<MapData, Node6Config>,
     agent: Array<MapData, AgentInfo>,
     pub counters: PerCpuArray<MapData, Counter>,
     mirror: Mirror,
     endpoints6_held: Held<Ipv6Addr, Endpoint>,
     routes6_held: Held<Prefix6, RouteValue6>,
+    peers6_held: Held<Ipv6Addr, u32>,
 }
 
 /// What a map that follows no route (IPv6's) holds, and the keys it refused when full: the
@@ -149,12 +151,14 @@ impl Tables {
             endpoints: take(ebpf, ENDPOINTS)?,
             endpoints6: take(ebpf, ENDPOINTS6)?,
             routes6: take(ebpf, ROUTES6)?,
+            peers6: take(ebpf, TUNNEL_PEERS6)?,
             node6: take(ebpf, NODE6)?,
             agent: take(ebpf, AGENT)?,
             counters: take(ebpf, COUNTERS)?,
             mirror: Mirror::default(),
             endpoints6_held: Held::new(BTreeMap::new()),
             routes6_held: Held::new(BTreeMap::new()),
+            peers6_held: Held::new(BTreeMap::new()),
         };
         tables.reread()?;
         Ok(tables)
@@ -189,6 +193,13 @@ impl Tables {
                 .map(|e| e.map(|(k, v)| ((k.prefix_len() as u8, Ipv6Addr::from(k.data())), v)))
                 .collect::<Result<_, _>>()
                 .map_err(|source| Error::ReadMap { name: ROUTES6, source })?,
+        );
+        self.peers6_held = Held::new(
+            self.peers6
+                .iter()
+                .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
+                .collect::<Result<_, _>>()
+                .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS6, source })?,
         );
         Ok(())
     }
@@ -228,6 +239,18 @@ impl Tables {
                 }
                 None => remove_ok_if_gone(map.remove(&key), ROUTES6),
             }
+        })
+    }
+
+    /// Make `FP_PEERS6` hold `wanted`, as [`Self::apply_endpoints6`]: a node the full map
+    /// refused has its IPv6 VXLAN dropped, as IPv4's, while its blocks' entries still send to it.
+    pub fn apply_peers6(&mut self, wanted: &BTreeMap<Ipv6Addr, u32>) -> Synced {
+        let map = &mut self.peers6;
+        self.peers6_held.apply(wanted, |addr, value| match value {
+            Some(value) => map
+                .insert(addr.octets(), value, 0)
+                .map_err(|source| Error::WriteMap { name: TUNNEL_PEERS6, source }),
+            None => remove_ok_if_gone(map.remove(&addr.octets()), TUNNEL_PEERS6),
         })
     }
 
