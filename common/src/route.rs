@@ -75,6 +75,19 @@ pub struct RouteValue {
 
 const _: () = assert!(core::mem::size_of::<RouteValue>() == 24);
 
+/// Why the kernel must route to a `Kernel` entry of either family, from its `ROUTE_F_*` flags.
+pub const fn kernel_reason(flags: u32) -> Reason {
+    if flags & ROUTE_F_CLASSIC_TC != 0 {
+        Reason::PassEndpointTc
+    } else if flags & ROUTE_F_POLICY != 0 {
+        Reason::PassPolicyRoute
+    } else if flags & ROUTE_F_OVERFLOW != 0 {
+        Reason::PassMapOverflow
+    } else {
+        Reason::PassKernelRoute
+    }
+}
+
 impl RouteValue {
     pub const fn local(ifindex: u32, mac: [u8; 6]) -> Self {
         Self { kind: RouteKind::LocalEndpoint as u32, ifindex, next_hop: [0; 4], flags: 0, mac, _pad: [0; 2] }
@@ -130,15 +143,7 @@ impl RouteValue {
 
     /// Why the kernel must route to a `Kernel` entry.
     pub const fn kernel_reason(&self) -> Reason {
-        if self.flags & ROUTE_F_CLASSIC_TC != 0 {
-            Reason::PassEndpointTc
-        } else if self.flags & ROUTE_F_POLICY != 0 {
-            Reason::PassPolicyRoute
-        } else if self.flags & ROUTE_F_OVERFLOW != 0 {
-            Reason::PassMapOverflow
-        } else {
-            Reason::PassKernelRoute
-        }
+        kernel_reason(self.flags)
     }
 
     /// What `wanted` becomes while the route map lacks a prefix inside it: the kernel's, the

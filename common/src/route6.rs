@@ -7,7 +7,7 @@
 
 use crate::{
     ipv6::same_address,
-    route::{RouteKind, ROUTE_F_CLASSIC_TC, ROUTE_F_ENCAP, ROUTE_F_OVERFLOW, ROUTE_F_POLICY, ROUTE_F_VXLAN},
+    route::{kernel_reason, RouteKind, ROUTE_F_ENCAP, ROUTE_F_VXLAN},
     Reason,
 };
 
@@ -19,8 +19,9 @@ use crate::{
 ///   [`ROUTE_F_VXLAN`]) the destination the FDB gives the tunnel address's MAC, `mac` being that
 ///   MAC (the other node's `vxlan-v6.calico`).
 /// - [`RouteKind::Blackhole`]: this node's own block; an address in it with no pod is dropped.
-/// - [`RouteKind::Kernel`]: the kernel routes it; `flags` say why ([`ROUTE_F_CLASSIC_TC`],
-///   [`ROUTE_F_POLICY`], [`ROUTE_F_OVERFLOW`], or none: this node's tunnel address, a VXLAN
+/// - [`RouteKind::Kernel`]: the kernel routes it; `flags` say why
+///   ([`crate::route::ROUTE_F_CLASSIC_TC`], [`crate::route::ROUTE_F_POLICY`],
+///   [`crate::route::ROUTE_F_OVERFLOW`], or none: this node's tunnel address, a VXLAN
 ///   block whose neighbour or FDB entry is not known yet).
 /// - [`RouteKind::LocalEndpoint`] is not written: a local pod is `FP_ENDPOINTS6`'s, and one the
 ///   endpoint table lacks goes to the kernel.
@@ -97,18 +98,6 @@ pub const fn forward6(route: Option<&RouteValue6>) -> Result<Forward6, Reason> {
     }
 }
 
-const fn kernel_reason(flags: u32) -> Reason {
-    if flags & ROUTE_F_CLASSIC_TC != 0 {
-        Reason::PassEndpointTc
-    } else if flags & ROUTE_F_POLICY != 0 {
-        Reason::PassPolicyRoute
-    } else if flags & ROUTE_F_OVERFLOW != 0 {
-        Reason::PassMapOverflow
-    } else {
-        Reason::PassKernelRoute
-    }
-}
-
 /// The source check of IPv6 decapsulated from node `outer_src`: as IPv4's
 /// [`crate::route::check_inner_source`], the inner source must be the node itself or lie in a
 /// block routed via it (`route`, its longest match).
@@ -136,6 +125,7 @@ pub const fn routed_via(outer_src: &[u8; 16], route: Option<&RouteValue6>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::{ROUTE_F_CLASSIC_TC, ROUTE_F_OVERFLOW, ROUTE_F_POLICY};
 
     const NODE_B: [u8; 16] = [0xfd, 0, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x65, 0x0e, 0x33];
     const NODE_C: [u8; 16] = [0xfd, 0, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a, 0x65, 0x0e, 0x34];

@@ -401,9 +401,33 @@ fn fastpath_carries_ipv6_vxlan_between_nodes_with_forward_closed() {
 
     let daemons: Vec<Daemon> =
         cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
-    for daemon in &daemons {
+    for (node, daemon) in cluster.nodes.iter().zip(&daemons) {
         assert!(daemon.log().contains(&format!("{VXLAN6_DEVICE} VNI 4096 port 4789")), "{}", daemon.log());
+        let status = daemon.cli(&["status"]).unwrap();
+        let want = format!("ipv6:      node {}, {VXLAN6_DEVICE} (ifindex", node.ipv6.unwrap().underlay_ip);
+        assert!(status.contains(&want) && status.contains("port 4789"), "{status}");
+        // Its block (the blackhole), the other node's, and its own tunnel address inside its block.
+        assert!(status.contains("MTU 1430") && status.contains("FP_ROUTES6 3/65536"), "{status}");
+        assert!(status.contains("FP_PEERS6 1/"), "the other node: {status}");
+        let verify = daemon.cli(&["verify"]).unwrap();
+        assert!(
+            !verify.contains("FP_ROUTES6") && !verify.contains("FP_PEERS6") && !verify.contains("FP_NODE6"),
+            "{verify}"
+        );
     }
+    // Node 1's view of node 2: its block in IPv6 VXLAN to its VTEP, and node 2 a peer.
+    let (node2, block2) = (cluster.nodes[1].ipv6.unwrap().underlay_ip, cluster.nodes[1].ipv6.unwrap().block);
+    let block2 = format!("{}/{}", block2.0, block2.1);
+    let vtep2 = cluster.nodes[1].ipv6.unwrap().vtep.unwrap().mac_string();
+    let routes = daemons[0].cli(&["routes"]).unwrap();
+    let row = routes.lines().find(|l| l.starts_with(&block2)).unwrap_or_else(|| panic!("{routes}"));
+    let words: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(words, [block2.as_str(), "remote", "-", &vtep2, &node2.to_string(), "vxlan"], "{routes}");
+    let peers = daemons[0].cli(&["peers"]).unwrap();
+    assert!(
+        peers.contains(&format!("{block2} (vxlan, VTEP {vtep2})")) && peers.contains(&node2.to_string()),
+        "{peers}"
+    );
     let node1 = &cluster.nodes[0].ns.name;
     let device_before = link_packets(node1, VXLAN6_DEVICE);
     let before: Vec<_> = daemons.iter().map(|d| d.counters().unwrap()).collect();

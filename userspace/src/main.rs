@@ -132,10 +132,12 @@ fn watch_stats(args: &StatsArgs) -> Result<(), Error> {
 
 fn print_routes(args: &ListArgs) -> Result<(), Error> {
     let trie = tables::pinned_routes(&args.bpffs.dir)?;
-    let rows: Vec<show::RouteRow> = tables::route_entries(&trie)?
+    let mut rows: Vec<show::RouteRow> = tables::route_entries(&trie)?
         .iter()
         .map(|(prefix, value)| show::row(*prefix, value, interface_name))
         .collect();
+    let ipv6 = tables::pinned_route6_entries(&args.bpffs.dir)?;
+    rows.extend(ipv6.iter().map(|(prefix, value)| show::row6(*prefix, value)));
     print(output::render(&rows, args.format(), |rows| show::table(rows)))
 }
 

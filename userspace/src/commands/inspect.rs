@@ -3,7 +3,7 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     time::Duration,
 };
@@ -14,19 +14,24 @@ use aya::{
 };
 use fastpath_common::{
     maps::{
-        AgentInfo, Endpoint, MonitorControl, MonitorEvent, NodeConfig, PathMtu, AGENT, AGENT_F_LEGACY_TC,
-        AGENT_F_READY, ENDPOINTS, ENDPOINTS6, EVENTS, FLOWS, MONITOR, NODE, PATH_MTU, PROGRAM_FROM_POD,
-        ROUTES, TUNNEL_PEERS,
+        AgentInfo, Endpoint, MonitorControl, MonitorEvent, Node6Config, NodeConfig, PathMtu, AGENT,
+        AGENT_F_LEGACY_TC, AGENT_F_READY, ENDPOINTS6, EVENTS, MONITOR, NODE, NODE6, PATH_MTU,
+        PROGRAM_FROM_POD, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::RouteKind,
     tunnel::Tunnel,
+    vxlan::VxlanConfig,
     Reason, Verdict,
 };
 
 use crate::{
     clock::{monotonic_ns, unix_ms},
     commands::show,
-    dataplane::{bpffs, fill, loader, pins, tables},
+    dataplane::{
+        bpffs,
+        fill::{self, FILLED_MAPS},
+        loader, pins, tables,
+    },
     modes::{EncapMode, Trust},
     output::{self, Format},
     text::{mac_string, unpadded},
@@ -113,6 +118,9 @@ pub struct Status {
     pub vxlan_mtu: u32,
     /// The `vxlan.calico` device the programs stand in for; `null` when VXLAN is the kernel's.
     pub vxlan: Option<VxlanStatus>,
+    /// The node's IPv6 side; `null` until it has an IPv6 address on the underlay (IPv6 between
+    /// nodes is the kernel's until then).
+    pub ipv6: Option<Ipv6Status>,
     /// Map name → its fill.
     pub maps: std::collections::BTreeMap<String, MapFill>,
     /// Pods and prefixes the kernel carries for a reason of its configuration.
@@ -121,6 +129,15 @@ pub struct Status {
     pub path_mtu: Vec<PathMtuRow>,
     /// The pinned links of the programs (empty under legacy tc).
     pub attached: Vec<AttachedRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ipv6Status {
+    /// This node's IPv6 address on the underlay.
+    pub node_ip: Ipv6Addr,
+    /// The `vxlan-v6.calico` device the programs stand in for; `null` when IPv6 VXLAN is the
+    /// kernel's.
+    pub vxlan: Option<VxlanStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -181,17 +198,20 @@ pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result
             (f.name.to_string(), value)
         })
         .collect();
-    let vxlan = node.has_vxlan().then(|| {
-        let v = node.vxlan;
-        VxlanStatus {
-            iface: ifname(v.ifindex).unwrap_or_else(|| format!("ifindex {}", v.ifindex)),
-            ifindex: v.ifindex,
-            vni: v.vni,
-            port: v.port,
-            mac: mac_string(v.mac),
-            source_ports: [v.port_min, v.port_max],
-            mtu: node.tunnel_mtu(&Tunnel::Vxlan),
-        }
+    let device = |v: VxlanConfig, mtu: u32| VxlanStatus {
+        iface: ifname(v.ifindex).unwrap_or_else(|| format!("ifindex {}", v.ifindex)),
+        ifindex: v.ifindex,
+        vni: v.vni,
+        port: v.port,
+        mac: mac_string(v.mac),
+        source_ports: [v.port_min, v.port_max],
+        mtu,
+    };
+    let vxlan = node.has_vxlan().then(|| device(node.vxlan, node.tunnel_mtu(&Tunnel::Vxlan)));
+    let node6: Node6Config = bpffs::read_pinned_slot(dir, NODE6).unwrap_or_default();
+    let ipv6 = node6.ready().then(|| Ipv6Status {
+        node_ip: Ipv6Addr::from(node6.node_ip),
+        vxlan: node6.has_vxlan().then(|| device(node6.vxlan, node6.vxlan_mtu)),
     });
     Ok(Status {
         running: true,
@@ -212,6 +232,7 @@ pub fn read_status(dir: &Path, ifname: impl Fn(u32) -> Option<String>) -> Result
         ipip_mtu: node.tunnel_mtu(&Tunnel::Ipip),
         vxlan_mtu: node.tunnel_mtu(&Tunnel::Vxlan),
         vxlan,
+        ipv6,
         maps,
         kernel_path: kernel_path(&entries, &ifname)
             .into_iter()
@@ -288,7 +309,20 @@ fn status_text(st: &Status) -> String {
             let _ = writeln!(out, "vxlan:     none the programs stand in for (VXLAN is the kernel's)");
         }
     }
-    let fill: Vec<String> = [ROUTES, ENDPOINTS, TUNNEL_PEERS, FLOWS]
+    let ipv6 = match &st.ipv6 {
+        None => "no IPv6 address on the underlay (IPv6 between nodes is the kernel's)".to_string(),
+        Some(Ipv6Status { node_ip, vxlan: None }) => {
+            format!(
+                "node {node_ip}, no vxlan-v6.calico the programs stand in for (IPv6 VXLAN is the kernel's)"
+            )
+        }
+        Some(Ipv6Status { node_ip, vxlan: Some(v) }) => format!(
+            "node {node_ip}, {} (ifindex {}), VNI {}, port {}, MAC {}, MTU {}",
+            v.iface, v.ifindex, v.vni, v.port, v.mac, v.mtu
+        ),
+    };
+    let _ = writeln!(out, "ipv6:      {ipv6}");
+    let fill: Vec<String> = FILLED_MAPS
         .iter()
         .filter_map(|name| {
             let m = st.maps.get(*name)?;
@@ -459,7 +493,7 @@ pub fn endpoints(
 /// A node whose tunnels the programs accept, as `peers -o json|yaml` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerRow {
-    pub node: Ipv4Addr,
+    pub node: IpAddr,
     pub blocks: Vec<PeerBlock>,
 }
 
@@ -474,17 +508,32 @@ pub struct PeerBlock {
     pub vtep_mac: Option<String>,
 }
 
-/// `fastpath peers`: the nodes whose tunnels are accepted, with the blocks routed to each and
-/// how (for VXLAN, to which VTEP MAC).
+/// `fastpath peers`: the nodes whose tunnels are accepted (IPv4's, then IPv6's), with the blocks
+/// routed to each and how (for VXLAN, to which VTEP MAC).
 pub fn peers(dir: &Path, format: Format) -> Result<String, Error> {
     let map: HashMap<MapData, [u8; 4], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS)?;
     let mut nodes: Vec<Ipv4Addr> = map.keys().filter_map(Result::ok).map(Ipv4Addr::from).collect();
     nodes.sort();
+    let map6: HashMap<MapData, [u8; 16], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS6)?;
+    let mut nodes6: Vec<Ipv6Addr> = map6.keys().filter_map(Result::ok).map(Ipv6Addr::from).collect();
+    nodes6.sort();
     let routes = tables::route_entries(&tables::pinned_routes(dir)?)?;
+    let routes6 = tables::pinned_route6_entries(dir)?;
+    let rows6 = nodes6.into_iter().map(|node| PeerRow {
+        node: node.into(),
+        blocks: routes6
+            .iter()
+            .filter(|(_, v)| v.kind == RouteKind::RemoteBlock as u32 && Ipv6Addr::from(v.next_hop) == node)
+            .map(|(prefix, v)| {
+                let row = show::row6(*prefix, v);
+                PeerBlock { block: row.prefix, encap: row.encap.unwrap_or_default(), vtep_mac: row.mac }
+            })
+            .collect(),
+    });
     let rows: Vec<PeerRow> = nodes
         .into_iter()
         .map(|node| PeerRow {
-            node,
+            node: node.into(),
             blocks: routes
                 .iter()
                 .filter(|(_, v)| {
@@ -497,9 +546,11 @@ pub fn peers(dir: &Path, format: Format) -> Result<String, Error> {
                 })
                 .collect(),
         })
+        .chain(rows6)
         .collect();
     output::render(&rows, format, |rows| {
-        let mut out = format!("{:<16} {}\n", "NODE", "BLOCKS (ENCAP)");
+        let width = rows.iter().map(|r| r.node.to_string().len()).max().unwrap_or(0).max(16);
+        let mut out = format!("{:<width$} {}\n", "NODE", "BLOCKS (ENCAP)");
         for r in rows {
             let blocks: Vec<String> = r
                 .blocks
@@ -509,7 +560,7 @@ pub fn peers(dir: &Path, format: Format) -> Result<String, Error> {
                     None => format!("{} ({})", b.block, b.encap),
                 })
                 .collect();
-            let _ = writeln!(out, "{:<16} {}", r.node.to_string(), blocks.join(", "));
+            let _ = writeln!(out, "{:<width$} {}", r.node.to_string(), blocks.join(", "));
         }
         out
     })

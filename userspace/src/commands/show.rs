@@ -2,17 +2,21 @@
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use fastpath_common::{
     maps::Endpoint,
-    route::{RouteKind, RouteValue},
+    route::{self, RouteKind, RouteValue, ROUTE_F_VXLAN},
+    route6::RouteValue6,
     tunnel::Tunnel,
     Reason,
 };
 
-use crate::{model::route::Prefix, text::mac_string};
+use crate::{
+    model::route::{Prefix, Prefix6},
+    text::mac_string,
+};
 
 /// One entry, in words: a row of `fastpath routes` (and `endpoints`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,7 +31,7 @@ pub struct RouteRow {
     /// The pod's MAC, or for a VXLAN block the other node's VTEP MAC.
     pub mac: Option<String>,
     /// The node a remote block is routed via.
-    pub next_hop: Option<Ipv4Addr>,
+    pub next_hop: Option<IpAddr>,
     /// For a remote block: `ipip`, `vxlan` or `none`.
     pub encap: Option<String>,
     /// For a "kernel" entry: why the kernel routes it.
@@ -39,13 +43,22 @@ pub fn kernel_why(value: &RouteValue) -> Option<&'static str> {
     if value.kind != RouteKind::Kernel as u32 {
         return None;
     }
-    Some(match value.kernel_reason() {
+    let reason = value.kernel_reason();
+    Some(if reason == Reason::PassKernelRoute && value.ifindex != 0 {
+        "MAC not known yet"
+    } else {
+        kernel_words(reason)
+    })
+}
+
+/// Why the kernel routes a "kernel" entry of either family, in words.
+fn kernel_words(reason: Reason) -> &'static str {
+    match reason {
         Reason::PassEndpointTc => "classic tc configuration",
         Reason::PassPolicyRoute => "an ip rule routes it through another table",
         Reason::PassMapOverflow => "the route map had no room for a prefix inside it",
-        _ if value.ifindex != 0 => "MAC not known yet",
         _ => "the kernel's route",
-    })
+    }
 }
 
 pub fn kind_name(kind: u32) -> &'static str {
@@ -72,9 +85,26 @@ pub fn row(prefix: Prefix, value: &RouteValue, ifname: impl Fn(u32) -> Option<St
             Ok(RouteKind::LocalEndpoint) => Some(mac_string(value.mac)),
             _ => vtep_mac(value),
         },
-        next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop)),
+        next_hop: (kind == Ok(RouteKind::RemoteBlock)).then(|| Ipv4Addr::from(value.next_hop).into()),
         encap: (kind == Ok(RouteKind::RemoteBlock)).then(|| value.encap_name().to_string()),
         why: kernel_why(value).map(str::to_string),
+    }
+}
+
+/// An `FP_ROUTES6` entry in words, as a row of `fastpath routes`.
+pub fn row6((len, addr): Prefix6, value: &RouteValue6) -> RouteRow {
+    let remote = value.kind == RouteKind::RemoteBlock as u32;
+    let vxlan = remote && value.flags & ROUTE_F_VXLAN != 0;
+    RouteRow {
+        prefix: format!("{addr}/{len}"),
+        kind: kind_name(value.kind).to_string(),
+        iface: None,
+        ifindex: None,
+        mac: vxlan.then(|| mac_string(value.mac)),
+        next_hop: remote.then(|| Ipv6Addr::from(value.next_hop).into()),
+        encap: remote.then(|| if vxlan { Tunnel::Vxlan.name() } else { "none" }.to_string()),
+        why: (value.kind == RouteKind::Kernel as u32)
+            .then(|| kernel_words(route::kernel_reason(value.flags)).to_string()),
     }
 }
 
@@ -102,8 +132,12 @@ pub fn vtep_mac(value: &RouteValue) -> Option<String> {
 }
 
 pub fn table(rows: &[RouteRow]) -> String {
+    // IPv4's widths, wider where an IPv6 prefix or node needs it.
+    let prefix_width = rows.iter().map(|r| r.prefix.len()).max().unwrap_or(0).max(20);
+    let hop_width =
+        rows.iter().filter_map(|r| r.next_hop).map(|h| h.to_string().len()).max().unwrap_or(0).max(16);
     let mut out = format!(
-        "{:<20} {:<10} {:<22} {:<18} {:<16} {}\n",
+        "{:<prefix_width$} {:<10} {:<22} {:<18} {:<hop_width$} {}\n",
         "PREFIX", "KIND", "INTERFACE", "MAC", "NEXT HOP", "ENCAP"
     );
     for r in rows {
@@ -114,7 +148,7 @@ pub fn table(rows: &[RouteRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<20} {:<10} {:<22} {:<18} {:<16} {}",
+            "{:<prefix_width$} {:<10} {:<22} {:<18} {:<hop_width$} {}",
             r.prefix,
             r.kind,
             iface,
@@ -149,7 +183,7 @@ mod tests {
     fn a_remote_block_in_words_and_json() {
         let value = RouteValue::remote([10, 101, 14, 51], true);
         let r = row((26, Ipv4Addr::new(10, 244, 166, 128)), &value, name);
-        assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
+        assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51).into()));
         assert_eq!(r.encap.as_deref(), Some("ipip"));
         let json = serde_json::to_string(std::slice::from_ref(&r)).unwrap();
         assert_eq!(
@@ -167,7 +201,7 @@ mod tests {
         let r = row((26, Ipv4Addr::new(10, 244, 166, 128)), &value, name);
         assert_eq!(r.encap.as_deref(), Some("vxlan"));
         assert_eq!(r.mac.as_deref(), Some("66:00:0a:65:0e:33"));
-        assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51)));
+        assert_eq!(r.next_hop, Some(Ipv4Addr::new(10, 101, 14, 51).into()));
         let pending = row((26, Ipv4Addr::new(10, 244, 7, 0)), &RouteValue::kernel(), name);
         assert_eq!((pending.kind.as_str(), pending.iface, pending.encap), ("kernel", None, None));
         assert_eq!(pending.why.as_deref(), Some("the kernel's route"));
@@ -183,5 +217,29 @@ mod tests {
         assert_eq!(r.kind, "kernel");
         assert_eq!(r.iface.as_deref(), Some("cali0f293e89ca7"));
         assert_eq!(r.mac, None);
+    }
+
+    #[test]
+    fn ipv6_entries_in_words_and_the_table_widens_for_them() {
+        let block: Ipv6Addr = "fd5f:a1b2:c3d4::af4:a680".parse().unwrap();
+        let node: Ipv6Addr = "fd00:101::a65:e33".parse().unwrap();
+        let vtep = [0x66, 6, 10, 101, 14, 51];
+        let vxlan = row6((122, block), &RouteValue6::vxlan(node.octets(), vtep));
+        assert_eq!((vxlan.prefix.as_str(), vxlan.kind.as_str()), ("fd5f:a1b2:c3d4::af4:a680/122", "remote"));
+        assert_eq!(vxlan.next_hop, Some(node.into()));
+        assert_eq!(
+            (vxlan.encap.as_deref(), vxlan.mac.as_deref()),
+            (Some("vxlan"), Some("66:06:0a:65:0e:33"))
+        );
+        let plain = row6((122, block), &RouteValue6::plain(node.octets()));
+        assert_eq!((plain.encap.as_deref(), plain.mac), (Some("none"), None));
+        let own = row6((128, block), &RouteValue6::kernel(0));
+        assert_eq!((own.kind.as_str(), own.why.as_deref()), ("kernel", Some("the kernel's route")));
+        assert_eq!(row6((122, block), &RouteValue6::blackhole()).kind, "blackhole");
+        let text = table(&[vxlan, own]);
+        let lines: Vec<&str> = text.lines().collect();
+        let column = |line: &str, word: &str| line.find(word).unwrap();
+        assert_eq!(column(lines[0], "KIND"), column(lines[1], "remote"), "{text}");
+        assert_eq!(column(lines[0], "ENCAP"), column(lines[1], "vxlan"), "{text}");
     }
 }

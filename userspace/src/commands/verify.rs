@@ -11,22 +11,25 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use fastpath_common::{
     maps::{
-        AgentInfo, Endpoint, NodeConfig, AGENT, AGENT_F_LEGACY_TC, ENDPOINTS, ENDPOINTS6, NODE, TUNNEL_PEERS,
+        AgentInfo, Endpoint, Node6Config, NodeConfig, AGENT, AGENT_F_LEGACY_TC, ENDPOINTS, ENDPOINTS6, NODE,
+        NODE6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::{endpoint_of, RouteKind, RouteValue},
+    route6::RouteValue6,
     tunnel::Tunnel,
 };
 
 use crate::{
-    commands::show::kind_name,
+    commands::show::{self, kind_name},
     daemon::{
         endpoints6,
         netlink::Netlink,
         picture,
         routes::{self, Mapping},
+        routes6,
     },
     dataplane::{bpffs, loader, pins, tables},
-    model::route::Prefix,
+    model::route::{Prefix, Prefix6},
     modes::{EncapMode, Modes, Trust},
     text::{mac_string, unpadded},
     Error,
@@ -223,6 +226,7 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         .map(|(addr, e)| endpoint_line(Ipv6Addr::from(addr), &e))
         .collect();
     drift.extend(set_drift("FP_ENDPOINTS6", &desired_endpoints6, &actual_endpoints6));
+    drift.extend(ipv6_drift(dir, &picture)?);
 
     let pod_links = picture.links.iter().filter(|l| l.name.starts_with(&pod_prefix)).map(|l| l.index);
     let mut wanted: BTreeSet<(String, u32)> = pod_links
@@ -238,6 +242,33 @@ pub async fn run(dir: &Path) -> Result<Vec<String>, Error> {
         drift.extend(attachment_drift(&wanted, &pinned));
     }
     Ok(drift)
+}
+
+/// `FP_ROUTES6`, `FP_PEERS6` and `FP_NODE6` against what the kernel implies.
+fn ipv6_drift(dir: &Path, picture: &picture::Picture) -> Result<Vec<String>, Error> {
+    let wanted = routes6::wanted(&picture.kernel, &picture.node);
+    let desired: BTreeSet<String> = wanted.iter().map(|(p, v)| route6_line(*p, v)).collect();
+    let actual: BTreeSet<String> =
+        tables::pinned_route6_entries(dir)?.iter().map(|(p, v)| route6_line(*p, v)).collect();
+    let mut drift = set_drift("FP_ROUTES6", &desired, &actual);
+    let desired_peers: BTreeSet<Ipv6Addr> = routes6::peers(&wanted).into_keys().collect();
+    let peers: BpfHashMap<MapData, [u8; 16], u32> = bpffs::open_pinned_as(dir, TUNNEL_PEERS6)?;
+    let actual_peers: BTreeSet<Ipv6Addr> = peers.keys().filter_map(Result::ok).map(Ipv6Addr::from).collect();
+    drift.extend(set_drift("FP_PEERS6", &desired_peers, &actual_peers));
+    let held: Node6Config = bpffs::read_pinned_slot(dir, NODE6)?;
+    let desired_node = picture.node.config6();
+    if held != desired_node {
+        drift.push(format!("FP_NODE6 holds {held:?}, the kernel implies {desired_node:?}"));
+    }
+    Ok(drift)
+}
+
+/// An `FP_ROUTES6` entry in words, for comparing.
+fn route6_line(prefix: Prefix6, value: &RouteValue6) -> String {
+    let row = show::row6(prefix, value);
+    let via = row.next_hop.map(|h| format!(" via {h}")).unwrap_or_default();
+    let how = [row.encap, row.mac, row.why].into_iter().flatten().collect::<Vec<_>>().join(", ");
+    format!("{} {}{via} ({how})", row.prefix, row.kind)
 }
 
 fn endpoint_line(addr: impl std::fmt::Display, e: &Endpoint) -> String {

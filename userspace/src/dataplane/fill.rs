@@ -4,15 +4,16 @@
 use std::path::Path;
 
 use aya::{
-    maps::{HashMap, IterableMap as _, MapData},
+    maps::{HashMap, IterableMap as _, LpmTrie, MapData},
     Pod,
 };
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
     maps::{
-        Endpoint, NextHopEntry, PathMtu, ENDPOINTS, ENDPOINTS6, FLOWS, NEXT_HOPS, PATH_MTU, ROUTES,
-        TUNNEL_PEERS,
+        Endpoint, NextHopEntry, PathMtu, ENDPOINTS, ENDPOINTS6, FLOWS, NEXT_HOPS, NEXT_HOPS6, PATH_MTU,
+        ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
+    route6::RouteValue6,
 };
 
 use crate::{
@@ -35,9 +36,20 @@ impl MapFill {
     }
 }
 
-/// The maps the daemon or the programs add entries to: the route, endpoint and peer maps, the
-/// flow table, the next-hop cache and the path MTU table.
-pub const FILLED_MAPS: [&str; 7] = [ROUTES, ENDPOINTS, ENDPOINTS6, TUNNEL_PEERS, FLOWS, NEXT_HOPS, PATH_MTU];
+/// The maps the daemon or the programs add entries to: the route, endpoint and peer maps of both
+/// families, the flow table, the next-hop caches and the path MTU table.
+pub const FILLED_MAPS: [&str; 10] = [
+    ROUTES,
+    ROUTES6,
+    ENDPOINTS,
+    ENDPOINTS6,
+    TUNNEL_PEERS,
+    TUNNEL_PEERS6,
+    FLOWS,
+    NEXT_HOPS,
+    NEXT_HOPS6,
+    PATH_MTU,
+];
 
 /// The fill of each of [`FILLED_MAPS`], as pinned in `dir`.
 pub fn read(dir: &Path) -> Result<Vec<MapFill>, Error> {
@@ -57,11 +69,21 @@ pub fn fill_of(dir: &Path, name: &'static str) -> Result<MapFill, Error> {
                 capacity: capacity(routes.map(), ROUTES)?,
             })
         }
+        ROUTES6 => {
+            let routes: LpmTrie<MapData, [u8; 16], RouteValue6> = bpffs::open_pinned_as(dir, ROUTES6)?;
+            Ok(MapFill {
+                name: ROUTES6,
+                entries: routes.keys().filter(Result::is_ok).count(),
+                capacity: capacity(routes.map(), ROUTES6)?,
+            })
+        }
         ENDPOINTS => hash_fill::<[u8; 4], Endpoint>(dir, ENDPOINTS),
         ENDPOINTS6 => hash_fill::<[u8; 16], Endpoint>(dir, ENDPOINTS6),
         TUNNEL_PEERS => hash_fill::<[u8; 4], u32>(dir, TUNNEL_PEERS),
+        TUNNEL_PEERS6 => hash_fill::<[u8; 16], u32>(dir, TUNNEL_PEERS6),
         FLOWS => hash_fill::<FlowKey, FlowValue>(dir, FLOWS),
         NEXT_HOPS => hash_fill::<[u8; 4], NextHopEntry>(dir, NEXT_HOPS),
+        NEXT_HOPS6 => hash_fill::<[u8; 16], NextHopEntry>(dir, NEXT_HOPS6),
         PATH_MTU => hash_fill::<[u8; 4], PathMtu>(dir, PATH_MTU),
         other => Err(Error::ReadMap {
             name: other,

@@ -449,3 +449,18 @@ pub fn route_entries<T: std::borrow::Borrow<MapData>>(
     entries.sort_by_key(|((len, addr), _)| (*addr, *len));
     Ok(entries)
 }
+
+/// The entries of the `FP_ROUTES6` pinned in `dir`, in address order.
+pub fn pinned_route6_entries(dir: &Path) -> Result<Vec<(Prefix6, RouteValue6)>, Error> {
+    let trie: LpmTrie<MapData, [u8; 16], RouteValue6> =
+        crate::dataplane::bpffs::open_pinned_as(dir, ROUTES6)?;
+    let mut entries = trie
+        .iter()
+        .map(|entry| {
+            let (key, value) = entry.map_err(|source| Error::ReadMap { name: ROUTES6, source })?;
+            Ok(((key.prefix_len() as u8, Ipv6Addr::from(key.data())), value))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    entries.sort_by_key(|((len, addr), _)| (*addr, *len));
+    Ok(entries)
+}
