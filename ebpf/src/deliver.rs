@@ -29,15 +29,7 @@ pub fn to_pod(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Ou
 /// limit − 1 (IPv6 has no header checksum to patch), then `bpf_redirect_peer`.
 #[inline(always)]
 pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) -> Outcome {
-    let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
-    // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
-    let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
-    // SAFETY: both bounds-checked by `header_mut`.
-    unsafe {
-        (*eth).src_addr = GATEWAY_MAC;
-        (*eth).dst_addr = mac;
-        *hop_limit -= 1;
-    }
+    rewrite6(ctx, GATEWAY_MAC, mac)?;
     // SAFETY: a plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
     let verdict = unsafe { bpf_redirect_peer(ifindex, 0) } as i32;
     Ok((verdict, reason))
@@ -49,15 +41,7 @@ pub fn to_pod_v6(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Reason) ->
 /// forwarding.
 #[inline(always)]
 pub fn to_device_v6(ctx: &TcContext, ifindex: u32, src: [u8; 6], dst: [u8; 6]) -> Outcome {
-    let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
-    // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
-    let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
-    // SAFETY: both bounds-checked by `header_mut`.
-    unsafe {
-        (*eth).src_addr = src;
-        (*eth).dst_addr = dst;
-        *hop_limit -= 1;
-    }
+    rewrite6(ctx, src, dst)?;
     // SAFETY: a plain helper call; with flags 0 (egress) it returns TC_ACT_REDIRECT.
     let verdict = unsafe { bpf_redirect(ifindex, 0) } as i32;
     Ok((verdict, Reason::Vxlan6ByDevice))
@@ -97,6 +81,22 @@ pub fn to_hop(ctx: &TcContext, hop: &NextHop) -> Outcome {
         NextHop::Unresolved { .. } => ip::decrement_ttl_at(ctx, EthHdr::LEN)?,
     }
     Ok((fib::redirect(hop), Reason::RoutedUnderlay))
+}
+
+/// New MACs and hop limit − 1 on the IPv6 packet after the Ethernet header (IPv6 has no header
+/// checksum to patch).
+#[inline(always)]
+fn rewrite6(ctx: &TcContext, src: [u8; 6], dst: [u8; 6]) -> Result<(), Reason> {
+    let eth: *mut EthHdr = parse::header_mut(ctx, 0).ok_or(Reason::DropRewriteFailed)?;
+    // The hop limit is byte 7 of the IPv6 header; the walk checked it is above 1.
+    let hop_limit: *mut u8 = parse::header_mut(ctx, EthHdr::LEN + 7).ok_or(Reason::DropRewriteFailed)?;
+    // SAFETY: both bounds-checked by `header_mut`.
+    unsafe {
+        (*eth).src_addr = src;
+        (*eth).dst_addr = dst;
+        *hop_limit -= 1;
+    }
+    Ok(())
 }
 
 /// New MACs and TTL − 1 on the IPv4 packet after the Ethernet header.

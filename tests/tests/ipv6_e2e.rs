@@ -294,6 +294,19 @@ fn a_pods_ipv6_packets_from_an_address_not_its_own_reach_nobody() {
     assert_reaches(a, b, 63);
 }
 
+/// Neither of pods `a` and `b` reaches the other over IPv6.
+fn assert_the_kernel_carries_nothing(a: &Pod, b: &Pod) {
+    for (from, to) in [(a, b), (b, a)] {
+        let result = ping6(from, ip6(to), 1, &["-W", "1"]).unwrap();
+        assert!(!result.received, "the kernel carried {} -> {}: {}", ip6(from), ip6(to), result.output);
+    }
+}
+
+/// `fastpath run --trust routes` on every node of `cluster`.
+fn daemons_on_every_node(cluster: &Cluster) -> Vec<Daemon> {
+    cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect()
+}
+
 #[test]
 fn fastpath_carries_ipv6_to_another_nodes_pods_on_plain_routes() {
     require_root();
@@ -308,13 +321,8 @@ fn fastpath_carries_ipv6_to_another_nodes_pods_on_plain_routes() {
     }
     let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     // The floor: the kernel alone carries nothing between them here.
-    for (from, to) in [(a, b), (b, a)] {
-        let result = ping6(from, ip6(to), 1, &["-W", "1"]).unwrap();
-        assert!(!result.received, "the kernel carried {} -> {}: {}", ip6(from), ip6(to), result.output);
-    }
-
-    let daemons: Vec<Daemon> =
-        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
+    assert_the_kernel_carries_nothing(a, b);
+    let daemons = daemons_on_every_node(&cluster);
     for (node, daemon) in cluster.nodes.iter().zip(&daemons) {
         let ipv6 = node.ipv6.unwrap().underlay_ip;
         assert!(daemon.log().contains(&format!("IPv6 {ipv6}, no {VXLAN6_DEVICE}")), "{}", daemon.log());
@@ -394,13 +402,9 @@ fn fastpath_carries_ipv6_vxlan_between_nodes_with_forward_closed() {
     let cluster = Cluster::build("v6fpvxlan", &spec).unwrap();
     let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
     // The floor: with FORWARD closed the kernel's vxlan-v6.calico carries nothing between them.
-    for (from, to) in [(a, b), (b, a)] {
-        let result = ping6(from, ip6(to), 1, &["-W", "1"]).unwrap();
-        assert!(!result.received, "the kernel carried {} -> {}: {}", ip6(from), ip6(to), result.output);
-    }
+    assert_the_kernel_carries_nothing(a, b);
 
-    let daemons: Vec<Daemon> =
-        cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, &[]).unwrap()).collect();
+    let daemons = daemons_on_every_node(&cluster);
     for (node, daemon) in cluster.nodes.iter().zip(&daemons) {
         assert!(daemon.log().contains(&format!("{VXLAN6_DEVICE} VNI 4096 port 4789")), "{}", daemon.log());
         let status = daemon.cli(&["status"]).unwrap();
