@@ -482,3 +482,34 @@ fn a_mixed_cluster_carries_ipv6_vxlan_both_ways() {
     // 4 MiB each way is at least 64 GRO aggregates of 64 KiB each way through its device.
     assert!(node2.0 >= 64 && node2.1 >= 64, "node 2's {VXLAN6_DEVICE}: {node2:?}");
 }
+
+#[test]
+fn an_ipv6_address_the_underlay_gains_after_start_readies_the_node_at_once() {
+    require_root();
+    let spec = ClusterSpec::seed_vxlan_fastpath_only().dual_stack();
+    let cluster = Cluster::build("v6late", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let node1 = &cluster.nodes[0].ns.name;
+    let address = format!(
+        "{}/{}",
+        cluster.nodes[0].ipv6.unwrap().underlay_ip,
+        spec.ipv6.unwrap().underlay_prefix_len()
+    );
+    // Node 1 starts with no IPv6 address on its underlay: IPv6 between nodes is the kernel's
+    // (whose FORWARD is closed), and its vxlan-v6.calico, whose local address it is, unusable.
+    cmd::ip(node1, &["-6", "addr", "del", &address, "dev", "eth0"]).unwrap();
+    let daemons = daemons_on_every_node(&cluster);
+    let status = daemons[0].cli(&["status"]).unwrap();
+    assert!(status.contains("ipv6:      no IPv6 address on the underlay"), "{status}");
+    assert!(!ping6(a, ip6(b), 1, &["-W", "1"]).unwrap().received);
+    // The address comes back, through duplicate address detection as an operator's would: the
+    // node is ready when detection ends, not at the next resync a minute later.
+    cmd::ip(node1, &["-6", "addr", "add", &address, "dev", "eth0"]).unwrap();
+    let ready = wait::until(Duration::from_secs(5), || {
+        daemons[0].cli(&["status"]).ok()?.contains(&format!("{VXLAN6_DEVICE} (ifindex")).then_some(())
+    });
+    assert!(ready.is_some(), "{}", daemons[0].log());
+    let before = daemons[0].counters().unwrap();
+    assert_reaches(a, b, 62);
+    assert!(daemons[0].counters().unwrap().since(&before).packets("encapsulated_vxlan") >= 1);
+}

@@ -169,6 +169,8 @@ impl KernelState {
             }
             // The daemon asks the kernel what the interface's tc configuration is now.
             Event::TrafficControl(_) => (Touched::Nothing, None),
+            // The daemon takes a new picture when it is the underlay's.
+            Event::Address6Changed(_) => (Touched::Nothing, None),
             // Nothing to learn from it here; the daemon takes a new picture.
             Event::Overrun => (Touched::Everything, None),
         }

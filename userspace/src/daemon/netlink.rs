@@ -64,6 +64,9 @@ pub enum Event {
     Rule6Removed(Rule),
     /// A qdisc, filter or filter chain of this interface was added, changed or removed.
     TrafficControl(u32),
+    /// An IPv6 address of this interface was added, changed (its duplicate address detection
+    /// ended, say) or removed.
+    Address6Changed(u32),
     /// The kernel dropped events because our socket's buffer was full (ENOBUFS): the picture
     /// is no longer to be trusted.
     Overrun,
@@ -89,6 +92,7 @@ impl Netlink {
             MulticastGroup::Neigh,
             MulticastGroup::Ipv4Rule,
             MulticastGroup::Ipv6Rule,
+            MulticastGroup::Ipv6Ifaddr,
             MulticastGroup::Tc,
         ])
         .map_err(|source| Error::Netlink { what: "cannot open an event socket", source })?;
@@ -281,6 +285,9 @@ pub fn event(message: &NetlinkMessage<RouteNetlinkMessage>) -> Option<Event> {
             | RouteNetlinkMessage::NewTrafficChain(msg)
             | RouteNetlinkMessage::DelTrafficChain(msg),
         ) => u32::try_from(msg.header.index).ok().map(Event::TrafficControl),
+        NetlinkPayload::InnerMessage(
+            RouteNetlinkMessage::NewAddress(msg) | RouteNetlinkMessage::DelAddress(msg),
+        ) if msg.header.family == AddressFamily::Inet6 => Some(Event::Address6Changed(msg.header.index)),
         NetlinkPayload::Overrun(_) => Some(Event::Overrun),
         _ => None,
     }
@@ -694,6 +701,27 @@ mod tests {
             })
         );
         assert_eq!(link_state(&link_message(3, vec![])).vxlan, None);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_events_and_only_usable_global_ones_count_as_the_nodes() {
+        let addr: Ipv6Addr = "fd00:101::a65:e32".parse().unwrap();
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.index = 2;
+        msg.header.prefix_len = 124;
+        msg.attributes = vec![AddressAttribute::Address(addr.into())];
+        let message = NetlinkMessage::from(RouteNetlinkMessage::NewAddress(msg.clone()));
+        assert_eq!(event(&message), Some(Event::Address6Changed(2)));
+        let message = NetlinkMessage::from(RouteNetlinkMessage::DelAddress(msg.clone()));
+        assert_eq!(event(&message), Some(Event::Address6Changed(2)));
+        assert_eq!(address6(&msg), Some(Address6 { index: 2, addr, prefix_len: 124 }));
+        let mut tentative = msg.clone();
+        tentative.header.flags = AddressHeaderFlags::Tentative;
+        assert_eq!(address6(&tentative), None, "still in duplicate address detection");
+        let mut link_local = msg;
+        link_local.header.scope = AddressScope::Link;
+        assert_eq!(address6(&link_local), None);
     }
 
     #[test]

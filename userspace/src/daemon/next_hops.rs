@@ -32,6 +32,8 @@ pub fn may_change(
             !(route.prefix_len == 128 && via_pod(route.oif, interfaces, pod_prefix))
         }
         Event::LinkPresent(link) | Event::LinkGone(link) => link.index == underlay_ifindex,
+        // The programs ask the FIB from the underlay's IPv6 address.
+        Event::Address6Changed(ifindex) => *ifindex == underlay_ifindex,
         // The FIB follows the rules too, for the underlay's next hops as for anything else.
         Event::RuleAdded(_)
         | Event::RuleRemoved(_)
@@ -120,6 +122,8 @@ mod tests {
         assert!(changes(Event::LinkPresent(eth0.clone())));
         assert!(changes(Event::LinkGone(eth0)));
         assert!(!changes(Event::LinkPresent(cali)));
+        assert!(changes(Event::Address6Changed(ETH0)));
+        assert!(!changes(Event::Address6Changed(CALI)));
         assert!(changes(Event::Overrun));
     }
 }

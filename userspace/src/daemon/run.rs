@@ -380,6 +380,12 @@ impl Daemon {
             log::warn!("netlink overflow: the kernel dropped events; resyncing from a full dump");
             return self.resync().await;
         }
+        if event == Event::Address6Changed(self.node.underlay.ifindex) {
+            // The node's IPv6 address (and with it vxlan-v6.calico's standing) may have come,
+            // gone or finished duplicate address detection: take the kernel's picture again.
+            log::debug!("an IPv6 address of the underlay changed; resyncing");
+            return self.resync().await;
+        }
         let next_hops_may_change = next_hops::may_change(
             &event,
             self.node.underlay.ifindex,
@@ -420,6 +426,7 @@ impl Daemon {
             | Event::RuleAdded(_)
             | Event::RuleRemoved(_)
             | Event::TrafficControl(_)
+            | Event::Address6Changed(_)
             | Event::Overrun => {}
         }
         if next_hops_may_change {
