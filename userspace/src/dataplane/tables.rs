@@ -187,13 +187,7 @@ impl Tables {
                 .collect::<Result<_, _>>()
                 .map_err(|source| Error::ReadMap { name: ENDPOINTS6, source })?,
         );
-        self.routes6_held = Held::new(
-            self.routes6
-                .iter()
-                .map(|e| e.map(|(k, v)| ((k.prefix_len() as u8, Ipv6Addr::from(k.data())), v)))
-                .collect::<Result<_, _>>()
-                .map_err(|source| Error::ReadMap { name: ROUTES6, source })?,
-        );
+        self.routes6_held = Held::new(trie_entries(&self.routes6, ROUTES6)?.into_iter().collect());
         self.peers6_held = Held::new(
             self.peers6
                 .iter()
@@ -439,26 +433,35 @@ pub fn pinned_routes(dir: &Path) -> Result<RouteTrie<MapData>, Error> {
 pub fn route_entries<T: std::borrow::Borrow<MapData>>(
     trie: &RouteTrie<T>,
 ) -> Result<Vec<(Prefix, RouteValue)>, Error> {
-    let mut entries = trie
-        .iter()
-        .map(|entry| {
-            let (key, value) = entry.map_err(|source| Error::ReadMap { name: ROUTES, source })?;
-            Ok(((key.prefix_len() as u8, Ipv4Addr::from(key.data())), value))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    entries.sort_by_key(|((len, addr), _)| (*addr, *len));
-    Ok(entries)
+    trie_entries(trie, ROUTES)
 }
 
 /// The entries of the `FP_ROUTES6` pinned in `dir`, in address order.
 pub fn pinned_route6_entries(dir: &Path) -> Result<Vec<(Prefix6, RouteValue6)>, Error> {
     let trie: LpmTrie<MapData, [u8; 16], RouteValue6> =
         crate::dataplane::bpffs::open_pinned_as(dir, ROUTES6)?;
+    trie_entries(&trie, ROUTES6)
+}
+
+/// A trie entry: ((prefix length, address), value).
+type TrieEntry<A, V> = ((u8, A), V);
+
+/// Every entry of LPM trie `name`, in address order.
+fn trie_entries<T, K, V, A>(
+    trie: &LpmTrie<T, K, V>,
+    name: &'static str,
+) -> Result<Vec<TrieEntry<A, V>>, Error>
+where
+    T: std::borrow::Borrow<MapData>,
+    K: aya::Pod,
+    V: aya::Pod,
+    A: From<K> + Ord + Copy,
+{
     let mut entries = trie
         .iter()
         .map(|entry| {
-            let (key, value) = entry.map_err(|source| Error::ReadMap { name: ROUTES6, source })?;
-            Ok(((key.prefix_len() as u8, Ipv6Addr::from(key.data())), value))
+            let (key, value) = entry.map_err(|source| Error::ReadMap { name, source })?;
+            Ok(((key.prefix_len() as u8, A::from(key.data())), value))
         })
         .collect::<Result<Vec<_>, Error>>()?;
     entries.sort_by_key(|((len, addr), _)| (*addr, *len));
