@@ -70,6 +70,12 @@ pub fn transfer(from: &Pod, to: &Pod, bytes: usize) -> Result<()> {
     transfer_to(from, &to.ns.name, to.ip, bytes)
 }
 
+/// As [`transfer`], over IPv6: to `to`'s IPv6 address (an error for a pod without one).
+pub fn transfer6(from: &Pod, to: &Pod, bytes: usize) -> Result<()> {
+    let to_ip = to.ip6.with_context(|| format!("pod {} has no IPv6 address", to.ip))?;
+    transfer_via(from, &to.ns.name, SocketAddr::from((to_ip, 0)), None, bytes)
+}
+
 /// As [`transfer`], to address `to_ip` in namespace `to_ns` (a pod's, or one behind it).
 pub fn transfer_to(from: &Pod, to_ns: &str, to_ip: Ipv4Addr, bytes: usize) -> Result<()> {
     transfer_via(from, to_ns, SocketAddr::from((to_ip, 0)), None, bytes)

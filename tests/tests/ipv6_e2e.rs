@@ -16,10 +16,7 @@
 //!
 //! Every ping is bounded (count and `-W`), every capture by `timeout`.
 
-use std::{
-    net::{Ipv6Addr, SocketAddr},
-    time::Duration,
-};
+use std::{net::Ipv6Addr, time::Duration};
 
 use fastpath_tests::{
     cluster::{Cluster, ClusterSpec, RemoteVia},
@@ -240,7 +237,7 @@ fn fastpath_carries_ipv6_between_pods_of_one_node_with_forward_closed() {
 
     // 10 MB each way over TCP, contents checked.
     for (from, to) in [(&pods[0], &pods[1]), (&pods[1], &pods[0])] {
-        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 10 << 20).unwrap();
+        traffic::transfer6(from, to, 10 << 20).unwrap();
     }
     let carried = daemon.counters().unwrap().since(&before);
     assert!(carried.packets("ndp_replied") >= 2, "both pods solicited the gateway: {carried:?}");
@@ -336,7 +333,7 @@ fn fastpath_carries_ipv6_to_another_nodes_pods_on_plain_routes() {
     assert_reaches(a, b, 62);
     assert_reaches(b, a, 62);
     for (from, to) in [(a, b), (b, a)] {
-        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 10 << 20).unwrap();
+        traffic::transfer6(from, to, 10 << 20).unwrap();
     }
     for (daemon, before) in daemons.iter().zip(&before) {
         let carried = daemon.counters().unwrap().since(before);
@@ -439,7 +436,7 @@ fn fastpath_carries_ipv6_vxlan_between_nodes_with_forward_closed() {
     assert_reaches(a, b, 62);
     assert_reaches(b, a, 62);
     for (from, to) in [(a, b), (b, a)] {
-        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 10 << 20).unwrap();
+        traffic::transfer6(from, to, 10 << 20).unwrap();
     }
     // Each node sent one transfer's 10 MiB, and took the other's apart.
     assert_sent_and_taken_apart(&daemons, &before, 10 << 20);
@@ -457,7 +454,7 @@ fn fastpath_carries_ipv6_vxlan_between_nodes_with_forward_closed() {
     assert!(!result.received && result.output.contains("mtu=1430"), "{}", result.output);
     let counted = daemons[0].counters().unwrap().since(&before[0]);
     assert!(counted.packets("icmp6_packet_too_big_sent") >= 1, "{counted:?}");
-    traffic::transfer_via(a, &b.ns.name, SocketAddr::from((ip6(b), 0)), None, 1 << 20).unwrap();
+    traffic::transfer6(a, b, 1 << 20).unwrap();
     assert!(sent_in_vxlan6(&daemons, &before)[0] >= 1 << 20);
 }
 
@@ -473,7 +470,7 @@ fn a_mixed_cluster_carries_ipv6_vxlan_both_ways() {
     assert_reaches(a, b, 62);
     assert_reaches(b, a, 62);
     for (from, to) in [(a, b), (b, a)] {
-        traffic::transfer_via(from, &to.ns.name, SocketAddr::from((ip6(to), 0)), None, 4 << 20).unwrap();
+        traffic::transfer6(from, to, 4 << 20).unwrap();
     }
     // The kernel's device took apart what the programs sent (a real UDP checksum), and the
     // programs what it sent.
