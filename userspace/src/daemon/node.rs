@@ -30,7 +30,7 @@ pub struct Node {
     pub mtu: u32,
     /// `vxlan.calico`: `None` when the node has none, `Err` when the programs cannot stand in
     /// for it.
-    pub vxlan: Option<Result<VxlanDevice, Unusable>>,
+    pub vxlan: Device,
     /// What the kernel's vxlan device falls back on.
     pub sysctls: Sysctls,
     /// The MTU of `tunl0`, when the node has one (Felix sets it from its configuration).
@@ -39,7 +39,7 @@ pub struct Node {
     /// without it IPv6 for other nodes is the kernel's.
     pub ipv6: Option<Ipv6Addr>,
     /// `vxlan-v6.calico`, as `vxlan` (its `local` must be `ipv6`).
-    pub vxlan6: Option<Result<VxlanDevice, Unusable>>,
+    pub vxlan6: Device,
 }
 
 impl Node {
@@ -77,8 +77,7 @@ impl Node {
     /// The largest inner packet IPv6 VXLAN carries from this node: the underlay's MTU less 70,
     /// or `vxlan-v6.calico`'s own when that is lower.
     pub fn vxlan6_mtu(&self) -> u32 {
-        let underlay = self.mtu.saturating_sub(OVERHEAD6 as u32);
-        self.usable_vxlan6().map(|d| d.mtu).filter(|mtu| *mtu < underlay).unwrap_or(underlay)
+        lower_mtu(self.usable_vxlan6().map(|d| d.mtu), self.mtu.saturating_sub(OVERHEAD6 as u32))
     }
 
     /// The same node with its IPv6 address (the first of `addresses` on the underlay) and its
@@ -100,47 +99,60 @@ impl Node {
 
     /// `vxlan-v6.calico`, if the programs can stand in for it.
     pub fn usable_vxlan6(&self) -> Option<&VxlanDevice> {
-        self.vxlan6.as_ref().and_then(|d| d.as_ref().ok())
+        usable(&self.vxlan6)
     }
 
-    /// The largest inner packet `tunnel` carries from this node: the underlay's MTU less the
-    /// tunnel's headers, or the tunnel device's own MTU when that is lower, as the kernel's
-    /// forwarding checks a packet against the device its route goes through.
+    /// The largest inner packet `tunnel` carries from this node ([`lower_mtu`]): the underlay's
+    /// MTU less the tunnel's headers, or the tunnel device's own.
     pub fn tunnel_mtu(&self, tunnel: Tunnel) -> u32 {
         let device = match tunnel {
             Tunnel::Ipip => self.tunl0_mtu,
-            Tunnel::Vxlan => self.vxlan.as_ref().and_then(|d| d.as_ref().ok()).map(|d| d.mtu),
+            Tunnel::Vxlan => self.usable_vxlan().map(|d| d.mtu),
         };
-        let underlay = tunnel.mtu(self.mtu);
-        device.filter(|mtu| *mtu < underlay).unwrap_or(underlay)
+        lower_mtu(device, tunnel.mtu(self.mtu))
     }
 
     /// `vxlan.calico`, if the programs can stand in for it.
     pub fn usable_vxlan(&self) -> Option<&VxlanDevice> {
-        self.vxlan.as_ref().and_then(|d| d.as_ref().ok())
+        usable(&self.vxlan)
     }
 
     /// What a log line says about the node's IPv6 side.
     pub fn ipv6_words(&self) -> String {
         match self.ipv6 {
-            Some(addr) => match &self.vxlan6 {
-                None => format!("IPv6 {addr}, no {VXLAN6_DEVICE}"),
-                Some(Ok(d)) => {
-                    format!("IPv6 {addr}, {VXLAN6_DEVICE} VNI {} port {}", d.config.vni, d.config.port)
-                }
-                Some(Err(why)) => format!("IPv6 {addr}, {VXLAN6_DEVICE} left to the kernel: {why}"),
-            },
+            Some(addr) => format!("IPv6 {addr}, {}", device_words(VXLAN6_DEVICE, &self.vxlan6)),
             None => "no IPv6 address on the underlay (IPv6 between nodes left to the kernel)".into(),
         }
     }
 
     /// What a log line says about `vxlan.calico`.
     pub fn vxlan_words(&self) -> String {
-        match &self.vxlan {
-            None => format!("no {VXLAN_DEVICE}"),
-            Some(Ok(d)) => format!("{VXLAN_DEVICE} VNI {} port {}", d.config.vni, d.config.port),
-            Some(Err(why)) => format!("{VXLAN_DEVICE} left to the kernel: {why}"),
-        }
+        device_words(VXLAN_DEVICE, &self.vxlan)
+    }
+}
+
+/// A VXLAN device of the node's: `None` when it has none, `Err` when the programs cannot stand
+/// in for it.
+pub type Device = Option<Result<VxlanDevice, Unusable>>;
+
+/// The device, if the programs can stand in for it.
+fn usable(device: &Device) -> Option<&VxlanDevice> {
+    device.as_ref().and_then(|d| d.as_ref().ok())
+}
+
+/// The largest inner packet a tunnel carries: what the underlay leaves it, or its device's own
+/// MTU when that is lower, as the kernel's forwarding checks a packet against the device its
+/// route goes through.
+fn lower_mtu(device: Option<u32>, underlay: u32) -> u32 {
+    device.filter(|mtu| *mtu < underlay).unwrap_or(underlay)
+}
+
+/// What a log line says about the VXLAN device `name`.
+fn device_words(name: &str, device: &Device) -> String {
+    match device {
+        None => format!("no {name}"),
+        Some(Ok(d)) => format!("{name} VNI {} port {}", d.config.vni, d.config.port),
+        Some(Err(why)) => format!("{name} left to the kernel: {why}"),
     }
 }
 
@@ -225,7 +237,7 @@ pub fn without(node: &Node, link: &LinkState) -> Option<Node> {
     }
 }
 
-fn is_device(device: &Option<Result<VxlanDevice, Unusable>>, ifindex: u32) -> bool {
+fn is_device(device: &Device, ifindex: u32) -> bool {
     matches!(device, Some(Ok(d)) if d.config.ifindex == ifindex)
 }
 
