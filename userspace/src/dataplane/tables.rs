@@ -180,21 +180,9 @@ impl Tables {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::ReadMap { name: ENDPOINTS, source })?;
         self.mirror.reread(route_entries(&self.routes)?, peers, endpoints);
-        self.endpoints6_held = Held::new(
-            self.endpoints6
-                .iter()
-                .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
-                .collect::<Result<_, _>>()
-                .map_err(|source| Error::ReadMap { name: ENDPOINTS6, source })?,
-        );
+        self.endpoints6_held = Held::new(hash6_entries(&self.endpoints6, ENDPOINTS6)?);
         self.routes6_held = Held::new(trie_entries(&self.routes6, ROUTES6)?.into_iter().collect());
-        self.peers6_held = Held::new(
-            self.peers6
-                .iter()
-                .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
-                .collect::<Result<_, _>>()
-                .map_err(|source| Error::ReadMap { name: TUNNEL_PEERS6, source })?,
-        );
+        self.peers6_held = Held::new(hash6_entries(&self.peers6, TUNNEL_PEERS6)?);
         Ok(())
     }
 
@@ -203,12 +191,7 @@ impl Tables {
     /// it is tried again at every sync.
     pub fn apply_endpoints6(&mut self, wanted: &BTreeMap<Ipv6Addr, Endpoint>) -> Synced {
         let map = &mut self.endpoints6;
-        self.endpoints6_held.apply(wanted, |addr, endpoint| match endpoint {
-            Some(endpoint) => map
-                .insert(addr.octets(), endpoint, 0)
-                .map_err(|source| Error::WriteMap { name: ENDPOINTS6, source }),
-            None => remove_ok_if_gone(map.remove(&addr.octets()), ENDPOINTS6),
-        })
+        self.endpoints6_held.apply(wanted, |addr, endpoint| write_hash6(map, ENDPOINTS6, addr, endpoint))
     }
 
     /// Make `FP_ROUTES6` hold `wanted`, as [`Self::apply_endpoints6`]. A prefix that holds one
@@ -240,12 +223,7 @@ impl Tables {
     /// refused has its IPv6 VXLAN dropped, as IPv4's, while its blocks' entries still send to it.
     pub fn apply_peers6(&mut self, wanted: &BTreeMap<Ipv6Addr, u32>) -> Synced {
         let map = &mut self.peers6;
-        self.peers6_held.apply(wanted, |addr, value| match value {
-            Some(value) => map
-                .insert(addr.octets(), value, 0)
-                .map_err(|source| Error::WriteMap { name: TUNNEL_PEERS6, source }),
-            None => remove_ok_if_gone(map.remove(&addr.octets()), TUNNEL_PEERS6),
-        })
+        self.peers6_held.apply(wanted, |addr, value| write_hash6(map, TUNNEL_PEERS6, addr, value))
     }
 
     /// This node's IPv6 settings.
@@ -415,6 +393,30 @@ fn take<M: TryFrom<Map, Error = aya::maps::MapError>>(
 ) -> Result<M, Error> {
     let map = ebpf.take_map(name).ok_or(Error::MissingMap { name })?;
     M::try_from(map).map_err(|source| Error::ReadMap { name, source })
+}
+
+/// What IPv6-keyed hash map `name` holds, by address.
+fn hash6_entries<V: aya::Pod>(
+    map: &HashMap<MapData, [u8; 16], V>,
+    name: &'static str,
+) -> Result<BTreeMap<Ipv6Addr, V>, Error> {
+    map.iter()
+        .map(|e| e.map(|(k, v)| (Ipv6Addr::from(k), v)))
+        .collect::<Result<_, _>>()
+        .map_err(|source| Error::ReadMap { name, source })
+}
+
+/// Write (`Some`) or remove (`None`) `addr`'s entry of IPv6-keyed hash map `name`.
+fn write_hash6<V: aya::Pod>(
+    map: &mut HashMap<MapData, [u8; 16], V>,
+    name: &'static str,
+    addr: Ipv6Addr,
+    value: Option<V>,
+) -> Result<(), Error> {
+    match value {
+        Some(value) => map.insert(addr.octets(), value, 0).map_err(|source| Error::WriteMap { name, source }),
+        None => remove_ok_if_gone(map.remove(&addr.octets()), name),
+    }
 }
 
 fn remove_ok_if_gone(result: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), Error> {
