@@ -24,6 +24,7 @@ use rtnetlink::{
 use crate::{
     daemon::classic_tc,
     model::{
+        family::Family,
         link::{Address, Address6, LinkState, VxlanLink},
         neighbour::{Neighbour, NeighbourTable},
         route::{KernelRoute, KernelRoute6, RouteKindOf},
@@ -131,15 +132,12 @@ impl Netlink {
         Ok(!ipip.is_empty())
     }
 
-    pub async fn ipv4_addresses(&self) -> Result<Vec<Address>, Error> {
+    /// Every IPv4 address, and the global IPv6 addresses usable as a source (see [`address6`]),
+    /// from one dump.
+    pub async fn addresses(&self) -> Result<(Vec<Address>, Vec<Address6>), Error> {
         let stream = self.handle.address().get().execute();
-        collect(stream, "address dump", |msg| address(&msg)).await
-    }
-
-    /// The global IPv6 addresses usable as a source (see [`address6`]).
-    pub async fn ipv6_addresses(&self) -> Result<Vec<Address6>, Error> {
-        let stream = self.handle.address().get().execute();
-        collect(stream, "address dump", |msg| address6(&msg)).await
+        let messages = collect(stream, "address dump", Some).await?;
+        Ok((messages.iter().filter_map(address).collect(), messages.iter().filter_map(address6).collect()))
     }
 
     pub async fn ipv4_routes(&self) -> Result<Vec<KernelRoute>, Error> {
@@ -476,10 +474,7 @@ fn address(msg: &AddressMessage) -> Option<Address> {
     if msg.header.family != AddressFamily::Inet {
         return None;
     }
-    address_of(msg, |ip| match ip {
-        IpAddr::V4(addr) => Some(*addr),
-        IpAddr::V6(_) => None,
-    })
+    address_of(msg)
 }
 
 /// A global IPv6 address this host can send from: universe scope, and neither tentative (still
@@ -492,54 +487,44 @@ fn address6(msg: &AddressMessage) -> Option<Address6> {
     if !usable {
         return None;
     }
-    address_of(msg, |ip| match ip {
-        IpAddr::V6(addr) => Some(*addr),
-        IpAddr::V4(_) => None,
-    })
+    address_of(msg)
 }
 
-fn address_of<A>(msg: &AddressMessage, family: impl Fn(&IpAddr) -> Option<A>) -> Option<Address<A>> {
+/// The address of family `A` an address message gives the interface.
+fn address_of<A: Family>(msg: &AddressMessage) -> Option<Address<A>> {
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on point-to-point links.
     let local = msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(ip) => family(ip),
+        AddressAttribute::Local(ip) => A::of(*ip),
         _ => None,
     });
     let addr = local.or_else(|| {
         msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(ip) => family(ip),
+            AddressAttribute::Address(ip) => A::of(*ip),
             _ => None,
         })
     })?;
     Some(Address { index: msg.header.index, addr, prefix_len: msg.header.prefix_len })
 }
 
-/// An address family of routes: IPv4 or IPv6.
-pub trait RouteFamily: Copy + Sized {
+/// An address family as netlink names it.
+pub trait RouteFamily: Family {
     const FAMILY: AddressFamily;
-    const UNSPECIFIED: Self;
-    /// The address, if it is of this family.
-    fn of(address: &RouteAddress) -> Option<Self>;
 }
 
 impl RouteFamily for Ipv4Addr {
     const FAMILY: AddressFamily = AddressFamily::Inet;
-    const UNSPECIFIED: Self = Ipv4Addr::UNSPECIFIED;
-    fn of(address: &RouteAddress) -> Option<Self> {
-        match address {
-            RouteAddress::Inet(addr) => Some(*addr),
-            _ => None,
-        }
-    }
 }
 
 impl RouteFamily for Ipv6Addr {
     const FAMILY: AddressFamily = AddressFamily::Inet6;
-    const UNSPECIFIED: Self = Ipv6Addr::UNSPECIFIED;
-    fn of(address: &RouteAddress) -> Option<Self> {
-        match address {
-            RouteAddress::Inet6(addr) => Some(*addr),
-            _ => None,
-        }
+}
+
+/// A route's address, if it is of family `A`.
+fn route_address<A: Family>(address: &RouteAddress) -> Option<A> {
+    match address {
+        RouteAddress::Inet(addr) => A::of((*addr).into()),
+        RouteAddress::Inet6(addr) => A::of((*addr).into()),
+        _ => None,
     }
 }
 
@@ -566,8 +551,8 @@ pub fn kernel_route<A: RouteFamily>(msg: &RouteMessage) -> Option<KernelRoute<A>
     };
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(addr) => route.dst = A::of(addr)?,
-            RouteAttribute::Gateway(addr) => route.gateway = A::of(addr),
+            RouteAttribute::Destination(addr) => route.dst = route_address(addr)?,
+            RouteAttribute::Gateway(addr) => route.gateway = route_address(addr),
             RouteAttribute::Oif(index) => route.oif = Some(*index),
             RouteAttribute::Priority(priority) => route.priority = *priority,
             // The header's table field is 8 bits; RTA_TABLE carries the full id.

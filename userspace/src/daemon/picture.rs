@@ -22,8 +22,7 @@ pub struct Picture {
 /// Dump links, addresses and routes through `netlink` and learn the pods' MACs.
 pub async fn take(netlink: &Netlink, underlay: Option<&str>, pod_prefix: &str) -> Result<Picture, Error> {
     let links = netlink.links().await?;
-    let addresses = netlink.ipv4_addresses().await?;
-    let addresses6 = netlink.ipv6_addresses().await?;
+    let (addresses, addresses6) = netlink.addresses().await?;
     let routes = netlink.ipv4_routes().await?;
     let neighbours = netlink.neighbours().await?;
     let rules = netlink.ipv4_rules().await?;

@@ -22,6 +22,7 @@ use fastpath_common::{
 
 use crate::{
     model::{
+        family::Family,
         link::{LinkState, VxlanLink},
         neighbour::{Neighbour, NeighbourTable},
         route::Underlay,
@@ -41,7 +42,8 @@ pub struct Sysctls {
     pub local_port_range: (u16, u16),
     /// `net.ipv4.ip_default_ttl`: the outer TTL when the device sets none.
     pub default_ttl: u8,
-    /// `net.ipv6.conf.all.hop_limit`: the outer hop limit when an IPv6 device sets none.
+    /// The underlay's `net.ipv6.conf.<dev>.hop_limit`: the outer hop limit when an IPv6 device
+    /// sets none.
     pub hop_limit6: u8,
 }
 
@@ -157,36 +159,6 @@ fn unsupported_feature(v: &VxlanLink) -> Option<&'static str> {
     }
 }
 
-/// The address family of a VXLAN device's tunnel and node addresses: `vxlan.calico`'s IPv4,
-/// `vxlan-v6.calico`'s IPv6.
-pub trait VtepFamily: Copy + Ord + std::hash::Hash + fmt::Debug {
-    /// The neighbour table that maps the device's tunnel addresses to MACs.
-    const TABLE: NeighbourTable;
-    fn of(addr: IpAddr) -> Option<Self>;
-}
-
-impl VtepFamily for Ipv4Addr {
-    const TABLE: NeighbourTable = NeighbourTable::Ipv4;
-
-    fn of(addr: IpAddr) -> Option<Self> {
-        match addr {
-            IpAddr::V4(addr) => Some(addr),
-            IpAddr::V6(_) => None,
-        }
-    }
-}
-
-impl VtepFamily for Ipv6Addr {
-    const TABLE: NeighbourTable = NeighbourTable::Ipv6;
-
-    fn of(addr: IpAddr) -> Option<Self> {
-        match addr {
-            IpAddr::V6(addr) => Some(addr),
-            IpAddr::V4(_) => None,
-        }
-    }
-}
-
 /// Another node's VTEP: where VXLAN to it goes, and the inner destination MAC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Vtep<A = Ipv4Addr> {
@@ -221,7 +193,7 @@ impl<A> Default for Vteps<A> {
     }
 }
 
-impl<A: VtepFamily> Vteps<A> {
+impl<A: Family> Vteps<A> {
     /// Record a neighbour or FDB entry of the device appearing (`present`) or going. Returns
     /// whether the tables changed.
     pub fn apply(&mut self, n: &Neighbour, present: bool) -> bool {
@@ -243,7 +215,7 @@ impl<A: VtepFamily> Vteps<A> {
                     removed
                 }
             }
-            table if table == A::TABLE => {
+            table if table == A::NEIGHBOURS => {
                 let Some(addr) = addr else { return false };
                 match n.mac.filter(|_| present && n.resolved) {
                     Some(mac) => self.neighbours.insert(addr, mac) != Some(mac),
