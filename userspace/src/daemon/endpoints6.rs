@@ -70,15 +70,7 @@ mod tests {
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
 
     fn cali(index: u32, up: bool) -> LinkState {
-        LinkState {
-            index,
-            name: format!("cali{index}"),
-            mac: Some([0xee; 6]),
-            mtu: 1480,
-            up,
-            peer: Some((0, 2)),
-            vxlan: None,
-        }
+        crate::daemon::kernel::tests::cali(index, up, Some((0, 2)))
     }
 
     fn state(links: &[LinkState], routes: Vec<KernelRoute6>, rules6: Vec<Rule>) -> KernelState {

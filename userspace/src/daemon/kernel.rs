@@ -353,12 +353,14 @@ fn peer_query(link: &LinkState) -> Option<PeerQuery> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
 
-    fn cali(index: u32, up: bool, peer: Option<(i32, u32)>) -> LinkState {
+    /// Pod interface `cali{index}` as Calico's CNI plugin makes it (the daemon's unit tests'
+    /// pod interface), with `peer` its other end.
+    pub(crate) fn cali(index: u32, up: bool, peer: Option<(i32, u32)>) -> LinkState {
         LinkState {
             index,
             name: format!("cali{index}"),
