@@ -52,20 +52,38 @@
 //!   interface-name prefix beyond one interface per prefix; with a handful of pods it is flat.
 //! - kube-proxy names `KUBE-SVC-…`/`KUBE-SEP-…` with SHA-256 in base32; here FNV-1a in base32,
 //!   as long and as unique.
+//!
+//! IPv6: on a dual-stack node Felix renders its IPv6 chains from the same code as its IPv4 ones
+//! (`ipVersion` 6: the same chain names and marks, the IPv6 pool in `cali-nat-outgoing`), and
+//! kube-proxy runs one proxier per family, the same chains with the service's IPv6 cluster IP
+//! and endpoints. So does this model: one [`Spec`], rendered for either [`Family`]
+//! ([`Spec::in_family`]), loaded with `iptables-restore` or `ip6tables-restore` (both
+//! iptables-nft here). What Felix adds for IPv6 alone, ICMPv6's neighbour discovery and router
+//! solicitations accepted in `cali-wl-to-host`, is on the INPUT side this model leaves out. The
+//! IPv6 addresses are the test bed's dual-stack ones ([`crate::dual_stack`]): the pool
+//! `fd5f:a1b2:c3d4::/48`, and an IPv4 service or endpoint `a.b.c.d` maps to its IPv6 twin at
+//! the end of the pool's, or the IPv6 service range's, first /96.
 
 use std::{
     fmt::Write as _,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cmd, Node};
+pub use crate::dual_stack::Family;
+use crate::{cmd, dual_stack, Node};
 
 /// The pod pool (every block of the seed and the grid is in it): Felix's IPAM pool and
 /// kube-proxy's `--cluster-cidr`.
 pub const POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 244, 0, 0), 16);
+/// The IPv6 pod pool of the test bed's dual-stack clusters: [`POOL`]'s addresses are in its
+/// first /96.
+pub const POOL6: (Ipv6Addr, u8) = (dual_stack::POOL6, 48);
+/// The IPv6 service range's first /96, into which IPv4 cluster IPs map (kube-proxy's
+/// `--service-cluster-ip-range` for IPv6 would be a /108 of it: 10.96.0.0/12's twin).
+pub const SERVICES6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 0);
 /// The first cluster IP of generated services (in kubeadm's 10.96.0.0/12; 10.96.0.x is left
 /// to services a test names itself).
 const FIRST_GENERATED_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 1, 0);
@@ -99,14 +117,40 @@ const WORKLOAD_IFACES: &str = "cali+";
 pub struct Service {
     /// `namespace/name:port`, kube-proxy's name for a service port.
     pub name: String,
-    pub cluster_ip: Ipv4Addr,
+    pub cluster_ip: IpAddr,
     pub port: u16,
-    pub backend: SocketAddrV4,
+    pub backend: SocketAddr,
 }
 
 impl Service {
-    pub fn new(name: &str, cluster_ip: Ipv4Addr, port: u16, backend: SocketAddrV4) -> Self {
+    /// A service whose cluster IP and endpoint are of one family.
+    pub fn new(name: &str, cluster_ip: impl Into<IpAddr>, port: u16, backend: impl Into<SocketAddr>) -> Self {
+        let (cluster_ip, backend) = (cluster_ip.into(), backend.into());
+        assert_eq!(
+            Family::of(cluster_ip),
+            Family::of(backend.ip()),
+            "{name}: a cluster IP and an endpoint of two families"
+        );
         Self { name: name.to_string(), cluster_ip, port, backend }
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of(self.cluster_ip)
+    }
+
+    /// This service as kube-proxy's proxier for `family` sees it: an IPv4 service's IPv6 half
+    /// has its cluster IP mapped into [`SERVICES6`] and its endpoint into [`POOL6`] (the same
+    /// pod's IPv6 address, in the test bed's dual stack), with the same name and ports.
+    pub fn in_family(&self, family: Family) -> Self {
+        match (self.cluster_ip, self.backend, family) {
+            (_, _, family) if family == self.family() => self.clone(),
+            (IpAddr::V4(cluster_ip), SocketAddr::V4(backend), Family::Ipv6) => Self {
+                cluster_ip: IpAddr::V6(dual_stack::embed(SERVICES6, cluster_ip)),
+                backend: SocketAddr::from((dual_stack::embed(POOL6.0, *backend.ip()), backend.port())),
+                ..self.clone()
+            },
+            _ => panic!("{}: only an IPv4 service has a twin in the other family", self.name),
+        }
     }
 }
 
@@ -130,6 +174,8 @@ pub fn generated_services(count: usize) -> Vec<Service> {
 /// What one node's ruleset is made of.
 #[derive(Clone, Debug)]
 pub struct Spec {
+    /// The family it is rendered for; every service is of it.
+    pub family: Family,
     /// The host ends (`cali…`) of this node's pods.
     pub pod_ifaces: Vec<String>,
     /// In `KUBE-SERVICES` order.
@@ -137,12 +183,20 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// `services` generated services and the workload chains of `pod_ifaces`.
+    /// `services` generated services and the workload chains of `pod_ifaces`, for IPv4.
     pub fn new(pod_ifaces: &[&str], services: usize) -> Self {
         Self {
+            family: Family::Ipv4,
             pod_ifaces: pod_ifaces.iter().map(|s| s.to_string()).collect(),
             services: generated_services(services),
         }
+    }
+
+    /// The same node's ruleset for `family`: the same pods, every service in that family
+    /// ([`Service::in_family`]), as Felix and kube-proxy render both on a dual-stack node.
+    pub fn in_family(self, family: Family) -> Self {
+        let services = self.services.iter().map(|s| s.in_family(family)).collect();
+        Self { family, services, ..self }
     }
 
     /// As [`Self::new`] for the pods of `node`.
@@ -153,6 +207,7 @@ impl Spec {
 
     /// `service` added last: a new connection to it has scanned every other service first.
     pub fn with_service(mut self, service: Service) -> Self {
+        assert_eq!(service.family(), self.family, "{} in a ruleset of the other family", service.name);
         self.services.push(service);
         self
     }
@@ -183,18 +238,23 @@ pub struct Table {
     pub chains: Vec<Chain>,
 }
 
-/// The rendered ruleset of one node.
+/// The rendered ruleset of one node, for one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruleset {
+    pub family: Family,
     pub tables: Vec<Table>,
 }
 
 impl Ruleset {
     pub fn build(spec: &Spec) -> Self {
-        Self { tables: vec![raw_table(), mangle_table(), nat_table(spec), filter_table(spec)] }
+        Self {
+            family: spec.family,
+            tables: vec![raw_table(), mangle_table(), nat_table(spec), filter_table(spec)],
+        }
     }
 
-    /// The whole ruleset as `iptables-restore` reads it; each table listed is replaced.
+    /// The whole ruleset as `iptables-restore` (or `ip6tables-restore`, for IPv6) reads it; each
+    /// table listed is replaced.
     pub fn render(&self) -> String {
         let mut out = String::new();
         for table in &self.tables {
@@ -250,8 +310,16 @@ fn set_mark(value: u32, mask: u32) -> String {
     format!("-j MARK --set-xmark {value:#x}/{mask:#x}")
 }
 
-fn cidr((addr, len): (Ipv4Addr, u8)) -> String {
-    format!("{addr}/{len}")
+fn cidr(addr: impl Into<IpAddr>, len: u8) -> String {
+    format!("{}/{len}", addr.into())
+}
+
+/// The pod pool of `family`, as a CIDR.
+fn pool(family: Family) -> String {
+    match family {
+        Family::Ipv4 => cidr(POOL.0, POOL.1),
+        Family::Ipv6 => cidr(POOL6.0, POOL6.1),
+    }
 }
 
 const ESTABLISHED: &str = "-m conntrack --ctstate RELATED,ESTABLISHED";
@@ -347,7 +415,7 @@ fn nat_table(spec: &Spec) -> Table {
         Chain::user("cali-fip-snat", vec![]),
         Chain::user(
             "cali-nat-outgoing",
-            vec![format!("-s {0} ! -d {0} -j MASQUERADE --random-fully", cidr(POOL))],
+            vec![format!("-s {0} ! -d {0} -j MASQUERADE --random-fully", pool(spec.family))],
         ),
         Chain::user(
             "KUBE-POSTROUTING",
@@ -362,19 +430,22 @@ fn nat_table(spec: &Spec) -> Table {
         Chain::user("KUBE-NODEPORTS", vec![]),
     ];
     let large_cluster = spec.services.len() > LARGE_CLUSTER_ENDPOINTS;
+    let host = spec.family.host_prefix_len();
     let mut portal_rules = Vec::with_capacity(spec.services.len() + 1);
     for service in &spec.services {
         let svc_chain = format!("KUBE-SVC-{}", name_hash(&format!("{}tcp", service.name)));
         let sep_chain = format!("KUBE-SEP-{}", name_hash(&format!("{}tcp{}", service.name, service.backend)));
         let cluster_ip = format!(
-            "-m comment --comment \"{} cluster IP\" -m tcp -p tcp -d {}/32 --dport {}",
-            service.name, service.cluster_ip, service.port
+            "-m comment --comment \"{} cluster IP\" -m tcp -p tcp -d {} --dport {}",
+            service.name,
+            cidr(service.cluster_ip, host),
+            service.port
         );
         portal_rules.push(format!("{cluster_ip} -j {svc_chain}"));
         chains.push(Chain::user(
             &svc_chain,
             vec![
-                format!("{cluster_ip} ! -s {} -j KUBE-MARK-MASQ", cidr(POOL)),
+                format!("{cluster_ip} ! -s {} -j KUBE-MARK-MASQ", pool(spec.family)),
                 format!("-m comment --comment \"{} -> {}\" -j {sep_chain}", service.name, service.backend),
             ],
         ));
@@ -383,7 +454,7 @@ fn nat_table(spec: &Spec) -> Table {
         chains.push(Chain::user(
             &sep_chain,
             vec![
-                format!("{comment}-s {}/32 -j KUBE-MARK-MASQ", service.backend.ip()),
+                format!("{comment}-s {} -j KUBE-MARK-MASQ", cidr(service.backend.ip(), host)),
                 format!("{comment}-m tcp -p tcp -j DNAT --to-destination {}", service.backend),
             ],
         ));
@@ -531,28 +602,31 @@ fn name_hash(text: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct Installed {
     pub ruleset: Ruleset,
-    /// How long `iptables-restore` took.
+    /// How long `iptables-restore` (or `ip6tables-restore`) took.
     pub took: Duration,
 }
 
-/// Install the ruleset of `services` generated services and the workload chains of `pod_ifaces`
-/// in node namespace `ns`, replacing its raw, mangle, nat and filter tables.
+/// Install the IPv4 ruleset of `services` generated services and the workload chains of
+/// `pod_ifaces` in node namespace `ns`, replacing its raw, mangle, nat and filter tables.
 pub fn install(ns: &str, pod_ifaces: &[&str], services: usize) -> Result<Installed> {
     install_spec(ns, &Spec::new(pod_ifaces, services))
 }
 
-/// As [`install`], from a [`Spec`].
+/// As [`install`], from a [`Spec`], with the restore tool of its family: only that family's
+/// tables are replaced.
 pub fn install_spec(ns: &str, spec: &Spec) -> Result<Installed> {
     let ruleset = Ruleset::build(spec);
+    let restore = format!("{}-restore", spec.family.iptables());
     let start = Instant::now();
-    cmd::in_ns_with_input(ns, "iptables-restore", &[], ruleset.render().as_bytes())
-        .context("loading the calico-node ruleset")?;
+    cmd::in_ns_with_input(ns, &restore, &[], ruleset.render().as_bytes())
+        .with_context(|| format!("loading the calico-node ruleset with {restore}"))?;
     Ok(Installed { ruleset, took: start.elapsed() })
 }
 
-/// Rules per table as the kernel holds them in `ns` (`iptables-save`, `-A` lines).
-pub fn saved_rules(ns: &str) -> Result<Vec<(String, usize)>> {
-    let saved = cmd::in_ns_ok(ns, "iptables-save", &[])?;
+/// Rules per table of `family` as the kernel holds them in `ns` (`iptables-save` or
+/// `ip6tables-save`, `-A` lines).
+pub fn saved_rules(ns: &str, family: Family) -> Result<Vec<(String, usize)>> {
+    let saved = cmd::in_ns_ok(ns, &format!("{}-save", family.iptables()), &[])?;
     let mut tables: Vec<(String, usize)> = Vec::new();
     for line in saved.lines() {
         if let Some(table) = line.strip_prefix('*') {
@@ -565,10 +639,10 @@ pub fn saved_rules(ns: &str) -> Result<Vec<(String, usize)>> {
     Ok(tables)
 }
 
-/// The packet counter of the one rule of `chain` in `table` whose listing (`iptables -L -v -x
-/// -n`) contains `needle`.
-pub fn rule_packets(ns: &str, table: &str, chain: &str, needle: &str) -> Result<u64> {
-    let listing = cmd::in_ns_ok(ns, "iptables", &["-t", table, "-L", chain, "-v", "-x", "-n"])?;
+/// The packet counter of the one rule of `chain` in `family`'s `table` whose listing
+/// (`iptables -L -v -x -n`, or `ip6tables`) contains `needle`.
+pub fn rule_packets(ns: &str, family: Family, table: &str, chain: &str, needle: &str) -> Result<u64> {
+    let listing = cmd::in_ns_ok(ns, family.iptables(), &["-t", table, "-L", chain, "-v", "-x", "-n"])?;
     let matching: Vec<&str> = listing.lines().skip(2).filter(|l| l.contains(needle)).collect();
     let [line] = matching[..] else {
         bail!("{} rules of {table} {chain} in {ns} mention {needle:?}:\n{listing}", matching.len());
@@ -579,13 +653,14 @@ pub fn rule_packets(ns: &str, table: &str, chain: &str, needle: &str) -> Result<
         .with_context(|| format!("no counter in {line:?}"))
 }
 
-/// Packets the anti-spoofing rule (raw `cali-PREROUTING`, `-m rpfilter --validmark --invert -j
-/// DROP`) dropped in `ns`.
-pub fn rpfilter_drops(ns: &str) -> Result<u64> {
-    rule_packets(ns, "raw", "cali-PREROUTING", "rpfilter")
+/// Packets of `family` the anti-spoofing rule (raw `cali-PREROUTING`, `-m rpfilter --validmark
+/// --invert -j DROP`) dropped in `ns`.
+pub fn rpfilter_drops(ns: &str, family: Family) -> Result<u64> {
+    rule_packets(ns, family, "raw", "cali-PREROUTING", "rpfilter")
 }
 
-/// The connections conntrack tracks in `ns`, one line each (`/proc/net/nf_conntrack`).
+/// The connections conntrack tracks in `ns`, one line each (`/proc/net/nf_conntrack`), of
+/// both families (each line starts with `ipv4` or `ipv6`).
 pub fn conntrack(ns: &str) -> Result<Vec<String>> {
     let table = cmd::in_ns_ok(ns, "cat", &["/proc/net/nf_conntrack"])?;
     Ok(table.lines().map(str::to_string).collect())
@@ -697,13 +772,16 @@ mod tests {
     #[test]
     fn generated_services_are_distinct_and_their_endpoints_stay_in_the_pool_away_from_the_pods() {
         let services = generated_services(20_000);
-        let ips: HashSet<Ipv4Addr> = services.iter().map(|s| s.cluster_ip).collect();
+        let ips: HashSet<IpAddr> = services.iter().map(|s| s.cluster_ip).collect();
         assert_eq!(ips.len(), 20_000);
         for s in &services {
-            let backend = s.backend.ip().octets();
+            let (IpAddr::V4(cluster_ip), SocketAddr::V4(backend)) = (s.cluster_ip, s.backend) else {
+                panic!("{s:?} is not IPv4")
+            };
+            let backend = backend.ip().octets();
             assert_eq!(backend[..2], [10, 244], "{s:?}");
             assert!(backend[2] >= 200, "{s:?}");
-            assert_eq!(s.cluster_ip.octets()[..2], [10, 96]);
+            assert_eq!(cluster_ip.octets()[..2], [10, 96]);
         }
         let r = Ruleset::build(&Spec::new(&[], 20_000));
         let chains: HashSet<&str> = r.table("nat").unwrap().chains.iter().map(|c| c.name.as_str()).collect();
@@ -815,6 +893,88 @@ mod tests {
             let first_rule = block.find("\n-A ").unwrap_or(block.len());
             assert!(!block[first_rule..].contains("\n:"), "a chain declared after a rule:\n{block}");
         }
+    }
+
+    /// `r`'s chains and rules with every address replaced by `ADDR` (a prefix by `ADDR/LEN`) and
+    /// every endpoint chain's name (a hash of its address) by `KUBE-SEP`.
+    fn without_addresses(r: &Ruleset) -> Vec<(&str, String, Vec<String>)> {
+        let word = |w: &str| -> String {
+            let core = w.trim_matches('"');
+            let bare = if core.starts_with("KUBE-SEP-") {
+                "KUBE-SEP".to_string()
+            } else if let Ok(at) = core.parse::<SocketAddr>() {
+                format!("ADDR:{}", at.port())
+            } else {
+                let (addr, len) = core.split_once('/').unwrap_or((core, ""));
+                match addr.parse::<IpAddr>() {
+                    Ok(_) if len.is_empty() => "ADDR".into(),
+                    Ok(_) => "ADDR/LEN".into(),
+                    Err(_) => core.to_string(),
+                }
+            };
+            w.replace(core, &bare)
+        };
+        let rules = |c: &Chain| -> Vec<String> {
+            c.rules.iter().map(|rule| rule.split(' ').map(word).collect::<Vec<_>>().join(" ")).collect()
+        };
+        r.tables
+            .iter()
+            .flat_map(|t| t.chains.iter().map(move |c| (t.name, word(&c.name), rules(c))))
+            .collect()
+    }
+
+    #[test]
+    fn the_ipv6_ruleset_is_the_ipv4_one_with_ipv6_addresses() {
+        let service = Service::new(
+            "ns/web:http",
+            Ipv4Addr::new(10, 96, 0, 10),
+            80,
+            SocketAddrV4::new(Ipv4Addr::new(10, 244, 40, 37), 8080),
+        );
+        let v4 = Spec::new(&[A, B], 20).with_service(service.clone());
+        let v6 = v4.clone().in_family(Family::Ipv6);
+        assert_eq!(v6.family, Family::Ipv6);
+        let (r4, r6) = (Ruleset::build(&v4), Ruleset::build(&v6));
+        assert_eq!((r4.family, r6.family), (Family::Ipv4, Family::Ipv6));
+        // The same chains and rules, in the same order; only the addresses differ.
+        assert_eq!(without_addresses(&r4), without_addresses(&r6));
+        assert_eq!(r4.summary(), r6.summary());
+        for table in ["raw", "mangle", "filter"] {
+            assert_eq!(r4.table(table), r6.table(table), "{table} holds no address");
+        }
+        // The addresses: the pool, the cluster IP and the endpoint, each the IPv4 one's twin.
+        let web = service.in_family(Family::Ipv6);
+        assert_eq!(web.cluster_ip.to_string(), "fd00:10:96::a60:a");
+        assert_eq!(web.backend.to_string(), "[fd5f:a1b2:c3d4::af4:2825]:8080");
+        assert_eq!((web.name.as_str(), web.port), ("ns/web:http", 80));
+        assert_eq!(
+            rules(&r6, "nat", "cali-nat-outgoing"),
+            ["-s fd5f:a1b2:c3d4::/48 ! -d fd5f:a1b2:c3d4::/48 -j MASQUERADE --random-fully"]
+        );
+        let portals = rules(&r6, "nat", "KUBE-SERVICES");
+        assert!(portals[0].contains("-d fd00:10:96::a60:100/128 --dport 80"), "{}", portals[0]);
+        assert!(portals[20].contains("-d fd00:10:96::a60:a/128 --dport 80"), "{}", portals[20]);
+        // kube-proxy names a dual-stack service's chains alike in both families.
+        assert_eq!(target(&portals[20]), target(&rules(&r4, "nat", "KUBE-SERVICES")[20]));
+        let svc = rules(&r6, "nat", target(&portals[20]).unwrap());
+        assert!(svc[0].ends_with("! -s fd5f:a1b2:c3d4::/48 -j KUBE-MARK-MASQ"), "{}", svc[0]);
+        let sep = rules(&r6, "nat", target(&svc[1]).unwrap());
+        assert!(sep[0].contains("-s fd5f:a1b2:c3d4::af4:2825/128 -j KUBE-MARK-MASQ"), "{}", sep[0]);
+        assert!(sep[1].ends_with("-j DNAT --to-destination [fd5f:a1b2:c3d4::af4:2825]:8080"), "{}", sep[1]);
+        // A generated endpoint stays away from the pods in IPv6 too.
+        assert_eq!(v6.services[0].backend.ip().to_string(), "fd5f:a1b2:c3d4::af4:c800");
+    }
+
+    #[test]
+    #[should_panic(expected = "in a ruleset of the other family")]
+    fn a_ruleset_holds_services_of_its_own_family_only() {
+        let service = Service::new(
+            "ns/web:http",
+            Ipv4Addr::new(10, 96, 0, 10),
+            80,
+            "10.244.40.37:8080".parse::<SocketAddr>().unwrap(),
+        );
+        let _ = Spec::new(&[A], 0).in_family(Family::Ipv6).with_service(service);
     }
 
     #[test]

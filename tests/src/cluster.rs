@@ -17,14 +17,17 @@
 //! With [`ClusterSpec::ipv6`] set the cluster is dual stack: every pod, node and block has an
 //! IPv6 address too, laid out as Calico does ([`crate::dual_stack`]).
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 
 use crate::{
     bird::Bird,
     cmd,
-    dual_stack::{self, Ipv6Layout, NodeIpv6, RemoteVia6},
+    dual_stack::{self, Family, Ipv6Layout, NodeIpv6, RemoteVia6},
     names, wait, Netns,
 };
 
@@ -191,6 +194,15 @@ impl ClusterSpec {
         self.with_ipv6(Ipv6Layout::new(via))
     }
 
+    /// `self` as it carries `family`: IPv4 only as it is, or in dual stack for IPv6
+    /// ([`Self::dual_stack`]).
+    pub fn with_family(self, family: Family) -> Self {
+        match family {
+            Family::Ipv4 => self,
+            Family::Ipv6 => self.dual_stack(),
+        }
+    }
+
     /// `self` in dual stack with IPv6 laid out as `layout` says (pod MTU lowered to IPv6
     /// VXLAN's when it uses VXLAN).
     pub fn with_ipv6(self, layout: Ipv6Layout) -> Self {
@@ -216,6 +228,16 @@ pub struct Pod {
     pub host_iface: String,
     /// Its IPv6 address, in a dual-stack cluster.
     pub ip6: Option<std::net::Ipv6Addr>,
+}
+
+impl Pod {
+    /// Its address of `family`, if it has one.
+    pub fn address(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::Ipv4 => Some(IpAddr::V4(self.ip)),
+            Family::Ipv6 => self.ip6.map(IpAddr::V6),
+        }
+    }
 }
 
 /// A node's `vxlan.calico`: its MAC and its tunnel address (the first of its block, as Calico's

@@ -33,7 +33,7 @@
 //! `kernel_forwarding: false` closes `ip6tables`' FORWARD as it closes `iptables`'.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -56,6 +56,51 @@ pub const POD_GATEWAY6: &str = "fe80::ecee:eeff:feee:eeee";
 pub const POOL6: Ipv6Addr = Ipv6Addr::new(0xfd5f, 0xa1b2, 0xc3d4, 0, 0, 0, 0, 0);
 /// The underlay prefix; node addresses map into its first /96.
 pub const UNDERLAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x101, 0, 0, 0, 0, 0, 0);
+
+/// One of a dual-stack cluster's two address families: which of a pod's addresses to use, and
+/// which of the kernel's tools speak it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The family of `addr`.
+    pub fn of(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// `IPv4` or `IPv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        }
+    }
+
+    /// Its netfilter tool: `iptables` or `ip6tables` (both iptables-nft here); `-restore` and
+    /// `-save` follow the same name.
+    pub fn iptables(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "iptables",
+            Family::Ipv6 => "ip6tables",
+        }
+    }
+
+    /// The prefix length of one address: 32 or 128.
+    pub fn host_prefix_len(self) -> u8 {
+        match self {
+            Family::Ipv4 => 32,
+            Family::Ipv6 => 128,
+        }
+    }
+}
 
 /// How a node routes to another node's IPv6 block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +149,9 @@ impl Ipv6Layout {
     }
 }
 
-fn embed(prefix: Ipv6Addr, v4: Ipv4Addr) -> Ipv6Addr {
+/// `v4`'s 32 bits at the end of `prefix`'s /96: how the test bed gives every IPv4 address of a
+/// dual-stack cluster its IPv6 twin.
+pub fn embed(prefix: Ipv6Addr, v4: Ipv4Addr) -> Ipv6Addr {
     let mut octets = prefix.octets();
     octets[12..].copy_from_slice(&v4.octets());
     Ipv6Addr::from(octets)
@@ -307,5 +354,13 @@ mod tests {
         let vtep = Vtep6::of(&layout, Ipv4Addr::new(10, 101, 14, 50), (Ipv4Addr::new(10, 244, 40, 0), 26));
         assert_eq!(vtep.mac_string(), "66:06:0a:65:0e:32");
         assert_eq!(vtep.tunnel_ip.to_string(), "fd5f:a1b2:c3d4::af4:2800");
+    }
+
+    #[test]
+    fn a_family_knows_its_addresses_and_its_tool() {
+        assert_eq!(Family::of(IpAddr::V4(Ipv4Addr::LOCALHOST)), Family::Ipv4);
+        assert_eq!(Family::of(IpAddr::V6(POOL6)), Family::Ipv6);
+        assert_eq!(Family::BOTH.map(Family::iptables), ["iptables", "ip6tables"]);
+        assert_eq!(Family::BOTH.map(Family::host_prefix_len), [32, 128]);
     }
 }

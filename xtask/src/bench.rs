@@ -222,7 +222,7 @@ impl Pair {
     /// any).
     fn listen(&self, port: u16) -> SocketAddr {
         match &self.service {
-            Some(service) => SocketAddr::V4(service.backend),
+            Some(service) => service.backend,
             None => SocketAddr::from((self.server.1, port)),
         }
     }
