@@ -12,16 +12,21 @@
 //! to a backend on the same node or on the other one. Only the two paths with that ruleset have
 //! services; under fastpath's default mode the kernel DNATs each connection's first packets and
 //! fastpath applies the same translation to the rest.
+//!
+//! The IPv6 rows (`v6`) measure the same paths in dual-stack clusters, over the pods' IPv6
+//! addresses: on one node, and across nodes in IPv6 VXLAN (`vxlan-v6.calico`); on the
+//! calico-node paths every node holds the ruleset of both families, as a dual-stack Calico
+//! node does.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
 use fastpath_tests::{
-    calico_node::{self, Service},
+    calico_node::{self, Family, Service},
     cmd, names, traffic, Cluster, ClusterSpec, Counters, Daemon, Netns,
 };
 
@@ -85,8 +90,10 @@ impl Path {
     }
 
     /// The seed cluster as this path builds it (none for the limit): Calico's IPIP-mode routes
-    /// (plain across nodes for the kernel, which has no ipip module here), or its VXLAN mode.
-    fn cluster_spec(self, mode: Mode) -> Option<ClusterSpec> {
+    /// (plain across nodes for the kernel, which has no ipip module here), or its VXLAN mode;
+    /// in dual stack for IPv6 (IPv6 plain across nodes beside IPIP, in IPv6 VXLAN beside VXLAN;
+    /// the bench builds only the latter).
+    fn cluster_spec(self, mode: Mode, family: Family) -> Option<ClusterSpec> {
         let spec = match (self, mode) {
             (Path::Limit, _) => return None,
             // proxy_arp on, as Calico's CNI sets it; under fastpath its ARP answer comes first.
@@ -99,7 +106,7 @@ impl Path {
             (Path::FastpathRoutes, Mode::Ipip) => ClusterSpec::seed_fastpath_only(),
             (Path::FastpathRoutes, Mode::Vxlan) => ClusterSpec::seed_vxlan_fastpath_only(),
         };
-        Some(spec)
+        Some(spec.with_family(family))
     }
 }
 
@@ -119,15 +126,13 @@ impl Mode {
             Mode::Vxlan => "vxlan",
         }
     }
-
-    /// What a line about this mode's cluster adds to the path's name.
-    fn suffix(self) -> &'static str {
-        match self {
-            Mode::Ipip => "",
-            Mode::Vxlan => " (VXLAN mode)",
-        }
-    }
 }
+
+/// The clusters of one path, in the order a round builds them: each mode for IPv4, then VXLAN
+/// mode in dual stack for the IPv6 rows (one cluster for both, as a dual-stack Calico cluster in
+/// VXLAN mode carries IPv6 in `vxlan-v6.calico`).
+const CLUSTERS: [(Mode, Family); 3] =
+    [(Mode::Ipip, Family::Ipv4), (Mode::Vxlan, Family::Ipv4), (Mode::Vxlan, Family::Ipv6)];
 
 /// Where the two pods of a measurement are, and how the client addresses the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -148,15 +153,25 @@ pub enum Placement {
     /// and fp-default only).
     #[value(name = "service-cross-node")]
     ServiceCrossNode,
+    /// Two pods of one node over IPv6, in the dual-stack VXLAN-mode cluster (pod MTU 1430; the
+    /// limit's veth pair over IPv6, on that path).
+    #[value(name = "same-node-v6")]
+    SameNodeV6,
+    /// Pods on two nodes over IPv6, in IPv6 VXLAN (`vxlan-v6.calico`): the dual-stack
+    /// VXLAN-mode cluster.
+    #[value(name = "cross-vxlan-v6")]
+    CrossVxlanV6,
 }
 
 /// The rows' placements, in the table's order.
-const PLACEMENTS: [Placement; 5] = [
+const PLACEMENTS: [Placement; 7] = [
     Placement::SameNode,
     Placement::CrossNode,
     Placement::CrossVxlan,
     Placement::ServiceSameNode,
     Placement::ServiceCrossNode,
+    Placement::SameNodeV6,
+    Placement::CrossVxlanV6,
 ];
 
 impl Placement {
@@ -168,14 +183,32 @@ impl Placement {
             Placement::CrossVxlan => "cross VXLAN",
             Placement::ServiceSameNode => "svc same node",
             Placement::ServiceCrossNode => "svc cross node",
+            Placement::SameNodeV6 => "same node v6",
+            Placement::CrossVxlanV6 => "cross VXLAN v6",
         }
     }
 
-    /// The cluster it is measured in.
-    fn mode(self) -> Mode {
+    /// The overlay mode of the cluster it is measured in.
+    pub(crate) fn mode(self) -> Mode {
         match self {
-            Placement::CrossVxlan => Mode::Vxlan,
+            Placement::CrossVxlan | Placement::SameNodeV6 | Placement::CrossVxlanV6 => Mode::Vxlan,
             _ => Mode::Ipip,
+        }
+    }
+
+    /// The family the pods address each other in (IPv6 in a dual-stack cluster).
+    pub(crate) fn family(self) -> Family {
+        match self {
+            Placement::SameNodeV6 | Placement::CrossVxlanV6 => Family::Ipv6,
+            _ => Family::Ipv4,
+        }
+    }
+
+    /// The same-node placement of its family: where the limit (one veth pair) stands for it.
+    fn same_node(self) -> Placement {
+        match self.family() {
+            Family::Ipv4 => Placement::SameNode,
+            Family::Ipv6 => Placement::SameNodeV6,
         }
     }
 
@@ -187,8 +220,8 @@ impl Placement {
     /// calico-node ruleset); the limit has one veth pair, which stands for every placement.
     fn measured_on(self, path: Path) -> bool {
         match self {
-            Placement::SameNode => true,
-            Placement::CrossNode | Placement::CrossVxlan => path != Path::Limit,
+            Placement::SameNode | Placement::SameNodeV6 => true,
+            Placement::CrossNode | Placement::CrossVxlan | Placement::CrossVxlanV6 => path != Path::Limit,
             Placement::ServiceSameNode | Placement::ServiceCrossNode => path.has_ruleset(),
         }
     }
@@ -196,7 +229,8 @@ impl Placement {
 
 /// The benchmark's two services, last in `KUBE-SERVICES` after the generated ones (so a new
 /// connection to them meets every other service's rule first, on both paths alike): port
-/// [`SERVICE_PORT`] of each ClusterIP to [`SERVICE_TARGET_PORT`] of its one endpoint.
+/// [`SERVICE_PORT`] of each ClusterIP to [`SERVICE_TARGET_PORT`] of its one endpoint. In a
+/// dual-stack cluster they are dual-stack services: their IPv6 halves are in the IPv6 ruleset.
 const SERVICE_SAME_NODE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const SERVICE_CROSS_NODE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 const SERVICE_PORT: u16 = 80;
@@ -204,17 +238,18 @@ const SERVICE_TARGET_PORT: u16 = 8080;
 /// Where iperf3 listens when no service is in between: its own default.
 const IPERF_PORT: u16 = 5201;
 
-/// Two endpoints of one measurement: (namespace, address) of the client and of the server.
+/// Two endpoints of one measurement: (namespace, address) of the client and of the server, both
+/// of one family.
 pub(crate) struct Pair {
-    pub(crate) client: (String, Ipv4Addr),
-    pub(crate) server: (String, Ipv4Addr),
+    pub(crate) client: (String, IpAddr),
+    pub(crate) server: (String, IpAddr),
     /// The ClusterIP service the client reaches the server through, if any: the client connects
     /// to its address and port, the server listens on the service's target port.
     pub(crate) service: Option<Service>,
 }
 
 impl Pair {
-    fn direct(client: (String, Ipv4Addr), server: (String, Ipv4Addr)) -> Self {
+    fn direct(client: (String, IpAddr), server: (String, IpAddr)) -> Self {
         Self { client, server, service: None }
     }
 
@@ -243,7 +278,7 @@ impl Pair {
     }
 }
 
-/// A topology set up for one path; dropping it removes everything.
+/// A topology set up for one path, in one mode and family; dropping it removes everything.
 pub(crate) struct Setup {
     _limit: Vec<Netns>,
     pub(crate) daemons: Vec<Daemon>,
@@ -259,11 +294,13 @@ pub(crate) struct Setup {
 }
 
 impl Setup {
-    /// The pair measured at `placement` (in this setup's mode), if the path has it.
+    /// The pair measured at `placement` (in this setup's mode and family), if the path has it.
     pub(crate) fn pair(&self, placement: Placement) -> Option<&Pair> {
         match placement {
-            Placement::SameNode => Some(&self.same_node),
-            Placement::CrossNode | Placement::CrossVxlan => self.cross_node.as_ref(),
+            Placement::SameNode | Placement::SameNodeV6 => Some(&self.same_node),
+            Placement::CrossNode | Placement::CrossVxlan | Placement::CrossVxlanV6 => {
+                self.cross_node.as_ref()
+            }
             Placement::ServiceSameNode => self.service_same_node.as_ref(),
             Placement::ServiceCrossNode => self.service_cross_node.as_ref(),
         }
@@ -326,13 +363,73 @@ impl Measure {
     }
 }
 
+/// What runs between two pods: each of the bench's measures comes from one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// 1-byte request/response on one TCP connection.
+    Rr,
+    /// A new TCP connection per 1-byte request/response.
+    Crr,
+    /// One TCP stream (iperf3).
+    Stream,
+    /// Four TCP streams (iperf3).
+    Streams4,
+    /// UDP, 64-byte payloads, unthrottled (iperf3).
+    Udp,
+}
+
+impl Workload {
+    /// In the order the bench runs them.
+    const ALL: [Workload; 5] =
+        [Workload::Stream, Workload::Streams4, Workload::Udp, Workload::Rr, Workload::Crr];
+
+    /// What the progress line says while it runs.
+    fn describe(self) -> &'static str {
+        match self {
+            Workload::Stream => "TCP, 1 stream",
+            Workload::Streams4 => "TCP, 4 streams",
+            Workload::Udp => "UDP, 64-byte payloads",
+            Workload::Rr => "TCP request/response, 1 byte",
+            Workload::Crr => "TCP connect/request/response, 1 byte",
+        }
+    }
+
+    /// Its column in the program cost table, its key in the JSON.
+    fn label(self) -> &'static str {
+        match self {
+            Workload::Stream => "TCP 1",
+            Workload::Streams4 => "TCP 4",
+            Workload::Udp => "UDP 64",
+            Workload::Rr => "RR",
+            Workload::Crr => "CRR",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Workload::Stream => "tcp_1_stream",
+            Workload::Streams4 => "tcp_4_streams",
+            Workload::Udp => "udp_64",
+            Workload::Rr => "request_response",
+            Workload::Crr => "connect_request_response",
+        }
+    }
+
+    /// Whether it runs between the pods of `pair`: the ruleset's services are TCP only.
+    fn runs_on(self, pair: &Pair) -> bool {
+        self != Workload::Udp || pair.service.is_none()
+    }
+}
+
 pub(crate) const PROGRAMS: [&str; 4] = ["from_pod", "from_underlay", "to_pod", "to_underlay"];
 
-/// Run time the kernel accounted to one program of one daemon (`kernel.bpf_stats_enabled`).
+/// Run time the kernel accounted to one program (over every daemon of a path) while one
+/// workload ran at one placement (`kernel.bpf_stats_enabled`).
 #[derive(Clone, Debug, PartialEq)]
 struct ProgramCost {
     path: Path,
-    mode: Mode,
+    placement: Placement,
+    workload: Workload,
     program: &'static str,
     time_ns: u64,
     runs: u64,
@@ -369,7 +466,9 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
         "bench: {} rounds of {} s per measurement, paths alternating: {}; calico-node and fp-default carry the \
          calico-node ruleset ({} services and the benchmark's 2); in Calico's IPIP mode the kernel paths and \
          fp-default cross nodes plain (this kernel has no ipip module) and fp-routes in IPIP; in its VXLAN mode \
-         (cross VXLAN) every path crosses in VXLAN, the kernel through its own vxlan.calico",
+         (cross VXLAN) every path crosses in VXLAN, the kernel through its own vxlan.calico; the v6 rows run over \
+         IPv6 in the same clusters built dual stack (cross VXLAN v6: in vxlan-v6.calico), the calico-node \
+         ruleset rendered for ip6tables beside iptables",
         options.rounds,
         options.seconds,
         names.join(", "),
@@ -381,20 +480,23 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
     let mut samples = Vec::new();
     let mut program_costs = Vec::new();
     let mut verdicts: Vec<(Path, Placement, Counters)> = Vec::new();
-    let mut ruleset_shown = false;
+    let mut rulesets_shown = Vec::new();
     let stats = BpfStats::enable()?;
     for round in 1..=options.rounds {
         for &path in &paths {
-            for mode in [Mode::Ipip, Mode::Vxlan] {
-                let here: Vec<Placement> =
-                    placements.iter().copied().filter(|p| p.mode() == mode && p.measured_on(path)).collect();
+            for (mode, family) in CLUSTERS {
+                let here: Vec<Placement> = placements
+                    .iter()
+                    .copied()
+                    .filter(|p| (p.mode(), p.family()) == (mode, family) && p.measured_on(path))
+                    .collect();
                 if here.is_empty() {
                     continue;
                 }
-                let setup = setup(path, &options, mode)?;
-                if let Some(ruleset) = setup.ruleset.as_ref().filter(|_| !ruleset_shown) {
+                let setup = setup(path, &options, mode, family)?;
+                if let Some(ruleset) = setup.ruleset.as_ref().filter(|_| !rulesets_shown.contains(&family)) {
                     eprintln!("\r\x1b[2Kbench: the calico-node ruleset on each node: {ruleset}");
-                    ruleset_shown = true;
+                    rulesets_shown.push(family);
                 }
                 for placement in here {
                     let Some(pair) = setup.pair(placement) else { continue };
@@ -407,21 +509,26 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
                         )
                     };
                     let before = counters(&setup.daemons)?;
-                    measure(pair, &options, progress, &mut |measure, value| {
-                        samples.push(Sample { path, placement, measure, value })
-                    })?;
+                    measure(
+                        pair,
+                        &options,
+                        &setup.daemons,
+                        progress,
+                        &mut |measure, value| samples.push(Sample { path, placement, measure, value }),
+                        &mut |workload, program, (time_ns, runs)| {
+                            program_costs.push(ProgramCost {
+                                path,
+                                placement,
+                                workload,
+                                program,
+                                time_ns,
+                                runs,
+                            })
+                        },
+                    )?;
                     let after = counters(&setup.daemons)?;
                     for (after, before) in after.iter().zip(&before) {
                         verdicts.push((path, placement, after.since(before)));
-                    }
-                }
-                for daemon in &setup.daemons {
-                    for program in PROGRAMS {
-                        for id in daemon.attached_prog_ids(program) {
-                            if let Some((time_ns, runs)) = program_run_time(id) {
-                                program_costs.push(ProgramCost { path, mode, program, time_ns, runs });
-                            }
-                        }
                     }
                 }
             }
@@ -431,15 +538,8 @@ pub fn run(request: &Request, json: Option<&std::path::Path>) -> Result<()> {
     let rows = summarize(&samples);
     print!("{}", table(&rows));
     let costs = per_packet_costs(&program_costs);
-    for cost in &costs {
-        println!(
-            "{} {}{}: {:.0} ns per packet over {} packets (kernel.bpf_stats_enabled run time)",
-            cost.path.name(),
-            cost.program,
-            cost.mode.suffix(),
-            cost.time_ns as f64 / cost.runs as f64,
-            cost.runs
-        );
+    if !costs.is_empty() {
+        print!("{}", cost_table(&costs));
     }
     for path in PATHS {
         for placement in PLACEMENTS {
@@ -484,34 +584,67 @@ fn counters(daemons: &[Daemon]) -> Result<Vec<Counters>> {
     daemons.iter().map(Daemon::counters).collect()
 }
 
-/// Every measure between the pods of `pair`, each pushed as it is taken.
+/// Every workload between the pods of `pair`: each measure pushed as it is taken, and each
+/// program's run time over `daemons` while each workload ran (run time, runs).
 fn measure(
     pair: &Pair,
     options: &Options,
+    daemons: &[Daemon],
     progress: impl Fn(&str),
     push: &mut dyn FnMut(Measure, f64),
+    cost: &mut dyn FnMut(Workload, &'static str, (u64, u64)),
 ) -> Result<()> {
-    progress("TCP, 1 stream");
-    let (gbits, cpu_per_gb) = iperf_tcp(pair, 1, options.seconds)?;
-    push(Measure::Tcp1, gbits);
-    push(Measure::CpuPerGb, cpu_per_gb);
-    progress("TCP, 4 streams");
-    push(Measure::Tcp4, iperf_tcp(pair, 4, options.seconds)?.0);
-    // The ruleset's services are TCP only.
-    if pair.service.is_none() {
-        progress("UDP, 64-byte payloads");
-        push(Measure::Udp64, iperf_udp_small(pair, options.seconds)? / 1e3);
+    for workload in Workload::ALL.into_iter().filter(|w| w.runs_on(pair)) {
+        progress(workload.describe());
+        let before = program_runs(daemons);
+        for (measure, value) in run_workload(pair, workload, options.seconds)? {
+            push(measure, value);
+        }
+        for ((program, (time, runs)), (_, (time_before, runs_before))) in
+            program_runs(daemons).into_iter().zip(before)
+        {
+            cost(workload, program, (time.saturating_sub(time_before), runs.saturating_sub(runs_before)));
+        }
     }
-    let duration = Duration::from_secs(u64::from(options.seconds));
-    progress("TCP request/response, 1 byte");
-    let rr = pair.request_response(duration)?;
-    push(Measure::RequestResponse, rr.per_second() / 1e3);
-    push(Measure::LatencyP50, rr.percentile_us(0.50));
-    push(Measure::LatencyP99, rr.percentile_us(0.99));
-    progress("TCP connect/request/response, 1 byte");
-    let crr = pair.connect_request_response(duration)?;
-    push(Measure::ConnectRate, crr.per_second() / 1e3);
     Ok(())
+}
+
+/// The measures `workload` gives between the pods of `pair`, run for `seconds`.
+fn run_workload(pair: &Pair, workload: Workload, seconds: u32) -> Result<Vec<(Measure, f64)>> {
+    let duration = Duration::from_secs(u64::from(seconds));
+    Ok(match workload {
+        Workload::Stream => {
+            let (gbits, cpu_per_gb) = iperf_tcp(pair, 1, seconds)?;
+            vec![(Measure::Tcp1, gbits), (Measure::CpuPerGb, cpu_per_gb)]
+        }
+        Workload::Streams4 => vec![(Measure::Tcp4, iperf_tcp(pair, 4, seconds)?.0)],
+        Workload::Udp => vec![(Measure::Udp64, iperf_udp_small(pair, seconds)? / 1e3)],
+        Workload::Rr => {
+            let rr = pair.request_response(duration)?;
+            vec![
+                (Measure::RequestResponse, rr.per_second() / 1e3),
+                (Measure::LatencyP50, rr.percentile_us(0.50)),
+                (Measure::LatencyP99, rr.percentile_us(0.99)),
+            ]
+        }
+        Workload::Crr => {
+            vec![(Measure::ConnectRate, pair.connect_request_response(duration)?.per_second() / 1e3)]
+        }
+    })
+}
+
+/// Run time and runs of every program the daemons attached, summed over them, by program name
+/// in the order of [`PROGRAMS`].
+pub(crate) fn program_runs(daemons: &[Daemon]) -> Vec<(&'static str, (u64, u64))> {
+    PROGRAMS
+        .into_iter()
+        .map(|program| {
+            let ids = daemons.iter().flat_map(|d| d.attached_prog_ids(program));
+            let sum =
+                ids.filter_map(program_run_time).fold((0, 0), |(t, r), (time, runs)| (t + time, r + runs));
+            (program, sum)
+        })
+        .collect()
 }
 
 /// Each decision's own cost, through BPF_PROG_TEST_RUN (`tests/examples/program_cost.rs`).
@@ -525,48 +658,68 @@ fn decision_costs(quick: bool) -> Result<()> {
 /// `remote` on the other node.
 fn services(local: Ipv4Addr, remote: Ipv4Addr) -> [Service; 2] {
     let service = |name: &str, cluster_ip: Ipv4Addr, backend: Ipv4Addr| {
-        let backend = SocketAddrV4::new(backend, SERVICE_TARGET_PORT);
+        let backend = SocketAddr::from((backend, SERVICE_TARGET_PORT));
         Service::new(&format!("bench/{name}:http"), cluster_ip, SERVICE_PORT, backend)
     };
     [service("same-node", SERVICE_SAME_NODE, local), service("cross-node", SERVICE_CROSS_NODE, remote)]
 }
 
-pub(crate) fn setup(path: Path, options: &Options, mode: Mode) -> Result<Setup> {
-    let Some(mut spec) = path.cluster_spec(mode) else { return setup_limit() };
+/// The families whose rulesets a node of a cluster built for `family` holds: IPv4's alone, or
+/// both in dual stack.
+fn ruleset_families(family: Family) -> &'static [Family] {
+    match family {
+        Family::Ipv4 => &[Family::Ipv4],
+        Family::Ipv6 => &Family::BOTH,
+    }
+}
+
+/// `path`'s cluster in `mode` (dual stack for `family` IPv6), its rules and daemons, and the
+/// pairs of pods that address each other in `family`.
+pub(crate) fn setup(path: Path, options: &Options, mode: Mode, family: Family) -> Result<Setup> {
+    let Some(mut spec) = path.cluster_spec(mode, family) else { return setup_limit(family) };
     spec.nodes[0].pods.push(Ipv4Addr::new(10, 244, 40, 37));
     let cluster = Cluster::build("bench", &spec)?;
-    let endpoint = |node: usize, pod: usize| {
-        let p = &cluster.nodes[node].pods[pod];
-        (p.ns.name.clone(), p.ip)
+    let pod = |node: usize, pod: usize| &cluster.nodes[node].pods[pod];
+    let endpoint = |node: usize, index: usize| -> Result<(String, IpAddr)> {
+        let p = pod(node, index);
+        let address = p.address(family).with_context(|| format!("pod {} has no {family:?} address", p.ip))?;
+        Ok((p.ns.name.clone(), address))
     };
-    let (client, local, remote) = (endpoint(0, 0), endpoint(0, 1), endpoint(1, 0));
-    let services = services(local.1, remote.1);
+    let (client, local, remote) = (endpoint(0, 0)?, endpoint(0, 1)?, endpoint(1, 0)?);
+    let services = services(pod(0, 1).ip, pod(1, 0).ip);
     // The rules go in before the daemon starts, as on a node where Calico and kube-proxy run
     // before fastpath is deployed. kube-proxy renders every service on every node.
     let mut ruleset = None;
     if path.has_ruleset() {
         for node in &cluster.nodes {
-            let spec =
-                services.iter().fold(calico_node::Spec::for_node(node, options.services), |spec, s| {
-                    spec.with_service(s.clone())
-                });
-            let installed = calico_node::install_spec(&node.ns.name, &spec)?;
-            ruleset = Some(format!(
-                "{} (loaded in {:.2} s)",
-                installed.ruleset.summary(),
-                installed.took.as_secs_f64()
-            ));
+            let mut loaded = Vec::new();
+            for &family in ruleset_families(family) {
+                let spec = services
+                    .iter()
+                    .fold(calico_node::Spec::for_node(node, options.services), |spec, s| {
+                        spec.with_service(s.clone())
+                    })
+                    .in_family(family);
+                let installed = calico_node::install_spec(&node.ns.name, &spec)?;
+                loaded.push(format!(
+                    "{}: {} (loaded in {:.2} s)",
+                    family.name(),
+                    installed.ruleset.summary(),
+                    installed.took.as_secs_f64()
+                ));
+            }
+            ruleset = Some(loaded.join("; "));
         }
     }
     let daemons = match path.daemon_args() {
         Some(args) => cluster.nodes.iter().map(|n| Daemon::start(&n.ns.name, args)).collect::<Result<_>>()?,
         None => vec![],
     };
-    let through = |server: &(String, Ipv4Addr), service: &Service| {
+    let through = |server: &(String, IpAddr), service: &Service| {
         path.has_ruleset().then(|| Pair {
             client: client.clone(),
             server: server.clone(),
-            service: Some(service.clone()),
+            service: Some(service.in_family(family)),
         })
     };
     let [to_local, to_remote] = &services;
@@ -582,23 +735,40 @@ pub(crate) fn setup(path: Path, options: &Options, mode: Mode) -> Result<Setup> 
     })
 }
 
-fn setup_limit() -> Result<Setup> {
+/// The limit's two ends: (IPv4, IPv6) address of each, on one /24 and one /64.
+const LIMIT_ADDRESSES: [(Ipv4Addr, Ipv6Addr); 2] = [
+    (Ipv4Addr::new(10, 0, 0, 1), Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+    (Ipv4Addr::new(10, 0, 0, 2), Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+];
+
+/// The limit: two namespaces joined by one veth pair, addressed in `family` (IPv6 without
+/// duplicate address detection, so it is usable at once).
+fn setup_limit(family: Family) -> Result<Setup> {
     let a = Netns::new(names::unique("lim-a"))?;
     let b = Netns::new(names::unique("lim-b"))?;
     cmd::ip(&a.name, &["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name])?;
-    for (ns, addr) in [(&a, "10.0.0.1/24"), (&b, "10.0.0.2/24")] {
-        cmd::ip(&ns.name, &["addr", "add", addr, "dev", "eth0"])?;
+    let mut ends = Vec::new();
+    for (ns, (v4, v6)) in [&a, &b].into_iter().zip(LIMIT_ADDRESSES) {
+        let address = match family {
+            Family::Ipv4 => {
+                cmd::ip(&ns.name, &["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+                IpAddr::V4(v4)
+            }
+            Family::Ipv6 => {
+                cmd::sysctl(&ns.name, "net.ipv6.conf.all.disable_ipv6", "0")?;
+                cmd::ip(&ns.name, &["-6", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
+                IpAddr::V6(v6)
+            }
+        };
         cmd::ip(&ns.name, &["link", "set", "eth0", "up"])?;
+        ends.push((ns.name.clone(), address));
     }
-    let same_node = Pair::direct(
-        (a.name.clone(), Ipv4Addr::new(10, 0, 0, 1)),
-        (b.name.clone(), Ipv4Addr::new(10, 0, 0, 2)),
-    );
+    let [client, server]: [(String, IpAddr); 2] = ends.try_into().expect("two ends");
     Ok(Setup {
         _limit: vec![a, b],
         daemons: vec![],
         _cluster: None,
-        same_node,
+        same_node: Pair::direct(client, server),
         cross_node: None,
         service_same_node: None,
         service_cross_node: None,
@@ -805,9 +975,9 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
     let mut rows = Vec::new();
     for placement in PLACEMENTS {
         for measure in Measure::ALL {
-            // One veth is the limit for every placement.
+            // One veth is the limit for every placement of its family.
             let medians = PATHS.map(|path| {
-                med(path, measure, if path == Path::Limit { Placement::SameNode } else { placement })
+                med(path, measure, if path == Path::Limit { placement.same_node() } else { placement })
             });
             let row = Row { measure, placement, medians };
             if PATHS.iter().any(|p| *p != Path::Limit && row.median(*p).is_some()) {
@@ -818,26 +988,91 @@ fn summarize(samples: &[Sample]) -> Vec<Row> {
     rows
 }
 
-/// Run time per packet of each program on each path, over every daemon and round.
-fn per_packet_costs(costs: &[ProgramCost]) -> Vec<ProgramCost> {
-    let mut totals: Vec<ProgramCost> = Vec::new();
+/// One program's run time on one path at one placement, over every daemon and round: in all,
+/// and while each workload ran.
+#[derive(Clone, Debug, PartialEq)]
+struct CostRow {
+    path: Path,
+    placement: Placement,
+    program: &'static str,
+    /// (run time in ns, runs), in all.
+    all: (u64, u64),
+    /// The same per workload, in the order of [`Workload::ALL`].
+    workloads: [(u64, u64); Workload::ALL.len()],
+}
+
+impl CostRow {
+    fn per_packet((time_ns, runs): (u64, u64)) -> Option<f64> {
+        (runs > 0).then(|| time_ns as f64 / runs as f64)
+    }
+}
+
+/// Run time per packet of each program on each path and placement, in the order of [`PATHS`] and
+/// [`PLACEMENTS`]; programs that never ran are left out.
+fn per_packet_costs(costs: &[ProgramCost]) -> Vec<CostRow> {
+    let mut rows: Vec<CostRow> = Vec::new();
     for cost in costs {
-        match totals.iter_mut().find(|t| (t.path, t.mode, t.program) == (cost.path, cost.mode, cost.program))
-        {
-            Some(total) => {
-                total.time_ns += cost.time_ns;
-                total.runs += cost.runs;
+        let key = (cost.path, cost.placement, cost.program);
+        let index = match rows.iter().position(|r| (r.path, r.placement, r.program) == key) {
+            Some(index) => index,
+            None => {
+                let (path, placement, program) = key;
+                rows.push(CostRow { path, placement, program, all: (0, 0), workloads: Default::default() });
+                rows.len() - 1
             }
-            None => totals.push(cost.clone()),
+        };
+        let row = &mut rows[index];
+        let w = Workload::ALL.iter().position(|w| *w == cost.workload).expect("every workload is in ALL");
+        for total in [&mut row.all, &mut row.workloads[w]] {
+            total.0 += cost.time_ns;
+            total.1 += cost.runs;
         }
     }
-    totals.retain(|t| t.runs > 0);
-    totals
+    rows.retain(|r| r.all.1 > 0);
+    let order = |r: &CostRow| {
+        let path = PATHS.iter().position(|p| *p == r.path);
+        (
+            path,
+            PLACEMENTS.iter().position(|p| *p == r.placement),
+            PROGRAMS.iter().position(|p| *p == r.program),
+        )
+    };
+    rows.sort_by_key(order);
+    rows
+}
+
+/// The program costs as a table: ns per packet in all and while each workload ran, and the
+/// packets counted.
+fn cost_table(rows: &[CostRow]) -> String {
+    let mut out = format!(
+        "program run time per packet, ns (kernel.bpf_stats_enabled; its own clock reads included)\n{:<11} {:<14} {:<14} {:>6}",
+        "path", "pods", "program", "all"
+    );
+    for workload in Workload::ALL {
+        out.push_str(&format!(" {:>6}", workload.label()));
+    }
+    out.push_str(&format!(" {:>10}\n", "packets"));
+    for r in rows {
+        let cell = |total| CostRow::per_packet(total).map_or("-".to_string(), |ns| format!("{ns:.0}"));
+        out.push_str(&format!(
+            "{:<11} {:<14} {:<14} {:>6}",
+            r.path.name(),
+            r.placement.label(),
+            r.program,
+            cell(r.all)
+        ));
+        for total in r.workloads {
+            out.push_str(&format!(" {:>6}", cell(total)));
+        }
+        out.push_str(&format!(" {:>10}\n", r.all.1));
+    }
+    out
 }
 
 /// The verdicts that carry a pod's packet on the fast path.
-const FAST_PATH: [&str; 7] = [
+const FAST_PATH: [&str; 8] = [
     "redirected_local",
+    "redirected_vxlan6_device",
     "encapsulated",
     "encapsulated_vxlan",
     "routed_underlay",
@@ -891,7 +1126,7 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
+fn to_json(rows: &[Row], costs: &[CostRow], options: &Options) -> String {
     let number = |value: Option<f64>| value.map_or(serde_json::Value::Null, |v| serde_json::json!(v));
     let results: Vec<serde_json::Value> = rows
         .iter()
@@ -908,12 +1143,20 @@ fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
     let programs: Vec<serde_json::Value> = costs
         .iter()
         .map(|c| {
+            let workloads: serde_json::Map<String, serde_json::Value> = Workload::ALL
+                .iter()
+                .zip(c.workloads)
+                .map(|(w, total)| (w.key().to_string(), number(CostRow::per_packet(total))))
+                .collect();
             serde_json::json!({
                 "path": c.path.name(),
-                "mode": c.mode.name(),
+                "pods": c.placement.label(),
+                "mode": c.placement.mode().name(),
+                "family": c.placement.family().name(),
                 "program": c.program,
-                "ns_per_packet": c.time_ns as f64 / c.runs as f64,
-                "packets": c.runs,
+                "ns_per_packet": number(CostRow::per_packet(c.all)),
+                "packets": c.all.1,
+                "ns_per_packet_by_workload": workloads,
             })
         })
         .collect();
@@ -929,6 +1172,8 @@ fn to_json(rows: &[Row], costs: &[ProgramCost], options: &Options) -> String {
 
 #[cfg(test)]
 mod tests {
+    use fastpath_tests::dual_stack::RemoteVia6;
+
     use super::*;
 
     fn sample(path: Path, placement: Placement, measure: Measure, value: f64) -> Sample {
@@ -970,13 +1215,14 @@ mod tests {
             "limit for both: {t}"
         );
         let options = Options { rounds: 3, seconds: 3, services: 1000 };
-        let costs = [ProgramCost {
+        let costs = per_packet_costs(&[ProgramCost {
             path: Path::FastpathDefault,
-            mode: Mode::Ipip,
+            placement: Placement::SameNode,
+            workload: Workload::Rr,
             program: "from_pod",
             time_ns: 3000,
             runs: 20,
-        }];
+        }]);
         let json: serde_json::Value = serde_json::from_str(&to_json(&rows, &costs, &options)).unwrap();
         assert_eq!(json["services"], 1000);
         assert_eq!(json["results"][0]["fastpath_default_per_calico_node"], 1.875);
@@ -985,7 +1231,10 @@ mod tests {
         assert_eq!(json["results"][0]["calico_node"], 8.0);
         assert_eq!(json["results"][1]["kernel"], serde_json::Value::Null);
         assert_eq!(json["programs"][0]["path"], "fp-default");
+        assert_eq!(json["programs"][0]["pods"], "same node");
         assert_eq!(json["programs"][0]["ns_per_packet"], 150.0);
+        assert_eq!(json["programs"][0]["ns_per_packet_by_workload"]["request_response"], 150.0);
+        assert_eq!(json["programs"][0]["ns_per_packet_by_workload"]["udp_64"], serde_json::Value::Null);
     }
 
     #[test]
@@ -1023,15 +1272,26 @@ mod tests {
         for placement in PLACEMENTS {
             for path in PATHS {
                 let expected = match placement {
-                    Placement::SameNode => true,
-                    Placement::CrossNode | Placement::CrossVxlan => path != Path::Limit,
+                    Placement::SameNode | Placement::SameNodeV6 => true,
+                    Placement::CrossNode | Placement::CrossVxlan | Placement::CrossVxlanV6 => {
+                        path != Path::Limit
+                    }
                     Placement::ServiceSameNode | Placement::ServiceCrossNode => {
                         matches!(path, Path::CalicoNode | Path::FastpathDefault)
                     }
                 };
                 assert_eq!(placement.measured_on(path), expected, "{placement:?} on {path:?}");
             }
-            assert_eq!(placement.mode() == Mode::Vxlan, placement == Placement::CrossVxlan);
+            assert_eq!(
+                placement.mode() == Mode::Vxlan,
+                matches!(placement, Placement::CrossVxlan | Placement::SameNodeV6 | Placement::CrossVxlanV6)
+            );
+            assert_eq!(
+                placement.family() == Family::Ipv6,
+                matches!(placement, Placement::SameNodeV6 | Placement::CrossVxlanV6)
+            );
+            // Each (mode, family) a placement needs is a cluster the rounds build.
+            assert!(CLUSTERS.contains(&(placement.mode(), placement.family())), "{placement:?}");
             assert_eq!(
                 <Placement as clap::ValueEnum>::from_str(&placement.label().replace(' ', "-"), true).ok(),
                 (!placement.through_service()).then_some(placement),
@@ -1050,9 +1310,13 @@ mod tests {
     fn a_service_pair_connects_to_the_cluster_ip_and_listens_on_the_endpoint() {
         let (local, remote) = (Ipv4Addr::new(10, 244, 40, 37), Ipv4Addr::new(10, 244, 166, 150));
         let [to_local, to_remote] = services(local, remote);
-        let client = ("client".to_string(), Ipv4Addr::new(10, 244, 40, 36));
-        let pair =
-            Pair { client: client.clone(), server: ("server".into(), remote), service: Some(to_remote) };
+        let client = ("client".to_string(), IpAddr::V4(Ipv4Addr::new(10, 244, 40, 36)));
+        let remote = IpAddr::V4(remote);
+        let pair = Pair {
+            client: client.clone(),
+            server: ("server".into(), remote),
+            service: Some(to_remote.clone()),
+        };
         assert_eq!(pair.connect(), Some("10.96.0.11:80".parse().unwrap()));
         assert_eq!(pair.listen(IPERF_PORT), "10.244.166.150:8080".parse().unwrap());
         let direct = Pair::direct(client, ("server".into(), remote));
@@ -1061,7 +1325,8 @@ mod tests {
             (None, "10.244.166.150:5201".parse().unwrap())
         );
         // kube-proxy's rules for them, last in KUBE-SERVICES after the generated ones.
-        let spec = calico_node::Spec::new(&[], 3).with_service(to_local).with_service(pair.service.unwrap());
+        let spec =
+            calico_node::Spec::new(&[], 3).with_service(to_local.clone()).with_service(pair.service.unwrap());
         let rules = calico_node::Ruleset::build(&spec).render();
         let portals: Vec<&str> = rules.lines().filter(|l| l.starts_with("-A KUBE-SERVICES ")).collect();
         assert!(portals[3].contains("-d 10.96.0.10/32 --dport 80"), "{portals:?}");
@@ -1069,6 +1334,21 @@ mod tests {
         for backend in ["10.244.40.37:8080", "10.244.166.150:8080"] {
             assert!(rules.contains(&format!("-j DNAT --to-destination {backend}")), "{backend}");
         }
+        // Over IPv6, their IPv6 halves: the client connects to the IPv6 cluster IP, the server
+        // listens on the remote pod's IPv6 address (the test bed's twin of its IPv4 one).
+        let to_remote6 = to_remote.in_family(Family::Ipv6);
+        let remote6: IpAddr = "fd5f:a1b2:c3d4::af4:a696".parse().unwrap();
+        let client6 = ("client".to_string(), "fd5f:a1b2:c3d4::af4:2824".parse().unwrap());
+        let pair6 = Pair { client: client6, server: ("server".into(), remote6), service: Some(to_remote6) };
+        assert_eq!(pair6.connect(), Some("[fd00:10:96::a60:b]:80".parse().unwrap()));
+        assert_eq!(pair6.listen(IPERF_PORT), "[fd5f:a1b2:c3d4::af4:a696]:8080".parse().unwrap());
+        let spec6 = calico_node::Spec::new(&[], 3)
+            .with_service(to_local)
+            .with_service(to_remote)
+            .in_family(Family::Ipv6);
+        let rules6 = calico_node::Ruleset::build(&spec6).render();
+        assert!(rules6.contains("-d fd00:10:96::a60:b/128 --dport 80"), "{rules6}");
+        assert!(rules6.contains("-j DNAT --to-destination [fd5f:a1b2:c3d4::af4:a696]:8080"), "{rules6}");
     }
 
     #[test]
@@ -1107,39 +1387,119 @@ mod tests {
 
     #[test]
     fn only_the_default_mode_path_shares_the_calico_node_paths_cluster_and_rules() {
-        for mode in [Mode::Ipip, Mode::Vxlan] {
-            let calico = Path::CalicoNode.cluster_spec(mode).unwrap();
-            let default = Path::FastpathDefault.cluster_spec(mode).unwrap();
+        for (mode, family) in CLUSTERS {
+            let calico = Path::CalicoNode.cluster_spec(mode, family).unwrap();
+            let default = Path::FastpathDefault.cluster_spec(mode, family).unwrap();
             assert_eq!(
                 format!("{calico:?}"),
                 format!("{default:?}"),
                 "the daemon must be the only difference"
             );
-            let kernel = Path::Kernel.cluster_spec(mode).unwrap();
+            let kernel = Path::Kernel.cluster_spec(mode, family).unwrap();
             assert_eq!(format!("{kernel:?}"), format!("{calico:?}"), "and the rules, on the kernel paths");
+            // Dual stack exactly for the IPv6 rows, and IPv6 crosses nodes as IPv4 does in
+            // VXLAN mode.
+            let routes = Path::FastpathRoutes.cluster_spec(mode, family).unwrap();
+            for spec in [&calico, &routes] {
+                let via6 = spec.ipv6.map(|layout| layout.remote_via);
+                let expected = match (family, mode) {
+                    (Family::Ipv4, _) => None,
+                    (Family::Ipv6, Mode::Ipip) => Some(RemoteVia6::Underlay),
+                    (Family::Ipv6, Mode::Vxlan) => Some(RemoteVia6::Vxlan),
+                };
+                assert_eq!(via6, expected, "{mode:?} {family:?}");
+            }
         }
+        assert_eq!(ruleset_families(Family::Ipv4), [Family::Ipv4]);
+        assert_eq!(ruleset_families(Family::Ipv6), Family::BOTH, "a dual-stack node holds both rulesets");
         assert!(Path::CalicoNode.has_ruleset() && Path::FastpathDefault.has_ruleset());
         assert!(!Path::Kernel.has_ruleset() && !Path::FastpathRoutes.has_ruleset());
         assert_eq!(Path::CalicoNode.daemon_args(), None);
         assert_eq!(Path::FastpathDefault.daemon_args(), Some(&["--trust", "kernel"][..]));
         assert_eq!(Path::FastpathRoutes.daemon_args(), Some(&["--trust", "routes"][..]));
-        assert!(Path::Limit.cluster_spec(Mode::Ipip).is_none());
+        assert!(Path::Limit.cluster_spec(Mode::Ipip, Family::Ipv4).is_none());
     }
 
     #[test]
-    fn program_costs_add_up_per_path_and_program() {
-        let cost =
-            |path, program, time_ns, runs| ProgramCost { path, mode: Mode::Ipip, program, time_ns, runs };
-        let totals = per_packet_costs(&[
-            cost(Path::FastpathDefault, "from_pod", 100, 1),
-            cost(Path::FastpathDefault, "from_pod", 500, 3),
-            cost(Path::FastpathRoutes, "from_pod", 50, 1),
-            cost(Path::FastpathRoutes, "to_pod", 0, 0),
+    fn program_costs_add_up_per_path_placement_and_program_with_each_workloads_share() {
+        let cost = |path, placement, workload, program, time_ns, runs| ProgramCost {
+            path,
+            placement,
+            workload,
+            program,
+            time_ns,
+            runs,
+        };
+        let (v4, v6) = (Placement::CrossVxlan, Placement::CrossVxlanV6);
+        let rows = per_packet_costs(&[
+            cost(Path::FastpathRoutes, v6, Workload::Udp, "from_pod", 500, 1),
+            cost(Path::FastpathDefault, v4, Workload::Udp, "from_pod", 100, 1),
+            cost(Path::FastpathDefault, v4, Workload::Udp, "from_pod", 500, 3),
+            cost(Path::FastpathDefault, v4, Workload::Rr, "from_pod", 400, 1),
+            cost(Path::FastpathDefault, v4, Workload::Rr, "from_underlay", 50, 1),
+            cost(Path::FastpathRoutes, v4, Workload::Stream, "from_pod", 50, 1),
+            cost(Path::FastpathRoutes, v4, Workload::Stream, "to_pod", 0, 0),
         ]);
+        // In the order of the paths, placements and programs; what never ran is left out.
+        let keys: Vec<_> = rows.iter().map(|r| (r.path, r.placement, r.program)).collect();
         assert_eq!(
-            totals,
-            [cost(Path::FastpathDefault, "from_pod", 600, 4), cost(Path::FastpathRoutes, "from_pod", 50, 1)]
+            keys,
+            [
+                (Path::FastpathRoutes, v4, "from_pod"),
+                (Path::FastpathRoutes, v6, "from_pod"),
+                (Path::FastpathDefault, v4, "from_pod"),
+                (Path::FastpathDefault, v4, "from_underlay"),
+            ]
         );
+        let default = &rows[2];
+        assert_eq!(default.all, (1000, 5));
+        let at = |w| Workload::ALL.iter().position(|x| *x == w).unwrap();
+        assert_eq!(default.workloads[at(Workload::Udp)], (600, 4));
+        assert_eq!(default.workloads[at(Workload::Rr)], (400, 1));
+        assert_eq!(default.workloads[at(Workload::Stream)], (0, 0));
+        let table = cost_table(&rows);
+        let line = table.lines().find(|l| l.starts_with("fp-default") && l.contains("from_pod")).unwrap();
+        // all, TCP 1, TCP 4, UDP 64, RR, CRR, packets
+        assert_eq!(
+            line.split_whitespace().skip(4).collect::<Vec<_>>(),
+            ["200", "-", "-", "150", "400", "-", "5"],
+            "{table}"
+        );
+        assert!(table.lines().any(|l| l.starts_with("fp-routes   cross VXLAN v6 from_pod")), "{table}");
+    }
+
+    #[test]
+    fn the_ipv6_rows_follow_the_ipv4_ones_with_the_ipv6_limit() {
+        let samples = vec![
+            sample(Path::Limit, Placement::SameNode, Measure::Tcp1, 20.0),
+            sample(Path::Limit, Placement::SameNodeV6, Measure::Tcp1, 16.0),
+            sample(Path::Kernel, Placement::SameNodeV6, Measure::Tcp1, 8.0),
+            sample(Path::CalicoNode, Placement::CrossVxlanV6, Measure::Tcp1, 4.0),
+            sample(Path::FastpathDefault, Placement::CrossVxlanV6, Measure::Tcp1, 6.0),
+            sample(Path::CalicoNode, Placement::CrossVxlan, Measure::Tcp1, 5.0),
+        ];
+        let rows = summarize(&samples);
+        let placements: Vec<Placement> = rows.iter().map(|r| r.placement).collect();
+        assert_eq!(placements, [Placement::CrossVxlan, Placement::SameNodeV6, Placement::CrossVxlanV6]);
+        // The IPv4 limit for IPv4 rows, the IPv6 one for IPv6 rows.
+        assert_eq!(rows[0].median(Path::Limit), Some(20.0));
+        assert_eq!(rows[1].median(Path::Limit), Some(16.0));
+        assert_eq!(rows[2].median(Path::Limit), Some(16.0));
+        let t = table(&rows);
+        let v6 = t.lines().nth(3).unwrap();
+        assert!(v6.starts_with("TCP 1 stream Gbit/s      cross VXLAN v6 "), "{t}");
+        assert_eq!(
+            v6.split_whitespace().skip(7).collect::<Vec<_>>(),
+            ["16.00", "-", "4.00", "-", "6.00", "1.50x", "-", "0.38x"],
+            "{t}"
+        );
+        for (placement, flag) in
+            [(Placement::SameNodeV6, "same-node-v6"), (Placement::CrossVxlanV6, "cross-vxlan-v6")]
+        {
+            assert_eq!(<Placement as clap::ValueEnum>::from_str(flag, false), Ok(placement));
+            assert_eq!(placement.same_node(), Placement::SameNodeV6);
+        }
+        assert_eq!(Placement::CrossVxlan.same_node(), Placement::SameNode);
     }
 
     #[test]

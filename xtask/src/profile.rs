@@ -13,25 +13,11 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+pub use crate::bench::Workload;
 use crate::{
-    bench::{self, BpfStats, Mode, Options, Pair, Path},
+    bench::{self, BpfStats, Options, Pair, Path},
     build,
 };
-
-/// What runs between the two pods while perf samples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Workload {
-    /// 1-byte request/response on one TCP connection.
-    Rr,
-    /// A new TCP connection per 1-byte request/response.
-    Crr,
-    /// One TCP stream (iperf3).
-    Stream,
-    /// Four TCP streams (iperf3).
-    Streams4,
-    /// UDP, 64-byte payloads, unthrottled (iperf3).
-    Udp,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Placement {
@@ -45,6 +31,25 @@ pub enum Placement {
     ServiceSame,
     /// Through a ClusterIP service to a backend on the other node (IPIP mode's cluster).
     ServiceCross,
+    /// On one node, over IPv6 (the dual-stack VXLAN-mode cluster).
+    SameV6,
+    /// Across nodes over IPv6 in IPv6 VXLAN (the dual-stack VXLAN-mode cluster).
+    CrossVxlanV6,
+}
+
+impl Placement {
+    /// The benchmark's placement of the same name.
+    fn bench(self) -> bench::Placement {
+        match self {
+            Placement::Same => bench::Placement::SameNode,
+            Placement::Cross => bench::Placement::CrossNode,
+            Placement::CrossVxlan => bench::Placement::CrossVxlan,
+            Placement::ServiceSame => bench::Placement::ServiceSameNode,
+            Placement::ServiceCross => bench::Placement::ServiceCrossNode,
+            Placement::SameV6 => bench::Placement::SameNodeV6,
+            Placement::CrossVxlanV6 => bench::Placement::CrossVxlanV6,
+        }
+    }
 }
 
 const NO_SERVICES: &str = "only calico-node and fp-default have services (kube-proxy's rules)";
@@ -68,18 +73,14 @@ pub fn run(request: &Request) -> Result<()> {
     let bin = build::daemon(true)?;
     std::env::set_var("FASTPATH_BIN", &bin);
     let options = Options { rounds: 1, seconds: request.seconds, services: request.services };
-    let mode = if request.placement == Placement::CrossVxlan { Mode::Vxlan } else { Mode::Ipip };
-    let setup = bench::setup(request.path, &options, mode)?;
+    let placement = request.placement.bench();
+    let setup = bench::setup(request.path, &options, placement.mode(), placement.family())?;
     let pair = match request.placement {
-        Placement::Same => &setup.same_node,
-        Placement::Cross | Placement::CrossVxlan => {
-            setup.cross_node.as_ref().context("the limit path has no second node")?
-        }
-        Placement::ServiceSame => setup.pair(bench::Placement::ServiceSameNode).context(NO_SERVICES)?,
-        Placement::ServiceCross => setup.pair(bench::Placement::ServiceCrossNode).context(NO_SERVICES)?,
+        Placement::ServiceSame | Placement::ServiceCross => setup.pair(placement).context(NO_SERVICES)?,
+        _ => setup.pair(placement).context("the limit path has no second node")?,
     };
     let _stats = BpfStats::enable()?;
-    let runs_before = program_runs(&setup.daemons);
+    let runs_before = bench::program_runs(&setup.daemons);
     let data = request.data.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("fastpath-profile-{}.data", std::process::id()))
     });
@@ -102,7 +103,7 @@ pub fn run(request: &Request) -> Result<()> {
             let _ = std::fs::remove_file(&data);
         }
     }
-    let runs_after = program_runs(&setup.daemons);
+    let runs_after = bench::program_runs(&setup.daemons);
     for (program, (time_ns, runs)) in runs_after {
         let (time_before, runs_before) =
             runs_before.iter().find(|(p, _)| *p == program).map_or((0, 0), |(_, c)| *c);
@@ -194,21 +195,4 @@ fn report(data: &std::path::Path, top: usize) -> Result<String> {
         .collect();
     lines.insert(0, format!("hottest {top} symbols (self time, all CPUs; perf report -i <data> for more):"));
     Ok(lines.join("\n") + "\n")
-}
-
-/// Run time and run count of every program the daemons attached, by program name.
-fn program_runs(daemons: &[fastpath_tests::Daemon]) -> Vec<(&'static str, (u64, u64))> {
-    let mut totals = Vec::new();
-    for program in bench::PROGRAMS {
-        let mut sum = (0u64, 0u64);
-        for daemon in daemons {
-            for id in daemon.attached_prog_ids(program) {
-                if let Some((time, runs)) = bench::program_run_time(id) {
-                    sum = (sum.0 + time, sum.1 + runs);
-                }
-            }
-        }
-        totals.push((program, sum));
-    }
-    totals
 }
