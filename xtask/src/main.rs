@@ -12,7 +12,7 @@ mod shell;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{error::ErrorKind, Parser, Subcommand};
 
 /// fastpath's build tasks.
 #[derive(Debug, Parser)]
@@ -68,7 +68,8 @@ enum Task {
         paths: Vec<bench::Path>,
         /// Only these placements of the pods (comma-separated; default every one): the service
         /// rows alone, say, are `service-same-node,service-cross-node` (measured on calico-node
-        /// and fp-default only).
+        /// and fp-default only), the IPv6 rows `same-node-v6,cross-vxlan-v6` (in a dual-stack
+        /// cluster, across nodes in IPv6 VXLAN).
         #[arg(long, value_enum, value_delimiter = ',', conflicts_with = "control_plane")]
         placements: Vec<bench::Placement>,
         /// Services (kube-proxy rules) in the calico-node ruleset.
@@ -125,8 +126,25 @@ enum Task {
     },
 }
 
+/// The one line a usage error prints: clap's first line, without its possible values and usage
+/// block, as the daemon's own command line does.
+fn usage_error_line(rendered: &str) -> String {
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid usage");
+    format!("{first} (see 'cargo xtask --help')")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.task {
         Task::Setup => setup::run(),
         Task::Build { release } => setup::toolchain().and_then(|()| build::daemon(release).map(drop)),
@@ -172,5 +190,40 @@ fn main() -> ExitCode {
             eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_flag_is_one_line() {
+        for args in [
+            &["cargo xtask", "bench", "--placements", "same-node-v7"][..],
+            &["cargo xtask", "bench", "--paths", "fp-routes,nowhere"],
+            &["cargo xtask", "profile", "--placement", "cross-v6"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            let line = usage_error_line(&err.render().to_string());
+            assert!(!line.contains('\n'), "{line}");
+            assert!(line.starts_with("error: invalid value"), "{line}");
+            assert!(line.ends_with("(see 'cargo xtask --help')"), "{line}");
+        }
+        let ok = Cli::try_parse_from([
+            "cargo xtask",
+            "bench",
+            "--quick",
+            "--placements",
+            "same-node-v6,cross-vxlan-v6",
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }
