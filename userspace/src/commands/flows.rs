@@ -10,6 +10,7 @@ use fastpath_common::{
         Arrival, FlowKey, FlowState, FlowValue, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PROTO_DCCP, PROTO_ICMP,
         PROTO_SCTP, PROTO_TCP, PROTO_UDP, PROTO_UDPLITE,
     },
+    ipv6::NEXT_ICMPV6,
     maps::FLOWS,
 };
 
@@ -115,6 +116,7 @@ pub fn protocol_name(protocol: u8) -> String {
         PROTO_SCTP => "sctp".into(),
         PROTO_DCCP => "dccp".into(),
         PROTO_UDPLITE => "udplite".into(),
+        NEXT_ICMPV6 => "icmpv6".into(),
         other => other.to_string(),
     }
 }
