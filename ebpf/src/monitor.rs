@@ -39,24 +39,22 @@ pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
     if control.until_ns == 0 || control.until_ns < unsafe { bpf_ktime_get_ns() } {
         return None;
     }
+    let ipv6 = is_ipv6(ctx);
+    // The IPv6 capture is a subprogram: inline beside IPv4's, LLVM shares registers across the
+    // two in ways the verifier refuses (as `handle.rs` says of the walks). It finds the filter
+    // and the slot itself and fills the slot before `event` below borrows it.
+    if ipv6 && capture_ipv6(ctx) == 0 {
+        return None;
+    }
     let slot = FP_SCRATCH.get_ptr_mut(SCRATCH_MONITOR)?.cast::<MonitorEvent>();
     // SAFETY: this CPU's slot, of 72 bytes and 8-byte alignment (`Scratch`) for the event's 72;
     // nothing else uses it until this program returns (TC programs are not preempted on their
-    // CPU). Written field by field, and only the fields this capture knows: the time, verdict and
-    // reason are the report's, and the padding is never written by anyone, so it stays as the map
-    // was created, zero. (Zeroing it here becomes a `memset` call whose return the verifier then
-    // refuses to follow.)
+    // CPU; `capture_ipv6` has returned). Written field by field, and only the fields this capture
+    // knows: the time, verdict and reason are the report's, and the padding is never written by
+    // anyone, so it stays as the map was created, zero. (Zeroing it here becomes a `memset` call
+    // whose return the verifier then refuses to follow.)
     let event = unsafe { &mut *slot };
-    let captured = if is_ipv6(ctx) {
-        // The IPv6 capture is a subprogram: inline beside IPv4's, LLVM shares registers across
-        // the two in ways the verifier refuses (as `handle.rs` says of the walks). It finds the
-        // filter and the slot itself; the verifier follows map pointers into a subprogram, but
-        // a `bool` back is all the caller needs.
-        capture_ipv6(ctx) != 0
-    } else {
-        capture_ipv4(ctx, event) && control.matches(&event.src, &event.dst)
-    };
-    if !captured {
+    if !ipv6 && !(capture_ipv4(ctx, event) && control.matches(&event.src, &event.dst)) {
         return None;
     }
     event.ifindex = skb::ifindex(ctx);
@@ -153,7 +151,7 @@ fn capture_ipv6(ctx: &TcContext) -> u32 {
     let (Some(control), Some(slot)) = (FP_MONITOR.get(0), FP_SCRATCH.get_ptr_mut(SCRATCH_MONITOR)) else {
         return 0;
     };
-    // SAFETY: as in `watch`: this CPU's slot, which `watch` handed to no one yet.
+    // SAFETY: as in `watch`, which borrows the slot only after this returns.
     let event = unsafe { &mut *slot.cast::<MonitorEvent>() };
     let l3 = if is_vxlan6(ctx) { VXLAN6_INNER_L3 } else { ETH_LEN };
     let Some(header) = parse::header_mut::<[u8; ipv6::HEADER_LEN]>(ctx, l3) else { return 0 };
