@@ -3,7 +3,7 @@
 //! Off, this costs one array lookup per packet. On, the addresses, ports and ICMP type are read
 //! before the handler changes the packet, and one event per matching packet goes to the ring
 //! buffer; a full ring drops the event, never the packet. Both families are reported in one
-//! event layout, IPv4 addresses IPv4-mapped; IPv6 is read in a BPF subprogram of its own.
+//! event layout, IPv4 addresses IPv4-mapped; each family is read in a BPF subprogram of its own.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use fastpath_common::{
@@ -39,24 +39,25 @@ pub fn watch(ctx: &TcContext, program: u32) -> Option<Watched> {
     if control.until_ns == 0 || control.until_ns < unsafe { bpf_ktime_get_ns() } {
         return None;
     }
-    let ipv6 = is_ipv6(ctx);
-    // The IPv6 capture is a subprogram: inline beside IPv4's, LLVM shares registers across the
-    // two in ways the verifier refuses (as `handle.rs` says of the walks). It finds the filter
-    // and the slot itself and fills the slot before `event` below borrows it.
-    if ipv6 && capture_ipv6(ctx) == 0 {
+    // Each family's capture is a BPF subprogram of its own, so that without a monitor the
+    // programs keep their code and their stack frame as they were: inline, a capture would sit
+    // in the middle of every program, its locals in the frame under each walk (and the kernel
+    // allows 512 bytes for a whole call chain). Inline beside each other, LLVM would also share
+    // registers across the two in ways the verifier refuses (as `handle.rs` says of the walks).
+    // Each finds the filter and the slot itself and fills the slot before `event` below
+    // borrows it.
+    let captured = if is_ipv6(ctx) { capture_ipv6(ctx) } else { capture_ipv4(ctx) };
+    if captured == 0 {
         return None;
     }
     let slot = FP_SCRATCH.get_ptr_mut(SCRATCH_MONITOR)?.cast::<MonitorEvent>();
     // SAFETY: this CPU's slot, of 72 bytes and 8-byte alignment (`Scratch`) for the event's 72;
     // nothing else uses it until this program returns (TC programs are not preempted on their
-    // CPU; `capture_ipv6` has returned). Written field by field, and only the fields this capture
-    // knows: the time, verdict and reason are the report's, and the padding is never written by
+    // CPU; the capture has returned). Written field by field, and only the fields the captures
+    // know: the time, verdict and reason are the report's, and the padding is never written by
     // anyone, so it stays as the map was created, zero. (Zeroing it here becomes a `memset` call
     // whose return the verifier then refuses to follow.)
     let event = unsafe { &mut *slot };
-    if !ipv6 && !(capture_ipv4(ctx, event) && control.matches(&event.src, &event.dst)) {
-        return None;
-    }
     event.ifindex = skb::ifindex(ctx);
     event.program = program;
     event.len = skb::len(ctx);
@@ -85,19 +86,29 @@ fn is_ipv6(ctx: &TcContext) -> bool {
     }
 }
 
-/// The innermost IPv4 header's addresses (mapped), protocol, ports and ICMP type, into `event`.
-#[inline(always)]
-fn capture_ipv4(ctx: &TcContext, event: &mut MonitorEvent) -> bool {
-    let Some((ip, offset)) = innermost_ipv4(ctx) else { return false };
-    let (sport, dport, icmp_type) = transport(ctx, offset + HEADER_LEN, ip.protocol, PROTO_ICMP);
+/// An IPv4 frame: if a monitor's filter takes it, its innermost header's addresses (mapped),
+/// protocol, ports and ICMP type into the monitor's slot; 1 if so, else 0. A subprogram, run only
+/// while a monitor is attached.
+#[inline(never)]
+fn capture_ipv4(ctx: &TcContext) -> u32 {
+    let (Some(control), Some(slot)) = (FP_MONITOR.get(0), FP_SCRATCH.get_ptr_mut(SCRATCH_MONITOR)) else {
+        return 0;
+    };
+    let Some((ip, offset)) = innermost_ipv4(ctx) else { return 0 };
+    // SAFETY: as in `watch`, which borrows the slot only after this returns.
+    let event = unsafe { &mut *slot.cast::<MonitorEvent>() };
     event.src = ipv6::v4_mapped(ip.src);
     event.dst = ipv6::v4_mapped(ip.dst);
+    if !control.matches(&event.src, &event.dst) {
+        return 0;
+    }
+    let (sport, dport, icmp_type) = transport(ctx, offset + HEADER_LEN, ip.protocol, PROTO_ICMP);
     event.sport = sport;
     event.dport = dport;
     event.protocol = ip.protocol;
     event.family = FAMILY_IPV4;
     event.icmp_type = icmp_type;
-    true
+    1
 }
 
 /// The IPv4 header to report: for IPIP and this node's VXLAN, the inner one (the pods'
@@ -144,8 +155,7 @@ const VXLAN6_INNER_L3: usize = ETH_LEN + OVERHEAD6;
 
 /// An IPv6 frame, plain or IPv6 VXLAN of this node's `vxlan-v6.calico`: if a monitor's filter
 /// takes it, its innermost header's addresses, next header, ports and ICMPv6 type into the
-/// monitor's slot; 1 if so, else 0. A subprogram, off the IPv4 paths, and run only while a
-/// monitor is attached.
+/// monitor's slot; 1 if so, else 0. A subprogram, run only while a monitor is attached.
 #[inline(never)]
 fn capture_ipv6(ctx: &TcContext) -> u32 {
     let (Some(control), Some(slot)) = (FP_MONITOR.get(0), FP_SCRATCH.get_ptr_mut(SCRATCH_MONITOR)) else {
