@@ -37,15 +37,22 @@ impl FlowState {
     }
 }
 
+impl FlowState {
+    /// The state a `FlowValue::state` byte holds, if it holds one.
+    pub const fn of(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Approved),
+            3 => Some(Self::Closing),
+            _ => None,
+        }
+    }
+}
+
 impl TryFrom<u8> for FlowState {
     type Error = u8;
 
     fn try_from(v: u8) -> Result<Self, u8> {
-        match v {
-            1 => Ok(Self::Approved),
-            3 => Ok(Self::Closing),
-            other => Err(other),
-        }
+        Self::of(v).ok_or(v)
     }
 }
 
@@ -76,17 +83,24 @@ impl Arrival {
     }
 }
 
+impl Arrival {
+    /// The arrival a `FlowValue::arrival` byte holds, if it holds one.
+    pub const fn of(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Pod),
+            2 => Some(Self::Plain),
+            3 => Some(Self::Ipip),
+            4 => Some(Self::Vxlan),
+            _ => None,
+        }
+    }
+}
+
 impl TryFrom<u8> for Arrival {
     type Error = u8;
 
     fn try_from(v: u8) -> Result<Self, u8> {
-        match v {
-            1 => Ok(Self::Pod),
-            2 => Ok(Self::Plain),
-            3 => Ok(Self::Ipip),
-            4 => Ok(Self::Vxlan),
-            other => Err(other),
-        }
+        Self::of(v).ok_or(v)
     }
 }
 
@@ -222,13 +236,7 @@ impl FlowValue {
 
     /// Where the direction's packets may arrive from.
     pub const fn arrived(&self) -> Option<Arrived> {
-        let arrival = match self.arrival {
-            1 => Arrival::Pod,
-            2 => Arrival::Plain,
-            3 => Arrival::Ipip,
-            4 => Arrival::Vxlan,
-            _ => return None,
-        };
+        let Some(arrival) = Arrival::of(self.arrival) else { return None };
         Some(Arrived { arrival, ifindex: self.ifindex, peer: self.peer })
     }
 
@@ -344,14 +352,20 @@ pub struct Admission {
 /// close; the entry stays until conntrack's goes (the daemon removes it). A packet arriving
 /// elsewhere changes nothing.
 pub fn admission(value: &FlowValue, arrived: &Arrived, signal: Signal) -> Admission {
-    let Ok(state) = FlowState::try_from(value.state) else {
+    admit(value.state, value.arrived().as_ref() == Some(arrived), signal)
+}
+
+/// [`admission`] for an entry in `state`, whose packet arrived where the flow enters (`here`) or
+/// not: both families' gates decide by it.
+pub const fn admit(state: u8, here: bool, signal: Signal) -> Admission {
+    let Some(state) = FlowState::of(state) else {
         return Admission {
             verdict: Err(Reason::PassFlowPending),
             state: FlowState::Closing,
             close_reply: false,
         };
     };
-    if value.arrived().as_ref() != Some(arrived) {
+    if !here {
         return Admission { verdict: Err(Reason::PassFlowElsewhere), state, close_reply: false };
     }
     let close_reply = signal.both_ways;

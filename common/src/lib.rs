@@ -8,6 +8,7 @@
 
 pub mod arp;
 pub mod flow;
+pub mod flow6;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;

@@ -56,6 +56,10 @@ pub const EVENTS: &str = "FP_EVENTS";
 /// then goes through the kernel again.
 pub const FLOWS: &str = "FP_FLOWS";
 
+/// LRU hash: [`crate::flow6::FlowKey6`] → [`crate::flow6::FlowValue6`], [`FLOWS`] for IPv6,
+/// of the same size.
+pub const FLOWS6: &str = "FP_FLOWS6";
+
 /// LRU hash: next hop IPv4 (`[u8; 4]`) → [`NextHopEntry`], the programs' cache of what
 /// `bpf_fib_lookup` said about reaching it over the underlay. An entry is used only while its
 /// generation is [`NodeConfig::next_hop_generation`]; the daemon bumps that on every neighbour or
@@ -70,9 +74,10 @@ pub const PATH_MTU: &str = "FP_PATH_MTU";
 
 /// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
 /// never misreads the maps an older one pinned.
-/// (3: remote blocks may be VXLAN, `RouteValue::mac` then being the other node's VTEP MAC.
-/// 4: `MonitorControl` and `MonitorEvent` hold IPv6 addresses, IPv4 mapped.)
-pub const LAYOUT_VERSION: u32 = 4;
+/// (3: remote blocks may be VXLAN, `RouteValue::mac` then being the other node's VTEP MAC.)
+/// (4: `FP_FLOWS6`, IPv6 flows under `--trust kernel`.)
+/// (5: `MonitorControl` and `MonitorEvent` hold IPv6 addresses, IPv4 mapped.)
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Bytes of the monitor's ring buffer.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -108,7 +113,7 @@ pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 16] = [
+pub const PINNED_MAPS: [&str; 17] = [
     COUNTERS,
     ROUTES,
     ENDPOINTS,
@@ -125,6 +130,7 @@ pub const PINNED_MAPS: [&str; 16] = [
     TUNNEL_PEERS6,
     NODE6,
     NEXT_HOPS6,
+    FLOWS6,
 ];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
@@ -142,7 +148,7 @@ const fn size<T>() -> u32 {
 
 /// The layout of every pinned map, from the same types and constants the programs use.
 /// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
-pub const LAYOUTS: [MapLayout; 16] = [
+pub const LAYOUTS: [MapLayout; 17] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -191,6 +197,12 @@ pub const LAYOUTS: [MapLayout; 16] = [
         key_size: 16,
         value_size: size::<NextHopEntry>(),
         max_entries: NEXT_HOPS_MAX,
+    },
+    MapLayout {
+        name: FLOWS6,
+        key_size: size::<crate::flow6::FlowKey6>(),
+        value_size: size::<crate::flow6::FlowValue6>(),
+        max_entries: FLOWS_DEFAULT_MAX,
     },
 ];
 
@@ -532,6 +544,8 @@ mod user {
     unsafe impl aya::Pod for crate::route6::RouteValue6 {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for crate::flow::FlowValue {}
+    unsafe impl aya::Pod for crate::flow6::FlowKey6 {}
+    unsafe impl aya::Pod for crate::flow6::FlowValue6 {}
 }
 
 #[cfg(test)]

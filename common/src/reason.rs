@@ -440,11 +440,12 @@ reasons! {
             short: "a neighbour solicitation answered",
             describe: "the programs answer a pod's neighbour solicitation with ee:ee:ee:ee:ee:ee, as the host end's own address (the gateway) or a proxy would, so the pod sends every IPv6 packet to the node",
         },
-        /// `--trust kernel`: IPv6, whose flows the daemon does not judge yet: the kernel carries it.
-        PassIpv6Untrusted = 59 {
-            label: "passed_ipv6_untrusted",
-            short: "IPv6 under --trust kernel",
-            describe: "under --trust kernel the daemon does not judge IPv6 flows yet, so the kernel carries IPv6",
+        /// `--trust kernel`: an IPv6 flow conntrack translates (an IPv6 service, natOutgoing):
+        /// the fast path does not translate IPv6, so the kernel carries it.
+        PassIpv6Translated = 59 {
+            label: "passed_ipv6_translated",
+            short: "an IPv6 flow conntrack translates",
+            describe: "under --trust kernel, conntrack translates this IPv6 flow (a service's DNAT, or SNAT), which the fast path does not do for IPv6, so the kernel carries it",
         },
         /// IPv6 VXLAN needs a real UDP checksum (the kernel's `vxlan-v6.calico` drops a zero one),
         /// which the programs make without reading the payload only for a whole TCP, UDP or

@@ -5,7 +5,7 @@
 use aya_ebpf::programs::TcContext;
 use fastpath_common::{
     maps::NodeConfig,
-    pipeline::{Plan, Plan6},
+    pipeline::{Carry6, Plan, Plan6},
     tunnel::Tunnel,
     Reason,
 };
@@ -50,10 +50,21 @@ pub fn out(ctx: &TcContext, node: Result<&'static NodeConfig, Reason>, plan: Pla
     }
 }
 
-/// What the IPv6 walks decide (`pipeline::from_pod_ipv6`, `from_underlay_ipv6`), carried out in
-/// their own subprograms.
+/// The IPv6 walks' plans (`pipeline::from_pod_ipv6`, `from_underlay_ipv6`), carried out where
+/// each is made, in the walks' own subprograms.
+pub struct Out6<'a>(pub &'a TcContext);
+
+impl Carry6<NextHop6> for Out6<'_> {
+    type Out = (i32, Reason);
+
+    #[inline(always)]
+    fn carry(&self, plan: Plan6<NextHop6>) -> Outcome {
+        out_ipv6(self.0, plan)
+    }
+}
+
 #[inline(always)]
-pub fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
+fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
     match plan {
         Plan6::AnswerNdp => ndp::answer(ctx),
         Plan6::ToPod { ifindex, mac, decap: false } => {
@@ -70,9 +81,8 @@ pub fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
             vxlan::encapsulate6(ctx, node6, &next_hop, mac, &hop)
         }
         Plan6::TooBig { mtu } => icmp6::packet_too_big(ctx, mtu),
-        Plan6::ByVxlanDevice { mac } => {
-            let device = maps::node6().ok_or(Reason::PassNotReady)?.vxlan;
-            deliver::to_device_v6(ctx, device.ifindex, device.mac, mac)
+        Plan6::ByVxlanDevice { ifindex, device_mac, mac } => {
+            deliver::to_device_v6(ctx, ifindex, device_mac, mac)
         }
     }
 }

@@ -8,7 +8,7 @@ use fastpath_common::{
 };
 
 use crate::{
-    carry,
+    carry::{self, Out6},
     outcome::{self, Outcome, Packed},
     skb,
     walk::{Maps, Packet},
@@ -44,8 +44,7 @@ fn walk_ipv4(ctx: &TcContext) -> Outcome {
 #[inline(never)]
 fn from_pod_ipv6(ctx: &TcContext) -> Packed {
     let tables = Maps::new(ctx);
-    let decided = pipeline::from_pod_ipv6(&Packet(ctx), skb::ifindex(ctx), &tables, &mut Silent);
-    outcome::pack(decided.and_then(|plan| carry::out_ipv6(ctx, plan)))
+    outcome::pack(pipeline::from_pod_ipv6(&Packet(ctx), skb::ifindex(ctx), &tables, &mut Silent, &Out6(ctx)))
 }
 
 /// What arrives on the underlay: tunnels from other nodes taken apart, and under `--trust
@@ -70,6 +69,5 @@ pub fn from_underlay(ctx: &TcContext) -> Outcome {
 #[inline(never)]
 fn from_underlay_ipv6(ctx: &TcContext) -> Packed {
     let tables = Maps::new(ctx);
-    let decided = pipeline::from_underlay_ipv6(&Packet(ctx), &tables, &mut Silent);
-    outcome::pack(decided.and_then(|plan| carry::out_ipv6(ctx, plan)))
+    outcome::pack(pipeline::from_underlay_ipv6(&Packet(ctx), &tables, &mut Silent, &Out6(ctx)))
 }

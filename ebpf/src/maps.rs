@@ -6,6 +6,7 @@ use aya_ebpf::{
 };
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     maps::{
         AgentInfo, Counter, Endpoint, MonitorControl, MonitorEvent, NextHopEntry, Node6Config, NodeConfig,
         PathMtu, ENDPOINTS_MAX, EVENTS_BYTES, FLOWS_DEFAULT_MAX, NEXT_HOPS_MAX, PATH_MTU_MAX, ROUTES6_MAX,
@@ -76,6 +77,10 @@ pub static FP_EVENTS: RingBuf<MonitorEvent, { EVENTS_BYTES as usize }> = RingBuf
 /// `fastpath_common::maps::FLOWS`; the daemon sets its size).
 #[btf_map]
 pub static FP_FLOWS: LruHashMap<FlowKey, FlowValue, { FLOWS_DEFAULT_MAX as usize }> = LruHashMap::new();
+
+/// [`FP_FLOWS`] for IPv6 (name: `fastpath_common::maps::FLOWS6`; the daemon sets its size).
+#[btf_map]
+pub static FP_FLOWS6: LruHashMap<FlowKey6, FlowValue6, { FLOWS_DEFAULT_MAX as usize }> = LruHashMap::new();
 
 /// Next hops on the underlay as the FIB last said, per generation (name:
 /// `fastpath_common::maps::NEXT_HOPS`).

@@ -4,6 +4,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use fastpath_common::{
     flow::{Admission, FlowKey, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     maps::{Endpoint, Node6Config, NodeConfig, PathMtu},
     pipeline::{Frame, Tables},
     route::RouteValue,
@@ -14,7 +15,7 @@ use fastpath_common::{
 use crate::{
     fib::{self, NextHop, NextHop6},
     flow,
-    maps::{self, FP_FLOWS, FP_PATH_MTU},
+    maps::{self, FP_FLOWS, FP_FLOWS6, FP_PATH_MTU},
     parse, skb,
 };
 
@@ -60,6 +61,7 @@ impl Tables for Maps<'_> {
     type Hop = NextHop;
     type Route6 = &'static RouteValue6;
     type Hop6 = NextHop6;
+    type Flow6 = &'static mut FlowValue6;
 
     #[inline(always)]
     fn node(&self) -> Result<&NodeConfig, Reason> {
@@ -116,6 +118,27 @@ impl Tables for Maps<'_> {
         entry.state = admission.state as u8;
         if admission.close_reply {
             flow::close(&entry.reply_key(key));
+        }
+        match admission.verdict {
+            Ok(()) => {
+                entry.last_seen_ns = self.now_ns();
+                entry.fast_packets += 1;
+            }
+            Err(_) => entry.kernel_packets += 1,
+        }
+    }
+
+    #[inline(always)]
+    fn flow6(&self, key: &FlowKey6) -> Option<&'static mut FlowValue6> {
+        // SAFETY: as `flow`'s.
+        FP_FLOWS6.get_ptr_mut(*key).map(|entry| unsafe { &mut *entry })
+    }
+
+    #[inline(always)]
+    fn settle6(&self, entry: &mut &'static mut FlowValue6, key: &FlowKey6, admission: &Admission) {
+        entry.state = admission.state as u8;
+        if admission.close_reply {
+            flow::close6(&key.reversed());
         }
         match admission.verdict {
             Ok(()) => {

@@ -22,19 +22,22 @@ use aya::Ebpf;
 use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     flow::{Arrival, Arrived, FlowKey},
+    flow6::{Arrived6, FlowKey6},
     ndp::captured,
 };
 use fastpath_tests::packets::{self, TCP_ACK};
 use support::*;
 
 /// One decision to time: its name, the program, the frame, and under `--trust kernel` the flow
-/// directions the daemon would have approved for it (key, arrival, and the tuple it leaves with).
+/// directions the daemon would have approved for it (key, arrival, and the tuple it leaves with;
+/// for IPv6, key and arrival).
 struct Case {
     name: &'static str,
     program: &'static str,
     frame: Vec<u8>,
     trust_kernel: bool,
     approved: Vec<(FlowKey, Arrived, FlowKey)>,
+    approved6: Vec<(FlowKey6, Arrived6)>,
 }
 
 const PORTS: (u16, u16) = (40000, 5201);
@@ -50,8 +53,14 @@ fn key(src: [u8; 4], dst: [u8; 4]) -> FlowKey {
 fn cases() -> Vec<Case> {
     let pod = |src, dst| packets::pod_frame(&tcp(src, dst));
     let tunnelled = |src, dst| ipip_frame(PEER_IP, NODE_IP, &tcp(src, dst));
-    let case =
-        |name, program, frame| Case { name, program, frame, trust_kernel: false, approved: Vec::new() };
+    let case = |name, program, frame| Case {
+        name,
+        program,
+        frame,
+        trust_kernel: false,
+        approved: Vec::new(),
+        approved6: Vec::new(),
+    };
     // Under --trust kernel, the same frame with its direction approved as it arrives, unchanged.
     let approved = |name, program, frame, key: FlowKey, arrived| Case {
         name,
@@ -59,6 +68,7 @@ fn cases() -> Vec<Case> {
         frame,
         trust_kernel: true,
         approved: vec![(key, arrived, key)],
+        approved6: Vec::new(),
     };
     let here = Arrived::from_pod(TEST_IFINDEX);
     let ipip = Arrived::from_underlay(Arrival::Ipip, PEER_IP);
@@ -157,6 +167,38 @@ fn cases() -> Vec<Case> {
             ..case("cross node, IPIP, no entry (kernel first)", FROM_POD, pod(POD, REMOTE_POD))
         },
     ];
+    // IPv6 under --trust kernel: the same decisions with their directions in FP_FLOWS6.
+    let key6 = |src, dst| FlowKey6::new(src, dst, 6, TCP6_PORTS);
+    let pod6 = Arrived6::from_pod(TEST_IFINDEX);
+    let vxlan6 = Arrived6::from_underlay(Arrival::Vxlan, PEER6_IP);
+    let approved6 = |name, program, frame, key, arrived| Case {
+        trust_kernel: true,
+        approved6: vec![(key, arrived)],
+        ..case(name, program, frame)
+    };
+    cases.extend([
+        approved6(
+            "IPv6 same node, redirected (kernel, approved)",
+            FROM_POD,
+            tcp6(POD6, OTHER6, 0),
+            key6(POD6, OTHER6),
+            pod6,
+        ),
+        approved6(
+            "IPv6 cross node, VXLAN (kernel, approved)",
+            FROM_POD,
+            tcp6(POD6, VXLAN6_POD, 0),
+            key6(POD6, VXLAN6_POD),
+            pod6,
+        ),
+        approved6(
+            "IPv6 VXLAN decapsulated (kernel, approved)",
+            FROM_UNDERLAY,
+            vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &tcp6(VXLAN6_POD, POD6, 0)[14..]),
+            key6(VXLAN6_POD, POD6),
+            vxlan6,
+        ),
+    ]);
     cases.extend([
         case("no route (source check passed)", FROM_POD, pod(POD, [8, 8, 8, 8])),
         case("source not a pod's (service)", FROM_POD, pod([10, 96, 0, 10], OTHER_LOCAL_POD)),
@@ -240,6 +282,9 @@ fn main() {
                 trust_kernel(ebpf);
                 for (key, arrived, to) in &case.approved {
                     approve(ebpf, *key, *arrived, *to);
+                }
+                for (key, arrived) in &case.approved6 {
+                    approve6(ebpf, *key, *arrived, false);
                 }
             } else {
                 trust_routes(ebpf);

@@ -23,9 +23,10 @@ use fastpath::{
 };
 use fastpath_common::{
     flow::{FlowKey, FlowState, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     maps::{
         Counter, Endpoint, NextHopEntry, Node6Config, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, ENDPOINTS6,
-        FLOWS, NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
+        FLOWS, FLOWS6, NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::RouteValue,
     route6::RouteValue6,
@@ -61,6 +62,7 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
         HashMap::try_from(ebpf.map(ENDPOINTS6).unwrap()).unwrap();
     let peers: HashMap<_, [u8; 4], u32> = HashMap::try_from(ebpf.map(TUNNEL_PEERS).unwrap()).unwrap();
     let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map(FLOWS).unwrap()).unwrap();
+    let flows6: HashMap<_, FlowKey6, FlowValue6> = HashMap::try_from(ebpf.map(FLOWS6).unwrap()).unwrap();
     let path_mtus: HashMap<_, [u8; 4], PathMtu> = HashMap::try_from(ebpf.map(PATH_MTU).unwrap()).unwrap();
     let next_hops: HashMap<_, [u8; 4], NextHopEntry> =
         HashMap::try_from(ebpf.map(NEXT_HOPS).unwrap()).unwrap();
@@ -82,6 +84,7 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
         is_peer6: &|addr| peers6.get(&addr, 0).is_ok(),
         path_mtu: &|addr| path_mtus.get(&addr, 0).ok(),
         flow: &|key| flows.get(key, 0).ok(),
+        flow6: &|key| flows6.get(key, 0).ok(),
         flows: &[],
         now_ns: fastpath::clock::monotonic_ns(),
         ifname: &|_| None,
@@ -138,13 +141,20 @@ fn agree(ebpf: &mut Ebpf, frame: &[u8]) -> Vec<Reason> {
     reasons
 }
 
-/// Every flow the table holds, closing (as a FIN or RST would leave it).
+/// Every flow both tables hold, closing (as a FIN or RST would leave it).
 fn close_every_flow(ebpf: &mut Ebpf) {
     let mut flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map_mut(FLOWS).unwrap()).unwrap();
     let keys: Vec<FlowKey> = flows.keys().map(Result::unwrap).collect();
     for key in keys {
         let value = flows.get(&key, 0).unwrap();
         flows.insert(key, FlowValue { state: FlowState::Closing as u8, ..value }, 0).unwrap();
+    }
+    let mut flows6: HashMap<_, FlowKey6, FlowValue6> =
+        HashMap::try_from(ebpf.map_mut(FLOWS6).unwrap()).unwrap();
+    let keys6: Vec<FlowKey6> = flows6.keys().map(Result::unwrap).collect();
+    for key in keys6 {
+        let value = flows6.get(&key, 0).unwrap();
+        flows6.insert(key, FlowValue6 { state: FlowState::Closing as u8, ..value }, 0).unwrap();
     }
 }
 
@@ -238,7 +248,9 @@ fn explain_decides_every_seed_kind_as_the_programs_do() {
             Reason::RedirectedLocal,
             Reason::PassSourceNotPod,
             Reason::PassInnerSourceForeign,
-            Reason::PassIpv6Untrusted,
+            // IPv6 by its own flow table: one conntrack translates is the kernel's.
+            Reason::PassIpv6Translated,
+            Reason::EncapsulatedVxlan,
         ] {
             assert!(
                 kernel_mode.contains(&reason),
@@ -345,6 +357,7 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
                     is_peer6: &|_| false,
                     path_mtu: &|_| None,
                     flow: &|_| None,
+                    flow6: &|_| None,
                     flows: &[],
                     now_ns: 0,
                     ifname: &|_| None,

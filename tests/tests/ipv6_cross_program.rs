@@ -325,15 +325,15 @@ fn ipv6_vxlan_the_programs_do_not_take_apart_goes_to_the_kernel_still_encapsulat
     in_node(|ebpf, _| {
         trust_kernel(ebpf);
         let frame = vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &inner(VXLAN6_POD, POD6, 63));
-        assert_passes_unchanged(ebpf, FROM_UNDERLAY, &frame, Reason::PassIpv6Untrusted);
+        assert_passes_unchanged(ebpf, FROM_UNDERLAY, &frame, Reason::PassFlowPending);
     });
 }
 
 #[test]
-fn under_trust_kernel_ipv6_for_other_nodes_is_the_kernels() {
+fn under_trust_kernel_ipv6_for_other_nodes_is_the_kernels_until_conntrack_approves_it() {
     in_node(|ebpf, _| {
         trust_kernel(ebpf);
-        assert_passes_unchanged(ebpf, FROM_POD, &echo6(POD6, VXLAN6_POD, 64), Reason::PassIpv6Untrusted);
+        assert_passes_unchanged(ebpf, FROM_POD, &echo6(POD6, VXLAN6_POD, 64), Reason::PassFlowPending);
     });
 }
 

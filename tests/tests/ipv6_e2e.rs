@@ -521,6 +521,52 @@ fn a_mixed_cluster_carries_ipv6_vxlan_both_ways() {
 }
 
 #[test]
+fn a_mixed_cluster_carries_ipv6_vxlan_both_ways_under_trust_kernel() {
+    require_root();
+    // Node 1 runs fastpath under --trust kernel, its FORWARD chains open for the kernel to carry
+    // each flow's first packets, with Calico's first rule for IPv6 (with it, conntrack tracks);
+    // node 2 only the kernel's vxlan-v6.calico.
+    let spec = ClusterSpec { kernel_forwarding: true, ..ClusterSpec::seed_vxlan_mixed() }.dual_stack();
+    let cluster = Cluster::build("v6mixedk", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let node1 = &cluster.nodes[0].ns.name;
+    let established =
+        ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"];
+    cmd::in_ns_ok(node1, "ip6tables", &established).unwrap();
+    let daemons = [Daemon::start(node1, &["--trust", "kernel"]).unwrap()];
+    let before = [daemons[0].counters().unwrap()];
+    let device_before = link_packets(node1, VXLAN6_DEVICE);
+    assert_reaches(a, b, 62);
+    assert_reaches(b, a, 62);
+    for (from, to) in [(a, b), (b, a)] {
+        traffic::transfer6(from, to, 4 << 20).unwrap();
+    }
+    // The kernel carried each flow until conntrack confirmed it, the programs the rest: nearly
+    // all of each transfer, in both directions.
+    let counted = daemons[0].counters().unwrap().since(&before[0]);
+    assert!(counted.packets("passed_flow_pending") >= 1, "{counted:?}");
+    assert_sent_and_taken_apart(&daemons, &before, 3 << 20);
+    let device_after = link_packets(node1, VXLAN6_DEVICE);
+    assert!(
+        device_after.0 - device_before.0 < 200 && device_after.1 - device_before.1 < 200,
+        "{VXLAN6_DEVICE} on node 1 carried the flows: {device_before:?} -> {device_after:?}"
+    );
+    // `flows` lists the IPv6 directions it carried, from the pod and from node 2's tunnel (the
+    // transfers' connections closing now: their FINs went to the kernel).
+    let flows: serde_json::Value =
+        serde_json::from_str(&daemons[0].cli(&["flows", "--json"]).unwrap()).unwrap();
+    let carried = |src: Ipv6Addr, arrives: &str| {
+        flows.as_array().unwrap().iter().any(|f| {
+            f["src"] == src.to_string()
+                && f["protocol"] == "tcp"
+                && f["arrives"].as_str().unwrap().starts_with(arrives)
+                && f["fast_packets"].as_u64().unwrap() >= 50
+        })
+    };
+    assert!(carried(ip6(a), "from a pod") && carried(ip6(b), "in VXLAN from"), "{flows:#}");
+}
+
+#[test]
 fn an_ipv6_address_the_underlay_gains_after_start_readies_the_node_at_once() {
     require_root();
     let spec = ClusterSpec::seed_vxlan_fastpath_only().dual_stack();

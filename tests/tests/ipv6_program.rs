@@ -112,12 +112,11 @@ fn what_the_fast_path_does_not_carry_goes_to_the_kernel() {
 }
 
 #[test]
-fn under_trust_kernel_ipv6_is_the_kernels() {
-    assert_passes_unchanged(
-        packets::ipv6_frame(POD6, OTHER6, 64, NEXT_ICMPV6),
-        Reason::PassIpv6Untrusted,
-        true,
-    );
+fn under_trust_kernel_ipv6_is_the_kernels_until_conntrack_approves_it() {
+    assert_passes_unchanged(echo6(POD6, OTHER6, 64), Reason::PassFlowPending, true);
+    // An ICMPv6 error (destination unreachable) names no flow: only conntrack can relate it.
+    let unreachable = ip6_frame(POD6, OTHER6, NEXT_ICMPV6, &[1, 4, 0, 0, 0, 0, 0, 0]);
+    assert_passes_unchanged(unreachable, Reason::PassFlowUntracked, true);
 }
 
 #[test]

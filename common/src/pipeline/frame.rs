@@ -5,6 +5,7 @@
 use crate::{
     arp::{ArpFields, ARP_IPV4_LEN},
     flow::{self, FlowKey, Signal, PORTS_LEN, PROTO_TCP},
+    flow6::{self, FlowKey6},
     icmp,
     ipv4::{self, Ipv4Fields, FRAGMENT_MASK, HEADER_LEN, PROTO_UDP},
     vxlan::{self, Received, INNER_ETH_LEN, UDP_HEADER_LEN},
@@ -134,6 +135,24 @@ pub fn flow_name<F: Frame>(frame: &F, l3: usize, ip: &Ipv4Fields) -> Option<(Flo
     }
     // The flags are the 14th byte of the TCP header.
     let flags = frame.read::<14, _>(l3 + HEADER_LEN, |tcp| tcp[13])?;
+    Some((key, Signal::of_tcp_flags(flags)))
+}
+
+/// The flow direction of the IPv6 packet at `l3` (one without extension headers, which the walk
+/// hands to the kernel before asking), and what its TCP flags say. The key is built inside one
+/// read, from the bytes where they lie.
+#[inline(always)]
+pub fn flow_name6<F: Frame>(frame: &F, l3: usize) -> Option<(FlowKey6, Signal)> {
+    const LEN: usize = crate::ipv6::HEADER_LEN;
+    let key = frame.read::<{ LEN + PORTS_LEN }, _>(l3, |p| {
+        let l4: &[u8; PORTS_LEN] = p[LEN..].first_chunk()?;
+        let ports = flow6::ports_of6(p[6], l4)?;
+        Some(FlowKey6::new(*p[8..].first_chunk()?, *p[24..].first_chunk()?, p[6], ports))
+    })??;
+    if key.protocol != PROTO_TCP {
+        return Some((key, Signal::default()));
+    }
+    let flags = frame.read::<14, _>(l3 + LEN, |tcp| tcp[13])?;
     Some((key, Signal::of_tcp_flags(flags)))
 }
 

@@ -86,7 +86,7 @@ pub fn from_pod<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
     trace: &mut R,
 ) -> Decision<H> {
     if is_ipv6(frame) {
-        from_pod_ipv6(frame, ingress, tables, trace).map(Plan::Ipv6)
+        from_pod_ipv6(frame, ingress, tables, trace, &Keep).map(Plan::Ipv6)
     } else {
         from_pod_ipv4(frame, ingress, tables, trace)
     }
@@ -100,7 +100,7 @@ pub fn is_ipv6<F: Frame>(frame: &F) -> bool {
     frame::ether_type(frame) == Some(ETH_P_IPV6)
 }
 
-pub use v6::{from_pod as from_pod_ipv6, from_underlay as from_underlay_ipv6, Plan6};
+pub use v6::{from_pod as from_pod_ipv6, from_underlay as from_underlay_ipv6, Carry6, Keep, Plan6};
 
 /// `from_pod` for every frame but IPv6: ARP is answered, IPv4 forwarded, the rest passed.
 #[inline(always)]
@@ -221,7 +221,7 @@ pub fn from_underlay<F: Frame, H, T: Tables<Hop = H, Hop6 = H>, R: Trace>(
     trace: &mut R,
 ) -> Decision<H> {
     if is_ipv6(frame) {
-        return from_underlay_ipv6(frame, tables, trace).map(Plan::Ipv6);
+        return from_underlay_ipv6(frame, tables, trace, &Keep).map(Plan::Ipv6);
     }
     from_underlay_ipv4(frame, tables, trace)
 }

@@ -5,6 +5,7 @@ use core::borrow::Borrow;
 
 use crate::{
     flow::{Admission, FlowKey, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     maps::{Endpoint, Node6Config, NodeConfig, PathMtu},
     route::RouteValue,
     route6::RouteValue6,
@@ -22,6 +23,8 @@ pub trait Tables {
     type Route6: Borrow<RouteValue6>;
     /// How to reach an IPv6 address on the underlay, as the kernel's FIB says.
     type Hop6;
+    /// An IPv6 flow direction's entry as the table hands it out.
+    type Flow6: Borrow<FlowValue6>;
 
     /// This node's settings, once the daemon has written them (else [`Reason::PassNotReady`]).
     fn node(&self) -> Result<&NodeConfig, Reason>;
@@ -57,6 +60,11 @@ pub trait Tables {
     fn is_peer6(&self, addr: &[u8; 16]) -> bool;
     /// How to reach `addr` over the underlay ([`Reason::PassFibFailed`] when the FIB cannot).
     fn hop6(&self, addr: &[u8; 16]) -> Result<Self::Hop6, Reason>;
+    /// The IPv6 flow table's entry for a direction (`--trust kernel`).
+    fn flow6(&self, key: &FlowKey6) -> Option<Self::Flow6>;
+    /// [`Tables::settle`] for an IPv6 direction.
+    fn settle6(&self, flow: &mut Self::Flow6, key: &FlowKey6, admission: &Admission);
+
     /// The MAC of `addr` on the underlay, as the kernel knows it: who a plain packet routed
     /// through `addr` comes from.
     fn sender_mac(&self, addr: [u8; 4]) -> Option<[u8; 6]>;

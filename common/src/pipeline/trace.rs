@@ -4,6 +4,7 @@
 
 use crate::{
     flow::{Admission, FlowKey, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     route::{Forward, RouteValue},
     tunnel::Tunnel,
     Reason,
@@ -47,6 +48,10 @@ pub enum Note {
     Flow { key: FlowKey, value: FlowValue, admission: Admission },
     /// The flow is not approved yet: what the routes would have the fast path do once it is.
     Pending { then: Pending },
+    /// The IPv6 flow table holds no entry for the direction.
+    NoFlow6 { key: FlowKey6 },
+    /// The IPv6 flow table's entry for the direction, and what the gate made of it.
+    Flow6 { key: FlowKey6, value: FlowValue6, admission: Admission },
     /// Conntrack translates it to an address no route holds: out through the underlay as the
     /// FIB says (natOutgoing's outside world).
     ByFib { dst: [u8; 4] },
@@ -89,6 +94,10 @@ pub enum Pending {
     Decapsulate { ifindex: u32, mac: [u8; 6] },
     /// Deliver it, as it is, to `dst`.
     Deliver { dst: [u8; 4] },
+    /// Carry the IPv6 packet as this plan says (the plan's hop not yet asked for).
+    Carry6(crate::route6::Forward6),
+    /// Take the IPv6 VXLAN packet apart and deliver it to the pod behind `ifindex`.
+    Decapsulate6 { ifindex: u32 },
 }
 
 /// The limit a packet too big exceeded.

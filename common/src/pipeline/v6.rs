@@ -3,8 +3,9 @@
 //! is carried into it, and one to another node's block (`FP_ROUTES6`) leaves over the underlay,
 //! plain or in IPv6 VXLAN as `vxlan-v6.calico` would send it; from the underlay, IPv6 VXLAN from
 //! a known node is taken apart and delivered into the pod. The rules are IPv4's: the same source
-//! checks, the same blackhole, the same peer and inner-source checks. `--trust kernel`'s flows
-//! are still IPv4's only: under it the kernel carries IPv6.
+//! checks, the same blackhole, the same peer and inner-source checks. Under `--trust kernel`
+//! the gate is IPv4's too ([`gate`]): a flow direction takes the fast path only by its
+//! conntrack entry, arriving where that entry says; one conntrack translates is the kernel's.
 //!
 //! Every step judges the packet's bytes where they lie, inside [`Frame::read`]: an IPv6 header
 //! is 40 bytes, and copies of it would crowd the programs' 512 bytes of stack. The tables are
@@ -13,12 +14,14 @@
 use core::borrow::Borrow;
 
 use super::{
-    frame::{Frame, ETH_LEN},
-    Limit, Note, Tables, Trace,
+    frame::{self, Frame, ETH_LEN},
+    Limit, Note, Pending, Tables, Trace,
 };
 use crate::{
-    flow::PROTO_TCP,
+    flow::{Arrival, PROTO_TCP},
+    flow6,
     ipv6::{self, same_address, Ipv6Fields, HEADER_LEN, NEXT_ICMPV6, NEXT_UDP, UNSPECIFIED},
+    maps::Endpoint,
     ndp::{self, SOLICITATION_LEN, TYPE_NEIGHBOUR_SOLICITATION, TYPE_REDIRECT, TYPE_ROUTER_SOLICITATION},
     route6::{self, Forward6},
     vxlan::{self, Received, INNER_ETH_LEN, OVERHEAD6, UDP_HEADER_LEN},
@@ -40,9 +43,10 @@ pub enum Plan6<H> {
     Encapsulate { next_hop: [u8; 16], mac: [u8; 6], hop: H },
     /// Answer with ICMPv6 "packet too big" carrying `mtu`, back to the pod.
     TooBig { mtu: u32 },
-    /// Hand to this node's `vxlan-v6.calico`, inner Ethernet to the VTEP MAC `mac` of the node
-    /// it goes to, for the device to encapsulate and checksum (see [`Reason::Vxlan6ByDevice`]).
-    ByVxlanDevice { mac: [u8; 6] },
+    /// Hand to this node's `vxlan-v6.calico` (`ifindex`, MAC `device_mac`), inner Ethernet to
+    /// the VTEP MAC `mac` of the node it goes to, for the device to encapsulate and checksum (see
+    /// [`Reason::Vxlan6ByDevice`]).
+    ByVxlanDevice { ifindex: u32, device_mac: [u8; 6], mac: [u8; 6] },
 }
 
 impl<H> Plan6<H> {
@@ -60,6 +64,27 @@ impl<H> Plan6<H> {
     }
 }
 
+/// What becomes of an IPv6 plan where the walk makes it: the programs carry it out on the spot
+/// (`ebpf/src/carry.rs`), `explain` and the tests keep it ([`Keep`]). Handed back from the end
+/// of the walk instead, the plans of every path would meet in one value, which LLVM assembles
+/// from registers some paths never set (a field of another plan): the verifier refuses that.
+pub trait Carry6<H> {
+    type Out;
+    fn carry(&self, plan: Plan6<H>) -> Result<Self::Out, Reason>;
+}
+
+/// The plan itself, for whoever tells or checks it.
+pub struct Keep;
+
+impl<H> Carry6<H> for Keep {
+    type Out = Plan6<H>;
+
+    #[inline(always)]
+    fn carry(&self, plan: Plan6<H>) -> Result<Plan6<H>, Reason> {
+        Ok(plan)
+    }
+}
+
 /// Where the source and the destination address lie.
 const SRC: usize = ETH_LEN + 8;
 const DST: usize = ETH_LEN + 24;
@@ -69,12 +94,13 @@ const INNER: usize = ETH_LEN + OVERHEAD6;
 
 /// An IPv6 packet from the pod behind `ingress`.
 #[inline(always)]
-pub fn from_pod<F: Frame, T: Tables, R: Trace>(
+pub fn from_pod<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
     frame: &F,
     ingress: u32,
     tables: &T,
     trace: &mut R,
-) -> Result<Plan6<T::Hop6>, Reason> {
+    carry: &C,
+) -> Result<C::Out, Reason> {
     // Neighbour discovery (RFC 4861's messages, types 133 to 137): a solicitation is answered,
     // the rest is the kernel's.
     let discovery = frame.read::<{ HEADER_LEN + 1 }, _>(ETH_LEN, |h| {
@@ -82,7 +108,7 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
             .then_some(h[HEADER_LEN])
     });
     match discovery.flatten() {
-        Some(TYPE_NEIGHBOUR_SOLICITATION) => return answer_solicitation(frame, trace),
+        Some(TYPE_NEIGHBOUR_SOLICITATION) => return carry.carry(answer_solicitation(frame, trace)?),
         Some(_) => return Err(Reason::PassNdpNotSolicitation),
         None => {}
     }
@@ -107,13 +133,64 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
             verdict
         })
         .ok_or(Reason::PassIpv6Malformed)??;
-    // The daemon judges IPv4 flows only: under --trust kernel the kernel carries all of IPv6.
+    let to = destination(frame, tables, trace)?;
     if node.trusts_kernel() {
-        return Err(Reason::PassIpv6Untrusted);
+        // Without an entry, the destination's own reason first (above): it would not take the
+        // fast path anyway.
+        match gate(frame, tables, trace, Entered::from_pod(ingress)) {
+            Ok(()) => {}
+            Err(Reason::PassFlowPending) => {
+                trace.note(Note::Pending { then: Pending::Carry6(to) });
+                return Err(Reason::PassFlowPending);
+            }
+            Err(reason) => return Err(reason),
+        }
     }
-    // This node's own addresses are the kernel's too, but none of them is a pod's /128 or in a
-    // block the route trie holds.
-    let to = frame
+    match to {
+        Forward6::Local { ifindex, mac } => carry.carry(Plan6::ToPod { ifindex, mac, decap: false }),
+        Forward6::Underlay { next_hop } => {
+            // The FIB is asked from this node's IPv6 address, which the daemon writes.
+            tables.node6().ok_or(Reason::PassNotReady)?;
+            if let Some(mtu) = too_big(frame, trace, next_header, node.underlay_mtu, Limit::Underlay) {
+                return carry.carry(Plan6::TooBig { mtu });
+            }
+            let hop = tables.hop6(&next_hop)?;
+            carry.carry(Plan6::ToUnderlay { next_hop, hop })
+        }
+        Forward6::Vxlan { next_hop, mac } => {
+            let node6 = tables.node6().ok_or(Reason::PassNotReady)?;
+            if !node6.has_vxlan() {
+                // The daemon writes IPv6 VXLAN routes only for a node whose device it
+                // understands; never guess.
+                trace.note(Note::NoVxlanDevice);
+                return Err(Reason::PassKernelRoute);
+            }
+            if let Some(mtu) = too_big(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6) {
+                return carry.carry(Plan6::TooBig { mtu });
+            }
+            if !summable(frame, payload_len, next_header) {
+                let device = &node6.vxlan;
+                return carry.carry(Plan6::ByVxlanDevice {
+                    ifindex: device.ifindex,
+                    device_mac: device.mac,
+                    mac,
+                });
+            }
+            let hop = tables.hop6(&next_hop)?;
+            carry.carry(Plan6::Encapsulate { next_hop, mac, hop })
+        }
+    }
+}
+
+/// Where a pod's IPv6 packet goes: a pod here, or what the route trie says. This node's own
+/// addresses are the kernel's too, but none of them is a pod's /128 or in a block the trie holds.
+#[inline(always)]
+fn destination<F: Frame, T: Tables, R: Trace>(
+    frame: &F,
+    tables: &T,
+    trace: &mut R,
+) -> Result<Forward6, Reason> {
+    frame
         .read::<16, _>(DST, |dst| {
             if ipv6::is_special_destination(*dst, UNSPECIFIED) {
                 return Err(Reason::PassSpecialDestination);
@@ -127,36 +204,79 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace>(
             trace.note(Note::Route6 { dst: *dst, to });
             to
         })
-        .ok_or(Reason::PassIpv6Malformed)??;
-    match to {
-        Forward6::Local { ifindex, mac } => Ok(Plan6::ToPod { ifindex, mac, decap: false }),
-        Forward6::Underlay { next_hop } => {
-            // The FIB is asked from this node's IPv6 address, which the daemon writes.
-            tables.node6().ok_or(Reason::PassNotReady)?;
-            if let Some(mtu) = too_big(frame, trace, next_header, node.underlay_mtu, Limit::Underlay) {
-                return Ok(Plan6::TooBig { mtu });
+        .ok_or(Reason::PassIpv6Malformed)?
+}
+
+/// The pod here a decapsulated IPv6 packet is for.
+#[inline(always)]
+fn delivery<F: Frame, T: Tables, R: Trace>(frame: &F, tables: &T, trace: &mut R) -> Result<Endpoint, Reason> {
+    frame
+        .read::<16, _>(INNER + 24, |dst| {
+            if ipv6::is_special_destination(*dst, UNSPECIFIED) {
+                return Err(Reason::PassSpecialDestination);
             }
-            let hop = tables.hop6(&next_hop)?;
-            Ok(Plan6::ToUnderlay { next_hop, hop })
-        }
-        Forward6::Vxlan { next_hop, mac } => {
-            let node6 = tables.node6().ok_or(Reason::PassNotReady)?;
-            if !node6.has_vxlan() {
-                // The daemon writes IPv6 VXLAN routes only for a node whose device it
-                // understands; never guess.
-                trace.note(Note::NoVxlanDevice);
-                return Err(Reason::PassKernelRoute);
-            }
-            if let Some(mtu) = too_big(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6) {
-                return Ok(Plan6::TooBig { mtu });
-            }
-            if !summable(frame, payload_len, next_header) {
-                return Ok(Plan6::ByVxlanDevice { mac });
-            }
-            let hop = tables.hop6(&next_hop)?;
-            Ok(Plan6::Encapsulate { next_hop, mac, hop })
+            let pod = tables.endpoint6(dst).ok_or(Reason::PassDecapNotLocal);
+            trace.note(Note::Delivery6 { dst: *dst, pod: pod.is_ok() });
+            pod
+        })
+        .ok_or(Reason::PassIpv6Malformed)?
+}
+
+/// Where an IPv6 packet entered, for the gate: from the pod behind `ifindex`, its header after
+/// the Ethernet header; or in IPv6 VXLAN, its header inside, from the node that is the outer
+/// header's source (read where it lies, not copied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entered {
+    arrival: Arrival,
+    ifindex: u32,
+}
+
+impl Entered {
+    const fn from_pod(ifindex: u32) -> Self {
+        Self { arrival: Arrival::Pod, ifindex }
+    }
+
+    const VXLAN: Self = Self { arrival: Arrival::Vxlan, ifindex: 0 };
+
+    /// Where its IPv6 header starts.
+    const fn l3(&self) -> usize {
+        match self.arrival {
+            Arrival::Pod => ETH_LEN,
+            _ => INNER,
         }
     }
+}
+
+/// `--trust kernel`'s gate for the IPv6 packet that `entered`, as IPv4's (`steps::gate`): `Ok`
+/// only for an approved direction of a flow conntrack does not translate, arriving where its
+/// entry says, that is not closing. Records what it decided in the entry.
+#[inline(always)]
+fn gate<F: Frame, T: Tables, R: Trace>(
+    frame: &F,
+    tables: &T,
+    trace: &mut R,
+    entered: Entered,
+) -> Result<(), Reason> {
+    trace.note(Note::TrustKernel);
+    let Some((key, signal)) = frame::flow_name6(frame, entered.l3()) else {
+        trace.note(Note::Unnamed);
+        return Err(Reason::PassFlowUntracked);
+    };
+    let Some(mut entry) = tables.flow6(&key) else {
+        trace.note(Note::NoFlow6 { key });
+        return Err(Reason::PassFlowPending);
+    };
+    let value = entry.borrow();
+    let admission = match entered.arrival {
+        Arrival::Pod => flow6::admission6(value, Arrival::Pod, entered.ifindex, &UNSPECIFIED, signal),
+        // From the node that sent the tunnel: the outer source.
+        arrival => frame
+            .read::<16, _>(SRC, |node| flow6::admission6(value, arrival, entered.ifindex, node, signal))
+            .ok_or(Reason::PassIpv6Malformed)?,
+    };
+    trace.note(Note::Flow6 { key, value: *value, admission });
+    tables.settle6(&mut entry, &key, &admission);
+    admission.verdict
 }
 
 /// Whether the outer UDP checksum of this packet in IPv6 VXLAN can be made from its first 8
@@ -212,11 +332,12 @@ fn too_big<F: Frame, R: Trace>(
 /// into the pod; IPv6 VXLAN to us from anyone else is dropped, as IPv4's is. Everything else
 /// (plain IPv6, VXLAN the programs do not take apart, `--trust kernel`) is the kernel's.
 #[inline(always)]
-pub fn from_underlay<F: Frame, T: Tables, R: Trace>(
+pub fn from_underlay<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
     frame: &F,
     tables: &T,
     trace: &mut R,
-) -> Result<Plan6<T::Hop6>, Reason> {
+    carry: &C,
+) -> Result<C::Out, Reason> {
     let node = tables.node()?;
     let Some(node6) = tables.node6().filter(|n| n.has_vxlan()) else {
         trace.note(Note::NotATunnel);
@@ -286,21 +407,19 @@ pub fn from_underlay<F: Frame, T: Tables, R: Trace>(
             verdict
         })
         .ok_or(Reason::PassIpv6Malformed)??;
-    if node.trusts_kernel() {
-        return Err(Reason::PassIpv6Untrusted);
-    }
     // Only into a pod here.
-    let pod = frame
-        .read::<16, _>(INNER + 24, |dst| {
-            if ipv6::is_special_destination(*dst, UNSPECIFIED) {
-                return Err(Reason::PassSpecialDestination);
+    let pod = delivery(frame, tables, trace)?;
+    if node.trusts_kernel() {
+        match gate(frame, tables, trace, Entered::VXLAN) {
+            Ok(()) => {}
+            Err(Reason::PassFlowPending) => {
+                trace.note(Note::Pending { then: Pending::Decapsulate6 { ifindex: pod.ifindex } });
+                return Err(Reason::PassFlowPending);
             }
-            let pod = tables.endpoint6(dst).ok_or(Reason::PassDecapNotLocal);
-            trace.note(Note::Delivery6 { dst: *dst, pod: pod.is_ok() });
-            pod
-        })
-        .ok_or(Reason::PassIpv6Malformed)??;
-    Ok(Plan6::ToPod { ifindex: pod.ifindex, mac: pod.mac, decap: true })
+            Err(reason) => return Err(reason),
+        }
+    }
+    carry.carry(Plan6::ToPod { ifindex: pod.ifindex, mac: pod.mac, decap: true })
 }
 
 /// The neighbour solicitation a pod sends for its gateway (`fe80::ecee:eeff:feee:eeee`, the host

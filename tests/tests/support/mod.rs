@@ -10,9 +10,10 @@ use aya::{
 use fastpath::dataplane::loader::{self, FROM_POD, FROM_UNDERLAY};
 use fastpath_common::{
     flow::{Arrival, Arrived, FlowKey, FlowValue},
+    flow6::{Arrived6, FlowKey6, FlowValue6},
     maps::{
         Counter, Endpoint, NextHopEntry, Node6Config, NodeConfig, COUNTERS, ENDPOINTS, ENDPOINTS6, FLOWS,
-        NEXT_HOPS, NODE, NODE6, NODE6_F_READY, NODE6_F_VXLAN, NODE_F_READY, NODE_F_TRUST_KERNEL,
+        FLOWS6, NEXT_HOPS, NODE, NODE6, NODE6_F_READY, NODE6_F_VXLAN, NODE_F_READY, NODE_F_TRUST_KERNEL,
         NODE_F_VXLAN, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::RouteValue,
@@ -340,6 +341,20 @@ pub fn approve(ebpf: &mut Ebpf, key: FlowKey, arrived: Arrived, to: FlowKey) {
     flows.insert(key, FlowValue::approved(&key, &arrived, &to), 0).unwrap();
 }
 
+/// [`approve`] for an IPv6 direction: `key`, arriving as `arrived`; `translated` when conntrack
+/// translates it.
+pub fn approve6(ebpf: &mut Ebpf, key: FlowKey6, arrived: Arrived6, translated: bool) {
+    let mut flows: HashMap<_, FlowKey6, FlowValue6> =
+        HashMap::try_from(ebpf.map_mut(FLOWS6).unwrap()).unwrap();
+    flows.insert(key, FlowValue6::approved(&arrived, translated), 0).unwrap();
+}
+
+/// The IPv6 flow table's entry for `key`, if any.
+pub fn flow6(ebpf: &Ebpf, key: &FlowKey6) -> Option<FlowValue6> {
+    let map: HashMap<_, FlowKey6, FlowValue6> = HashMap::try_from(ebpf.map(FLOWS6).unwrap()).unwrap();
+    map.get(key, 0).ok()
+}
+
 /// What the programs' next-hop cache holds for `addr`.
 pub fn next_hop(ebpf: &Ebpf, addr: [u8; 4]) -> Option<NextHopEntry> {
     let map: HashMap<_, [u8; 4], NextHopEntry> = HashMap::try_from(ebpf.map(NEXT_HOPS).unwrap()).unwrap();
@@ -412,6 +427,24 @@ pub fn approve_seen_flows(ebpf: &mut Ebpf) {
     ];
     for (key, arrived, to) in translated {
         approve(ebpf, key, arrived, to);
+    }
+    // IPv6: TCP to the next node's pod in VXLAN and its reply, an echo to its plain block, UDP
+    // to the other pod here translated (an IPv6 service: the kernel's), TCP to it approved on
+    // the other pod's interface (arriving elsewhere).
+    let seed_ports = (0x3a00, 0x0104);
+    let unchanged6 = [
+        (FlowKey6::new(POD6, VXLAN6_POD, 6, TCP6_PORTS), Arrived6::from_pod(TEST_IFINDEX), false),
+        (
+            FlowKey6::new(VXLAN6_POD, POD6, 6, TCP6_PORTS),
+            Arrived6::from_underlay(Arrival::Vxlan, PEER6_IP),
+            false,
+        ),
+        (FlowKey6::new(POD6, PLAIN6_POD, 58, (0x1234, 128)), Arrived6::from_pod(TEST_IFINDEX), false),
+        (FlowKey6::new(POD6, OTHER6, 17, seed_ports), Arrived6::from_pod(TEST_IFINDEX), true),
+        (FlowKey6::new(POD6, OTHER6, 6, seed_ports), Arrived6::from_pod(OTHER_IFINDEX), false),
+    ];
+    for (key, arrived, translated) in unchanged6 {
+        approve6(ebpf, key, arrived, translated);
     }
 }
 
@@ -672,10 +705,19 @@ pub fn vxlan6_frame(
 /// A TCP segment (ACK) over IPv6 from a pod, checksum made, `payload` bytes after a 20-byte
 /// header.
 pub fn tcp6(src: [u8; 16], dst: [u8; 16], payload: usize) -> Vec<u8> {
+    tcp6_flags(src, dst, payload, packets::TCP_ACK)
+}
+
+/// The ports of [`tcp6`]'s segments.
+pub const TCP6_PORTS: (u16, u16) = (40000, 5201);
+
+/// [`tcp6`] with TCP flags `flags`.
+pub fn tcp6_flags(src: [u8; 16], dst: [u8; 16], payload: usize, flags: u8) -> Vec<u8> {
     let mut tcp = vec![0u8; 20 + payload];
-    tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+    tcp[..2].copy_from_slice(&TCP6_PORTS.0.to_be_bytes());
+    tcp[2..4].copy_from_slice(&TCP6_PORTS.1.to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = packets::TCP_ACK;
+    tcp[13] = flags;
     for (i, b) in tcp[20..].iter_mut().enumerate() {
         *b = i as u8;
     }

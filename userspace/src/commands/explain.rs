@@ -16,6 +16,7 @@ use std::{
 use aya::maps::{lpm_trie::Key, HashMap, MapData};
 use fastpath_common::{
     flow::{self, Admission, FlowKey, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     ipv4::{self, OuterIpv4, FLAG_DF, HEADER_LEN, PROTO_TCP},
     ipv6,
     maps::{
@@ -34,7 +35,7 @@ use fastpath_common::{
 use crate::{
     cli::Encap,
     clock::monotonic_ns,
-    commands::flows::{self, Flow},
+    commands::flows::{self, Flow, FlowRow},
     daemon::{netlink::Netlink, picture, routes},
     dataplane::{bpffs, tables},
     text::{mac_string, unpadded},
@@ -99,8 +100,10 @@ pub struct Maps<'a> {
     pub next_hop_mac: &'a dyn Fn([u8; 4]) -> Option<[u8; 6]>,
     /// The flow table's exact match (`--trust kernel`).
     pub flow: &'a dyn Fn(&FlowKey) -> Option<FlowValue>,
-    /// Every flow the table holds, for the words of a question that names no flow.
-    pub flows: &'a [Flow],
+    /// The IPv6 flow table's exact match.
+    pub flow6: &'a dyn Fn(&FlowKey6) -> Option<FlowValue6>,
+    /// Every flow both tables hold, for the words of a question that names no flow.
+    pub flows: &'a [FlowRow],
     /// `bpf_ktime_get_ns()` now (`CLOCK_MONOTONIC`), for idle flows.
     pub now_ns: u64,
     pub ifname: &'a dyn Fn(u32) -> Option<String>,
@@ -114,6 +117,7 @@ impl Tables for Maps<'_> {
     type Hop = ();
     type Route6 = RouteValue6;
     type Hop6 = ();
+    type Flow6 = FlowValue6;
 
     fn node(&self) -> Result<&NodeConfig, Reason> {
         if self.node.ready() {
@@ -154,6 +158,12 @@ impl Tables for Maps<'_> {
     }
 
     fn settle(&self, _: &mut FlowValue, _: &FlowKey, _: &Admission) {}
+
+    fn flow6(&self, key: &FlowKey6) -> Option<FlowValue6> {
+        (self.flow6)(key)
+    }
+
+    fn settle6(&self, _: &mut FlowValue6, _: &FlowKey6, _: &Admission) {}
 
     fn hop(&self, _: [u8; 4]) -> Result<(), Reason> {
         Ok(())
@@ -323,6 +333,18 @@ impl Words<'_, '_> {
                     Err(Reason::PassFlowElsewhere) => why.push(format!(
                         "it arrives elsewhere than its flow enters ({})",
                         flows::arrival_words(&value)
+                    )),
+                    _ => {}
+                }
+            }
+            Note::NoFlow6 { key } => why.push(format!("the flow table holds no {} yet", flows::describe6(&key))),
+            Note::Flow6 { key, value, admission } => {
+                why.push(format!("{} is {}", flows::describe6(&key), flows::state_name(value.state)));
+                match admission.verdict {
+                    Err(Reason::PassIpv6Translated) => why.push("conntrack translates it".into()),
+                    Err(Reason::PassFlowElsewhere) => why.push(format!(
+                        "it arrives elsewhere than its flow enters ({})",
+                        flows::arrival_words6(&value)
                     )),
                     _ => {}
                 }
@@ -524,8 +546,8 @@ impl Words<'_, '_> {
                 Ipv6Addr::from(next_hop),
                 self.name(self.maps.node.underlay_ifindex)
             ),
-            Plan::Ipv6(Plan6::ByVxlanDevice { mac }) => {
-                let device = self.name(self.maps.node6.vxlan.ifindex);
+            Plan::Ipv6(Plan6::ByVxlanDevice { ifindex, mac, .. }) => {
+                let device = self.name(ifindex);
                 why.push(format!(
                     "the program makes IPv6 VXLAN's UDP checksum only for a whole TCP, UDP or ICMPv6 packet; {device} checksums this one (each segment of a GSO packet)"
                 ));
@@ -589,6 +611,21 @@ impl Words<'_, '_> {
             Pending::Deliver { dst } => match (self.maps.endpoint)(dst) {
                 Some(pod) => self.pod(pod.ifindex, pod.mac),
                 None => "deliver it".into(),
+            },
+            Pending::Carry6(Forward6::Local { ifindex, mac }) => self.pod(ifindex, mac),
+            Pending::Carry6(Forward6::Underlay { next_hop }) => format!(
+                "route to node {} over the underlay, out of {}",
+                Ipv6Addr::from(next_hop),
+                self.name(self.maps.node.underlay_ifindex)
+            ),
+            Pending::Carry6(Forward6::Vxlan { next_hop, .. }) => format!(
+                "encapsulate in IPv6 VXLAN to node {}, out of {}",
+                Ipv6Addr::from(next_hop),
+                self.name(self.maps.node.underlay_ifindex)
+            ),
+            Pending::Decapsulate6 { ifindex } => match (self.maps.ifname)(ifindex) {
+                Some(name) => format!("decapsulate, then redirect to pod on {name} (ifindex {ifindex})"),
+                None => format!("decapsulate, then redirect to pod on ifindex {ifindex}"),
             },
         }
     }
@@ -817,27 +854,33 @@ pub async fn kernel_detail(dir: &Path, reason: Reason, q: &Question) -> Result<V
 pub fn explain(q: &Question, maps: &Maps) -> (String, Reason) {
     let (program, frame) = question_frame(q, maps);
     let mut decision = decide(program, &frame, maps);
-    // The daemon judges IPv4 flows only.
-    if let Some((src, dst)) = q.ipv4().filter(|_| maps.node.trusts_kernel()) {
+    if maps.node.trusts_kernel() {
         // The question names no ports, so its own flow is never in the table: tell the flows
         // between SRC and DST that are, and what conntrack's NAT makes of them.
-        let asked = FlowKey::new(src.octets(), dst.octets(), PROTO_TCP, (0, 0));
-        let unnamed = format!("the flow table holds no {} yet", flows::describe(&asked));
+        let unnamed = match (q.src, q.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                flows::describe(&FlowKey::new(src.octets(), dst.octets(), PROTO_TCP, (0, 0)))
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                flows::describe6(&FlowKey6::new(src.octets(), dst.octets(), PROTO_TCP, (0, 0)))
+            }
+            _ => String::new(),
+        };
+        let unnamed = format!("the flow table holds no {unnamed} yet");
         decision.why.retain(|line| *line != unnamed && *line != Reason::PassFlowPending.describe());
-        let between: Vec<&Flow> =
-            maps.flows.iter().filter(|f| f.key.src == src.octets() && f.key.dst == dst.octets()).collect();
+        let between: Vec<&FlowRow> = maps.flows.iter().filter(|f| f.src == q.src && f.dst == q.dst).collect();
         for f in &between {
-            let translated = if f.value.nat == 0 {
-                String::new()
-            } else {
-                format!(", leaving as {}", flows::leaves_words(f))
-            };
-            decision.why.push(format!("{} is {}{translated}", flows::describe(&f.key), f.state_name()));
+            let translated = if f.nat { format!(", leaving as {}", f.leaves()) } else { String::new() };
+            decision.why.push(format!("{} is {}{translated}", f.describe(), f.state));
         }
         if between.is_empty() {
-            decision.why.push(format!("the flow table holds no flow from {} to {} yet", src, dst));
+            decision.why.push(format!("the flow table holds no flow from {} to {} yet", q.src, q.dst));
         }
-        let approved = between.iter().filter(|f| f.state() == Some(flow::FlowState::Approved)).count();
+        // Approved and carried: an IPv6 direction conntrack translates is the kernel's.
+        let approved = between
+            .iter()
+            .filter(|f| f.state == flow::FlowState::Approved.as_str() && !(f.nat && f.src.is_ipv6()))
+            .count();
         if approved > 0 {
             decision.words = match &decision.once_approved {
                 Some(fast) => format!("{fast}, for the {approved} approved flows; any other goes to the kernel first"),
@@ -887,6 +930,14 @@ pub fn explain_pinned(
     // A pin folder of an older version has no flow table: then there is nothing to list.
     let flows = flows::read_pinned(dir).unwrap_or_default();
     let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
+    let flows6 = flows::read_pinned6(dir).unwrap_or_default();
+    let flow6 = |key: &FlowKey6| flows6.iter().find(|f| f.key == *key).map(|f| f.value);
+    let now_ns = monotonic_ns();
+    let rows: Vec<FlowRow> = flows
+        .iter()
+        .map(|f| FlowRow::new(f, now_ns))
+        .chain(flows6.iter().map(|f| FlowRow::new6(f, now_ns)))
+        .collect();
     // What the programs remembered of the FIB's answer, while the daemon's generation holds it.
     let next_hops: Option<HashMap<MapData, [u8; 4], NextHopEntry>> =
         bpffs::open_pinned_as(dir, NEXT_HOPS).ok();
@@ -906,8 +957,9 @@ pub fn explain_pinned(
         is_peer6: &is_peer6,
         path_mtu: &path_mtu,
         flow: &flow,
-        flows: &flows,
-        now_ns: monotonic_ns(),
+        flow6: &flow6,
+        flows: &rows,
+        now_ns,
         ifname,
     };
     Ok(explain(q, &maps))
@@ -917,10 +969,12 @@ pub fn explain_pinned(
 mod tests {
     use fastpath_common::{
         flow::{Arrived, FlowState},
+        flow6::Arrived6,
         maps::{NODE_F_READY, NODE_F_TRUST_KERNEL, NODE_F_VXLAN},
     };
 
     use super::*;
+    use crate::commands::flows::Flow6;
 
     const NODE_IP: [u8; 4] = [10, 101, 14, 50];
     const POD_MAC: [u8; 6] = [0x86, 0x79, 0x13, 0x2b, 0x26, 0x1d];
@@ -991,6 +1045,10 @@ mod tests {
     }
 
     fn explained_with(q: Question, flags: u32, flows: &[Flow]) -> String {
+        explained_with6(q, flags, flows, &[])
+    }
+
+    fn explained_with6(q: Question, flags: u32, flows: &[Flow], flows6: &[Flow6]) -> String {
         let is_peer = |a: [u8; 4]| a == [10, 101, 14, 51] || a == [10, 101, 14, 52] || a == [10, 101, 14, 53];
         let ifname = |i: u32| {
             Some(match i {
@@ -1001,6 +1059,12 @@ mod tests {
             })
         };
         let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
+        let flow6 = |key: &FlowKey6| flows6.iter().find(|f| f.key == *key).map(|f| f.value);
+        let rows: Vec<FlowRow> = flows
+            .iter()
+            .map(|f| FlowRow::new(f, 1_000))
+            .chain(flows6.iter().map(|f| FlowRow::new6(f, 1_000)))
+            .collect();
         let maps = Maps {
             node: node(flags),
             next_hop_mac: &|_| None,
@@ -1013,7 +1077,8 @@ mod tests {
             is_peer6: &|_| false,
             path_mtu: &|_| None,
             flow: &flow,
-            flows,
+            flow6: &flow6,
+            flows: &rows,
             now_ns: 1_000,
             ifname: &ifname,
         };
@@ -1160,9 +1225,29 @@ mod tests {
             explained(ask(a, "fd5f:a1b2:c3d4::af4:a696"))
         );
         assert!(first(Question { ttl: 1, ..ask(a, b) }).starts_with("kernel"));
-        // The daemon judges IPv4 flows only.
-        let untrusted = explained_with(ask(a, b), NODE_F_TRUST_KERNEL, &[]);
-        assert!(untrusted.contains("passed_ipv6_untrusted"), "{untrusted}");
+        // Under --trust kernel, by the IPv6 flow table.
+        let none = explained_with(ask(a, b), NODE_F_TRUST_KERNEL, &[]);
+        assert!(none.starts_with("kernel first (passed_flow_pending)"), "{none}");
+        assert!(none.contains("then: redirect to pod on cali7"), "{none}");
+        let key = FlowKey6::new(
+            a.parse::<Ipv6Addr>().unwrap().octets(),
+            b.parse::<Ipv6Addr>().unwrap().octets(),
+            6,
+            (40000, 80),
+        );
+        let value = FlowValue6::approved(&Arrived6::from_pod(5), false);
+        let approved = explained_with6(ask(a, b), NODE_F_TRUST_KERNEL, &[], &[Flow6 { key, value }]);
+        assert!(approved.starts_with("redirect to pod on cali7"), "{approved}");
+        assert!(approved.contains("for the 1 approved flows"), "{approved}");
+        assert!(approved.contains(&format!("tcp [{a}]:40000 → [{b}]:80 is approved")), "{approved}");
+        let translated = explained_with6(
+            ask(a, b),
+            NODE_F_TRUST_KERNEL,
+            &[],
+            &[Flow6 { key, value: FlowValue6 { translated: 1, ..value } }],
+        );
+        assert!(translated.starts_with("kernel first"), "{translated}");
+        assert!(translated.contains("translated: the kernel carries it"), "{translated}");
     }
 
     #[test]
@@ -1213,6 +1298,7 @@ mod tests {
             is_peer6: &|_| false,
             path_mtu: &|_| None,
             flow: &|_| None,
+            flow6: &|_| None,
             flows: &[],
             now_ns: 0,
             ifname: &ifname,

@@ -1,5 +1,5 @@
 //! The kernel's conntrack, followed through ctnetlink (the judge of `--trust kernel`): a dump of
-//! its IPv4 entries, then their events (new, updated, destroyed), and the two changes the daemon
+//! its entries (of both families), then their events (new, updated, destroyed), and the two changes the daemon
 //! makes to an entry it fast-paths: a fresher timeout while the fast path carries the flow, and
 //! "be liberal" for TCP, so that the close the kernel sees after segments it did not is never
 //! judged out of window (INVALID), as the nf flowtable marks the flows it offloads.
@@ -229,7 +229,7 @@ impl Conntrack {
         self.seq
     }
 
-    /// Every IPv4 entry conntrack holds now.
+    /// Every entry conntrack holds now, of both families.
     pub async fn dump(&mut self) -> Result<Vec<Entry>, Error> {
         for _ in 0..DUMP_ATTEMPTS {
             let dumped = tokio::time::timeout(DUMP_TIMEOUT, self.dump_once()).await.map_err(|_| {

@@ -1,13 +1,13 @@
-//! ctnetlink's wire format, as far as the daemon speaks it (pure): conntrack's IPv4 entries
-//! read from a dump's or an event's message, and the two changes the daemon asks for. Written
+//! ctnetlink's wire format, as far as the daemon speaks it (pure): conntrack's entries of both
+//! families read from a dump's or an event's message, and the two changes the daemon asks for. Written
 //! by hand rather than through a netlink crate because the daemon reads one message per
 //! connection state change: parsing them into owned trees cost the daemon ~70 µs of CPU per
 //! connection at the benchmark's connection rates (perf, `tests/examples/approval_time.rs`),
 //! on the same cores as the traffic. Here a message is walked in place, allocating nothing.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use fastpath_common::flow::PROTO_ICMP;
+use fastpath_common::{flow::PROTO_ICMP, ipv6::NEXT_ICMPV6};
 
 /// `struct nlmsghdr` then `struct nfgenmsg`.
 pub const NLMSG_HEADER_LEN: usize = 16;
@@ -25,7 +25,9 @@ const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const NFNETLINK_V0: u8 = 0;
 
 const NLA_F_NESTED: u16 = 0x8000;
@@ -40,12 +42,17 @@ const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
 const CTA_PROTO_ICMP_ID: u16 = 4;
 const CTA_PROTO_ICMP_TYPE: u16 = 5;
 const CTA_PROTO_ICMP_CODE: u16 = 6;
+const CTA_PROTO_ICMPV6_ID: u16 = 7;
+const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 const CTA_PROTOINFO_TCP: u16 = 1;
 const CTA_PROTOINFO_TCP_STATE: u16 = 1;
 const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
@@ -62,12 +69,13 @@ pub const IPS_DYING: u32 = 1 << 9;
 /// A TCP entry's state (`enum tcp_conntrack`).
 pub const TCP_ESTABLISHED: u8 = 3;
 
-/// One direction's tuple of a conntrack entry. Ports in host order; an ICMP echo's identifier
-/// as `sport` and its type as `dport`, as the flow table names it.
+/// One direction's tuple of a conntrack entry, of either family (both addresses of the same).
+/// Ports in host order; an ICMP or ICMPv6 echo's identifier as `sport` and its type as `dport`,
+/// as the flow tables name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tuple {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: u8,
     pub sport: u16,
     pub dport: u16,
@@ -133,7 +141,7 @@ pub fn error_of(message: &Message) -> Option<i32> {
     })
 }
 
-/// The event a ctnetlink event message carries (IPv4 only).
+/// The event a ctnetlink event message carries.
 pub fn event_of(message: &Message) -> Option<Event> {
     let parsed = parse(message)?;
     if message.kind == ctnetlink_type(IPCTNL_MSG_CT_DELETE) {
@@ -147,7 +155,7 @@ pub fn event_of(message: &Message) -> Option<Event> {
     })
 }
 
-/// The entry a dump's message describes (IPv4 only).
+/// The entry a dump's message describes.
 pub fn entry_of(message: &Message) -> Option<Entry> {
     let parsed = parse(message)?;
     Some(Entry {
@@ -171,7 +179,7 @@ fn parse(message: &Message) -> Option<Parsed> {
         return None;
     }
     let (family, attributes) = message.payload.split_first()?;
-    if *family != AF_INET {
+    if *family != AF_INET && *family != AF_INET6 {
         return None;
     }
     let (mut original, mut reply, mut status, mut tcp_state) = (None, None, None, None);
@@ -187,7 +195,7 @@ fn parse(message: &Message) -> Option<Parsed> {
     Some(Parsed { original: original?, reply, status, tcp_state })
 }
 
-/// A tuple from its nested attributes; `None` for IPv6 or a tuple without addresses.
+/// A tuple from its nested attributes; `None` for a tuple without both addresses of one family.
 fn tuple(nested: &[u8]) -> Option<Tuple> {
     let (mut src, mut dst, mut protocol) = (None, None, None);
     let (mut sport, mut dport, mut icmp_id, mut icmp_type) = (0, 0, 0, 0);
@@ -196,8 +204,10 @@ fn tuple(nested: &[u8]) -> Option<Tuple> {
             CTA_TUPLE_IP => {
                 for (kind, value) in attributes_of(value) {
                     match kind {
-                        CTA_IP_V4_SRC => src = ipv4(value),
-                        CTA_IP_V4_DST => dst = ipv4(value),
+                        CTA_IP_V4_SRC => src = ipv4(value).map(IpAddr::V4),
+                        CTA_IP_V4_DST => dst = ipv4(value).map(IpAddr::V4),
+                        CTA_IP_V6_SRC => src = ipv6(value).map(IpAddr::V6),
+                        CTA_IP_V6_DST => dst = ipv6(value).map(IpAddr::V6),
                         _ => {}
                     }
                 }
@@ -208,8 +218,10 @@ fn tuple(nested: &[u8]) -> Option<Tuple> {
                         CTA_PROTO_NUM => protocol = value.first().copied(),
                         CTA_PROTO_SRC_PORT => sport = be_u16(value).unwrap_or(0),
                         CTA_PROTO_DST_PORT => dport = be_u16(value).unwrap_or(0),
-                        CTA_PROTO_ICMP_ID => icmp_id = be_u16(value).unwrap_or(0),
-                        CTA_PROTO_ICMP_TYPE => icmp_type = value.first().map_or(0, |t| u16::from(*t)),
+                        CTA_PROTO_ICMP_ID | CTA_PROTO_ICMPV6_ID => icmp_id = be_u16(value).unwrap_or(0),
+                        CTA_PROTO_ICMP_TYPE | CTA_PROTO_ICMPV6_TYPE => {
+                            icmp_type = value.first().map_or(0, |t| u16::from(*t));
+                        }
                         _ => {}
                     }
                 }
@@ -218,8 +230,13 @@ fn tuple(nested: &[u8]) -> Option<Tuple> {
         }
     }
     let protocol = protocol?;
-    let (sport, dport) = if protocol == PROTO_ICMP { (icmp_id, icmp_type) } else { (sport, dport) };
-    Some(Tuple { src: src?, dst: dst?, protocol, sport, dport })
+    let (sport, dport) = if is_icmp(protocol) { (icmp_id, icmp_type) } else { (sport, dport) };
+    let (src, dst) = (src?, dst?);
+    (src.is_ipv4() == dst.is_ipv4()).then_some(Tuple { src, dst, protocol, sport, dport })
+}
+
+fn is_icmp(protocol: u8) -> bool {
+    protocol == PROTO_ICMP || protocol == NEXT_ICMPV6
 }
 
 fn protoinfo_tcp_state(nested: &[u8]) -> Option<u8> {
@@ -243,6 +260,10 @@ fn attributes_of(bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 
 fn ipv4(value: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(<[u8; 4]>::try_from(value.get(..4)?).ok()?))
+}
+
+fn ipv6(value: &[u8]) -> Option<Ipv6Addr> {
+    Some(Ipv6Addr::from(<[u8; 16]>::try_from(value.get(..16)?).ok()?))
 }
 
 fn be_u16(value: &[u8]) -> Option<u16> {
@@ -342,14 +363,15 @@ struct Request {
 }
 
 impl Request {
-    fn new(message: u16, flags: u16, seq: u32) -> Self {
+    /// A request about entries of `family` (`AF_UNSPEC`: both).
+    fn new(message: u16, flags: u16, seq: u32, family: u8) -> Self {
         let mut bytes = Vec::with_capacity(128);
         bytes.extend_from_slice(&0u32.to_ne_bytes());
         bytes.extend_from_slice(&ctnetlink_type(message).to_ne_bytes());
         bytes.extend_from_slice(&flags.to_ne_bytes());
         bytes.extend_from_slice(&seq.to_ne_bytes());
         bytes.extend_from_slice(&0u32.to_ne_bytes());
-        bytes.extend_from_slice(&[AF_INET, NFNETLINK_V0, 0, 0]);
+        bytes.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]);
         Self { bytes }
     }
 
@@ -372,9 +394,15 @@ impl Request {
 
     fn tuple(&mut self, kind: u16, t: &Tuple) {
         self.nested(kind, |r| {
-            r.nested(CTA_TUPLE_IP, |r| {
-                r.attribute(CTA_IP_V4_SRC, &t.src.octets());
-                r.attribute(CTA_IP_V4_DST, &t.dst.octets());
+            r.nested(CTA_TUPLE_IP, |r| match (t.src, t.dst) {
+                (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                    r.attribute(CTA_IP_V6_SRC, &src.octets());
+                    r.attribute(CTA_IP_V6_DST, &dst.octets());
+                }
+                (src, dst) => {
+                    r.attribute(CTA_IP_V4_SRC, &v4_octets(src));
+                    r.attribute(CTA_IP_V4_DST, &v4_octets(dst));
+                }
             });
             r.nested(CTA_TUPLE_PROTO, |r| {
                 r.attribute(CTA_PROTO_NUM, &[t.protocol]);
@@ -382,6 +410,10 @@ impl Request {
                     r.attribute(CTA_PROTO_ICMP_ID, &t.sport.to_be_bytes());
                     r.attribute(CTA_PROTO_ICMP_TYPE, &[t.dport as u8]);
                     r.attribute(CTA_PROTO_ICMP_CODE, &[0]);
+                } else if t.protocol == NEXT_ICMPV6 {
+                    r.attribute(CTA_PROTO_ICMPV6_ID, &t.sport.to_be_bytes());
+                    r.attribute(CTA_PROTO_ICMPV6_TYPE, &[t.dport as u8]);
+                    r.attribute(CTA_PROTO_ICMPV6_CODE, &[0]);
                 } else {
                     r.attribute(CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
                     r.attribute(CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
@@ -397,14 +429,31 @@ impl Request {
     }
 }
 
-/// A dump of every IPv4 entry.
+/// An IPv4 address's bytes (a tuple's addresses are of one family: [`tuple`] reads no other).
+fn v4_octets(addr: IpAddr) -> [u8; 4] {
+    match addr {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or([0; 4], |a| a.octets()),
+    }
+}
+
+/// The family byte of a request about `t`.
+fn family_of(t: &Tuple) -> u8 {
+    if t.src.is_ipv6() {
+        AF_INET6
+    } else {
+        AF_INET
+    }
+}
+
+/// A dump of every entry, of both families.
 pub fn dump_request(seq: u32) -> Vec<u8> {
-    Request::new(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq).finish()
+    Request::new(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, AF_UNSPEC).finish()
 }
 
 /// Make the entry whose original tuple is `original` time out `seconds` from now.
 pub fn refresh_request(original: &Tuple, seconds: u32, seq: u32) -> Vec<u8> {
-    let mut r = Request::new(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST, seq);
+    let mut r = Request::new(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST, seq, family_of(original));
     r.tuple(CTA_TUPLE_ORIG, original);
     r.attribute(CTA_TIMEOUT, &seconds.to_be_bytes());
     r.finish()
@@ -413,7 +462,7 @@ pub fn refresh_request(original: &Tuple, seconds: u32, seq: u32) -> Vec<u8> {
 /// Make conntrack liberal about the TCP windows of the entry whose original tuple is
 /// `original`, both ways (the flag, and the mask that says only it changes).
 pub fn be_liberal_request(original: &Tuple, seq: u32) -> Vec<u8> {
-    let mut r = Request::new(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST, seq);
+    let mut r = Request::new(IPCTNL_MSG_CT_NEW, NLM_F_REQUEST, seq, family_of(original));
     r.tuple(CTA_TUPLE_ORIG, original);
     r.nested(CTA_PROTOINFO, |r| {
         r.nested(CTA_PROTOINFO_TCP, |r| {
@@ -445,28 +494,34 @@ mod tests {
     }
 
     fn nl_tuple(t: &Tuple) -> Vec<NlTuple> {
+        use netlink_packet_core::DefaultNla;
         let mut proto = vec![ProtoTuple::Protocol(Protocol::from(t.protocol))];
-        if t.protocol == PROTO_ICMP {
-            use netlink_packet_core::DefaultNla;
-            proto.push(ProtoTuple::Other(DefaultNla::new(CTA_PROTO_ICMP_ID, t.sport.to_be_bytes().to_vec())));
-            proto.push(ProtoTuple::Other(DefaultNla::new(CTA_PROTO_ICMP_TYPE, vec![t.dport as u8])));
-            proto.push(ProtoTuple::Other(DefaultNla::new(CTA_PROTO_ICMP_CODE, vec![0])));
+        let icmp = match t.protocol {
+            PROTO_ICMP => Some((CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMP_CODE)),
+            NEXT_ICMPV6 => Some((CTA_PROTO_ICMPV6_ID, CTA_PROTO_ICMPV6_TYPE, CTA_PROTO_ICMPV6_CODE)),
+            _ => None,
+        };
+        if let Some((id, kind, code)) = icmp {
+            proto.push(ProtoTuple::Other(DefaultNla::new(id, t.sport.to_be_bytes().to_vec())));
+            proto.push(ProtoTuple::Other(DefaultNla::new(kind, vec![t.dport as u8])));
+            proto.push(ProtoTuple::Other(DefaultNla::new(code, vec![0])));
         } else {
             proto.push(ProtoTuple::SourcePort(t.sport));
             proto.push(ProtoTuple::DestinationPort(t.dport));
         }
         vec![
-            NlTuple::Ip(vec![
-                IPTuple::SourceAddress(std::net::IpAddr::V4(t.src)),
-                IPTuple::DestinationAddress(std::net::IpAddr::V4(t.dst)),
-            ]),
+            NlTuple::Ip(vec![IPTuple::SourceAddress(t.src), IPTuple::DestinationAddress(t.dst)]),
             NlTuple::Proto(proto),
         ]
     }
 
     /// The kernel's bytes for `inner`, as a message of ctnetlink type `kind`, headers and all.
     fn datagram(kind: u16, inner: ConntrackMessage) -> Vec<u8> {
-        let m = NetfilterMessage::new(NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0), inner);
+        datagram_of(NetfilterProtoFamily::IPv4, kind, inner)
+    }
+
+    fn datagram_of(family: NetfilterProtoFamily, kind: u16, inner: ConntrackMessage) -> Vec<u8> {
+        let m = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), inner);
         let mut payload = vec![0; m.buffer_len()];
         m.emit(&mut payload);
         let mut bytes = Vec::new();
@@ -609,13 +664,74 @@ mod tests {
     }
 
     #[test]
-    fn a_dump_request_asks_for_every_ipv4_entry() {
+    fn a_dump_request_asks_for_every_entry_of_both_families() {
         let bytes = dump_request(3);
         let m = only(&bytes);
         assert_eq!(
             (m.kind, m.flags, m.payload),
-            (ctnetlink_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, &[AF_INET, 0, 0, 0][..])
+            (ctnetlink_type(IPCTNL_MSG_CT_GET), NLM_F_REQUEST | NLM_F_DUMP, &[AF_UNSPEC, 0, 0, 0][..])
         );
+    }
+
+    fn v6(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_entries_are_read_and_named_in_requests_as_ipv4_ones() {
+        let pod = v6("fd00:10:244::24");
+        let remote = v6("fd00:10:244:1::9");
+        let original = Tuple { src: pod, dst: remote, protocol: 6, sport: 40000, dport: 80 };
+        let reply = Tuple { src: remote, dst: pod, protocol: 6, sport: 80, dport: 40000 };
+        let bytes = datagram_of(
+            NetfilterProtoFamily::IPv6,
+            IPCTNL_MSG_CT_NEW,
+            ConntrackMessage::New(vec![
+                ConntrackAttribute::CtaTupleOrig(nl_tuple(&original)),
+                ConntrackAttribute::CtaTupleReply(nl_tuple(&reply)),
+                ConntrackAttribute::CtaStatus(Status::Confirmed | Status::SeenReply),
+            ]),
+        );
+        let entry = entry_of(&only(&bytes)).unwrap();
+        assert_eq!((entry.original, entry.reply), (original, reply));
+        let echo = Tuple { src: pod, dst: remote, protocol: NEXT_ICMPV6, sport: 0x1234, dport: 128 };
+        let answer = Tuple { src: remote, dst: pod, protocol: NEXT_ICMPV6, sport: 0x1234, dport: 129 };
+        let bytes = datagram_of(
+            NetfilterProtoFamily::IPv6,
+            IPCTNL_MSG_CT_NEW,
+            ConntrackMessage::New(vec![
+                ConntrackAttribute::CtaTupleOrig(nl_tuple(&echo)),
+                ConntrackAttribute::CtaTupleReply(nl_tuple(&answer)),
+            ]),
+        );
+        let Some(Event::Present { entry, reply: r, .. }) = event_of(&only(&bytes)) else { panic!() };
+        assert_eq!((entry, r), (echo, answer));
+        // Requests name the entry in its own family.
+        for t in [original, echo] {
+            let bytes = refresh_request(&t, 30, 12);
+            assert_eq!(only(&bytes).payload[0], AF_INET6);
+            let (_, attributes) = read_back(&bytes);
+            let ConntrackAttribute::CtaTupleOrig(parts) = &attributes[0] else { panic!() };
+            assert_eq!(tuple_of_parts6(parts), t);
+        }
+        assert_eq!(only(&be_liberal_request(&original, 13)).payload[0], AF_INET6);
+        assert_eq!(
+            only(&refresh_request(&tcp([10, 0, 0, 1], [10, 0, 0, 2], (1, 2)), 30, 14)).payload[0],
+            AF_INET
+        );
+    }
+
+    fn tuple_of_parts6(parts: &[NlTuple]) -> Tuple {
+        let m = datagram_of(
+            NetfilterProtoFamily::IPv6,
+            IPCTNL_MSG_CT_NEW,
+            ConntrackMessage::New(vec![
+                ConntrackAttribute::CtaTupleOrig(parts.to_vec()),
+                ConntrackAttribute::CtaTupleReply(parts.to_vec()),
+            ]),
+        );
+        let Some(Event::Present { entry, .. }) = event_of(&only(&m)) else { panic!() };
+        entry
     }
 
     /// The kernel's classic BPF, as far as the filter uses it (`net/core/filter.c`).

@@ -8,12 +8,19 @@
 //! TCP state but ESTABLISHED, `ctnetlink::event_filter`). Each direction is keyed by the tuple its packets arrive
 //! with, bound to where they arrive (a pod's interface, a node's tunnel, a node or gateway on the
 //! underlay), and leaves with the other direction's tuple reversed: conntrack's NAT.
+//!
+//! IPv6 is judged alike, into its own table: the fast path does not translate IPv6, so a
+//! direction conntrack translates is written marked, and its packets stay the kernel's.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use fastpath_common::flow::{
-    Arrived, FlowKey, FlowValue, ICMP_ECHO_REQUEST, PROTO_DCCP, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-    PROTO_UDPLITE,
+use fastpath_common::{
+    flow::{
+        Arrival, Arrived, FlowKey, FlowValue, ICMP_ECHO_REQUEST, PROTO_DCCP, PROTO_ICMP, PROTO_SCTP,
+        PROTO_TCP, PROTO_UDP, PROTO_UDPLITE,
+    },
+    flow6::{Arrived6, FlowKey6, FlowValue6, ICMPV6_ECHO_REQUEST},
+    ipv6::NEXT_ICMPV6,
 };
 
 use crate::daemon::ctnetlink::{Entry, Tuple, IPS_CONFIRMED, IPS_DYING, IPS_SEEN_REPLY, TCP_ESTABLISHED};
@@ -28,13 +35,22 @@ pub trait Places {
     fn routed(&self, dst: Ipv4Addr) -> bool;
     /// This node's own address.
     fn node(&self) -> Ipv4Addr;
+    /// Where IPv6 packets from `src` reach this node, if the fast path may take them there: a
+    /// pod of this node on its interface, a node's IPv6 VXLAN for its blocks.
+    fn arrival_of6(&self, src: Ipv6Addr) -> Option<Arrived6>;
+    /// Whether the fast path has an IPv6 route to `dst`.
+    fn routed6(&self, dst: Ipv6Addr) -> bool;
+    /// This node's own IPv6 address, if it has one.
+    fn node6(&self) -> Option<Ipv6Addr>;
 }
 
-/// The flow table's entries for one conntrack entry, and whether conntrack must be liberal about
-/// its TCP windows (some of its segments will not pass through it).
+/// The flow tables' entries for one conntrack entry (in the table of its family), and whether
+/// conntrack must be liberal about its TCP windows (some of its segments will not pass through
+/// it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Judged {
     pub directions: Vec<(FlowKey, FlowValue)>,
+    pub directions6: Vec<(FlowKey6, FlowValue6)>,
     pub liberal: bool,
 }
 
@@ -45,36 +61,69 @@ pub fn judge(entry: &Entry, places: &impl Places) -> Judged {
     if !live || !established || !is_named(&entry.original) {
         return Judged::default();
     }
-    let mut directions = Vec::with_capacity(2);
-    directions.extend(direction(&entry.original, &entry.reply, places));
-    if entry.status & IPS_SEEN_REPLY != 0 {
-        directions.extend(direction(&entry.reply, &entry.original, places));
+    // The reply direction once the kernel has seen a reply.
+    let ways = if entry.status & IPS_SEEN_REPLY != 0 { 2 } else { 1 };
+    let mut judged = Judged::default();
+    for (arrives, other) in
+        [(&entry.original, &entry.reply), (&entry.reply, &entry.original)].into_iter().take(ways)
+    {
+        if entry.original.src.is_ipv6() {
+            judged.directions6.extend(direction6(arrives, other, places));
+        } else {
+            judged.directions.extend(direction(arrives, other, places));
+        }
     }
-    let liberal = entry.original.protocol == PROTO_TCP && !directions.is_empty();
-    Judged { directions, liberal }
+    // Liberal only when the fast path carries some of its segments.
+    let carried = !judged.directions.is_empty() || judged.directions6.iter().any(|(_, v)| v.translated == 0);
+    judged.liberal = entry.original.protocol == PROTO_TCP && carried;
+    judged
 }
 
-/// A tuple the flow table can name: one of the protocols with ports, or an ICMP echo (the
-/// original direction is the request).
+/// A tuple the flow tables can name: one of the protocols with ports, or an ICMP or ICMPv6 echo
+/// (the original direction is the request).
 fn is_named(original: &Tuple) -> bool {
     match original.protocol {
         PROTO_TCP | PROTO_UDP | PROTO_UDPLITE | PROTO_SCTP | PROTO_DCCP => true,
-        PROTO_ICMP => original.dport == u16::from(ICMP_ECHO_REQUEST),
+        PROTO_ICMP => original.src.is_ipv4() && original.dport == u16::from(ICMP_ECHO_REQUEST),
+        NEXT_ICMPV6 => original.src.is_ipv6() && original.dport == u16::from(ICMPV6_ECHO_REQUEST),
         _ => false,
+    }
+}
+
+/// The ports a direction arriving as `arrives` leaves with: `other`'s reversed. An echo keeps
+/// its type on the way; its identifier is what NAT may change.
+fn leaving_ports(arrives: &Tuple, other: &Tuple) -> (u16, u16) {
+    if matches!(arrives.protocol, PROTO_ICMP | NEXT_ICMPV6) {
+        (other.sport, arrives.dport)
+    } else {
+        (other.dport, other.sport)
+    }
+}
+
+fn v4(addr: IpAddr) -> Option<Ipv4Addr> {
+    match addr {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(addr: IpAddr) -> Option<Ipv6Addr> {
+    match addr {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
     }
 }
 
 /// The entry for packets arriving as `arrives`, leaving as `other` reversed.
 fn direction(arrives: &Tuple, other: &Tuple, places: &impl Places) -> Option<(FlowKey, FlowValue)> {
-    let key = key_of(arrives);
-    // An ICMP echo keeps its type on the way; its identifier is what NAT may change.
-    let ports = if arrives.protocol == PROTO_ICMP {
-        (other.sport, arrives.dport)
-    } else {
-        (other.dport, other.sport)
-    };
-    let to = FlowKey::new(other.dst.octets(), other.src.octets(), arrives.protocol, ports);
-    let arrived = places.arrival_of(arrives.src)?;
+    let key = key_of(arrives)?;
+    let to = FlowKey::new(
+        v4(other.dst)?.octets(),
+        v4(other.src)?.octets(),
+        arrives.protocol,
+        leaving_ports(arrives, other),
+    );
+    let arrived = places.arrival_of(v4(arrives.src)?)?;
     let value = FlowValue::approved(&key, &arrived, &to);
     let to_dst = Ipv4Addr::from(to.dst);
     // The host's own traffic is the kernel's; SCTP's checksum (CRC32c) cannot follow NAT.
@@ -83,13 +132,39 @@ fn direction(arrives: &Tuple, other: &Tuple, places: &impl Places) -> Option<(Fl
     }
     // Translated out of a pod to where the routes do not go (natOutgoing): the programs follow
     // the kernel's FIB out of the underlay.
-    let to_outside = value.nat != 0 && arrived.arrival == fastpath_common::flow::Arrival::Pod;
+    let to_outside = value.nat != 0 && arrived.arrival == Arrival::Pod;
     (places.routed(to_dst) || to_outside).then_some((key, value))
 }
 
-/// The flow table's key for packets carrying `tuple`.
-pub fn key_of(tuple: &Tuple) -> FlowKey {
-    FlowKey::new(tuple.src.octets(), tuple.dst.octets(), tuple.protocol, (tuple.sport, tuple.dport))
+/// [`direction`] for IPv6: an untranslated direction to where the fast path routes; a
+/// translated one marked, for the programs to count as the kernel's.
+fn direction6(arrives: &Tuple, other: &Tuple, places: &impl Places) -> Option<(FlowKey6, FlowValue6)> {
+    let key = key6_of(arrives)?;
+    let to = FlowKey6::new(
+        v6(other.dst)?.octets(),
+        v6(other.src)?.octets(),
+        arrives.protocol,
+        leaving_ports(arrives, other),
+    );
+    let arrived = places.arrival_of6(v6(arrives.src)?)?;
+    let translated = to != key;
+    let to_dst = Ipv6Addr::from(to.dst);
+    if Some(to_dst) == places.node6() {
+        return None;
+    }
+    (translated || places.routed6(to_dst)).then_some((key, FlowValue6::approved(&arrived, translated)))
+}
+
+/// The IPv4 flow table's key for packets carrying `tuple`.
+fn key_of(tuple: &Tuple) -> Option<FlowKey> {
+    let (src, dst) = (v4(tuple.src)?, v4(tuple.dst)?);
+    Some(FlowKey::new(src.octets(), dst.octets(), tuple.protocol, (tuple.sport, tuple.dport)))
+}
+
+/// The IPv6 flow table's key for packets carrying `tuple`.
+fn key6_of(tuple: &Tuple) -> Option<FlowKey6> {
+    let (src, dst) = (v6(tuple.src)?, v6(tuple.dst)?);
+    Some(FlowKey6::new(src.octets(), dst.octets(), tuple.protocol, (tuple.sport, tuple.dport)))
 }
 
 #[cfg(test)]
@@ -110,17 +185,35 @@ mod tests {
     const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 101, 14, 62);
     const OUTSIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 
+    fn v6(text: &str) -> Ipv6Addr {
+        text.parse().unwrap()
+    }
+
     /// Pods 36 (ifindex 5) and 37 (ifindex 6) here, 10.244.166.128/26 in VXLAN via PEER, the
-    /// outside behind GATEWAY.
-    struct Node(HashMap<Ipv4Addr, Arrived>);
+    /// outside behind GATEWAY; their IPv6 twins, the backend's block in IPv6 VXLAN via PEER6.
+    struct Node(HashMap<Ipv4Addr, Arrived>, HashMap<Ipv6Addr, Arrived6>);
 
     fn places() -> Node {
-        Node(HashMap::from([
-            (CLIENT, Arrived::from_pod(5)),
-            (LOCAL, Arrived::from_pod(6)),
-            (BACKEND, Arrived::from_underlay(Arrival::Vxlan, PEER.octets())),
-        ]))
+        Node(
+            HashMap::from([
+                (CLIENT, Arrived::from_pod(5)),
+                (LOCAL, Arrived::from_pod(6)),
+                (BACKEND, Arrived::from_underlay(Arrival::Vxlan, PEER.octets())),
+            ]),
+            HashMap::from([
+                (v6(CLIENT6), Arrived6::from_pod(5)),
+                (v6(LOCAL6), Arrived6::from_pod(6)),
+                (v6(BACKEND6), Arrived6::from_underlay(Arrival::Vxlan, v6(PEER6).octets())),
+            ]),
+        )
     }
+
+    const CLIENT6: &str = "fd00:10:244:28::24";
+    const LOCAL6: &str = "fd00:10:244:28::25";
+    const BACKEND6: &str = "fd00:10:244:a6::96";
+    const SERVICE6: &str = "fd00:10:96::a";
+    const NODE6: &str = "fd00:10:101::32";
+    const PEER6: &str = "fd00:10:101::33";
 
     impl Places for Node {
         fn arrival_of(&self, src: Ipv4Addr) -> Option<Arrived> {
@@ -136,10 +229,22 @@ mod tests {
         fn node(&self) -> Ipv4Addr {
             NODE
         }
+
+        fn arrival_of6(&self, src: Ipv6Addr) -> Option<Arrived6> {
+            self.1.get(&src).copied()
+        }
+
+        fn routed6(&self, dst: Ipv6Addr) -> bool {
+            self.1.contains_key(&dst)
+        }
+
+        fn node6(&self) -> Option<Ipv6Addr> {
+            Some(v6(NODE6))
+        }
     }
 
-    fn tuple(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, ports: (u16, u16)) -> Tuple {
-        Tuple { src, dst, protocol, sport: ports.0, dport: ports.1 }
+    fn tuple(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, protocol: u8, ports: (u16, u16)) -> Tuple {
+        Tuple { src: src.into(), dst: dst.into(), protocol, sport: ports.0, dport: ports.1 }
     }
 
     fn established(original: Tuple, reply: Tuple) -> Entry {
@@ -158,10 +263,10 @@ mod tests {
         let judged = judge(&established(original, reply), &places());
         assert!(judged.liberal);
         let [(out_key, out), (back_key, back)] = judged.directions.as_slice() else { panic!("{judged:?}") };
-        assert_eq!(*out_key, key_of(&original));
+        assert_eq!(*out_key, key_of(&original).unwrap());
         assert_eq!((out.nat, out.to_dst, out.to_dport), (NAT_DST, BACKEND.octets(), 8080));
         assert_eq!(out.arrived(), Some(Arrived::from_pod(5)));
-        assert_eq!(*back_key, key_of(&reply));
+        assert_eq!(*back_key, key_of(&reply).unwrap());
         assert_eq!((back.nat, back.to_src, back.to_sport), (NAT_SRC, SERVICE.octets(), 80));
         assert_eq!(back.arrived(), Some(Arrived::from_underlay(Arrival::Vxlan, PEER.octets())));
     }
@@ -237,6 +342,56 @@ mod tests {
         );
         let nated = Entry { reply: tuple(LOCAL, CLIENT, PROTO_SCTP, (1001, 5000)), ..plain };
         assert_eq!(judge(&nated, &places()).directions, vec![]);
+    }
+
+    #[test]
+    fn ipv6_directions_go_to_their_own_table_and_translated_ones_are_marked() {
+        let original = tuple(v6(CLIENT6), v6(BACKEND6), PROTO_TCP, (40000, 8080));
+        let reply = tuple(v6(BACKEND6), v6(CLIENT6), PROTO_TCP, (8080, 40000));
+        let judged = judge(&established(original, reply), &places());
+        assert!(judged.directions.is_empty());
+        assert!(judged.liberal, "the fast path carries its segments");
+        let [(out_key, out), (back_key, back)] = judged.directions6.as_slice() else { panic!("{judged:?}") };
+        assert_eq!(*out_key, key6_of(&original).unwrap());
+        assert_eq!((out.arrived(), out.translated), (Some(Arrived6::from_pod(5)), 0));
+        assert_eq!(*back_key, key6_of(&reply).unwrap());
+        assert_eq!(back.arrived(), Some(Arrived6::from_underlay(Arrival::Vxlan, v6(PEER6).octets())));
+        // An IPv6 service: both directions written, marked translated; conntrack sees every segment.
+        let to_service = tuple(v6(CLIENT6), v6(SERVICE6), PROTO_TCP, (40001, 80));
+        let answered = tuple(v6(BACKEND6), v6(CLIENT6), PROTO_TCP, (8080, 40001));
+        let judged = judge(&established(to_service, answered), &places());
+        assert_eq!(judged.directions6.len(), 2);
+        assert!(judged.directions6.iter().all(|(_, v)| v.translated == 1));
+        assert!(!judged.liberal, "the kernel sees every segment of it");
+    }
+
+    #[test]
+    fn ipv6_echo_is_named_by_identifier_and_type_and_the_hosts_own_is_the_kernels() {
+        let request = tuple(v6(CLIENT6), v6(LOCAL6), NEXT_ICMPV6, (0x1234, 128));
+        let reply = tuple(v6(LOCAL6), v6(CLIENT6), NEXT_ICMPV6, (0x1234, 129));
+        let entry =
+            Entry { original: request, reply, status: IPS_CONFIRMED | IPS_SEEN_REPLY, tcp_state: None };
+        let keys: Vec<FlowKey6> = judge(&entry, &places()).directions6.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                FlowKey6::new(v6(CLIENT6).octets(), v6(LOCAL6).octets(), NEXT_ICMPV6, (0x1234, 128)),
+                FlowKey6::new(v6(LOCAL6).octets(), v6(CLIENT6).octets(), NEXT_ICMPV6, (0x1234, 129))
+            ]
+        );
+        // An ICMPv4 number in an IPv6 entry, or the other way round, names nothing.
+        let mixed = Entry { original: tuple(v6(CLIENT6), v6(LOCAL6), PROTO_ICMP, (1, 8)), ..entry };
+        assert_eq!(judge(&mixed, &places()), Judged::default());
+        let to_host = tuple(v6(CLIENT6), v6(NODE6), PROTO_TCP, (40000, 10250));
+        let back = tuple(v6(NODE6), v6(CLIENT6), PROTO_TCP, (10250, 40000));
+        assert_eq!(
+            judge(&established(to_host, back), &places()).directions6.len(),
+            0,
+            "to the node, and from it"
+        );
+        let unrouted = tuple(v6(CLIENT6), v6("2001:db8::7"), PROTO_TCP, (40000, 443));
+        let from_it = tuple(v6("2001:db8::7"), v6(CLIENT6), PROTO_TCP, (443, 40000));
+        assert_eq!(judge(&established(unrouted, from_it), &places()).directions6.len(), 0);
     }
 
     #[test]

@@ -45,7 +45,7 @@ use crate::{
     },
     dataplane::{
         bpffs, counters,
-        flow_table::FlowTable,
+        flow_table::FlowTables,
         legacy_tc,
         loader::{self, Attachments, Hook},
         pins,
@@ -69,7 +69,7 @@ struct Daemon {
     kernel: KernelState,
     netlink: Netlink,
     /// `--trust kernel`: conntrack's judgement followed, and the flow table it implies.
-    trust: Option<(Trust, FlowTable)>,
+    trust: Option<(Trust, FlowTables)>,
     /// Whether conntrack tracks nothing here, said once.
     untracked: Untracked,
     /// The generation of the programs' next-hop cache (`NodeConfig::next_hop_generation`).
@@ -151,7 +151,7 @@ async fn run_on(args: RunArgs, taken: Taken, signals: &mut Signals, serving: &mu
     let tables = Tables::take(&mut ebpf)?;
     // Subscribed before the daemon starts, so no conntrack event in between is missed.
     let trust = if args.trust == modes::Trust::Kernel {
-        Some((Trust::new()?, FlowTable::take(&mut ebpf)?))
+        Some((Trust::new()?, FlowTables::take(&mut ebpf)?))
     } else {
         None
     };
@@ -716,11 +716,11 @@ impl Daemon {
 /// refusing is a warning, once, however many entries it refuses after (300 000 BGP routes are
 /// 300 000 route events); every entry fitting again is a note; any other change is a debug line.
 fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> Option<(log::Level, String)> {
-    let refused = |o: &Overflow| (o.routes, o.endpoints, o.endpoints6, o.routes6);
+    let refused = |o: &Overflow| [o.routes, o.endpoints, o.endpoints6, o.routes6, o.peers6];
     if refused(after) == refused(before) {
         return None;
     }
-    if refused(after) == (0, 0, 0, 0) {
+    if refused(after) == [0; 5] {
         return Some((log::Level::Info, "the maps have room again: every entry is written".into()));
     }
     let mut words = Vec::new();
@@ -750,10 +750,13 @@ fn overflow_words(before: &Overflow, after: &Overflow, route_capacity: u32) -> O
             after.routes6
         ));
     }
-    let starts = (before.routes == 0 && after.routes > 0)
-        || (before.endpoints == 0 && after.endpoints > 0)
-        || (before.endpoints6 == 0 && after.endpoints6 > 0)
-        || (before.routes6 == 0 && after.routes6 > 0);
+    if after.peers6 > 0 {
+        words.push(format!(
+            "FP_PEERS6 is full: {} nodes are not in it; their IPv6 VXLAN to this node is dropped until they fit (--peer-capacity)",
+            after.peers6
+        ));
+    }
+    let starts = refused(before).iter().zip(refused(after)).any(|(before, after)| *before == 0 && after > 0);
     Some((if starts { log::Level::Warn } else { log::Level::Debug }, words.join("; ")))
 }
 
@@ -811,7 +814,7 @@ fn require_explicit_interfaces(selector: &Selector, links: &[LinkState]) -> Resu
 }
 
 /// The next event of conntrack's under `--trust kernel`; never resolves under `--trust routes`.
-async fn next_conntrack(trust: &mut Option<(Trust, FlowTable)>) -> Option<crate::daemon::conntrack::Event> {
+async fn next_conntrack(trust: &mut Option<(Trust, FlowTables)>) -> Option<crate::daemon::conntrack::Event> {
     match trust {
         Some((trust, _)) => trust.next().await,
         None => std::future::pending().await,
@@ -905,6 +908,7 @@ mod tests {
             endpoints: 0,
             endpoints6: 0,
             routes6: 0,
+            peers6: 0,
             example: Some((32, std::net::Ipv4Addr::new(10, 244, 40, 40))),
         };
         assert_eq!(overflow_words(&none, &none, 64), None);
@@ -929,6 +933,9 @@ mod tests {
         let (level, words) = overflow_words(&none, &Overflow { routes6: 2, ..none }, 64).unwrap();
         assert_eq!(level, log::Level::Warn);
         assert!(words.starts_with("FP_ROUTES6 is full (65536 entries): 2 IPv6 prefixes"), "{words}");
+        let (level, words) = overflow_words(&none, &Overflow { peers6: 1, ..none }, 64).unwrap();
+        assert_eq!(level, log::Level::Warn);
+        assert!(words.starts_with("FP_PEERS6 is full: 1 nodes are not in it"), "{words}");
         let (level, words) = overflow_words(&fewer, &none, 64).unwrap();
         assert_eq!(
             (level, words.as_str()),

@@ -7,25 +7,24 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
 use fastpath_common::{
-    flow::{
-        Arrival, Arrived, FlowKey, FlowValue, PROTO_DCCP, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-        PROTO_UDPLITE,
-    },
-    route::RouteKind,
+    flow::{Arrival, Arrived, PROTO_DCCP, PROTO_ICMP, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PROTO_UDPLITE},
+    flow6::Arrived6,
+    ipv6::NEXT_ICMPV6,
+    route::{RouteKind, ROUTE_F_VXLAN},
     tunnel::Tunnel,
 };
 
 use crate::{
     daemon::{
         conntrack::{Conntrack, Entry, Event, Tuple, IPS_SEEN_REPLY},
-        judge::{self, Places},
+        judge::{self, Judged, Places},
     },
-    dataplane::{flow_table::FlowTable, tables::Written},
+    dataplane::{flow_table::FlowTables, tables::Written},
     Error,
 };
 
@@ -55,17 +54,13 @@ impl Trust {
 
     /// Take conntrack's entries whole and make the flow table hold exactly what they imply:
     /// at start, and whenever events were lost.
-    pub async fn resync(&mut self, table: &mut FlowTable, places: &impl Places) -> Result<Written, Error> {
+    pub async fn resync(&mut self, table: &mut FlowTables, places: &impl Places) -> Result<Written, Error> {
         let entries = self.conntrack.dump().await?;
         self.entries = entries.into_iter().map(|e| (e.original, e)).collect();
-        let gone: Vec<FlowKey> = table
-            .entries()
-            .filter(|k| !self.entries.values().any(|e| judge::key_of(&e.original) == **k))
-            .copied()
-            .collect();
+        let gone: Vec<Tuple> = table.entries().filter(|t| !self.entries.contains_key(*t)).copied().collect();
         let mut written = Written::default();
-        for key in gone {
-            written = sum(written, table.set(key, Vec::new())?);
+        for original in gone {
+            written = sum(written, table.set(&original, Judged::default())?);
         }
         written = sum(written, self.rejudge(table, places)?);
         written = sum(written, self.release(table, places)?);
@@ -76,7 +71,7 @@ impl Trust {
     }
 
     /// Judge every entry again: after the route table changed.
-    pub fn rejudge(&mut self, table: &mut FlowTable, places: &impl Places) -> Result<Written, Error> {
+    pub fn rejudge(&mut self, table: &mut FlowTables, places: &impl Places) -> Result<Written, Error> {
         let mut written = Written::default();
         let originals: Vec<Tuple> = self.entries.keys().copied().collect();
         for original in originals {
@@ -94,7 +89,7 @@ impl Trust {
     pub async fn handle(
         &mut self,
         event: Event,
-        table: &mut FlowTable,
+        table: &mut FlowTables,
         places: &impl Places,
     ) -> Result<Written, Error> {
         match event {
@@ -123,7 +118,7 @@ impl Trust {
                 self.entries.remove(&original);
                 self.refreshed.remove(&original);
                 self.liberal.remove(&original);
-                table.set(judge::key_of(&original), Vec::new())
+                table.set(&original, Judged::default())
             }
             Event::Overrun => {
                 log::warn!("conntrack overflow: the kernel dropped events; resyncing from a full dump");
@@ -139,7 +134,7 @@ impl Trust {
     fn apply(
         &mut self,
         original: &Tuple,
-        table: &mut FlowTable,
+        table: &mut FlowTables,
         places: &impl Places,
     ) -> Result<Written, Error> {
         let Some(entry) = self.entries.get(original).copied() else { return Ok(Written::default()) };
@@ -149,11 +144,11 @@ impl Trust {
             self.held.push(*original);
             return Ok(Written::default());
         }
-        self.write(original, judged.directions, table)
+        self.write(original, judged, table)
     }
 
     /// Send the queued changes to conntrack, then write the entries held back for them.
-    fn release(&mut self, table: &mut FlowTable, places: &impl Places) -> Result<Written, Error> {
+    fn release(&mut self, table: &mut FlowTables, places: &impl Places) -> Result<Written, Error> {
         if self.held.is_empty() {
             return Ok(Written::default());
         }
@@ -162,30 +157,25 @@ impl Trust {
         let mut written = Written::default();
         for original in std::mem::take(&mut self.held) {
             let Some(entry) = self.entries.get(&original).copied() else { continue };
-            written = sum(written, self.write(&original, judge::judge(&entry, places).directions, table)?);
+            written = sum(written, self.write(&original, judge::judge(&entry, places), table)?);
         }
         Ok(written)
     }
 
-    fn write(
-        &mut self,
-        original: &Tuple,
-        directions: Vec<(FlowKey, FlowValue)>,
-        table: &mut FlowTable,
-    ) -> Result<Written, Error> {
-        if directions.is_empty() {
+    fn write(&mut self, original: &Tuple, judged: Judged, table: &mut FlowTables) -> Result<Written, Error> {
+        if judged.directions.is_empty() && judged.directions6.is_empty() {
             self.refreshed.remove(original);
         } else {
             self.refreshed.entry(*original).or_insert((Instant::now(), 0));
         }
-        table.set(judge::key_of(original), directions)
+        table.set(original, judged)
     }
 
     /// Refresh the timeout of every entry the fast path carried a packet of since its last
     /// refresh, once a third of its timeout has passed: conntrack sees none of those packets, and
     /// must not time the connection out under it, as the nf flowtable refreshes the entries of
     /// the flows it offloads. Returns how many it refreshed.
-    pub fn refresh(&mut self, table: &FlowTable) -> usize {
+    pub fn refresh(&mut self, table: &FlowTables) -> usize {
         let timeouts = Timeouts::read();
         let mut refreshed = 0;
         let due: Vec<(Tuple, u32)> = self
@@ -199,7 +189,7 @@ impl Trust {
             })
             .collect();
         for (original, timeout) in due {
-            let seen = table.last_seen_ns(&judge::key_of(&original));
+            let seen = table.last_seen_ns(&original);
             let Some((at, last)) = self.refreshed.get_mut(&original) else { continue };
             *at = Instant::now();
             if seen <= *last {
@@ -267,6 +257,7 @@ impl Timeouts {
             "nf_conntrack_udp_timeout",
             "nf_conntrack_udp_timeout_stream",
             "nf_conntrack_icmp_timeout",
+            "nf_conntrack_icmpv6_timeout",
             "nf_conntrack_sctp_timeout_established",
             "nf_conntrack_dccp_timeout_open",
             "nf_conntrack_generic_timeout",
@@ -289,6 +280,7 @@ impl Timeouts {
             PROTO_UDP | PROTO_UDPLITE if answered => "nf_conntrack_udp_timeout_stream",
             PROTO_UDP | PROTO_UDPLITE => "nf_conntrack_udp_timeout",
             PROTO_ICMP => "nf_conntrack_icmp_timeout",
+            NEXT_ICMPV6 => "nf_conntrack_icmpv6_timeout",
             PROTO_SCTP => "nf_conntrack_sctp_timeout_established",
             PROTO_DCCP => "nf_conntrack_dccp_timeout_open",
             _ => "nf_conntrack_generic_timeout",
@@ -307,6 +299,17 @@ impl Timeouts {
 pub struct RouteTable<'a> {
     pub tables: &'a crate::dataplane::tables::Tables,
     pub underlay: &'a crate::model::route::Underlay,
+}
+
+impl RouteTable<'_> {
+    /// The node an IPv6 remote block's packets come from, and how.
+    fn block6(&self, addr: Ipv6Addr) -> Option<(Arrival, [u8; 16])> {
+        let route = self.tables.route6_of(addr)?;
+        (RouteKind::try_from(route.kind) == Ok(RouteKind::RemoteBlock)).then(|| {
+            let arrival = if route.flags & ROUTE_F_VXLAN != 0 { Arrival::Vxlan } else { Arrival::Plain };
+            (arrival, route.next_hop)
+        })
+    }
 }
 
 impl Places for RouteTable<'_> {
@@ -340,6 +343,25 @@ impl Places for RouteTable<'_> {
 
     fn node(&self) -> Ipv4Addr {
         self.underlay.addr
+    }
+
+    fn arrival_of6(&self, src: Ipv6Addr) -> Option<Arrived6> {
+        if let Some(pod) = self.tables.endpoint6_of(src) {
+            return Some(Arrived6::from_pod(pod.ifindex));
+        }
+        // Only IPv6 VXLAN: the programs hand plain IPv6 from the underlay to the kernel.
+        match self.block6(src)? {
+            (Arrival::Vxlan, node) => Some(Arrived6::from_underlay(Arrival::Vxlan, node)),
+            _ => None,
+        }
+    }
+
+    fn routed6(&self, dst: Ipv6Addr) -> bool {
+        self.tables.endpoint6_of(dst).is_some() || self.block6(dst).is_some()
+    }
+
+    fn node6(&self) -> Option<Ipv6Addr> {
+        self.tables.node6_ip()
     }
 }
 

@@ -1,8 +1,8 @@
 //! The sizes of the maps the daemon sizes from its flags.
 
 use fastpath_common::maps::{
-    MapLayout, ENDPOINTS, ENDPOINTS6, ENDPOINTS_MAX, FLOWS, FLOWS_DEFAULT_MAX, ROUTES, ROUTES_MAX,
-    TUNNEL_PEERS, TUNNEL_PEERS_MAX,
+    MapLayout, ENDPOINTS, ENDPOINTS6, ENDPOINTS_MAX, FLOWS, FLOWS6, FLOWS_DEFAULT_MAX, ROUTES, ROUTES_MAX,
+    TUNNEL_PEERS, TUNNEL_PEERS6, TUNNEL_PEERS_MAX,
 };
 
 /// How many entries the maps the daemon sizes hold (`--route-capacity`, `--endpoint-capacity`,
@@ -27,14 +27,17 @@ impl Default for Capacities {
 }
 
 impl Capacities {
-    /// Each sized map's name and size. A pod's IPv6 address takes the room its IPv4 one does.
-    pub fn sizes(&self) -> [(&'static str, u32); 5] {
+    /// Each sized map's name and size. A pod's IPv6 address takes the room its IPv4 one does,
+    /// a node's IPv6 address the room of its IPv4 one, and an IPv6 flow the room of an IPv4 one.
+    pub fn sizes(&self) -> [(&'static str, u32); 7] {
         [
             (ROUTES, self.routes),
             (ENDPOINTS, self.endpoints),
             (ENDPOINTS6, self.endpoints),
             (TUNNEL_PEERS, self.peers),
+            (TUNNEL_PEERS6, self.peers),
             (FLOWS, self.flows),
+            (FLOWS6, self.flows),
         ]
     }
 

@@ -9,9 +9,10 @@ use aya::{
 };
 use fastpath_common::{
     flow::{FlowKey, FlowValue},
+    flow6::{FlowKey6, FlowValue6},
     maps::{
-        Endpoint, NextHopEntry, PathMtu, ENDPOINTS, ENDPOINTS6, FLOWS, NEXT_HOPS, NEXT_HOPS6, PATH_MTU,
-        ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
+        Endpoint, NextHopEntry, PathMtu, ENDPOINTS, ENDPOINTS6, FLOWS, FLOWS6, NEXT_HOPS, NEXT_HOPS6,
+        PATH_MTU, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route6::RouteValue6,
 };
@@ -37,8 +38,8 @@ impl MapFill {
 }
 
 /// The maps the daemon or the programs add entries to: the route, endpoint and peer maps of both
-/// families, the flow table, the next-hop caches and the path MTU table.
-pub const FILLED_MAPS: [&str; 10] = [
+/// families, both flow tables, the next-hop caches and the path MTU table.
+pub const FILLED_MAPS: [&str; 11] = [
     ROUTES,
     ROUTES6,
     ENDPOINTS,
@@ -46,6 +47,7 @@ pub const FILLED_MAPS: [&str; 10] = [
     TUNNEL_PEERS,
     TUNNEL_PEERS6,
     FLOWS,
+    FLOWS6,
     NEXT_HOPS,
     NEXT_HOPS6,
     PATH_MTU,
@@ -82,6 +84,7 @@ pub fn fill_of(dir: &Path, name: &'static str) -> Result<MapFill, Error> {
         TUNNEL_PEERS => hash_fill::<[u8; 4], u32>(dir, TUNNEL_PEERS),
         TUNNEL_PEERS6 => hash_fill::<[u8; 16], u32>(dir, TUNNEL_PEERS6),
         FLOWS => hash_fill::<FlowKey, FlowValue>(dir, FLOWS),
+        FLOWS6 => hash_fill::<FlowKey6, FlowValue6>(dir, FLOWS6),
         NEXT_HOPS => hash_fill::<[u8; 4], NextHopEntry>(dir, NEXT_HOPS),
         NEXT_HOPS6 => hash_fill::<[u8; 16], NextHopEntry>(dir, NEXT_HOPS6),
         PATH_MTU => hash_fill::<[u8; 4], PathMtu>(dir, PATH_MTU),

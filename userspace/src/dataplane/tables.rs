@@ -42,6 +42,8 @@ pub struct Overflow {
     pub endpoints6: usize,
     /// IPv6 prefixes the IPv6 route map refused.
     pub routes6: usize,
+    /// Nodes the IPv6 peer map refused.
+    pub peers6: usize,
     /// The longest prefix refused.
     pub example: Option<Prefix>,
 }
@@ -237,7 +239,8 @@ impl Tables {
         let (routes, endpoints) = self.mirror.unwritten_counts();
         let endpoints6 = self.endpoints6_held.unwritten.len();
         let routes6 = self.routes6_held.unwritten.len();
-        Overflow { routes, endpoints, endpoints6, routes6, example: self.mirror.longest_unwritten() }
+        let peers6 = self.peers6_held.unwritten.len();
+        Overflow { routes, endpoints, endpoints6, routes6, peers6, example: self.mirror.longest_unwritten() }
     }
 
     /// How many entries the route map can hold.
@@ -253,6 +256,27 @@ impl Tables {
     /// The entry the programs find for `addr` in the route map (as written).
     pub fn route_of(&self, addr: Ipv4Addr) -> Option<RouteValue> {
         self.mirror.longest_match(addr).copied()
+    }
+
+    /// The pod on this node with IPv6 address `addr`, as the endpoint map holds it.
+    pub fn endpoint6_of(&self, addr: Ipv6Addr) -> Option<Endpoint> {
+        self.endpoints6_held.held.get(&addr).copied()
+    }
+
+    /// The entry the programs find for `addr` in the IPv6 route map (as written): its longest
+    /// prefix holding `addr`.
+    pub fn route6_of(&self, addr: Ipv6Addr) -> Option<RouteValue6> {
+        self.routes6_held
+            .held
+            .iter()
+            .filter(|(prefix, _)| contains6(**prefix, addr))
+            .max_by_key(|(prefix, _)| prefix.0)
+            .map(|(_, value)| *value)
+    }
+
+    /// This node's IPv6 address, once its IPv6 side is written.
+    pub fn node6_ip(&self) -> Option<Ipv6Addr> {
+        self.node6.get(&0, 0).ok().filter(Node6Config::ready).map(|n| Ipv6Addr::from(n.node_ip))
     }
 
     /// Prefixes the route map holds now.
