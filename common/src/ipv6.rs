@@ -229,6 +229,13 @@ pub const fn is_multicast(a: &[u8; 16]) -> bool {
     a[0] == 0xff
 }
 
+/// `::ffff:a.b.c.d`: IPv4 address `a` in IPv6's form (RFC 4291 §2.5.5.2), as the monitor
+/// carries both families.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
 /// `::ffff:0:0/96`.
 pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
     let mut i = 0;
@@ -522,6 +529,14 @@ mod tests {
         assert_eq!(check, upper_layer_checksum(&node, &pod, NEXT_ICMPV6, &message));
         let start = too_big_header_start();
         assert_eq!(start, [0x60, 0, 0, 0, 0, 56, 58, 64]);
+    }
+
+    #[test]
+    fn an_ipv4_address_maps_as_the_standard_library_maps_it() {
+        let mapped = v4_mapped([10, 244, 40, 36]);
+        assert!(is_v4_mapped(&mapped));
+        let std_mapped = core::net::Ipv4Addr::new(10, 244, 40, 36).to_ipv6_mapped().octets();
+        assert_eq!(mapped, std_mapped);
     }
 
     #[test]

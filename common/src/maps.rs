@@ -76,7 +76,8 @@ pub const PATH_MTU: &str = "FP_PATH_MTU";
 /// never misreads the maps an older one pinned.
 /// (3: remote blocks may be VXLAN, `RouteValue::mac` then being the other node's VTEP MAC.)
 /// (4: `FP_FLOWS6`, IPv6 flows under `--trust kernel`.)
-pub const LAYOUT_VERSION: u32 = 4;
+/// (5: `MonitorControl` and `MonitorEvent` hold IPv6 addresses, IPv4 mapped.)
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Bytes of the monitor's ring buffer.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -428,25 +429,73 @@ pub struct MonitorControl {
     /// Report packets until this `bpf_ktime_get_ns()` time; 0 or past means off. A monitor that
     /// dies stops the reports by itself.
     pub until_ns: u64,
-    /// Report only packets with this address as source or destination, under `mask`
-    /// (all-zero mask: every packet).
-    pub addr: [u8; 4],
-    pub mask: [u8; 4],
+    /// Report only packets with this address as source or destination, under `mask` (all-zero
+    /// mask: every packet). Both in IPv6's form, an IPv4 filter IPv4-mapped (`::ffff:a.b.c.d`,
+    /// its mask covering the 96 bits before it), as [`MonitorEvent`]'s addresses are: one
+    /// comparison serves either family, and an IPv4 filter never matches IPv6.
+    pub addr: [u8; 16],
+    pub mask: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<MonitorControl>() == 16);
+const _: () = assert!(core::mem::size_of::<MonitorControl>() == 40);
 
 impl MonitorControl {
-    pub const fn matches(&self, src: [u8; 4], dst: [u8; 4]) -> bool {
-        let addr = u32::from_be_bytes(self.addr);
-        let mask = u32::from_be_bytes(self.mask);
-        (u32::from_be_bytes(src) & mask) == (addr & mask) || (u32::from_be_bytes(dst) & mask) == (addr & mask)
+    /// A filter for the `prefix_len`-bit prefix `addr` (IPv6's form; for IPv4, its mapped
+    /// address and 96 + its prefix length), not yet turned on.
+    pub const fn filter(addr: [u8; 16], prefix_len: u8) -> Self {
+        let mut mask = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            let bits = prefix_len as i32 - 8 * i as i32;
+            mask[i] = if bits >= 8 {
+                0xff
+            } else if bits <= 0 {
+                0
+            } else {
+                0xff << (8 - bits)
+            };
+            i += 1;
+        }
+        let mut masked = addr;
+        let mut i = 0;
+        while i < 16 {
+            masked[i] &= mask[i];
+            i += 1;
+        }
+        Self { until_ns: 0, addr: masked, mask }
     }
+
+    /// Whether `src` or `dst` (IPv6's form, IPv4 mapped) is in the filter's prefix.
+    #[inline(always)]
+    pub const fn matches(&self, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        self.covers(src) || self.covers(dst)
+    }
+
+    /// Two 64-bit comparisons: the programs check every packet while a monitor runs.
+    #[inline(always)]
+    const fn covers(&self, a: &[u8; 16]) -> bool {
+        let (a_hi, a_lo) = halves(a);
+        let (f_hi, f_lo) = halves(&self.addr);
+        let (m_hi, m_lo) = halves(&self.mask);
+        (a_hi ^ f_hi) & m_hi == 0 && (a_lo ^ f_lo) & m_lo == 0
+    }
+}
+
+#[inline(always)]
+const fn halves(a: &[u8; 16]) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    )
 }
 
 /// `MonitorEvent::program`.
 pub const PROGRAM_FROM_POD: u32 = 0;
 pub const PROGRAM_FROM_UNDERLAY: u32 = 1;
+
+/// `MonitorEvent::family`.
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
 
 /// One packet's decision, as the monitor shows it.
 #[repr(C)]
@@ -456,20 +505,27 @@ pub struct MonitorEvent {
     pub ifindex: u32,
     /// `PROGRAM_*`.
     pub program: u32,
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+    /// The addresses in IPv6's form, IPv4's IPv4-mapped (`::ffff:a.b.c.d`, [`crate::ipv6::v4_mapped`]).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
+    /// The IPv4 protocol or the IPv6 next header.
     pub protocol: u8,
-    pub _pad: [u8; 3],
+    /// `FAMILY_*`.
+    pub family: u8,
+    /// The ICMP type (protocol 1) or ICMPv6 type (next header 58); 0 for anything else.
+    pub icmp_type: u8,
+    pub _pad: u8,
     pub verdict: i32,
     /// A [`crate::Reason`] code.
     pub reason: u32,
     /// The packet's length as it arrived.
     pub len: u32,
+    pub _pad2: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<MonitorEvent>() == 48);
+const _: () = assert!(core::mem::size_of::<MonitorEvent>() == 72);
 
 #[cfg(feature = "user")]
 mod user {
@@ -495,17 +551,47 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipv6::v4_mapped;
 
     #[test]
     fn a_monitor_filter_matches_either_address() {
-        let all = MonitorControl { until_ns: 1, addr: [0; 4], mask: [0; 4] };
-        assert!(all.matches([10, 244, 40, 36], [10, 244, 166, 150]));
-        let one = MonitorControl { until_ns: 1, addr: [10, 244, 40, 36], mask: [255; 4] };
-        assert!(one.matches([10, 244, 40, 36], [8, 8, 8, 8]));
-        assert!(one.matches([8, 8, 8, 8], [10, 244, 40, 36]));
-        assert!(!one.matches([10, 244, 40, 37], [8, 8, 8, 8]));
-        let block = MonitorControl { until_ns: 1, addr: [10, 244, 166, 128], mask: [255, 255, 255, 192] };
-        assert!(block.matches([1, 1, 1, 1], [10, 244, 166, 150]));
+        let (pod, remote, outside) =
+            (v4_mapped([10, 244, 40, 36]), v4_mapped([10, 244, 166, 150]), v4_mapped([8, 8, 8, 8]));
+        let all = MonitorControl { until_ns: 1, ..MonitorControl::default() };
+        assert!(all.matches(&pod, &remote));
+        let one = MonitorControl::filter(pod, 128);
+        assert_eq!(one.mask, [0xff; 16]);
+        assert!(one.matches(&pod, &outside));
+        assert!(one.matches(&outside, &pod));
+        assert!(!one.matches(&v4_mapped([10, 244, 40, 37]), &outside));
+        let block = MonitorControl::filter(v4_mapped([10, 244, 166, 128]), 96 + 26);
+        assert!(block.matches(&v4_mapped([1, 1, 1, 1]), &remote));
+        assert!(!block.matches(&pod, &outside));
+    }
+
+    #[test]
+    fn a_monitor_filter_of_either_family_matches_only_its_family() {
+        let pod6 = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 10, 244, 40, 36];
+        let remote6 = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 10, 244, 166, 150];
+        let pod4 = v4_mapped([10, 244, 40, 36]);
+        // An IPv6 /128, and the /122 block of the remote pod (its last 6 bits are the host's).
+        let one = MonitorControl::filter(pod6, 128);
+        assert!(one.matches(&pod6, &remote6) && one.matches(&remote6, &pod6));
+        assert!(!one.matches(&remote6, &remote6));
+        assert!(!one.matches(&pod4, &pod4), "an IPv6 filter never matches IPv4");
+        let block = MonitorControl::filter(remote6, 122);
+        assert_eq!(block.addr[15], 128, "the filter keeps the prefix's bits only");
+        assert_eq!(block.mask[15], 0xc0);
+        assert!(block.matches(&pod6, &remote6));
+        assert!(!block.matches(&pod6, &pod6));
+        // An IPv4 filter, even 0.0.0.0/0, matches IPv4 alone.
+        let v4 = MonitorControl::filter(pod4, 128);
+        assert!(v4.matches(&pod4, &pod4) && !v4.matches(&pod6, &remote6));
+        let any4 = MonitorControl::filter(v4_mapped([0; 4]), 96);
+        assert!(any4.matches(&pod4, &pod4) && !any4.matches(&pod6, &remote6));
+        // ::/0 matches both.
+        let any = MonitorControl::filter([0; 16], 0);
+        assert!(any.matches(&pod4, &pod4) && any.matches(&pod6, &remote6));
     }
 
     #[test]

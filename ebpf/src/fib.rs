@@ -22,7 +22,7 @@ use fastpath_common::{
     Reason,
 };
 
-use crate::maps::{FP_NEXT_HOPS, FP_NEXT_HOPS6, FP_SCRATCH, SCRATCH_FIB};
+use crate::maps::{Scratch, FP_NEXT_HOPS, FP_NEXT_HOPS6, FP_SCRATCH, SCRATCH_FIB};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -67,9 +67,9 @@ fn cached(node: &NodeConfig, addr: [u8; 4]) -> Option<NextHop> {
 /// otherwise sit in the stack frame of every path that may ask.
 #[inline(never)]
 fn ask_fib(ctx: &TcContext, node: &NodeConfig, addr: [u8; 4]) -> Result<NextHop, Reason> {
-    const _: () = assert!(size_of::<bpf_fib_lookup>() == size_of::<[u64; 8]>());
+    const _: () = assert!(size_of::<bpf_fib_lookup>() <= size_of::<Scratch>());
     let params = FP_SCRATCH.get_ptr_mut(SCRATCH_FIB).ok_or(Reason::PassFibFailed)?.cast::<bpf_fib_lookup>();
-    // SAFETY: this CPU's slot, of the struct's size and alignment; no other program runs on this
+    // SAFETY: this CPU's slot, room for the struct at its alignment; no other program runs on this
     // CPU until this one returns. `bpf_fib_lookup` is plain old data: all-zero is a valid start.
     let params = unsafe {
         params.write_bytes(0, 1);

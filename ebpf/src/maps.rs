@@ -93,9 +93,13 @@ pub static FP_PATH_MTU: LruHashMap<[u8; 4], PathMtu, { PATH_MTU_MAX as usize }> 
 
 /// Room per CPU for what would otherwise sit in a program's stack frame (the kernel allows 512
 /// bytes for a whole call chain): slot [`SCRATCH_FIB`] the FIB lookup's 64 bytes of parameters,
-/// slot [`SCRATCH_MONITOR`] the packet a monitor watches. Not pinned: nothing outlives one run.
+/// slot [`SCRATCH_MONITOR`] the packet a monitor watches (72 bytes). Not pinned: nothing
+/// outlives one run.
 #[btf_map]
-pub static FP_SCRATCH: PerCpuArray<[u64; 8], 2> = PerCpuArray::new();
+pub static FP_SCRATCH: PerCpuArray<Scratch, 2> = PerCpuArray::new();
+
+/// One slot of [`FP_SCRATCH`]: 72 bytes, 8-byte aligned.
+pub type Scratch = [u64; 9];
 
 /// [`FP_SCRATCH`]'s slot for `bpf_fib_lookup`'s parameters.
 pub const SCRATCH_FIB: u32 = 0;

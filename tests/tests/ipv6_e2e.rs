@@ -11,8 +11,9 @@
 //! Then fastpath under `--trust routes`, with the kernel's FORWARD chains closed for both
 //! families, so that what arrives was carried by the programs: on one node, the pods resolve
 //! their gateway by the programs' NDP answer, reach each other with hop limit 63, and move 10 MB
-//! each way; `endpoints` and `verify` show the pods' IPv6 addresses; a pod's packets from an
-//! address that is not its own reach nobody.
+//! each way; `endpoints` and `verify` show the pods' IPv6 addresses, `monitor` their pings (on
+//! one node, and inside IPv6 VXLAN across nodes); a pod's packets from an address that is not
+//! its own reach nobody.
 //!
 //! Every ping is bounded (count and `-W`), every capture by `timeout`.
 
@@ -204,6 +205,19 @@ fn ipv6_endpoints(daemon: &Daemon) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// `fastpath monitor --filter FILTER --count COUNT` on `daemon`'s node while `from` pings `to`
+/// three times over IPv6: the lines it printed.
+fn monitor_ping6(daemon: &Daemon, from: &Pod, to: &Pod, filter: &str, count: &str) -> String {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // The monitor takes its lease first.
+            std::thread::sleep(Duration::from_millis(700));
+            assert!(ping6(from, ip6(to), 3, &["-W", "1"]).unwrap().received);
+        });
+        daemon.cli(&["monitor", "--filter", filter, "--count", count, "--duration", "10"]).unwrap()
+    })
+}
+
 #[test]
 fn fastpath_carries_ipv6_between_pods_of_one_node_with_forward_closed() {
     let (cluster, daemon) = fastpath_node("v6fpone", 2);
@@ -234,6 +248,18 @@ fn fastpath_carries_ipv6_between_pods_of_one_node_with_forward_closed() {
     assert_reaches(&pods[1], &pods[0], 63);
     let neigh = cmd::ip(&pods[0].ns.name, &["-6", "neigh", "show", POD_GATEWAY6, "dev", "eth0"]).unwrap();
     assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee") && neigh.contains("router"), "{neigh}");
+
+    // `fastpath monitor` shows the pings as it shows IPv4's: each way, from each pod's interface.
+    let text = monitor_ping6(&daemon, &pods[0], &pods[1], &a, "4");
+    for (iface, line) in [
+        (&pods[0].host_iface, format!("ICMP6 {a} > {b} echo-request REDIRECT redirected_local")),
+        (&pods[1].host_iface, format!("ICMP6 {b} > {a} echo-reply REDIRECT redirected_local")),
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(iface.as_str()) && l.contains("from_pod") && l.contains(&line)),
+            "{line} on {iface}:\n{text}"
+        );
+    }
 
     // 10 MB each way over TCP, contents checked.
     for (from, to) in [(&pods[0], &pods[1]), (&pods[1], &pods[0])] {
@@ -435,6 +461,20 @@ fn fastpath_carries_ipv6_vxlan_between_nodes_with_forward_closed() {
     // Encapsulated by one node's programs, taken apart by the other's: two hops.
     assert_reaches(a, b, 62);
     assert_reaches(b, a, 62);
+    // `fastpath monitor` on node 1, filtered by node 2's block: the pods' pings, the replies
+    // inside IPv6 VXLAN as they arrived on the underlay.
+    let text = monitor_ping6(&daemons[0], a, b, &block2, "4");
+    let (a6, b6) = (ip6(a), ip6(b));
+    assert!(
+        text.lines().any(|l| l.contains("from_pod")
+            && l.contains(&format!("ICMP6 {a6} > {b6} echo-request REDIRECT encapsulated_vxlan"))),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("from_underlay")
+            && l.contains(&format!("ICMP6 {b6} > {a6} echo-reply REDIRECT decapsulated_vxlan"))),
+        "{text}"
+    );
     for (from, to) in [(a, b), (b, a)] {
         traffic::transfer6(from, to, 10 << 20).unwrap();
     }

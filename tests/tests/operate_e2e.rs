@@ -171,11 +171,13 @@ fn monitor_streams_decisions_only_while_it_runs() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     assert!(
-        lines.iter().any(|l| l.contains("ICMP  10.244.40.36 > 10.244.166.150 REDIRECT encapsulated")),
+        lines
+            .iter()
+            .any(|l| l.contains("ICMP  10.244.40.36 > 10.244.166.150 echo-request REDIRECT encapsulated")),
         "{text}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("10.244.166.150 > 10.244.40.36 REDIRECT decapsulated")),
+        lines.iter().any(|l| l.contains("10.244.166.150 > 10.244.40.36 echo-reply REDIRECT decapsulated")),
         "{text}"
     );
     // Off again once the monitor is gone.
@@ -211,7 +213,8 @@ fn monitor_streams_decisions_only_while_it_runs() {
             (e.verdict.as_str(), e.reason.as_str(), e.protocol.as_str()),
             ("redirect", "decapsulated", "icmp")
         );
-        assert_eq!((e.src, e.dst), (pod2.ip, pod1.ip), "{text}");
+        assert_eq!((e.src, e.dst), (pod2.ip.into(), pod1.ip.into()), "{text}");
+        assert_eq!(e.icmp_type.as_deref(), Some("echo-reply"), "{text}");
         assert_eq!(e.program, "from_underlay");
     }
     // A drop filter over the same traffic shows nothing.

@@ -358,12 +358,14 @@ fn the_monitor_shows_the_pods_inside_vxlan() {
             .unwrap()
     });
     assert!(
-        text.lines().any(|l| l.contains("ICMP  10.244.40.36 > 10.244.166.150 REDIRECT encapsulated_vxlan")),
+        text.lines()
+            .any(|l| l
+                .contains("ICMP  10.244.40.36 > 10.244.166.150 echo-request REDIRECT encapsulated_vxlan")),
         "{text}"
     );
     assert!(
         text.lines().any(|l| l.contains("from_underlay")
-            && l.contains("10.244.166.150 > 10.244.40.36 REDIRECT decapsulated_vxlan")),
+            && l.contains("10.244.166.150 > 10.244.40.36 echo-reply REDIRECT decapsulated_vxlan")),
         "{text}"
     );
 }

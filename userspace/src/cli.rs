@@ -244,10 +244,10 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
-    /// Show only packets from or to this address or prefix (for example 10.244.40.36 or
-    /// 10.244.166.128/26).
+    /// Show only packets from or to this IPv4 or IPv6 address or prefix (for example
+    /// 10.244.40.36, 10.244.166.128/26, fd5f:a1b2:c3d4::af4:2824 or fd5f:a1b2:c3d4::af4:a680/122).
     #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_prefix)]
-    pub filter: Option<(std::net::Ipv4Addr, u8)>,
+    pub filter: Option<(std::net::IpAddr, u8)>,
 
     /// Show only packets with this verdict: pass (to the kernel), redirect (sent on by the
     /// programs) or drop.
@@ -410,13 +410,17 @@ pub fn parse_iface_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// `A.B.C.D` or `A.B.C.D/LEN`.
-pub fn parse_prefix(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
-    let addr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 address"))?;
-    match len.parse::<u8>() {
-        Ok(len) if len <= 32 => Ok((addr, len)),
-        _ => Err(format!("'{len}' is not a prefix length (0 to 32)")),
+/// An IPv4 or IPv6 address, alone or with a prefix length: `A.B.C.D[/LEN]` (LEN up to 32, 32
+/// if left out) or `X:X::X[/LEN]` (up to 128, 128 if left out).
+pub fn parse_prefix(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, len) = s.split_once('/').map_or((s, None), |(a, l)| (a, Some(l)));
+    let addr: std::net::IpAddr =
+        addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match len.map(str::parse::<u8>) {
+        None => Ok((addr, max)),
+        Some(Ok(len)) if len <= max => Ok((addr, len)),
+        Some(_) => Err(format!("'{}' is not a prefix length (0 to {max})", len.unwrap_or_default())),
     }
 }
 
@@ -561,6 +565,19 @@ mod tests {
         assert_eq!(parse_prefix("10.244.166.128/26"), Ok(("10.244.166.128".parse().unwrap(), 26)));
         assert!(parse_prefix("10.244.166.128/33").is_err());
         assert!(parse_prefix("pod").is_err());
+        assert_eq!(
+            parse_prefix("fd5f:a1b2:c3d4::af4:2824"),
+            Ok(("fd5f:a1b2:c3d4::af4:2824".parse().unwrap(), 128))
+        );
+        assert_eq!(
+            parse_prefix("fd5f:a1b2:c3d4::af4:a680/122"),
+            Ok(("fd5f:a1b2:c3d4::af4:a680".parse().unwrap(), 122))
+        );
+        assert_eq!(parse_prefix("::/0"), Ok(("::".parse().unwrap(), 0)));
+        let too_long = parse_prefix("fd5f::1/129").unwrap_err();
+        assert!(too_long.contains("0 to 128"), "{too_long}");
+        assert!(parse_prefix("fd5f::1/x").is_err());
+        assert!(parse_prefix("fd5f::g").is_err());
     }
 
     #[test]

@@ -198,11 +198,8 @@ async fn monitor(args: &MonitorArgs) -> Result<(), Error> {
         let offset = wall_ns().saturating_sub(u128::from(monotonic_ns()));
         for event in monitor.drain().into_iter().filter(|e| shown(args, e)) {
             let wall_ns = offset + u128::from(event.time_ns);
-            let line = if args.json {
-                output::json(&stats::EventRow::new(&event, wall_ns, interface_name(event.ifindex)))?
-            } else {
-                inspect::monitor_line(&event, wall_ns, &interface_name)
-            };
+            let row = stats::EventRow::new(&event, wall_ns, interface_name(event.ifindex));
+            let line = if args.json { output::json(&row)? } else { row.line() };
             println!("{line}");
             seen += 1;
             if args.count.is_some_and(|c| seen >= c) {

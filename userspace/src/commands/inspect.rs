@@ -15,13 +15,13 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, Endpoint, MonitorControl, MonitorEvent, Node6Config, NodeConfig, PathMtu, AGENT,
-        AGENT_F_LEGACY_TC, AGENT_F_READY, ENDPOINTS6, EVENTS, MONITOR, NODE, NODE6, PATH_MTU,
-        PROGRAM_FROM_POD, TUNNEL_PEERS, TUNNEL_PEERS6,
+        AGENT_F_LEGACY_TC, AGENT_F_READY, ENDPOINTS6, EVENTS, MONITOR, NODE, NODE6, PATH_MTU, TUNNEL_PEERS,
+        TUNNEL_PEERS6,
     },
     route::RouteKind,
     tunnel::Tunnel,
     vxlan::VxlanConfig,
-    Reason, Verdict,
+    Reason,
 };
 
 use crate::{
@@ -580,41 +580,6 @@ pub fn cleanup(dir: &Path) -> Result<String, Error> {
     Ok(out)
 }
 
-/// One monitor line for an event.
-pub fn monitor_line(e: &MonitorEvent, wall_ns: u128, ifname: &dyn Fn(u32) -> Option<String>) -> String {
-    let secs = (wall_ns / 1_000_000_000) as u64;
-    let micros = ((wall_ns % 1_000_000_000) / 1000) as u64;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let proto = match e.protocol {
-        1 => "ICMP".to_string(),
-        6 => "TCP".to_string(),
-        17 => "UDP".to_string(),
-        p => format!("proto {p}"),
-    };
-    let endpoint = |addr: [u8; 4], port: u16| {
-        if port == 0 {
-            Ipv4Addr::from(addr).to_string()
-        } else {
-            format!("{}:{port}", Ipv4Addr::from(addr))
-        }
-    };
-    let verdict = match Verdict::from_tc_action(e.verdict) {
-        Some(Verdict::Pass) => "PASS",
-        Some(Verdict::Drop) => "DROP",
-        Some(Verdict::Redirect) => "REDIRECT",
-        None => "OTHER",
-    };
-    let reason = Reason::try_from(e.reason).map_or("unknown", Reason::as_str);
-    format!(
-        "{h:02}:{m:02}:{s:02}.{micros:06} {:<16} {:<13} {proto:<5} {} > {} {verdict:<8} {reason} ({} B)",
-        ifname(e.ifindex).unwrap_or_else(|| format!("ifindex {}", e.ifindex)),
-        if e.program == PROGRAM_FROM_POD { "from_pod" } else { "from_underlay" },
-        endpoint(e.src, e.sport),
-        endpoint(e.dst, e.dport),
-        e.len
-    )
-}
-
 /// The monitor's control and event maps.
 pub struct Monitor {
     control: Array<MapData, MonitorControl>,
@@ -623,10 +588,14 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn open(dir: &Path, filter: Option<(Ipv4Addr, u8)>) -> Result<Self, Error> {
-        let (addr, len) = filter.unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
-        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        let filter = MonitorControl { until_ns: 0, addr: addr.octets(), mask: mask.to_be_bytes() };
+    /// `filter`: only packets from or to this prefix (IPv4 or IPv6), or every packet.
+    pub fn open(dir: &Path, filter: Option<(IpAddr, u8)>) -> Result<Self, Error> {
+        let filter = match filter {
+            // The programs compare IPv6's form; an IPv4 prefix is its IPv4-mapped one.
+            Some((IpAddr::V4(a), len)) => MonitorControl::filter(a.to_ipv6_mapped().octets(), 96 + len),
+            Some((IpAddr::V6(a), len)) => MonitorControl::filter(a.octets(), len),
+            None => MonitorControl::default(),
+        };
         Ok(Self {
             control: bpffs::open_pinned_as(dir, MONITOR)?,
             events: bpffs::open_pinned_as(dir, EVENTS)?,
@@ -660,26 +629,6 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn monitor_lines_read_like_a_capture() {
-        let e = MonitorEvent {
-            time_ns: 0,
-            ifindex: 5,
-            program: PROGRAM_FROM_POD,
-            src: [10, 244, 40, 36],
-            dst: [10, 244, 166, 150],
-            sport: 40000,
-            dport: 5201,
-            protocol: 6,
-            _pad: [0; 3],
-            verdict: 7,
-            reason: Reason::Encapsulated.index(),
-            len: 1514,
-        };
-        let line = monitor_line(&e, 3_723_000_001_000, &|_| Some("cali1".into()));
-        assert_eq!(line, "01:02:03.000001 cali1            from_pod      TCP   10.244.40.36:40000 > 10.244.166.150:5201 REDIRECT encapsulated (1514 B)");
-    }
 
     #[test]
     fn uptimes_in_words() {

@@ -1,9 +1,17 @@
 //! The counters in words: a table, rates, a listing; and the monitor's events as rows. Reading
 //! and summing them is [`crate::dataplane::counters`]'s.
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+};
 
-use fastpath_common::Reason;
+use fastpath_common::{
+    ipv4::PROTO_ICMP,
+    ipv6::NEXT_ICMPV6,
+    maps::{MonitorEvent, FAMILY_IPV6, PROGRAM_FROM_POD},
+    Reason,
+};
 
 use crate::dataplane::counters::ReasonTotal;
 
@@ -68,7 +76,8 @@ pub fn format_rates(before: &[ReasonTotal], after: &[ReasonTotal], seconds: f64)
     out
 }
 
-/// One monitor event as `monitor --json` prints it: names where the table has names.
+/// One monitor event as `monitor --json` prints it: names where the table has names. The text
+/// line is another rendering of it ([`EventRow::line`]).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRow {
     /// Wall-clock time, nanoseconds since the epoch.
@@ -77,12 +86,16 @@ pub struct EventRow {
     pub iface: Option<String>,
     /// `from_pod` or `from_underlay`.
     pub program: String,
-    /// `tcp`, `udp`, `icmp`, … or the protocol number.
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, … or the protocol (IPv6: next header) number.
     pub protocol: String,
-    pub src: std::net::Ipv4Addr,
+    /// IPv4 or IPv6; for a tunnel, the inner packet's.
+    pub src: IpAddr,
     pub sport: u16,
-    pub dst: std::net::Ipv4Addr,
+    pub dst: IpAddr,
     pub dport: u16,
+    /// The ICMP or ICMPv6 message type by name (`echo-request`, `type 42` for one without a
+    /// name); `null` for other protocols.
+    pub icmp_type: Option<String>,
     /// `pass`, `redirect` or `drop` (`other` for an action the monitor does not know).
     pub verdict: String,
     pub reason: String,
@@ -91,22 +104,27 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    pub fn new(e: &fastpath_common::maps::MonitorEvent, wall_ns: u128, iface: Option<String>) -> Self {
+    pub fn new(e: &MonitorEvent, wall_ns: u128, iface: Option<String>) -> Self {
+        let ipv6 = e.family == FAMILY_IPV6;
+        let address = |a: [u8; 16]| {
+            let a = Ipv6Addr::from(a);
+            match a.to_ipv4_mapped() {
+                Some(v4) if !ipv6 => IpAddr::V4(v4),
+                _ => IpAddr::V6(a),
+            }
+        };
+        let icmp = if ipv6 { NEXT_ICMPV6 } else { PROTO_ICMP };
         Self {
             time_ns: wall_ns,
             ifindex: e.ifindex,
             iface,
-            program: if e.program == fastpath_common::maps::PROGRAM_FROM_POD {
-                "from_pod"
-            } else {
-                "from_underlay"
-            }
-            .to_string(),
+            program: if e.program == PROGRAM_FROM_POD { "from_pod" } else { "from_underlay" }.to_string(),
             protocol: crate::commands::flows::protocol_name(e.protocol),
-            src: std::net::Ipv4Addr::from(e.src),
+            src: address(e.src),
             sport: e.sport,
-            dst: std::net::Ipv4Addr::from(e.dst),
+            dst: address(e.dst),
             dport: e.dport,
+            icmp_type: (e.protocol == icmp).then(|| icmp_type_name(ipv6, e.icmp_type)),
             verdict: fastpath_common::Verdict::from_tc_action(e.verdict)
                 .map_or("other", |v| v.as_str())
                 .to_string(),
@@ -114,11 +132,65 @@ impl EventRow {
             len: e.len,
         }
     }
+
+    /// The monitor's text line: time (UTC), interface, program, protocol, source > destination
+    /// (with ports, or the ICMP type after them), verdict, reason, length.
+    pub fn line(&self) -> String {
+        let secs = (self.time_ns / 1_000_000_000) as u64;
+        let micros = ((self.time_ns % 1_000_000_000) / 1000) as u64;
+        let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        let proto = match self.protocol.as_str() {
+            "icmpv6" => "ICMP6".to_string(),
+            name if name.starts_with(|c: char| c.is_ascii_digit()) => format!("proto {name}"),
+            name => name.to_ascii_uppercase(),
+        };
+        let endpoint = |addr: IpAddr, port: u16| {
+            if port == 0 {
+                addr.to_string()
+            } else {
+                SocketAddr::new(addr, port).to_string()
+            }
+        };
+        let icmp = self.icmp_type.as_ref().map_or(String::new(), |t| format!(" {t}"));
+        format!(
+            "{h:02}:{m:02}:{s:02}.{micros:06} {:<16} {:<13} {proto:<5} {} > {}{icmp} {:<8} {} ({} B)",
+            self.iface.clone().unwrap_or_else(|| format!("ifindex {}", self.ifindex)),
+            self.program,
+            endpoint(self.src, self.sport),
+            endpoint(self.dst, self.dport),
+            self.verdict.to_ascii_uppercase(),
+            self.reason,
+            self.len
+        )
+    }
+}
+
+/// An ICMP (`ipv6` false) or ICMPv6 message type's name, as iptables' `--icmp-type` and
+/// ip6tables' `--icmpv6-type` spell them; `type N` for one they do not name.
+pub fn icmp_type_name(ipv6: bool, icmp_type: u8) -> String {
+    let name = match (ipv6, icmp_type) {
+        (false, 0) | (true, 129) => "echo-reply",
+        (false, 8) | (true, 128) => "echo-request",
+        (false, 3) | (true, 1) => "destination-unreachable",
+        (false, 11) | (true, 3) => "time-exceeded",
+        (false, 12) | (true, 4) => "parameter-problem",
+        (false, 5) | (true, 137) => "redirect",
+        (false, 4) => "source-quench",
+        (false, 9) | (true, 134) => "router-advertisement",
+        (false, 10) | (true, 133) => "router-solicitation",
+        (false, 13) => "timestamp-request",
+        (false, 14) => "timestamp-reply",
+        (true, 2) => "packet-too-big",
+        (true, 135) => "neighbour-solicitation",
+        (true, 136) => "neighbour-advertisement",
+        _ => return format!("type {icmp_type}"),
+    };
+    name.to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use fastpath_common::maps::Counter;
+    use fastpath_common::{ipv6::v4_mapped, maps::Counter};
 
     use super::*;
 
@@ -127,6 +199,95 @@ mod tests {
             ReasonTotal { reason: Reason::ArpReplied, total: Counter { packets: 3, bytes: 126 } },
             ReasonTotal { reason: Reason::PassIpv4, total: Counter { packets: 0, bytes: 0 } },
         ]
+    }
+
+    fn event(family: u8, src: [u8; 16], dst: [u8; 16], protocol: u8) -> MonitorEvent {
+        MonitorEvent {
+            time_ns: 0,
+            ifindex: 5,
+            program: PROGRAM_FROM_POD,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            protocol,
+            family,
+            icmp_type: 0,
+            _pad: 0,
+            verdict: 7,
+            reason: Reason::Encapsulated.index(),
+            len: 1514,
+            _pad2: 0,
+        }
+    }
+
+    const POD6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x28, 0x24];
+    const OTHER6: [u8; 16] = [0xfd, 0x5f, 0xa1, 0xb2, 0xc3, 0xd4, 0, 0, 0, 0, 0, 0, 0x0a, 0xf4, 0x28, 0x25];
+
+    #[test]
+    fn monitor_lines_read_like_a_capture() {
+        let mut e = event(
+            fastpath_common::maps::FAMILY_IPV4,
+            v4_mapped([10, 244, 40, 36]),
+            v4_mapped([10, 244, 166, 150]),
+            6,
+        );
+        (e.sport, e.dport) = (40000, 5201);
+        let row = EventRow::new(&e, 3_723_000_001_000, Some("cali1".into()));
+        assert_eq!(row.src, IpAddr::from([10, 244, 40, 36]), "IPv4 again, not ::ffff:10.244.40.36");
+        assert_eq!(row.icmp_type, None);
+        assert_eq!(row.line(), "01:02:03.000001 cali1            from_pod      TCP   10.244.40.36:40000 > 10.244.166.150:5201 REDIRECT encapsulated (1514 B)");
+    }
+
+    #[test]
+    fn icmp_lines_name_the_message_in_either_family() {
+        let mut e = event(
+            fastpath_common::maps::FAMILY_IPV4,
+            v4_mapped([10, 244, 40, 36]),
+            v4_mapped([10, 244, 166, 150]),
+            PROTO_ICMP,
+        );
+        e.icmp_type = 0;
+        let row = EventRow::new(&e, 3_723_000_001_000, None);
+        assert_eq!(row.icmp_type.as_deref(), Some("echo-reply"));
+        assert_eq!(row.line(), "01:02:03.000001 ifindex 5        from_pod      ICMP  10.244.40.36 > 10.244.166.150 echo-reply REDIRECT encapsulated (1514 B)");
+
+        let mut e = event(FAMILY_IPV6, POD6, OTHER6, NEXT_ICMPV6);
+        (e.icmp_type, e.reason, e.len) = (128, Reason::RedirectedLocal.index(), 118);
+        let row = EventRow::new(&e, 3_723_000_001_000, Some("cali1".into()));
+        assert_eq!((row.protocol.as_str(), row.icmp_type.as_deref()), ("icmpv6", Some("echo-request")));
+        assert_eq!(row.line(), "01:02:03.000001 cali1            from_pod      ICMP6 fd5f:a1b2:c3d4::af4:2824 > fd5f:a1b2:c3d4::af4:2825 echo-request REDIRECT redirected_local (118 B)");
+    }
+
+    #[test]
+    fn ipv6_lines_bracket_addresses_with_ports() {
+        let mut e = event(FAMILY_IPV6, POD6, OTHER6, 6);
+        (e.sport, e.dport) = (40000, 5201);
+        let row = EventRow::new(&e, 0, Some("cali1".into()));
+        assert!(
+            row.line().contains(
+                "TCP   [fd5f:a1b2:c3d4::af4:2824]:40000 > [fd5f:a1b2:c3d4::af4:2825]:5201 REDIRECT"
+            ),
+            "{}",
+            row.line()
+        );
+        // An IPv6 packet between IPv4-mapped addresses stays IPv6.
+        let mapped = EventRow::new(&event(FAMILY_IPV6, v4_mapped([1, 2, 3, 4]), OTHER6, 17), 0, None);
+        assert_eq!(mapped.src, "::ffff:1.2.3.4".parse::<IpAddr>().unwrap());
+        // The JSON names the address as the text does, and reads back.
+        let json = serde_json::to_string(&row).unwrap();
+        assert!(json.contains(r#""src":"fd5f:a1b2:c3d4::af4:2824""#), "{json}");
+        assert_eq!(serde_json::from_str::<EventRow>(&json).unwrap(), row);
+    }
+
+    #[test]
+    fn icmp_types_by_name() {
+        assert_eq!(icmp_type_name(false, 8), "echo-request");
+        assert_eq!(icmp_type_name(false, 3), "destination-unreachable");
+        assert_eq!(icmp_type_name(true, 2), "packet-too-big");
+        assert_eq!(icmp_type_name(true, 135), "neighbour-solicitation");
+        assert_eq!(icmp_type_name(true, 8), "type 8", "8 is IPv4's echo request, not ICMPv6's");
+        assert_eq!(icmp_type_name(false, 128), "type 128");
     }
 
     #[test]
