@@ -21,7 +21,7 @@ use fastpath_common::{
     ipv6,
     maps::{
         AgentInfo, Endpoint, NextHopEntry, Node6Config, NodeConfig, PathMtu, AGENT, ENDPOINTS, ENDPOINTS6,
-        NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
+        NEXT_HOPS, NODE, NODE6, PATH_MTU, PATH_MTU6, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     ndp,
     pipeline::{self, Bytes, Limit, Note, Pending, Plan, Plan6, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
@@ -95,6 +95,8 @@ pub struct Maps<'a> {
     pub is_peer6: &'a dyn Fn([u8; 16]) -> bool,
     /// The path MTU toward a node, as a router taught the programs.
     pub path_mtu: &'a dyn Fn([u8; 4]) -> Option<PathMtu>,
+    /// The path MTU toward a node's IPv6 address, as a router taught the programs.
+    pub path_mtu6: &'a dyn Fn([u8; 16]) -> Option<PathMtu>,
     /// The MAC the programs' next-hop cache holds for a node or gateway on the underlay (as of
     /// the current generation), for the sender of a plain packet.
     pub next_hop_mac: &'a dyn Fn([u8; 4]) -> Option<[u8; 6]>,
@@ -152,6 +154,12 @@ impl Tables for Maps<'_> {
     }
 
     fn learn_path_mtu(&self, _: [u8; 4], _: PathMtu) {}
+
+    fn path_mtu6(&self, peer: &[u8; 16]) -> Option<PathMtu> {
+        (self.path_mtu6)(*peer)
+    }
+
+    fn learn_path_mtu6(&self, _: &[u8; 16], _: PathMtu) {}
 
     fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         (self.flow)(key)
@@ -358,7 +366,11 @@ impl Words<'_, '_> {
             Note::TooBig { carried, mtu, limit } => {
                 let what = match limit {
                     Limit::Underlay => "the underlay MTU".to_string(),
-                    Limit::Vxlan6 => "the IPv6 VXLAN tunnel MTU".to_string(),
+                    Limit::Vxlan6 { path: None, .. } => "the IPv6 VXLAN tunnel MTU".to_string(),
+                    Limit::Vxlan6 { peer, path: Some(outer) } => format!(
+                        "the IPv6 VXLAN tunnel MTU toward {} (a router said the path carries {outer})",
+                        Ipv6Addr::from(peer)
+                    ),
                     Limit::Tunnel { tunnel, path: None, .. } => {
                         format!("the {} tunnel MTU", tunnel.name().to_uppercase())
                     }
@@ -374,6 +386,10 @@ impl Words<'_, '_> {
             Note::PathMtuReport { peer, mtu } => why.push(format!(
                 "a router says the path to node {} carries {mtu} bytes (fragmentation needed about this node's tunnel packet)",
                 Ipv4Addr::from(peer)
+            )),
+            Note::PathMtuReport6 { peer, mtu } => why.push(format!(
+                "a router says the path to node {} carries {mtu} bytes (ICMPv6 packet too big about this node's IPv6 VXLAN packet)",
+                Ipv6Addr::from(peer)
             )),
             Note::NotToThisNode { dst } => {
                 why.push(format!("it is to {}, not to this node {this_node}", Ipv4Addr::from(dst)));
@@ -927,6 +943,8 @@ pub fn explain_pinned(
     // A pin folder of an older version has no path MTU table: then no router said anything.
     let path_mtus: Option<HashMap<MapData, [u8; 4], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU).ok();
     let path_mtu = |addr: [u8; 4]| path_mtus.as_ref().and_then(|m| m.get(&addr, 0).ok());
+    let path_mtus6: Option<HashMap<MapData, [u8; 16], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU6).ok();
+    let path_mtu6 = |addr: [u8; 16]| path_mtus6.as_ref().and_then(|m| m.get(&addr, 0).ok());
     // A pin folder of an older version has no flow table: then there is nothing to list.
     let flows = flows::read_pinned(dir).unwrap_or_default();
     let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
@@ -956,6 +974,7 @@ pub fn explain_pinned(
         route6: &route6,
         is_peer6: &is_peer6,
         path_mtu: &path_mtu,
+        path_mtu6: &path_mtu6,
         flow: &flow,
         flow6: &flow6,
         flows: &rows,
@@ -1076,6 +1095,7 @@ mod tests {
             route6: &|_| None,
             is_peer6: &|_| false,
             path_mtu: &|_| None,
+            path_mtu6: &|_| None,
             flow: &flow,
             flow6: &flow6,
             flows: &rows,
@@ -1297,6 +1317,7 @@ mod tests {
             route6: &|_| None,
             is_peer6: &|_| false,
             path_mtu: &|_| None,
+            path_mtu6: &|_| None,
             flow: &|_| None,
             flow6: &|_| None,
             flows: &[],
