@@ -182,9 +182,9 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
             {
                 if mtu < PATH_MTU6_MIN {
                     // A path that leaves less than IPv6's 1280 inside the tunnel cannot be told
-                    // to the pod (RFC 8201: no MTU below 1280): the kernel's `vxlan-v6.calico`
-                    // then sends in fragments of the outer packet what does not fit
-                    // (`iptunnel_pmtud_check_icmpv6` stays silent below 1280).
+                    // to the pod (RFC 8201: no MTU below 1280), and the kernel's own tunnels tell
+                    // nobody then either (`iptunnel_pmtud_check_icmpv6`): what does not fit goes
+                    // the kernel's way, through its `vxlan-v6.calico`.
                     return Err(Reason::PassTooBig);
                 }
                 return carry.carry(Plan6::TooBig { mtu });
