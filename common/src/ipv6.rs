@@ -307,6 +307,48 @@ pub const TOO_BIG_QUOTE_LEN: usize = HEADER_LEN + 8;
 /// The ICMPv6 message of such a reply: type, code, checksum, MTU, the quote.
 pub const TOO_BIG_MESSAGE_LEN: usize = 8 + TOO_BIG_QUOTE_LEN;
 
+/// Bytes of an arriving "packet too big" the path-MTU check reads: the ICMPv6 header, the quoted
+/// IPv6 fixed header and the 8 bytes after it (the UDP header of an IPv6 VXLAN packet).
+pub const ARRIVING_TOO_BIG_LEN: usize = 8 + HEADER_LEN + 8;
+
+/// What an ICMPv6 message arriving at this node says about the path toward another node, as the
+/// kernel's own IPv6 VXLAN reads it (`vxlan_err_lookup`, then `ip6_update_pmtu`): a "packet too
+/// big" (type 2, code 0) quoting one of this node's IPv6 VXLAN packets — version 6, from
+/// `node_ip`, UDP straight after the fixed header, to `vxlan_port` — names the node it was going
+/// to and the MTU of the link that refused it. IPv4's [`crate::icmp::path_mtu_report`] for the
+/// other family; like it, the checksum is the kernel's to judge (the message goes on to it).
+pub const fn path_mtu_report6(
+    message: &[u8; ARRIVING_TOO_BIG_LEN],
+    node_ip: &[u8; 16],
+    vxlan_port: u16,
+) -> Option<([u8; 16], u32)> {
+    if message[0] != TYPE_PACKET_TOO_BIG || message[1] != 0 {
+        return None;
+    }
+    let quoted = 8;
+    if message[quoted] >> 4 != VERSION || message[quoted + 6] != NEXT_UDP {
+        return None;
+    }
+    let mut i = 0;
+    while i < 16 {
+        if message[quoted + 8 + i] != node_ip[i] {
+            return None;
+        }
+        i += 1;
+    }
+    let udp = quoted + HEADER_LEN;
+    if u16::from_be_bytes([message[udp + 2], message[udp + 3]]) != vxlan_port {
+        return None;
+    }
+    let mut dst = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        dst[i] = message[quoted + 24 + i];
+        i += 1;
+    }
+    Some((dst, u32::from_be_bytes([message[4], message[5], message[6], message[7]])))
+}
+
 /// The first 8 bytes of the IPv6 header of a "packet too big" the node sends (version 6, traffic
 /// class and flow label 0, the message's length, ICMPv6, the node's default hop limit 64 as
 /// `icmpv6_send` gives it).
@@ -552,5 +594,64 @@ mod tests {
             [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0x08, 0x58, 0x0a, 0xff, 0xfe, 0xf4, 0x28, 0x24]
         );
         assert!(is_link_local(&GATEWAY_LINK_LOCAL));
+    }
+
+    /// A router's "packet too big, mtu 1400" about node fd00:101::50's IPv6 VXLAN packet to
+    /// fd00:101::51.
+    fn too_big_report(next_header: u8, dport: u16) -> [u8; ARRIVING_TOO_BIG_LEN] {
+        let mut m = [0u8; ARRIVING_TOO_BIG_LEN];
+        m[0] = TYPE_PACKET_TOO_BIG;
+        m[4..8].copy_from_slice(&1400u32.to_be_bytes());
+        m[8] = 0x60;
+        m[8 + 6] = next_header;
+        m[8 + 7] = 64;
+        m[8 + 8..8 + 24].copy_from_slice(&REPORT_NODE);
+        m[8 + 24..8 + 40].copy_from_slice(&REPORT_PEER);
+        m[48 + 2..48 + 4].copy_from_slice(&dport.to_be_bytes());
+        m
+    }
+
+    const REPORT_NODE: [u8; 16] = [0xfd, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50];
+    const REPORT_PEER: [u8; 16] = [0xfd, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x51];
+
+    #[test]
+    fn a_router_names_the_path_mtu_of_our_ipv6_vxlan() {
+        let node = &REPORT_NODE;
+        assert_eq!(path_mtu_report6(&too_big_report(NEXT_UDP, 4789), node, 4789), Some((REPORT_PEER, 1400)));
+        assert_eq!(path_mtu_report6(&too_big_report(NEXT_UDP, 53), node, 4789), None, "another UDP packet");
+        assert_eq!(
+            path_mtu_report6(&too_big_report(NEXT_TCP, 4789), node, 4789),
+            None,
+            "TCP: the kernel's own"
+        );
+        assert_eq!(
+            path_mtu_report6(&too_big_report(NEXT_FRAGMENT, 4789), node, 4789),
+            None,
+            "an extension header: the ports are not where we read them"
+        );
+        assert_eq!(
+            path_mtu_report6(&too_big_report(NEXT_UDP, 4789), &REPORT_PEER, 4789),
+            None,
+            "not from us"
+        );
+        let mut code = too_big_report(NEXT_UDP, 4789);
+        code[1] = 1;
+        assert_eq!(path_mtu_report6(&code, node, 4789), None, "code 0 only");
+        let mut unreachable = too_big_report(NEXT_UDP, 4789);
+        unreachable[0] = 1;
+        assert_eq!(path_mtu_report6(&unreachable, node, 4789), None, "destination unreachable");
+        let mut v4 = too_big_report(NEXT_UDP, 4789);
+        v4[8] = 0x45;
+        assert_eq!(path_mtu_report6(&v4, node, 4789), None, "quotes no IPv6 header");
+        let mut big = too_big_report(NEXT_UDP, 4789);
+        big[4..8].copy_from_slice(&70_000u32.to_be_bytes());
+        assert_eq!(path_mtu_report6(&big, node, 4789), Some((REPORT_PEER, 70_000)), "all 32 bits of the MTU");
+        let mut small = too_big_report(NEXT_UDP, 4789);
+        small[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(
+            path_mtu_report6(&small, node, 4789),
+            Some((REPORT_PEER, 1000)),
+            "PathMtu::learned6 judges it"
+        );
     }
 }

@@ -72,12 +72,19 @@ pub const NEXT_HOPS: &str = "FP_NEXT_HOPS";
 /// packets), written by the underlay program. It ages out as the kernel's PMTU cache does.
 pub const PATH_MTU: &str = "FP_PATH_MTU";
 
+/// LRU hash: another node's IPv6 address on the underlay (`[u8; 16]`) → [`PathMtu`], [`PATH_MTU`]
+/// for IPv6 VXLAN: the path MTU toward it as a router said (ICMPv6 "packet too big" quoting one
+/// of this node's IPv6 VXLAN packets, never below [`PATH_MTU6_MIN`]), written by the underlay
+/// program; it ages out as the kernel's IPv6 PMTU cache does.
+pub const PATH_MTU6: &str = "FP_PATH_MTU6";
+
 /// Bumped whenever the meaning of a map value changes without its size changing, so a daemon
 /// never misreads the maps an older one pinned.
 /// (3: remote blocks may be VXLAN, `RouteValue::mac` then being the other node's VTEP MAC.)
 /// (4: `FP_FLOWS6`, IPv6 flows under `--trust kernel`.)
 /// (5: `MonitorControl` and `MonitorEvent` hold IPv6 addresses, IPv4 mapped.)
-pub const LAYOUT_VERSION: u32 = 5;
+/// (6: `FP_PATH_MTU6`, the path MTU routers teach toward other nodes' IPv6 VXLAN.)
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Bytes of the monitor's ring buffer.
 pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -106,6 +113,11 @@ pub const PATH_MTU_EXPIRES_NS: u64 = 600 * 1_000_000_000;
 /// smaller claim is raised to it.
 pub const PATH_MTU_MIN: u32 = 552;
 
+/// The smallest path MTU IPv6 knows (RFC 8200 §5, the kernel's `IPV6_MIN_MTU`): a "packet too
+/// big" claiming less is ignored (RFC 8201 §4; the kernel's `__ip6_rt_update_pmtu` returns
+/// without learning).
+pub const PATH_MTU6_MIN: u32 = 1280;
+
 /// Room in the flow table unless `--flow-table-size` says otherwise.
 pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 
@@ -113,7 +125,7 @@ pub const FLOWS_DEFAULT_MAX: u32 = 65_536;
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/fastpath";
 
 /// Maps the daemon pins in its folder, by file name (the map name, as bpftool shows it).
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 18] = [
     COUNTERS,
     ROUTES,
     ENDPOINTS,
@@ -131,6 +143,7 @@ pub const PINNED_MAPS: [&str; 17] = [
     NODE6,
     NEXT_HOPS6,
     FLOWS6,
+    PATH_MTU6,
 ];
 
 /// What a pinned map must look like to be reused (`bpf_map_info`'s sizes).
@@ -148,7 +161,7 @@ const fn size<T>() -> u32 {
 
 /// The layout of every pinned map, from the same types and constants the programs use.
 /// The flow table's `max_entries` is the daemon's `--flow-table-size`; the check substitutes it.
-pub const LAYOUTS: [MapLayout; 17] = [
+pub const LAYOUTS: [MapLayout; 18] = [
     MapLayout {
         name: COUNTERS,
         key_size: 4,
@@ -204,6 +217,7 @@ pub const LAYOUTS: [MapLayout; 17] = [
         value_size: size::<crate::flow6::FlowValue6>(),
         max_entries: FLOWS_DEFAULT_MAX,
     },
+    MapLayout { name: PATH_MTU6, key_size: 16, value_size: size::<PathMtu>(), max_entries: PATH_MTU_MAX },
 ];
 
 /// The path MTU toward another node (the value of [`PATH_MTU`]).
@@ -227,6 +241,17 @@ impl PathMtu {
             return None;
         }
         let mtu = if (mtu as u32) < PATH_MTU_MIN { PATH_MTU_MIN } else { mtu as u32 };
+        Some(Self { mtu, _pad: 0, expires_ns: now_ns.saturating_add(PATH_MTU_EXPIRES_NS) })
+    }
+
+    /// What an ICMPv6 "packet too big" with MTU `mtu` teaches, at `now_ns`: nothing below
+    /// [`PATH_MTU6_MIN`], which IPv6 never goes under (RFC 8201 §4 has such a message ignored,
+    /// and the kernel's `__ip6_rt_update_pmtu` ignores it too, rather than raise it as IPv4's
+    /// `min_pmtu` does).
+    pub const fn learned6(mtu: u32, now_ns: u64) -> Option<Self> {
+        if mtu < PATH_MTU6_MIN {
+            return None;
+        }
         Some(Self { mtu, _pad: 0, expires_ns: now_ns.saturating_add(PATH_MTU_EXPIRES_NS) })
     }
 
@@ -603,6 +628,18 @@ mod tests {
         assert_eq!(learned.inner_mtu(20, 6), Some(1380));
         assert_eq!(learned.inner_mtu(50, 5 + PATH_MTU_EXPIRES_NS - 1), Some(1350));
         assert_eq!(learned.inner_mtu(20, 5 + PATH_MTU_EXPIRES_NS), None);
+    }
+
+    #[test]
+    fn an_ipv6_path_mtu_is_never_below_1280() {
+        assert_eq!(PathMtu::learned6(0, 5), None);
+        assert_eq!(PathMtu::learned6(1279, 5), None, "RFC 8201: below IPv6's minimum, ignored");
+        let least = PathMtu::learned6(1280, 5).unwrap();
+        assert_eq!(least.mtu, 1280);
+        assert_eq!(least.inner_mtu(70, 6), Some(1210));
+        let learned = PathMtu::learned6(70_000, 5).unwrap();
+        assert_eq!(learned.mtu, 70_000, "a jumbo path is taken as said");
+        assert_eq!(learned.inner_mtu(70, 5 + PATH_MTU_EXPIRES_NS), None);
     }
 
     #[test]

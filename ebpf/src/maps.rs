@@ -91,6 +91,11 @@ pub static FP_NEXT_HOPS: LruHashMap<[u8; 4], NextHopEntry, { NEXT_HOPS_MAX as us
 #[btf_map]
 pub static FP_PATH_MTU: LruHashMap<[u8; 4], PathMtu, { PATH_MTU_MAX as usize }> = LruHashMap::new();
 
+/// The path MTU toward other nodes' IPv6 addresses, as routers said (name:
+/// `fastpath_common::maps::PATH_MTU6`).
+#[btf_map]
+pub static FP_PATH_MTU6: LruHashMap<[u8; 16], PathMtu, { PATH_MTU_MAX as usize }> = LruHashMap::new();
+
 /// Room per CPU for what would otherwise sit in a program's stack frame (the kernel allows 512
 /// bytes for a whole call chain): slot [`SCRATCH_FIB`] the FIB lookup's 64 bytes of parameters,
 /// slot [`SCRATCH_MONITOR`] the packet a monitor watches (72 bytes). Not pinned: nothing

@@ -15,7 +15,7 @@ use fastpath_common::{
 use crate::{
     fib::{self, NextHop, NextHop6},
     flow,
-    maps::{self, FP_FLOWS, FP_FLOWS6, FP_PATH_MTU},
+    maps::{self, FP_FLOWS, FP_FLOWS6, FP_PATH_MTU, FP_PATH_MTU6},
     parse, skb,
 };
 
@@ -104,6 +104,18 @@ impl Tables for Maps<'_> {
     fn learn_path_mtu(&self, peer: [u8; 4], learned: PathMtu) {
         // A full table forgets its least recently used node; that only costs one more ICMP.
         let _ = FP_PATH_MTU.insert(peer, learned, 0);
+    }
+
+    #[inline(always)]
+    fn path_mtu6(&self, peer: &[u8; 16]) -> Option<PathMtu> {
+        // SAFETY: a live map value, copied out at once.
+        FP_PATH_MTU6.get_ptr(peer).map(|entry| unsafe { *entry })
+    }
+
+    #[inline(always)]
+    fn learn_path_mtu6(&self, peer: &[u8; 16], learned: PathMtu) {
+        // A full table forgets its least recently used node; that only costs one more ICMPv6.
+        let _ = FP_PATH_MTU6.insert(peer, learned, 0);
     }
 
     #[inline(always)]

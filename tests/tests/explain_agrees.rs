@@ -26,7 +26,8 @@ use fastpath_common::{
     flow6::{FlowKey6, FlowValue6},
     maps::{
         Counter, Endpoint, NextHopEntry, Node6Config, NodeConfig, PathMtu, COUNTERS, ENDPOINTS, ENDPOINTS6,
-        FLOWS, FLOWS6, NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
+        FLOWS, FLOWS6, NEXT_HOPS, NODE, NODE6, PATH_MTU, PATH_MTU6, ROUTES, ROUTES6, TUNNEL_PEERS,
+        TUNNEL_PEERS6,
     },
     route::RouteValue,
     route6::RouteValue6,
@@ -64,6 +65,7 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
     let flows: HashMap<_, FlowKey, FlowValue> = HashMap::try_from(ebpf.map(FLOWS).unwrap()).unwrap();
     let flows6: HashMap<_, FlowKey6, FlowValue6> = HashMap::try_from(ebpf.map(FLOWS6).unwrap()).unwrap();
     let path_mtus: HashMap<_, [u8; 4], PathMtu> = HashMap::try_from(ebpf.map(PATH_MTU).unwrap()).unwrap();
+    let path_mtus6: HashMap<_, [u8; 16], PathMtu> = HashMap::try_from(ebpf.map(PATH_MTU6).unwrap()).unwrap();
     let next_hops: HashMap<_, [u8; 4], NextHopEntry> =
         HashMap::try_from(ebpf.map(NEXT_HOPS).unwrap()).unwrap();
     let node6: Node6Config = Array::try_from(ebpf.map(NODE6).unwrap()).unwrap().get(&0, 0).unwrap();
@@ -83,6 +85,7 @@ fn explained(ebpf: &Ebpf, program: Program, frame: &[u8]) -> explain::Decision {
         route6: &|addr| trie6.get(&Key::new(128, addr), 0).ok(),
         is_peer6: &|addr| peers6.get(&addr, 0).is_ok(),
         path_mtu: &|addr| path_mtus.get(&addr, 0).ok(),
+        path_mtu6: &|addr| path_mtus6.get(&addr, 0).ok(),
         flow: &|key| flows.get(key, 0).ok(),
         flow6: &|key| flows6.get(key, 0).ok(),
         flows: &[],
@@ -356,6 +359,7 @@ fn a_frame_the_command_line_describes_is_decided_as_the_programs_do() {
                     route6: &|_| None,
                     is_peer6: &|_| false,
                     path_mtu: &|_| None,
+                    path_mtu6: &|_| None,
                     flow: &|_| None,
                     flow6: &|_| None,
                     flows: &[],

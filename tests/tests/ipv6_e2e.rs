@@ -15,9 +15,15 @@
 //! one node, and inside IPv6 VXLAN across nodes); a pod's packets from an address that is not
 //! its own reach nobody.
 //!
+//! Across a router whose link carries less than the tunnel, IPv6 VXLAN learns the path MTU from
+//! the router's "packet too big" and a pod's TCP converges.
+//!
 //! Every ping is bounded (count and `-W`), every capture by `timeout`.
 
-use std::{net::Ipv6Addr, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use fastpath_tests::{
     cluster::{Cluster, ClusterSpec, RemoteVia},
@@ -595,4 +601,49 @@ fn an_ipv6_address_the_underlay_gains_after_start_readies_the_node_at_once() {
     let before = daemons[0].counters().unwrap();
     assert_reaches(a, b, 62);
     assert!(daemons[0].counters().unwrap().since(&before).packets("encapsulated_vxlan") >= 1);
+}
+
+/// A router with a narrower link between two subnets of nodes, in IPv6 VXLAN (IPv4's
+/// `parity_e2e.rs` ipip_learns_the_path_mtu_from_a_router_and_tcp_converges, for the other
+/// family): the second node sits across the switch namespace's router, whose link toward it
+/// carries 1400 bytes. A pod's full-size packets (1430, 1500 outside) die at the router, whose
+/// ICMPv6 "packet too big" teaches node 1's programs the path; from then on the pod is told 1330
+/// (the path's 1400 less IPv6 VXLAN's 70), and its TCP converges.
+#[test]
+fn ipv6_vxlan_learns_the_path_mtu_from_a_router_and_tcp_converges() {
+    require_root();
+    let mut spec = ClusterSpec::seed_vxlan_fastpath_only().dual_stack();
+    spec.nodes[1].underlay_ip = Ipv4Addr::new(10, 101, 15, 50);
+    let cluster = Cluster::build("v6pmtu", &spec).unwrap();
+    // The second subnet's bridge is br1; the switch namespace routes to it.
+    cmd::ip(&cluster.switch.name, &["link", "set", "br1", "mtu", "1400"]).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let node2 = cluster.nodes[1].ipv6.unwrap().underlay_ip;
+
+    let daemons = daemons_on_every_node(&cluster);
+    let before = daemons[0].counters().unwrap();
+    let started = std::time::Instant::now();
+    traffic::transfer6(a, b, 10 << 20).unwrap();
+    let counted = daemons[0].counters().unwrap().since(&before);
+    println!(
+        "10 MB across the narrow router in IPv6 VXLAN in {:?}: path MTU learned {} times, {} packet too big to the pod",
+        started.elapsed(),
+        counted.packets("path_mtu_learned"),
+        counted.packets("icmp6_packet_too_big_sent")
+    );
+    assert!(counted.packets("path_mtu_learned") >= 1, "{counted:?}");
+    assert!(counted.packets("icmp6_packet_too_big_sent") >= 1, "{counted:?}");
+    assert!(sent_in_vxlan6(&daemons, &[before])[0] >= 10 << 20, "carried by the fast path");
+    // The pod's own cache holds what the programs said; forgotten, the programs say it again: the
+    // path's MTU less 70.
+    let cached = ping6(a, ip6(b), 1, &["-W", "1", "-M", "do", "-s", "1382"]).unwrap();
+    assert!(!cached.received && cached.output.contains("mtu: 1330"), "{}", cached.output);
+    cmd::ip(&a.ns.name, &["-6", "route", "flush", "cache"]).unwrap();
+    let before = daemons[0].counters().unwrap();
+    let result = ping6(a, ip6(b), 1, &["-W", "1", "-M", "do", "-s", "1382"]).unwrap();
+    assert!(!result.received && result.output.contains("mtu=1330"), "{}", result.output);
+    let counted = daemons[0].counters().unwrap().since(&before);
+    assert_eq!(counted.packets("icmp6_packet_too_big_sent"), 1, "{counted:?}");
+    let status = daemons[0].cli(&["status"]).unwrap();
+    assert!(status.contains(&format!("to {node2} 1400")), "{status}");
 }

@@ -43,6 +43,10 @@ pub trait Tables {
     /// Remember what a router said about the path toward node `peer` (the programs write it;
     /// `explain` only tells).
     fn learn_path_mtu(&self, peer: [u8; 4], learned: PathMtu);
+    /// What a router said about the path toward node `peer`'s IPv6 address.
+    fn path_mtu6(&self, peer: &[u8; 16]) -> Option<PathMtu>;
+    /// [`Tables::learn_path_mtu`] for a node's IPv6 address.
+    fn learn_path_mtu6(&self, peer: &[u8; 16], learned: PathMtu);
     /// The flow table's entry for a direction (`--trust kernel`).
     fn flow(&self, key: &FlowKey) -> Option<Self::Flow>;
     /// Record what the gate decided for a packet of `flow`'s direction `key`: its state, its

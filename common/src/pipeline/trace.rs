@@ -63,6 +63,8 @@ pub enum Note {
     NotPlainIpv4,
     /// A router's "fragmentation needed" about one of this node's tunnel packets.
     PathMtuReport { peer: [u8; 4], mtu: u32 },
+    /// A router's ICMPv6 "packet too big" about one of this node's IPv6 VXLAN packets to `peer`.
+    PathMtuReport6 { peer: [u8; 16], mtu: u32 },
     /// From the underlay to `dst`, which is not this node.
     NotToThisNode { dst: [u8; 4] },
     /// To this node, but neither IPIP nor VXLAN to its `vxlan.calico` port.
@@ -107,8 +109,8 @@ pub enum Limit {
     Tunnel { tunnel: Tunnel, peer: [u8; 4], path: Option<u32> },
     /// The underlay's MTU.
     Underlay,
-    /// `vxlan-v6.calico`'s MTU.
-    Vxlan6,
+    /// `vxlan-v6.calico`'s MTU toward `peer`; `path` when a router said the path carries less.
+    Vxlan6 { peer: [u8; 16], path: Option<u32> },
 }
 
 pub trait Trace {

@@ -2,10 +2,12 @@
 //! is answered as the host end of the veth would answer it, a packet to another pod on this node
 //! is carried into it, and one to another node's block (`FP_ROUTES6`) leaves over the underlay,
 //! plain or in IPv6 VXLAN as `vxlan-v6.calico` would send it; from the underlay, IPv6 VXLAN from
-//! a known node is taken apart and delivered into the pod. The rules are IPv4's: the same source
-//! checks, the same blackhole, the same peer and inner-source checks. Under `--trust kernel`
-//! the gate is IPv4's too ([`gate`]): a flow direction takes the fast path only by its
-//! conntrack entry, arriving where that entry says; one conntrack translates is the kernel's.
+//! a known node is taken apart and delivered into the pod; a router's "packet too big" about
+//! this node's IPv6 VXLAN lowers the path MTU toward its node. The rules are IPv4's: the same
+//! source checks, the same blackhole, the same peer and inner-source checks, the same path-MTU
+//! learning. Under `--trust kernel` the gate is IPv4's too ([`gate`]): a flow direction takes the
+//! fast path only by its conntrack entry, arriving where that entry says; one conntrack
+//! translates is the kernel's.
 //!
 //! Every step judges the packet's bytes where they lie, inside [`Frame::read`]: an IPv6 header
 //! is 40 bytes, and copies of it would crowd the programs' 512 bytes of stack. The tables are
@@ -20,8 +22,10 @@ use super::{
 use crate::{
     flow::{Arrival, PROTO_TCP},
     flow6,
-    ipv6::{self, same_address, Ipv6Fields, HEADER_LEN, NEXT_ICMPV6, NEXT_UDP, UNSPECIFIED},
-    maps::Endpoint,
+    ipv6::{
+        self, same_address, Ipv6Fields, ARRIVING_TOO_BIG_LEN, HEADER_LEN, NEXT_ICMPV6, NEXT_UDP, UNSPECIFIED,
+    },
+    maps::{Endpoint, Node6Config, PathMtu, PATH_MTU6_MIN},
     ndp::{self, SOLICITATION_LEN, TYPE_NEIGHBOUR_SOLICITATION, TYPE_REDIRECT, TYPE_ROUTER_SOLICITATION},
     route6::{self, Forward6},
     vxlan::{self, Received, INNER_ETH_LEN, OVERHEAD6, UDP_HEADER_LEN},
@@ -165,7 +169,24 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
                 trace.note(Note::NoVxlanDevice);
                 return Err(Reason::PassKernelRoute);
             }
-            if let Some(mtu) = too_big(frame, trace, next_header, node6.vxlan_mtu, Limit::Vxlan6) {
+            // The path MTU toward the node, while a router's word still holds and is lower.
+            let path = tables
+                .path_mtu6(&next_hop)
+                .and_then(|p| Some((p.mtu, p.inner_mtu(OVERHEAD6 as u32, tables.now_ns())?)))
+                .filter(|(_, inner)| *inner < node6.vxlan_mtu);
+            let (mtu, path) = match path {
+                Some((outer, inner)) => (inner, Some(outer)),
+                None => (node6.vxlan_mtu, None),
+            };
+            if let Some(mtu) = too_big(frame, trace, next_header, mtu, Limit::Vxlan6 { peer: next_hop, path })
+            {
+                if mtu < PATH_MTU6_MIN {
+                    // A path that leaves less than IPv6's 1280 inside the tunnel cannot be told
+                    // to the pod (RFC 8201: no MTU below 1280), and the kernel's own tunnels tell
+                    // nobody then either (`iptunnel_pmtud_check_icmpv6`): what does not fit goes
+                    // the kernel's way, through its `vxlan-v6.calico`.
+                    return Err(Reason::PassTooBig);
+                }
                 return carry.carry(Plan6::TooBig { mtu });
             }
             if !summable(frame, payload_len, next_header) {
@@ -329,8 +350,10 @@ fn too_big<F: Frame, R: Trace>(
 
 /// IPv6 from the underlay: IPv6 VXLAN to this node's `vxlan-v6.calico` port from a known node,
 /// from an inner source that belongs to that node, to a pod here, is taken apart and delivered
-/// into the pod; IPv6 VXLAN to us from anyone else is dropped, as IPv4's is. Everything else
-/// (plain IPv6, VXLAN the programs do not take apart, `--trust kernel`) is the kernel's.
+/// into the pod; IPv6 VXLAN to us from anyone else is dropped, as IPv4's is. A router's ICMPv6
+/// "packet too big" about one of our IPv6 VXLAN packets teaches the path MTU toward its node
+/// ([`learn_path_mtu`]) and goes on to the kernel. Everything else (plain IPv6, VXLAN the
+/// programs do not take apart, `--trust kernel`) is the kernel's.
 #[inline(always)]
 pub fn from_underlay<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
     frame: &F,
@@ -343,6 +366,7 @@ pub fn from_underlay<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
         trace.note(Note::NotATunnel);
         return Err(Reason::PassUnderlayOther);
     };
+    learn_path_mtu(frame, tables, trace, node6)?;
     let after_l2 = frame.length().saturating_sub(ETH_LEN as u32);
     // UDP to this node's address and port, with room for a whole VXLAN packet.
     let for_us = frame.read::<{ HEADER_LEN + UDP_HEADER_LEN }, _>(ETH_LEN, |h| {
@@ -420,6 +444,41 @@ pub fn from_underlay<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
         }
     }
     carry.carry(Plan6::ToPod { ifindex: pod.ifindex, mac: pod.mac, decap: true })
+}
+
+/// A router's ICMPv6 "packet too big" about one of this node's IPv6 VXLAN packets teaches the
+/// path MTU toward the node it was going to, for 10 minutes, as the kernel's own
+/// `vxlan-v6.calico` learns it (`vxlan_err_lookup` → `ip6_update_pmtu`): IPv4's
+/// `steps::learn_path_mtu` for the other family. Only ICMPv6 straight after the fixed header, to
+/// this node's address, as long as it says; a claim below 1280 teaches nothing
+/// ([`PathMtu::learned6`]). The message goes on to the kernel either way (its own PMTU cache,
+/// sockets and device may care).
+#[inline(always)]
+fn learn_path_mtu<F: Frame, T: Tables, R: Trace>(
+    frame: &F,
+    tables: &T,
+    trace: &mut R,
+    node6: &Node6Config,
+) -> Result<(), Reason> {
+    const LEN: usize = HEADER_LEN + ARRIVING_TOO_BIG_LEN;
+    let after_l2 = frame.length().saturating_sub(ETH_LEN as u32);
+    let report = frame.read::<LEN, _>(ETH_LEN, |p| {
+        let dst: &[u8; 16] = p[24..].first_chunk()?;
+        let to_us = p[0] >> 4 == ipv6::VERSION
+            && p[6] == NEXT_ICMPV6
+            && same_address(dst, &node6.node_ip)
+            && u32::from(u16::from_be_bytes([p[4], p[5]])) + HEADER_LEN as u32 <= after_l2;
+        if !to_us {
+            return None;
+        }
+        ipv6::path_mtu_report6(p[HEADER_LEN..].first_chunk()?, &node6.node_ip, node6.vxlan.port)
+    });
+    let Some((peer, mtu)) = report.flatten() else { return Ok(()) };
+    let Some(learned) = PathMtu::learned6(mtu, tables.now_ns()) else { return Ok(()) };
+    // A full table forgets its least recently used node; that only costs one more ICMPv6.
+    tables.learn_path_mtu6(&peer, learned);
+    trace.note(Note::PathMtuReport6 { peer, mtu: learned.mtu });
+    Err(Reason::PathMtuLearned)
 }
 
 /// The neighbour solicitation a pod sends for its gateway (`fe80::ecee:eeff:feee:eeee`, the host

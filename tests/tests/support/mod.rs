@@ -254,6 +254,10 @@ pub fn seed_frames() -> Vec<Vec<u8>> {
         tcp6(POD6, VXLAN6_POD, VXLAN6_MTU as usize),
         vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &tcp6(VXLAN6_POD, POD6, 0)[14..]),
         vxlan6_frame(PEER6_IP, NODE6_IP, VNI, NODE_VTEP6_MAC, &echo6(UNRESOLVED6_POD, POD6, 63)[14..]),
+        // A router's ICMPv6 "packet too big" about this node's IPv6 VXLAN, and about another UDP
+        // packet of it.
+        too_big6_from_router(17, VXLAN_PORT, 1400),
+        too_big6_from_router(17, 53, 1400),
         vxlan6_frame(
             node6([10, 101, 14, 60]),
             NODE6_IP,
@@ -317,6 +321,39 @@ pub fn frag_needed_from_router(protocol: u8, dport: u16, mtu: u16) -> Vec<u8> {
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     let mut frame = packets::ethernet([0x02, 0, 0, 0, 0, 0x50], [0x02, 0, 0, 0, 0, 0x62], packets::ETH_P_IP);
     frame.extend_from_slice(&packets::ipv4_packet([10, 101, 14, 62].into(), addr(NODE_IP), 64, 1, &icmp));
+    frame
+}
+
+/// The router on the underlay that answers this node's packets, by its IPv6 address.
+pub const ROUTER6_IP: [u8; 16] = node6([10, 101, 14, 62]);
+
+/// A router's ICMPv6 "packet too big" (MTU `mtu`) to this node about its IPv6 packet to the next
+/// node of `next_header` (17: UDP to `dport`, VXLAN's port for ours), as the underlay brings it:
+/// the message quotes that packet's header, its 8 bytes after and a little more, checksum made.
+pub fn too_big6_from_router(next_header: u8, dport: u16, mtu: u32) -> Vec<u8> {
+    let mut quoted = vec![0x60, 0, 0, 0];
+    quoted.extend_from_slice(&(1500u16 - 40).to_be_bytes());
+    quoted.extend_from_slice(&[next_header, 64]);
+    quoted.extend_from_slice(&NODE6_IP);
+    quoted.extend_from_slice(&PEER6_IP);
+    quoted.extend_from_slice(&51000u16.to_be_bytes());
+    quoted.extend_from_slice(&dport.to_be_bytes());
+    quoted.extend_from_slice(&(1500u16 - 40).to_be_bytes());
+    quoted.extend_from_slice(&[0x12, 0x34]);
+    quoted.extend_from_slice(&[0x08, 0, 0, 0, 0, 0x10, 0, 0]);
+    let mut icmp = vec![fastpath_common::ipv6::TYPE_PACKET_TOO_BIG, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&quoted);
+    let sum = fastpath_common::ipv6::upper_layer_checksum(&ROUTER6_IP, &NODE6_IP, 58, &icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut frame =
+        packets::ethernet([0x02, 0, 0, 0, 0, 0x50], [0x02, 0, 0, 0, 0, 0x62], packets::ETH_P_IPV6);
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[58, 64]);
+    frame.extend_from_slice(&ROUTER6_IP);
+    frame.extend_from_slice(&NODE6_IP);
+    frame.extend_from_slice(&icmp);
     frame
 }
 

@@ -21,7 +21,7 @@ use fastpath_common::{
     ipv6,
     maps::{
         AgentInfo, Endpoint, NextHopEntry, Node6Config, NodeConfig, PathMtu, AGENT, ENDPOINTS, ENDPOINTS6,
-        NEXT_HOPS, NODE, NODE6, PATH_MTU, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
+        NEXT_HOPS, NODE, NODE6, PATH_MTU, PATH_MTU6, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     ndp,
     pipeline::{self, Bytes, Limit, Note, Pending, Plan, Plan6, Tables, Trace, ETH_LEN, ETH_P_ARP, ETH_P_IP},
@@ -95,6 +95,8 @@ pub struct Maps<'a> {
     pub is_peer6: &'a dyn Fn([u8; 16]) -> bool,
     /// The path MTU toward a node, as a router taught the programs.
     pub path_mtu: &'a dyn Fn([u8; 4]) -> Option<PathMtu>,
+    /// The path MTU toward a node's IPv6 address, as a router taught the programs.
+    pub path_mtu6: &'a dyn Fn([u8; 16]) -> Option<PathMtu>,
     /// The MAC the programs' next-hop cache holds for a node or gateway on the underlay (as of
     /// the current generation), for the sender of a plain packet.
     pub next_hop_mac: &'a dyn Fn([u8; 4]) -> Option<[u8; 6]>,
@@ -152,6 +154,12 @@ impl Tables for Maps<'_> {
     }
 
     fn learn_path_mtu(&self, _: [u8; 4], _: PathMtu) {}
+
+    fn path_mtu6(&self, peer: &[u8; 16]) -> Option<PathMtu> {
+        (self.path_mtu6)(*peer)
+    }
+
+    fn learn_path_mtu6(&self, _: &[u8; 16], _: PathMtu) {}
 
     fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
         (self.flow)(key)
@@ -358,7 +366,11 @@ impl Words<'_, '_> {
             Note::TooBig { carried, mtu, limit } => {
                 let what = match limit {
                     Limit::Underlay => "the underlay MTU".to_string(),
-                    Limit::Vxlan6 => "the IPv6 VXLAN tunnel MTU".to_string(),
+                    Limit::Vxlan6 { path: None, .. } => "the IPv6 VXLAN tunnel MTU".to_string(),
+                    Limit::Vxlan6 { peer, path: Some(outer) } => format!(
+                        "the IPv6 VXLAN tunnel MTU toward {} (a router said the path carries {outer})",
+                        Ipv6Addr::from(peer)
+                    ),
                     Limit::Tunnel { tunnel, path: None, .. } => {
                         format!("the {} tunnel MTU", tunnel.name().to_uppercase())
                     }
@@ -374,6 +386,10 @@ impl Words<'_, '_> {
             Note::PathMtuReport { peer, mtu } => why.push(format!(
                 "a router says the path to node {} carries {mtu} bytes (fragmentation needed about this node's tunnel packet)",
                 Ipv4Addr::from(peer)
+            )),
+            Note::PathMtuReport6 { peer, mtu } => why.push(format!(
+                "a router says the path to node {} carries {mtu} bytes (ICMPv6 packet too big about this node's IPv6 VXLAN packet)",
+                Ipv6Addr::from(peer)
             )),
             Note::NotToThisNode { dst } => {
                 why.push(format!("it is to {}, not to this node {this_node}", Ipv4Addr::from(dst)));
@@ -927,6 +943,8 @@ pub fn explain_pinned(
     // A pin folder of an older version has no path MTU table: then no router said anything.
     let path_mtus: Option<HashMap<MapData, [u8; 4], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU).ok();
     let path_mtu = |addr: [u8; 4]| path_mtus.as_ref().and_then(|m| m.get(&addr, 0).ok());
+    let path_mtus6: Option<HashMap<MapData, [u8; 16], PathMtu>> = bpffs::open_pinned_as(dir, PATH_MTU6).ok();
+    let path_mtu6 = |addr: [u8; 16]| path_mtus6.as_ref().and_then(|m| m.get(&addr, 0).ok());
     // A pin folder of an older version has no flow table: then there is nothing to list.
     let flows = flows::read_pinned(dir).unwrap_or_default();
     let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
@@ -956,6 +974,7 @@ pub fn explain_pinned(
         route6: &route6,
         is_peer6: &is_peer6,
         path_mtu: &path_mtu,
+        path_mtu6: &path_mtu6,
         flow: &flow,
         flow6: &flow6,
         flows: &rows,
@@ -1076,6 +1095,7 @@ mod tests {
             route6: &|_| None,
             is_peer6: &|_| false,
             path_mtu: &|_| None,
+            path_mtu6: &|_| None,
             flow: &flow,
             flow6: &flow6,
             flows: &rows,
@@ -1251,6 +1271,77 @@ mod tests {
     }
 
     #[test]
+    fn a_routers_packet_too_big_about_ipv6_vxlan_is_told_in_words() {
+        let node_ip: Ipv6Addr = "fd00:101::a65:e32".parse().unwrap();
+        let peer: Ipv6Addr = "fd00:101::a65:e33".parse().unwrap();
+        let router: Ipv6Addr = "fd00:101::a65:e3e".parse().unwrap();
+        let node6 = Node6Config {
+            flags: fastpath_common::maps::NODE6_F_READY | fastpath_common::maps::NODE6_F_VXLAN,
+            vxlan_mtu: 1430,
+            node_ip: node_ip.octets(),
+            vxlan: VxlanConfig { ifindex: 10, vni: 4096, port: 4789, ..node(0).vxlan },
+        };
+        let pod: Ipv6Addr = "fd5f:a1b2:c3d4::af4:2824".parse().unwrap();
+        let remote: Ipv6Addr = "fd5f:a1b2:c3d4::af4:809".parse().unwrap();
+        let route6 = |addr: [u8; 16]| {
+            (addr[..15] == remote.octets()[..15])
+                .then(|| RouteValue6::vxlan(peer.octets(), [0x66, 6, 0, 0, 0, 0x51]))
+        };
+        let learned = PathMtu { mtu: 1400, _pad: 0, expires_ns: 2_000 };
+        let path_mtu6 = |addr: [u8; 16]| (addr == peer.octets()).then_some(learned);
+        let maps = Maps {
+            node: node(0),
+            next_hop_mac: &|_| None,
+            route: &route,
+            endpoint: &endpoint,
+            endpoint6: &endpoint6,
+            is_peer: &|_| false,
+            node6,
+            route6: &route6,
+            is_peer6: &|_| false,
+            path_mtu: &|_| None,
+            path_mtu6: &path_mtu6,
+            flow: &|_| None,
+            flow6: &|_| None,
+            flows: &[],
+            now_ns: 1_000,
+            ifname: &|_| None,
+        };
+        let ip6 = |src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, upper: &[u8]| {
+            let mut frame = ethernet([2; 6], [4; 6], 0x86dd);
+            frame.extend_from_slice(&[0x60, 0, 0, 0]);
+            frame.extend_from_slice(&(upper.len() as u16).to_be_bytes());
+            frame.extend_from_slice(&[next_header, 64]);
+            frame.extend_from_slice(&src.octets());
+            frame.extend_from_slice(&dst.octets());
+            frame.extend_from_slice(upper);
+            frame
+        };
+        // The router's message, quoting this node's IPv6 VXLAN packet to the next node.
+        let mut message = vec![2, 0, 0, 0, 0, 0, 0x05, 0x78];
+        message.extend_from_slice(&ip6(node_ip, peer, 17, &[0; 8])[14..54]);
+        message.extend_from_slice(&[0xc7, 0x38, 0x12, 0xb5, 0x05, 0xb4, 0, 0]);
+        let sum = ipv6::upper_layer_checksum(&router.octets(), &node_ip.octets(), 58, &message);
+        message[2..4].copy_from_slice(&sum.to_be_bytes());
+        let decision = decide(Program::FromUnderlay, &ip6(router, node_ip, 58, &message), &maps);
+        assert_eq!((decision.verdict, decision.reason), (Verdict::Kernel, Reason::PathMtuLearned));
+        let why = decision.why.join("; ");
+        assert!(why.contains(&format!("a router says the path to node {peer} carries 1400 bytes")), "{why}");
+        // The pod's packet too big for the path it taught.
+        let mut tcp = vec![0u8; 20 + 1331 - 60];
+        tcp[12] = 5 << 4;
+        let decision = decide(Program::FromPod { ingress: 5 }, &ip6(pod, remote, 6, &tcp), &maps);
+        assert_eq!(decision.reason, Reason::Icmp6PacketTooBig);
+        let why = decision.why.join("; ");
+        assert!(
+            why.contains(&format!(
+                "1331 bytes do not fit the IPv6 VXLAN tunnel MTU toward {peer} (a router said the path carries 1400) 1330"
+            )),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn under_trust_kernel_only_approved_flows_are_fast() {
         let q = ask("10.244.40.36", "10.244.166.150");
         let (src, dst) = q.ipv4().unwrap();
@@ -1297,6 +1388,7 @@ mod tests {
             route6: &|_| None,
             is_peer6: &|_| false,
             path_mtu: &|_| None,
+            path_mtu6: &|_| None,
             flow: &|_| None,
             flow6: &|_| None,
             flows: &[],

@@ -15,8 +15,8 @@ use aya::{
 use fastpath_common::{
     maps::{
         AgentInfo, Endpoint, MonitorControl, MonitorEvent, Node6Config, NodeConfig, PathMtu, AGENT,
-        AGENT_F_LEGACY_TC, AGENT_F_READY, ENDPOINTS6, EVENTS, MONITOR, NODE, NODE6, PATH_MTU, TUNNEL_PEERS,
-        TUNNEL_PEERS6,
+        AGENT_F_LEGACY_TC, AGENT_F_READY, ENDPOINTS6, EVENTS, MONITOR, NODE, NODE6, PATH_MTU, PATH_MTU6,
+        TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route::RouteKind,
     tunnel::Tunnel,
@@ -169,7 +169,8 @@ pub struct KernelPath {
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PathMtuRow {
-    pub node: Ipv4Addr,
+    /// The node's address on the underlay, either family.
+    pub node: IpAddr,
     pub mtu: u32,
     pub expires_in_seconds: u64,
 }
@@ -437,18 +438,23 @@ fn kernel_path(
         .collect()
 }
 
-/// The path MTUs routers taught the programs that still hold: (node, MTU, seconds left).
-fn path_mtus(dir: &Path) -> Vec<(Ipv4Addr, u32, u64)> {
-    let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, [u8; 4], PathMtu>>(dir, PATH_MTU) else {
-        return Vec::new();
-    };
+/// The path MTUs routers taught the programs that still hold, toward nodes' IPv4 addresses
+/// (`FP_PATH_MTU`) and then their IPv6 ones (`FP_PATH_MTU6`, absent from an older pin folder):
+/// (node, MTU, seconds left).
+fn path_mtus(dir: &Path) -> Vec<(IpAddr, u32, u64)> {
     let now = monotonic_ns();
-    let mut held: Vec<(Ipv4Addr, u32, u64)> = map
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, p)| p.expires_ns > now)
-        .map(|(node, p)| (Ipv4Addr::from(node), p.mtu, (p.expires_ns - now) / 1_000_000_000))
-        .collect();
+    let left = |p: &PathMtu| (p.expires_ns > now).then(|| (p.mtu, (p.expires_ns - now) / 1_000_000_000));
+    let mut held: Vec<(IpAddr, u32, u64)> = Vec::new();
+    if let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, [u8; 4], PathMtu>>(dir, PATH_MTU) {
+        held.extend(map.iter().filter_map(Result::ok).filter_map(|(node, p)| {
+            left(&p).map(|(mtu, secs)| (IpAddr::from(Ipv4Addr::from(node)), mtu, secs))
+        }));
+    }
+    if let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, [u8; 16], PathMtu>>(dir, PATH_MTU6) {
+        held.extend(map.iter().filter_map(Result::ok).filter_map(|(node, p)| {
+            left(&p).map(|(mtu, secs)| (IpAddr::from(Ipv6Addr::from(node)), mtu, secs))
+        }));
+    }
     held.sort();
     held
 }

@@ -12,7 +12,7 @@ use fastpath_common::{
     flow6::{FlowKey6, FlowValue6},
     maps::{
         Endpoint, NextHopEntry, PathMtu, ENDPOINTS, ENDPOINTS6, FLOWS, FLOWS6, NEXT_HOPS, NEXT_HOPS6,
-        PATH_MTU, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
+        PATH_MTU, PATH_MTU6, ROUTES, ROUTES6, TUNNEL_PEERS, TUNNEL_PEERS6,
     },
     route6::RouteValue6,
 };
@@ -38,8 +38,8 @@ impl MapFill {
 }
 
 /// The maps the daemon or the programs add entries to: the route, endpoint and peer maps of both
-/// families, both flow tables, the next-hop caches and the path MTU table.
-pub const FILLED_MAPS: [&str; 11] = [
+/// families, both flow tables, the next-hop caches and the path MTU tables.
+pub const FILLED_MAPS: [&str; 12] = [
     ROUTES,
     ROUTES6,
     ENDPOINTS,
@@ -51,6 +51,7 @@ pub const FILLED_MAPS: [&str; 11] = [
     NEXT_HOPS,
     NEXT_HOPS6,
     PATH_MTU,
+    PATH_MTU6,
 ];
 
 /// The fill of each of [`FILLED_MAPS`], as pinned in `dir`.
@@ -88,6 +89,7 @@ pub fn fill_of(dir: &Path, name: &'static str) -> Result<MapFill, Error> {
         NEXT_HOPS => hash_fill::<[u8; 4], NextHopEntry>(dir, NEXT_HOPS),
         NEXT_HOPS6 => hash_fill::<[u8; 16], NextHopEntry>(dir, NEXT_HOPS6),
         PATH_MTU => hash_fill::<[u8; 4], PathMtu>(dir, PATH_MTU),
+        PATH_MTU6 => hash_fill::<[u8; 16], PathMtu>(dir, PATH_MTU6),
         other => Err(Error::ReadMap {
             name: other,
             source: aya::maps::MapError::InvalidName { name: other.to_string() },
