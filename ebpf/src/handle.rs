@@ -40,7 +40,8 @@ fn walk_ipv4(ctx: &TcContext) -> Outcome {
     carry::out(ctx, tables.node, plan)
 }
 
-/// IPv6 from a pod, as a BPF subprogram.
+/// IPv6 from a pod, as a BPF subprogram, each plan carried out where the walk makes it
+/// (`carry::Out6`).
 #[inline(never)]
 fn from_pod_ipv6(ctx: &TcContext) -> Packed {
     let tables = Maps::new(ctx);

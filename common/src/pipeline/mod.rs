@@ -3,7 +3,8 @@
 //! on a frame it built: over a [`Frame`] (the skb, or bytes), [`Tables`] (the maps, or their
 //! pins) and a [`Trace`] (nothing, or sentences). The walk decides; it changes no packet. What
 //! it decides, a [`Plan`], the programs carry out (`ebpf/src/carry.rs`) and `explain` puts in
-//! words.
+//! words. The IPv6 walk hands each plan, where it makes it, to a [`Carry6`]: the programs carry it
+//! out there, `explain` keeps it ([`Keep`]).
 //!
 //! Everything here is `#[inline(always)]`: in the programs the walk must compile to the code a
 //! hand-written one would, within the verifier's 512 bytes of stack.
