@@ -41,7 +41,7 @@ use crate::{
         routes::{self, Mapping},
         routes6,
         rules::Policy,
-        trust::{RouteTable, Trust, Untracked},
+        trust::{Flows, RouteTable, Trust, Untracked},
     },
     dataplane::{
         bpffs, counters,
@@ -69,7 +69,7 @@ struct Daemon {
     kernel: KernelState,
     netlink: Netlink,
     /// `--trust kernel`: conntrack's judgement followed, and the flow table it implies.
-    trust: Option<(Trust, FlowTables)>,
+    trust: Option<(Trust, Flows)>,
     /// Whether conntrack tracks nothing here, said once.
     untracked: Untracked,
     /// The generation of the programs' next-hop cache (`NodeConfig::next_hop_generation`).
@@ -814,7 +814,7 @@ fn require_explicit_interfaces(selector: &Selector, links: &[LinkState]) -> Resu
 }
 
 /// The next event of conntrack's under `--trust kernel`; never resolves under `--trust routes`.
-async fn next_conntrack(trust: &mut Option<(Trust, FlowTables)>) -> Option<crate::daemon::conntrack::Event> {
+async fn next_conntrack(trust: &mut Option<(Trust, Flows)>) -> Option<crate::daemon::conntrack::Event> {
     match trust {
         Some((trust, _)) => trust.next().await,
         None => std::future::pending().await,

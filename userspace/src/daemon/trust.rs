@@ -28,6 +28,9 @@ use crate::{
     Error,
 };
 
+/// The flow tables, each conntrack entry known by its original tuple.
+pub type Flows = FlowTables<Tuple>;
+
 /// Conntrack's entries and what the fast path does with them.
 pub struct Trust {
     conntrack: Conntrack,
@@ -54,13 +57,13 @@ impl Trust {
 
     /// Take conntrack's entries whole and make the flow table hold exactly what they imply:
     /// at start, and whenever events were lost.
-    pub async fn resync(&mut self, table: &mut FlowTables, places: &impl Places) -> Result<Written, Error> {
+    pub async fn resync(&mut self, table: &mut Flows, places: &impl Places) -> Result<Written, Error> {
         let entries = self.conntrack.dump().await?;
         self.entries = entries.into_iter().map(|e| (e.original, e)).collect();
         let gone: Vec<Tuple> = table.entries().filter(|t| !self.entries.contains_key(*t)).copied().collect();
         let mut written = Written::default();
         for original in gone {
-            written = sum(written, table.set(&original, Judged::default())?);
+            written = sum(written, table.set(&original, Vec::new(), Vec::new())?);
         }
         written = sum(written, self.rejudge(table, places)?);
         written = sum(written, self.release(table, places)?);
@@ -71,7 +74,7 @@ impl Trust {
     }
 
     /// Judge every entry again: after the route table changed.
-    pub fn rejudge(&mut self, table: &mut FlowTables, places: &impl Places) -> Result<Written, Error> {
+    pub fn rejudge(&mut self, table: &mut Flows, places: &impl Places) -> Result<Written, Error> {
         let mut written = Written::default();
         let originals: Vec<Tuple> = self.entries.keys().copied().collect();
         for original in originals {
@@ -89,7 +92,7 @@ impl Trust {
     pub async fn handle(
         &mut self,
         event: Event,
-        table: &mut FlowTables,
+        table: &mut Flows,
         places: &impl Places,
     ) -> Result<Written, Error> {
         match event {
@@ -118,7 +121,7 @@ impl Trust {
                 self.entries.remove(&original);
                 self.refreshed.remove(&original);
                 self.liberal.remove(&original);
-                table.set(&original, Judged::default())
+                table.set(&original, Vec::new(), Vec::new())
             }
             Event::Overrun => {
                 log::warn!("conntrack overflow: the kernel dropped events; resyncing from a full dump");
@@ -131,12 +134,7 @@ impl Trust {
     /// entry's directions are held back until the change has gone ([`Self::release`]): a
     /// segment the fast path carried before conntrack became liberal would leave conntrack's
     /// window behind, and the close it then sees would be INVALID.
-    fn apply(
-        &mut self,
-        original: &Tuple,
-        table: &mut FlowTables,
-        places: &impl Places,
-    ) -> Result<Written, Error> {
+    fn apply(&mut self, original: &Tuple, table: &mut Flows, places: &impl Places) -> Result<Written, Error> {
         let Some(entry) = self.entries.get(original).copied() else { return Ok(Written::default()) };
         let judged = judge::judge(&entry, places);
         if judged.liberal && self.liberal.insert(*original) {
@@ -148,7 +146,7 @@ impl Trust {
     }
 
     /// Send the queued changes to conntrack, then write the entries held back for them.
-    fn release(&mut self, table: &mut FlowTables, places: &impl Places) -> Result<Written, Error> {
+    fn release(&mut self, table: &mut Flows, places: &impl Places) -> Result<Written, Error> {
         if self.held.is_empty() {
             return Ok(Written::default());
         }
@@ -162,20 +160,20 @@ impl Trust {
         Ok(written)
     }
 
-    fn write(&mut self, original: &Tuple, judged: Judged, table: &mut FlowTables) -> Result<Written, Error> {
+    fn write(&mut self, original: &Tuple, judged: Judged, table: &mut Flows) -> Result<Written, Error> {
         if judged.directions.is_empty() && judged.directions6.is_empty() {
             self.refreshed.remove(original);
         } else {
             self.refreshed.entry(*original).or_insert((Instant::now(), 0));
         }
-        table.set(original, judged)
+        table.set(original, judged.directions, judged.directions6)
     }
 
     /// Refresh the timeout of every entry the fast path carried a packet of since its last
     /// refresh, once a third of its timeout has passed: conntrack sees none of those packets, and
     /// must not time the connection out under it, as the nf flowtable refreshes the entries of
     /// the flows it offloads. Returns how many it refreshed.
-    pub fn refresh(&mut self, table: &FlowTables) -> usize {
+    pub fn refresh(&mut self, table: &Flows) -> usize {
         let timeouts = Timeouts::read();
         let mut refreshed = 0;
         let due: Vec<(Tuple, u32)> = self

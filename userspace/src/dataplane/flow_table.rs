@@ -1,8 +1,8 @@
 //! The flow tables of `--trust kernel` (`FP_FLOWS`, and `FP_FLOWS6` for IPv6), written by the
 //! daemon from conntrack's judgement and read by the programs. Each conntrack entry is known by
-//! its original tuple; a table remembers which keys it wrote for each, so that an entry's going
-//! removes exactly its directions, and what it wrote, so that judging an entry again writes only
-//! what changed (keeping the programs' counts of an entry that did not).
+//! an `E` of the daemon's (its original tuple); a table remembers which keys it wrote for each,
+//! so that an entry's going removes exactly its directions, and what it wrote, so that judging an
+//! entry again writes only what changed (keeping the programs' counts of an entry that did not).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -19,11 +19,7 @@ use fastpath_common::{
     maps::{FLOWS, FLOWS6},
 };
 
-use crate::{
-    daemon::{ctnetlink::Tuple, judge::Judged},
-    dataplane::tables::Written,
-    Error,
-};
+use crate::{dataplane::tables::Written, Error};
 
 /// A flow table's value: what the daemon decides, beside the programs' counts.
 pub trait FlowEntry: Pod + PartialEq {
@@ -54,14 +50,14 @@ impl FlowEntry for FlowValue6 {
 }
 
 /// One family's table.
-pub struct FlowTable<K, V> {
+pub struct FlowTable<E, K, V> {
     name: &'static str,
     map: BpfHashMap<MapData, K, V>,
-    /// Per conntrack entry (its original tuple), the directions written, as written.
-    written: HashMap<Tuple, Vec<(K, V)>>,
+    /// Per conntrack entry, the directions written, as written.
+    written: HashMap<E, Vec<(K, V)>>,
 }
 
-impl<K: Pod + Eq + Hash, V: FlowEntry> FlowTable<K, V> {
+impl<E: Copy + Eq + Hash, K: Pod + Eq + Hash, V: FlowEntry> FlowTable<E, K, V> {
     /// The table `name` of the loaded object.
     fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Self, Error> {
         let map = ebpf.take_map(name).ok_or(Error::MissingMap { name })?;
@@ -70,7 +66,7 @@ impl<K: Pod + Eq + Hash, V: FlowEntry> FlowTable<K, V> {
     }
 
     /// Make the table hold exactly `directions` for the conntrack entry `entry`.
-    fn set(&mut self, entry: &Tuple, directions: Vec<(K, V)>) -> Result<Written, Error> {
+    fn set(&mut self, entry: &E, directions: Vec<(K, V)>) -> Result<Written, Error> {
         let mut written = Written::default();
         let old = self.written.remove(entry).unwrap_or_default();
         for (key, _) in old.iter().filter(|(k, _)| !directions.iter().any(|(d, _)| d == k)) {
@@ -92,7 +88,7 @@ impl<K: Pod + Eq + Hash, V: FlowEntry> FlowTable<K, V> {
 
     /// When the fast path last carried a packet of `entry` (either direction), as the programs
     /// wrote it (`bpf_ktime_get_ns()`; 0: never).
-    fn last_seen_ns(&self, entry: &Tuple) -> u64 {
+    fn last_seen_ns(&self, entry: &E) -> u64 {
         let Some(directions) = self.written.get(entry) else { return 0 };
         directions
             .iter()
@@ -123,29 +119,35 @@ impl<K: Pod + Eq + Hash, V: FlowEntry> FlowTable<K, V> {
 }
 
 /// Both families' tables, each entry's directions in the table of its family.
-pub struct FlowTables {
-    v4: FlowTable<FlowKey, FlowValue>,
-    v6: FlowTable<FlowKey6, FlowValue6>,
+pub struct FlowTables<E> {
+    v4: FlowTable<E, FlowKey, FlowValue>,
+    v6: FlowTable<E, FlowKey6, FlowValue6>,
 }
 
-impl FlowTables {
+impl<E: Copy + Eq + Hash> FlowTables<E> {
     /// The flow tables of the loaded object.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, Error> {
         Ok(Self { v4: FlowTable::take(ebpf, FLOWS)?, v6: FlowTable::take(ebpf, FLOWS6)? })
     }
 
-    /// Make the tables hold exactly what `judged` says for the conntrack entry `entry`.
-    pub fn set(&mut self, entry: &Tuple, judged: Judged) -> Result<Written, Error> {
-        Ok(self.v4.set(entry, judged.directions)? + self.v6.set(entry, judged.directions6)?)
+    /// Make the tables hold exactly `v4` and `v6` for the conntrack entry `entry` (one of them
+    /// empty: an entry is of one family).
+    pub fn set(
+        &mut self,
+        entry: &E,
+        v4: Vec<(FlowKey, FlowValue)>,
+        v6: Vec<(FlowKey6, FlowValue6)>,
+    ) -> Result<Written, Error> {
+        Ok(self.v4.set(entry, v4)? + self.v6.set(entry, v6)?)
     }
 
     /// The conntrack entries the tables hold directions of.
-    pub fn entries(&self) -> impl Iterator<Item = &Tuple> {
+    pub fn entries(&self) -> impl Iterator<Item = &E> {
         self.v4.written.keys().chain(self.v6.written.keys())
     }
 
     /// When the fast path last carried a packet of `entry`.
-    pub fn last_seen_ns(&self, entry: &Tuple) -> u64 {
+    pub fn last_seen_ns(&self, entry: &E) -> u64 {
         self.v4.last_seen_ns(entry).max(self.v6.last_seen_ns(entry))
     }
 
