@@ -263,6 +263,26 @@ impl PathMtu {
         }
         Some(self.mtu.saturating_sub(overhead))
     }
+
+    /// What a tunnel of MTU `tunnel_mtu`, adding `overhead` bytes, carries toward a node a router
+    /// said `learned` about: the path's inner MTU while that word holds and is lower, with the
+    /// path's own MTU beside it (for the words); else the tunnel's own. The clock is read only
+    /// when there is a word: most packets go where no router said anything.
+    #[inline(always)]
+    pub fn narrowest(
+        learned: Option<Self>,
+        overhead: u32,
+        tunnel_mtu: u32,
+        now_ns: impl FnOnce() -> u64,
+    ) -> (u32, Option<u32>) {
+        let path = learned
+            .and_then(|p| Some((p.mtu, p.inner_mtu(overhead, now_ns())?)))
+            .filter(|(_, inner)| *inner < tunnel_mtu);
+        match path {
+            Some((outer, inner)) => (inner, Some(outer)),
+            None => (tunnel_mtu, None),
+        }
+    }
 }
 
 /// How to reach a next hop over the underlay, as the FIB said under `generation` (the value of
@@ -628,6 +648,20 @@ mod tests {
         assert_eq!(learned.inner_mtu(20, 6), Some(1380));
         assert_eq!(learned.inner_mtu(50, 5 + PATH_MTU_EXPIRES_NS - 1), Some(1350));
         assert_eq!(learned.inner_mtu(20, 5 + PATH_MTU_EXPIRES_NS), None);
+    }
+
+    #[test]
+    fn the_narrowest_limit_is_the_paths_while_its_word_holds_and_is_lower() {
+        let learned = PathMtu::learned(1400, 5);
+        let unread = || -> u64 { panic!("the clock is read only when a router said something") };
+        assert_eq!(PathMtu::narrowest(None, 50, 1450, unread), (1450, None));
+        assert_eq!(PathMtu::narrowest(learned, 50, 1450, || 6), (1350, Some(1400)));
+        assert_eq!(PathMtu::narrowest(learned, 20, 1300, || 6), (1300, None), "the tunnel is narrower");
+        assert_eq!(
+            PathMtu::narrowest(learned, 50, 1450, || 5 + PATH_MTU_EXPIRES_NS),
+            (1450, None),
+            "aged out"
+        );
     }
 
     #[test]

@@ -191,16 +191,13 @@ pub fn fits<F: Frame, T: Tables, R: Trace>(
     match *to {
         Forward::Local { .. } => None,
         Forward::Encapsulate { next_hop, tunnel, .. } => {
-            let mtu = node.tunnel_mtu(&tunnel);
             // The path MTU toward the node, while a router's word still holds and is lower.
-            let path = tables
-                .path_mtu(next_hop)
-                .and_then(|p| Some((p.mtu, p.inner_mtu(tunnel.overhead(), tables.now_ns())?)))
-                .filter(|(_, inner)| *inner < mtu);
-            let (mtu, path) = match path {
-                Some((outer, inner)) => (inner, Some(outer)),
-                None => (mtu, None),
-            };
+            let (mtu, path) = PathMtu::narrowest(
+                tables.path_mtu(next_hop),
+                tunnel.overhead(),
+                node.tunnel_mtu(&tunnel),
+                || tables.now_ns(),
+            );
             fits_mtu(frame, trace, ip, mtu, Limit::Tunnel { tunnel, peer: next_hop, path })
         }
         Forward::Underlay { .. } => fits_mtu(frame, trace, ip, node.underlay_mtu, Limit::Underlay),

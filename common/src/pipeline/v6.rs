@@ -170,14 +170,10 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
                 return Err(Reason::PassKernelRoute);
             }
             // The path MTU toward the node, while a router's word still holds and is lower.
-            let path = tables
-                .path_mtu6(&next_hop)
-                .and_then(|p| Some((p.mtu, p.inner_mtu(OVERHEAD6 as u32, tables.now_ns())?)))
-                .filter(|(_, inner)| *inner < node6.vxlan_mtu);
-            let (mtu, path) = match path {
-                Some((outer, inner)) => (inner, Some(outer)),
-                None => (node6.vxlan_mtu, None),
-            };
+            let (mtu, path) =
+                PathMtu::narrowest(tables.path_mtu6(&next_hop), OVERHEAD6 as u32, node6.vxlan_mtu, || {
+                    tables.now_ns()
+                });
             if let Some(mtu) = too_big(frame, trace, next_header, mtu, Limit::Vxlan6 { peer: next_hop, path })
             {
                 if mtu < PATH_MTU6_MIN {
@@ -475,7 +471,6 @@ fn learn_path_mtu<F: Frame, T: Tables, R: Trace>(
     });
     let Some((peer, mtu)) = report.flatten() else { return Ok(()) };
     let Some(learned) = PathMtu::learned6(mtu, tables.now_ns()) else { return Ok(()) };
-    // A full table forgets its least recently used node; that only costs one more ICMPv6.
     tables.learn_path_mtu6(&peer, learned);
     trace.note(Note::PathMtuReport6 { peer, mtu: learned.mtu });
     Err(Reason::PathMtuLearned)
