@@ -329,24 +329,20 @@ pub const fn path_mtu_report6(
     if message[quoted] >> 4 != VERSION || message[quoted + 6] != NEXT_UDP {
         return None;
     }
-    let mut i = 0;
-    while i < 16 {
-        if message[quoted + 8 + i] != node_ip[i] {
-            return None;
-        }
-        i += 1;
+    let (_, addresses) = message.split_at(quoted + 8);
+    let (Some(src), Some(dst)) =
+        (addresses.first_chunk::<16>(), addresses.split_at(16).1.first_chunk::<16>())
+    else {
+        return None;
+    };
+    if !same_address(src, node_ip) {
+        return None;
     }
     let udp = quoted + HEADER_LEN;
     if u16::from_be_bytes([message[udp + 2], message[udp + 3]]) != vxlan_port {
         return None;
     }
-    let mut dst = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        dst[i] = message[quoted + 24 + i];
-        i += 1;
-    }
-    Some((dst, u32::from_be_bytes([message[4], message[5], message[6], message[7]])))
+    Some((*dst, u32::from_be_bytes([message[4], message[5], message[6], message[7]])))
 }
 
 /// The first 8 bytes of the IPv6 header of a "packet too big" the node sends (version 6, traffic
