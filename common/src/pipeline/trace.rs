@@ -92,14 +92,12 @@ pub enum Note {
 pub enum Pending {
     /// Carry it by this route.
     Forward(Forward),
-    /// Take it apart and deliver it to a pod here.
+    /// Take it apart (IPIP, VXLAN or IPv6 VXLAN) and deliver it to a pod here.
     Decapsulate { ifindex: u32, mac: [u8; 6] },
     /// Deliver it, as it is, to `dst`.
     Deliver { dst: [u8; 4] },
-    /// Carry the IPv6 packet as this plan says (the plan's hop not yet asked for).
+    /// Carry the IPv6 packet by this route (the hop not yet asked for).
     Carry6(crate::route6::Forward6),
-    /// Take the IPv6 VXLAN packet apart and deliver it to the pod behind `ifindex`.
-    Decapsulate6 { ifindex: u32 },
 }
 
 /// The limit a packet too big exceeded.

@@ -433,7 +433,9 @@ pub fn from_underlay<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
         match gate(frame, tables, trace, Entered::VXLAN) {
             Ok(()) => {}
             Err(Reason::PassFlowPending) => {
-                trace.note(Note::Pending { then: Pending::Decapsulate6 { ifindex: pod.ifindex } });
+                trace.note(Note::Pending {
+                    then: Pending::Decapsulate { ifindex: pod.ifindex, mac: pod.mac },
+                });
                 return Err(Reason::PassFlowPending);
             }
             Err(reason) => return Err(reason),

@@ -548,7 +548,9 @@ impl Words<'_, '_> {
                 let target = target.map_or_else(String::new, |t| t.to_string());
                 format!("neighbour advertisement: {target} is at ee:ee:ee:ee:ee:ee, sent back out of the pod's interface")
             }
-            Plan::Ipv6(Plan6::ToPod { ifindex, mac, decap: false }) => self.pod(ifindex, mac),
+            Plan::Ipv6(Plan6::ToPod { ifindex, mac, decap: false }) => {
+                self.carried6(&Forward6::Local { ifindex, mac })
+            }
             Plan::Ipv6(Plan6::ToPod { ifindex, mac, decap: true }) => {
                 format!("decapsulate, then {}", self.pod(ifindex, mac))
             }
@@ -557,11 +559,7 @@ impl Words<'_, '_> {
                 let src = Ipv6Addr::from(src.unwrap_or_default());
                 format!("ICMPv6 packet too big (mtu = {mtu}) sent back to {src}")
             }
-            Plan::Ipv6(Plan6::ToUnderlay { next_hop, .. }) => format!(
-                "route to node {} over the underlay, out of {}",
-                Ipv6Addr::from(next_hop),
-                self.name(self.maps.node.underlay_ifindex)
-            ),
+            Plan::Ipv6(Plan6::ToUnderlay { next_hop, .. }) => self.carried6(&Forward6::Underlay { next_hop }),
             Plan::Ipv6(Plan6::ByVxlanDevice { ifindex, mac, .. }) => {
                 let device = self.name(ifindex);
                 why.push(format!(
@@ -579,11 +577,7 @@ impl Words<'_, '_> {
                     mac_string(v.mac),
                     mac_string(mac)
                 ));
-                format!(
-                    "encapsulate in IPv6 VXLAN to node {}, out of {}",
-                    Ipv6Addr::from(next_hop),
-                    self.name(self.maps.node.underlay_ifindex)
-                )
+                self.carried6(&Forward6::Vxlan { next_hop, mac })
             }
             Plan::FragNeeded { mtu } => {
                 let src = frame.get(ETH_LEN + 12..ETH_LEN + 16).and_then(|s| <[u8; 4]>::try_from(s).ok());
@@ -619,6 +613,20 @@ impl Words<'_, '_> {
         }
     }
 
+    /// How an IPv6 packet leaves by `to`, in words.
+    fn carried6(&self, to: &Forward6) -> String {
+        let underlay = self.name(self.maps.node.underlay_ifindex);
+        match *to {
+            Forward6::Local { ifindex, mac } => self.pod(ifindex, mac),
+            Forward6::Underlay { next_hop } => {
+                format!("route to node {} over the underlay, out of {underlay}", Ipv6Addr::from(next_hop))
+            }
+            Forward6::Vxlan { next_hop, .. } => {
+                format!("encapsulate in IPv6 VXLAN to node {}, out of {underlay}", Ipv6Addr::from(next_hop))
+            }
+        }
+    }
+
     /// What the fast path will do once conntrack approves the flow.
     fn pending(&self, then: &Pending) -> String {
         match *then {
@@ -628,21 +636,7 @@ impl Words<'_, '_> {
                 Some(pod) => self.pod(pod.ifindex, pod.mac),
                 None => "deliver it".into(),
             },
-            Pending::Carry6(Forward6::Local { ifindex, mac }) => self.pod(ifindex, mac),
-            Pending::Carry6(Forward6::Underlay { next_hop }) => format!(
-                "route to node {} over the underlay, out of {}",
-                Ipv6Addr::from(next_hop),
-                self.name(self.maps.node.underlay_ifindex)
-            ),
-            Pending::Carry6(Forward6::Vxlan { next_hop, .. }) => format!(
-                "encapsulate in IPv6 VXLAN to node {}, out of {}",
-                Ipv6Addr::from(next_hop),
-                self.name(self.maps.node.underlay_ifindex)
-            ),
-            Pending::Decapsulate6 { ifindex } => match (self.maps.ifname)(ifindex) {
-                Some(name) => format!("decapsulate, then redirect to pod on {name} (ifindex {ifindex})"),
-                None => format!("decapsulate, then redirect to pod on ifindex {ifindex}"),
-            },
+            Pending::Carry6(to) => self.carried6(&to),
         }
     }
 }
@@ -951,11 +945,7 @@ pub fn explain_pinned(
     let flows6 = flows::read_pinned6(dir).unwrap_or_default();
     let flow6 = |key: &FlowKey6| flows6.iter().find(|f| f.key == *key).map(|f| f.value);
     let now_ns = monotonic_ns();
-    let rows: Vec<FlowRow> = flows
-        .iter()
-        .map(|f| FlowRow::new(f, now_ns))
-        .chain(flows6.iter().map(|f| FlowRow::new6(f, now_ns)))
-        .collect();
+    let rows = flows::rows(&flows, &flows6, now_ns);
     // What the programs remembered of the FIB's answer, while the daemon's generation holds it.
     let next_hops: Option<HashMap<MapData, [u8; 4], NextHopEntry>> =
         bpffs::open_pinned_as(dir, NEXT_HOPS).ok();
@@ -1079,11 +1069,7 @@ mod tests {
         };
         let flow = |key: &FlowKey| flows.iter().find(|f| f.key == *key).map(|f| f.value);
         let flow6 = |key: &FlowKey6| flows6.iter().find(|f| f.key == *key).map(|f| f.value);
-        let rows: Vec<FlowRow> = flows
-            .iter()
-            .map(|f| FlowRow::new(f, 1_000))
-            .chain(flows6.iter().map(|f| FlowRow::new6(f, 1_000)))
-            .collect();
+        let rows = flows::rows(flows, flows6, 1_000);
         let maps = Maps {
             node: node(flags),
             next_hop_mac: &|_| None,

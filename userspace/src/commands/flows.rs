@@ -79,11 +79,18 @@ pub fn read_pinned6(dir: &Path) -> Result<Vec<Flow6>, Error> {
     Ok(flows)
 }
 
-/// Both tables' directions as rows: IPv4's, then IPv6's.
+/// Both tables' directions as rows, as of `now_ns`: IPv4's, then IPv6's.
+pub fn rows(flows: &[Flow], flows6: &[Flow6], now_ns: u64) -> Vec<FlowRow> {
+    flows
+        .iter()
+        .map(|f| FlowRow::new(f, now_ns))
+        .chain(flows6.iter().map(|f| FlowRow::new6(f, now_ns)))
+        .collect()
+}
+
+/// [`rows`] of the pinned tables.
 pub fn rows_pinned(dir: &Path, now_ns: u64) -> Result<Vec<FlowRow>, Error> {
-    let mut rows: Vec<FlowRow> = read_pinned(dir)?.iter().map(|f| FlowRow::new(f, now_ns)).collect();
-    rows.extend(read_pinned6(dir)?.iter().map(|f| FlowRow::new6(f, now_ns)));
-    Ok(rows)
+    Ok(rows(&read_pinned(dir)?, &read_pinned6(dir)?, now_ns))
 }
 
 /// `fastpath flows`.
