@@ -443,20 +443,24 @@ fn kernel_path(
 /// (node, MTU, seconds left).
 fn path_mtus(dir: &Path) -> Vec<(IpAddr, u32, u64)> {
     let now = monotonic_ns();
-    let left = |p: &PathMtu| (p.expires_ns > now).then(|| (p.mtu, (p.expires_ns - now) / 1_000_000_000));
-    let mut held: Vec<(IpAddr, u32, u64)> = Vec::new();
-    if let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, [u8; 4], PathMtu>>(dir, PATH_MTU) {
-        held.extend(map.iter().filter_map(Result::ok).filter_map(|(node, p)| {
-            left(&p).map(|(mtu, secs)| (IpAddr::from(Ipv4Addr::from(node)), mtu, secs))
-        }));
-    }
-    if let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, [u8; 16], PathMtu>>(dir, PATH_MTU6) {
-        held.extend(map.iter().filter_map(Result::ok).filter_map(|(node, p)| {
-            left(&p).map(|(mtu, secs)| (IpAddr::from(Ipv6Addr::from(node)), mtu, secs))
-        }));
-    }
+    let mut held = path_mtus_in::<[u8; 4]>(dir, PATH_MTU, now);
+    held.extend(path_mtus_in::<[u8; 16]>(dir, PATH_MTU6, now));
     held.sort();
     held
+}
+
+/// [`path_mtus`] of one family's map `name` (none when it is not pinned), node addresses `A`.
+fn path_mtus_in<A: aya::Pod + Into<IpAddr>>(
+    dir: &Path,
+    name: &'static str,
+    now: u64,
+) -> Vec<(IpAddr, u32, u64)> {
+    let Ok(map) = bpffs::open_pinned_as::<HashMap<MapData, A, PathMtu>>(dir, name) else { return Vec::new() };
+    map.iter()
+        .filter_map(Result::ok)
+        .filter(|(_, p)| p.expires_ns > now)
+        .map(|(node, p)| (node.into(), p.mtu, (p.expires_ns - now) / 1_000_000_000))
+        .collect()
 }
 
 /// `fastpath endpoints`: the local pods, from the route table, then their IPv6 addresses, from
