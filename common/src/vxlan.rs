@@ -327,22 +327,41 @@ pub const SUMMED6: core::ops::Range<usize> = 8..68;
 /// The UDP checksum field of IPv6 VXLAN whose headers [`write_headers6`] wrote, given `summed`,
 /// the one's-complement sum of the big-endian 16-bit words of `h[SUMMED6]` (a program has the
 /// kernel sum them where they lie): the rest of the pseudo-header (length, next header), the
-/// inner Ethernet type, and the inner packet ([`inner_contribution`]).
-pub const fn udp_checksum6(summed: u32, inner_first8: &[u8; 8]) -> u16 {
-    let payload_len = u16::from_be_bytes([inner_first8[4], inner_first8[5]]) as u32;
-    let udp_len = (UDP_HEADER_LEN + HEADER_LEN + INNER_ETH_LEN + ipv6::HEADER_LEN) as u32 + payload_len;
+/// inner Ethernet type, and the inner packet ([`inner_contribution`]), for each packet that
+/// reaches the wire carrying `wire_payload_len` bytes of inner payload.
+///
+/// That is the packet's own payload length, or for a GSO packet whose segments are all alike
+/// (`gso_size` bytes of TCP data each), a segment's: the inner upper layer drops out of the sum
+/// and only the lengths differ between the aggregate and its segments, so every segment the
+/// kernel cuts carries this one checksum, which `bpf_skb_adjust_room`'s tunnel GSO
+/// (`SKB_GSO_UDP_TUNNEL`, never `_CSUM`) copies into each of them. The UDP length `h` holds (the
+/// aggregate's, which each segment's replaces) is taken out of `summed` and the wire's put in.
+pub const fn udp_checksum6(summed: u32, inner_first8: &[u8; 8], wire_payload_len: u16) -> u16 {
+    const AROUND: u32 = (UDP_HEADER_LEN + HEADER_LEN + INNER_ETH_LEN + ipv6::HEADER_LEN) as u32;
+    let written = AROUND + u16::from_be_bytes([inner_first8[4], inner_first8[5]]) as u32;
+    let wire = AROUND + wire_payload_len as u32;
     let summed = (summed & 0xffff) + (summed >> 16);
+    // The header's length replaced (one's complement: adding 0xffff − x takes x away), then the
+    // pseudo-header's.
     let sum = summed
-        + udp_len
+        + (0xffff - written)
+        + wire
+        + wire
         + ipv6::NEXT_UDP as u32
         + u16::from_be_bytes(ETH_P_IPV6) as u32
         + inner_contribution(inner_first8);
     ipv6::udp_checksum_field(crate::icmp::fold(sum))
 }
 
-/// [`write_headers6`], then the checksum summed here: the host's whole computation (the
-/// programs sum with `bpf_csum_diff`).
-pub const fn write_headers6_summed(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_first8: &[u8; 8]) -> bool {
+/// [`write_headers6`], then the checksum summed here for packets on the wire carrying
+/// `wire_payload_len` bytes of inner payload ([`udp_checksum6`]): the host's whole computation
+/// (the programs sum with `bpf_csum_diff`).
+pub const fn write_headers6_summed(
+    h: &mut [u8; OVERHEAD6],
+    e: &Encap6,
+    inner_first8: &[u8; 8],
+    wire_payload_len: u16,
+) -> bool {
     if !write_headers6(h, e, inner_first8) {
         return false;
     }
@@ -352,7 +371,7 @@ pub const fn write_headers6_summed(h: &mut [u8; OVERHEAD6], e: &Encap6, inner_fi
         summed += u16::from_be_bytes([h[at], h[at + 1]]) as u32;
         at += 2;
     }
-    let check = udp_checksum6(summed, inner_first8).to_be_bytes();
+    let check = udp_checksum6(summed, inner_first8, wire_payload_len).to_be_bytes();
     h[ipv6::HEADER_LEN + 6] = check[0];
     h[ipv6::HEADER_LEN + 7] = check[1];
     true
@@ -596,7 +615,8 @@ mod tests {
     fn encapsulated6(inner: &[u8]) -> Vec<u8> {
         let config = config();
         let mut h = [0u8; OVERHEAD6];
-        assert!(write_headers6_summed(&mut h, &encap6(&config), inner[..8].try_into().unwrap()));
+        let payload_len = (inner.len() - ipv6::HEADER_LEN) as u16;
+        assert!(write_headers6_summed(&mut h, &encap6(&config), inner[..8].try_into().unwrap(), payload_len));
         let mut packet = h.to_vec();
         packet.extend_from_slice(inner);
         packet
@@ -675,6 +695,86 @@ mod tests {
         let mut sent = encapsulated6(&partial);
         sent[70..].copy_from_slice(&complete);
         assert!(udp_checksum_holds(&sent));
+    }
+
+    /// The segments the kernel cuts a TCP GSO packet (`inner`: IPv6, a 20-byte TCP header,
+    /// `mss`-byte pieces of data) encapsulated as `outer` into: each the 70 bytes with the
+    /// outer lengths made the segment's (`ipv6_gso_segment`, `__skb_udp_tunnel_segment`, the
+    /// UDP checksum left as it is), the inner header's payload length the segment's, the TCP
+    /// sequence number advanced, PSH only on the last, and a real TCP checksum.
+    fn segments6(outer: &[u8], mss: usize) -> Vec<Vec<u8>> {
+        let inner = &outer[OVERHEAD6..];
+        let ip = ipv6::Ipv6Fields::parse(inner[..40].try_into().unwrap());
+        let (tcp, data) = (&inner[40..60], &inner[60..]);
+        let seq = u32::from_be_bytes(tcp[4..8].try_into().unwrap());
+        let pieces: Vec<&[u8]> = data.chunks(mss).collect();
+        let last = pieces.len() - 1;
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let mut upper = tcp.to_vec();
+                upper[4..8].copy_from_slice(&(seq + (i * mss) as u32).to_be_bytes());
+                upper[13] = if i == last { 0x18 } else { 0x10 };
+                upper[16..18].copy_from_slice(&[0, 0]);
+                upper.extend_from_slice(piece);
+                let check = ipv6::upper_layer_checksum(&ip.src, &ip.dst, ipv6::NEXT_TCP, &upper);
+                upper[16..18].copy_from_slice(&check.to_be_bytes());
+                let header = ipv6::Ipv6Fields { payload_len: upper.len() as u16, ..ip };
+                let mut segment = outer[..OVERHEAD6].to_vec();
+                let udp_len = (OVERHEAD6 - 40 + 40 + upper.len()) as u16;
+                segment[4..6].copy_from_slice(&udp_len.to_be_bytes());
+                segment[44..46].copy_from_slice(&udp_len.to_be_bytes());
+                segment.extend_from_slice(&header.header());
+                segment.extend_from_slice(&upper);
+                segment
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_segment_of_a_gso_packet_cut_in_equal_pieces_carries_the_one_checksum() {
+        const MSS: usize = 1370;
+        let mut tcp = std::vec![0u8; 20 + 3 * MSS];
+        tcp[..4].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        tcp[4..8].copy_from_slice(&0xfffff000u32.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x18;
+        for (i, b) in tcp[20..].iter_mut().enumerate() {
+            *b = (i * 7 % 251) as u8;
+        }
+        let inner = inner6(ipv6::NEXT_TCP, &tcp, 16);
+        let config = config();
+        let wire_packet = |inner: &[u8], wire: usize| {
+            let mut h = [0u8; OVERHEAD6];
+            assert!(write_headers6_summed(
+                &mut h,
+                &encap6(&config),
+                inner[..8].try_into().unwrap(),
+                wire as u16
+            ));
+            let mut outer = h.to_vec();
+            outer.extend_from_slice(inner);
+            outer
+        };
+        let outer = wire_packet(&inner, 20 + MSS);
+        // The aggregate's own lengths in its headers, as a receiver that never cuts it reads them.
+        assert_eq!(usize::from(u16::from_be_bytes([outer[44], outer[45]])), outer.len() - 40);
+        let segments = segments6(&outer, MSS);
+        assert_eq!(segments.len(), 3);
+        for segment in &segments {
+            assert!(udp_checksum_holds(segment), "{:x?}", &segment[..8]);
+        }
+        // Taken for a whole packet, the checksum holds for none of them.
+        let whole = wire_packet(&inner, 20 + 3 * MSS);
+        assert!(udp_checksum_holds(&whole));
+        assert!(segments6(&whole, MSS).iter().all(|s| !udp_checksum_holds(s)));
+        // A shorter last piece: that segment's checksum would not hold, which is why such a GSO
+        // packet is the device's to encapsulate.
+        let short = inner6(ipv6::NEXT_TCP, &tcp[..tcp.len() - 100], 16);
+        let segments = segments6(&wire_packet(&short, 20 + MSS), MSS);
+        let holds: Vec<bool> = segments.iter().map(|s| udp_checksum_holds(s)).collect();
+        assert_eq!(holds, [true, true, false]);
     }
 
     fn received6() -> (u16, Received) {

@@ -75,10 +75,10 @@ fn out_ipv6(ctx: &TcContext, plan: Plan6<NextHop6>) -> Outcome {
             deliver::to_pod_v6(ctx, ifindex, mac, Reason::DecapsulatedVxlan)
         }
         Plan6::ToUnderlay { hop, .. } => deliver::to_hop6(ctx, &hop),
-        Plan6::Encapsulate { next_hop, mac, hop } => {
+        Plan6::Encapsulate { next_hop, mac, hop, wire_payload_len } => {
             // The walk found it ready; the map's own value, not a copy.
             let node6 = maps::node6().ok_or(Reason::PassNotReady)?;
-            vxlan::encapsulate6(ctx, node6, &next_hop, mac, &hop)
+            vxlan::encapsulate6(ctx, node6, &next_hop, mac, &hop, wire_payload_len)
         }
         Plan6::TooBig { mtu } => icmp6::packet_too_big(ctx, mtu),
         Plan6::ByVxlanDevice { ifindex, device_mac, mac } => {

@@ -142,18 +142,22 @@ pub fn strip(ctx: &TcContext) -> Result<(), Reason> {
         .map_err(|_| Reason::PassEncapFailed)
 }
 
-/// IPv6 VXLAN: outer IPv6 instead of IPv4. No GSO packet comes here (the walk leaves those to
-/// the kernel: `bpf_skb_adjust_room` can mark one only `SKB_GSO_UDP_TUNNEL`, whose segments would
-/// all carry the first one's UDP checksum).
-const ENCAP6_FLAGS: u32 =
-    BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+/// IPv6 VXLAN: outer IPv6 instead of IPv4. `bpf_skb_adjust_room` can mark a GSO packet only
+/// `SKB_GSO_UDP_TUNNEL`, never `_CSUM`: the kernel copies the UDP checksum written here into every
+/// segment it cuts, so only a GSO packet whose segments are all alike comes here (the walk hands
+/// the rest to `vxlan-v6.calico`), with the checksum they all carry.
+const ENCAP6_FLAGS: u32 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV6
+    | BPF_F_ADJ_ROOM_ENCAP_L4_UDP
+    | BPF_F_ADJ_ROOM_ENCAP_L2_ETH
+    | BPF_F_ADJ_ROOM_FIXED_GSO;
 /// Where the inner IPv6 header lies once encapsulated.
 const INNER6: usize = EthHdr::LEN + OVERHEAD6;
 /// Where the UDP checksum lies in the 70 bytes.
 const UDP6_CHECK: usize = fastpath_common::ipv6::HEADER_LEN + 6;
 
 /// Encapsulate in IPv6 VXLAN toward node `next_hop`, whose `vxlan-v6.calico` has MAC
-/// `peer_mac`, and send it out of the underlay toward `hop`.
+/// `peer_mac`, and send it out of the underlay toward `hop`; each packet it becomes on the wire
+/// carries `wire_payload_len` bytes of inner payload (`Plan6::Encapsulate`).
 #[inline(always)]
 pub fn encapsulate6(
     ctx: &TcContext,
@@ -161,6 +165,7 @@ pub fn encapsulate6(
     next_hop: &[u8; 16],
     peer_mac: [u8; 6],
     hop: &NextHop6,
+    wire_payload_len: u16,
 ) -> Outcome {
     // The inner header's first 8 bytes as they will leave (hop limit − 1; the walk checked it is
     // above 1): all the outer headers depend on, the UDP checksum included.
@@ -204,7 +209,8 @@ pub fn encapsulate6(
     let sum = sum as u32;
     let sum = (sum & 0xffff) + (sum >> 16);
     let folded = ((sum & 0xffff) + (sum >> 16)) as u16;
-    let check = vxlan::udp_checksum6(u32::from(u16::from_be_bytes(folded.to_ne_bytes())), &first8);
+    let check =
+        vxlan::udp_checksum6(u32::from(u16::from_be_bytes(folded.to_ne_bytes())), &first8, wire_payload_len);
     let field: *mut [u8; 2] =
         parse::header_mut(ctx, EthHdr::LEN + UDP6_CHECK).ok_or(Reason::DropRewriteFailed)?;
     // SAFETY: bounds-checked by `header_mut`.

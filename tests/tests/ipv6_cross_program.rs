@@ -179,11 +179,35 @@ fn what_ipv6_vxlan_cannot_checksum_without_reading_the_payload_goes_to_the_kerne
         });
     }
     in_node(|ebpf, _| {
-        // A GSO aggregate: each segment needs its own checksum, which the device makes.
+        // A GSO aggregate whose last segment is shorter (3000 bytes in pieces of 1100): that
+        // segment's checksum would differ from the others', so the device makes each one.
         let frame = tcp6(POD6, VXLAN6_POD, 3000);
-        let (verdict, out, _) = run_gso(ebpf, FROM_POD, &frame, 1000, 3);
+        let (verdict, out, _) = run_gso(ebpf, FROM_POD, &frame, 1100, 3);
         assert_handed_to_the_device(&frame, verdict, &out);
         assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 1);
+    });
+}
+
+#[test]
+fn a_tcp_gso_packet_of_equal_segments_is_encapsulated_by_the_program() {
+    in_node(|ebpf, _| {
+        // 3000 bytes in pieces of 1000: every segment carries one UDP checksum, which the program
+        // makes (`vxlan::udp_checksum6`, shown segment by segment in its unit tests). A GSO skb
+        // made by BPF_PROG_TEST_RUN has no GSO type, so `bpf_skb_adjust_room` refuses to grow it
+        // and the packet reaches the kernel whole, counted where the program's encapsulation
+        // failed, never handed to the device; that a real aggregate is encapsulated, segmented
+        // and taken apart by the kernel's `vxlan-v6.calico` is `ipv6_e2e.rs`'s mixed cluster.
+        let frame = tcp6(POD6, VXLAN6_POD, 3000);
+        let (verdict, out, segs_out) = run_gso(ebpf, FROM_POD, &frame, 1000, 3);
+        assert_eq!((verdict, &out, segs_out), (PASS, &frame, 3));
+        assert_eq!(count(ebpf, Reason::PassEncapFailed), 1);
+        assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 0);
+        // One segment's worth as a whole packet is encapsulated.
+        let whole = tcp6(POD6, VXLAN6_POD, 1000);
+        let (verdict, out) = run(ebpf, FROM_POD, &whole);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), whole.len() + 70);
+        assert_eq!(count(ebpf, Reason::EncapsulatedVxlan), 1);
     });
 }
 

@@ -406,7 +406,8 @@ fn bytes_since(daemons: &[Daemon], before: &[fastpath_tests::daemon::Counters], 
 }
 
 /// IPv6 VXLAN each of `daemons` sent since `before`, in bytes: encapsulated by the programs, or
-/// handed to `vxlan-v6.calico` (a GSO packet, whose segments' UDP checksums the device makes).
+/// handed to `vxlan-v6.calico` (a GSO packet with a shorter last segment, whose segments' UDP
+/// checksums the device makes).
 fn sent_in_vxlan6(daemons: &[Daemon], before: &[fastpath_tests::daemon::Counters]) -> Vec<u64> {
     let encapsulated = bytes_since(daemons, before, "encapsulated_vxlan");
     let by_device = bytes_since(daemons, before, "redirected_vxlan6_device");
@@ -524,6 +525,58 @@ fn a_mixed_cluster_carries_ipv6_vxlan_both_ways() {
     let node2 = link_packets(&cluster.nodes[1].ns.name, VXLAN6_DEVICE);
     // 4 MiB each way is at least 64 GRO aggregates of 64 KiB each way through its device.
     assert!(node2.0 >= 64 && node2.1 >= 64, "node 2's {VXLAN6_DEVICE}: {node2:?}");
+}
+
+/// IPv6 UDP datagrams namespace `ns` received whose checksum did not hold (`Udp6InCsumErrors`).
+fn udp6_checksum_errors(ns: &str) -> u64 {
+    let snmp6 = cmd::in_ns_ok(ns, "cat", &["/proc/net/snmp6"]).unwrap();
+    let row = snmp6.lines().find(|l| l.starts_with("Udp6InCsumErrors")).unwrap_or_else(|| panic!("{snmp6}"));
+    row.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A pod's 4 MiB to `to` in IPv6 VXLAN from node 1, whose underlay cuts GSO packets and checksums
+/// them in software (as a NIC without tunnel offloads would), to node 2, whose kernel checks every
+/// segment's UDP checksum (`udp6_csum_init`) before its `vxlan-v6.calico` takes it apart.
+fn transfer_checked_segment_by_segment(cluster: &Cluster, from: &Pod, to: &Pod) {
+    let node2 = &cluster.nodes[1].ns.name;
+    let errors = udp6_checksum_errors(node2);
+    traffic::transfer6(from, to, 4 << 20).unwrap();
+    assert_eq!(udp6_checksum_errors(node2), errors, "segments whose UDP checksum did not hold");
+}
+
+#[test]
+fn every_segment_of_a_pods_tcp_in_ipv6_vxlan_carries_a_udp_checksum_that_holds() {
+    require_root();
+    let spec = ClusterSpec::seed_vxlan_mixed().dual_stack();
+    let cluster = Cluster::build("v6segs", &spec).unwrap();
+    let (a, b) = (&cluster.nodes[0].pods[0], &cluster.nodes[1].pods[0]);
+    let (node1, node2) = (&cluster.nodes[0].ns.name, &cluster.nodes[1].ns.name);
+    // Node 1's underlay segments and checksums in software: what leaves it is segments, each
+    // with the UDP checksum it will be checked by. Node 2's takes none of that for granted.
+    let segment_in_software =
+        ["-K", "eth0", "tx-udp_tnl-segmentation", "off", "tx-udp_tnl-csum-segmentation", "off", "tx", "off"];
+    cmd::in_ns_ok(node1, "ethtool", &segment_in_software).unwrap();
+    cmd::in_ns_ok(node2, "ethtool", &["-K", "eth0", "rx", "off"]).unwrap();
+    // The floor: node 1's kernel, its FORWARD open for the while, encapsulating in its own
+    // vxlan-v6.calico (SKB_GSO_UDP_TUNNEL_CSUM: a checksum per segment).
+    cmd::in_ns_ok(node1, "ip6tables", &["-P", "FORWARD", "ACCEPT"]).unwrap();
+    let device_before = link_packets(node1, VXLAN6_DEVICE);
+    transfer_checked_segment_by_segment(&cluster, a, b);
+    let device_after = link_packets(node1, VXLAN6_DEVICE);
+    assert!(device_after.1 - device_before.1 >= 64, "the kernel's device sent it");
+    cmd::in_ns_ok(node1, "ip6tables", &["-P", "FORWARD", "DROP"]).unwrap();
+
+    let daemons = [Daemon::start(node1, &[]).unwrap()];
+    let before = [daemons[0].counters().unwrap()];
+    transfer_checked_segment_by_segment(&cluster, a, b);
+    let counted = daemons[0].counters().unwrap().since(&before[0]);
+    let (packets, bytes) = (counted.packets("encapsulated_vxlan"), counted.bytes("encapsulated_vxlan"));
+    let by_device = counted.bytes("redirected_vxlan6_device");
+    // The programs encapsulated nearly all of the transfer, GSO aggregates among it: more bytes
+    // than 1430 a packet on average, where one segment is at most 1430. The device got only
+    // the aggregates with a shorter last segment.
+    assert!(bytes + by_device >= 4 << 20 && bytes >= 3 << 20, "{counted:?}");
+    assert!(bytes / packets.max(1) > 1430, "{counted:?}");
 }
 
 #[test]

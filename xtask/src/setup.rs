@@ -30,6 +30,8 @@ pub const PACKAGES: &[&str] = &[
     "linux-perf",
     // parity_e2e.rs reads the segment size of the aggregates a pod receives.
     "bpftrace",
+    // ipv6_e2e.rs turns a node's tunnel offloads off, so every segment's checksum is checked.
+    "ethtool",
     // conntrack_e2e.rs deletes and reads the kernel's conntrack entries, as Felix and an
     // operator do.
     "conntrack",

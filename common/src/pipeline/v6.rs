@@ -43,8 +43,10 @@ pub enum Plan6<H> {
     ToPod { ifindex: u32, mac: [u8; 6], decap: bool },
     /// Out of the underlay as it is, toward `hop`: node `next_hop`'s block route.
     ToUnderlay { next_hop: [u8; 16], hop: H },
-    /// In IPv6 VXLAN to node `next_hop`, whose `vxlan-v6.calico` has MAC `mac`, out toward `hop`.
-    Encapsulate { next_hop: [u8; 16], mac: [u8; 6], hop: H },
+    /// In IPv6 VXLAN to node `next_hop`, whose `vxlan-v6.calico` has MAC `mac`, out toward `hop`;
+    /// each packet it puts on the wire carries `wire_payload_len` bytes of inner payload (a GSO
+    /// packet's segments), which the UDP checksum is made for.
+    Encapsulate { next_hop: [u8; 16], mac: [u8; 6], hop: H, wire_payload_len: u16 },
     /// Answer with ICMPv6 "packet too big" carrying `mtu`, back to the pod.
     TooBig { mtu: u32 },
     /// Hand to this node's `vxlan-v6.calico` (`ifindex`, MAC `device_mac`), inner Ethernet to
@@ -185,16 +187,16 @@ pub fn from_pod<F: Frame, T: Tables, R: Trace, C: Carry6<T::Hop6>>(
                 }
                 return carry.carry(Plan6::TooBig { mtu });
             }
-            if !summable(frame, payload_len, next_header) {
+            let Some(wire_payload_len) = wire_payload_len(frame, payload_len, next_header) else {
                 let device = &node6.vxlan;
                 return carry.carry(Plan6::ByVxlanDevice {
                     ifindex: device.ifindex,
                     device_mac: device.mac,
                     mac,
                 });
-            }
+            };
             let hop = tables.hop6(&next_hop)?;
-            carry.carry(Plan6::Encapsulate { next_hop, mac, hop })
+            carry.carry(Plan6::Encapsulate { next_hop, mac, hop, wire_payload_len })
         }
     }
 }
@@ -296,21 +298,37 @@ fn gate<F: Frame, T: Tables, R: Trace>(
     admission.verdict
 }
 
-/// Whether the outer UDP checksum of this packet in IPv6 VXLAN can be made from its first 8
-/// bytes ([`vxlan::inner_contribution`]): one whole packet (not a GSO one, whose segments each
-/// need their own, and with no bytes after it that the checksum would have to cover) of an upper
-/// layer whose own checksum covers all of it and the pseudo-header (TCP, ICMPv6, UDP with a
-/// checksum).
+/// The inner payload length of each packet this one puts on the wire, when the outer UDP
+/// checksum of IPv6 VXLAN can be made from its first 8 bytes ([`vxlan::udp_checksum6`]): its own
+/// for one whole packet of an upper layer whose checksum covers all of it and the pseudo-header
+/// (TCP, ICMPv6, UDP with a checksum); a segment's for a TCP GSO packet whose data the kernel
+/// cuts into equal segments (they all carry one checksum). `None` for anything else: a GSO packet
+/// with a shorter last segment (its checksum would differ), another upper layer, a datagram
+/// without a checksum, a frame with bytes after its packet that the checksum would have to cover.
 #[inline(always)]
-fn summable<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> bool {
-    let whole =
-        frame.gso_size() == 0 && frame.length() == (ETH_LEN + HEADER_LEN) as u32 + u32::from(payload_len);
-    let covered = match next_header {
-        PROTO_TCP | NEXT_ICMPV6 => true,
-        NEXT_UDP => frame.read::<UDP_HEADER_LEN, _>(UDP, |u| u[6] != 0 || u[7] != 0) == Some(true),
-        _ => false,
-    };
-    whole && covered
+fn wire_payload_len<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> Option<u16> {
+    if frame.length() != (ETH_LEN + HEADER_LEN) as u32 + u32::from(payload_len) {
+        return None;
+    }
+    let gso_size = frame.gso_size();
+    if gso_size == 0 {
+        let covered = match next_header {
+            PROTO_TCP | NEXT_ICMPV6 => true,
+            NEXT_UDP => frame.read::<UDP_HEADER_LEN, _>(UDP, |u| u[6] != 0 || u[7] != 0) == Some(true),
+            _ => false,
+        };
+        return if covered { Some(payload_len) } else { None };
+    }
+    if next_header != PROTO_TCP {
+        return None;
+    }
+    let header = frame.read::<13, _>(UDP, |tcp| u32::from(tcp[12] >> 4) * 4)?;
+    let data = u32::from(payload_len).checked_sub(header)?;
+    if header < 20 || data == 0 || data % gso_size != 0 {
+        return None;
+    }
+    // Below the payload length, so it fits 16 bits.
+    Some((header + gso_size) as u16)
 }
 
 /// `Some(mtu)` when the packet (a segment, for a GSO packet) does not fit `mtu`. A router never
