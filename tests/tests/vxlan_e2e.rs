@@ -171,8 +171,10 @@ fn under_trust_kernel_a_mixed_cluster_fast_paths_a_dnat_service_whose_backend_is
         "mixed, --trust kernel: fastpath node encapsulated {encapsulated} bytes, decapsulated {decapsulated}; its kernel's vxlan.calico received {kernel_rx} packets, sent {kernel_tx}"
     );
     // The service's connections (translated by the programs) and the pod-to-pod transfers went
-    // by the programs once conntrack approved them, both ways.
-    let most = ((SERVICE_CONNECTIONS << 20) + TEN_MB) as u64 * 9 / 10;
+    // by the programs once conntrack approved them, both ways. Each connection's first packets
+    // are the kernel's until the daemon has written its entry, a millisecond or more, in which a
+    // MiB can go by: on a loaded machine (a CI run) the kernel's share reached 13 %.
+    let most = ((SERVICE_CONNECTIONS << 20) + TEN_MB) as u64 * 3 / 4;
     assert!(encapsulated >= most && decapsulated >= most, "{encapsulated} B out, {decapsulated} B in");
     // Flows began in the kernel: its own vxlan.calico carried their first packets both ways,
     // and decapsulated arriving VXLAN for real.
