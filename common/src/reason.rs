@@ -449,7 +449,7 @@ reasons! {
         },
         /// IPv6 VXLAN needs a real UDP checksum (the kernel's `vxlan-v6.calico` drops a zero one),
         /// which the programs make without reading the payload only for a whole TCP, UDP or
-        /// ICMPv6 packet, or a TCP GSO packet cut into equal segments (they all carry one
+        /// ICMPv6 packet, or a TCP or UDP GSO packet cut into equal segments (they all carry one
         /// checksum). A GSO packet with a shorter last segment (its checksum would differ),
         /// another upper layer, a UDP datagram without a checksum or a frame with bytes after its
         /// packet is handed straight to this node's `vxlan-v6.calico` (hop limit − 1, inner
@@ -458,7 +458,7 @@ reasons! {
         Vxlan6ByDevice = 60 {
             label: "redirected_vxlan6_device",
             short: "handed to vxlan-v6.calico to encapsulate",
-            describe: "IPv6 VXLAN must carry a real UDP checksum; the program makes it from the inner packet's own checksum only for a whole TCP, UDP or ICMPv6 packet or a TCP GSO packet of equal segments, so a GSO packet with a shorter last segment, another upper layer or a datagram without a checksum is handed to this node's vxlan-v6.calico, which encapsulates and checksums it",
+            describe: "IPv6 VXLAN must carry a real UDP checksum; the program makes it from the inner packet's own checksum only for a whole TCP, UDP or ICMPv6 packet or a TCP or UDP GSO packet of equal segments, so a GSO packet with a shorter last segment, another upper layer or a datagram without a checksum is handed to this node's vxlan-v6.calico, which encapsulates and checksums it",
         },
         /// An IPv6 packet too big for the tunnel or the underlay: answered with ICMPv6 "packet too
         /// big" carrying that MTU (a router never fragments IPv6).

@@ -331,7 +331,7 @@ pub const SUMMED6: core::ops::Range<usize> = 8..68;
 /// reaches the wire carrying `wire_payload_len` bytes of inner payload.
 ///
 /// That is the packet's own payload length, or for a GSO packet whose segments are all alike
-/// (`gso_size` bytes of TCP data each), a segment's: the inner upper layer drops out of the sum
+/// (`gso_size` bytes of TCP data or of a UDP datagram each), a segment's: the inner upper layer drops out of the sum
 /// and only the lengths differ between the aggregate and its segments, so every segment the
 /// kernel cuts carries this one checksum, which `bpf_skb_adjust_room`'s tunnel GSO
 /// (`SKB_GSO_UDP_TUNNEL`, never `_CSUM`) copies into each of them. The UDP length `h` holds (the

@@ -164,6 +164,52 @@ fn receive(listener: &TcpListener, deadline: Duration) -> Result<(usize, u64)> {
     }
 }
 
+/// `UDP_SEGMENT` (`linux/udp.h`), which the libc crate names only for other C libraries.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// One `total`-byte send from `from` to `to`'s IPv6 address and port 7000 with `UDP_SEGMENT` set
+/// to `segment` (one GSO aggregate the kernel cuts into datagrams of `segment` bytes, the last
+/// the remainder): the sizes of the datagrams that arrived, each checked against what was sent.
+/// Waits at most 5 s for the last one.
+pub fn udp_gso_send6(from: &Pod, to: &Pod, segment: u16, total: usize) -> Result<Vec<usize>> {
+    let to_ip = to.ip6.with_context(|| format!("pod {} has no IPv6 address", to.ip))?;
+    let listen = SocketAddr::from((to_ip, 7000));
+    let receiver = in_netns(&to.ns.name, move || Ok(std::net::UdpSocket::bind(listen)?))?;
+    receiver.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut payload = vec![0u8; total];
+    fill_pseudo_random(&mut 0x2545_f491_4f6c_dd1d, &mut payload);
+    let sent = payload.clone();
+    in_netns(&from.ns.name, move || {
+        let socket = std::net::UdpSocket::bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)))?;
+        let size = libc::c_int::from(segment);
+        // SAFETY: setsockopt on a socket we own, with a pointer to an int of the length given.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            bail!("UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        }
+        socket.send_to(&payload, listen).context("send")?;
+        Ok(())
+    })?;
+    let mut sizes = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    for piece in sent.chunks(usize::from(segment)) {
+        let n = receiver.recv(&mut buffer).context("receive")?;
+        if buffer[..n] != *piece {
+            bail!("datagram {} ({n} bytes) is not the one sent ({} bytes)", sizes.len(), piece.len());
+        }
+        sizes.push(n);
+    }
+    Ok(sizes)
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {

@@ -28,8 +28,15 @@ fn assert_passes_unchanged(ebpf: &mut aya::Ebpf, program: &'static str, frame: &
 
 /// A UDP datagram over IPv6 from a pod; without a checksum when `checksum` is false.
 fn udp6(src: [u8; 16], dst: [u8; 16], checksum: bool) -> Vec<u8> {
-    let mut udp = vec![0x9c, 0x40, 0, 53, 0, 13, 0, 0];
-    udp.extend_from_slice(b"query");
+    udp6_sized(src, dst, checksum, b"query")
+}
+
+/// [`udp6`] carrying `data`.
+fn udp6_sized(src: [u8; 16], dst: [u8; 16], checksum: bool, data: &[u8]) -> Vec<u8> {
+    let mut udp = vec![0x9c, 0x40, 0, 53];
+    udp.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(data);
     if checksum {
         let sum = ipv6::udp_checksum_field(ipv6::upper_layer_checksum(&src, &dst, ipv6::NEXT_UDP, &udp));
         udp[6..8].copy_from_slice(&sum.to_be_bytes());
@@ -178,30 +185,32 @@ fn what_ipv6_vxlan_cannot_checksum_without_reading_the_payload_goes_to_the_kerne
             assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 1);
         });
     }
-    in_node(|ebpf, _| {
-        // A GSO aggregate whose last segment is shorter (3000 bytes in pieces of 1100): that
-        // segment's checksum would differ from the others', so the device makes each one.
-        let frame = tcp6(POD6, VXLAN6_POD, 3000);
-        let (verdict, out, _) = run_gso(ebpf, FROM_POD, &frame, 1100, 3);
-        assert_handed_to_the_device(&frame, verdict, &out);
-        assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 1);
-    });
 }
 
 #[test]
-fn a_tcp_gso_packet_of_equal_segments_is_encapsulated_by_the_program() {
+fn a_gso_packet_of_equal_segments_is_encapsulated_by_the_program() {
+    // 3000 bytes of TCP data or UDP datagrams in pieces of 1000: every segment carries one UDP
+    // checksum, which the program makes (`vxlan::udp_checksum6`, shown segment by segment in its
+    // unit tests). A GSO skb made by BPF_PROG_TEST_RUN has no GSO type, so `bpf_skb_adjust_room`
+    // refuses to grow it and the packet reaches the kernel whole, counted where the program's
+    // encapsulation failed, never handed to the device; that a real aggregate is encapsulated,
+    // cut and taken apart by the kernel's `vxlan-v6.calico` is `ipv6_e2e.rs`'s mixed cluster.
+    let tcp = tcp6(POD6, VXLAN6_POD, 3000);
+    let udp = udp6_sized(POD6, VXLAN6_POD, true, &[0x5a; 3000]);
+    for frame in [tcp, udp] {
+        in_node(move |ebpf, _| {
+            let (verdict, out, segs_out) = run_gso(ebpf, FROM_POD, &frame, 1000, 3);
+            assert_eq!((verdict, &out, segs_out), (PASS, &frame, 3));
+            assert_eq!(count(ebpf, Reason::PassEncapFailed), 1);
+            assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 0);
+            // A shorter last piece (pieces of 1100): that segment's checksum would differ from
+            // the others', so the device makes each one.
+            let (verdict, out, _) = run_gso(ebpf, FROM_POD, &frame, 1100, 3);
+            assert_handed_to_the_device(&frame, verdict, &out);
+            assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 1);
+        });
+    }
     in_node(|ebpf, _| {
-        // 3000 bytes in pieces of 1000: every segment carries one UDP checksum, which the program
-        // makes (`vxlan::udp_checksum6`, shown segment by segment in its unit tests). A GSO skb
-        // made by BPF_PROG_TEST_RUN has no GSO type, so `bpf_skb_adjust_room` refuses to grow it
-        // and the packet reaches the kernel whole, counted where the program's encapsulation
-        // failed, never handed to the device; that a real aggregate is encapsulated, segmented
-        // and taken apart by the kernel's `vxlan-v6.calico` is `ipv6_e2e.rs`'s mixed cluster.
-        let frame = tcp6(POD6, VXLAN6_POD, 3000);
-        let (verdict, out, segs_out) = run_gso(ebpf, FROM_POD, &frame, 1000, 3);
-        assert_eq!((verdict, &out, segs_out), (PASS, &frame, 3));
-        assert_eq!(count(ebpf, Reason::PassEncapFailed), 1);
-        assert_eq!(count(ebpf, Reason::Vxlan6ByDevice), 0);
         // One segment's worth as a whole packet is encapsulated.
         let whole = tcp6(POD6, VXLAN6_POD, 1000);
         let (verdict, out) = run(ebpf, FROM_POD, &whole);

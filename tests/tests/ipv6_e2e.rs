@@ -534,18 +534,25 @@ fn udp6_checksum_errors(ns: &str) -> u64 {
     row.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// A pod's 4 MiB to `to` in IPv6 VXLAN from node 1, whose underlay cuts GSO packets and checksums
-/// them in software (as a NIC without tunnel offloads would), to node 2, whose kernel checks every
-/// segment's UDP checksum (`udp6_csum_init`) before its `vxlan-v6.calico` takes it apart.
-fn transfer_checked_segment_by_segment(cluster: &Cluster, from: &Pod, to: &Pod) {
+/// `send` from node 1, whose underlay cuts GSO packets and checksums them in software (as a NIC
+/// without tunnel offloads would), to node 2, whose kernel checks every segment's UDP checksum
+/// (`udp6_csum_init`) before its `vxlan-v6.calico` takes it apart.
+fn checked_segment_by_segment<T>(cluster: &Cluster, send: impl FnOnce() -> T) -> T {
     let node2 = &cluster.nodes[1].ns.name;
     let errors = udp6_checksum_errors(node2);
-    traffic::transfer6(from, to, 4 << 20).unwrap();
+    let sent = send();
     assert_eq!(udp6_checksum_errors(node2), errors, "segments whose UDP checksum did not hold");
+    sent
+}
+
+/// One UDP aggregate of `total` bytes cut into datagrams of 1000 (`UDP_SEGMENT`), checked segment
+/// by segment: the sizes that arrived, their contents as sent.
+fn udp_aggregate(cluster: &Cluster, from: &Pod, to: &Pod, total: usize) -> Vec<usize> {
+    checked_segment_by_segment(cluster, || traffic::udp_gso_send6(from, to, 1000, total).unwrap())
 }
 
 #[test]
-fn every_segment_of_a_pods_tcp_in_ipv6_vxlan_carries_a_udp_checksum_that_holds() {
+fn every_segment_of_a_pods_tcp_and_udp_in_ipv6_vxlan_carries_a_udp_checksum_that_holds() {
     require_root();
     let spec = ClusterSpec::seed_vxlan_mixed().dual_stack();
     let cluster = Cluster::build("v6segs", &spec).unwrap();
@@ -561,14 +568,16 @@ fn every_segment_of_a_pods_tcp_in_ipv6_vxlan_carries_a_udp_checksum_that_holds()
     // vxlan-v6.calico (SKB_GSO_UDP_TUNNEL_CSUM: a checksum per segment).
     cmd::in_ns_ok(node1, "ip6tables", &["-P", "FORWARD", "ACCEPT"]).unwrap();
     let device_before = link_packets(node1, VXLAN6_DEVICE);
-    transfer_checked_segment_by_segment(&cluster, a, b);
+    checked_segment_by_segment(&cluster, || traffic::transfer6(a, b, 4 << 20).unwrap());
+    assert_eq!(udp_aggregate(&cluster, a, b, 3000), [1000, 1000, 1000]);
+    assert_eq!(udp_aggregate(&cluster, a, b, 2500), [1000, 1000, 500]);
     let device_after = link_packets(node1, VXLAN6_DEVICE);
     assert!(device_after.1 - device_before.1 >= 64, "the kernel's device sent it");
     cmd::in_ns_ok(node1, "ip6tables", &["-P", "FORWARD", "DROP"]).unwrap();
 
     let daemons = [Daemon::start(node1, &[]).unwrap()];
     let before = [daemons[0].counters().unwrap()];
-    transfer_checked_segment_by_segment(&cluster, a, b);
+    checked_segment_by_segment(&cluster, || traffic::transfer6(a, b, 4 << 20).unwrap());
     let counted = daemons[0].counters().unwrap().since(&before[0]);
     let (packets, bytes) = (counted.packets("encapsulated_vxlan"), counted.bytes("encapsulated_vxlan"));
     let by_device = counted.bytes("redirected_vxlan6_device");
@@ -577,6 +586,17 @@ fn every_segment_of_a_pods_tcp_in_ipv6_vxlan_carries_a_udp_checksum_that_holds()
     // the aggregates with a shorter last segment.
     assert!(bytes + by_device >= 4 << 20 && bytes >= 3 << 20, "{counted:?}");
     assert!(bytes / packets.max(1) > 1430, "{counted:?}");
+    // A UDP aggregate of equal datagrams: encapsulated by the programs whole, the device given
+    // nothing; one whose last datagram is shorter: the device's.
+    let before = [daemons[0].counters().unwrap()];
+    assert_eq!(udp_aggregate(&cluster, a, b, 3000), [1000, 1000, 1000]);
+    let counted = daemons[0].counters().unwrap().since(&before[0]);
+    assert!(counted.bytes("encapsulated_vxlan") >= 3000, "{counted:?}");
+    assert_eq!(counted.packets("redirected_vxlan6_device"), 0, "{counted:?}");
+    let before = [daemons[0].counters().unwrap()];
+    assert_eq!(udp_aggregate(&cluster, a, b, 2500), [1000, 1000, 500]);
+    let counted = daemons[0].counters().unwrap().since(&before[0]);
+    assert!(counted.bytes("redirected_vxlan6_device") >= 2500, "{counted:?}");
 }
 
 #[test]

@@ -301,8 +301,8 @@ fn gate<F: Frame, T: Tables, R: Trace>(
 /// The inner payload length of each packet this one puts on the wire, when the outer UDP
 /// checksum of IPv6 VXLAN can be made from its first 8 bytes ([`vxlan::udp_checksum6`]): its own
 /// for one whole packet of an upper layer whose checksum covers all of it and the pseudo-header
-/// (TCP, ICMPv6, UDP with a checksum); a segment's for a TCP GSO packet whose data the kernel
-/// cuts into equal segments (they all carry one checksum). `None` for anything else: a GSO packet
+/// (TCP, ICMPv6, UDP with a checksum); a segment's for a TCP or UDP GSO packet whose data the
+/// kernel cuts into equal segments (they all carry one checksum). `None` for anything else: a GSO packet
 /// with a shorter last segment (its checksum would differ), another upper layer, a datagram
 /// without a checksum, a frame with bytes after its packet that the checksum would have to cover.
 #[inline(always)]
@@ -319,12 +319,15 @@ fn wire_payload_len<F: Frame>(frame: &F, payload_len: u16, next_header: u8) -> O
         };
         return if covered { Some(payload_len) } else { None };
     }
-    if next_header != PROTO_TCP {
-        return None;
-    }
-    let header = frame.read::<13, _>(UDP, |tcp| u32::from(tcp[12] >> 4) * 4)?;
+    // Each segment's own header: TCP's (its data offset), or UDP's for a datagram aggregate
+    // (`UDP_SEGMENT`), each datagram checksummed by the kernel as it cuts them.
+    let header = match next_header {
+        PROTO_TCP => frame.read::<13, _>(UDP, |tcp| u32::from(tcp[12] >> 4) * 4)?,
+        NEXT_UDP => UDP_HEADER_LEN as u32,
+        _ => return None,
+    };
     let data = u32::from(payload_len).checked_sub(header)?;
-    if header < 20 || data == 0 || data % gso_size != 0 {
+    if header < UDP_HEADER_LEN as u32 || data == 0 || data % gso_size != 0 {
         return None;
     }
     // Below the payload length, so it fits 16 bits.

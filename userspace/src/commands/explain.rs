@@ -563,7 +563,7 @@ impl Words<'_, '_> {
             Plan::Ipv6(Plan6::ByVxlanDevice { ifindex, mac, .. }) => {
                 let device = self.name(ifindex);
                 why.push(format!(
-                    "the program makes IPv6 VXLAN's UDP checksum only for a whole TCP, UDP or ICMPv6 packet, or a TCP GSO packet of equal segments; {device} checksums this one (each segment of a GSO packet)"
+                    "the program makes IPv6 VXLAN's UDP checksum only for a whole TCP, UDP or ICMPv6 packet, or a TCP or UDP GSO packet of equal segments; {device} checksums this one (each segment of a GSO packet)"
                 ));
                 format!("hand to {device} to encapsulate, inner Ethernet to {}", mac_string(mac))
             }
